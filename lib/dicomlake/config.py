@@ -1,0 +1,221 @@
+"""One frozen, typed config: a YAML file merged with ``DICOMLAKE_<SECTION>_<KEY>`` variables.
+
+Precedence, lowest first: the defaults below, the YAML file (``--conf``, else ``$DICOMLAKE_CONF``),
+then environment variables. Every error names the key and the bad value.
+
+>>> cfg = load_config(env={"DICOMLAKE_INGEST_ERROR_THRESHOLD": "0.2"})
+>>> cfg.ingest.error_threshold
+0.2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dicomlake.errors import ConfigError
+
+ENV_PREFIX = "DICOMLAKE_"
+MiB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "dicomlake"
+    # Extra Spark properties, applied when dicomlake builds the session itself.
+    conf: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class HdfsConfig:
+    # WebHDFS address of the NameNode, used by Python code on executors and the driver.
+    webhdfs_url: str = "http://127.0.0.1:9870"
+    user: str = ""
+    auth: str = "simple"  # simple | kerberos
+    kerberos_principal: str = ""
+    timeout_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        _choice("hdfs.auth", self.auth, ("simple", "kerberos"))
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    # Bytes of input per Spark task (files are bin-packed by size, not by count).
+    task_bytes: int = 256 * MiB
+    # Larger files are quarantined as too_large.
+    max_file_bytes: int = 2048 * MiB
+    # A run fails (exit code 3) when more than this share of its inputs is quarantined.
+    error_threshold: float = 0.5
+    # Files modified this recently (by the filesystem's clock) are left for the next run.
+    settle_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive("ingest.task_bytes", self.task_bytes)
+        _positive("ingest.max_file_bytes", self.max_file_bytes)
+        _between("ingest.error_threshold", self.error_threshold, 0.0, 1.0)
+        _between("ingest.settle_seconds", self.settle_seconds, 0.0, 86400.0 * 7)
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelsConfig:
+    codec: str = "auto"
+    # Decode every chunk after encoding and compare before it is written.
+    verify: bool = True
+    pack_bytes: int = 128 * MiB
+
+    def __post_init__(self) -> None:
+        _positive("pixels.pack_bytes", self.pack_bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeysConfig:
+    keyring: str = "data/keyring.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotConfig:
+    # The next incremental scans from watermark - lag_seconds, to catch clock skew and late closes.
+    lag_seconds: float = 300.0
+    keep_daily: int = 7
+    keep_weekly: int = 4
+
+    def __post_init__(self) -> None:
+        _between("snapshot.lag_seconds", self.lag_seconds, 0.0, 86400.0 * 30)
+        _between("snapshot.keep_daily", self.keep_daily, 1, 10_000)
+        _between("snapshot.keep_weekly", self.keep_weekly, 0, 10_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    spark: SparkConfig = dataclasses.field(default_factory=SparkConfig)
+    hdfs: HdfsConfig = dataclasses.field(default_factory=HdfsConfig)
+    ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
+    pixels: PixelsConfig = dataclasses.field(default_factory=PixelsConfig)
+    keys: KeysConfig = dataclasses.field(default_factory=KeysConfig)
+    snapshot: SnapshotConfig = dataclasses.field(default_factory=SnapshotConfig)
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Build the config from defaults, an optional YAML file and ``DICOMLAKE_*`` variables."""
+    env = os.environ if env is None else env
+    if path is None and env.get(ENV_PREFIX + "CONF"):
+        path = env[ENV_PREFIX + "CONF"]
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONF":
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"unknown config variable {name}={value!r}: "
+                              f"sections are {', '.join(sorted(sections))}")
+        raw.setdefault(section, {})[rest[len(section) + 1:]] = _EnvValue(value)
+    unknown = set(raw) - set(sections)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"unknown config section {key!r} (value {raw[key]!r}): "
+                          f"sections are {', '.join(sorted(sections))}")
+    built = {}
+    for name, field in sections.items():
+        section_raw = raw.get(name) or {}
+        if not isinstance(section_raw, dict):
+            raise ConfigError(f"config section {name!r} must be a mapping, got {section_raw!r}")
+        built[name] = _build_section(name, field.type, section_raw)
+    return Config(**built)
+
+
+class _EnvValue(str):
+    """A value that came from an environment variable, so it is parsed from text."""
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def _build_section(section: str, cls_name: Any, values: dict[str, Any]) -> Any:
+    cls = globals()[cls_name] if isinstance(cls_name, str) else cls_name
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key {section}.{key} (value {value!r}): "
+                              f"known keys are {', '.join(sorted(fields))}")
+        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    from_env = isinstance(value, _EnvValue)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if from_env and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if from_env and value.lower() in ("0", "false", "no", "off"):
+                return False
+        elif hint is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if from_env:
+                return int(value)
+        elif hint is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if from_env:
+                return float(value)
+        elif hint is str:
+            if isinstance(value, str):
+                return str(value)
+        elif origin is dict:
+            parsed = yaml.safe_load(value) if from_env else value
+            if isinstance(parsed, dict):
+                return {str(k): str(v) for k, v in parsed.items()}
+    except ValueError:
+        pass
+    raise ConfigError(f"config key {key} has a bad value {value!r}: expected {_name(hint)}")
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _positive(key: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"config key {key} has a bad value {value!r}: must be > 0")
+
+
+def _between(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"config key {key} has a bad value {value!r}: "
+                          f"must be between {low} and {high}")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key {key} has a bad value {value!r}: "
+                          f"must be one of {', '.join(choices)}")

@@ -1,0 +1,70 @@
+"""The project's exception types. Each docstring says what to do about it."""
+
+
+class DicomLakeError(Exception):
+    """Base of every dicomlake error; catch this to handle any of them."""
+
+
+class ConfigError(DicomLakeError):
+    """A config key or value is wrong: fix the named key in the YAML file or DICOMLAKE_* variable."""
+
+
+class StorageError(DicomLakeError):
+    """A filesystem call failed: check the URI, permissions and that HDFS is reachable."""
+
+
+class PublishConflictError(StorageError):
+    """The publish target exists already: a file in the lake is never overwritten."""
+
+
+class DicomParseError(DicomLakeError):
+    """The input is not readable DICOM; it is quarantined with the reason code in `reason`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class CodecError(DicomLakeError):
+    """A codec failed or did not round-trip; the chunk was not written."""
+
+
+class UnknownCodecError(CodecError):
+    """A chunk names a codec this version does not know: upgrade dicomlake to read it."""
+
+
+class KeyringError(DicomLakeError):
+    """The keyring is missing, unreadable or lacks a key: run `dicomlake keys init` or pass --keyring."""
+
+
+class MissingKeyError(KeyringError):
+    """The key that wrapped this data is not in the keyring (rotated out, or another keyring)."""
+
+
+class PrivateKeyRequiredError(KeyringError):
+    """This keyring holds only the public key: reading needs the private key file."""
+
+
+class IntegrityError(DicomLakeError):
+    """Stored bytes failed authentication or a hash check: the object was tampered with or damaged."""
+
+
+class TamperedChunkError(IntegrityError):
+    """A chunk failed to open: flipped bytes, a moved or swapped chunk, or the wrong data key."""
+
+
+class TruncatedPackError(IntegrityError):
+    """A pack file ends early or lacks its footer: restore it from a backup."""
+
+
+class LakeError(DicomLakeError):
+    """The lake is not in the expected state (missing table, unknown instance, unfinished run)."""
+
+
+class ErrorThresholdExceeded(DicomLakeError):
+    """Too large a share of a run's inputs was quarantined; inspect the errors table."""
+
+
+class BackupError(DicomLakeError):
+    """A snapshot, restore or verify step failed; the message names the snapshot and object."""

@@ -1,0 +1,78 @@
+"""The filesystem interface every part of dicomlake uses for its own I/O.
+
+Paths given to a :class:`FileSystem` are the full URIs the caller was given (``hdfs://nn:8020/x``,
+``file:///x`` or ``/x``), so they can be passed around and logged as they are.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
+
+
+class FileInfo(NamedTuple):
+    """A listed file: its URI, size in bytes and modification time by the filesystem's clock."""
+
+    path: str
+    size: int
+    mtime_ms: int
+
+
+class FileSystem(abc.ABC):
+    """Read with ranges, write new files, publish by rename, list, delete."""
+
+    scheme: str
+
+    @abc.abstractmethod
+    def list_files(self, path: str) -> Iterator[FileInfo]:
+        """Every file below ``path`` (recursive), or ``path`` itself if it is a file.
+
+        A missing ``path`` lists nothing.
+        """
+
+    @abc.abstractmethod
+    def list_dirs(self, path: str) -> list[str]:
+        """The immediate subdirectories of ``path`` as URIs, sorted (empty when it is missing)."""
+
+    @abc.abstractmethod
+    def status(self, path: str) -> FileInfo | None:
+        """The file or directory at ``path``, or None when there is nothing there."""
+
+    @abc.abstractmethod
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        """``length`` bytes from ``offset`` (all the rest when None); raises if the file is gone."""
+
+    @abc.abstractmethod
+    def open_read(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A readable (on local files also seekable) stream, for reading big files piece by piece."""
+
+    @abc.abstractmethod
+    def open_write(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A new file at ``path`` (parents made; an existing one is replaced).
+
+        Writers write to a private staging path and :meth:`publish` it into place.
+        """
+
+    @abc.abstractmethod
+    def publish(self, src: str, dst: str) -> None:
+        """Atomically rename ``src`` to ``dst`` (parents made); fails if ``dst`` exists."""
+
+    @abc.abstractmethod
+    def delete(self, path: str, recursive: bool = False) -> None:
+        """Remove a file, or a directory with ``recursive``; a missing path is not an error."""
+
+    @abc.abstractmethod
+    def makedirs(self, path: str) -> None:
+        """Make a directory and its parents; an existing one is fine."""
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write ``data`` as a new file at ``path``."""
+        with self.open_write(path) as out:
+            out.write(data)
+
+    def exists(self, path: str) -> bool:
+        """Whether anything is at ``path``."""
+        return self.status(path) is not None
+

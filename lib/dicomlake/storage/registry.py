@@ -1,0 +1,31 @@
+"""Choose the filesystem for a URI by its scheme."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from dicomlake.config import HdfsConfig
+from dicomlake.errors import ConfigError
+from dicomlake.storage.base import FileSystem
+
+
+def filesystem_for(uri: str, hdfs: HdfsConfig | None = None) -> FileSystem:
+    """The filesystem that serves ``uri``: local for plain paths and ``file://``, WebHDFS for ``hdfs://``."""
+    scheme = urlsplit(uri).scheme
+    if scheme in ("", "file"):
+        from dicomlake.storage.local import LocalFileSystem
+
+        return LocalFileSystem()
+    if scheme == "hdfs":
+        from dicomlake.storage.hdfs import WebHdfsFileSystem
+
+        return WebHdfsFileSystem(hdfs or HdfsConfig())
+    raise ConfigError(f"unsupported URI scheme {scheme!r} in {uri!r}: use a path, file:// or hdfs://")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI path parts with '/', whatever the scheme."""
+    out = base.rstrip("/")
+    for part in parts:
+        out += "/" + part.strip("/")
+    return out
