@@ -1,0 +1,1 @@
+"""The ingest job: plan on the driver, work per partition on executors."""

@@ -1,0 +1,293 @@
+"""The work of one ingest task, run on an executor: files in, staged packs and table fragments out.
+
+Each task reads its own files through :mod:`dicomlake.storage` (big bytes never cross the
+JVM/Python boundary), splits each into header and frames, seals the chunks into pack files and
+writes its table fragments under the run's staging area. It returns only small rows (ledger,
+errors, packs) to the driver. Names carry the task's attempt number, so a retried task never
+overwrites what another attempt wrote; the driver commits only the files of successful attempts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow as pa
+
+from dicomlake.config import Config
+from dicomlake.crypto.keyring import Keyring
+from dicomlake.dicom.dicomjson import header_json
+from dicomlake.dicom.elements import element_rows
+from dicomlake.dicom.promote import promoted_values
+from dicomlake.dicom.split import SplitInstance, split_instance
+from dicomlake.errors import DicomParseError, StorageError
+from dicomlake.lake import schemas
+from dicomlake.lake.commit import staged
+from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.parquet import write_table
+from dicomlake.pixels.pack import PackWriter
+from dicomlake.storage import FileInfo, FileSystem, filesystem_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What every task of a run shares (pickled once per task; keep it small)."""
+
+    run_id: str
+    lake: str
+    config: Config
+    keyring: bytes  # a keyring that can wrap (the public half only, in public-key mode)
+    started_ms: int
+
+
+@dataclass
+class TaskResult:
+    """The small rows a task sends back to the driver."""
+
+    task: int
+    attempt: int
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    packs: list[dict[str, Any]] = field(default_factory=list)
+    staged: list[str] = field(default_factory=list)  # lake-relative paths, ready to publish
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    bytes_read: int = 0
+    bytes_stored: int = 0
+
+
+def _ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def partition_dir(values: dict[str, Any]) -> str:
+    """Hive-style directory of an instance row, escaped the way Spark escapes partition values."""
+    parts = []
+    for name in schemas.INSTANCE_PARTITIONS:
+        value = values.get(name)
+        text = schemas.NULL_PARTITION if value in (None, "") else quote(str(value), safe="")
+        parts.append(f"{name}={text}")
+    return "/".join(parts)
+
+
+class _Packs:
+    """The task's open pack file, rolled over at the configured size."""
+
+    def __init__(self, fs: FileSystem, layout: LakeLayout, ctx: TaskContext,
+                 result: TaskResult) -> None:
+        self._fs, self._layout, self._ctx, self._result = fs, layout, ctx, result
+        self._keyring = Keyring.from_bytes(ctx.keyring)
+        self.kek_id = self._keyring.active_kek_id
+        self._seq = 0
+        self._writer: PackWriter | None = None
+        self._out: contextlib.ExitStack | None = None
+        self.relative = ""
+
+    def writer_for(self, incoming: int) -> PackWriter:
+        limit = self._ctx.config.pixels.pack_bytes
+        if self._writer is not None and self._writer.bytes_written + incoming > limit:
+            self.close()
+        if self._writer is None:
+            self._seq += 1
+            pack_id = (f"{self._ctx.run_id}-t{self._result.task:05d}"
+                       f"-a{self._result.attempt}-{self._seq:03d}")
+            self.relative = f"pixels/{self._ctx.run_id}/{pack_id}.pack"
+            self._out = contextlib.ExitStack()
+            stream = self._out.enter_context(
+                self._fs.open_write(staged(self._layout, self._ctx.run_id, self.relative)))
+            self._writer = PackWriter(stream, pack_id, self._keyring)
+        return self._writer
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        info = self._writer.close()
+        assert self._out is not None
+        self._out.close()
+        self._result.staged.append(self.relative)
+        self._result.packs.append({
+            "pack_path": self.relative, "pack_id": info.pack_id, "kek_id": info.kek_id,
+            "wrapped_key": info.wrapped_key, "size": info.size, "chunks": info.chunks,
+            "ingest_run_id": self._ctx.run_id, "wrapped_at": _ts(self._ctx.started_ms),
+        })
+        self._writer = None
+
+
+class _Task:
+    def __init__(self, task: int, attempt: int, ctx: TaskContext) -> None:
+        self.ctx = ctx
+        self.layout = LakeLayout(ctx.lake)
+        self.lake_fs = filesystem_for(ctx.lake, ctx.config.hdfs)
+        self.result = TaskResult(task, attempt)
+        self.instances: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.frames: list[dict[str, Any]] = []
+        self.elements: list[pa.Table] = []
+        self.seen_sha: set[str] = set()
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.result.seconds[stage] += time.perf_counter() - start
+
+    def source_row(self, info: FileInfo, sha: str | None, outcome: str,
+                   instance_id: str | None = None, sop: str | None = None) -> None:
+        self.result.sources.append({
+            "source_path": info.path, "source_size": info.size,
+            "source_mtime": _ts(info.mtime_ms), "source_sha256": sha, "outcome": outcome,
+            "instance_id": instance_id, "SOPInstanceUID": sop,
+            "ingest_run_id": self.ctx.run_id, "seen_at": _ts(self.ctx.started_ms),
+        })
+
+    def reject(self, info: FileInfo, reason: str, message: str, data: bytes | None,
+               sha: str | None, landing_fs: FileSystem | None = None) -> None:
+        """Record a bad input and keep a raw copy of it in quarantine."""
+        quarantine = None
+        if data is not None or landing_fs is not None:
+            name = info.path.rsplit("/", 1)[-1]
+            quarantine = f"quarantine/{self.ctx.run_id}/{(sha or 'unhashed')[:16]}-{name}"
+            target = staged(self.layout, self.ctx.run_id, quarantine)
+            with self.timed("quarantine"):
+                if data is not None:
+                    self.lake_fs.write_bytes(target, data)
+                else:  # too large to hold in memory: stream it across
+                    assert landing_fs is not None
+                    with landing_fs.open_read(info.path) as src, \
+                            self.lake_fs.open_write(target) as dst:
+                        while block := src.read(8 << 20):
+                            dst.write(block)
+            self.result.staged.append(quarantine)
+        self.result.errors.append({
+            "source_path": info.path, "source_size": info.size,
+            "source_mtime": _ts(info.mtime_ms), "source_sha256": sha, "reason": reason,
+            "message": message, "quarantine_path": quarantine,
+            "ingest_run_id": self.ctx.run_id, "recorded_at": _ts(self.ctx.started_ms),
+        })
+        self.source_row(info, sha, "quarantined" if quarantine else "failed")
+
+    def ingest_file(self, info: FileInfo, landing_fs: FileSystem, packs: _Packs,
+                    stored: frozenset[str]) -> None:
+        cfg = self.ctx.config
+        if info.size > cfg.ingest.max_file_bytes:
+            self.reject(info, "too_large", f"{info.size} bytes is over ingest.max_file_bytes="
+                        f"{cfg.ingest.max_file_bytes}", None, None, landing_fs)
+            return
+        try:
+            with self.timed("read"):
+                data = landing_fs.read(info.path)
+        except StorageError as exc:
+            self.reject(info, "unreadable", str(exc), None, None)
+            return
+        self.result.bytes_read += len(data)
+        if len(data) != info.size:
+            self.reject(info, "changed_while_reading",
+                        f"listed with {info.size} bytes, read {len(data)}", data, None)
+            return
+        with self.timed("hash"):
+            sha = hashlib.sha256(data).hexdigest()
+        if sha in stored or sha in self.seen_sha:
+            self.source_row(info, sha, "duplicate", instance_id=sha)
+            return
+        try:
+            with self.timed("parse"):
+                split = split_instance(data)
+        except DicomParseError as exc:
+            self.reject(info, exc.reason, exc.message, data, sha)
+            return
+        self.seen_sha.add(sha)
+        self.store(info, sha, split, packs)
+
+    def store(self, info: FileInfo, sha: str, split: SplitInstance, packs: _Packs) -> None:
+        cfg, run_id = self.ctx.config, self.ctx.run_id
+        with self.timed("parse"):
+            values = promoted_values(split)
+            sop = values["SOPInstanceUID"]
+            header = header_json(split.dataset)
+            elements = element_rows(split.dataset)
+        writer = packs.writer_for(len(split.prefix) + len(split.suffix)
+                                  + sum(len(f) for f in split.frames))
+        chunks = [("prefix", 0, split.prefix, None, "auto")]
+        codec = "store" if split.encapsulated else cfg.pixels.codec
+        chunks += [("frame", i + 1, f, split.frame_spec, codec) for i, f in enumerate(split.frames)]
+        chunks.append(("suffix", 0, split.suffix, None, "auto"))
+        stored_total = stored_pixels = raw_pixels = 0
+        frame_codecs = set()
+        with self.timed("encode+encrypt"):
+            for kind, index, raw, spec, chunk_codec in chunks:
+                rec = writer.add(instance=sha, kind=kind, index=index, raw=raw, spec=spec,
+                                 codec=chunk_codec, verify=cfg.pixels.verify)
+                stored_total += rec.length
+                if kind == "frame":
+                    stored_pixels += rec.length
+                    raw_pixels += rec.raw_length
+                    frame_codecs.add(rec.codec)
+                self.frames.append({
+                    "instance_id": sha, "SOPInstanceUID": sop, "chunk_kind": kind,
+                    "frame_number": index, "pack_path": packs.relative, "offset": rec.offset,
+                    "length": rec.length, "codec": rec.codec, "kek_id": packs.kek_id,
+                    "raw_length": rec.raw_length, "raw_sha256": rec.raw_sha256,
+                    "ingest_run_id": run_id,
+                })
+        self.result.bytes_stored += stored_total
+        study_date = values.get("StudyDate")
+        values.update({
+            "study_year": study_date.year if study_date is not None else None,
+            "header_json": header, "pack_path": packs.relative,
+            "frame_chunks": len(split.frames),
+            "pixel_codec": ",".join(sorted(frame_codecs)) or None,
+            "raw_pixel_bytes": raw_pixels, "stored_pixel_bytes": stored_pixels,
+            "stored_bytes": stored_total,
+            "instance_id": sha, "source_path": info.path, "source_size": info.size,
+            "source_mtime": _ts(info.mtime_ms), "source_sha256": sha,
+            "ingest_run_id": run_id, "ingested_at": _ts(self.ctx.started_ms),
+        })
+        self.instances[partition_dir(values)].append(values)
+        n = len(elements["tag"])
+        elements.update({"instance_id": [sha] * n, "SOPInstanceUID": [sop] * n,
+                         "ingest_run_id": [run_id] * n})
+        self.elements.append(pa.Table.from_pydict(elements, schema=schemas.ELEMENTS))
+        self.source_row(info, sha, "ingested", instance_id=sha, sop=sop)
+
+    def write_fragments(self) -> None:
+        r = self.result
+        name = f"part-{self.ctx.run_id}-t{r.task:05d}-a{r.attempt}.parquet"
+        file_schema = pa.schema([f for f in schemas.INSTANCES
+                                 if f.name not in schemas.INSTANCE_PARTITIONS])
+        fragments: list[tuple[str, pa.Table]] = []
+        for directory, rows in sorted(self.instances.items()):
+            rows.sort(key=lambda v: (v.get("StudyDate") is None, v.get("StudyDate"),
+                                     v.get("SeriesInstanceUID") or ""))
+            fragments.append((f"tables/instances/{directory}/{name}",
+                              pa.Table.from_pylist(rows, schema=file_schema)))
+        if self.frames:
+            fragments.append((f"tables/frames/{name}",
+                              pa.Table.from_pylist(self.frames, schema=schemas.FRAMES)))
+        if self.elements:
+            fragments.append((f"tables/elements/{name}", pa.concat_tables(self.elements)))
+        with self.timed("write"):
+            for relative, table in fragments:
+                write_table(self.lake_fs, staged(self.layout, self.ctx.run_id, relative), table)
+                r.staged.append(relative)
+
+
+def process_task(task: int, attempt: int, files: list[FileInfo], landing: str,
+                 ctx: TaskContext, stored: frozenset[str]) -> TaskResult:
+    """Ingest ``files`` (one task's share); ``stored`` is the content the lake already has."""
+    work = _Task(task, attempt, ctx)
+    landing_fs = filesystem_for(landing, ctx.config.hdfs)
+    packs = _Packs(work.lake_fs, work.layout, ctx, work.result)
+    for info in files:
+        work.ingest_file(info, landing_fs, packs, stored)
+    packs.close()
+    work.write_fragments()
+    return work.result

@@ -1,0 +1,1 @@
+"""The lake's layout, table schemas, run ledger and commit protocol."""

@@ -1,0 +1,76 @@
+"""The commit protocol that makes a run's output visible all at once, or not at all.
+
+A run writes everything (pack files, table fragments, quarantine copies) under
+``_staging/<run>/`` with the same relative paths it will have in the lake. To commit, it
+publishes an intent (``_commits/<run>.json``: the list of files) by an atomic rename — the
+commit point — and then moves each staged file into place, the ``runs`` record last.
+
+- A run that dies before the commit point leaves only ``_staging/<run>/``, which no reader looks
+  at; the next run deletes it and redoes the work (its files are still new to the ledger).
+- A run that dies after it is rolled forward by the next run (:func:`recover`), which finishes
+  the moves. Every move is idempotent (a file already in place is skipped), so a crash during
+  recovery is recovered too.
+
+One ingest runs per lake at a time (the scheduler guarantees it: Airflow's max_active_runs=1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from dicomlake.errors import LakeError
+from dicomlake.lake.layout import LakeLayout
+from dicomlake.storage import FileSystem, join
+
+log = logging.getLogger(__name__)
+
+
+def staged(layout: LakeLayout, run_id: str, relative: str) -> str:
+    """Where a run stages the file that will be published at ``relative`` in the lake."""
+    return join(layout.staging(run_id), relative)
+
+
+def commit(fs: FileSystem, layout: LakeLayout, run_id: str, files: list[str]) -> None:
+    """Publish the run's staged ``files`` (lake-relative paths; the runs record must be last)."""
+    if not files or not files[-1].startswith("tables/runs/"):
+        raise LakeError(f"run {run_id}: the runs record must be the last file committed")
+    intent = json.dumps({"run_id": run_id, "files": files}).encode()
+    tmp = join(layout.staging(run_id), "_intent.json")
+    fs.write_bytes(tmp, intent)
+    fs.publish(tmp, layout.commit_intent(run_id))  # the commit point
+    _roll_forward(fs, layout, run_id)
+
+
+def recover(fs: FileSystem, layout: LakeLayout) -> tuple[list[str], list[str]]:
+    """Finish committed runs and drop abandoned ones; returns (rolled forward, abandoned) run ids."""
+    rolled = []
+    for info in fs.list_files(layout.commits):
+        name = info.path.rsplit("/", 1)[-1]
+        if name.endswith(".json"):
+            run_id = name[: -len(".json")]
+            log.warning("run %s was committed but not finished: rolling it forward", run_id)
+            _roll_forward(fs, layout, run_id)
+            rolled.append(run_id)
+    abandoned = []
+    for staging in fs.list_dirs(layout.staging_root):
+        run_id = staging.rstrip("/").rsplit("/", 1)[-1]
+        log.warning("run %s died before its commit: discarding its staging area", run_id)
+        fs.delete(staging, recursive=True)
+        abandoned.append(run_id)
+    return rolled, abandoned
+
+
+def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
+    intent_uri = layout.commit_intent(run_id)
+    intent = json.loads(fs.read(intent_uri))
+    for relative in intent["files"]:
+        src, dst = staged(layout, run_id, relative), layout.absolute(relative)
+        if fs.exists(dst):
+            continue  # moved before a crash
+        if not fs.exists(src):
+            raise LakeError(f"run {run_id}: staged file {src} is missing and {dst} was never "
+                            "published; restore the lake from a snapshot")
+        fs.publish(src, dst)
+    fs.delete(layout.staging(run_id), recursive=True)
+    fs.delete(intent_uri)

@@ -1,0 +1,60 @@
+"""Where everything lives in a lake (the contract analysts and operators rely on).
+
+::
+
+    <lake>/tables/<table>/...      Parquet datasets (instances partitioned by Modality/study_year)
+    <lake>/pixels/<run>/<pack>.pack  immutable encrypted pack files
+    <lake>/quarantine/<run>/...    raw copies of rejected inputs
+    <lake>/_staging/<run>/...      a run's work before its commit: never read, never backed up
+    <lake>/_commits/<run>.json     a run's commit intent, present only while it is being published
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicomlake.storage import join
+
+TABLES = ("instances", "frames", "elements", "errors", "sources", "runs", "packs")
+
+
+@dataclass(frozen=True)
+class LakeLayout:
+    """Paths of one lake, all as URIs under ``root``."""
+
+    root: str
+
+    def table(self, name: str) -> str:
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}: tables are {', '.join(TABLES)}")
+        return join(self.root, "tables", name)
+
+    def pixels(self, run_id: str) -> str:
+        return join(self.root, "pixels", run_id)
+
+    def quarantine(self, run_id: str) -> str:
+        return join(self.root, "quarantine", run_id)
+
+    def staging(self, run_id: str) -> str:
+        return join(self.root, "_staging", run_id)
+
+    @property
+    def staging_root(self) -> str:
+        return join(self.root, "_staging")
+
+    @property
+    def commits(self) -> str:
+        return join(self.root, "_commits")
+
+    def commit_intent(self, run_id: str) -> str:
+        return join(self.commits, f"{run_id}.json")
+
+    def relative(self, uri: str) -> str:
+        """``uri`` relative to the lake root (how tables refer to lake files)."""
+        prefix = self.root.rstrip("/") + "/"
+        if not uri.startswith(prefix):
+            raise ValueError(f"{uri!r} is not inside the lake {self.root!r}")
+        return uri[len(prefix):]
+
+    def absolute(self, relative: str) -> str:
+        return join(self.root, relative)

@@ -1,0 +1,131 @@
+"""Arrow schemas of the lake's tables.
+
+Promoted DICOM attributes keep their keywords as column names; lake bookkeeping columns are
+snake_case. ``instances`` is partitioned by ``Modality`` and ``study_year`` (hive style), so those
+two columns live in the directory names, not in the files.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from dicomlake.dicom.elements import ELEMENT_SCHEMA
+from dicomlake.dicom.promote import PROMOTED
+
+TS = pa.timestamp("ms", tz="UTC")
+
+INSTANCE_PARTITIONS = ("Modality", "study_year")
+# Hive's name for a null partition value; Spark, pyarrow and DuckDB read it back as null.
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+LINEAGE = [
+    pa.field("instance_id", pa.string(), nullable=False),  # sha256 of the source bytes
+    pa.field("source_path", pa.string(), nullable=False),
+    pa.field("source_size", pa.int64(), nullable=False),
+    pa.field("source_mtime", TS, nullable=False),
+    pa.field("source_sha256", pa.string(), nullable=False),
+    pa.field("ingest_run_id", pa.string(), nullable=False),
+    pa.field("ingested_at", TS, nullable=False),
+]
+
+INSTANCES = pa.schema(
+    list(PROMOTED)
+    + [
+        pa.field("study_year", pa.int32()),
+        pa.field("header_json", pa.string()),
+        pa.field("pack_path", pa.string()),
+        pa.field("frame_chunks", pa.int32()),
+        pa.field("pixel_codec", pa.string()),
+        pa.field("raw_pixel_bytes", pa.int64()),
+        pa.field("stored_pixel_bytes", pa.int64()),
+        pa.field("stored_bytes", pa.int64()),
+    ]
+    + LINEAGE
+)
+
+# One row per stored chunk: the header bytes before the pixels ("prefix"), every frame, and the
+# bytes after them ("suffix"), so an instance is rebuilt as prefix + frames + suffix.
+FRAMES = pa.schema([
+    pa.field("instance_id", pa.string(), nullable=False),
+    pa.field("SOPInstanceUID", pa.string()),
+    pa.field("chunk_kind", pa.string(), nullable=False),
+    pa.field("frame_number", pa.int32(), nullable=False),
+    pa.field("pack_path", pa.string(), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),
+    pa.field("length", pa.int64(), nullable=False),
+    pa.field("codec", pa.string(), nullable=False),
+    pa.field("kek_id", pa.string(), nullable=False),
+    pa.field("raw_length", pa.int64(), nullable=False),
+    pa.field("raw_sha256", pa.string(), nullable=False),
+    pa.field("ingest_run_id", pa.string(), nullable=False),
+])
+
+ELEMENTS = pa.schema(
+    [pa.field("instance_id", pa.string(), nullable=False), pa.field("SOPInstanceUID", pa.string())]
+    + list(ELEMENT_SCHEMA)
+    + [pa.field("ingest_run_id", pa.string(), nullable=False)]
+)
+
+ERRORS = pa.schema([
+    pa.field("source_path", pa.string(), nullable=False),
+    pa.field("source_size", pa.int64(), nullable=False),
+    pa.field("source_mtime", TS, nullable=False),
+    pa.field("source_sha256", pa.string()),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("message", pa.string(), nullable=False),
+    pa.field("quarantine_path", pa.string()),
+    pa.field("ingest_run_id", pa.string(), nullable=False),
+    pa.field("recorded_at", TS, nullable=False),
+])
+
+SOURCES = pa.schema([
+    pa.field("source_path", pa.string(), nullable=False),
+    pa.field("source_size", pa.int64(), nullable=False),
+    pa.field("source_mtime", TS, nullable=False),
+    pa.field("source_sha256", pa.string()),
+    pa.field("outcome", pa.string(), nullable=False),  # ingested | duplicate | quarantined
+    pa.field("instance_id", pa.string()),  # the stored instance this file's content is
+    pa.field("SOPInstanceUID", pa.string()),
+    pa.field("ingest_run_id", pa.string(), nullable=False),
+    pa.field("seen_at", TS, nullable=False),
+])
+
+RUNS = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("landing", pa.string(), nullable=False),
+    pa.field("started_at", TS, nullable=False),
+    pa.field("committed_at", TS, nullable=False),
+    pa.field("files_listed", pa.int64(), nullable=False),
+    pa.field("files_seen", pa.int64(), nullable=False),
+    pa.field("ingested", pa.int64(), nullable=False),
+    pa.field("duplicates", pa.int64(), nullable=False),
+    pa.field("quarantined", pa.int64(), nullable=False),
+    pa.field("bytes_read", pa.int64(), nullable=False),
+    pa.field("bytes_stored", pa.int64(), nullable=False),
+    pa.field("packs_written", pa.int64(), nullable=False),
+    # Highest source mtime this run saw, by the landing filesystem's clock.
+    pa.field("watermark", TS),
+    pa.field("dicomlake_version", pa.string(), nullable=False),
+])
+
+# Wrapped data key of every pack; rewritten on key rotation (packs themselves never change).
+PACKS = pa.schema([
+    pa.field("pack_path", pa.string(), nullable=False),
+    pa.field("pack_id", pa.string(), nullable=False),
+    pa.field("kek_id", pa.string(), nullable=False),
+    pa.field("wrapped_key", pa.binary(), nullable=False),
+    pa.field("size", pa.int64(), nullable=False),
+    pa.field("chunks", pa.int64(), nullable=False),
+    pa.field("ingest_run_id", pa.string(), nullable=False),
+    pa.field("wrapped_at", TS, nullable=False),
+])
+
+SCHEMAS = {
+    "instances": INSTANCES,
+    "frames": FRAMES,
+    "elements": ELEMENTS,
+    "errors": ERRORS,
+    "sources": SOURCES,
+    "runs": RUNS,
+    "packs": PACKS,
+}

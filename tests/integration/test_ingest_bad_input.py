@@ -1,0 +1,120 @@
+"""Bad input never stops a run: each file gets its errors row with a reason code, and a copy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+from ingest_helpers import table
+from pydicom.data import get_testdata_file
+
+from dicomlake.config import load_config
+from dicomlake.crypto.keyring import Keyring
+from dicomlake.ingest.job import run_ingest
+from dicomlake.ingest.worker import TaskContext, process_task
+from dicomlake.storage import FileInfo
+
+pytestmark = pytest.mark.spark
+
+CT = Path(get_testdata_file("CT_small.dcm"))  # explicit VR little endian, native pixels
+
+
+def _pixel_value_offset(path: Path) -> int:
+    ds = pydicom.dcmread(path, defer_size=1)
+    data = path.read_bytes()
+    return data.index(b"\xe0\x7f\x10\x00") + 12 if ds else 0  # (7FE0,0010) OW, 4 reserved+len
+
+
+def _bad_files(landing: Path) -> dict[str, str]:
+    """name -> the reason code an independent reading of the bytes says it must get."""
+    data = CT.read_bytes()
+    pixels = _pixel_value_offset(CT)
+    expected = {}
+
+    def put(name: str, content: bytes, reason: str) -> None:
+        (landing / name).write_bytes(content)
+        expected[name] = reason
+
+    put("empty.dcm", b"", "empty")
+    put("random.bin", random.Random(7).randbytes(5000), "not_dicom")
+    put("text.txt", b"patient list\nnot an image\n" * 40, "not_dicom")
+    put("cut-in-preamble.dcm", data[:60], "truncated")
+    put("cut-in-meta.dcm", data[:200], "truncated")
+    put("cut-in-pixels.dcm", data[: pixels + 1000], "truncated")
+    # A VR no standard defines, on the first element after the file meta.
+    meta_end = 132 + 12 + struct.unpack("<I", data[140:144])[0]
+    bad_vr = bytearray(data)
+    bad_vr[meta_end + 4: meta_end + 6] = b"Q!"
+    put("bad-vr.dcm", bytes(bad_vr), "corrupt")
+    # An element length that runs past the end of the file, in the header.
+    bad_len = bytearray(data)
+    bad_len[meta_end + 6: meta_end + 8] = b"\xff\xff"
+    put("bad-length.dcm", bytes(bad_len), "corrupt")
+    put("DICOMDIR", Path(get_testdata_file("DICOMDIR")).read_bytes(), "dicomdir")
+    put("good.dcm", data, "")
+    return expected
+
+
+def test_each_bad_file_gets_its_reason_and_the_run_goes_on(tmp_path, spark, config, keyring):
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    expected = _bad_files(landing)
+    big = landing / "big.dcm"
+    big.write_bytes(CT.read_bytes() + b"\0" * 200_000)
+    small_limit = dataclasses.replace(config, ingest=dataclasses.replace(
+        config.ingest, max_file_bytes=150_000, error_threshold=1.0))
+    summary = run_ingest(spark, str(landing), str(lake), small_limit, keyring)
+    errors = {Path(r["source_path"]).name: r for r in table(lake, "errors").to_pylist()}
+    for name, reason in expected.items():
+        if reason:
+            assert errors[name]["reason"] == reason, (name, errors[name]["message"])
+            assert errors[name]["message"]
+            copy = lake / errors[name]["quarantine_path"]
+            assert copy.read_bytes() == (landing / name).read_bytes()
+    assert errors["big.dcm"]["reason"] == "too_large"
+    assert (lake / errors["big.dcm"]["quarantine_path"]).read_bytes() == big.read_bytes()
+    instances = table(lake, "instances").to_pylist()
+    assert [Path(r["source_path"]).name for r in instances] == ["good.dcm"]
+    assert summary.quarantined == len(errors) == sum(1 for r in expected.values() if r) + 1
+
+
+def test_a_file_gone_before_reading_is_recorded_and_retried(tmp_path, config, keyring):
+    lake = tmp_path / "lake"
+    ghost = FileInfo(str(tmp_path / "landing" / "ghost.dcm"), 1234, 1_700_000_000_000)
+    ctx = TaskContext(run_id="r1", lake=str(lake), config=config, keyring=keyring.to_bytes(),
+                      started_ms=1_700_000_000_000)
+    result = process_task(0, 0, [ghost], str(tmp_path / "landing"), ctx, frozenset())
+    assert [e["reason"] for e in result.errors] == ["unreadable"]
+    assert "ghost.dcm" in result.errors[0]["message"]
+    # "failed" is not "seen": the ledger lets the next run try the file again.
+    assert [s["outcome"] for s in result.sources] == ["failed"]
+
+
+def test_error_threshold_fails_the_run_after_committing_it(tmp_path, config):
+    from dicomlake.cli import EXIT_THRESHOLD
+    from dicomlake.keys import save_keyring
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for i in range(4):
+        (landing / f"junk{i}.bin").write_bytes(os.urandom(300))
+    keyring_path = tmp_path / "k.json"
+    save_keyring(str(keyring_path), Keyring.generate(), load_config(env={}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dicomlake.cli", "ingest", "--landing", str(landing),
+         "--lake", str(tmp_path / "lake"), "--keyring", str(keyring_path)],
+        env={**os.environ, "DICOMLAKE_SPARK_MASTER": "local[1]"}, capture_output=True, text=True)
+    assert proc.returncode == EXIT_THRESHOLD, proc.stderr
+    assert "error_threshold" in proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["quarantined"] == 4
+    assert table(tmp_path / "lake", "errors").num_rows == 4
+    assert table(tmp_path / "lake", "runs").num_rows == 1

@@ -1,0 +1,229 @@
+"""The ingest job on the embedded default (local filesystem, Spark local[2]), real DICOM files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pydicom
+import pytest
+from ingest_helpers import landing_files, sha256_file, table
+
+from dicomlake.ingest.job import run_ingest
+from dicomlake.lake.export import export_instances
+from dicomlake.lake.pixelstore import PixelStore
+from dicomlake.samples import build_sample_landing, sample_files
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def corpus_lake(tmp_path_factory, spark, config, keyring):
+    """The whole sample corpus ingested once: (landing, lake, summary)."""
+    root = tmp_path_factory.mktemp("corpus")
+    landing, lake = root / "landing", root / "lake"
+    build_sample_landing(landing)
+    summary = run_ingest(spark, str(landing), str(lake), config, keyring)
+    return landing, lake, summary
+
+
+def _read(path: Path) -> pydicom.Dataset | None:
+    """pydicom's own reading of a file, or None when pydicom refuses it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:
+            return None
+
+
+def test_every_file_accounted_for_once(corpus_lake):
+    landing, lake, summary = corpus_lake
+    files = landing_files(landing)
+    sources = table(lake, "sources").to_pylist()
+    assert sorted(r["source_path"] for r in sources) == sorted(files)
+    instances = {r["source_path"] for r in table(lake, "instances").to_pylist()}
+    errors = {r["source_path"] for r in table(lake, "errors").to_pylist()}
+    duplicates = {r["source_path"] for r in sources if r["outcome"] == "duplicate"}
+    assert not instances & errors
+    assert instances | errors | duplicates == set(files)
+    assert len(instances) + len(errors) + len(duplicates) == len(files)
+    assert summary.ingested == len(instances) and summary.quarantined == len(errors)
+    # Every duplicate's content is stored exactly once under another path.
+    stored_sha = [r["source_sha256"] for r in table(lake, "instances").to_pylist()]
+    assert len(stored_sha) == len(set(stored_sha))
+    for path in duplicates:
+        assert sha256_file(files[path]) in set(stored_sha)
+
+
+def test_non_dicom_files_are_quarantined_with_a_copy(corpus_lake):
+    landing, lake, _ = corpus_lake
+    errors = {r["source_path"]: r for r in table(lake, "errors").to_pylist()}
+    for path, file in landing_files(landing).items():
+        if file.suffix in (".zip", ".md", ".txt"):
+            assert errors[path]["reason"] == "not_dicom", path
+    for row in errors.values():
+        copy = lake / row["quarantine_path"]
+        assert copy.read_bytes() == Path(row["source_path"]).read_bytes()
+
+
+def test_promoted_values_equal_pydicoms_reading(corpus_lake):
+    _, lake, _ = corpus_lake
+    rows = table(lake, "instances").to_pylist()
+    assert rows
+    checked = 0
+    for row in rows:
+        ds = _read(Path(row["source_path"]))
+        if ds is None:
+            continue
+        for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID",
+                        "Modality", "AccessionNumber"):
+            expected = ds.get(keyword)
+            expected = None if expected in (None, "") else str(expected)
+            assert row[keyword] == expected, (row["source_path"], keyword)
+        for keyword in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"):
+            expected = ds.get(keyword)
+            assert row[keyword] == (None if expected is None else int(expected))
+        if "PixelSpacing" in ds and ds.PixelSpacing:
+            assert row["PixelSpacing"] == pytest.approx([float(v) for v in ds.PixelSpacing])
+        if ds.get("StudyDate") and len(str(ds.StudyDate)) == 8:
+            assert row["StudyDate"].strftime("%Y%m%d") == str(ds.StudyDate)
+        checked += 1
+    assert checked >= 150
+
+
+def test_dicom_json_round_trips(corpus_lake):
+    _, lake, _ = corpus_lake
+    for row in table(lake, "instances").to_pylist()[:40]:
+        rebuilt = pydicom.Dataset.from_json(row["header_json"])
+        original = _read(Path(row["source_path"]))
+        assert rebuilt.SOPInstanceUID == original.SOPInstanceUID
+        assert rebuilt.get("PatientName") == original.get("PatientName")
+
+
+def test_tables_readable_by_duckdb_and_pandas(corpus_lake):
+    _, lake, _ = corpus_lake
+    n_arrow = table(lake, "instances").num_rows
+    con = duckdb.connect()
+    n_duck = con.execute(
+        f"select count(*) from read_parquet('{lake}/tables/instances/**/*.parquet', "
+        "hive_partitioning=true)").fetchone()[0]
+    assert n_duck == n_arrow
+    by_modality = dict(con.execute(
+        f"select Modality, count(*) from read_parquet('{lake}/tables/instances/**/*.parquet', "
+        "hive_partitioning=true) group by all").fetchall())
+    assert sum(by_modality.values()) == n_arrow
+    import pandas as pd
+
+    frames = pd.read_parquet(lake / "tables" / "frames")
+    assert set(frames["chunk_kind"]) <= {"prefix", "frame", "suffix"}
+    elements = pd.read_parquet(lake / "tables" / "elements")
+    assert (elements.groupby("instance_id").size() > 5).all()
+
+
+def test_elements_hold_nested_and_private_tags(corpus_lake):
+    _, lake, _ = corpus_lake
+    elements = table(lake, "elements")
+    depth = elements.column("depth").to_pylist()
+    assert max(depth) >= 1
+    assert any(t for t in elements.column("private_creator").to_pylist())
+
+
+def test_export_is_byte_exact(corpus_lake, config, keyring, tmp_path):
+    _, lake, _ = corpus_lake
+    instances = table(lake, "instances").to_pylist()
+    studies = sorted({r["StudyInstanceUID"] for r in instances if r["StudyInstanceUID"]})
+    exported = 0
+    for study in studies:
+        out = tmp_path / "export"
+        export_instances(str(lake), keyring, config, out, study=study)
+        for row in instances:
+            if row["StudyInstanceUID"] == study:
+                got = out / f"{row['SOPInstanceUID']}.dcm"
+                # Where one SOP UID has several versions the latest is exported.
+                if sha256_file(got) == sha256_file(Path(row["source_path"])):
+                    exported += 1
+        shutil.rmtree(out)
+    assert exported >= len({r["SOPInstanceUID"] for r in instances if r["StudyInstanceUID"]})
+
+
+def test_frames_decode_to_pydicoms_pixels(corpus_lake, config, keyring):
+    _, lake, _ = corpus_lake
+    store = PixelStore(str(lake), keyring, config)
+    compared = 0
+    for row in table(lake, "instances").to_pylist():
+        if not row["frame_chunks"]:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                expected = pydicom.dcmread(row["source_path"]).pixel_array
+            except Exception:
+                continue
+        n = row["NumberOfFrames"] or 1
+        if row["frame_chunks"] != n:
+            continue  # bit-packed data stored as one chunk
+        for frame in sorted({1, n}):
+            want = expected if n == 1 else expected[frame - 1]
+            got = store.frame(row["instance_id"], frame)
+            np.testing.assert_array_equal(got, want, err_msg=row["source_path"])
+        compared += 1
+    assert compared >= 100
+
+
+def test_packs_hold_nothing_in_clear(corpus_lake):
+    landing, lake, _ = corpus_lake
+    packs = b"".join(p.read_bytes() for p in (lake / "pixels").rglob("*.pack"))
+    assert packs
+    for row in table(lake, "instances").to_pylist()[:60]:
+        original = Path(row["source_path"]).read_bytes()
+        for needle in (row["SOPInstanceUID"], row["PatientID"], row["StudyInstanceUID"]):
+            if needle and len(needle) >= 8:
+                assert needle.encode() not in packs, needle
+        # 32-byte windows from the middle of the file (pixel data for images).
+        middle = len(original) // 2
+        window = original[middle: middle + 32]
+        if len(set(window)) > 4:
+            assert window not in packs, row["source_path"]
+
+
+def test_rerun_is_exactly_once(tmp_path, spark, config, keyring):
+    files = [p for _, p in sample_files() if p.suffix == ".dcm"][:12]
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    for p in files[:10]:
+        shutil.copy(p, landing / p.name)
+    first = run_ingest(spark, str(landing), str(lake), config, keyring)
+    assert first.files_seen == 10
+    again = run_ingest(spark, str(landing), str(lake), config, keyring)
+    assert again.files_seen == 0 and again.ingested == 0
+    # A new file, the same content under another path, and a changed file.
+    shutil.copy(files[10], landing / "new.dcm")
+    (landing / "sub").mkdir()
+    shutil.copy(files[0], landing / "sub" / "copy-of-first")
+    shutil.copy(files[11], landing / files[1].name)  # same path, new content
+    third = run_ingest(spark, str(landing), str(lake), config, keyring)
+    assert (third.files_seen, third.ingested, third.duplicates) == (3, 2, 1)
+    sources = table(lake, "sources").to_pylist()
+    dup = [r for r in sources if r["source_path"].endswith("copy-of-first")]
+    assert dup[0]["outcome"] == "duplicate"
+    assert dup[0]["source_sha256"] == sha256_file(files[0])
+    instances = table(lake, "instances").to_pylist()
+    versions = [r for r in instances if r["source_path"] == str(landing / files[1].name)]
+    assert sorted(r["source_sha256"] for r in versions) == sorted(
+        [sha256_file(files[1]), sha256_file(files[11])])
+    runs = table(lake, "runs").to_pylist()
+    assert len(runs) == 2
+    assert sum(r["ingested"] for r in runs) == len(instances) == 12
+
+
+def test_summary_is_json_with_the_numbers(corpus_lake):
+    _, _, summary = corpus_lake
+    data = json.loads(json.dumps(summary.as_dict(), default=str))
+    for key in ("run_id", "files_seen", "ingested", "duplicates", "quarantined", "bytes_read",
+                "seconds"):
+        assert key in data
