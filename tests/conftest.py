@@ -21,9 +21,13 @@ def spark():
     from dicomlake.ingest.session import spark_session
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    cfg = load_config(env={"DICOMLAKE_SPARK_MASTER": "local[2]",
-                           "DICOMLAKE_SPARK_CONF": "{spark.ui.enabled: 'false', "
-                                                   "spark.ui.showConsoleProgress: 'false'}"})
+    cfg = load_config(
+        env={
+            "DICOMLAKE_SPARK_MASTER": "local[2]",
+            "DICOMLAKE_SPARK_CONF": "{spark.ui.enabled: 'false', "
+            "spark.ui.showConsoleProgress: 'false'}",
+        }
+    )
     session = spark_session(cfg, submitted=False)
     yield session
     session.stop()

@@ -43,8 +43,9 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
     spark = spark_session(config, submitted=args.submitted)
     try:
-        summary = run_ingest(spark, absolute_uri(args.landing), absolute_uri(args.lake), config,
-                             keyring)
+        summary = run_ingest(
+            spark, absolute_uri(args.landing), absolute_uri(args.lake), config, keyring
+        )
     finally:
         if not args.submitted:
             spark.stop()
@@ -54,24 +55,32 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
         raise ErrorThresholdExceeded(
             f"{summary.quarantined + summary.failed} of {summary.files_seen} inputs "
             f"({summary.error_share:.0%}) were rejected, over ingest.error_threshold="
-            f"{config.ingest.error_threshold}; see the errors table at {summary.tables['errors']}")
+            f"{config.ingest.error_threshold}; see the errors table at {summary.tables['errors']}"
+        )
     return 0
 
 
 def print_ingest_report(s: dict[str, Any], out) -> None:
     """A few lines a person reads; the JSON line after it is for machines."""
     mb = s["bytes_read"] / 1e6
-    print(f"run {s['run_id']}: {s['files_seen']} new of {s['files_listed']} listed -> "
-          f"{s['ingested']} ingested, {s['duplicates']} duplicates, "
-          f"{s['quarantined']} quarantined, {s['failed']} failed", file=out)
+    print(
+        f"run {s['run_id']}: {s['files_seen']} new of {s['files_listed']} listed -> "
+        f"{s['ingested']} ingested, {s['duplicates']} duplicates, "
+        f"{s['quarantined']} quarantined, {s['failed']} failed",
+        file=out,
+    )
     if s["bytes_read"]:
         ratio = s["bytes_read"] / s["bytes_stored"] if s["bytes_stored"] else 0.0
-        print(f"read {mb:.1f} MB in {s['seconds']:.1f} s ({s['mb_per_s']} MB/s), "
-              f"stored {s['bytes_stored'] / 1e6:.1f} MB (x{ratio:.2f}) in "
-              f"{s['packs_written']} pack(s)", file=out)
+        print(
+            f"read {mb:.1f} MB in {s['seconds']:.1f} s ({s['mb_per_s']} MB/s), "
+            f"stored {s['bytes_stored'] / 1e6:.1f} MB (x{ratio:.2f}) in "
+            f"{s['packs_written']} pack(s)",
+            file=out,
+        )
     if s["reasons"]:
-        print("rejected: " + ", ".join(f"{k}={v}" for k, v in sorted(s["reasons"].items())),
-              file=out)
+        print(
+            "rejected: " + ", ".join(f"{k}={v}" for k, v in sorted(s["reasons"].items())), file=out
+        )
     for name, path in s["tables"].items():
         print(f"  table {name:<10} {path}", file=out)
 
@@ -86,8 +95,12 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
             return 0
         keyring = Keyring.generate(args.mode)
         save_keyring(path, keyring, config)
-        out = {"keyring": path, "created": True, "mode": args.mode,
-               "active_kek_id": keyring.active_kek_id}
+        out = {
+            "keyring": path,
+            "created": True,
+            "mode": args.mode,
+            "active_kek_id": keyring.active_kek_id,
+        }
         if args.public_out:
             save_keyring(args.public_out, keyring.public_only(), config)
             out["public_keyring"] = args.public_out
@@ -113,8 +126,15 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.lake.export import export_instances
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
-    result = export_instances(absolute_uri(args.lake), keyring, config, Path(args.out),
-                              sop=args.sop, series=args.series, study=args.study)
+    result = export_instances(
+        absolute_uri(args.lake),
+        keyring,
+        config,
+        Path(args.out),
+        sop=args.sop,
+        series=args.series,
+        study=args.study,
+    )
     _print(result)
     return 0
 
@@ -139,8 +159,9 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
         print(f"sample landing zone: {count} files in {landing}", file=sys.stderr)
     if not keyring_path.exists():
         save_keyring(str(keyring_path), Keyring.generate("symmetric"), config)
-        print(f"new keyring: {keyring_path} (keep it safe: it decrypts the pixels)",
-              file=sys.stderr)
+        print(
+            f"new keyring: {keyring_path} (keep it safe: it decrypts the pixels)", file=sys.stderr
+        )
     args.landing, args.lake, args.keyring = str(landing), str(lake), str(keyring_path)
     return cmd_ingest(args, config)
 
@@ -152,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ingest", parents=[common], help="ingest new files of a landing zone into a lake")
+    p = sub.add_parser(
+        "ingest", parents=[common], help="ingest new files of a landing zone into a lake"
+    )
     p.add_argument("--landing", required=True, help="landing zone URI (path, file://, hdfs://)")
     p.add_argument("--lake", required=True, help="lake URI (path, file://, hdfs://)")
     p.add_argument("--keyring", help="keyring file (default: keys.keyring)")
@@ -161,21 +184,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("demo", parents=[common], help="build the sample landing zone and ingest it")
-    p.add_argument("--workdir", default="data/demo", help="where landing/, lake/ and the keyring go")
+    p.add_argument(
+        "--workdir", default="data/demo", help="where landing/, lake/ and the keyring go"
+    )
     p.set_defaults(func=cmd_demo, submitted=False)
 
     p = sub.add_parser("keys", parents=[common], help="create, rotate or prune the keyring")
     p.add_argument("action", choices=["init", "rotate", "drop"])
     p.add_argument("--keyring", help="keyring file (default: keys.keyring)")
-    p.add_argument("--mode", choices=["symmetric", "x25519"], default="symmetric",
-                   help="init: x25519 lets ingest hosts hold only the public key")
+    p.add_argument(
+        "--mode",
+        choices=["symmetric", "x25519"],
+        default="symmetric",
+        help="init: x25519 lets ingest hosts hold only the public key",
+    )
     p.add_argument("--public-out", help="init: also write the public-only keyring here")
     p.add_argument("--force", action="store_true", help="init: replace an existing keyring")
     p.add_argument("--lake", help="rotate: re-wrap this lake's pack keys under the new key")
     p.add_argument("--kek-id", help="drop: the key to remove")
     p.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser("export", parents=[common], help="write ingested instances back as their original files")
+    p = sub.add_parser(
+        "export", parents=[common], help="write ingested instances back as their original files"
+    )
     p.add_argument("--lake", required=True)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--sop", help="SOPInstanceUID")
@@ -185,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyring", help="keyring file with the private/secret key")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("samples", parents=[common], help="build a landing zone of real sample DICOM files")
+    p = sub.add_parser(
+        "samples", parents=[common], help="build a landing zone of real sample DICOM files"
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_samples)
     return parser
@@ -194,8 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         config = load_config(args.conf)
         if args.command == "keys" and args.action == "drop" and not args.kek_id:

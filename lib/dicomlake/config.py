@@ -103,8 +103,9 @@ class Config:
     snapshot: SnapshotConfig = dataclasses.field(default_factory=SnapshotConfig)
 
 
-def load_config(path: str | os.PathLike[str] | None = None,
-                env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Build the config from defaults, an optional YAML file and ``DICOMLAKE_*`` variables."""
     env = os.environ if env is None else env
     if path is None and env.get(ENV_PREFIX + "CONF"):
@@ -116,17 +117,21 @@ def load_config(path: str | os.PathLike[str] | None = None,
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONF":
             continue
-        rest = name[len(ENV_PREFIX):].lower()
+        rest = name[len(ENV_PREFIX) :].lower()
         section = next((s for s in sections if rest.startswith(s + "_")), None)
         if section is None:
-            raise ConfigError(f"unknown config variable {name}={value!r}: "
-                              f"sections are {', '.join(sorted(sections))}")
-        raw.setdefault(section, {})[rest[len(section) + 1:]] = _EnvValue(value)
+            raise ConfigError(
+                f"unknown config variable {name}={value!r}: "
+                f"sections are {', '.join(sorted(sections))}"
+            )
+        raw.setdefault(section, {})[rest[len(section) + 1 :]] = _EnvValue(value)
     unknown = set(raw) - set(sections)
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(f"unknown config section {key!r} (value {raw[key]!r}): "
-                          f"sections are {', '.join(sorted(sections))}")
+        raise ConfigError(
+            f"unknown config section {key!r} (value {raw[key]!r}): "
+            f"sections are {', '.join(sorted(sections))}"
+        )
     built = {}
     for name, field in sections.items():
         section_raw = raw.get(name) or {}
@@ -150,7 +155,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}"
+        )
     return data
 
 
@@ -161,8 +168,10 @@ def _build_section(section: str, cls_name: Any, values: dict[str, Any]) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"unknown config key {section}.{key} (value {value!r}): "
-                              f"known keys are {', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"unknown config key {section}.{key} (value {value!r}): "
+                f"known keys are {', '.join(sorted(fields))}"
+            )
         kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
     return cls(**kwargs)
 
@@ -211,11 +220,13 @@ def _positive(key: str, value: int) -> None:
 
 def _between(key: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise ConfigError(f"config key {key} has a bad value {value!r}: "
-                          f"must be between {low} and {high}")
+        raise ConfigError(
+            f"config key {key} has a bad value {value!r}: must be between {low} and {high}"
+        )
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"config key {key} has a bad value {value!r}: "
-                          f"must be one of {', '.join(choices)}")
+        raise ConfigError(
+            f"config key {key} has a bad value {value!r}: must be one of {', '.join(choices)}"
+        )

@@ -6,7 +6,7 @@ class DicomLakeError(Exception):
 
 
 class ConfigError(DicomLakeError):
-    """A config key or value is wrong: fix the named key in the YAML file or DICOMLAKE_* variable."""
+    """A config key or value is wrong: fix the named key in the YAML file or DICOMLAKE_* var."""
 
 
 class StorageError(DicomLakeError):
@@ -35,7 +35,7 @@ class UnknownCodecError(CodecError):
 
 
 class KeyringError(DicomLakeError):
-    """The keyring is missing, unreadable or lacks a key: run `dicomlake keys init` or pass --keyring."""
+    """The keyring is missing or unreadable: run `dicomlake keys init` or pass --keyring."""
 
 
 class MissingKeyError(KeyringError):
@@ -47,7 +47,7 @@ class PrivateKeyRequiredError(KeyringError):
 
 
 class IntegrityError(DicomLakeError):
-    """Stored bytes failed authentication or a hash check: the object was tampered with or damaged."""
+    """Stored bytes failed authentication or a hash check: tampered with or damaged."""
 
 
 class TamperedChunkError(IntegrityError):

@@ -14,8 +14,10 @@ def load_keyring(uri: str, config: Config) -> Keyring:
     """The keyring at ``uri``; a missing file says how to make one."""
     fs = filesystem_for(uri, config.hdfs)
     if not fs.exists(uri):
-        raise KeyringError(f"no keyring at {uri!r}: create one with `dicomlake keys init "
-                           f"--keyring {uri}` or point keys.keyring / --keyring at yours")
+        raise KeyringError(
+            f"no keyring at {uri!r}: create one with `dicomlake keys init "
+            f"--keyring {uri}` or point keys.keyring / --keyring at yours"
+        )
     try:
         return Keyring.from_bytes(fs.read(uri))
     except StorageError as exc:

@@ -26,8 +26,9 @@ def sample_files() -> list[tuple[str, Path]]:
     for label, (module, sub) in _PACKAGES.items():
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
-            raise ConfigError(f"sample data needs the {label!r} package: "
-                              "pip install 'dicomlake[samples]'")
+            raise ConfigError(
+                f"sample data needs the {label!r} package: pip install 'dicomlake[samples]'"
+            )
         root = Path(spec.origin).parent / sub
         for path in sorted(root.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".py":

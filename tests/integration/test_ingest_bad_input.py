@@ -52,11 +52,11 @@ def _bad_files(landing: Path) -> dict[str, str]:
     # A VR no standard defines, on the first element after the file meta.
     meta_end = 132 + 12 + struct.unpack("<I", data[140:144])[0]
     bad_vr = bytearray(data)
-    bad_vr[meta_end + 4: meta_end + 6] = b"Q!"
+    bad_vr[meta_end + 4 : meta_end + 6] = b"Q!"
     put("bad-vr.dcm", bytes(bad_vr), "corrupt")
     # An element length that runs past the end of the file, in the header.
     bad_len = bytearray(data)
-    bad_len[meta_end + 6: meta_end + 8] = b"\xff\xff"
+    bad_len[meta_end + 6 : meta_end + 8] = b"\xff\xff"
     put("bad-length.dcm", bytes(bad_len), "corrupt")
     put("DICOMDIR", Path(get_testdata_file("DICOMDIR")).read_bytes(), "dicomdir")
     put("good.dcm", data, "")
@@ -69,8 +69,10 @@ def test_each_bad_file_gets_its_reason_and_the_run_goes_on(tmp_path, spark, conf
     expected = _bad_files(landing)
     big = landing / "big.dcm"
     big.write_bytes(CT.read_bytes() + b"\0" * 200_000)
-    small_limit = dataclasses.replace(config, ingest=dataclasses.replace(
-        config.ingest, max_file_bytes=150_000, error_threshold=1.0))
+    small_limit = dataclasses.replace(
+        config,
+        ingest=dataclasses.replace(config.ingest, max_file_bytes=150_000, error_threshold=1.0),
+    )
     summary = run_ingest(spark, str(landing), str(lake), small_limit, keyring)
     errors = {Path(r["source_path"]).name: r for r in table(lake, "errors").to_pylist()}
     for name, reason in expected.items():
@@ -89,8 +91,13 @@ def test_each_bad_file_gets_its_reason_and_the_run_goes_on(tmp_path, spark, conf
 def test_a_file_gone_before_reading_is_recorded_and_retried(tmp_path, config, keyring):
     lake = tmp_path / "lake"
     ghost = FileInfo(str(tmp_path / "landing" / "ghost.dcm"), 1234, 1_700_000_000_000)
-    ctx = TaskContext(run_id="r1", lake=str(lake), config=config, keyring=keyring.to_bytes(),
-                      started_ms=1_700_000_000_000)
+    ctx = TaskContext(
+        run_id="r1",
+        lake=str(lake),
+        config=config,
+        keyring=keyring.to_bytes(),
+        started_ms=1_700_000_000_000,
+    )
     result = process_task(0, 0, [ghost], str(tmp_path / "landing"), ctx, frozenset())
     assert [e["reason"] for e in result.errors] == ["unreadable"]
     assert "ghost.dcm" in result.errors[0]["message"]
@@ -109,9 +116,22 @@ def test_error_threshold_fails_the_run_after_committing_it(tmp_path, config):
     keyring_path = tmp_path / "k.json"
     save_keyring(str(keyring_path), Keyring.generate(), load_config(env={}))
     proc = subprocess.run(
-        [sys.executable, "-m", "dicomlake.cli", "ingest", "--landing", str(landing),
-         "--lake", str(tmp_path / "lake"), "--keyring", str(keyring_path)],
-        env={**os.environ, "DICOMLAKE_SPARK_MASTER": "local[1]"}, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "dicomlake.cli",
+            "ingest",
+            "--landing",
+            str(landing),
+            "--lake",
+            str(tmp_path / "lake"),
+            "--keyring",
+            str(keyring_path),
+        ],
+        env={**os.environ, "DICOMLAKE_SPARK_MASTER": "local[1]"},
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == EXIT_THRESHOLD, proc.stderr
     assert "error_threshold" in proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,4 +1,4 @@
-"""A run killed with SIGKILL leaves nothing visible, and the next run accounts for every file once."""
+"""A run killed with SIGKILL leaves nothing visible; the next run accounts for each file once."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 def _visible_rows(lake: Path) -> dict[str, int]:
-    return {name: table(lake, name).num_rows
-            for name in ("instances", "frames", "elements", "errors", "sources", "runs")}
+    return {
+        name: table(lake, name).num_rows
+        for name in ("instances", "frames", "elements", "errors", "sources", "runs")
+    }
 
 
 def _wait_for(predicate, timeout: float) -> bool:
@@ -44,13 +46,31 @@ def test_kill_mid_run_then_rerun(tmp_path, spark, config):
     keyring = Keyring.generate("symmetric")
     keyring_path = tmp_path / "keyring.json"
     save_keyring(str(keyring_path), keyring, config)
-    env = {**os.environ, "DICOMLAKE_SPARK_MASTER": "local[1]",
-           # Small tasks and packs so the run is mid-write for a while.
-           "DICOMLAKE_INGEST_TASK_BYTES": "1000000", "DICOMLAKE_PIXELS_PACK_BYTES": "1000000"}
+    env = {
+        **os.environ,
+        "DICOMLAKE_SPARK_MASTER": "local[1]",
+        # Small tasks and packs so the run is mid-write for a while.
+        "DICOMLAKE_INGEST_TASK_BYTES": "1000000",
+        "DICOMLAKE_PIXELS_PACK_BYTES": "1000000",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomlake.cli", "ingest", "--landing", str(landing),
-         "--lake", str(lake), "--keyring", str(keyring_path)],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "dicomlake.cli",
+            "ingest",
+            "--landing",
+            str(landing),
+            "--lake",
+            str(lake),
+            "--keyring",
+            str(keyring_path),
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         # Kill once a task has staged a pack: the run is writing but has not committed.
         staged = lambda: any((lake / "_staging").rglob("*.pack"))  # noqa: E731

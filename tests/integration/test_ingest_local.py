@@ -12,13 +12,20 @@ import numpy as np
 import pydicom
 import pytest
 from ingest_helpers import landing_files, sha256_file, table
+from pydicom.multival import MultiValue
 
 from dicomlake.ingest.job import run_ingest
 from dicomlake.lake.export import export_instances
 from dicomlake.lake.pixelstore import PixelStore
 from dicomlake.samples import build_sample_landing, sample_files
 
-pytestmark = pytest.mark.spark
+pytestmark = [
+    pytest.mark.spark,
+    # pydicom warns when the test's own reading meets odd values (a UI holding a hash).
+    pytest.mark.filterwarnings("ignore:Invalid value for VR:UserWarning"),
+    # Bulk data is left out of the JSON on purpose (it lives in the pixel store).
+    pytest.mark.filterwarnings("ignore:No bulk data URI handler:UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,7 @@ def _read(path: Path) -> pydicom.Dataset | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return pydicom.dcmread(path, stop_before_pixels=True)
+            return pydicom.dcmread(path, stop_before_pixels=True, force=True)
         except Exception:
             return None
 
@@ -80,9 +87,17 @@ def test_promoted_values_equal_pydicoms_reading(corpus_lake):
         ds = _read(Path(row["source_path"]))
         if ds is None:
             continue
-        for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID",
-                        "Modality", "AccessionNumber"):
+        for keyword in (
+            "SOPInstanceUID",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "PatientID",
+            "Modality",
+            "AccessionNumber",
+        ):
             expected = ds.get(keyword)
+            if isinstance(expected, MultiValue):  # DICOM's own multi-value separator
+                expected = "\\".join(str(v) for v in expected)
             expected = None if expected in (None, "") else str(expected)
             assert row[keyword] == expected, (row["source_path"], keyword)
         for keyword in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"):
@@ -98,8 +113,10 @@ def test_promoted_values_equal_pydicoms_reading(corpus_lake):
 
 def test_dicom_json_round_trips(corpus_lake):
     _, lake, _ = corpus_lake
-    for row in table(lake, "instances").to_pylist()[:40]:
-        rebuilt = pydicom.Dataset.from_json(row["header_json"])
+    for row in table(lake, "instances").to_pylist():
+        with warnings.catch_warnings():  # pydicom validates values as it rebuilds them
+            warnings.simplefilter("ignore")
+            rebuilt = pydicom.Dataset.from_json(row["header_json"])
         original = _read(Path(row["source_path"]))
         assert rebuilt.SOPInstanceUID == original.SOPInstanceUID
         assert rebuilt.get("PatientName") == original.get("PatientName")
@@ -111,11 +128,15 @@ def test_tables_readable_by_duckdb_and_pandas(corpus_lake):
     con = duckdb.connect()
     n_duck = con.execute(
         f"select count(*) from read_parquet('{lake}/tables/instances/**/*.parquet', "
-        "hive_partitioning=true)").fetchone()[0]
+        "hive_partitioning=true)"
+    ).fetchone()[0]
     assert n_duck == n_arrow
-    by_modality = dict(con.execute(
-        f"select Modality, count(*) from read_parquet('{lake}/tables/instances/**/*.parquet', "
-        "hive_partitioning=true) group by all").fetchall())
+    by_modality = dict(
+        con.execute(
+            f"select Modality, count(*) from read_parquet('{lake}/tables/instances/**/*.parquet', "
+            "hive_partitioning=true) group by all"
+        ).fetchall()
+    )
     assert sum(by_modality.values()) == n_arrow
     import pandas as pd
 
@@ -165,8 +186,6 @@ def test_frames_decode_to_pydicoms_pixels(corpus_lake, config, keyring):
             except Exception:
                 continue
         n = row["NumberOfFrames"] or 1
-        if row["frame_chunks"] != n:
-            continue  # bit-packed data stored as one chunk
         for frame in sorted({1, n}):
             want = expected if n == 1 else expected[frame - 1]
             got = store.frame(row["instance_id"], frame)
@@ -186,7 +205,7 @@ def test_packs_hold_nothing_in_clear(corpus_lake):
                 assert needle.encode() not in packs, needle
         # 32-byte windows from the middle of the file (pixel data for images).
         middle = len(original) // 2
-        window = original[middle: middle + 32]
+        window = original[middle : middle + 32]
         if len(set(window)) > 4:
             assert window not in packs, row["source_path"]
 
@@ -215,7 +234,8 @@ def test_rerun_is_exactly_once(tmp_path, spark, config, keyring):
     instances = table(lake, "instances").to_pylist()
     versions = [r for r in instances if r["source_path"] == str(landing / files[1].name)]
     assert sorted(r["source_sha256"] for r in versions) == sorted(
-        [sha256_file(files[1]), sha256_file(files[11])])
+        [sha256_file(files[1]), sha256_file(files[11])]
+    )
     runs = table(lake, "runs").to_pylist()
     assert len(runs) == 2
     assert sum(r["ingested"] for r in runs) == len(instances) == 12
@@ -224,6 +244,13 @@ def test_rerun_is_exactly_once(tmp_path, spark, config, keyring):
 def test_summary_is_json_with_the_numbers(corpus_lake):
     _, _, summary = corpus_lake
     data = json.loads(json.dumps(summary.as_dict(), default=str))
-    for key in ("run_id", "files_seen", "ingested", "duplicates", "quarantined", "bytes_read",
-                "seconds"):
+    for key in (
+        "run_id",
+        "files_seen",
+        "ingested",
+        "duplicates",
+        "quarantined",
+        "bytes_read",
+        "seconds",
+    ):
         assert key in data

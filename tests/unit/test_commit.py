@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,12 @@ from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.storage.local import LocalFileSystem
 
-FILES = ["pixels/r1/p.pack", "tables/instances/Modality=CT/study_year=2020/part-r1.parquet",
-         "tables/sources/part-r1.parquet", "tables/runs/part-r1.parquet"]
+FILES = [
+    "pixels/r1/p.pack",
+    "tables/instances/Modality=CT/study_year=2020/part-r1.parquet",
+    "tables/sources/part-r1.parquet",
+    "tables/runs/part-r1.parquet",
+]
 
 
 def _stage(fs, layout, run="r1"):
@@ -21,8 +26,11 @@ def _stage(fs, layout, run="r1"):
 
 
 def _published(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_file() and not p.relative_to(root).as_posix().startswith("_")}
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not p.relative_to(root).as_posix().startswith("_")
+    }
 
 
 def test_commit_publishes_everything_and_cleans_up(tmp_path):
@@ -55,7 +63,7 @@ def test_crash_after_commit_point_rolls_forward(tmp_path, moved):
     _stage(fs, layout)
     # What commit() does up to a crash after `moved` renames.
     intent = staged(layout, "r1", "_intent.json")
-    fs.write_bytes(intent, ('{"run_id": "r1", "files": %s}' % str(FILES).replace("'", '"')).encode())
+    fs.write_bytes(intent, json.dumps({"run_id": "r1", "files": FILES}).encode())
     fs.publish(intent, layout.commit_intent("r1"))
     for rel in FILES[:moved]:
         fs.publish(staged(layout, "r1", rel), layout.absolute(rel))

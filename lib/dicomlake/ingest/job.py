@@ -70,8 +70,9 @@ def _wrapping_keyring(keyring: Keyring) -> Keyring:
     return keyring.public_only() if keyring.mode == "x25519" else keyring
 
 
-def run_ingest(spark: SparkSession, landing: str, lake: str, config: Config,
-               keyring: Keyring) -> IngestSummary:
+def run_ingest(
+    spark: SparkSession, landing: str, lake: str, config: Config, keyring: Keyring
+) -> IngestSummary:
     """Ingest what is new in ``landing`` into ``lake`` as one committed run."""
     start = time.perf_counter()
     now = datetime.now(timezone.utc)
@@ -95,9 +96,13 @@ def run_ingest(spark: SparkSession, landing: str, lake: str, config: Config,
     if work:
         sc = spark.sparkContext
         tasks = bin_pack(work, config.ingest.task_bytes, sc.defaultParallelism)
-        ctx = TaskContext(run_id=run_id, lake=lake, config=config,
-                          keyring=_wrapping_keyring(keyring).to_bytes(),
-                          started_ms=int(now.timestamp() * 1000))
+        ctx = TaskContext(
+            run_id=run_id,
+            lake=lake,
+            config=config,
+            keyring=_wrapping_keyring(keyring).to_bytes(),
+            started_ms=int(now.timestamp() * 1000),
+        )
         stored = sc.broadcast(ledger.stored_sha256)
 
         def run_task(items):
@@ -109,8 +114,9 @@ def run_ingest(spark: SparkSession, landing: str, lake: str, config: Config,
 
         sc.setJobDescription(f"dicomlake ingest {run_id}: {len(work)} files in {len(tasks)} tasks")
         t = time.perf_counter()
-        results = (sc.parallelize(list(enumerate(tasks)), len(tasks))
-                   .mapPartitions(run_task).collect())
+        results = (
+            sc.parallelize(list(enumerate(tasks)), len(tasks)).mapPartitions(run_task).collect()
+        )
         stage["tasks"] = time.perf_counter() - t
         stored.unpersist()
         t = time.perf_counter()
@@ -122,32 +128,49 @@ def run_ingest(spark: SparkSession, landing: str, lake: str, config: Config,
     errors = [row for r in results for row in r.errors]
     packs = [row for r in results for row in r.packs]
     summary_counts = dict(
-        files_listed=len(listing), files_seen=len(work), ingested=outcomes["ingested"],
-        duplicates=outcomes["duplicate"], quarantined=outcomes["quarantined"],
-        failed=outcomes["failed"], bytes_read=sum(r.bytes_read for r in results),
-        bytes_stored=sum(r.bytes_stored for r in results), packs_written=len(packs),
+        files_listed=len(listing),
+        files_seen=len(work),
+        ingested=outcomes["ingested"],
+        duplicates=outcomes["duplicate"],
+        quarantined=outcomes["quarantined"],
+        failed=outcomes["failed"],
+        bytes_read=sum(r.bytes_read for r in results),
+        bytes_stored=sum(r.bytes_stored for r in results),
+        packs_written=len(packs),
     )
     if work:
         t = time.perf_counter()
         files = [p for r in results for p in r.staged]
-        small_tables = {"errors": (errors, schemas.ERRORS), "packs": (packs, schemas.PACKS),
-                        "sources": (sources, schemas.SOURCES)}
+        small_tables = {
+            "errors": (errors, schemas.ERRORS),
+            "packs": (packs, schemas.PACKS),
+            "sources": (sources, schemas.SOURCES),
+        }
         for name, (rows, schema) in small_tables.items():
             if rows:
                 relative = f"tables/{name}/part-{run_id}.parquet"
-                write_table(lake_fs, staged(layout, run_id, relative),
-                            pa.Table.from_pylist(rows, schema=schema))
+                write_table(
+                    lake_fs,
+                    staged(layout, run_id, relative),
+                    pa.Table.from_pylist(rows, schema=schema),
+                )
                 files.append(relative)
         mtimes = [f.mtime_ms for f in work]
         run_row = {
-            "run_id": run_id, "landing": landing, "started_at": now,
-            "committed_at": datetime.now(timezone.utc), **summary_counts,
+            "run_id": run_id,
+            "landing": landing,
+            "started_at": now,
+            "committed_at": datetime.now(timezone.utc),
+            **summary_counts,
             "watermark": datetime.fromtimestamp(max(mtimes) / 1000, tz=timezone.utc),
             "dicomlake_version": dicomlake.__version__,
         }
         relative = f"tables/runs/part-{run_id}.parquet"
-        write_table(lake_fs, staged(layout, run_id, relative),
-                    pa.Table.from_pylist([run_row], schema=schemas.RUNS))
+        write_table(
+            lake_fs,
+            staged(layout, run_id, relative),
+            pa.Table.from_pylist([run_row], schema=schemas.RUNS),
+        )
         files.append(relative)
         commit(lake_fs, layout, run_id, files)
         stage["commit"] = time.perf_counter() - t
@@ -155,7 +178,10 @@ def run_ingest(spark: SparkSession, landing: str, lake: str, config: Config,
         for name, seconds in r.seconds.items():
             stage[f"task.{name}"] += seconds
     return IngestSummary(
-        run_id=run_id, landing=landing, lake=lake, **summary_counts,
+        run_id=run_id,
+        landing=landing,
+        lake=lake,
+        **summary_counts,
         seconds=round(time.perf_counter() - start, 3),
         stage_seconds={k: round(v, 3) for k, v in sorted(stage.items())},
         reasons=dict(Counter(e["reason"] for e in errors)),
@@ -163,8 +189,9 @@ def run_ingest(spark: SparkSession, landing: str, lake: str, config: Config,
     )
 
 
-def _drop_cross_task_duplicates(fs, layout: LakeLayout, run_id: str,
-                                results: list[TaskResult]) -> None:
+def _drop_cross_task_duplicates(
+    fs, layout: LakeLayout, run_id: str, results: list[TaskResult]
+) -> None:
     """Keep one copy of content that two tasks of this run both stored.
 
     Tasks cannot see each other, so identical files in two tasks are both stored; the later

@@ -31,7 +31,8 @@ def spark_session(config: Config, *, submitted: bool) -> SparkSession:
         if config.spark.master.startswith("local"):
             # Stay on loopback whatever the host name resolves to.
             builder = builder.config("spark.driver.host", "127.0.0.1").config(
-                "spark.driver.bindAddress", "127.0.0.1")
+                "spark.driver.bindAddress", "127.0.0.1"
+            )
         # Executors of a local master run this same interpreter, with this package importable.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**DEFAULTS, **config.spark.conf}.items():

@@ -81,8 +81,9 @@ def partition_dir(values: dict[str, Any]) -> str:
 class _Packs:
     """The task's open pack file, rolled over at the configured size."""
 
-    def __init__(self, fs: FileSystem, layout: LakeLayout, ctx: TaskContext,
-                 result: TaskResult) -> None:
+    def __init__(
+        self, fs: FileSystem, layout: LakeLayout, ctx: TaskContext, result: TaskResult
+    ) -> None:
         self._fs, self._layout, self._ctx, self._result = fs, layout, ctx, result
         self._keyring = Keyring.from_bytes(ctx.keyring)
         self.kek_id = self._keyring.active_kek_id
@@ -97,12 +98,15 @@ class _Packs:
             self.close()
         if self._writer is None:
             self._seq += 1
-            pack_id = (f"{self._ctx.run_id}-t{self._result.task:05d}"
-                       f"-a{self._result.attempt}-{self._seq:03d}")
+            pack_id = (
+                f"{self._ctx.run_id}-t{self._result.task:05d}"
+                f"-a{self._result.attempt}-{self._seq:03d}"
+            )
             self.relative = f"pixels/{self._ctx.run_id}/{pack_id}.pack"
             self._out = contextlib.ExitStack()
             stream = self._out.enter_context(
-                self._fs.open_write(staged(self._layout, self._ctx.run_id, self.relative)))
+                self._fs.open_write(staged(self._layout, self._ctx.run_id, self.relative))
+            )
             self._writer = PackWriter(stream, pack_id, self._keyring)
         return self._writer
 
@@ -113,11 +117,18 @@ class _Packs:
         assert self._out is not None
         self._out.close()
         self._result.staged.append(self.relative)
-        self._result.packs.append({
-            "pack_path": self.relative, "pack_id": info.pack_id, "kek_id": info.kek_id,
-            "wrapped_key": info.wrapped_key, "size": info.size, "chunks": info.chunks,
-            "ingest_run_id": self._ctx.run_id, "wrapped_at": _ts(self._ctx.started_ms),
-        })
+        self._result.packs.append(
+            {
+                "pack_path": self.relative,
+                "pack_id": info.pack_id,
+                "kek_id": info.kek_id,
+                "wrapped_key": info.wrapped_key,
+                "size": info.size,
+                "chunks": info.chunks,
+                "ingest_run_id": self._ctx.run_id,
+                "wrapped_at": _ts(self._ctx.started_ms),
+            }
+        )
         self._writer = None
 
 
@@ -140,17 +151,37 @@ class _Task:
         finally:
             self.result.seconds[stage] += time.perf_counter() - start
 
-    def source_row(self, info: FileInfo, sha: str | None, outcome: str,
-                   instance_id: str | None = None, sop: str | None = None) -> None:
-        self.result.sources.append({
-            "source_path": info.path, "source_size": info.size,
-            "source_mtime": _ts(info.mtime_ms), "source_sha256": sha, "outcome": outcome,
-            "instance_id": instance_id, "SOPInstanceUID": sop,
-            "ingest_run_id": self.ctx.run_id, "seen_at": _ts(self.ctx.started_ms),
-        })
+    def source_row(
+        self,
+        info: FileInfo,
+        sha: str | None,
+        outcome: str,
+        instance_id: str | None = None,
+        sop: str | None = None,
+    ) -> None:
+        self.result.sources.append(
+            {
+                "source_path": info.path,
+                "source_size": info.size,
+                "source_mtime": _ts(info.mtime_ms),
+                "source_sha256": sha,
+                "outcome": outcome,
+                "instance_id": instance_id,
+                "SOPInstanceUID": sop,
+                "ingest_run_id": self.ctx.run_id,
+                "seen_at": _ts(self.ctx.started_ms),
+            }
+        )
 
-    def reject(self, info: FileInfo, reason: str, message: str, data: bytes | None,
-               sha: str | None, landing_fs: FileSystem | None = None) -> None:
+    def reject(
+        self,
+        info: FileInfo,
+        reason: str,
+        message: str,
+        data: bytes | None,
+        sha: str | None,
+        landing_fs: FileSystem | None = None,
+    ) -> None:
         """Record a bad input and keep a raw copy of it in quarantine."""
         quarantine = None
         if data is not None or landing_fs is not None:
@@ -162,25 +193,41 @@ class _Task:
                     self.lake_fs.write_bytes(target, data)
                 else:  # too large to hold in memory: stream it across
                     assert landing_fs is not None
-                    with landing_fs.open_read(info.path) as src, \
-                            self.lake_fs.open_write(target) as dst:
+                    with (
+                        landing_fs.open_read(info.path) as src,
+                        self.lake_fs.open_write(target) as dst,
+                    ):
                         while block := src.read(8 << 20):
                             dst.write(block)
             self.result.staged.append(quarantine)
-        self.result.errors.append({
-            "source_path": info.path, "source_size": info.size,
-            "source_mtime": _ts(info.mtime_ms), "source_sha256": sha, "reason": reason,
-            "message": message, "quarantine_path": quarantine,
-            "ingest_run_id": self.ctx.run_id, "recorded_at": _ts(self.ctx.started_ms),
-        })
+        self.result.errors.append(
+            {
+                "source_path": info.path,
+                "source_size": info.size,
+                "source_mtime": _ts(info.mtime_ms),
+                "source_sha256": sha,
+                "reason": reason,
+                "message": message,
+                "quarantine_path": quarantine,
+                "ingest_run_id": self.ctx.run_id,
+                "recorded_at": _ts(self.ctx.started_ms),
+            }
+        )
         self.source_row(info, sha, "quarantined" if quarantine else "failed")
 
-    def ingest_file(self, info: FileInfo, landing_fs: FileSystem, packs: _Packs,
-                    stored: frozenset[str]) -> None:
+    def ingest_file(
+        self, info: FileInfo, landing_fs: FileSystem, packs: _Packs, stored: frozenset[str]
+    ) -> None:
         cfg = self.ctx.config
         if info.size > cfg.ingest.max_file_bytes:
-            self.reject(info, "too_large", f"{info.size} bytes is over ingest.max_file_bytes="
-                        f"{cfg.ingest.max_file_bytes}", None, None, landing_fs)
+            self.reject(
+                info,
+                "too_large",
+                f"{info.size} bytes is over ingest.max_file_bytes={cfg.ingest.max_file_bytes}",
+                None,
+                None,
+                landing_fs,
+            )
             return
         try:
             with self.timed("read"):
@@ -190,8 +237,13 @@ class _Task:
             return
         self.result.bytes_read += len(data)
         if len(data) != info.size:
-            self.reject(info, "changed_while_reading",
-                        f"listed with {info.size} bytes, read {len(data)}", data, None)
+            self.reject(
+                info,
+                "changed_while_reading",
+                f"listed with {info.size} bytes, read {len(data)}",
+                data,
+                None,
+            )
             return
         with self.timed("hash"):
             sha = hashlib.sha256(data).hexdigest()
@@ -214,8 +266,9 @@ class _Task:
             sop = values["SOPInstanceUID"]
             header = header_json(split.dataset)
             elements = element_rows(split.dataset)
-        writer = packs.writer_for(len(split.prefix) + len(split.suffix)
-                                  + sum(len(f) for f in split.frames))
+        writer = packs.writer_for(
+            len(split.prefix) + len(split.suffix) + sum(len(f) for f in split.frames)
+        )
         chunks = [("prefix", 0, split.prefix, None, "auto")]
         codec = "store" if split.encapsulated else cfg.pixels.codec
         chunks += [("frame", i + 1, f, split.frame_spec, codec) for i, f in enumerate(split.frames)]
@@ -224,54 +277,90 @@ class _Task:
         frame_codecs = set()
         with self.timed("encode+encrypt"):
             for kind, index, raw, spec, chunk_codec in chunks:
-                rec = writer.add(instance=sha, kind=kind, index=index, raw=raw, spec=spec,
-                                 codec=chunk_codec, verify=cfg.pixels.verify)
+                rec = writer.add(
+                    instance=sha,
+                    kind=kind,
+                    index=index,
+                    raw=raw,
+                    spec=spec,
+                    codec=chunk_codec,
+                    verify=cfg.pixels.verify,
+                )
                 stored_total += rec.length
                 if kind == "frame":
                     stored_pixels += rec.length
                     raw_pixels += rec.raw_length
                     frame_codecs.add(rec.codec)
-                self.frames.append({
-                    "instance_id": sha, "SOPInstanceUID": sop, "chunk_kind": kind,
-                    "frame_number": index, "pack_path": packs.relative, "offset": rec.offset,
-                    "length": rec.length, "codec": rec.codec, "kek_id": packs.kek_id,
-                    "raw_length": rec.raw_length, "raw_sha256": rec.raw_sha256,
-                    "ingest_run_id": run_id,
-                })
+                self.frames.append(
+                    {
+                        "instance_id": sha,
+                        "SOPInstanceUID": sop,
+                        "chunk_kind": kind,
+                        "frame_number": index,
+                        "pack_path": packs.relative,
+                        "offset": rec.offset,
+                        "length": rec.length,
+                        "codec": rec.codec,
+                        "kek_id": packs.kek_id,
+                        "raw_length": rec.raw_length,
+                        "raw_sha256": rec.raw_sha256,
+                        "ingest_run_id": run_id,
+                    }
+                )
         self.result.bytes_stored += stored_total
         study_date = values.get("StudyDate")
-        values.update({
-            "study_year": study_date.year if study_date is not None else None,
-            "header_json": header, "pack_path": packs.relative,
-            "frame_chunks": len(split.frames),
-            "pixel_codec": ",".join(sorted(frame_codecs)) or None,
-            "raw_pixel_bytes": raw_pixels, "stored_pixel_bytes": stored_pixels,
-            "stored_bytes": stored_total,
-            "instance_id": sha, "source_path": info.path, "source_size": info.size,
-            "source_mtime": _ts(info.mtime_ms), "source_sha256": sha,
-            "ingest_run_id": run_id, "ingested_at": _ts(self.ctx.started_ms),
-        })
+        values.update(
+            {
+                "study_year": study_date.year if study_date is not None else None,
+                "header_json": header,
+                "pack_path": packs.relative,
+                "frame_chunks": len(split.frames),
+                "pixel_codec": ",".join(sorted(frame_codecs)) or None,
+                "raw_pixel_bytes": raw_pixels,
+                "stored_pixel_bytes": stored_pixels,
+                "stored_bytes": stored_total,
+                "instance_id": sha,
+                "source_path": info.path,
+                "source_size": info.size,
+                "source_mtime": _ts(info.mtime_ms),
+                "source_sha256": sha,
+                "ingest_run_id": run_id,
+                "ingested_at": _ts(self.ctx.started_ms),
+            }
+        )
         self.instances[partition_dir(values)].append(values)
         n = len(elements["tag"])
-        elements.update({"instance_id": [sha] * n, "SOPInstanceUID": [sop] * n,
-                         "ingest_run_id": [run_id] * n})
+        elements.update(
+            {"instance_id": [sha] * n, "SOPInstanceUID": [sop] * n, "ingest_run_id": [run_id] * n}
+        )
         self.elements.append(pa.Table.from_pydict(elements, schema=schemas.ELEMENTS))
         self.source_row(info, sha, "ingested", instance_id=sha, sop=sop)
 
     def write_fragments(self) -> None:
         r = self.result
         name = f"part-{self.ctx.run_id}-t{r.task:05d}-a{r.attempt}.parquet"
-        file_schema = pa.schema([f for f in schemas.INSTANCES
-                                 if f.name not in schemas.INSTANCE_PARTITIONS])
+        file_schema = pa.schema(
+            [f for f in schemas.INSTANCES if f.name not in schemas.INSTANCE_PARTITIONS]
+        )
         fragments: list[tuple[str, pa.Table]] = []
         for directory, rows in sorted(self.instances.items()):
-            rows.sort(key=lambda v: (v.get("StudyDate") is None, v.get("StudyDate"),
-                                     v.get("SeriesInstanceUID") or ""))
-            fragments.append((f"tables/instances/{directory}/{name}",
-                              pa.Table.from_pylist(rows, schema=file_schema)))
+            rows.sort(
+                key=lambda v: (
+                    v.get("StudyDate") is None,
+                    v.get("StudyDate"),
+                    v.get("SeriesInstanceUID") or "",
+                )
+            )
+            fragments.append(
+                (
+                    f"tables/instances/{directory}/{name}",
+                    pa.Table.from_pylist(rows, schema=file_schema),
+                )
+            )
         if self.frames:
-            fragments.append((f"tables/frames/{name}",
-                              pa.Table.from_pylist(self.frames, schema=schemas.FRAMES)))
+            fragments.append(
+                (f"tables/frames/{name}", pa.Table.from_pylist(self.frames, schema=schemas.FRAMES))
+            )
         if self.elements:
             fragments.append((f"tables/elements/{name}", pa.concat_tables(self.elements)))
         with self.timed("write"):
@@ -280,8 +369,14 @@ class _Task:
                 r.staged.append(relative)
 
 
-def process_task(task: int, attempt: int, files: list[FileInfo], landing: str,
-                 ctx: TaskContext, stored: frozenset[str]) -> TaskResult:
+def process_task(
+    task: int,
+    attempt: int,
+    files: list[FileInfo],
+    landing: str,
+    ctx: TaskContext,
+    stored: frozenset[str],
+) -> TaskResult:
     """Ingest ``files`` (one task's share); ``stored`` is the content the lake already has."""
     work = _Task(task, attempt, ctx)
     landing_fs = filesystem_for(landing, ctx.config.hdfs)

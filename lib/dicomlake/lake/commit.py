@@ -43,7 +43,7 @@ def commit(fs: FileSystem, layout: LakeLayout, run_id: str, files: list[str]) ->
 
 
 def recover(fs: FileSystem, layout: LakeLayout) -> tuple[list[str], list[str]]:
-    """Finish committed runs and drop abandoned ones; returns (rolled forward, abandoned) run ids."""
+    """Finish committed runs, drop abandoned ones; returns (rolled forward, abandoned) run ids."""
     rolled = []
     for info in fs.list_files(layout.commits):
         name = info.path.rsplit("/", 1)[-1]
@@ -69,8 +69,10 @@ def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
         if fs.exists(dst):
             continue  # moved before a crash
         if not fs.exists(src):
-            raise LakeError(f"run {run_id}: staged file {src} is missing and {dst} was never "
-                            "published; restore the lake from a snapshot")
+            raise LakeError(
+                f"run {run_id}: staged file {src} is missing and {dst} was never "
+                "published; restore the lake from a snapshot"
+            )
         fs.publish(src, dst)
     fs.delete(layout.staging(run_id), recursive=True)
     fs.delete(intent_uri)

@@ -14,16 +14,33 @@ from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.pixelstore import PixelStore
 
-_COLUMNS = ["instance_id", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
-            "source_sha256", "ingested_at"]
+_COLUMNS = [
+    "instance_id",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "source_sha256",
+    "ingested_at",
+]
 
 
-def find_instances(store: PixelStore, *, sop: str | None = None, series: str | None = None,
-                   study: str | None = None) -> list[dict[str, Any]]:
+def find_instances(
+    store: PixelStore,
+    *,
+    sop: str | None = None,
+    series: str | None = None,
+    study: str | None = None,
+) -> list[dict[str, Any]]:
     """The latest version of every instance matching one of the UIDs."""
-    column, value = next((c, v) for c, v in (("SOPInstanceUID", sop),
-                                              ("SeriesInstanceUID", series),
-                                              ("StudyInstanceUID", study)) if v)
+    column, value = next(
+        (c, v)
+        for c, v in (
+            ("SOPInstanceUID", sop),
+            ("SeriesInstanceUID", series),
+            ("StudyInstanceUID", study),
+        )
+        if v
+    )
     rows = read_table(store.fs, store.layout, "instances", _COLUMNS).to_pylist()
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -36,9 +53,16 @@ def find_instances(store: PixelStore, *, sop: str | None = None, series: str | N
     return sorted(latest.values(), key=lambda r: r["SOPInstanceUID"])
 
 
-def export_instances(lake: str, keyring: Keyring, config: Config, out: Path, *,
-                     sop: str | None = None, series: str | None = None,
-                     study: str | None = None) -> dict[str, Any]:
+def export_instances(
+    lake: str,
+    keyring: Keyring,
+    config: Config,
+    out: Path,
+    *,
+    sop: str | None = None,
+    series: str | None = None,
+    study: str | None = None,
+) -> dict[str, Any]:
     """Write the selected instances to ``out/<SOPInstanceUID>.dcm``, each checked by SHA-256."""
     store = PixelStore(lake, keyring, config)
     instances = find_instances(store, sop=sop, series=series, study=study)
@@ -51,12 +75,18 @@ def export_instances(lake: str, keyring: Keyring, config: Config, out: Path, *,
     for inst in instances:
         data = store.rebuild(inst["instance_id"], by_instance.get(inst["instance_id"], []))
         if hashlib.sha256(data).hexdigest() != inst["source_sha256"]:
-            raise IntegrityError(f"instance {inst['SOPInstanceUID']} rebuilt from {lake} does "
-                                 f"not match its source_sha256 {inst['source_sha256']}")
+            raise IntegrityError(
+                f"instance {inst['SOPInstanceUID']} rebuilt from {lake} does "
+                f"not match its source_sha256 {inst['source_sha256']}"
+            )
         target = out / f"{inst['SOPInstanceUID']}.dcm"
         tmp = target.with_suffix(".dcm.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, target)  # never a half-written file under the final name
         written += len(data)
-    return {"lake": LakeLayout(lake).root, "out": str(out), "files": len(instances),
-            "bytes": written}
+    return {
+        "lake": LakeLayout(lake).root,
+        "out": str(out),
+        "files": len(instances),
+        "bytes": written,
+    }

@@ -29,7 +29,8 @@ def rewrap_lake(lake: str, keyring: Keyring, config: Config) -> dict[str, int]:
     now = datetime.now(timezone.utc)
     for row in latest.values():
         row["kek_id"], row["wrapped_key"] = keyring.rewrap(
-            row["kek_id"], row["wrapped_key"], row["pack_id"].encode())
+            row["kek_id"], row["wrapped_key"], row["pack_id"].encode()
+        )
         row["wrapped_at"] = now
     name = f"part-rewrap-{now.strftime('%Y%m%dT%H%M%S%fZ')}.parquet"
     tmp = join(layout.root, "_staging", "rewrap", name)

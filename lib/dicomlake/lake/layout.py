@@ -54,7 +54,7 @@ class LakeLayout:
         prefix = self.root.rstrip("/") + "/"
         if not uri.startswith(prefix):
             raise ValueError(f"{uri!r} is not inside the lake {self.root!r}")
-        return uri[len(prefix):]
+        return uri[len(prefix) :]
 
     def absolute(self, relative: str) -> str:
         return join(self.root, relative)

@@ -24,22 +24,31 @@ class Ledger:
         return self.seen.get(path) != (size, mtime_ms)
 
 
-def read_table(fs: FileSystem, layout: LakeLayout, name: str,
-               columns: list[str] | None = None) -> pa.Table:
+def read_table(
+    fs: FileSystem, layout: LakeLayout, name: str, columns: list[str] | None = None
+) -> pa.Table:
     """A whole (small, unpartitioned) lake table as one Arrow table."""
     return read_files(fs, parquet_files(fs, layout.table(name)), schemas.SCHEMAS[name], columns)
 
 
 def read_ledger(fs: FileSystem, layout: LakeLayout) -> Ledger:
-    sources = read_table(fs, layout, "sources",
-                         ["source_path", "source_size", "source_mtime", "outcome", "source_sha256",
-                          "seen_at"])
+    sources = read_table(
+        fs,
+        layout,
+        "sources",
+        ["source_path", "source_size", "source_mtime", "outcome", "source_sha256", "seen_at"],
+    )
     seen: dict[str, tuple[int, int, int]] = {}
     stored = set()
     rows = sources.to_pydict()
     for path, size, mtime, outcome, sha, seen_at in zip(
-        rows["source_path"], rows["source_size"], rows["source_mtime"], rows["outcome"],
-        rows["source_sha256"], rows["seen_at"], strict=True,
+        rows["source_path"],
+        rows["source_size"],
+        rows["source_mtime"],
+        rows["outcome"],
+        rows["source_sha256"],
+        rows["seen_at"],
+        strict=True,
     ):
         key = int(seen_at.timestamp() * 1000)
         if path not in seen or seen[path][2] <= key:

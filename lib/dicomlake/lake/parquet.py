@@ -30,8 +30,9 @@ def parquet_files(fs: FileSystem, directory: str) -> list[str]:
     return out
 
 
-def read_files(fs: FileSystem, files: Iterable[str], schema: pa.Schema,
-               columns: list[str] | None = None) -> pa.Table:
+def read_files(
+    fs: FileSystem, files: Iterable[str], schema: pa.Schema, columns: list[str] | None = None
+) -> pa.Table:
     """Read the given Parquet files into one table of ``schema`` (or its ``columns``)."""
     wanted = schema if columns is None else pa.schema([schema.field(c) for c in columns])
     tables = []

@@ -7,6 +7,7 @@ the other chunks of the pack are never touched.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,17 +15,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pydicom
 
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.frames import encapsulated_frame_array, frame_array
-from dicomlake.dicom.split import header_from_prefix
+from dicomlake.dicom.split import FrameSpec, header_from_prefix
 from dicomlake.errors import LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.parquet import parquet_files
-from dicomlake.pixels.pack import HEADER_READ_BYTES, ChunkRecord, data_key_for, open_chunk, read_header
+from dicomlake.pixels.pack import (
+    HEADER_READ_BYTES,
+    ChunkRecord,
+    data_key_for,
+    open_chunk,
+    read_header,
+)
 from dicomlake.storage import filesystem_for
 
 ORDER = {"prefix": 0, "frame": 1, "suffix": 2}
@@ -55,41 +63,69 @@ class PixelStore:
         table = pa.concat_tables(parts)
         order = pa.array([ORDER[k] for k in table["chunk_kind"].to_pylist()], pa.int8())
         table = table.append_column("_order", order)
-        return table.sort_by([("instance_id", "ascending"), ("_order", "ascending"),
-                              ("frame_number", "ascending")]).drop_columns(["_order"])
+        return table.sort_by(
+            [("instance_id", "ascending"), ("_order", "ascending"), ("frame_number", "ascending")]
+        ).drop_columns(["_order"])
 
-    def chunk(self, row: dict[str, Any]) -> bytes:
-        """The raw bytes of one stored chunk (a frames-table row), decrypted and verified."""
+    def chunk(self, row: dict[str, Any], spec: FrameSpec | None = None) -> bytes:
+        """The raw bytes of one stored chunk (a frames-table row), decrypted and verified.
+
+        Frames stored with an image codec need the instance's ``spec`` to decode.
+        """
         pack_path = row["pack_path"]
         key = self._data_key(pack_path)
         sealed = self.fs.read(self.layout.absolute(pack_path), row["offset"], row["length"])
-        record = ChunkRecord(instance=row["instance_id"], kind=row["chunk_kind"],
-                             index=row["frame_number"], offset=row["offset"],
-                             length=row["length"], codec=row["codec"],
-                             raw_length=row["raw_length"], raw_sha256=row["raw_sha256"])
-        return open_chunk(sealed, data_key=key, pack_id=_pack_id(pack_path), record=record)
+        record = ChunkRecord(
+            instance=row["instance_id"],
+            kind=row["chunk_kind"],
+            index=row["frame_number"],
+            offset=row["offset"],
+            length=row["length"],
+            codec=row["codec"],
+            raw_length=row["raw_length"],
+            raw_sha256=row["raw_sha256"],
+        )
+        return open_chunk(
+            sealed, data_key=key, pack_id=_pack_id(pack_path), record=record, spec=spec
+        )
 
     def rebuild(self, instance_id: str, rows: list[dict[str, Any]] | None = None) -> bytes:
         """The original file's bytes: prefix + frames + suffix."""
         if rows is None:
             rows = self.frames_of([instance_id]).to_pylist()
-        if not rows:
-            raise LakeError(f"instance {instance_id} has no chunks in {self.layout.table('frames')}")
-        return b"".join(self.chunk(r) for r in rows)
+        if not rows or rows[0]["chunk_kind"] != "prefix":
+            raise LakeError(
+                f"instance {instance_id} has no chunks in {self.layout.table('frames')}"
+            )
+        prefix = self.chunk(rows[0])
+        has_frames = any(r["chunk_kind"] == "frame" for r in rows)
+        spec = header_from_prefix(prefix)[1] if has_frames else None
+        return prefix + b"".join(self.chunk(r, spec) for r in rows[1:])
 
     def frame(self, instance_id: str, frame_number: int) -> np.ndarray:
         """One frame (1-based) as pydicom's ``pixel_array`` would give it."""
         rows = self.frames_of([instance_id]).to_pylist()
-        prefix = next((r for r in rows if r["chunk_kind"] == "prefix"), None)
-        target = next((r for r in rows if r["chunk_kind"] == "frame"
-                       and r["frame_number"] == frame_number), None)
-        if prefix is None or target is None:
+        if not rows or rows[0]["chunk_kind"] != "prefix":
+            raise LakeError(f"instance {instance_id} is not in {self.layout.table('frames')}")
+        dataset, spec = header_from_prefix(self.chunk(rows[0]))
+        frames = [r for r in rows if r["chunk_kind"] == "frame"]
+        count = _frames_in(dataset)
+        if not frames or not 1 <= frame_number <= count:
             raise LakeError(f"instance {instance_id} has no frame {frame_number}")
-        dataset, spec = header_from_prefix(self.chunk(prefix))
-        raw = self.chunk(target)
-        if spec is not None:
-            return frame_array(raw, spec)
-        return encapsulated_frame_array(raw, dataset)
+        if len(frames) == count:  # one chunk per frame: read just that one
+            target = frames[frame_number - 1]
+            if spec is not None:
+                return frame_array(self.chunk(target, spec), spec)
+            if dataset.file_meta.TransferSyntaxUID.is_encapsulated:
+                return encapsulated_frame_array(self.chunk(target), dataset)
+        # Frames that could not be cut apart (bit-packed, odd big-endian words, fragments of
+        # unknown frame) are stored as one chunk: pydicom decodes the rebuilt instance.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = pydicom.dcmread(
+                io.BytesIO(self.rebuild(instance_id, rows)), force=True
+            ).pixel_array
+        return pixels if count == 1 else pixels[frame_number - 1]
 
     def _data_key(self, pack_path: str) -> bytes:
         if pack_path not in self._keys:
@@ -97,9 +133,17 @@ class PixelStore:
                 self._rewrapped = latest_wraps(self.layout, self.fs)
             uri = self.layout.absolute(pack_path)
             header = read_header(self.fs.read(uri, 0, HEADER_READ_BYTES))
-            self._keys[pack_path] = data_key_for(header, self.keyring,
-                                                 self._rewrapped.get(pack_path))
+            self._keys[pack_path] = data_key_for(
+                header, self.keyring, self._rewrapped.get(pack_path)
+            )
         return self._keys[pack_path]
+
+
+def _frames_in(dataset: pydicom.Dataset) -> int:
+    try:
+        return int(dataset.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return 1
 
 
 def _pack_id(pack_path: str) -> str:

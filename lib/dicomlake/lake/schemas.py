@@ -45,20 +45,22 @@ INSTANCES = pa.schema(
 
 # One row per stored chunk: the header bytes before the pixels ("prefix"), every frame, and the
 # bytes after them ("suffix"), so an instance is rebuilt as prefix + frames + suffix.
-FRAMES = pa.schema([
-    pa.field("instance_id", pa.string(), nullable=False),
-    pa.field("SOPInstanceUID", pa.string()),
-    pa.field("chunk_kind", pa.string(), nullable=False),
-    pa.field("frame_number", pa.int32(), nullable=False),
-    pa.field("pack_path", pa.string(), nullable=False),
-    pa.field("offset", pa.int64(), nullable=False),
-    pa.field("length", pa.int64(), nullable=False),
-    pa.field("codec", pa.string(), nullable=False),
-    pa.field("kek_id", pa.string(), nullable=False),
-    pa.field("raw_length", pa.int64(), nullable=False),
-    pa.field("raw_sha256", pa.string(), nullable=False),
-    pa.field("ingest_run_id", pa.string(), nullable=False),
-])
+FRAMES = pa.schema(
+    [
+        pa.field("instance_id", pa.string(), nullable=False),
+        pa.field("SOPInstanceUID", pa.string()),
+        pa.field("chunk_kind", pa.string(), nullable=False),
+        pa.field("frame_number", pa.int32(), nullable=False),
+        pa.field("pack_path", pa.string(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("length", pa.int64(), nullable=False),
+        pa.field("codec", pa.string(), nullable=False),
+        pa.field("kek_id", pa.string(), nullable=False),
+        pa.field("raw_length", pa.int64(), nullable=False),
+        pa.field("raw_sha256", pa.string(), nullable=False),
+        pa.field("ingest_run_id", pa.string(), nullable=False),
+    ]
+)
 
 ELEMENTS = pa.schema(
     [pa.field("instance_id", pa.string(), nullable=False), pa.field("SOPInstanceUID", pa.string())]
@@ -66,59 +68,67 @@ ELEMENTS = pa.schema(
     + [pa.field("ingest_run_id", pa.string(), nullable=False)]
 )
 
-ERRORS = pa.schema([
-    pa.field("source_path", pa.string(), nullable=False),
-    pa.field("source_size", pa.int64(), nullable=False),
-    pa.field("source_mtime", TS, nullable=False),
-    pa.field("source_sha256", pa.string()),
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("message", pa.string(), nullable=False),
-    pa.field("quarantine_path", pa.string()),
-    pa.field("ingest_run_id", pa.string(), nullable=False),
-    pa.field("recorded_at", TS, nullable=False),
-])
+ERRORS = pa.schema(
+    [
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("source_size", pa.int64(), nullable=False),
+        pa.field("source_mtime", TS, nullable=False),
+        pa.field("source_sha256", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("quarantine_path", pa.string()),
+        pa.field("ingest_run_id", pa.string(), nullable=False),
+        pa.field("recorded_at", TS, nullable=False),
+    ]
+)
 
-SOURCES = pa.schema([
-    pa.field("source_path", pa.string(), nullable=False),
-    pa.field("source_size", pa.int64(), nullable=False),
-    pa.field("source_mtime", TS, nullable=False),
-    pa.field("source_sha256", pa.string()),
-    pa.field("outcome", pa.string(), nullable=False),  # ingested | duplicate | quarantined
-    pa.field("instance_id", pa.string()),  # the stored instance this file's content is
-    pa.field("SOPInstanceUID", pa.string()),
-    pa.field("ingest_run_id", pa.string(), nullable=False),
-    pa.field("seen_at", TS, nullable=False),
-])
+SOURCES = pa.schema(
+    [
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("source_size", pa.int64(), nullable=False),
+        pa.field("source_mtime", TS, nullable=False),
+        pa.field("source_sha256", pa.string()),
+        pa.field("outcome", pa.string(), nullable=False),  # ingested | duplicate | quarantined
+        pa.field("instance_id", pa.string()),  # the stored instance this file's content is
+        pa.field("SOPInstanceUID", pa.string()),
+        pa.field("ingest_run_id", pa.string(), nullable=False),
+        pa.field("seen_at", TS, nullable=False),
+    ]
+)
 
-RUNS = pa.schema([
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("landing", pa.string(), nullable=False),
-    pa.field("started_at", TS, nullable=False),
-    pa.field("committed_at", TS, nullable=False),
-    pa.field("files_listed", pa.int64(), nullable=False),
-    pa.field("files_seen", pa.int64(), nullable=False),
-    pa.field("ingested", pa.int64(), nullable=False),
-    pa.field("duplicates", pa.int64(), nullable=False),
-    pa.field("quarantined", pa.int64(), nullable=False),
-    pa.field("bytes_read", pa.int64(), nullable=False),
-    pa.field("bytes_stored", pa.int64(), nullable=False),
-    pa.field("packs_written", pa.int64(), nullable=False),
-    # Highest source mtime this run saw, by the landing filesystem's clock.
-    pa.field("watermark", TS),
-    pa.field("dicomlake_version", pa.string(), nullable=False),
-])
+RUNS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("landing", pa.string(), nullable=False),
+        pa.field("started_at", TS, nullable=False),
+        pa.field("committed_at", TS, nullable=False),
+        pa.field("files_listed", pa.int64(), nullable=False),
+        pa.field("files_seen", pa.int64(), nullable=False),
+        pa.field("ingested", pa.int64(), nullable=False),
+        pa.field("duplicates", pa.int64(), nullable=False),
+        pa.field("quarantined", pa.int64(), nullable=False),
+        pa.field("bytes_read", pa.int64(), nullable=False),
+        pa.field("bytes_stored", pa.int64(), nullable=False),
+        pa.field("packs_written", pa.int64(), nullable=False),
+        # Highest source mtime this run saw, by the landing filesystem's clock.
+        pa.field("watermark", TS),
+        pa.field("dicomlake_version", pa.string(), nullable=False),
+    ]
+)
 
 # Wrapped data key of every pack; rewritten on key rotation (packs themselves never change).
-PACKS = pa.schema([
-    pa.field("pack_path", pa.string(), nullable=False),
-    pa.field("pack_id", pa.string(), nullable=False),
-    pa.field("kek_id", pa.string(), nullable=False),
-    pa.field("wrapped_key", pa.binary(), nullable=False),
-    pa.field("size", pa.int64(), nullable=False),
-    pa.field("chunks", pa.int64(), nullable=False),
-    pa.field("ingest_run_id", pa.string(), nullable=False),
-    pa.field("wrapped_at", TS, nullable=False),
-])
+PACKS = pa.schema(
+    [
+        pa.field("pack_path", pa.string(), nullable=False),
+        pa.field("pack_id", pa.string(), nullable=False),
+        pa.field("kek_id", pa.string(), nullable=False),
+        pa.field("wrapped_key", pa.binary(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("chunks", pa.int64(), nullable=False),
+        pa.field("ingest_run_id", pa.string(), nullable=False),
+        pa.field("wrapped_at", TS, nullable=False),
+    ]
+)
 
 SCHEMAS = {
     "instances": INSTANCES,

@@ -46,7 +46,7 @@ class FileSystem(abc.ABC):
 
     @abc.abstractmethod
     def open_read(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]:
-        """A readable (on local files also seekable) stream, for reading big files piece by piece."""
+        """A readable stream (seekable on local files), for reading big files piece by piece."""
 
     @abc.abstractmethod
     def open_write(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]:
@@ -75,4 +75,3 @@ class FileSystem(abc.ABC):
     def exists(self, path: str) -> bool:
         """Whether anything is at ``path``."""
         return self.status(path) is not None
-

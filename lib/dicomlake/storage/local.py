@@ -16,7 +16,7 @@ from dicomlake.storage.base import FileInfo, FileSystem
 def local_path(uri: str) -> str:
     """The OS path of a ``file://`` URI or plain path."""
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     return uri
 
 
@@ -72,7 +72,7 @@ class LocalFileSystem(FileSystem):
     @contextlib.contextmanager
     def open_read(self, path: str) -> Iterator[BinaryIO]:
         try:
-            f = open(local_path(path), "rb")
+            f = open(local_path(path), "rb")  # noqa: SIM115 - closed below; open errors wrapped
         except OSError as exc:
             raise StorageError(f"cannot open {path}: {exc}") from exc
         with f:
@@ -100,7 +100,9 @@ class LocalFileSystem(FileSystem):
         except PermissionError:
             # Directories cannot be hard-linked: rename them, after checking the target.
             if os.path.exists(d):
-                raise PublishConflictError(f"cannot publish {src} to {dst}: target exists") from None
+                raise PublishConflictError(
+                    f"cannot publish {src} to {dst}: target exists"
+                ) from None
             os.rename(s, d)
             return
         except OSError as exc:
@@ -110,10 +112,13 @@ class LocalFileSystem(FileSystem):
     def delete(self, path: str, recursive: bool = False) -> None:
         p = local_path(path)
         if os.path.isdir(p) and not os.path.islink(p):
-            if recursive:
-                shutil.rmtree(p, ignore_errors=False)
-            else:
-                os.rmdir(p)
+            try:
+                if recursive:
+                    shutil.rmtree(p)
+                else:
+                    os.rmdir(p)
+            except OSError as exc:
+                raise StorageError(f"cannot delete {path}: {exc}") from exc
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)

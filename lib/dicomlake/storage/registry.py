@@ -20,7 +20,9 @@ def filesystem_for(uri: str, hdfs: HdfsConfig | None = None) -> FileSystem:
         from dicomlake.storage.hdfs import WebHdfsFileSystem
 
         return WebHdfsFileSystem(hdfs or HdfsConfig())
-    raise ConfigError(f"unsupported URI scheme {scheme!r} in {uri!r}: use a path, file:// or hdfs://")
+    raise ConfigError(
+        f"unsupported URI scheme {scheme!r} in {uri!r}: use a path, file:// or hdfs://"
+    )
 
 
 def join(base: str, *parts: str) -> str:

@@ -1,0 +1,124 @@
+"""Copying lake files into content-addressed objects, in-process or on Spark executors.
+
+Each file is streamed once: read, hashed and written to a temp file in the snapshot's work area,
+then published under its hash. If that object exists already (same content under another path,
+an earlier snapshot, or a killed run's leftovers) the publish fails and the temp file is dropped:
+content is stored once. When the file's content is probably known (a ``hint``), it is only hashed
+and nothing is written if the hash matches. Bytes never pass through the Spark driver: each task
+opens both filesystems itself and returns only small rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
+
+from dicomlake.backup.layout import BackupLayout, object_key
+from dicomlake.backup.scan import ToRead
+from dicomlake.config import HdfsConfig
+from dicomlake.errors import PublishConflictError, StorageError
+from dicomlake.storage import FileSystem, filesystem_for, join
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+CHUNK = 4 << 20
+# Bytes of input per Spark task: many small files share a task, a big pack gets its own.
+TASK_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What became of one file: its content's hash and size, and whether it was stored now."""
+
+    path: str
+    sha256: str | None  # None when the file vanished before it could be read
+    size: int
+    stored: bool
+
+
+@dataclass(frozen=True)
+class CopyJob:
+    """Where to copy from and to; small and picklable, shipped to executors."""
+
+    source_root: str
+    backup: str
+    work: str
+    hdfs: HdfsConfig
+
+
+def copy_files(
+    job: CopyJob, items: list[ToRead], spark: SparkSession | None = None
+) -> list[Copied]:
+    """Copy ``items``: in this process without ``spark``, else spread over the executors.
+
+    Returns one result per item, in the order of ``items``.
+    """
+    if spark is None or not items:
+        return list(_copy_many(job, items))
+    bins = _bins(items, max(spark.sparkContext.defaultParallelism, 1))
+    rdd = spark.sparkContext.parallelize(bins, len(bins))
+    done = {c.path: c for c in rdd.flatMap(lambda b: _copy_many(job, b)).collect()}
+    return [done[i.file.path] for i in items]
+
+
+def _bins(items: list[ToRead], parallelism: int) -> list[list[ToRead]]:
+    """Greedy bin-packing by size (largest first into the lightest bin)."""
+    total = sum(i.file.size for i in items)
+    n = min(len(items), max(parallelism, -(-total // TASK_BYTES)))
+    heap = [(0, k) for k in range(n)]
+    bins: list[list[ToRead]] = [[] for _ in range(n)]
+    for item in sorted(items, key=lambda i: -i.file.size):
+        load, k = heapq.heappop(heap)
+        bins[k].append(item)
+        heapq.heappush(heap, (load + item.file.size, k))
+    return bins
+
+
+def _copy_many(job: CopyJob, items: Iterable[ToRead]) -> Iterator[Copied]:
+    src_fs = filesystem_for(job.source_root, job.hdfs)
+    dst_fs = filesystem_for(job.backup, job.hdfs)
+    layout = BackupLayout(job.backup)
+    for item in items:
+        yield _copy_one(src_fs, dst_fs, layout, job, item)
+
+
+def _copy_one(
+    src_fs: FileSystem, dst_fs: FileSystem, layout: BackupLayout, job: CopyJob, item: ToRead
+) -> Copied:
+    src = join(job.source_root, item.file.path)
+    try:
+        if item.hint is not None and dst_fs.exists(layout.uri(object_key(item.hint))):
+            digest, size = _stream(src_fs, src, None)
+            if digest == item.hint:
+                return Copied(item.file.path, digest, size, False)
+        tmp = join(job.work, "objects", uuid.uuid4().hex)
+        with dst_fs.open_write(tmp) as out:
+            digest, size = _stream(src_fs, src, out)
+    except StorageError:
+        if src_fs.status(src) is None:  # deleted since the listing
+            return Copied(item.file.path, None, 0, False)
+        raise
+    try:
+        dst_fs.publish(tmp, layout.uri(object_key(digest)))
+    except PublishConflictError:
+        dst_fs.delete(tmp)
+        return Copied(item.file.path, digest, size, False)
+    return Copied(item.file.path, digest, size, True)
+
+
+def _stream(fs: FileSystem, uri: str, out: BinaryIO | None) -> tuple[str, int]:
+    """SHA-256 and length of a file, copying it to ``out`` on the way when given."""
+    h = hashlib.sha256()
+    size = 0
+    with fs.open_read(uri) as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+            if out is not None:
+                out.write(chunk)
+    return h.hexdigest(), size

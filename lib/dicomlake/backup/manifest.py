@@ -1,0 +1,160 @@
+"""Snapshot manifests: one Parquet file per snapshot, listing every file of the lake.
+
+A manifest row is one lake file; the snapshot's own record (:class:`SnapshotInfo`) is JSON in
+the file's key-value metadata, so the manifest is the whole commit: publishing it by rename makes
+the snapshot exist, and the snapshot index is derived from the manifests present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dicomlake.backup.layout import BackupLayout, parse_snapshot_id
+from dicomlake.errors import BackupError, StorageError
+from dicomlake.storage import FileSystem
+
+META_KEY = b"dicomlake.snapshot"
+FORMAT = 1
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),  # relative to the lake root
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("mtime_ms", pa.int64(), nullable=False),  # as listed, by the lake's clock
+        pa.field("sha256", pa.string(), nullable=False),  # hex
+        pa.field("object", pa.string(), nullable=False),  # key relative to the backup root
+        # Why this snapshot read the file, or "unchanged" when it took the entry from its base
+        # (see dicomlake.backup.scan for the reasons).
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotInfo:
+    """A committed snapshot, as recorded in its manifest."""
+
+    snapshot_id: str
+    mode: str
+    created: datetime  # from the snapshot's label (UTC)
+    base: str | None  # snapshot compared against (None for a full)
+    lake: str
+    source: str  # "hdfs-snapshot" (consistent copy) or "live"
+    watermark_ms: int  # highest listed mtime seen so far, by the lake filesystem's clock
+    scan_from_ms: int | None  # base watermark - lag: files modified since are re-read
+    files: int
+    bytes_total: int
+    files_read: int  # read and hashed by this snapshot
+    objects_copied: int  # new objects stored
+    bytes_copied: int
+    objects_reused: int  # read, but the content was in the backup already
+    unchanged: int  # taken from the base manifest without reading
+    new: int
+    renamed_in: int  # new path with an mtime older than scan_from (rename, copy -p)
+    modified: int
+    size_changed: int
+    lag_window: int
+    deleted: int  # in the base, gone now
+    vanished: int  # listed, deleted before it could be read
+    excluded: int  # staging, hidden, temp and in-flight files
+    runs_excluded: tuple[str, ...]  # runs caught mid-publish, left out whole
+
+    def summary(self) -> dict[str, Any]:
+        """The record as JSON-able values."""
+        out = dataclasses.asdict(self)
+        out["created"] = self.created.isoformat()
+        out["runs_excluded"] = list(self.runs_excluded)
+        return out
+
+    @classmethod
+    def from_summary(cls, data: dict[str, Any]) -> SnapshotInfo:
+        names = {f.name for f in dataclasses.fields(SnapshotInfo)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["created"] = datetime.fromisoformat(data["created"])
+        values["runs_excluded"] = tuple(data["runs_excluded"])
+        return SnapshotInfo(**values)
+
+
+def encode(table: pa.Table, info: SnapshotInfo) -> bytes:
+    """The manifest file: ``table`` (of :data:`MANIFEST_SCHEMA`) with ``info`` as metadata."""
+    meta = {META_KEY: json.dumps({"format": FORMAT, **info.summary()}).encode()}
+    buf = io.BytesIO()
+    pq.write_table(
+        table.cast(MANIFEST_SCHEMA).replace_schema_metadata(meta), buf, compression="zstd"
+    )
+    return buf.getvalue()
+
+
+def committed_ids(fs: FileSystem, layout: BackupLayout) -> list[str]:
+    """Ids of the committed snapshots, oldest first."""
+    ids = []
+    for f in fs.list_files(layout.manifests):
+        name = f.path.rsplit("/", 1)[-1]
+        if name.endswith(".parquet") and not name.startswith((".", "_")):
+            sid = name[: -len(".parquet")]
+            parse_snapshot_id(sid)
+            ids.append(sid)
+    return sorted(ids)
+
+
+def read_info(fs: FileSystem, layout: BackupLayout, sid: str) -> SnapshotInfo:
+    """A snapshot's record, read from its manifest's footer only."""
+    uri = layout.manifest(sid)
+    try:
+        meta = pq.read_metadata(_RangeFile(fs, uri)).metadata or {}
+    except (OSError, pa.ArrowInvalid, StorageError) as exc:
+        raise BackupError(f"snapshot {sid}: manifest {uri} is unreadable: {exc}") from exc
+    if META_KEY not in meta:
+        raise BackupError(f"snapshot {sid}: manifest {uri} has no snapshot record")
+    return SnapshotInfo.from_summary(json.loads(meta[META_KEY]))
+
+
+def read_rows(
+    fs: FileSystem, layout: BackupLayout, sid: str, columns: list[str] | None = None
+) -> pa.Table:
+    """A snapshot's manifest rows."""
+    uri = layout.manifest(sid)
+    try:
+        return pq.read_table(io.BytesIO(fs.read(uri)), columns=columns)
+    except (OSError, pa.ArrowInvalid, StorageError) as exc:
+        raise BackupError(f"snapshot {sid}: manifest {uri} is unreadable: {exc}") from exc
+
+
+class _RangeFile(io.RawIOBase):
+    """A seekable read-only file over ranged reads, so a footer read fetches only the footer."""
+
+    def __init__(self, fs: FileSystem, uri: str) -> None:
+        status = fs.status(uri)
+        if status is None:
+            raise BackupError(f"manifest {uri} does not exist")
+        self._fs, self._uri, self._size, self._pos = fs, uri, status.size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), max(0, self._size - self._pos))
+        if want == 0:
+            return 0
+        data = self._fs.read(self._uri, self._pos, want)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)

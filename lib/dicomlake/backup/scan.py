@@ -1,0 +1,217 @@
+"""What a snapshot copies: the lake's listing, compared with the base snapshot's manifest.
+
+Every snapshot lists the whole lake (names, sizes and mtimes only — no content), because its
+manifest lists every file. Each listed file is compared with the base manifest (the last snapshot
+of any kind for an incremental, the last full one for a differential; a full has no base) and is
+either taken over from the base unread (``unchanged``) or read, hashed and stored if its content
+is not in the backup yet. The reason is kept in the manifest's ``reason`` column:
+
+``new``
+    Path not in the base, mtime at or after ``scan_from`` (= base watermark - ``lag_seconds``).
+``renamed_in``
+    Path not in the base, mtime *before* ``scan_from``: a file renamed or copied in keeping its
+    old mtime (HDFS renames never change a file's mtime; ``cp -p``, ``hdfs dfs -cp -p``). An
+    mtime scan alone would miss it; the path-set comparison catches it.
+``modified``
+    Path in the base with a different mtime, newer *or older* (a file replaced by an older copy).
+``size_changed``
+    Same path and mtime, different size (mtime granularity, or a writer that reset the mtime).
+``lag_window``
+    Same path, size and mtime, but mtime at or after ``scan_from``: files near the previous
+    high-water mark are read again, in case they changed again within the clock's granularity
+    or were still being closed when the base listed them. If the content is the same, nothing
+    is stored (the base's object is checked to exist and the content re-hashed only).
+``full``
+    A full snapshot reads every file (objects already in the backup are not stored again).
+
+Files in the base but not listed now are deletions: they are simply absent from the new manifest
+(counted in ``deleted``). A listed file deleted before it could be read is left out too
+(``vanished``).
+
+The watermark is the highest mtime ever listed, taken from the filesystem's own clock (the listed
+mtimes, NameNode times on HDFS), never the driver's; it never goes down. A file with the same
+path, size and mtime as in the base and an mtime before ``scan_from`` is trusted to be unchanged
+(rsync's quick check); everything else above is re-read.
+
+Never backed up (counted in ``excluded``):
+
+- ``_staging/`` (a run's work before its commit) and any path with a component starting with
+  ``_`` or ``.`` (Hadoop's hidden-file rule, which Spark and Parquet readers follow, so a restored
+  lake reads the same: ``_temporary/``, ``_SUCCESS``, ``.crc`` files, ``.snapshot``);
+- names ending in ``._COPYING_`` (``hdfs dfs -put`` in progress), ``.tmp`` or ``~``;
+- ``_commits/<run>.json`` intents. A restored lake has no ``_staging/``, so an intent in it could
+  not be rolled forward (recovery would fail). Instead a snapshot resolves each intent itself:
+  when the run's ``runs`` record (the intent's last file, published last) is in the listing, the
+  run is complete and all its files are kept (any the listing missed are added); otherwise the
+  run is mid-publish and *all* its files are left out, so the restored lake is the lake before
+  that run — including its ``sources`` ledger rows, so the next ingest redoes the run's inputs.
+  Intents are read before the walk and listed again after it. A live copy (no HDFS snapshot) can
+  still see a run that published *and* cleaned up entirely during the walk only in part: take
+  live snapshots while no ingest runs, or use HDFS snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from dicomlake.errors import BackupError, StorageError
+from dicomlake.storage import FileSystem, join
+
+_TEMP_SUFFIXES = ("._COPYING_", ".tmp", "~")
+COMMITS = "_commits"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A lake file as listed: path relative to the lake root, size, mtime (filesystem clock)."""
+
+    path: str
+    size: int
+    mtime_ms: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file as a manifest records it."""
+
+    size: int
+    mtime_ms: int
+    sha256: str
+    object: str
+
+
+@dataclass(frozen=True)
+class ToRead:
+    """A file the snapshot must read, why, and the SHA-256 it probably has (when known)."""
+
+    file: Listed
+    reason: str
+    hint: str | None
+
+
+@dataclass(frozen=True)
+class LakeListing:
+    files: dict[str, Listed]
+    excluded: int
+    runs_excluded: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    unchanged: dict[str, Entry]
+    to_read: list[ToRead]
+    deleted: tuple[str, ...]
+
+
+def is_backed_up(relative: str) -> bool:
+    """Whether a lake-relative path belongs in a snapshot (see the module docstring)."""
+    parts = relative.split("/")
+    if any(p.startswith((".", "_")) for p in parts):
+        return False
+    return not parts[-1].endswith(_TEMP_SUFFIXES)
+
+
+def list_lake(fs: FileSystem, root: str, *, live: bool) -> LakeListing:
+    """List the files under ``root`` to back up, with mid-publish runs resolved."""
+    intents = _read_intents(fs, root, {})
+    raw = {_relative(root, f.path): f for f in fs.list_files(root)}
+    if live:  # a run may have started publishing during the walk
+        intents = _read_intents(fs, root, intents)
+    files = {rel: Listed(rel, f.size, f.mtime_ms) for rel, f in raw.items() if is_backed_up(rel)}
+    excluded = len(raw) - len(files)
+    runs_excluded = []
+    for run_id, members in sorted(intents.items()):
+        if members[-1] in files:
+            for rel in members:
+                if rel not in files and (st := fs.status(join(root, rel))) is not None:
+                    files[rel] = Listed(rel, st.size, st.mtime_ms)
+        else:
+            runs_excluded.append(run_id)
+            for rel in members:
+                excluded += files.pop(rel, None) is not None
+    return LakeListing(files, excluded, tuple(runs_excluded))
+
+
+def _read_intents(fs: FileSystem, root: str, known: dict[str, list[str]]) -> dict[str, list[str]]:
+    out = dict(known)
+    for f in fs.list_files(join(root, COMMITS)):
+        name = f.path.rsplit("/", 1)[-1]
+        run_id = name[: -len(".json")]
+        if not name.endswith(".json") or run_id in out:
+            continue
+        try:
+            members = json.loads(fs.read(f.path))["files"]
+        except StorageError:
+            if fs.exists(f.path):
+                raise
+            continue  # the run finished and dropped its intent in the meantime
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackupError(f"commit intent {f.path} is unreadable: {exc}") from exc
+        if members:
+            out[run_id] = list(members)
+    return out
+
+
+def _relative(root: str, uri: str) -> str:
+    prefix = root.rstrip("/") + "/"
+    if not uri.startswith(prefix):
+        raise BackupError(f"listed file {uri!r} is not under the listed root {root!r}")
+    return uri[len(prefix) :]
+
+
+def entries(rows: pa.Table) -> dict[str, Entry]:
+    """Manifest rows by path."""
+    cols = rows.select(["path", "size", "mtime_ms", "sha256", "object"]).to_pydict()
+    return {
+        p: Entry(s, m, h, o)
+        for p, s, m, h, o in zip(
+            cols["path"],
+            cols["size"],
+            cols["mtime_ms"],
+            cols["sha256"],
+            cols["object"],
+            strict=True,
+        )
+    }
+
+
+def classify(
+    files: dict[str, Listed],
+    base: dict[str, Entry] | None,
+    scan_from_ms: int | None,
+    latest: dict[str, Entry],
+) -> Plan:
+    """Split the listing into files taken over from ``base`` and files to read.
+
+    ``latest`` (the newest snapshot's entries) only supplies hints: a file whose path, size and
+    mtime match there probably has that content, so reading it can skip storing it again.
+    """
+    unchanged: dict[str, Entry] = {}
+    to_read: list[ToRead] = []
+    for rel, f in sorted(files.items()):
+        entry = None if base is None else base.get(rel)
+        reason = _reason(f, entry, base is None, scan_from_ms)
+        if entry is not None and reason == "unchanged":
+            unchanged[rel] = entry
+            continue
+        seen = latest.get(rel)
+        hint = seen.sha256 if seen and (seen.size, seen.mtime_ms) == (f.size, f.mtime_ms) else None
+        to_read.append(ToRead(f, reason, hint))
+    deleted = tuple(sorted(set(base) - set(files))) if base is not None else ()
+    return Plan(unchanged, to_read, deleted)
+
+
+def _reason(f: Listed, entry: Entry | None, full: bool, scan_from_ms: int | None) -> str:
+    recent = scan_from_ms is None or f.mtime_ms >= scan_from_ms
+    if full:
+        return "full"
+    if entry is None:
+        return "new" if recent else "renamed_in"
+    if entry.mtime_ms != f.mtime_ms:
+        return "modified"
+    if entry.size != f.size:
+        return "size_changed"
+    return "lag_window" if recent else "unchanged"

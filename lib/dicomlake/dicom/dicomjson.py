@@ -1,0 +1,57 @@
+"""The whole header as DICOM JSON (PS3.18 F.2), bulk data left out."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from dicomlake.dicom.values import BINARY_VRS, PIXEL_TAGS, elements
+
+BULK_DATA_URI = "dicomlake:bulk"
+BULK_THRESHOLD = 1024  # binary values longer than this many bytes are left out
+
+
+def header_json(dataset: Dataset) -> str:
+    """Return the header as DICOM JSON, without file meta and without bulk data.
+
+    Pixel data and binary values (OB, OD, OF, OL, OV, OW, UN) longer than
+    `BULK_THRESHOLD` bytes, at any depth, are replaced by ``{"BulkDataURI":
+    "dicomlake:bulk"}``: their bytes stay in the rebuilt file, not in the table.
+
+    pydicom's own ``to_json`` compares its threshold with the base64 length and raises
+    on an unconvertible value; this walk uses the byte length and keeps such a value as
+    inline UN bytes instead.
+    """
+    return json.dumps(_json_dict(dataset), separators=(",", ":"))
+
+
+def _json_dict(dataset: Dataset) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for elem in elements(dataset):
+        key = f"{elem.tag:08X}"
+        if elem.VR == "SQ":
+            out[key] = {"vr": "SQ", "Value": [_json_dict(item) for item in elem.value]}
+        elif elem.tag in PIXEL_TAGS or (
+            elem.VR in BINARY_VRS and len(elem.value or b"") > BULK_THRESHOLD
+        ):
+            out[key] = {"vr": elem.VR, "BulkDataURI": BULK_DATA_URI}
+        else:
+            out[key] = _element_json(elem)
+    return out
+
+
+def _element_json(elem: Any) -> dict[str, Any]:
+    try:
+        return elem.to_json_dict(None, BULK_THRESHOLD)
+    except Exception:
+        # A value pydicom read but cannot write back: keep its bytes as UN
+        value = elem.value
+        raw = value if isinstance(value, bytes) else "\\".join(map(str, _as_list(value))).encode()
+        return {"vr": "UN", "InlineBinary": base64.b64encode(raw).decode("ascii")}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -1,0 +1,441 @@
+"""Split one DICOM file into header, frames and the bytes around them.
+
+``prefix + b"".join(frames) + suffix`` is always the input, so a file can be rebuilt byte
+for byte from its parts, while frames are stored and compressed on their own.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+from itertools import pairwise
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset, read_partial
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+)
+
+from dicomlake.dicom.values import get
+from dicomlake.dicom.walk import ITEM, SEQUENCE_DELIMITER, UNDEFINED, Element, Walker, tag_str
+from dicomlake.errors import DicomParseError
+
+PIXEL_KEYWORDS = {
+    0x7FE00008: "FloatPixelData",
+    0x7FE00009: "DoublePixelData",
+    0x7FE00010: "PixelData",
+}
+_NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
+# Frame starts of compressed bitstreams: JPEG SOI, JPEG 2000 SOC+SIZ, JP2 signature box
+_FRAME_MARKERS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """What a codec needs to know about one native frame.
+
+    ``little_endian`` and ``pixel_vr`` give the byte layout of the stored frame;
+    ``pixel_keyword`` is PixelData, FloatPixelData or DoublePixelData.
+    """
+
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    planar_configuration: int
+    photometric_interpretation: str
+    little_endian: bool = True
+    pixel_keyword: str = "PixelData"
+    pixel_vr: str = "OW"
+
+    @property
+    def frame_length(self) -> int:
+        """Stored bytes of one frame."""
+        return self.rows * self.columns * self.samples_per_pixel * self.bits_allocated // 8
+
+
+@dataclass(frozen=True)
+class SplitInstance:
+    """One DICOM file cut into its header, its frames and the bytes around them."""
+
+    dataset: Dataset
+    prefix: bytes
+    frames: list[bytes]
+    suffix: bytes
+    encapsulated: bool
+    frame_spec: FrameSpec | None
+    transfer_syntax_uid: str
+    number_of_frames: int
+
+
+def split_instance(data: bytes) -> SplitInstance:
+    """Parse a DICOM file's header and cut its pixel data into frames.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file: Part 10 (with or without preamble) or a bare dataset.
+
+    Returns
+    -------
+    SplitInstance
+        Parts such that ``prefix + b"".join(frames) + suffix == data``.
+
+    Raises
+    ------
+    DicomParseError
+        With reason ``empty``, ``not_dicom``, ``truncated``, ``corrupt``, ``dicomdir`` or
+        ``no_sop_instance_uid``; any other failure of the parser is wrapped as ``corrupt``.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> raw = open(get_testdata_file("CT_small.dcm"), "rb").read()
+    >>> split = split_instance(raw)
+    >>> split.prefix + b"".join(split.frames) + split.suffix == raw
+    True
+    """
+    if not data:
+        raise DicomParseError("empty", "the file has 0 bytes")
+    has_preamble = data[128:132] == b"DICM"
+    start = 132 if has_preamble else 0
+    if not has_preamble and not _looks_like_dataset(data):
+        raise DicomParseError(
+            "not_dicom", f"no 'DICM' at offset 128 and bytes 0-3 {data[:4].hex()} are no tag"
+        )
+    meta_end, syntax = _walk_meta(data, start)
+    implicit, little = _encoding(data, meta_end, syntax)
+    syntax = syntax or _implied_syntax(implicit, little)
+
+    if syntax == DeflatedExplicitVRLittleEndian:
+        # The deflated stream cannot be cut without inflating it: keep it whole
+        dataset = _parse_header(data)
+        _check_identity(dataset)
+        # Parsing stopped before any pixel data; Rows tells whether an image follows
+        nframes = _int_attr(dataset, "NumberOfFrames") or (1 if "Rows" in dataset else 0)
+        return SplitInstance(dataset, data, [], b"", False, None, syntax, nframes)
+
+    walker = Walker(data, little)
+    implicit = walker.implicit_at(meta_end, implicit)
+    pixel = _find_pixel_data(walker, meta_end, implicit)
+    header_end = pixel.offset if pixel else len(data)
+    dataset = _parse_header(data[:header_end])
+    _check_identity(dataset)
+    if pixel is None:
+        return SplitInstance(dataset, data, [], b"", False, None, syntax, 0)
+
+    nframes = _int_attr(dataset, "NumberOfFrames")
+    nframes = 1 if nframes is None else nframes
+    if nframes < 1:
+        raise DicomParseError(
+            "corrupt", f"NumberOfFrames is {nframes} but {tag_str(pixel.tag)} is present"
+        )
+    if pixel.length == UNDEFINED:
+        first, frames, delimiter = _encapsulated_frames(walker, pixel, dataset, nframes)
+        trailing = delimiter + 8
+        prefix, suffix, spec = data[:first], data[delimiter:], None
+    else:
+        trailing = walker.end_of(pixel, implicit)
+        spec, frame_bytes = _native_layout(dataset, pixel, little, nframes, syntax)
+        first = pixel.value_offset
+        if frame_bytes is None:  # compressed syntax with a defined length: keep it whole
+            frame_bytes = [pixel.length]
+        frames, end = [], first
+        for length in frame_bytes:
+            frames.append(data[end : end + length])
+            end += length
+        prefix, suffix = data[:first], data[end:]
+    _merge_trailing(dataset, data, trailing, implicit, little)
+    return SplitInstance(
+        dataset, prefix, frames, suffix, pixel.length == UNDEFINED, spec, syntax, nframes
+    )
+
+
+def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
+    """The header and frame spec of a stored instance, from its prefix chunk alone.
+
+    The prefix ends where the first frame starts, so it holds the whole header up to and
+    including the pixel data element's own tag and length: enough to decode one frame without
+    reading any other chunk.
+    """
+    start = 132 if prefix[128:132] == b"DICM" else 0
+    meta_end, syntax = _walk_meta(prefix, start)
+    implicit, little = _encoding(prefix, meta_end, syntax)
+    syntax = syntax or _implied_syntax(implicit, little)
+    walker = Walker(prefix, little)
+    implicit = walker.implicit_at(meta_end, implicit)
+    pixel = _find_pixel_data(walker, meta_end, implicit)
+    if pixel is None:
+        return _parse_header(prefix), None
+    dataset = _parse_header(prefix[: pixel.offset])
+    if pixel.length == UNDEFINED:
+        return dataset, None
+    nframes = _int_attr(dataset, "NumberOfFrames") or 1
+    spec, _ = _native_layout(dataset, pixel, little, nframes, syntax)
+    return dataset, spec
+
+
+def _looks_like_dataset(data: bytes) -> bool:
+    # Without 'DICM' we accept only a dataset starting in groups 0002-0008 (meta, DICOMDIR
+    # or identification), in either byte order, so text, zip or image files are not parsed
+    if len(data) < 8:
+        return False
+    group_le, group_be = struct.unpack_from("<H", data)[0], struct.unpack_from(">H", data)[0]
+    return 0x0002 <= group_le <= 0x0008 or 0x0002 <= group_be <= 0x0008
+
+
+def _walk_meta(data: bytes, offset: int) -> tuple[int, str | None]:
+    """Return the end of the group 0002 elements and their Transfer Syntax UID, if any."""
+    walker = Walker(data, little_endian=True)
+    syntax = None
+    if offset >= len(data):
+        raise DicomParseError("truncated", f"file ends at byte {len(data)} after the preamble")
+    while offset + 4 <= len(data) and walker.peek_tag(offset) >> 16 == 0x0002:
+        elem = walker.element(offset, implicit=False)
+        end = walker.end_of(elem, implicit=False)
+        if elem.tag == 0x00020010:
+            syntax = data[elem.value_offset : end].rstrip(b"\0 ").decode("ascii", "replace")
+        offset = end
+    return offset, syntax or None
+
+
+def _encoding(data: bytes, offset: int, syntax: str | None) -> tuple[bool, bool]:
+    """Return (implicit VR, little endian) of the dataset, as pydicom's read_partial does."""
+    if syntax == ImplicitVRLittleEndian:
+        return True, True
+    if syntax == ExplicitVRBigEndian:
+        return False, False
+    if syntax is not None:
+        return False, True
+    # No transfer syntax: a valid VR means explicit; a big endian group reads as >= 1024
+    raw = data[offset : offset + 6]
+    if len(raw) == 6 and 0x40 < raw[4] < 0x5B and 0x40 < raw[5] < 0x5B:
+        return False, struct.unpack_from("<H", raw)[0] < 1024
+    return True, True
+
+
+def _implied_syntax(implicit: bool, little: bool) -> str:
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _find_pixel_data(walker: Walker, offset: int, implicit: bool) -> Element | None:
+    """Walk the top-level elements; return the pixel data element, if any."""
+    while offset < walker.size:
+        elem = walker.element(offset, implicit)
+        if elem.tag in PIXEL_KEYWORDS:
+            return elem
+        offset = walker.end_of(elem, implicit)
+    return None
+
+
+def _parse_header(data: bytes) -> Dataset:
+    """Parse preamble, file meta and dataset with pydicom, stopping before pixel data."""
+    try:
+        with warnings.catch_warnings():
+            # Odd but readable headers warn; their values are checked where used
+            warnings.simplefilter("ignore")
+            dataset = read_partial(
+                io.BytesIO(data),
+                stop_when=lambda tag, vr, length: tag in PIXEL_KEYWORDS,
+                force=True,
+            )
+    except Exception as exc:  # pydicom raises many types on malformed input
+        raise DicomParseError("corrupt", f"header does not parse: {exc!r}") from exc
+    return dataset
+
+
+def _merge_trailing(
+    dataset: Dataset, data: bytes, offset: int, implicit: bool, little: bool
+) -> None:
+    """Add the elements after the pixel data (signatures, padding) to the header."""
+    if offset >= len(data):
+        return
+    walker = Walker(data, little)
+    end = offset
+    while end < len(data):
+        end = walker.end_of(walker.element(end, implicit), implicit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trailing = read_dataset(io.BytesIO(data[offset:]), implicit, little)
+    except Exception as exc:
+        raise DicomParseError(
+            "corrupt", f"elements after pixel data at offset {offset} do not parse: {exc!r}"
+        ) from exc
+    dataset.update(trailing)
+
+
+def _int_attr(dataset: Dataset, keyword: str) -> int | None:
+    """Return an integer attribute; None if absent; corrupt if present but not a number."""
+    value = get(dataset, keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise DicomParseError("corrupt", f"{keyword} is {value!r}, not an integer") from exc
+
+
+def _check_identity(dataset: Dataset) -> None:
+    """Reject directories and instances without a SOP Instance UID."""
+    meta_class = get(dataset.file_meta, "MediaStorageSOPClassUID")
+    if MediaStorageDirectoryStorage in (meta_class, get(dataset, "SOPClassUID")):
+        raise DicomParseError("dicomdir", "Media Storage Directory (DICOMDIR), not an instance")
+    uid = get(dataset, "SOPInstanceUID")
+    if not uid or not str(uid).strip():
+        raise DicomParseError("no_sop_instance_uid", "SOPInstanceUID (0008,0018) is missing")
+
+
+def _required(dataset: Dataset, keyword: str, pixel: Element) -> int:
+    value = _int_attr(dataset, keyword)
+    if value is None:
+        raise DicomParseError(
+            "corrupt", f"{tag_str(pixel.tag)} at offset {pixel.offset} but {keyword} is missing"
+        )
+    return value
+
+
+def _native_layout(
+    dataset: Dataset, pixel: Element, little: bool, nframes: int, syntax: str
+) -> tuple[FrameSpec | None, list[int] | None]:
+    """Return the frame spec (None if not an image) and stored bytes of each frame."""
+    if syntax not in _NATIVE and syntax in pydicom.uid.AllTransferSyntaxes:
+        return None, None
+    spec = FrameSpec(
+        rows=_required(dataset, "Rows", pixel),
+        columns=_required(dataset, "Columns", pixel),
+        samples_per_pixel=_int_attr(dataset, "SamplesPerPixel") or 1,
+        bits_allocated=_required(dataset, "BitsAllocated", pixel),
+        bits_stored=_int_attr(dataset, "BitsStored") or _required(dataset, "BitsAllocated", pixel),
+        pixel_representation=_int_attr(dataset, "PixelRepresentation") or 0,
+        planar_configuration=_int_attr(dataset, "PlanarConfiguration") or 0,
+        photometric_interpretation=str(get(dataset, "PhotometricInterpretation") or ""),
+        little_endian=little,
+        pixel_keyword=PIXEL_KEYWORDS[pixel.tag],
+        pixel_vr=pixel.vr or _implicit_pixel_vr(pixel.tag, dataset),
+    )
+    ba = spec.bits_allocated
+    if ba not in (1, 8, 16, 32, 64):
+        raise DicomParseError("corrupt", f"BitsAllocated is {ba}")
+    pixels = spec.rows * spec.columns
+    if spec.photometric_interpretation == "YBR_FULL_422" and spec.samples_per_pixel == 3:
+        # Two stored samples per pixel (PS3.3 C.7.6.3.1.2): not rows x columns x 3
+        frame_bits, spec = pixels * 2 * ba, None
+    else:
+        frame_bits = pixels * spec.samples_per_pixel * ba
+    total = (frame_bits * nframes + 7) // 8
+    if total > pixel.length:
+        raise DicomParseError(
+            "truncated",
+            f"{tag_str(pixel.tag)} at offset {pixel.offset} holds {pixel.length} bytes, "
+            f"{nframes} frame(s) need {total}",
+        )
+    frame_length = frame_bits // 8
+    swapped_ow = not little and ba == 8 and pixel.vr == "OW"
+    if frame_bits % 8 or (swapped_ow and frame_length % 2):
+        # Frames that do not start on a (16-bit word) boundary cannot be cut apart
+        return None, [total]
+    return spec, [frame_length] * nframes
+
+
+def _implicit_pixel_vr(tag: int, dataset: Dataset) -> str:
+    if tag != 0x7FE00010:
+        return "OF" if tag == 0x7FE00008 else "OD"
+    return "OB" if (_int_attr(dataset, "BitsAllocated") or 16) <= 8 else "OW"
+
+
+def _encapsulated_frames(
+    walker: Walker, pixel: Element, dataset: Dataset, nframes: int
+) -> tuple[int, list[bytes], int]:
+    """Return (first fragment offset, frames as item bytes, sequence delimiter offset)."""
+    data = walker.data
+    items: list[tuple[int, int]] = []  # (item offset, item end)
+    offset = pixel.value_offset
+    while True:
+        if offset + 8 > walker.size:
+            raise DicomParseError(
+                "truncated",
+                f"file ends at byte {walker.size} inside encapsulated {tag_str(pixel.tag)} "
+                f"(item {len(items)} at offset {offset})",
+            )
+        group, elem, length = struct.unpack_from("<HHL", data, offset)
+        tag = group << 16 | elem
+        if tag == SEQUENCE_DELIMITER:
+            break
+        if tag != ITEM or length == UNDEFINED:
+            raise DicomParseError(
+                "corrupt",
+                f"encapsulated {tag_str(pixel.tag)}: expected a defined-length item at "
+                f"offset {offset}, found {tag_str(tag)} with length {length:#x}",
+            )
+        end = offset + 8 + length
+        if end > walker.size:
+            raise DicomParseError(
+                "truncated",
+                f"fragment at offset {offset} declares {length} bytes, file ends at "
+                f"byte {walker.size}",
+            )
+        items.append((offset, end))
+        offset = end
+    if not items:
+        raise DicomParseError("corrupt", f"encapsulated {tag_str(pixel.tag)} has no offset table")
+    bot, fragments = items[0], items[1:]
+    if not fragments:
+        raise DicomParseError(
+            "truncated", f"encapsulated {tag_str(pixel.tag)} has no fragments, {nframes} declared"
+        )
+    groups = _group_fragments(data, bot, fragments, dataset, nframes)
+    frames = [data[group[0][0] : group[-1][1]] for group in groups]
+    return fragments[0][0], frames, offset
+
+
+def _group_fragments(
+    data: bytes,
+    bot: tuple[int, int],
+    fragments: list[tuple[int, int]],
+    dataset: Dataset,
+    nframes: int,
+) -> list[list[tuple[int, int]]]:
+    """Assign fragments to frames; one group of all fragments when it can't be told."""
+    if len(fragments) == nframes:
+        return [[fragment] for fragment in fragments]
+    if nframes == 1 or len(fragments) < nframes:
+        return [fragments]
+    offsets = _offset_table(data, bot, dataset)
+    base = fragments[0][0]
+    starts = {start - base: index for index, (start, _) in enumerate(fragments)}
+    usable = offsets and len(offsets) == nframes and offsets[0] == 0
+    if usable and all(offset in starts for offset in offsets):
+        indexes = [starts[o] for o in offsets] + [len(fragments)]
+        if indexes == sorted(set(indexes)):
+            return [fragments[a:b] for a, b in pairwise(indexes)]
+    # No usable table: a fragment opening with a codestream start marker opens a frame
+    firsts = [
+        index
+        for index, (start, _) in enumerate(fragments)
+        if data[start + 8 : start + 20].startswith(_FRAME_MARKERS)
+    ]
+    if len(firsts) == nframes and firsts[0] == 0:
+        indexes = firsts + [len(fragments)]
+        return [fragments[a:b] for a, b in pairwise(indexes)]
+    return [fragments]
+
+
+def _offset_table(data: bytes, bot: tuple[int, int], dataset: Dataset) -> list[int]:
+    """Frame offsets from the Extended Offset Table, else the Basic Offset Table."""
+    extended = get(dataset, "ExtendedOffsetTable")
+    if extended:
+        return list(struct.unpack(f"<{len(extended) // 8}Q", extended))
+    start, end = bot
+    return list(struct.unpack(f"<{(end - start - 8) // 4}L", data[start + 8 : end]))

@@ -1,0 +1,135 @@
+"""A byte-level walk over DICOM data elements: offsets and lengths only, no values.
+
+pydicom parses the header values; this walk finds where things are (the file meta end,
+the top-level pixel data element, item boundaries) and proves the bytes are all there, so
+that a cut or damaged file is reported with the offset and tag where it breaks.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from dicomlake.errors import DicomParseError
+
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_DELIMITER = 0xFFFEE00D
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+
+# VRs whose explicit encoding has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2)
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+
+
+def tag_str(tag: int) -> str:
+    """Return a tag as '(GGGG,EEEE)' for messages."""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@dataclass(frozen=True)
+class Element:
+    """Where one data element sits in the buffer."""
+
+    tag: int
+    vr: str | None  # None when implicitly encoded
+    offset: int  # first byte of the tag
+    value_offset: int
+    length: int  # UNDEFINED for undefined length
+
+
+def _is_vr(raw: bytes) -> bool:
+    # pydicom's test for an explicit VR: two upper-case ASCII letters
+    return len(raw) == 2 and 0x40 < raw[0] < 0x5B and 0x40 < raw[1] < 0x5B
+
+
+class Walker:
+    """Walks elements of one buffer encoded with a given byte order."""
+
+    def __init__(self, data: bytes, little_endian: bool) -> None:
+        self.data = data
+        self.size = len(data)
+        order = "<" if little_endian else ">"
+        self._tag = struct.Struct(order + "HH")
+        self._tag_len = struct.Struct(order + "HHL")
+        self._short = struct.Struct(order + "HH2sH")
+        self._u32 = struct.Struct(order + "L")
+
+    def _need(self, offset: int, count: int, what: str) -> None:
+        if offset + count > self.size:
+            raise DicomParseError(
+                "truncated",
+                f"file ends at byte {self.size} inside {what} starting at offset {offset}",
+            )
+
+    def implicit_at(self, offset: int, assumed_implicit: bool) -> bool:
+        """Decide implicit/explicit VR from the element at `offset`, like pydicom does."""
+        if offset + 6 > self.size:
+            return assumed_implicit
+        return not _is_vr(self.data[offset + 4 : offset + 6])
+
+    def peek_tag(self, offset: int) -> int:
+        """Return the tag at `offset` (caller checked 4 bytes are there)."""
+        group, elem = self._tag.unpack_from(self.data, offset)
+        return group << 16 | elem
+
+    def element(self, offset: int, implicit: bool) -> Element:
+        """Read the element header at `offset`."""
+        self._need(offset, 8, "an element header")
+        raw_vr = self.data[offset + 4 : offset + 6]
+        if implicit or not _is_vr(raw_vr):
+            # pydicom also reads an element without a valid VR as implicit
+            group, elem, length = self._tag_len.unpack_from(self.data, offset)
+            return Element(group << 16 | elem, None, offset, offset + 8, length)
+        group, elem, _, length = self._short.unpack_from(self.data, offset)
+        tag = group << 16 | elem
+        vr = raw_vr.decode("ascii")
+        if raw_vr in _LONG_VRS:
+            self._need(offset, 12, f"the header of element {tag_str(tag)}")
+            (length,) = self._u32.unpack_from(self.data, offset + 8)
+            return Element(tag, vr, offset, offset + 12, length)
+        return Element(tag, vr, offset, offset + 8, length)
+
+    def end_of(self, elem: Element, implicit: bool) -> int:
+        """Return the offset just after `elem`'s value, checking it is all present."""
+        if elem.length != UNDEFINED:
+            end = elem.value_offset + elem.length
+            if end > self.size:
+                raise DicomParseError(
+                    "truncated",
+                    f"element {tag_str(elem.tag)} at offset {elem.offset} declares "
+                    f"{elem.length} bytes but the file ends at byte {self.size}",
+                )
+            return end
+        # PS3.5 6.2.2: an undefined-length UN holds implicit VR little endian items
+        items_implicit = implicit or elem.vr == "UN"
+        return self.skip_items(elem.value_offset, items_implicit, elem.tag)
+
+    def skip_items(self, offset: int, implicit: bool, owner: int) -> int:
+        """Skip the items of an undefined-length value; return the offset after its delimiter."""
+        while True:
+            self._need(offset, 8, f"an item of {tag_str(owner)}")
+            group, elem, length = self._tag_len.unpack_from(self.data, offset)
+            tag = group << 16 | elem
+            if tag == SEQUENCE_DELIMITER:
+                return offset + 8
+            if tag != ITEM:
+                raise DicomParseError(
+                    "corrupt",
+                    f"expected an item tag in {tag_str(owner)} at offset {offset}, "
+                    f"found {tag_str(tag)}",
+                )
+            if length == UNDEFINED:
+                offset = self.skip_dataset(offset + 8, implicit, owner)
+            else:
+                offset += 8 + length
+                self._need(offset, 0, f"an item of {tag_str(owner)}")
+
+    def skip_dataset(self, offset: int, implicit: bool, owner: int) -> int:
+        """Skip an undefined-length item's elements; return the offset after its delimiter."""
+        implicit = implicit or self.implicit_at(offset, implicit)
+        while True:
+            self._need(offset, 8, f"an item of {tag_str(owner)}")
+            if self.peek_tag(offset) == ITEM_DELIMITER:
+                return offset + 8
+            elem = self.element(offset, implicit)
+            offset = self.end_of(elem, implicit)

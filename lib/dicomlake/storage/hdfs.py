@@ -1,0 +1,235 @@
+"""HDFS over WebHDFS (the ``hdfs`` package, HdfsCLI), for ``hdfs://`` URIs.
+
+Python code on the driver and on executors talks to the NameNode's WebHDFS address from
+:class:`~dicomlake.config.HdfsConfig`; Spark itself reads the same files through its own Hadoop
+client. URIs keep their ``hdfs://host:port`` prefix in and out; only the path goes over the wire.
+
+>>> from dicomlake.config import HdfsConfig
+>>> fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="http://127.0.0.1:19870"))
+>>> fs
+WebHdfsFileSystem('http://127.0.0.1:19870', user=None, auth='simple')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import posixpath
+from collections.abc import Iterator
+from typing import Any, BinaryIO, cast
+from urllib.parse import urlsplit
+
+import requests
+from hdfs import Client, HdfsError, InsecureClient
+
+from dicomlake.config import HdfsConfig
+from dicomlake.errors import ConfigError, PublishConflictError, StorageError
+from dicomlake.storage.base import FileInfo, FileSystem
+
+log = logging.getLogger(__name__)
+
+# WebHDFS RemoteException names (the Java simple class names) this module reacts to.
+_NOT_FOUND = "FileNotFoundException"
+_EXISTS = "FileAlreadyExistsException"
+
+
+class WebHdfsFileSystem(FileSystem):
+    """A :class:`FileSystem` over WebHDFS; one HTTP session, reused for every call.
+
+    Construction does no network I/O. Instances pickle as their config, so one can be shipped to
+    Spark executors, where it opens its own session.
+    """
+
+    scheme = "hdfs"
+
+    def __init__(self, config: HdfsConfig) -> None:
+        self._config = config
+        self._client = _make_client(config)
+
+    def __repr__(self) -> str:
+        return (
+            f"WebHdfsFileSystem({self._config.webhdfs_url!r}, "
+            f"user={self._config.user or None!r}, auth={self._config.auth!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._config,))
+
+    @property
+    def config(self) -> HdfsConfig:
+        return self._config
+
+    def list_files(self, path: str) -> Iterator[FileInfo]:
+        prefix, hpath = _split(path)
+        st = self._status(path, hpath)
+        if st is None:
+            return
+        if st["type"] != "DIRECTORY":
+            yield FileInfo(path, st["length"], st["modificationTime"])
+            return
+        yield from self._walk(prefix, hpath)
+
+    def _walk(self, prefix: str, hpath: str) -> Iterator[FileInfo]:
+        entries = self._list(prefix + hpath, hpath)
+        dirs = []
+        # Files before subdirectories, each sorted by name, as LocalFileSystem's os.walk does.
+        for name, st in entries:
+            child = posixpath.join(hpath, name)
+            if st["type"] == "DIRECTORY":
+                dirs.append(child)
+            else:
+                yield FileInfo(prefix + child, st["length"], st["modificationTime"])
+        for child in dirs:
+            yield from self._walk(prefix, child)
+
+    def list_dirs(self, path: str) -> list[str]:
+        prefix, hpath = _split(path)
+        return [
+            prefix + posixpath.join(hpath, name)
+            for name, st in self._list(path, hpath)
+            if st["type"] == "DIRECTORY"
+        ]
+
+    def _list(self, path: str, hpath: str) -> list[tuple[str, dict[str, Any]]]:
+        """Sorted (name, status) of a directory's entries; empty when it is gone."""
+        try:
+            return sorted(self._client.list(hpath, status=True))
+        except HdfsError as exc:
+            if exc.exception == _NOT_FOUND:  # missing, or deleted while we walked
+                return []
+            raise _error("list", path, exc) from exc
+        except requests.RequestException as exc:
+            raise _error("list", path, exc) from exc
+
+    def status(self, path: str) -> FileInfo | None:
+        st = self._status(path, _split(path)[1])
+        return None if st is None else FileInfo(path, st["length"], st["modificationTime"])
+
+    def _status(self, path: str, hpath: str) -> dict[str, Any] | None:
+        try:
+            return cast("dict[str, Any] | None", self._client.status(hpath, strict=False))
+        except (HdfsError, requests.RequestException) as exc:
+            raise _error("stat", path, exc) from exc
+
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError(f"bad range for {path}: offset={offset}, length={length}")
+        if length == 0:
+            return b""
+        try:
+            with self._client.read(_split(path)[1], offset=offset, length=length) as reader:
+                return cast(bytes, reader.read())
+        except HdfsError as exc:
+            # WebHDFS refuses an offset at or past the end ("out of the range", an IOException);
+            # a local read there gives b"", and so does this one.
+            if exc.exception == "IOException" and self._at_or_past_end(path, offset):
+                return b""
+            raise _error("read", path, exc) from exc
+        except requests.RequestException as exc:
+            raise _error("read", path, exc) from exc
+
+    def _at_or_past_end(self, path: str, offset: int) -> bool:
+        st = self.status(path)
+        return st is not None and offset >= st.size
+
+    @contextlib.contextmanager
+    def open_read(self, path: str) -> Iterator[BinaryIO]:
+        stack = contextlib.ExitStack()
+        try:
+            # A streaming urllib3 response; leaving the stack closes the connection.
+            reader = stack.enter_context(self._client.read(_split(path)[1]))
+        except (HdfsError, requests.RequestException) as exc:
+            raise _error("open", path, exc) from exc
+        with stack:
+            yield cast(BinaryIO, reader)
+
+    @contextlib.contextmanager
+    def open_write(self, path: str) -> Iterator[BinaryIO]:
+        # WebHDFS CREATE makes the parents; the body streams in chunks from a helper thread.
+        try:
+            with self._client.write(_split(path)[1], overwrite=True) as writer:
+                yield cast(BinaryIO, writer)
+        except (HdfsError, requests.RequestException) as exc:
+            raise _error("write", path, exc) from exc
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        # One PUT with a body, no helper thread: the common case for small files.
+        try:
+            self._client.write(_split(path)[1], data=data, overwrite=True)
+        except (HdfsError, requests.RequestException) as exc:
+            raise _error("write", path, exc) from exc
+
+    def publish(self, src: str, dst: str) -> None:
+        hsrc, hdst = _split(src)[1], _split(dst)[1]
+        self.makedirs(_split(dst)[0] + posixpath.dirname(hdst))
+        try:
+            # HdfsCLI's rename() uses the old RENAME, which returns false on an existing file and
+            # moves src *into* an existing directory. With renameoptions=NONE the NameNode runs
+            # rename2: atomic, and it refuses any existing target (FileAlreadyExistsException).
+            self._client._rename(hsrc, destination=hdst, renameoptions="NONE")
+        except HdfsError as exc:
+            # An existing directory target fails with a plain IOException, hence the status call.
+            if exc.exception == _EXISTS or self.exists(dst):
+                raise PublishConflictError(
+                    f"cannot publish {src} to {dst}: target exists"
+                ) from None
+            raise _error(f"publish to {dst}:", src, exc) from exc
+        except requests.RequestException as exc:
+            raise _error(f"publish to {dst}:", src, exc) from exc
+
+    def delete(self, path: str, recursive: bool = False) -> None:
+        try:
+            self._client.delete(_split(path)[1], recursive=recursive)
+        except (HdfsError, requests.RequestException) as exc:
+            raise _error("delete", path, exc) from exc
+
+    def makedirs(self, path: str) -> None:
+        try:
+            self._client.makedirs(_split(path)[1])
+        except (HdfsError, requests.RequestException) as exc:
+            raise _error("make directory", path, exc) from exc
+
+
+def _make_client(config: HdfsConfig) -> Client:
+    """An HdfsCLI client for ``config``, on its own requests session."""
+    session = requests.Session()
+    if config.auth == "kerberos":
+        try:
+            from hdfs.ext.kerberos import KerberosClient
+        except ImportError as exc:
+            raise ConfigError(
+                f"hdfs.auth='kerberos' needs requests-kerberos ({exc}): "
+                "install the extra with `pip install dicomlake[kerberos]`"
+            ) from None
+        # The identity is the ticket's principal; ``user`` applies to simple auth only.
+        return KerberosClient(
+            config.webhdfs_url,
+            principal=config.kerberos_principal or None,
+            timeout=config.timeout_seconds,
+            session=session,
+        )
+    # An empty user means the local login name (HdfsCLI's default), as Hadoop's own client does.
+    return InsecureClient(
+        config.webhdfs_url,
+        user=config.user or None,
+        timeout=config.timeout_seconds,
+        session=session,
+    )
+
+
+def _split(uri: str) -> tuple[str, str]:
+    """(``hdfs://authority`` prefix, absolute path) of an ``hdfs://`` URI or a plain path."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("hdfs", ""):
+        raise StorageError(f"not an HDFS URI: {uri!r}")
+    path = parts.path or "/"
+    if not path.startswith("/"):
+        raise StorageError(f"HDFS paths must be absolute: {uri!r}")
+    if len(path) > 1:
+        path = path.rstrip("/")
+    prefix = f"{parts.scheme}://{parts.netloc}" if parts.scheme else ""
+    return prefix, path
+
+
+def _error(action: str, path: str, exc: Exception) -> StorageError:
+    return StorageError(f"cannot {action} {path}: {exc}")

@@ -1,0 +1,372 @@
+"""Snapshots, restore, verify and retention on real local directories."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from snapshot_helpers import (
+    NEVER,
+    T0,
+    blob,
+    make_lake,
+    newest,
+    objects,
+    save,
+    tree,
+    with_snapshot,
+    write,
+)
+
+from dicomlake.backup import (
+    apply_retention,
+    list_snapshots,
+    restore,
+    take_snapshot,
+    verify,
+)
+from dicomlake.errors import BackupError
+
+
+def manifest(backup: Path, sid: str) -> dict[str, dict]:
+    """A manifest read with plain pyarrow: path -> row."""
+    rows = pq.read_table(backup / "manifests" / f"{sid}.parquet").to_pylist()
+    return {r["path"]: r for r in rows}
+
+
+def restored_tree(backup: Path, sid: str, into: Path, config) -> dict[str, str]:
+    restore(str(backup), sid, str(into), config=config)
+    return tree(into, only_backed_up=False)
+
+
+@pytest.fixture()
+def cfg(config):
+    return with_snapshot(config, lag_seconds=0.0)
+
+
+@pytest.fixture()
+def lake(tmp_path: Path) -> Path:
+    root = tmp_path / "lake"
+    make_lake(root)
+    return root
+
+
+def test_full_then_incremental_copies_only_new_files(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    full = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    saved_full = save(lake, tmp_path / "saved-full")
+    expected = tree(saved_full)
+    assert full.snapshot_id == "20261101T010000Z-full"
+    assert set(manifest(backup, full.snapshot_id)) == set(expected)
+    assert objects(backup) == set(expected.values())
+    assert (full.files, full.objects_copied) == (len(expected), len(set(expected.values())))
+    assert full.excluded == len(NEVER)
+
+    write(lake, "pixels/r2/pack-c.pack", blob("pack-c", 30_000), T0 + 500)
+    write(lake, "tables/runs/r2.parquet", blob("run2"), T0 + 501)
+    before = objects(backup)
+    inc = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
+    )
+    saved_inc = save(lake, tmp_path / "saved-inc")
+    assert objects(backup) - before == {
+        hashlib.sha256(blob("pack-c", 30_000)).hexdigest(),
+        hashlib.sha256(blob("run2")).hexdigest(),
+    }
+    # The two new files, and the one whose mtime is the full's watermark (lag window, even
+    # with lag 0: it may have changed again within the same millisecond); that one is reused.
+    assert (inc.files_read, inc.objects_copied, inc.new, inc.lag_window) == (3, 2, 2, 1)
+    assert (inc.objects_reused, inc.unchanged) == (1, len(expected) - 1)
+    assert inc.base == full.snapshot_id
+    assert inc.bytes_copied == 30_000 + 3000
+    assert inc.watermark_ms == (T0 + 501) * 1000
+
+    assert restored_tree(backup, full.snapshot_id, tmp_path / "r-full", cfg) == expected
+    assert restored_tree(backup, inc.snapshot_id, tmp_path / "r-inc", cfg) == tree(saved_inc)
+
+
+def test_incremental_catches_deletes_renames_copied_in_and_size_changes(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    os.remove(lake / "quarantine/r1/bad.dcm")  # deleted
+    os.rename(lake / "pixels/r1/pack-b.pack", lake / "pixels/r1/pack-b2.pack")  # keeps mtime
+    write(lake, "quarantine/r0/old.dcm", blob("old"), T0 - 86400)  # copied in with an old mtime
+    sized = lake / "tables/frames/part-r1-0.parquet"
+    st = os.stat(sized)
+    sized.write_bytes(blob("f1-grown", 3500))  # new size, same mtime
+    os.utime(sized, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    older = lake / "tables/packs/part-r1-0.parquet"  # replaced by an older file
+    older.write_bytes(blob("p1-rotated"))
+    os.utime(older, ns=((T0 - 5000) * 10**9, (T0 - 5000) * 10**9))
+    saved = save(lake, tmp_path / "saved")
+
+    inc = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
+    )
+    rows = manifest(backup, inc.snapshot_id)
+    # A rename is a path gone plus a path come: two deletions.
+    assert "quarantine/r1/bad.dcm" not in rows and "pixels/r1/pack-b.pack" not in rows
+    assert inc.deleted == 2
+    assert rows["pixels/r1/pack-b2.pack"]["reason"] == "renamed_in"
+    assert rows["quarantine/r0/old.dcm"]["reason"] == "renamed_in"
+    assert rows["tables/frames/part-r1-0.parquet"]["reason"] == "size_changed"
+    assert rows["tables/packs/part-r1-0.parquet"]["reason"] == "modified"
+    assert (inc.renamed_in, inc.size_changed, inc.modified) == (2, 1, 1)
+    # The renamed pack's content is stored already, as is the file at the watermark (re-read
+    # in the lag window); the three others are new content.
+    assert (inc.objects_copied, inc.objects_reused, inc.lag_window) == (3, 2, 1)
+    assert restored_tree(backup, inc.snapshot_id, tmp_path / "r", cfg) == tree(saved)
+
+
+def test_lag_window_rereads_files_near_the_watermark(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    cfg = with_snapshot(cfg, lag_seconds=60.0)
+    near = write(lake, "tables/runs/r9.parquet", blob("near"), T0 + 1000)  # the watermark
+    far = write(lake, "tables/runs/r8.parquet", blob("far"), T0 + 1000 - 600)
+    take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    for path, seed in ((near, "near2"), (far, "far2")):  # same size, same mtime, new content
+        st = os.stat(path)
+        path.write_bytes(blob(seed))
+        os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns))
+
+    inc = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
+    )
+    rows = manifest(backup, inc.snapshot_id)
+    assert inc.scan_from_ms == (T0 + 1000 - 60) * 1000
+    assert rows["tables/runs/r9.parquet"]["reason"] == "lag_window"
+    assert rows["tables/runs/r9.parquet"]["sha256"] == hashlib.sha256(blob("near2")).hexdigest()
+    # Outside the window, same path, size and mtime is trusted (the documented quick check).
+    assert rows["tables/runs/r8.parquet"]["reason"] == "unchanged"
+    assert rows["tables/runs/r8.parquet"]["sha256"] == hashlib.sha256(blob("far")).hexdigest()
+
+
+def test_in_flight_files_and_mid_publish_runs_are_left_out(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    # Run r3 is mid-publish: intent written, one file moved, runs record not yet.
+    write(lake, "pixels/r3/pack-p.pack", blob("r3-pack"), T0 + 300)
+    write(
+        lake,
+        "_commits/r3.json",
+        json.dumps(
+            {"run_id": "r3", "files": ["pixels/r3/pack-p.pack", "tables/runs/r3.parquet"]}
+        ).encode(),
+    )
+    # Run r4 has published everything but not yet dropped its intent: it is complete.
+    write(lake, "pixels/r4/pack-q.pack", blob("r4-pack"), T0 + 400)
+    write(lake, "tables/runs/r4.parquet", blob("r4-run"), T0 + 401)
+    write(
+        lake,
+        "_commits/r4.json",
+        json.dumps(
+            {"run_id": "r4", "files": ["pixels/r4/pack-q.pack", "tables/runs/r4.parquet"]}
+        ).encode(),
+    )
+
+    snap = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    paths = set(manifest(backup, snap.snapshot_id))
+    assert not paths & set(NEVER)
+    assert not any(
+        p.startswith(("_staging/", "_commits/")) or p.endswith("._COPYING_") for p in paths
+    )
+    assert "pixels/r3/pack-p.pack" not in paths
+    assert {"pixels/r4/pack-q.pack", "tables/runs/r4.parquet"} <= paths
+    assert snap.runs_excluded == ("r3",)
+    assert snap.excluded == len(NEVER) + 2 + 1  # + two intents + r3's published pack
+
+
+def test_differential_reads_everything_since_the_last_full(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    full = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    at_watermark = newest(lake)
+    write(lake, "pixels/r2/pack-c.pack", blob("c"), T0 + 500)
+    take_snapshot(str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z")
+    write(lake, "pixels/r3/pack-d.pack", blob("d"), T0 + 600)
+    write(lake, "pixels/r3/pack-e.pack", blob("e"), T0 + 601)
+    saved = save(lake, tmp_path / "saved")
+
+    diff = take_snapshot(
+        str(lake), str(backup), "differential", config=cfg, now_label="20261103T010000Z"
+    )
+    rows = manifest(backup, diff.snapshot_id)
+    read = {p for p, r in rows.items() if r["reason"] != "unchanged"}
+    assert diff.base == full.snapshot_id
+    assert read == {
+        "pixels/r2/pack-c.pack",
+        "pixels/r3/pack-d.pack",
+        "pixels/r3/pack-e.pack",
+        at_watermark,
+    }
+    # pack-c and the lag-window file are in the backup already: read, not stored again.
+    assert (diff.files_read, diff.objects_copied, diff.objects_reused) == (4, 2, 2)
+    assert restored_tree(backup, diff.snapshot_id, tmp_path / "r", cfg) == tree(saved)
+
+    # An incremental after the differential compares with the differential.
+    write(lake, "pixels/r4/pack-f.pack", blob("f"), T0 + 700)
+    inc = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261104T010000Z"
+    )
+    assert (inc.base, inc.new, inc.objects_copied) == (diff.snapshot_id, 1, 1)
+
+
+def test_identical_content_is_stored_once(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    write(lake, "quarantine/r1/copy1.dcm", blob("same", 7000), T0 + 50)
+    write(lake, "quarantine/r2/copy2.dcm", blob("same", 7000), T0 + 51)
+    snap = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    rows = manifest(backup, snap.snapshot_id)
+    digest = hashlib.sha256(blob("same", 7000)).hexdigest()
+    assert rows["quarantine/r1/copy1.dcm"]["object"] == rows["quarantine/r2/copy2.dcm"]["object"]
+    assert rows["quarantine/r1/copy1.dcm"]["object"] == f"objects/{digest[:2]}/{digest[2:]}"
+    assert len(list((backup / "objects" / digest[:2]).glob(digest[2:]))) == 1
+    assert snap.objects_copied == len(objects(backup)) == len(set(tree(lake).values()))
+    # A second full reads everything again but stores nothing new.
+    again = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261102T010000Z")
+    assert (again.files_read, again.objects_copied) == (snap.files, 0)
+
+
+def test_verify_names_damaged_and_missing_objects(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    snap = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    assert verify(str(backup), config=cfg).ok
+    rows = manifest(backup, snap.snapshot_id)
+    damaged, missing = rows["pixels/r1/pack-a.pack"], rows["tables/runs/r1.parquet"]
+    obj = backup / damaged["object"]
+    data = bytearray(obj.read_bytes())
+    data[1234] ^= 0x01
+    obj.write_bytes(bytes(data))
+    os.remove(backup / missing["object"])
+
+    result = verify(str(backup), snap.snapshot_id, config=cfg)
+    found = {(p.path, p.object): p.reason for p in result.problems}
+    assert set(found) == {
+        ("pixels/r1/pack-a.pack", damaged["object"]),
+        ("tables/runs/r1.parquet", missing["object"]),
+    }
+    assert found[("pixels/r1/pack-a.pack", damaged["object"])].startswith("sha256 ")
+    assert found[("tables/runs/r1.parquet", missing["object"])] == "missing"
+    assert result.objects_checked == len(set(r["object"] for r in rows.values()))
+    with pytest.raises(BackupError, match="damaged|cannot restore"):
+        restore(str(backup), snap.snapshot_id, str(tmp_path / "r"), config=cfg)
+    assert not (tmp_path / "r").exists()
+
+
+def test_restore_needs_an_empty_target_and_a_known_snapshot(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    snap = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    busy = tmp_path / "busy"
+    write(busy, "x", b"x")
+    with pytest.raises(BackupError, match="not empty"):
+        restore(str(backup), snap.snapshot_id, str(busy), config=cfg)
+    with pytest.raises(BackupError, match="no snapshot 20261101T010000Z-incremental"):
+        restore(str(backup), "20261101T010000Z-incremental", str(tmp_path / "n"), config=cfg)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    restore(str(backup), snap.snapshot_id, str(empty), config=cfg)
+    assert tree(empty, only_backed_up=False) == tree(lake)
+
+
+def test_list_snapshots_and_idempotent_labels(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    first = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261101T010000Z"
+    )
+    assert first.mode == "full"  # no base yet
+    write(lake, "pixels/r2/pack-c.pack", blob("c", 20_000), T0 + 500)
+    second = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
+    )
+    retry = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
+    )
+    assert retry.already_committed and retry.snapshot_id == second.snapshot_id
+    with pytest.raises(BackupError, match="older than the latest"):
+        take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T120000Z")
+    infos = list_snapshots(str(backup), config=cfg)
+    expected_bytes = sum(
+        len(p.read_bytes())
+        for p in lake.rglob("*")
+        if p.is_file() and p.relative_to(lake).as_posix() in tree(lake)
+    )
+    assert [(i.snapshot_id, i.mode, i.base) for i in infos] == [
+        ("20261101T010000Z-full", "full", None),
+        ("20261102T010000Z-incremental", "incremental", "20261101T010000Z-full"),
+    ]
+    assert (infos[1].files, infos[1].bytes_total, infos[1].bytes_copied) == (
+        len(tree(lake)),
+        expected_bytes,
+        20_000,
+    )
+    assert json.dumps(infos[1].summary())
+
+
+def test_unlabelled_snapshots_take_the_filesystem_clock(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    a = take_snapshot(str(lake), str(backup), "full", config=cfg)
+    b = take_snapshot(str(lake), str(backup), "incremental", config=cfg)
+    assert a.snapshot_id < b.snapshot_id  # unique and ordered even within one second
+    assert b.objects_copied == 0 and b.files_read == b.lag_window
+
+
+def test_retention_keeps_daily_and_weekly_and_collects_only_unreferenced(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    cfg = with_snapshot(cfg, lag_seconds=0.0, keep_daily=2, keep_weekly=2)
+    # Mon 2026-11-02 .. Fri 11-13, two a day on the last day; each adds a file, the tuesday
+    # one also holds content only it ever sees (written, snapshotted, deleted).
+    labels = [
+        "20261102T010000Z",
+        "20261103T010000Z",
+        "20261106T010000Z",
+        "20261110T010000Z",
+        "20261113T010000Z",
+        "20261113T120000Z",
+    ]
+    sids = []
+    for n, label in enumerate(labels):
+        write(lake, f"pixels/d{n}/pack.pack", blob(f"day{n}"), T0 + 1000 + n)
+        if n == 1:
+            write(lake, "quarantine/tmp/only-tuesday.dcm", blob("only-tuesday"), T0 + 999)
+        sids.append(
+            take_snapshot(
+                str(lake), str(backup), "incremental", config=cfg, now_label=label
+            ).snapshot_id
+        )
+        if n == 1:
+            os.remove(lake / "quarantine/tmp/only-tuesday.dcm")
+    all_before = objects(backup)
+    saved = {s: tree(Path(restored(backup, s, tmp_path, cfg))) for s in sids}
+
+    result = apply_retention(str(backup), config=cfg, today=dt.date(2026, 11, 13))
+    # Daily: 11-13 (its newest, 12:00) and 11-10. Weekly: week 46 (11-13 12:00 again) and
+    # week 45 (its newest, 11-06).
+    assert set(result.kept) == {sids[5], sids[3], sids[2]}
+    assert set(result.removed) == {sids[0], sids[1], sids[4]}
+    gone = {hashlib.sha256(blob("only-tuesday")).hexdigest()}
+    assert all_before - objects(backup) == gone
+    assert result.objects_deleted == 1 and result.bytes_freed == 3000
+    for s in result.kept:
+        shutil.rmtree(tmp_path / f"r-{s}")
+        assert tree(Path(restored(backup, s, tmp_path, cfg))) == saved[s]
+    assert verify(str(backup), config=cfg).ok
+
+
+def restored(backup: Path, sid: str, tmp_path: Path, config) -> str:
+    target = tmp_path / f"r-{sid}"
+    restore(str(backup), sid, str(target), config=config)
+    return str(target)
+
+
+def test_retention_leaves_objects_of_an_unfinished_snapshot(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    stray = write(backup, "objects/ff/" + "f" * 62, b"copied by a killed run")
+    (backup / "_tmp" / "20261102T010000Z-incremental").mkdir(parents=True)
+    result = apply_retention(str(backup), config=cfg, today=dt.date(2026, 11, 2))
+    assert stray.exists() and result.objects_deleted == 0
+    assert "20261102T010000Z-incremental" in (result.gc_skipped or "")

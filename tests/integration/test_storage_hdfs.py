@@ -1,0 +1,271 @@
+"""The storage contract of ``storage/base.py``, held against every implementation.
+
+The contract tests run on the local filesystem (plain paths and ``file://`` URIs) and on the real
+HDFS over WebHDFS; the HDFS-only tests below them check what has no local counterpart.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import pytest
+
+from dicomlake.config import HdfsConfig
+from dicomlake.errors import ConfigError, PublishConflictError, StorageError
+from dicomlake.storage.base import FileSystem
+from dicomlake.storage.hdfs import WebHdfsFileSystem
+from dicomlake.storage.local import LocalFileSystem
+
+
+class Root(NamedTuple):
+    fs: FileSystem
+    uri: str  # an empty directory to work in, as the caller would spell it
+
+    def __call__(self, *parts: str) -> str:
+        return "/".join((self.uri, *parts))
+
+
+@pytest.fixture(params=["local-path", "local-uri", pytest.param("hdfs", marks=pytest.mark.hdfs)])
+def root(request: pytest.FixtureRequest, tmp_path) -> Iterator[Root]:
+    if request.param == "hdfs":
+        cluster = request.getfixturevalue("hdfs_cluster")
+        yield Root(WebHdfsFileSystem(cluster.hdfs_config), request.getfixturevalue("hdfs_root"))
+    elif request.param == "local-uri":
+        yield Root(LocalFileSystem(), f"file://{tmp_path}")
+    else:
+        yield Root(LocalFileSystem(), str(tmp_path))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- the contract ------------------------------------------------------------------------------
+
+
+def test_write_then_read_whole_and_ranges(root: Root) -> None:
+    data = bytes(range(256)) * 40
+    root.fs.write_bytes(root("a", "b", "f.bin"), data)  # parents are made
+
+    assert root.fs.read(root("a", "b", "f.bin")) == data
+    assert root.fs.read(root("a", "b", "f.bin"), 1000, 17) == data[1000:1017]
+    assert root.fs.read(root("a", "b", "f.bin"), 10_000) == data[10_000:]
+    assert root.fs.read(root("a", "b", "f.bin"), 10_000, 1_000) == data[10_000:]  # clipped
+    assert root.fs.read(root("a", "b", "f.bin"), len(data)) == b""
+
+
+def test_read_missing_file_raises_with_the_path(root: Root) -> None:
+    with pytest.raises(StorageError, match="nope.bin"):
+        root.fs.read(root("nope.bin"))
+    with pytest.raises(StorageError, match="nope.bin"), root.fs.open_read(root("nope.bin")):
+        pass
+
+
+def test_streams_in_and_out(root: Root) -> None:
+    chunks = [bytes([i]) * 100_000 for i in range(5)]
+    with root.fs.open_write(root("s", "big.bin")) as out:
+        for chunk in chunks:
+            out.write(chunk)
+    with root.fs.open_read(root("s", "big.bin")) as src:
+        pieces = []
+        while piece := src.read(65_536):
+            pieces.append(piece)
+    assert b"".join(pieces) == b"".join(chunks)
+
+
+def test_open_write_replaces_an_existing_file(root: Root) -> None:
+    root.fs.write_bytes(root("f"), b"old content")
+    with root.fs.open_write(root("f")) as out:
+        out.write(b"new")
+    assert root.fs.read(root("f")) == b"new"
+
+
+def test_list_files_is_recursive_with_size_and_mtime(root: Root) -> None:
+    before = now_ms()
+    root.fs.write_bytes(root("top.bin"), b"1")
+    root.fs.write_bytes(root("d", "mid.bin"), b"22")
+    root.fs.write_bytes(root("d", "e", "deep.bin"), b"333")
+    root.fs.write_bytes(root("d", "e", "empty.bin"), b"")
+    root.fs.makedirs(root("empty-dir"))
+
+    listed = sorted(root.fs.list_files(root.uri))
+
+    assert [(f.path, f.size) for f in listed] == [
+        (root("d", "e", "deep.bin"), 3),
+        (root("d", "e", "empty.bin"), 0),
+        (root("d", "mid.bin"), 2),
+        (root("top.bin"), 1),
+    ]
+    for f in listed:
+        # The filesystem's clock (the NameNode's on HDFS) is this machine's clock here.
+        assert before - 2_000 <= f.mtime_ms <= now_ms() + 2_000, f
+        assert root.fs.status(f.path) == f
+
+
+def test_list_files_of_a_file_or_a_missing_path(root: Root) -> None:
+    root.fs.write_bytes(root("one.bin"), b"abc")
+    (only,) = root.fs.list_files(root("one.bin"))
+    assert (only.path, only.size) == (root("one.bin"), 3)
+    assert list(root.fs.list_files(root("missing"))) == []
+
+
+def test_list_dirs_gives_sorted_immediate_subdirectories(root: Root) -> None:
+    for name in ("b", "a", "c"):
+        root.fs.makedirs(root("p", name, "inner"))
+    root.fs.write_bytes(root("p", "file.bin"), b"x")
+    assert root.fs.list_dirs(root("p")) == [root("p", "a"), root("p", "b"), root("p", "c")]
+    assert root.fs.list_dirs(root("missing")) == []
+
+
+def test_status_and_exists(root: Root) -> None:
+    assert root.fs.status(root("missing")) is None
+    assert not root.fs.exists(root("missing"))
+    root.fs.write_bytes(root("f.bin"), b"12345")
+    st = root.fs.status(root("f.bin"))
+    assert st is not None and (st.path, st.size) == (root("f.bin"), 5)
+    root.fs.makedirs(root("d"))
+    assert root.fs.exists(root("d"))
+
+
+def test_publish_moves_into_place_making_parents(root: Root) -> None:
+    root.fs.write_bytes(root("staging", "x.bin"), b"payload")
+    root.fs.publish(root("staging", "x.bin"), root("final", "deep", "x.bin"))
+    assert root.fs.read(root("final", "deep", "x.bin")) == b"payload"
+    assert not root.fs.exists(root("staging", "x.bin"))
+
+
+def test_publish_moves_a_directory(root: Root) -> None:
+    root.fs.write_bytes(root("staging", "run1", "part-0"), b"p0")
+    root.fs.publish(root("staging", "run1"), root("tables", "run1"))
+    assert root.fs.read(root("tables", "run1", "part-0")) == b"p0"
+
+
+@pytest.mark.parametrize("target", ["file", "directory"])
+def test_publish_never_replaces_an_existing_target(root: Root, target: str) -> None:
+    root.fs.write_bytes(root("staging", "x.bin"), b"new")
+    if target == "file":
+        root.fs.write_bytes(root("final", "x.bin"), b"old")
+    else:
+        root.fs.makedirs(root("final", "x.bin"))
+
+    with pytest.raises(PublishConflictError, match="x.bin"):
+        root.fs.publish(root("staging", "x.bin"), root("final", "x.bin"))
+
+    assert root.fs.read(root("staging", "x.bin")) == b"new"
+    if target == "file":
+        assert root.fs.read(root("final", "x.bin")) == b"old"
+    else:  # not moved into the directory either
+        assert list(root.fs.list_files(root("final", "x.bin"))) == []
+
+
+def test_publish_of_a_missing_source_is_a_storage_error(root: Root) -> None:
+    with pytest.raises(StorageError, match="ghost") as info:
+        root.fs.publish(root("ghost"), root("final", "ghost"))
+    assert not isinstance(info.value, PublishConflictError)
+
+
+def test_delete(root: Root) -> None:
+    root.fs.write_bytes(root("f.bin"), b"x")
+    root.fs.write_bytes(root("tree", "a", "b.bin"), b"y")
+
+    root.fs.delete(root("f.bin"))
+    root.fs.delete(root("f.bin"))  # gone already: fine
+    root.fs.delete(root("tree"), recursive=True)
+
+    assert root.fs.status(root("f.bin")) is None
+    assert root.fs.status(root("tree")) is None
+
+
+def test_delete_of_a_non_empty_directory_needs_recursive(root: Root) -> None:
+    root.fs.write_bytes(root("tree", "b.bin"), b"y")
+    with pytest.raises(StorageError, match="tree"):
+        root.fs.delete(root("tree"))
+    assert root.fs.read(root("tree", "b.bin")) == b"y"
+
+
+def test_makedirs_is_idempotent(root: Root) -> None:
+    root.fs.makedirs(root("m", "n"))
+    root.fs.makedirs(root("m", "n"))
+    assert root.fs.list_dirs(root("m")) == [root("m", "n")]
+
+
+# --- HDFS only ---------------------------------------------------------------------------------
+
+
+@pytest.mark.hdfs
+def test_hdfs_uris_keep_their_authority(hdfs_cluster, hdfs_root: str) -> None:
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    fs.write_bytes(f"{hdfs_root}/x/y.bin", b"1")
+    (listed,) = fs.list_files(hdfs_root)
+    assert listed.path == f"{hdfs_root}/x/y.bin"
+    assert listed.path.startswith(hdfs_cluster.uri + "/")
+    assert fs.list_dirs(hdfs_root + "/") == [f"{hdfs_root}/x"]  # a trailing slash is no matter
+
+
+@pytest.mark.hdfs
+def test_hdfs_mtime_is_the_namenodes(hdfs_cluster, hdfs_root: str) -> None:
+    from hdfs import InsecureClient
+
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    fs.write_bytes(f"{hdfs_root}/f", b"abc")
+    path = hdfs_root[len(hdfs_cluster.uri) :] + "/f"
+    raw = InsecureClient(hdfs_cluster.webhdfs_url).status(path)
+    st = fs.status(f"{hdfs_root}/f")
+    assert st is not None and st.mtime_ms == raw["modificationTime"]
+
+
+@pytest.mark.hdfs
+def test_hdfs_filesystem_pickles_as_its_config(hdfs_cluster, hdfs_root: str) -> None:
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    clone = pickle.loads(pickle.dumps(fs))
+    assert clone.config == fs.config and repr(clone) == repr(fs)
+    clone.write_bytes(f"{hdfs_root}/p", b"from the clone")
+    assert fs.read(f"{hdfs_root}/p") == b"from the clone"
+
+
+def test_unreachable_webhdfs_is_a_storage_error_naming_the_path() -> None:
+    fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="http://127.0.0.1:1", timeout_seconds=2))
+    with pytest.raises(StorageError, match="hdfs://nn:8020/some/file"):
+        fs.status("hdfs://nn:8020/some/file")
+
+
+def test_repr_shows_the_webhdfs_url() -> None:
+    fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="http://nn.example:9870", user="etl"))
+    assert repr(fs) == "WebHdfsFileSystem('http://nn.example:9870', user='etl', auth='simple')"
+
+
+def test_non_hdfs_uri_is_refused() -> None:
+    fs = WebHdfsFileSystem(HdfsConfig())
+    with pytest.raises(StorageError, match="s3://bucket/x"):
+        fs.status("s3://bucket/x")
+
+
+def test_kerberos_without_the_extra_names_it() -> None:
+    try:
+        import requests_kerberos  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="requests-kerberos"):
+            WebHdfsFileSystem(HdfsConfig(auth="kerberos"))
+    else:
+        pytest.skip("requests-kerberos is installed")
+
+
+@pytest.mark.hdfs
+def test_datanode_down_is_a_storage_error_and_recovers(hdfs_cluster, hdfs_root: str) -> None:
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    fs.write_bytes(f"{hdfs_root}/before", b"kept")
+    hdfs_cluster.stop_datanode()
+    try:
+        with pytest.raises(StorageError, match="before"):
+            fs.read(f"{hdfs_root}/before")
+        with pytest.raises(StorageError, match="during"):
+            fs.write_bytes(f"{hdfs_root}/during", b"lost")
+        assert fs.status(f"{hdfs_root}/before") is not None  # the NameNode still answers
+    finally:
+        hdfs_cluster.start_datanode()
+    assert fs.read(f"{hdfs_root}/before") == b"kept"
+    fs.write_bytes(f"{hdfs_root}/after", b"ok")
+    assert fs.read(f"{hdfs_root}/after") == b"ok"

@@ -1,0 +1,113 @@
+"""The pure decisions of snapshots: what is backed up, why a file is read, what retention keeps."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from dicomlake.backup.layout import object_key, parse_snapshot_id, sha_of_key, snapshot_id
+from dicomlake.backup.retention import select_kept
+from dicomlake.backup.scan import Entry, Listed, classify, is_backed_up
+from dicomlake.errors import BackupError
+
+
+@pytest.mark.parametrize(
+    ("path", "kept"),
+    [
+        ("tables/instances/Modality=CT/study_year=2020/part-0.parquet", True),
+        ("pixels/r1/p.pack", True),
+        ("quarantine/r1/a.dcm", True),
+        ("_staging/r1/pixels/r1/p.pack", False),
+        ("_commits/r1.json", False),
+        ("pixels/r1/p.pack._COPYING_", False),
+        ("tables/frames/.part-0.parquet.crc", False),
+        ("tables/frames/_temporary/0/part-0.parquet", False),
+        ("tables/frames/_SUCCESS", False),
+        ("quarantine/r1/x.tmp", False),
+        ("quarantine/r1/x~", False),
+        (".snapshot/s1/pixels/r1/p.pack", False),
+    ],
+)
+def test_what_is_backed_up(path, kept):
+    assert is_backed_up(path) is kept
+
+
+def test_each_reason_a_file_is_read():
+    base = {
+        "same": Entry(10, 1000, "a" * 64, "objects/aa/x"),
+        "touched": Entry(10, 1000, "b" * 64, "objects/bb/x"),
+        "older": Entry(10, 1000, "c" * 64, "objects/cc/x"),
+        "grown": Entry(10, 1000, "d" * 64, "objects/dd/x"),
+        "near": Entry(10, 5000, "e" * 64, "objects/ee/x"),
+        "gone": Entry(10, 1000, "f" * 64, "objects/ff/x"),
+    }
+    files = {
+        p: Listed(p, s, m)
+        for p, s, m in [
+            ("same", 10, 1000),
+            ("touched", 10, 6000),
+            ("older", 10, 900),
+            ("grown", 11, 1000),
+            ("near", 10, 5000),
+            ("fresh", 5, 6000),
+            ("moved", 5, 100),
+        ]
+    }
+    plan = classify(files, base, scan_from_ms=4000, latest=base)
+    reasons = {t.file.path: t.reason for t in plan.to_read}
+    assert reasons == {
+        "touched": "modified",
+        "older": "modified",
+        "grown": "size_changed",
+        "near": "lag_window",
+        "fresh": "new",
+        "moved": "renamed_in",
+    }
+    assert set(plan.unchanged) == {"same"} and plan.deleted == ("gone",)
+    hints = {t.file.path: t.hint for t in plan.to_read}
+    assert hints["near"] == "e" * 64 and hints["touched"] is None
+
+
+def test_a_full_reads_everything_with_hints():
+    latest = {"a": Entry(1, 1, "a" * 64, "objects/aa/x")}
+    plan = classify({"a": Listed("a", 1, 1), "b": Listed("b", 2, 2)}, None, None, latest)
+    assert [(t.file.path, t.reason, t.hint) for t in plan.to_read] == [
+        ("a", "full", "a" * 64),
+        ("b", "full", None),
+    ]
+    assert plan.deleted == ()
+
+
+def test_retention_picks_newest_per_day_and_week():
+    ids = [
+        "20261102T010000Z-full",
+        "20261103T010000Z-incremental",
+        "20261106T010000Z-incremental",
+        "20261110T010000Z-differential",
+        "20261113T010000Z-incremental",
+        "20261113T120000Z-incremental",
+        "20261120T010000Z-incremental",
+    ]  # after "today": kept, not counted
+    kept = select_kept(ids, keep_daily=2, keep_weekly=2, today=dt.date(2026, 11, 13))
+    assert kept == {
+        "20261113T120000Z-incremental",
+        "20261110T010000Z-differential",
+        "20261106T010000Z-incremental",
+        "20261120T010000Z-incremental",
+    }
+    assert select_kept(ids[:1], 1, 0, dt.date(2030, 1, 1)) == {ids[0]}  # stale but kept
+
+
+def test_names():
+    digest = "ab" + "c" * 62
+    assert object_key(digest) == "objects/ab/" + "c" * 62
+    assert sha_of_key(object_key(digest)) == digest
+    assert sha_of_key("objects/ab/zz") is None
+    assert snapshot_id("20261127T031500Z", "incremental") == "20261127T031500Z-incremental"
+    assert parse_snapshot_id("20261127T031500Z-full")[0] == dt.datetime(
+        2026, 11, 27, 3, 15, tzinfo=dt.timezone.utc
+    )
+    for bad in (("2026-11-27", "full"), ("20261127T031500Z", "weekly")):
+        with pytest.raises(BackupError, match="bad snapshot"):
+            snapshot_id(*bad)

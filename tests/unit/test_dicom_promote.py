@@ -1,0 +1,87 @@
+"""Promoted columns: typed, None for missing or malformed values, checked against pydicom."""
+
+from __future__ import annotations
+
+import datetime
+import warnings
+from pathlib import Path
+
+import pyarrow as pa
+import pydicom
+import pytest
+from corpus import corpus_id, corpus_paths
+from pydicom import config
+from pydicom.data import get_testdata_file
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag
+
+from dicomlake.dicom import PROMOTED, promoted_values, split_instance
+from dicomlake.errors import DicomParseError
+
+
+def _splits() -> list[Path]:
+    paths = []
+    for path in corpus_paths():
+        try:
+            split_instance(path.read_bytes())
+        except DicomParseError:
+            continue
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("path", _splits(), ids=corpus_id)
+def test_values_fit_the_schema_and_match_pydicom(path: Path) -> None:
+    split = split_instance(path.read_bytes())
+    row = promoted_values(split)
+    assert list(row) == PROMOTED.names
+    table = pa.Table.from_pylist([row], schema=PROMOTED)  # raises on a wrong type
+    assert table.num_rows == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+        assert row["SOPInstanceUID"] == ds.SOPInstanceUID
+        assert row["PatientName"] == (str(ds.PatientName) if ds.get("PatientName") else None)
+        if "Rows" in ds:
+            assert row["Rows"] == ds.Rows
+    assert row["TransferSyntaxUID"] == ds.file_meta.get(
+        "TransferSyntaxUID", split.transfer_syntax_uid
+    )
+
+
+def test_ct_small_values() -> None:
+    split = split_instance(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    row = promoted_values(split)
+    assert row["StudyDate"] == datetime.date(2004, 1, 19)
+    assert row["PixelSpacing"] == [0.661468, 0.661468]
+    assert row["ImageOrientationPatient"] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert row["SliceThickness"] == 5.0
+    assert row["Rows"] == 128 and row["NumberOfFrames"] == 1
+    assert row["Modality"] == "CT"
+    assert row["PatientName"] == "CompressedSamples^CT1"
+
+
+def test_malformed_and_multi_values() -> None:
+    split = split_instance(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    ds = split.dataset
+    with config.disable_value_validation():  # pydicom refuses the bad values otherwise
+        ds.StudyDate = "2010011"
+        ds.PatientBirthDate = "20101340"
+        ds.SpecificCharacterSet = ["ISO 2022 IR 6", "ISO 2022 IR 100"]
+        ds.InstanceNumber = "7"
+    # an IS that pydicom cannot even build, as read from a damaged file
+    ds[0x00200011] = RawDataElement(BaseTag(0x00200011), "IS", 2, b"x1", 0, False, True)
+    ds[0x00280030] = RawDataElement(BaseTag(0x00280030), "DS", 8, b"1.5\\abc", 0, False, True)
+    row = promoted_values(split)
+    assert row["StudyDate"] is None and row["PatientBirthDate"] is None
+    assert row["SeriesNumber"] is None
+    assert row["SpecificCharacterSet"] == "ISO 2022 IR 6\\ISO 2022 IR 100"
+    assert row["PixelSpacing"] is None
+    assert row["InstanceNumber"] == 7
+
+
+def test_no_pixel_data_has_no_frame_count() -> None:
+    split = split_instance(Path(get_testdata_file("rtplan.dcm")).read_bytes())
+    row = promoted_values(split)
+    assert row["NumberOfFrames"] is None
+    assert row["TransferSyntaxUID"] == "1.2.840.10008.1.2"

@@ -1,0 +1,269 @@
+"""split_instance on every corpus file, on cut and damaged copies, and on made-up layouts."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from corpus import corpus_id, corpus_paths
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
+from pydicom.filereader import data_element_generator
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomlake.dicom import fragments_payload, split_instance
+from dicomlake.dicom.split import header_from_prefix
+from dicomlake.errors import DicomParseError
+
+PATHS = corpus_paths()
+TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+# Every rejected corpus file, with why; any other file must split.
+REJECTED = {
+    "MR_truncated.dcm": "truncated",  # pixel data cut short
+    "rtplan_truncated.dcm": "truncated",  # ends inside a sequence
+    "emri_small_jpeg_2k_lossless_too_short.dcm": "truncated",  # no sequence delimiter
+    "badVR.dcm": "corrupt",  # NumberOfFrames '1A'
+    "no_meta.dcm": "not_dicom",  # starts with a stray byte: no tag at offset 0
+    "UN_sequence.dcm": "no_sop_instance_uid",
+    "empty_charset_LEI.dcm": "no_sop_instance_uid",
+    "meta_missing_tsyntax.dcm": "no_sop_instance_uid",
+    "nested_priv_SQ.dcm": "no_sop_instance_uid",
+    "no_meta_group_length.dcm": "no_sop_instance_uid",
+    "priv_SQ.dcm": "no_sop_instance_uid",
+}
+
+
+def expected_reason(path: Path) -> str | None:
+    if path.name.startswith("DICOMDIR"):
+        return "dicomdir"
+    if path.name in REJECTED:
+        return REJECTED[path.name]
+    dicom = path.suffix == ".dcm" or (path.suffix == "" and path.name != "README")
+    return None if dicom else "not_dicom"
+
+
+def read_reference(path: Path, **kwargs: object) -> pydicom.FileDataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, force=True, **kwargs)
+
+
+# pydicom warns when the test itself reads odd values (e.g. a UI holding a hash)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR:UserWarning")
+@pytest.mark.parametrize("path", PATHS, ids=corpus_id)
+def test_corpus_file_splits_or_is_rejected_as_expected(path: Path) -> None:
+    data = path.read_bytes()
+    reason = expected_reason(path)
+    if reason is not None:
+        with pytest.raises(DicomParseError) as info:
+            split_instance(data)
+        assert info.value.reason == reason, info.value.message
+        return
+    split = split_instance(data)
+    assert split.prefix + b"".join(split.frames) + split.suffix == data
+    reference = read_reference(path)
+    assert split.dataset.SOPInstanceUID == reference.SOPInstanceUID
+    assert not any(tag in split.dataset for tag in (0x7FE00008, 0x7FE00009, 0x7FE00010))
+    header = read_reference(path, stop_before_pixels=True)
+    # The split header holds pydicom's header, plus elements found after the pixel data
+    assert set(header.keys()) <= set(split.dataset.keys())
+    assert all(tag > 0x7FE00010 for tag in set(split.dataset.keys()) - set(header.keys()))
+    _check_frames_against_pydicom(split, reference)
+
+
+def _check_frames_against_pydicom(split, reference: pydicom.FileDataset) -> None:
+    if "Rows" not in reference and not split.frames:
+        return  # no image
+    pixels = reference.get("PixelData") or reference.get("FloatPixelData")
+    pixels = pixels or reference.get("DoublePixelData")
+    if split.transfer_syntax_uid == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        assert split.frames == [] and split.number_of_frames == 1
+    elif split.encapsulated:
+        payloads = list(generate_frames(pixels, number_of_frames=split.number_of_frames))
+        if len(split.frames) == split.number_of_frames:
+            assert [fragments_payload(frame) for frame in split.frames] == payloads
+        else:
+            assert fragments_payload(b"".join(split.frames)) == b"".join(payloads)
+    else:
+        joined = b"".join(split.frames)
+        # Bytes past the declared frames (pad byte, padding) open the suffix
+        assert pixels.startswith(joined) and split.suffix.startswith(pixels[len(joined) :])
+        if split.frame_spec is not None:
+            assert len(split.frames) == split.number_of_frames
+            assert {len(f) for f in split.frames} == {split.frame_spec.frame_length}
+
+
+def test_empty_file() -> None:
+    with pytest.raises(DicomParseError) as info:
+        split_instance(b"")
+    assert info.value.reason == "empty"
+
+
+@pytest.mark.parametrize("size", [1, 7, 100, 5000])
+def test_random_bytes_are_not_dicom(size: int) -> None:
+    data = bytes([0xA5]) + os.urandom(size - 1)  # first byte keeps group 0002-0008 out
+    with pytest.raises(DicomParseError) as info:
+        split_instance(data)
+    assert info.value.reason == "not_dicom"
+
+
+def test_random_bytes_after_dicm_are_rejected_with_offset() -> None:
+    data = b"\0" * 128 + b"DICM" + bytes(range(256)) * 4
+    with pytest.raises(DicomParseError) as info:
+        split_instance(data)
+    assert info.value.reason in {"truncated", "corrupt"}
+    assert "offset" in info.value.message
+
+
+def _top_level_ends(path: Path) -> set[int]:
+    """Offsets where a top-level element (meta or dataset) ends, by pydicom's own reader."""
+    implicit, little = read_reference(path, stop_before_pixels=True).original_encoding
+    ends = {132}
+    with open(path, "rb") as fp:
+        fp.seek(132)
+        for _ in data_element_generator(fp, False, True, stop_when=lambda t, vr, n: t.group != 2):
+            ends.add(fp.tell())
+        for _ in data_element_generator(fp, implicit, little):
+            ends.add(fp.tell())
+    return ends
+
+
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm", "rtplan.dcm"]
+)
+def test_every_cut_is_truncated_or_a_clean_element_boundary(name: str) -> None:
+    path = Path(get_testdata_file(name))
+    data = path.read_bytes()
+    ends = _top_level_ends(path)
+    # Every third byte of the header and the last 200 bytes, 40 cuts through the pixels
+    cuts = {*range(1, 2500, 3), *range(2500, len(data), len(data) // 40)}
+    cuts |= set(range(len(data) - 200, len(data)))
+    for cut in sorted(c for c in cuts if 0 < c < len(data)):
+        try:
+            split = split_instance(data[:cut])
+        except DicomParseError as exc:
+            if cut <= 132:
+                assert exc.reason == "not_dicom", (cut, exc)  # no 'DICM' yet: can't tell
+            elif cut in ends:
+                assert exc.reason in {"no_sop_instance_uid", "truncated"}, (cut, exc)
+            else:
+                assert exc.reason == "truncated", (cut, exc)
+            continue
+        # A file cut between two elements is a shorter, valid file: nothing can tell
+        assert cut in ends, f"cut at {cut} was accepted"
+        assert split.prefix + b"".join(split.frames) + split.suffix == data[:cut]
+
+
+def test_cut_inside_native_pixel_data_names_the_shortfall() -> None:
+    data = Path(get_testdata_file("emri_small_big_endian.dcm")).read_bytes()
+    with pytest.raises(DicomParseError) as info:
+        split_instance(data[: len(data) // 2])
+    assert info.value.reason == "truncated"
+    assert "(7FE0,0010)" in info.value.message
+
+
+def test_broken_fragment_item_tag_is_corrupt() -> None:
+    data = bytearray((TEST_FILES / "MR_small_RLE.dcm").read_bytes())
+    split = split_instance(bytes(data))
+    first = len(split.prefix)
+    data[first : first + 4] = b"\x10\x00\x10\x00"
+    with pytest.raises(DicomParseError) as info:
+        split_instance(bytes(data))
+    assert info.value.reason == "corrupt"
+    assert f"offset {first}" in info.value.message
+
+
+def _rle_frames() -> tuple[pydicom.FileDataset, list[bytes]]:
+    ds = read_reference(TEST_FILES / "SC_rgb_rle_2frame.dcm")
+    frames = list(generate_frames(ds.PixelData, number_of_frames=2))
+    return ds, frames
+
+
+def _to_bytes(ds: pydicom.FileDataset, pixel_data: bytes, **extra: bytes) -> bytes:
+    ds.PixelData = pixel_data
+    for keyword, value in extra.items():
+        setattr(ds, keyword, value)
+    out = pydicom.filebase.DicomBytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("has_bot", [True, False])
+def test_two_fragments_per_frame(has_bot: bool) -> None:
+    ds, frames = _rle_frames()
+    data = _to_bytes(ds, encapsulate(frames, fragments_per_frame=2, has_bot=has_bot))
+    split = split_instance(data)
+    assert split.prefix + b"".join(split.frames) + split.suffix == data
+    if has_bot:
+        assert [fragments_payload(f) for f in split.frames] == frames
+    else:  # RLE has no start marker to find frames by: one frame holds all items
+        assert split.frames == [data[len(split.prefix) : len(data) - 8]]
+
+
+def test_extended_offset_table() -> None:
+    ds, frames = _rle_frames()
+    pixels, offsets, lengths = encapsulate_extended(frames * 2)
+    ds.NumberOfFrames = 4
+    data = _to_bytes(ds, pixels, ExtendedOffsetTable=offsets, ExtendedOffsetTableLengths=lengths)
+    split = split_instance(data)
+    assert [fragments_payload(f) for f in split.frames] == frames * 2
+
+
+def test_jpeg_fragments_without_offset_table_are_grouped_by_start_marker() -> None:
+    ds = read_reference(TEST_FILES / "examples_ybr_color.dcm")
+    frames = list(generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames))[:3]
+    ds.NumberOfFrames = 3
+    data = _to_bytes(ds, encapsulate(frames, fragments_per_frame=3, has_bot=False))
+    split = split_instance(data)
+    assert [fragments_payload(f) for f in split.frames] == frames
+
+
+def _native(rows: int, columns: int, frames: int, bits: int, pixels: bytes) -> bytes:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "1.2.3.4"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit, ds.PixelRepresentation = bits - 1, 0
+    ds.PixelData = pixels
+    ds["PixelData"].VR = "OB" if bits <= 8 else "OW"
+    ds.preamble = b"\0" * 128
+    out = pydicom.filebase.DicomBytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_one_bit_frames_off_byte_boundaries_stay_one_chunk() -> None:
+    data = _native(3, 3, 2, 1, bytes([0b10101010, 0b01010101, 0b11]) + b"\0")
+    split = split_instance(data)
+    assert split.frame_spec is None and split.number_of_frames == 2
+    assert split.frames == [bytes([0b10101010, 0b01010101, 0b11])]
+    assert split.suffix == b"\0"
+
+
+def test_pixel_data_shorter_than_declared_frames_is_truncated() -> None:
+    with pytest.raises(DicomParseError) as info:
+        split_instance(_native(4, 4, 3, 8, bytes(32)))
+    assert info.value.reason == "truncated"
+    assert "3 frame(s) need 48" in info.value.message
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR:UserWarning")
+@pytest.mark.parametrize("path", PATHS, ids=corpus_id)
+def test_prefix_alone_gives_header_and_frame_spec(path: Path) -> None:
+    if expected_reason(path) is not None:
+        return
+    split = split_instance(path.read_bytes())
+    if not split.frames:
+        return  # no pixel data, or deflated: nothing to decode frame by frame
+    dataset, spec = header_from_prefix(split.prefix)
+    assert spec == split.frame_spec
+    assert dataset.SOPInstanceUID == read_reference(path).SOPInstanceUID
