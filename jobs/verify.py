@@ -10,4 +10,4 @@ import sys
 from dicomlake.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["verify", "--submitted", *sys.argv[1:]]))
+    sys.exit(main(["verify", *sys.argv[1:]]))

@@ -8,16 +8,17 @@ error (the message says what to do), 2 on bad usage, 3 when a run quarantined mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from dicomlake.config import Config, load_config
-from dicomlake.errors import DicomLakeError, ErrorThresholdExceeded
+from dicomlake.errors import BackupError, DicomLakeError, ErrorThresholdExceeded
 from dicomlake.keys import load_keyring, save_keyring
 
 log = logging.getLogger("dicomlake")
@@ -36,19 +37,27 @@ def _print(summary: dict[str, Any]) -> None:
     print(json.dumps(summary, default=str, sort_keys=True))
 
 
-def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
-    from dicomlake.ingest.job import run_ingest
+@contextlib.contextmanager
+def _spark(args: argparse.Namespace, config: Config) -> Iterator[Any]:
+    """spark-submit's session (left running for it to stop), or one of our own."""
     from dicomlake.ingest.session import spark_session
 
-    keyring = load_keyring(args.keyring or config.keys.keyring, config)
     spark = spark_session(config, submitted=args.submitted)
     try:
-        summary = run_ingest(
-            spark, absolute_uri(args.landing), absolute_uri(args.lake), config, keyring
-        )
+        yield spark
     finally:
         if not args.submitted:
             spark.stop()
+
+
+def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.ingest.job import run_ingest
+
+    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    with _spark(args, config) as spark:
+        summary = run_ingest(
+            spark, absolute_uri(args.landing), absolute_uri(args.lake), config, keyring
+        )
     print_ingest_report(summary.as_dict(), sys.stderr)
     _print(summary.as_dict())
     if summary.error_share > config.ingest.error_threshold:
@@ -166,6 +175,75 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     return cmd_ingest(args, config)
 
 
+def cmd_snapshot(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.backup import take_snapshot
+
+    with _spark(args, config) as spark:
+        result = take_snapshot(
+            absolute_uri(args.lake),
+            absolute_uri(args.backup),
+            args.mode,
+            config=config,
+            spark=spark,
+            now_label=args.label,
+        )
+    _print(result.summary())
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.backup import restore
+
+    result = restore(
+        absolute_uri(args.backup), args.snapshot, absolute_uri(args.target), config=config
+    )
+    _print(result.summary())
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.backup import verify
+
+    keyring = load_keyring(args.keyring or config.keys.keyring, config) if args.deep else None
+    result = verify(
+        absolute_uri(args.backup), args.snapshot, deep=args.deep, keyring=keyring, config=config
+    )
+    for problem in result.problems:
+        print(
+            f"BAD {problem.snapshot_id} {problem.path} ({problem.object}): {problem.reason}",
+            file=sys.stderr,
+        )
+    _print(result.summary())
+    if not result.ok:
+        raise BackupError(
+            f"{len(result.problems)} damaged or missing object(s) in "
+            f"{args.backup}; each is listed above"
+        )
+    return 0
+
+
+def cmd_snapshots(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.backup import list_snapshots
+
+    snapshots = list_snapshots(absolute_uri(args.backup), config=config)
+    for info in snapshots:
+        s = info.summary()
+        print(
+            f"{s['snapshot_id']:<40} base={s['base'] or '-':<40} files={s['files']:<8} "
+            f"bytes={s['bytes_total']:<14} copied={s['bytes_copied']}",
+            file=sys.stderr,
+        )
+    _print({"backup": absolute_uri(args.backup), "snapshots": [i.summary() for i in snapshots]})
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.backup import apply_retention
+
+    _print(apply_retention(absolute_uri(args.backup), config=config).summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomlake", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -215,6 +293,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the files")
     p.add_argument("--keyring", help="keyring file with the private/secret key")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("snapshot", parents=[common], help="back the lake up (Spark copies)")
+    p.add_argument("--lake", required=True)
+    p.add_argument("--backup", required=True, help="backup URI (path, file://, hdfs://)")
+    p.add_argument("--mode", choices=["full", "incremental", "differential"], required=True)
+    p.add_argument(
+        "--label",
+        help="snapshot time label YYYYMMDDTHHMMSSZ (default: the "
+        "backup filesystem's clock); a scheduler passes its data interval end",
+    )
+    p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("restore", parents=[common], help="rebuild a lake from a snapshot")
+    p.add_argument("--backup", required=True)
+    p.add_argument("--snapshot", required=True, help="snapshot id (see `dicomlake snapshots`)")
+    p.add_argument("--target", required=True, help="an empty or missing directory")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("verify", parents=[common], help="re-read and check a backup")
+    p.add_argument("--backup", required=True)
+    p.add_argument("--snapshot", help="one snapshot (default: all)")
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="also open every encrypted chunk and check the frame hashes",
+    )
+    p.add_argument("--keyring", help="--deep: keyring that can unwrap the pack keys")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("snapshots", parents=[common], help="list a backup's snapshots")
+    p.add_argument("--backup", required=True)
+    p.set_defaults(func=cmd_snapshots)
+
+    p = sub.add_parser(
+        "retention",
+        parents=[common],
+        help="drop snapshots past snapshot.keep_daily/keep_weekly, then GC",
+    )
+    p.add_argument("--backup", required=True)
+    p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser(
         "samples", parents=[common], help="build a landing zone of real sample DICOM files"

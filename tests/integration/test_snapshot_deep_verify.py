@@ -5,68 +5,35 @@ from __future__ import annotations
 import io
 import os
 from datetime import datetime, timezone
+from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from snapshot_helpers import T0, blob, write
+from pydicom.data import get_testdata_file
+from snapshot_helpers import T0, write
 
 from dicomlake.backup import take_snapshot, verify
-from dicomlake.dicom.split import FrameSpec
+from dicomlake.dicom.split import split_instance
 from dicomlake.lake.schemas import PACKS
 from dicomlake.pixels.pack import PackWriter
 
-SPEC = FrameSpec(
-    rows=32,
-    columns=32,
-    samples_per_pixel=1,
-    bits_allocated=16,
-    bits_stored=16,
-    pixel_representation=0,
-    planar_configuration=0,
-    photometric_interpretation="MONOCHROME2",
-)
-
-
-# Smooth pixels, so the codec keeps delta-shuffle (random bytes fall back to plain zstd).
-GRADIENT = (np.add.outer(np.arange(32), np.arange(32)) * 37).astype("<u2").tobytes()
+# A real instance, so frames are stored with an image codec whose decoding needs the geometry
+# that deep verify reads back from the instance's prefix chunk.
+CT = split_instance(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+MR = split_instance(Path(get_testdata_file("MR_small.dcm")).read_bytes())
 
 
 def build_pack(pack_id: str, keyring) -> tuple[bytes, list, object]:
     buf = io.BytesIO()
     writer = PackWriter(buf, pack_id, keyring)
-    records = [
-        writer.add(
-            instance="1.2.3",
-            kind="prefix",
-            index=0,
-            raw=blob("prefix" + pack_id, 900),
-            codec="zstd",
-        ),
-        writer.add(
-            instance="1.2.3",
-            kind="frame",
-            index=0,
-            raw=blob("frame0" + pack_id, 4096),
-            codec="zstd",
-        ),
-        writer.add(
-            instance="1.2.3",
-            kind="frame",
-            index=1,
-            raw=blob("frame1" + pack_id, 4096),
-            codec="store",
-        ),
-        # Needs the frame geometry to decode: authenticated only.
-        writer.add(
-            instance="1.2.3",
-            kind="frame",
-            index=2,
-            raw=GRADIENT,
-            spec=SPEC,
-            codec="delta-shuffle-zstd",
-        ),
-    ]
+    records = []
+    for name, split in (("ct", CT), ("mr", MR)):
+        records.append(writer.add(instance=name, kind="prefix", index=0, raw=split.prefix))
+        records.append(
+            writer.add(
+                instance=name, kind="frame", index=1, raw=split.frames[0], spec=split.frame_spec
+            )
+        )
     info = writer.close()
     return buf.getvalue(), records, info
 
@@ -90,7 +57,7 @@ def test_deep_verify_opens_every_chunk_with_rotated_keys(tmp_path, config, keyri
                 "kek_id": kek_id,
                 "wrapped_key": wrapped,
                 "size": len(data),
-                "chunks": 4,
+                "chunks": len(records),
                 "ingest_run_id": "r1",
                 "wrapped_at": datetime(2026, 11, 1, tzinfo=timezone.utc),
             }
@@ -110,8 +77,10 @@ def test_deep_verify_opens_every_chunk_with_rotated_keys(tmp_path, config, keyri
     assert [(p.path, p.snapshot_id) for p in deep.problems] == [
         ("pixels/r1/pack-bad.pack", snap.snapshot_id)
     ]
-    assert "pack-bad chunk 1.2.3/frame/0" in deep.problems[0].reason
-    assert (deep.packs_checked, deep.chunks_checked, deep.chunks_hash_checked) == (2, 8, 5)
+    assert "pack-bad chunk ct/frame/1" in deep.problems[0].reason
+    # Every chunk is opened; all but the damaged one decode to their recorded hash.
+    assert (deep.packs_checked, deep.chunks_checked, deep.chunks_hash_checked) == (2, 8, 7)
+    assert {r.codec for r in build_pack("p", keyring)[1] if r.kind == "frame"} - {"zstd", "store"}
 
     # Without the packs table the old KEK is needed: the deep check says so for each pack.
     os.remove(packs_file)

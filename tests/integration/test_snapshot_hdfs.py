@@ -1,8 +1,4 @@
-"""Snapshots of a lake on a real HDFS into a backup on HDFS, restored to a local directory.
-
-The lake is copied live here: WebHdfsFileSystem has no create_snapshot yet (see the backup
-package's report); once it has, a test of the HDFS-snapshot path belongs here.
-"""
+"""Snapshots of a lake on a real HDFS into a backup on HDFS, restored to a local directory."""
 
 from __future__ import annotations
 
@@ -52,3 +48,27 @@ def test_full_incremental_restore_on_hdfs(tmp_path, config, hdfs_cluster, hdfs_r
     restore(backup, inc.snapshot_id, str(tmp_path / "r-inc"), config=cfg)
     assert tree(tmp_path / "r-inc") == expected
     assert verify(backup, config=cfg).ok
+
+
+@pytest.mark.hdfs
+def test_snapshottable_lake_is_copied_from_an_hdfs_snapshot(
+    tmp_path, config, hdfs_cluster, hdfs_root
+):
+    cfg = dataclasses.replace(
+        config, hdfs=hdfs_cluster.hdfs_config, snapshot=SnapshotConfig(lag_seconds=0.0)
+    )
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    lake, backup = f"{hdfs_root}/lake", f"{hdfs_root}/backup"
+    for rel, data in FILES.items():
+        fs.write_bytes(f"{lake}/{rel}", data)
+    lake_dir = lake.split("//", 1)[1].split("/", 1)[1]
+    fs._client.allow_snapshot("/" + lake_dir)  # what an HDFS administrator does once
+    try:
+        snap = take_snapshot(lake, backup, "full", config=cfg, now_label="20261101T010000Z")
+        assert snap.source == "hdfs-snapshot"
+        # The HDFS snapshot is dropped once the copy is done.
+        assert fs.list_dirs(f"{lake}/.snapshot") == []
+    finally:
+        fs._client.disallow_snapshot("/" + lake_dir)
+    restore(backup, snap.snapshot_id, str(tmp_path / "r"), config=cfg)
+    assert tree(tmp_path / "r") == {rel: hashlib.sha256(d).hexdigest() for rel, d in FILES.items()}

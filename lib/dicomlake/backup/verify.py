@@ -7,9 +7,9 @@ lake still has it).
 
 Deep checks open each pack as a restore's reader would: header, data key (the re-wrapped key
 from the snapshot's own ``tables/packs`` rows when present, else the header's), sealed index,
-then every chunk. AES-GCM authenticates each chunk's exact bytes and place; chunks whose codec
-decodes without the frame geometry (``store``, ``zstd``: all prefix/suffix chunks and zstd
-frames) are also decoded and compared with their recorded raw SHA-256.
+then every chunk. AES-GCM authenticates each chunk's exact bytes and place; every chunk is also
+decoded (frames with the geometry read from their instance's prefix chunk) and compared with its
+recorded raw SHA-256.
 """
 
 from __future__ import annotations
@@ -32,10 +32,6 @@ from dicomlake.storage import FileSystem, filesystem_for
 
 if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
-
-# Codecs whose decoding needs no frame description (see dicomlake.pixels.codecs.decode).
-_SELF_DESCRIBING = ("store", "zstd")
-
 
 @dataclasses.dataclass(frozen=True)
 class VerifyProblem:
@@ -192,7 +188,7 @@ class _DeepCheck:
         return self._done[(key, override)]
 
     def _open_all(self, key: str, path: str, override: tuple[str, bytes] | None) -> str:
-        from dicomlake.crypto.envelope import open_sealed
+        from dicomlake.dicom.split import header_from_prefix
         from dicomlake.pixels import pack
 
         data = self._fs.read(self._layout.uri(key))
@@ -207,20 +203,23 @@ class _DeepCheck:
         except DicomLakeError as exc:
             return f"pack unreadable: {exc}"
         problems = []
+        by_instance: dict[str, list[Any]] = defaultdict(list)
         for rec in records:
-            sealed = data[rec.offset : rec.offset + rec.length]
-            try:
-                if rec.codec in _SELF_DESCRIBING:
-                    pack.open_chunk(sealed, data_key=data_key, pack_id=header.pack_id, record=rec)
-                    self.hashed += 1
-                else:
-                    open_sealed(
-                        data_key,
-                        sealed,
-                        pack.chunk_aad(header.pack_id, rec),
-                        what=f"pack {header.pack_id} chunk {rec.instance}/{rec.kind}/{rec.index}",
+            by_instance[rec.instance].append(rec)
+        for recs in by_instance.values():
+            # The prefix (written first) holds the header that image-codec frames decode with.
+            has_frames = any(r.kind == "frame" for r in recs)
+            spec = None
+            for rec in recs:
+                sealed = data[rec.offset : rec.offset + rec.length]
+                try:
+                    raw = pack.open_chunk(
+                        sealed, data_key=data_key, pack_id=header.pack_id, record=rec, spec=spec
                     )
-            except DicomLakeError as exc:
-                problems.append(str(exc))
-            self.chunks += 1
+                    if rec.kind == "prefix" and has_frames:
+                        spec = header_from_prefix(raw)[1]
+                    self.hashed += 1
+                except DicomLakeError as exc:
+                    problems.append(str(exc))
+                self.chunks += 1
         return "; ".join(problems)

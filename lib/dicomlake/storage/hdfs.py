@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # WebHDFS RemoteException names (the Java simple class names) this module reacts to.
 _NOT_FOUND = "FileNotFoundException"
 _EXISTS = "FileAlreadyExistsException"
+_SNAPSHOT_REFUSED = "SnapshotException"
 
 
 class WebHdfsFileSystem(FileSystem):
@@ -188,6 +189,31 @@ class WebHdfsFileSystem(FileSystem):
             self._client.makedirs(_split(path)[1])
         except (HdfsError, requests.RequestException) as exc:
             raise _error("make directory", path, exc) from exc
+
+    def create_snapshot(self, path: str, name: str) -> str | None:
+        """Take an HDFS snapshot of the directory ``path``; its URI, or None if not allowed.
+
+        Only directories an administrator made snapshottable (``hdfs dfsadmin -allowSnapshot``)
+        can be snapshotted; for the others the caller copies live.
+        """
+        prefix, hpath = _split(path)
+        try:
+            self._client.create_snapshot(hpath, snapshotname=name)
+        except HdfsError as exc:
+            if exc.exception == _SNAPSHOT_REFUSED:
+                log.info("%s is not snapshottable: %s", path, exc)
+                return None
+            raise _error("snapshot", path, exc) from exc
+        except requests.RequestException as exc:
+            raise _error("snapshot", path, exc) from exc
+        return f"{prefix}{hpath}/.snapshot/{name}"
+
+    def delete_snapshot(self, path: str, name: str) -> None:
+        """Drop the HDFS snapshot ``name`` of ``path``."""
+        try:
+            self._client.delete_snapshot(_split(path)[1], name)
+        except (HdfsError, requests.RequestException) as exc:
+            raise _error(f"delete snapshot {name} of", path, exc) from exc
 
 
 def _make_client(config: HdfsConfig) -> Client:
