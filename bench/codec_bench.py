@@ -25,6 +25,7 @@ import deid_data
 import pydicom
 import pydicom.data
 
+from dicomlake.dicom.split import FrameSpec
 from dicomlake.pixels import codecs
 
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
@@ -32,22 +33,10 @@ CLASSES = ("CT", "MR", "CR/DX", "US/RGB", "other")
 
 
 @dataclass(frozen=True)
-class Spec:
-    rows: int
-    columns: int
-    samples_per_pixel: int
-    bits_allocated: int
-    bits_stored: int
-    pixel_representation: int
-    planar_configuration: int
-    photometric_interpretation: str
-
-
-@dataclass(frozen=True)
 class Frame:
     cls: str
     raw: bytes
-    spec: Spec
+    spec: FrameSpec
 
 
 def corpus_roots() -> list[str]:
@@ -84,7 +73,7 @@ def load_frames() -> Iterator[Frame]:
                     if str(ds.file_meta.get("TransferSyntaxUID", "")) not in NATIVE:
                         continue
                     pixels = ds.PixelData
-                    spec = Spec(
+                    spec = FrameSpec(
                         int(ds.Rows),
                         int(ds.Columns),
                         int(ds.get("SamplesPerPixel", 1)),

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev/setup.sh
+dev/airflow.sh >/dev/null  # Airflow 3 in its own venv (.cache/airflow-venv) for tests/airflow
 exec .venv/bin/python -m pytest "$@"

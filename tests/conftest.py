@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,16 +18,34 @@ def config() -> Config:
     return load_config(env={})
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="session")
-def spark():
+def kms_jar() -> Path:
+    """The Java KMS client for Spark's Parquet Modular Encryption (built once, cached)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "dev" / "build_kms_jar.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"dev/build_kms_jar.py failed:\n{proc.stdout}{proc.stderr}", pytrace=False)
+    return Path(proc.stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def spark(kms_jar):
     from dicomlake.ingest.session import spark_session
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     cfg = load_config(
         env={
             "DICOMLAKE_SPARK_MASTER": "local[2]",
+            # The KMS jar lets the one session read the restricted table (tests/integration).
             "DICOMLAKE_SPARK_CONF": "{spark.ui.enabled: 'false', "
-            "spark.ui.showConsoleProgress: 'false'}",
+            f"spark.ui.showConsoleProgress: 'false', spark.jars: '{kms_jar}'}}",
         }
     )
     session = spark_session(cfg, submitted=False)

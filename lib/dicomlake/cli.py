@@ -148,6 +148,18 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
+    """Map pseudonyms back to identified values (needs the keyring; prints JSON rows)."""
+    from dicomlake.lake.identities import read_identities, reidentify
+
+    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    rows = reidentify(read_identities(absolute_uri(args.lake), keyring, config), args.pseudonym)
+    for row in rows:
+        _print(row)
+    _print({"lake": absolute_uri(args.lake), "pseudonym": args.pseudonym, "rows": len(rows)})
+    return 0
+
+
 def cmd_samples(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.samples import build_sample_landing
 
@@ -287,9 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lake", required=True)
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--sop", help="SOPInstanceUID")
-    group.add_argument("--series", help="SeriesInstanceUID")
-    group.add_argument("--study", help="StudyInstanceUID")
+    # The pseudonymised UIDs analysts see; `dicomlake reidentify` maps them to the originals.
+    group.add_argument("--sop", help="SOPInstanceUID (as in the instances table)")
+    group.add_argument("--series", help="SeriesInstanceUID (as in the instances table)")
+    group.add_argument("--study", help="StudyInstanceUID (as in the instances table)")
     p.add_argument("--out", required=True, help="directory for the files")
     p.add_argument("--keyring", help="keyring file with the private/secret key")
     p.set_defaults(func=cmd_export)
@@ -336,6 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser(
+        "reidentify",
+        parents=[common],
+        help="map pseudonyms back to the identified values (key holders only)",
+    )
+    p.add_argument("--lake", required=True)
+    p.add_argument("--keyring", help="keyring file (default: keys.keyring)")
+    p.add_argument(
+        "--pseudonym",
+        help="a pseudonymised PatientID, AccessionNumber or UID (default: every row)",
+    )
+    p.set_defaults(func=cmd_reidentify)
+
+    p = sub.add_parser(
         "samples", parents=[common], help="build a landing zone of real sample DICOM files"
     )
     p.add_argument("--out", required=True)
@@ -351,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # py4j says goodbye at exit, after the summary line (spark-submit merges stderr into stdout).
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         config = load_config(args.conf)
         if args.command == "keys" and args.action == "drop" and not args.kek_id:

@@ -94,6 +94,28 @@ class SnapshotConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DeidConfig:
+    # Analyst tables get pseudonyms (PS3.15 E.1-1); identified values go to restricted/.
+    enabled: bool = True
+    # keep: dates as they are; shift: every date of a patient moves back by 1..max_shift_days.
+    dates: str = "keep"
+    max_shift_days: int = 365
+    # Keep sex, age, size, weight (Retain Patient Characteristics Option).
+    keep_patient_characteristics: bool = True
+    # Keep study/series description and protocol name (free text that may name someone).
+    keep_descriptors: bool = False
+    # Keep the few numeric private attributes of PS3.15 Table E.3.10-1 (diffusion b-values).
+    safe_private: bool = True
+    # Ages of this many years or more are written as this number (HIPAA Safe Harbor: 90).
+    age_cap_years: int = 90
+
+    def __post_init__(self) -> None:
+        _choice("deid.dates", self.dates, ("keep", "shift"))
+        _between("deid.max_shift_days", self.max_shift_days, 1, 3650)
+        _between("deid.age_cap_years", self.age_cap_years, 1, 200)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     spark: SparkConfig = dataclasses.field(default_factory=SparkConfig)
     hdfs: HdfsConfig = dataclasses.field(default_factory=HdfsConfig)
@@ -101,6 +123,7 @@ class Config:
     pixels: PixelsConfig = dataclasses.field(default_factory=PixelsConfig)
     keys: KeysConfig = dataclasses.field(default_factory=KeysConfig)
     snapshot: SnapshotConfig = dataclasses.field(default_factory=SnapshotConfig)
+    deid: DeidConfig = dataclasses.field(default_factory=DeidConfig)
 
 
 def load_config(

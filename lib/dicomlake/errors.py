@@ -62,6 +62,10 @@ class LakeError(DicomLakeError):
     """The lake is not in the expected state (missing table, unknown instance, unfinished run)."""
 
 
+class JobFailedError(DicomLakeError):
+    """A Spark job failed after its retries; nothing was committed: fix the cause and re-run."""
+
+
 class ErrorThresholdExceeded(DicomLakeError):
     """Too large a share of a run's inputs was quarantined; inspect the errors table."""
 

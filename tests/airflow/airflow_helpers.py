@@ -48,7 +48,11 @@ def probe(python: Path, env: Mapping[str, str], *args: str, timeout: float = 600
         f"probe {args} exited {out.returncode}\n--- stdout\n{out.stdout[-8000:]}"
         f"\n--- stderr\n{out.stderr[-8000:]}"
     )
-    return json.loads(lines[-1][len("PROBE ") :])
+    report = json.loads(lines[-1][len("PROBE ") :])
+    if report.get("state", "success") != "success":
+        # The tasks' logs (spark-submit's output included) go to stdout under dag.test().
+        report["log_tail"] = out.stdout[-12000:]
+    return report
 
 
 def executor_python(base: Path, env_dir: Path) -> Path:

@@ -15,12 +15,6 @@ import pytest
 from airflow_helpers import REPO
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "airflow: needs the Airflow virtualenv made by dev/airflow.sh (PyPI, once)"
-    )
-
-
 @pytest.fixture(scope="session")
 def airflow_python() -> Path:
     """The Airflow venv's interpreter (``dev/airflow.sh`` makes the venv on first use)."""

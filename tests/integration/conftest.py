@@ -139,14 +139,10 @@ class SparkCluster:
     spark_home: Path
     workdir: Path
 
-    def spark_submit(
-        self,
-        app: str | os.PathLike[str],
-        *args: str,
-        conf: Mapping[str, str] | None = None,
-        timeout: float = 600,
-    ) -> subprocess.CompletedProcess[str]:
-        """``spark-submit`` ``app`` (client mode) with the packaged project; output captured.
+    def submit_command(
+        self, app: str | os.PathLike[str], *args: str, conf: Mapping[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """The ``spark-submit`` command line (client mode, packaged project) and its environment.
 
         The driver runs this venv's Python; executors run the cluster's Python, which sees the
         venv's packages but not ``lib/``: they import dicomlake from ``--py-files`` only.
@@ -183,6 +179,17 @@ class SparkCluster:
             }
         )
         env.pop("SPARK_CONF_DIR", None)
+        return cmd, env
+
+    def spark_submit(
+        self,
+        app: str | os.PathLike[str],
+        *args: str,
+        conf: Mapping[str, str] | None = None,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``spark-submit`` ``app`` to the end; output captured."""
+        cmd, env = self.submit_command(app, *args, conf=conf)
         # Not the repo as cwd: nothing of the source tree should be found by accident.
         return subprocess.run(
             cmd, env=env, cwd=self.workdir, capture_output=True, text=True, timeout=timeout

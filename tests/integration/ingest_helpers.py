@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,3 +27,26 @@ def sha256_file(path: Path) -> str:
 def landing_files(landing: Path) -> dict[str, Path]:
     """Every file of a landing zone by the URI the lake records (its absolute path)."""
     return {str(p): p for p in sorted(landing.rglob("*")) if p.is_file()}
+
+
+# -- the pseudonym algorithms of dicomlake.dicom.deid, written again from their documentation, so
+# tests compare the lake with values computed independently of the code under test.
+
+
+def strip_value(value: object) -> str:
+    return str(value).strip(" \x00")
+
+
+def ref_uid(secret: bytes, value: str) -> str:
+    """``2.25.<int>`` from HMAC-SHA256(secret, "dicomlake-uid-v1\\0" + uid), UUIDv8 bits set."""
+    message = b"dicomlake-uid-v1\x00" + strip_value(value).encode()
+    d = bytearray(hmac.new(secret, message, hashlib.sha256).digest()[:16])
+    d[6] = d[6] & 0x0F | 0x80
+    d[8] = d[8] & 0x3F | 0x80
+    return f"2.25.{uuid.UUID(bytes=bytes(d)).int}"
+
+
+def ref_text(secret: bytes, keyword: str, value: str) -> str:
+    """First 16 base32 characters of HMAC-SHA256(secret, "dicomlake-id-v1\\0" + kw + "\\0" + v)."""
+    message = b"dicomlake-id-v1\x00" + keyword.encode() + b"\x00" + strip_value(value).encode()
+    return base64.b32encode(hmac.new(secret, message, hashlib.sha256).digest()).decode()[:16]

@@ -46,7 +46,8 @@ def _bad_files(landing: Path) -> dict[str, str]:
     put("empty.dcm", b"", "empty")
     put("random.bin", random.Random(7).randbytes(5000), "not_dicom")
     put("text.txt", b"patient list\nnot an image\n" * 40, "not_dicom")
-    put("cut-in-preamble.dcm", data[:60], "truncated")
+    # Cut before "DICM": nothing tells these bytes from any other file.
+    put("cut-in-preamble.dcm", data[:60], "not_dicom")
     put("cut-in-meta.dcm", data[:200], "truncated")
     put("cut-in-pixels.dcm", data[: pixels + 1000], "truncated")
     # A VR no standard defines, on the first element after the file meta.

@@ -11,11 +11,11 @@ import duckdb
 import numpy as np
 import pydicom
 import pytest
-from ingest_helpers import landing_files, sha256_file, table
+from ingest_helpers import landing_files, ref_text, ref_uid, sha256_file, table
 from pydicom.multival import MultiValue
 
 from dicomlake.ingest.job import run_ingest
-from dicomlake.lake.export import export_instances
+from dicomlake.lake.export import export_instances, version_key
 from dicomlake.lake.pixelstore import PixelStore
 from dicomlake.samples import build_sample_landing, sample_files
 
@@ -78,8 +78,23 @@ def test_non_dicom_files_are_quarantined_with_a_copy(corpus_lake):
         assert copy.read_bytes() == Path(row["source_path"]).read_bytes()
 
 
-def test_promoted_values_equal_pydicoms_reading(corpus_lake):
+def _expected(ds: pydicom.Dataset, keyword: str, secret: bytes) -> str | None:
+    """The promoted value of ``keyword``: pydicom's reading, pseudonymised where deid does."""
+    value = ds.get(keyword)
+    values = list(value) if isinstance(value, MultiValue) else [value]
+    values = [str(v).strip(" \x00") for v in values if v not in (None, "")]
+    values = [v for v in values if v]
+    if keyword.endswith("UID"):
+        values = [ref_uid(secret, v) for v in values]
+    elif keyword in ("PatientID", "AccessionNumber"):
+        values = [ref_text(secret, keyword, v) for v in values]
+    # DICOM's own multi-value separator
+    return "\\".join(values) or None
+
+
+def test_promoted_values_equal_pydicoms_reading(corpus_lake, keyring):
     _, lake, _ = corpus_lake
+    secret = keyring.secret_for("pseudonym")
     rows = table(lake, "instances").to_pylist()
     assert rows
     checked = 0
@@ -95,11 +110,7 @@ def test_promoted_values_equal_pydicoms_reading(corpus_lake):
             "Modality",
             "AccessionNumber",
         ):
-            expected = ds.get(keyword)
-            if isinstance(expected, MultiValue):  # DICOM's own multi-value separator
-                expected = "\\".join(str(v) for v in expected)
-            expected = None if expected in (None, "") else str(expected)
-            assert row[keyword] == expected, (row["source_path"], keyword)
+            assert row[keyword] == _expected(ds, keyword, secret), (row["source_path"], keyword)
         for keyword in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"):
             expected = ds.get(keyword)
             assert row[keyword] == (None if expected is None else int(expected))
@@ -111,15 +122,18 @@ def test_promoted_values_equal_pydicoms_reading(corpus_lake):
     assert checked >= 150
 
 
-def test_dicom_json_round_trips(corpus_lake):
+def test_dicom_json_round_trips(corpus_lake, keyring):
     _, lake, _ = corpus_lake
+    secret = keyring.secret_for("pseudonym")
     for row in table(lake, "instances").to_pylist():
         with warnings.catch_warnings():  # pydicom validates values as it rebuilds them
             warnings.simplefilter("ignore")
             rebuilt = pydicom.Dataset.from_json(row["header_json"])
         original = _read(Path(row["source_path"]))
-        assert rebuilt.SOPInstanceUID == original.SOPInstanceUID
-        assert rebuilt.get("PatientName") == original.get("PatientName")
+        assert rebuilt.SOPInstanceUID == ref_uid(secret, original.SOPInstanceUID)
+        assert not rebuilt.get("PatientName")  # de-identified: emptied (Z)
+        assert rebuilt.PatientIdentityRemoved == "YES"
+        assert rebuilt.get("Modality") == original.get("Modality")
 
 
 def test_tables_readable_by_duckdb_and_pandas(corpus_lake):
@@ -151,25 +165,29 @@ def test_elements_hold_nested_and_private_tags(corpus_lake):
     elements = table(lake, "elements")
     depth = elements.column("depth").to_pylist()
     assert max(depth) >= 1
-    assert any(t for t in elements.column("private_creator").to_pylist())
+    # De-identified: private tags are gone but for the safe list (test_phi.py covers a lake
+    # without de-identification, where they are all kept).
+    creators = {t for t in elements.column("private_creator").to_pylist() if t}
+    assert creators <= {"SIEMENS MR HEADER", "GEMS_PARM_01"}
 
 
 def test_export_is_byte_exact(corpus_lake, config, keyring, tmp_path):
     _, lake, _ = corpus_lake
     instances = table(lake, "instances").to_pylist()
     studies = sorted({r["StudyInstanceUID"] for r in instances if r["StudyInstanceUID"]})
-    exported = 0
-    for study in studies:
-        out = tmp_path / "export"
-        export_instances(str(lake), keyring, config, out, study=study)
-        for row in instances:
-            if row["StudyInstanceUID"] == study:
-                got = out / f"{row['SOPInstanceUID']}.dcm"
-                # Where one SOP UID has several versions the latest is exported.
-                if sha256_file(got) == sha256_file(Path(row["source_path"])):
-                    exported += 1
-        shutil.rmtree(out)
-    assert exported >= len({r["SOPInstanceUID"] for r in instances if r["StudyInstanceUID"]})
+    selections = [{"study": s} for s in studies] + [
+        {"sop": r["SOPInstanceUID"]} for r in instances if not r["StudyInstanceUID"]
+    ]
+    exported = {}
+    for n, selection in enumerate(selections):
+        out = tmp_path / str(n)
+        export_instances(str(lake), keyring, config, out, **selection)
+        exported.update({p.name: sha256_file(p) for p in out.iterdir()})
+    # The latest version of every SOP UID comes back as its original file, byte for byte.
+    latest = {}
+    for row in sorted(instances, key=version_key):
+        latest[row["SOPInstanceUID"]] = sha256_file(Path(row["source_path"]))
+    assert exported == {f"{sop}.dcm": sha for sop, sha in latest.items()}
 
 
 def test_frames_decode_to_pydicoms_pixels(corpus_lake, config, keyring):
@@ -200,9 +218,11 @@ def test_packs_hold_nothing_in_clear(corpus_lake):
     assert packs
     for row in table(lake, "instances").to_pylist()[:60]:
         original = Path(row["source_path"]).read_bytes()
-        for needle in (row["SOPInstanceUID"], row["PatientID"], row["StudyInstanceUID"]):
-            if needle and len(needle) >= 8:
-                assert needle.encode() not in packs, needle
+        ds = _read(Path(row["source_path"]))
+        needles = [ds.get(k) for k in ("SOPInstanceUID", "PatientID", "StudyInstanceUID")]
+        for needle in needles if ds is not None else []:
+            if needle and len(str(needle)) >= 8:
+                assert str(needle).encode() not in packs, needle
         # 32-byte windows from the middle of the file (pixel data for images).
         middle = len(original) // 2
         window = original[middle : middle + 32]

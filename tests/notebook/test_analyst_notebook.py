@@ -65,8 +65,8 @@ def test_every_cell_runs(
     small_lake: tuple[Path, Path, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lake, keyring, instances = small_lake
-    monkeypatch.setenv("DICOMLAKE_LAKE", str(lake))
-    monkeypatch.setenv("DICOMLAKE_KEYRING", str(keyring))
+    monkeypatch.setenv("ANALYST_LAKE", str(lake))
+    monkeypatch.setenv("ANALYST_KEYRING", str(keyring))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # Raises CellExecutionError, with the cell and its traceback, on the first failing cell.
     NotebookClient(

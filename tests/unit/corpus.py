@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dicomlake.dicom.split import FrameSpec, split_instance
+from dicomlake.errors import DicomParseError
 from dicomlake.samples import sample_files
 
 
@@ -19,3 +21,38 @@ def corpus_paths() -> list[Path]:
 def corpus_id(path: Path) -> str:
     """Return a short test id naming the file (parent folder added where names repeat)."""
     return f"{path.parent.name}/{path.name}"
+
+
+def split_paths() -> list[Path]:
+    """The corpus files that split_instance accepts."""
+    paths = []
+    for path in corpus_paths():
+        try:
+            split_instance(path.read_bytes())
+        except DicomParseError:
+            continue
+        paths.append(path)
+    return paths
+
+
+def frame_spec(
+    rows: int,
+    columns: int,
+    samples_per_pixel: int = 1,
+    bits_allocated: int = 16,
+    bits_stored: int = 16,
+    pixel_representation: int = 0,
+    planar_configuration: int = 0,
+    photometric_interpretation: str = "MONOCHROME2",
+) -> FrameSpec:
+    """A frame description with the defaults of a plain 16-bit grey image."""
+    return FrameSpec(
+        rows,
+        columns,
+        samples_per_pixel,
+        bits_allocated,
+        bits_stored,
+        pixel_representation,
+        planar_configuration,
+        photometric_interpretation,
+    )

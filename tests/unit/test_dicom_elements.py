@@ -7,26 +7,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from corpus import corpus_id, corpus_paths
+from corpus import corpus_id, split_paths
 from pydicom.data import get_testdata_file
 
 from dicomlake.dicom import ELEMENT_SCHEMA, element_rows, split_instance
-from dicomlake.errors import DicomParseError
-
-
-def _splits() -> list[Path]:
-    paths = []
-    for path in corpus_paths():
-        try:
-            split_instance(path.read_bytes())
-        except DicomParseError:
-            continue
-        paths.append(path)
-    return paths
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("path", _splits(), ids=corpus_id)
+@pytest.mark.parametrize("path", split_paths(), ids=corpus_id)
 def test_one_row_per_element(path: Path) -> None:
     split = split_instance(path.read_bytes())
     rows = element_rows(split.dataset)

@@ -9,28 +9,16 @@ from pathlib import Path
 import pyarrow as pa
 import pydicom
 import pytest
-from corpus import corpus_id, corpus_paths
+from corpus import corpus_id, split_paths
 from pydicom import config
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 
 from dicomlake.dicom import PROMOTED, promoted_values, split_instance
-from dicomlake.errors import DicomParseError
 
 
-def _splits() -> list[Path]:
-    paths = []
-    for path in corpus_paths():
-        try:
-            split_instance(path.read_bytes())
-        except DicomParseError:
-            continue
-        paths.append(path)
-    return paths
-
-
-@pytest.mark.parametrize("path", _splits(), ids=corpus_id)
+@pytest.mark.parametrize("path", split_paths(), ids=corpus_id)
 def test_values_fit_the_schema_and_match_pydicom(path: Path) -> None:
     split = split_instance(path.read_bytes())
     row = promoted_values(split)
@@ -41,7 +29,7 @@ def test_values_fit_the_schema_and_match_pydicom(path: Path) -> None:
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
         assert row["SOPInstanceUID"] == ds.SOPInstanceUID
-        assert row["PatientName"] == (str(ds.PatientName) if ds.get("PatientName") else None)
+        assert row["SeriesInstanceUID"] == (ds.get("SeriesInstanceUID") or None)
         if "Rows" in ds:
             assert row["Rows"] == ds.Rows
     assert row["TransferSyntaxUID"] == ds.file_meta.get(
@@ -58,7 +46,9 @@ def test_ct_small_values() -> None:
     assert row["SliceThickness"] == 5.0
     assert row["Rows"] == 128 and row["NumberOfFrames"] == 1
     assert row["Modality"] == "CT"
-    assert row["PatientName"] == "CompressedSamples^CT1"
+    assert row["PatientID"] == "1CT1"
+    # direct identifiers are not promoted (they live in the restricted identities table)
+    assert not {"PatientName", "PatientBirthDate", "InstitutionName"} & set(row)
 
 
 def test_malformed_and_multi_values() -> None:
@@ -66,14 +56,14 @@ def test_malformed_and_multi_values() -> None:
     ds = split.dataset
     with config.disable_value_validation():  # pydicom refuses the bad values otherwise
         ds.StudyDate = "2010011"
-        ds.PatientBirthDate = "20101340"
+        ds.SeriesDate = "20101340"
         ds.SpecificCharacterSet = ["ISO 2022 IR 6", "ISO 2022 IR 100"]
         ds.InstanceNumber = "7"
     # an IS that pydicom cannot even build, as read from a damaged file
     ds[0x00200011] = RawDataElement(BaseTag(0x00200011), "IS", 2, b"x1", 0, False, True)
     ds[0x00280030] = RawDataElement(BaseTag(0x00280030), "DS", 8, b"1.5\\abc", 0, False, True)
     row = promoted_values(split)
-    assert row["StudyDate"] is None and row["PatientBirthDate"] is None
+    assert row["StudyDate"] is None
     assert row["SeriesNumber"] is None
     assert row["SpecificCharacterSet"] == "ISO 2022 IR 6\\ISO 2022 IR 100"
     assert row["PixelSpacing"] is None

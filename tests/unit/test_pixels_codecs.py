@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pydicom
 import pytest
-from corpus import corpus_id, corpus_paths
+from corpus import corpus_id, corpus_paths, frame_spec
 
+from dicomlake.dicom.split import FrameSpec
 from dicomlake.errors import CodecError, UnknownCodecError
 from dicomlake.pixels import codecs
 
@@ -19,19 +20,7 @@ IMAGE_CODECS = ("jpegxl", "htj2k", "jpegls", "jpeg2k")
 NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
 
 
-@dataclass(frozen=True)
-class Spec:
-    rows: int
-    columns: int
-    samples_per_pixel: int = 1
-    bits_allocated: int = 16
-    bits_stored: int = 16
-    pixel_representation: int = 0
-    planar_configuration: int = 0
-    photometric_interpretation: str = "MONOCHROME2"
-
-
-def corpus_frames() -> Iterator[tuple[str, Spec, bytes]]:
+def corpus_frames() -> Iterator[tuple[str, FrameSpec, bytes]]:
     """(label, spec, raw) for every native little-endian frame of the real corpus."""
     for path in corpus_paths():
         with warnings.catch_warnings():
@@ -41,7 +30,7 @@ def corpus_frames() -> Iterator[tuple[str, Spec, bytes]]:
                 if ds.file_meta.get("TransferSyntaxUID") not in NATIVE_LE:
                     continue
                 pixels = ds.PixelData
-                spec = Spec(
+                spec = frame_spec(
                     ds.Rows,
                     ds.Columns,
                     ds.get("SamplesPerPixel", 1),
@@ -65,7 +54,7 @@ def corpus_frames() -> Iterator[tuple[str, Spec, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def corpus() -> list[tuple[str, Spec, bytes]]:
+def corpus() -> list[tuple[str, FrameSpec, bytes]]:
     frames = list(corpus_frames())
     assert len(frames) > 100, "the pydicom, pydicom-data and deid-data corpora should be installed"
     return frames
@@ -111,7 +100,7 @@ def smooth(rows: int, columns: int, low: int, high: int) -> np.ndarray:
     return np.clip(base + noise, low, high).astype(np.int64)
 
 
-def round_trip(raw: bytes, spec: Spec | None, codec: str = "auto") -> str:
+def round_trip(raw: bytes, spec: FrameSpec | None, codec: str = "auto") -> str:
     codec_id, data = codecs.encode(raw, spec, codec=codec)
     assert codecs.decode(codec_id, data, spec, len(raw)) == raw
     return codec_id
@@ -121,7 +110,7 @@ def round_trip(raw: bytes, spec: Spec | None, codec: str = "auto") -> str:
 def test_signed_16_bit_with_negative_values(codec):
     values = smooth(64, 48, -1024, 3071)  # CT-like Hounsfield units
     raw = values.astype("<i2").tobytes()
-    spec = Spec(64, 48, bits_stored=16, pixel_representation=1)
+    spec = frame_spec(64, 48, bits_stored=16, pixel_representation=1)
     used = round_trip(raw, spec, codec)
     assert used == ("htj2k" if codec == "auto" else codec)  # mapped, not fallen back
 
@@ -129,7 +118,9 @@ def test_signed_16_bit_with_negative_values(codec):
 @pytest.mark.parametrize("codec", ["auto", "jpegxl", "htj2k"])
 def test_signed_12_bit_sign_extended_uses_the_image_codec(codec):
     raw = smooth(40, 40, -2048, 2047).astype("<i2").tobytes()
-    assert round_trip(raw, Spec(40, 40, bits_stored=12, pixel_representation=1), codec) != "zstd"
+    assert (
+        round_trip(raw, frame_spec(40, 40, bits_stored=12, pixel_representation=1), codec) != "zstd"
+    )
 
 
 @pytest.mark.parametrize("signed", [0, 1])
@@ -137,7 +128,7 @@ def test_bits_above_bits_stored_survive_by_falling_back(signed):
     values = smooth(32, 32, 0, 2047).astype("<u2")
     values[5, 5] |= 0xA000  # overlay / garbage bits above BitsStored=12
     raw = values.tobytes()
-    spec = Spec(32, 32, bits_stored=12, pixel_representation=signed)
+    spec = frame_spec(32, 32, bits_stored=12, pixel_representation=signed)
     for codec in ("auto", "jpegxl", "htj2k"):
         assert round_trip(raw, spec, codec) in ("delta-shuffle-zstd", "zstd", "store")
 
@@ -145,7 +136,7 @@ def test_bits_above_bits_stored_survive_by_falling_back(signed):
 def test_one_bit_data():
     bits = (smooth(64, 64, 0, 1) > 0).astype(np.uint8)
     raw = np.packbits(bits, bitorder="little").tobytes()
-    assert round_trip(raw, Spec(64, 64, bits_allocated=1, bits_stored=1)) in ("zstd", "store")
+    assert round_trip(raw, frame_spec(64, 64, bits_allocated=1, bits_stored=1)) in ("zstd", "store")
 
 
 @pytest.mark.parametrize("planar", [0, 1])
@@ -154,7 +145,7 @@ def test_rgb_both_planar_configurations(planar, bits):
     rgb = np.stack([smooth(30, 50, 0, 255 if bits == 8 else 4095) for _ in range(3)], axis=-1)
     values = rgb.transpose(2, 0, 1) if planar else rgb
     raw = values.astype("u1" if bits == 8 else "<u2").tobytes()
-    spec = Spec(30, 50, 3, bits, bits, 0, planar, "RGB")
+    spec = frame_spec(30, 50, 3, bits, bits, 0, planar, "RGB")
     assert round_trip(raw, spec) == "jpegxl"
     for codec in (*IMAGE_CODECS, "delta-shuffle-zstd"):
         assert round_trip(raw, spec, codec) == codec
@@ -162,17 +153,17 @@ def test_rgb_both_planar_configurations(planar, bits):
 
 def test_ybr_422_odd_and_mismatched_lengths_use_byte_codecs():
     ybr = smooth(20, 20, 0, 255).astype("u1").tobytes() * 2  # 2 bytes per pixel
-    assert round_trip(ybr, Spec(20, 20, 3, 8, 8, 0, 0, "YBR_FULL_422")) == "zstd"
+    assert round_trip(ybr, frame_spec(20, 20, 3, 8, 8, 0, 0, "YBR_FULL_422")) == "zstd"
     odd = bytes(range(256)) * 3 + b"\x01"
     assert round_trip(odd, None) == "zstd"
-    assert round_trip(odd, Spec(10, 10), "htj2k") in ("zstd", "store")
+    assert round_trip(odd, frame_spec(10, 10), "htj2k") in ("zstd", "store")
 
 
 @pytest.mark.parametrize("dtype", ["<f4", "<f8", "<u4", "<i4"])
 def test_wide_and_float_samples(dtype):
     values = np.sin(np.linspace(0, 20, 50 * 40)).reshape(50, 40) * 1000
     raw = values.astype(dtype).tobytes()
-    spec = Spec(50, 40, bits_allocated=8 * int(dtype[-1]), bits_stored=8 * int(dtype[-1]))
+    spec = frame_spec(50, 40, bits_allocated=8 * int(dtype[-1]), bits_stored=8 * int(dtype[-1]))
     assert round_trip(raw, spec) == "delta-shuffle-zstd"
 
 
@@ -193,7 +184,7 @@ def test_unknown_codec_is_refused():
 
 @pytest.mark.parametrize("codec", [*IMAGE_CODECS, "delta-shuffle-zstd", "zstd"])
 def test_corrupt_data_raises_codec_error(codec):
-    spec = Spec(32, 32)
+    spec = frame_spec(32, 32)
     raw = smooth(32, 32, 0, 4000).astype("<u2").tobytes()
     codec_id, data = codecs.encode(raw, spec, codec=codec)
     assert codec_id == codec
@@ -210,7 +201,7 @@ def test_corrupt_data_raises_codec_error(codec):
 
 def test_image_codec_needs_the_frame_description():
     raw = smooth(16, 16, 0, 4000).astype("<u2").tobytes()
-    codec_id, data = codecs.encode(raw, Spec(16, 16), codec="htj2k")
+    codec_id, data = codecs.encode(raw, frame_spec(16, 16), codec="htj2k")
     with pytest.raises(CodecError, match="spec"):
         codecs.decode(codec_id, data, None, len(raw))
 
@@ -220,7 +211,7 @@ def test_a_codec_that_does_not_round_trip_is_replaced(monkeypatch):
     lossy = (encode_htj2k, lambda data: decode_htj2k(data) ^ 1)
     monkeypatch.setitem(codecs._IMAGE, "htj2k", lossy)
     raw = smooth(32, 32, 0, 4000).astype("<u2").tobytes()
-    assert round_trip(raw, Spec(32, 32)) == "delta-shuffle-zstd"
+    assert round_trip(raw, frame_spec(32, 32)) == "delta-shuffle-zstd"
 
 
 def test_a_codec_that_raises_is_replaced(monkeypatch):
@@ -228,11 +219,11 @@ def test_a_codec_that_raises_is_replaced(monkeypatch):
         raise RuntimeError("codec bug")
 
     monkeypatch.setitem(codecs._IMAGE, "jpegxl", (broken, codecs._IMAGE["jpegxl"][1]))
-    spec = Spec(16, 16, 3, 8, 8, 0, 0, "RGB")
+    spec = frame_spec(16, 16, 3, 8, 8, 0, 0, "RGB")
     raw = np.tile(np.arange(256, dtype="u1"), 3).tobytes()
     assert round_trip(raw, spec) == "delta-shuffle-zstd"
 
 
 def test_palette_indices_use_the_byte_codec():
-    spec = replace(Spec(16, 16, 1, 8, 8), photometric_interpretation="PALETTE COLOR")
+    spec = replace(frame_spec(16, 16, 1, 8, 8), photometric_interpretation="PALETTE COLOR")
     assert round_trip(bytes(range(256)), spec) == "delta-shuffle-zstd"

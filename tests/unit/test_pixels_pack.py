@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from corpus import frame_spec
 
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import (
@@ -28,19 +29,7 @@ PACK_ID = "pack-20261127-0001"
 PHI = b"DOE^JOHN^SECRET-PATIENT-NAME-1234567"
 
 
-@dataclass(frozen=True)
-class Spec:
-    rows: int
-    columns: int
-    samples_per_pixel: int = 1
-    bits_allocated: int = 16
-    bits_stored: int = 12
-    pixel_representation: int = 0
-    planar_configuration: int = 0
-    photometric_interpretation: str = "MONOCHROME2"
-
-
-SPEC = Spec(48, 40)
+SPEC = frame_spec(48, 40, bits_stored=12)
 
 
 def make_chunks() -> list[dict]:

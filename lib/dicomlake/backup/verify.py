@@ -33,6 +33,7 @@ from dicomlake.storage import FileSystem, filesystem_for
 if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
 
+
 @dataclasses.dataclass(frozen=True)
 class VerifyProblem:
     """One lake file of one snapshot whose stored bytes are bad, and why."""

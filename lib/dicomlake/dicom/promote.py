@@ -1,4 +1,9 @@
-"""Promoted columns: the header values analysts filter on, with real types."""
+"""Promoted columns: the header values analysts filter on, with real types.
+
+Direct identifiers (names, birth date, institution) are not promoted: the analyst tables are
+built from de-identified headers (`dicomlake.dicom.deid`), and the identified values live in the
+restricted identities table.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +23,8 @@ _DOUBLES = pa.list_(pa.float64())
 PROMOTED: pa.Schema = pa.schema(
     [
         ("PatientID", _STRING),
-        ("PatientName", _STRING),
         ("PatientSex", _STRING),
         ("PatientAge", _STRING),
-        ("PatientBirthDate", _DATE),
         ("StudyInstanceUID", _STRING),
         ("StudyDate", _DATE),
         ("StudyTime", _STRING),
@@ -35,7 +38,6 @@ PROMOTED: pa.Schema = pa.schema(
         ("SOPClassUID", _STRING),
         ("SOPInstanceUID", _STRING),
         ("InstanceNumber", _INT),
-        ("InstitutionName", _STRING),
         ("Manufacturer", _STRING),
         ("ManufacturerModelName", _STRING),
         ("Rows", _INT),

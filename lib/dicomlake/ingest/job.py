@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -11,15 +12,18 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 import dicomlake
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import JobFailedError
 from dicomlake.ingest.plan import bin_pack, is_candidate
-from dicomlake.ingest.worker import TaskContext, TaskResult, process_task
+from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
+from dicomlake.lake.identities import drop_instances
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_ledger
 from dicomlake.lake.parquet import read_files, write_table
@@ -114,13 +118,19 @@ def run_ingest(
 
         sc.setJobDescription(f"dicomlake ingest {run_id}: {len(work)} files in {len(tasks)} tasks")
         t = time.perf_counter()
-        results = (
-            sc.parallelize(list(enumerate(tasks)), len(tasks)).mapPartitions(run_task).collect()
-        )
+        try:
+            results = (
+                sc.parallelize(list(enumerate(tasks)), len(tasks)).mapPartitions(run_task).collect()
+            )
+        except Py4JJavaError as exc:
+            raise JobFailedError(
+                f"run {run_id}: the Spark job failed after its task retries, nothing was "
+                f"committed and the next run redoes the work: {_first_cause(exc)}"
+            ) from exc
         stage["tasks"] = time.perf_counter() - t
         stored.unpersist()
         t = time.perf_counter()
-        _drop_cross_task_duplicates(lake_fs, layout, run_id, results)
+        _drop_cross_task_duplicates(lake_fs, layout, run_id, results, keyring)
         stage["dedupe"] = time.perf_counter() - t
 
     sources = [row for r in results for row in r.sources]
@@ -138,6 +148,7 @@ def run_ingest(
         bytes_stored=sum(r.bytes_stored for r in results),
         packs_written=len(packs),
     )
+    options = deid_options(config)
     if work:
         t = time.perf_counter()
         files = [p for r in results for p in r.staged]
@@ -164,6 +175,7 @@ def run_ingest(
             **summary_counts,
             "watermark": datetime.fromtimestamp(max(mtimes) / 1000, tz=timezone.utc),
             "dicomlake_version": dicomlake.__version__,
+            "deid_options": options.as_json() if options else json.dumps({"enabled": False}),
         }
         relative = f"tables/runs/part-{run_id}.parquet"
         write_table(
@@ -185,12 +197,24 @@ def run_ingest(
         seconds=round(time.perf_counter() - start, 3),
         stage_seconds={k: round(v, 3) for k, v in sorted(stage.items())},
         reasons=dict(Counter(e["reason"] for e in errors)),
-        tables={name: layout.table(name) for name in schemas.SCHEMAS},
+        tables={
+            **{name: layout.table(name) for name in schemas.SCHEMAS},
+            **({"identities": layout.restricted("identities")} if options else {}),
+        },
     )
 
 
+def _first_cause(exc: Py4JJavaError) -> str:
+    """The Python error a task died of, from Spark's long Java trace."""
+    text = str(exc.java_exception)
+    for line in text.splitlines():
+        if "Error" in line and "dicomlake" in line:
+            return line.strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
 def _drop_cross_task_duplicates(
-    fs, layout: LakeLayout, run_id: str, results: list[TaskResult]
+    fs, layout: LakeLayout, run_id: str, results: list[TaskResult], keyring: Keyring
 ) -> None:
     """Keep one copy of content that two tasks of this run both stored.
 
@@ -215,6 +239,10 @@ def _drop_cross_task_duplicates(
         if r.task not in dropped:
             continue
         for relative in r.staged:
+            if relative.startswith("restricted/identities/"):
+                uri = staged(layout, run_id, relative)
+                drop_instances(fs, uri, keyring, dropped[r.task])
+                continue
             name = relative.split("/")[1] if relative.startswith("tables/") else None
             if name not in ("instances", "frames", "elements"):
                 continue

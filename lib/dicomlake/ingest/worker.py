@@ -5,11 +5,18 @@ JVM/Python boundary), splits each into header and frames, seals the chunks into 
 writes its table fragments under the run's staging area. It returns only small rows (ledger,
 errors, packs) to the driver. Names carry the task's attempt number, so a retried task never
 overwrites what another attempt wrote; the driver commits only the files of successful attempts.
+
+Every header is de-identified (:mod:`dicomlake.dicom.deid`, keyed by the keyring's pseudonym
+secret) before any analyst-visible value is taken from it: promoted columns, DICOM JSON, element
+rows, and the SOPInstanceUID of frames and ledger rows are pseudonyms. The identified values go
+to the task's restricted identities file, its identified columns encrypted (PME). The pack
+files keep the original bytes, encrypted, so export still rebuilds the original file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -23,6 +30,7 @@ import pyarrow as pa
 
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, DeidOptions, deidentify
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import element_rows
 from dicomlake.dicom.promote import promoted_values
@@ -30,6 +38,7 @@ from dicomlake.dicom.split import SplitInstance, split_instance
 from dicomlake.errors import DicomParseError, StorageError
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import staged
+from dicomlake.lake.identities import write_identities
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import write_table
 from dicomlake.pixels.pack import PackWriter
@@ -66,6 +75,15 @@ class TaskResult:
 
 def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def deid_options(config: Config) -> DeidOptions | None:
+    """The run's de-identification options; None when ``deid.enabled`` is false."""
+    if not config.deid.enabled:
+        return None
+    fields = dataclasses.asdict(config.deid)
+    del fields["enabled"]
+    return DeidOptions(**fields)
 
 
 def partition_dir(values: dict[str, Any]) -> str:
@@ -141,7 +159,11 @@ class _Task:
         self.instances: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.frames: list[dict[str, Any]] = []
         self.elements: list[pa.Table] = []
+        self.identities: list[dict[str, Any]] = []
         self.seen_sha: set[str] = set()
+        self.keyring = Keyring.from_bytes(ctx.keyring)
+        self.deid = deid_options(ctx.config)
+        self.secret = self.keyring.secret_for(PSEUDONYM_PURPOSE) if self.deid else b""
 
     @contextlib.contextmanager
     def timed(self, stage: str):
@@ -261,11 +283,21 @@ class _Task:
 
     def store(self, info: FileInfo, sha: str, split: SplitInstance, packs: _Packs) -> None:
         cfg, run_id = self.ctx.config, self.ctx.run_id
+        with self.timed("deid"):
+            if self.deid is not None:
+                clean, identities = deidentify(split.dataset, self.secret, self.deid)
+                identities.update(
+                    instance_id=sha, ingest_run_id=run_id, ingested_at=_ts(self.ctx.started_ms)
+                )
+                self.identities.append(identities)
+                split_values = dataclasses.replace(split, dataset=clean)
+            else:
+                clean, split_values = split.dataset, split
         with self.timed("parse"):
-            values = promoted_values(split)
+            values = promoted_values(split_values)
             sop = values["SOPInstanceUID"]
-            header = header_json(split.dataset)
-            elements = element_rows(split.dataset)
+            header = header_json(clean)
+            elements = element_rows(clean)
         writer = packs.writer_for(
             len(split.prefix) + len(split.suffix) + sum(len(f) for f in split.frames)
         )
@@ -366,6 +398,11 @@ class _Task:
         with self.timed("write"):
             for relative, table in fragments:
                 write_table(self.lake_fs, staged(self.layout, self.ctx.run_id, relative), table)
+                r.staged.append(relative)
+            if self.identities:
+                relative = f"restricted/identities/{name}"
+                target = staged(self.layout, self.ctx.run_id, relative)
+                write_identities(self.lake_fs, target, self.identities, self.keyring)
                 r.staged.append(relative)
 
 

@@ -20,8 +20,16 @@ _COLUMNS = [
     "SeriesInstanceUID",
     "StudyInstanceUID",
     "source_sha256",
+    "source_path",
+    "source_mtime",
     "ingested_at",
 ]
+
+
+def version_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Order of an instance's versions: by ingest time, then by the source file's mtime and path
+    (one run can meet two files that share a SOPInstanceUID)."""
+    return (row["ingested_at"], row["source_mtime"], row["source_path"])
 
 
 def find_instances(
@@ -31,7 +39,12 @@ def find_instances(
     series: str | None = None,
     study: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The latest version of every instance matching one of the UIDs."""
+    """The latest version of every instance matching one of the UIDs.
+
+    The UIDs are the ones in the ``instances`` table: pseudonyms when the lake de-identifies
+    (``deid.enabled``). Key holders map originals to pseudonyms with ``dicomlake reidentify``;
+    the exported files themselves are the originals, byte for byte.
+    """
     column, value = next(
         (c, v)
         for c, v in (
@@ -46,7 +59,7 @@ def find_instances(
     for row in rows:
         if row[column] == value:
             current = latest.get(row["SOPInstanceUID"])
-            if current is None or row["ingested_at"] > current["ingested_at"]:
+            if current is None or version_key(row) > version_key(current):
                 latest[row["SOPInstanceUID"]] = row
     if not latest:
         raise LakeError(f"no instance with {column}={value!r} in {store.layout.table('instances')}")

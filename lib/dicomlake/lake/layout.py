@@ -5,6 +5,8 @@
     <lake>/tables/<table>/...      Parquet datasets (instances partitioned by Modality/study_year)
     <lake>/pixels/<run>/<pack>.pack  immutable encrypted pack files
     <lake>/quarantine/<run>/...    raw copies of rejected inputs
+    <lake>/restricted/identities/  identified values, columns encrypted (Parquet Modular
+                                   Encryption); outside tables/ so analysts' globs never see it
     <lake>/_staging/<run>/...      a run's work before its commit: never read, never backed up
     <lake>/_commits/<run>.json     a run's commit intent, present only while it is being published
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from dicomlake.storage import join
 
 TABLES = ("instances", "frames", "elements", "errors", "sources", "runs", "packs")
+RESTRICTED = ("identities",)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,12 @@ class LakeLayout:
         if name not in TABLES:
             raise ValueError(f"unknown table {name!r}: tables are {', '.join(TABLES)}")
         return join(self.root, "tables", name)
+
+    def restricted(self, name: str) -> str:
+        """A restricted table (identified values, encrypted columns), outside ``tables/``."""
+        if name not in RESTRICTED:
+            raise ValueError(f"unknown restricted table {name!r}: they are {', '.join(RESTRICTED)}")
+        return join(self.root, "restricted", name)
 
     def pixels(self, run_id: str) -> str:
         return join(self.root, "pixels", run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,10 +15,25 @@ from dicomlake.storage import FileSystem
 COMPRESSION = "zstd"
 
 
-def write_table(fs: FileSystem, uri: str, table: pa.Table) -> None:
-    """Write ``table`` as one Parquet file at ``uri`` (row groups sized for analytics)."""
-    with fs.open_write(uri) as out:
-        pq.write_table(table, out, compression=COMPRESSION, row_group_size=128 * 1024)
+def write_table(
+    fs: FileSystem, uri: str, table: pa.Table, encryption_properties: Any = None
+) -> None:
+    """Write ``table`` as one Parquet file at ``uri`` (row groups sized for analytics).
+
+    ``encryption_properties`` (pyarrow ``FileEncryptionProperties``, see
+    :mod:`dicomlake.crypto.kms`) encrypts columns with Parquet Modular Encryption. The file is
+    encoded in memory first: a table fragment is small next to a task's packs, and pyarrow
+    wants a sink it can close, which a WebHDFS upload stream is not.
+    """
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression=COMPRESSION,
+        row_group_size=128 * 1024,
+        encryption_properties=encryption_properties,
+    )
+    fs.write_bytes(uri, sink.getvalue().to_pybytes())
 
 
 def parquet_files(fs: FileSystem, directory: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from dicomlake.dicom.deid import IDENTITY_KEYWORDS, PSEUDONYM_KEYWORDS
 from dicomlake.dicom.elements import ELEMENT_SCHEMA
 from dicomlake.dicom.promote import PROMOTED
 
@@ -113,6 +114,9 @@ RUNS = pa.schema(
         # Highest source mtime this run saw, by the landing filesystem's clock.
         pa.field("watermark", TS),
         pa.field("dicomlake_version", pa.string(), nullable=False),
+        # The de-identification options of the run as JSON (DeidOptions.as_json), or
+        # {"enabled": false}; null for runs before de-identification existed.
+        pa.field("deid_options", pa.string()),
     ]
 )
 
@@ -129,6 +133,26 @@ PACKS = pa.schema(
         pa.field("wrapped_at", TS, nullable=False),
     ]
 )
+
+# The restricted table <lake>/restricted/identities/ (outside tables/, so no analyst glob reads
+# it): one row per ingested instance. The pseudonyms and bookkeeping columns are in clear; the
+# identified ``original_*`` columns and ``date_shift_days`` are encrypted with Parquet Modular
+# Encryption (`IDENTITY_ENCRYPTED`), under a plaintext footer. Not in SCHEMAS on purpose.
+IDENTITY_CLEAR = ["instance_id", *PSEUDONYM_KEYWORDS, "ingest_run_id", "ingested_at"]
+IDENTITY_ENCRYPTED = ["date_shift_days", *(f"original_{kw}" for kw in IDENTITY_KEYWORDS)]
+IDENTITY_ENCRYPTED.append("original_uids")  # JSON object: pseudonym -> original, every UID
+IDENTITIES = pa.schema(
+    [
+        pa.field("instance_id", pa.string(), nullable=False),
+        *(pa.field(kw, pa.string()) for kw in PSEUDONYM_KEYWORDS),
+        pa.field("ingest_run_id", pa.string(), nullable=False),
+        pa.field("ingested_at", TS, nullable=False),
+        pa.field("date_shift_days", pa.int32(), nullable=False),
+        *(pa.field(f"original_{kw}", pa.string()) for kw in IDENTITY_KEYWORDS),
+        pa.field("original_uids", pa.string(), nullable=False),
+    ]
+)
+assert IDENTITIES.names == IDENTITY_CLEAR + IDENTITY_ENCRYPTED
 
 SCHEMAS = {
     "instances": INSTANCES,

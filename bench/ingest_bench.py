@@ -1,0 +1,656 @@
+"""Ingest benchmark: dicomlake versus a naive Spark job, on a synthetic landing zone of real images.
+
+    .venv/bin/python bench/ingest_bench.py            # 0.5 GB and 1 GB, 3,000 small files
+    .venv/bin/python bench/ingest_bench.py --quick    # smoke run: 0.1 and 0.2 GB, 500 small files
+    .venv/bin/python bench/ingest_bench.py --sizes 1,2 --small-files 5000 --seed 7 --repeat 2
+
+Steps, all in this one invocation:
+
+1. Builds (or reuses, from ``.cache/bench/``) deterministic synthetic landing zones made of the
+   real images of pydicom, pydicom-data and deid-data with new UIDs (see synth_landing.py): one
+   per size, and a small-file case of ~100 KB files.
+2. Runs each contender in its own process (bench/ingest_runs.py: a fresh JVM each, Spark
+   ``local[2]``, the same session settings), after reading the landing zone once so both start
+   from a warm page cache (the benchmark cannot drop the OS cache without privileges). The
+   process tree's RSS (driver Python, JVM, Python workers) is sampled every 0.2 s.
+   - dicomlake: ``run_ingest`` into an empty lake, at every size and on the small files;
+   - baseline: ``binaryFile`` source, pydicom in ``mapInPandas``, DICOM JSON without pixels,
+     zlib level 6 then AES-256-GCM, written as Parquet; at the largest size and on the small files;
+   - profile: dicomlake's ``process_task`` on a sample of the largest landing zone, outside
+     Spark, under cProfile (splits encode from encrypt, and parse into its parts).
+3. Prints the side-by-side table, where dicomlake's time goes, the small-file case, scaling and
+   the targets, and, as its last line, one JSON object with all the figures.
+
+Throughput is input bytes (or files) over the timed part: for dicomlake ``run_ingest`` from
+listing to commit, for the baseline from ``spark.read`` to the end of the Parquet write. JVM
+start-up is not in it (it is in ``wall_seconds``). Other load on the machine lowers every
+figure: each run reports the share of the CPUs other processes used meanwhile, and input MB per
+CPU second of its own process tree, which contention changes much less; ``--repeat N`` keeps
+the fastest of N runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synth_landing import GENERATOR_VERSION, cached_landing  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = Path(__file__).resolve().parent / "ingest_runs.py"
+MiB = 1 << 20
+
+TARGETS = {
+    "mb_per_s": 150.0,  # input MB/s end to end, largest size
+    "small_files_per_s": 800.0,
+    "pixel_ratio": 3.5,  # on the native (not already-compressed) pixel data of the mix
+    "peak_executor_mib": 2048.0,  # JVM + Python workers
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- memory of a process tree -----------------------------------------------------------------
+
+
+@dataclass
+class MemoryPeak:
+    """Peak RSS of a process tree, sampled: total, the JVM, Python workers (not the driver)."""
+
+    tree: int = 0
+    jvm: int = 0
+    workers: int = 0
+    executor: int = 0  # JVM + Python workers at the same instant: local mode's one executor
+    samples: int = 0
+    cpu: dict[int, float] = field(default_factory=dict)  # pid -> user+system seconds seen last
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def watch(self, pid: int, interval: float = 0.2) -> threading.Thread:
+        def loop() -> None:
+            try:
+                root = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                return
+            while not self._stop.is_set():
+                tree = jvm = workers = 0
+                try:
+                    procs = [root, *root.children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    return
+                for proc in procs:
+                    try:
+                        rss = proc.memory_info().rss
+                        name = proc.name()
+                        times = proc.cpu_times()
+                    except psutil.Error:
+                        continue
+                    self.cpu[proc.pid] = times.user + times.system
+                    tree += rss
+                    if name == "java":
+                        jvm += rss
+                    elif proc.pid != pid:
+                        workers += rss
+                self.tree = max(self.tree, tree)
+                self.jvm = max(self.jvm, jvm)
+                self.workers = max(self.workers, workers)
+                self.executor = max(self.executor, jvm + workers)
+                self.samples += 1
+                self._stop.wait(interval)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "peak_rss_mib": round(self.tree / MiB, 1),
+            "peak_executor_mib": round(self.executor / MiB, 1),
+            "peak_jvm_mib": round(self.jvm / MiB, 1),
+            "peak_python_workers_mib": round(self.workers / MiB, 1),
+            "memory_samples": self.samples,
+            "cpu_seconds": round(sum(self.cpu.values()), 1),
+        }
+
+
+# --- running one contender --------------------------------------------------------------------
+
+
+def warm(landing: Path) -> float:
+    """Read every file once, so each run starts from the same (warm) page cache."""
+    t = time.perf_counter()
+    for path in landing.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                while f.read(8 << 20):
+                    pass
+    return time.perf_counter() - t
+
+
+def run_contender(
+    contender: str, landing: Path, work: Path, name: str, master: str, extra: list[str] = ()
+) -> dict[str, Any]:
+    """Run bench/ingest_runs.py in a child process; its result plus peak memory and wall time."""
+    out = work / name
+    result_file = work / f"{name}.json"
+    log_file = work / f"{name}.log"
+    shutil.rmtree(out, ignore_errors=True)
+    result_file.unlink(missing_ok=True)
+    warmed = warm(landing)
+    log(f"{name}: {contender} on {landing} (warmed in {warmed:.1f}s), log {log_file}")
+    command = [
+        sys.executable,
+        str(RUNNER),
+        contender,
+        "--landing",
+        str(landing),
+        "--out",
+        str(out),
+        "--result",
+        str(result_file),
+        "--master",
+        master,
+        *extra,
+    ]
+    memory = MemoryPeak()
+    busy0 = _busy_cpu_seconds()
+    t0 = time.perf_counter()
+    with open(log_file, "w") as logf:
+        child = subprocess.Popen(command, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT)
+        watcher = memory.watch(child.pid)
+        code = child.wait()
+    wall = time.perf_counter() - t0
+    busy = _busy_cpu_seconds() - busy0
+    memory.stop()
+    watcher.join()
+    if code != 0 or not result_file.exists():
+        tail = log_file.read_text(errors="replace").splitlines()[-30:]
+        raise RuntimeError(
+            f"{name} failed (exit {code}); last lines of {log_file}:\n" + "\n".join(tail)
+        )
+    result = json.loads(result_file.read_text())
+    result.update(memory.as_dict(), wall_seconds=round(wall, 2))
+    # CPU used by other processes on the machine while this ran: contention makes figures low.
+    others = max(0.0, busy - result["cpu_seconds"])
+    result["other_cpu_share"] = round(others / (wall * (os.cpu_count() or 1)), 3)
+    result["mb_per_s"] = result["bytes_read"] / 1e6 / result["seconds"]
+    result["files_per_s"] = result["files"] / result["seconds"]
+    log(
+        f"{name}: {result['seconds']:.1f}s timed, {wall:.1f}s wall, "
+        f"{result['mb_per_s']:.1f} MB/s, {result['files_per_s']:.0f} files/s, "
+        f"peak {memory.tree / MiB:.0f} MiB, other processes used "
+        f"{100 * result['other_cpu_share']:.0f}% of the CPUs"
+    )
+    return result
+
+
+def _busy_cpu_seconds() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
+
+
+def best_of(repeat: int, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The fastest of ``repeat`` runs (least disturbed by other load); peaks are the max."""
+    runs = [run_contender(*args, **kwargs) for _ in range(max(1, repeat))]
+    best = min(runs, key=lambda r: r["seconds"])
+    for key in ("peak_rss_mib", "peak_executor_mib", "peak_jvm_mib", "peak_python_workers_mib"):
+        best[key] = max(r[key] for r in runs)
+    best["all_seconds"] = [round(r["seconds"], 2) for r in runs]
+    return best
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(headers: list[str], rows: list[list[Any]], digits: int = 1) -> str:
+    cells = [[_fmt(c, digits) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = [
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+        ),
+        "  ".join("-" * w for w in widths),
+    ]
+    for row in cells:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
+def figures(result: dict[str, Any]) -> dict[str, Any]:
+    """The comparable figures of one run."""
+    return {
+        "files": result["files"],
+        "input_mb": round(result["bytes_read"] / 1e6, 1),
+        "seconds": round(result["seconds"], 2),
+        "wall_seconds": result["wall_seconds"],
+        "mb_per_s": round(result["mb_per_s"], 2),
+        "files_per_s": round(result["files_per_s"], 1),
+        "pixel_ratio": round(result["pixels"]["all"]["ratio"] or 0, 3),
+        "pixel_ratio_native": round(result["pixels"]["native"]["ratio"] or 0, 3),
+        "peak_rss_mib": result["peak_rss_mib"],
+        "peak_executor_mib": result["peak_executor_mib"],
+        "peak_jvm_mib": result["peak_jvm_mib"],
+        "peak_python_workers_mib": result["peak_python_workers_mib"],
+        "other_cpu_share": result["other_cpu_share"],
+        "cpu_seconds": round(result.get("cpu_seconds_timed", 0.0), 1),
+        # Contention-robust: input MB per CPU-second of the whole process tree (timed part).
+        "mb_per_cpu_s": round(result["bytes_read"] / 1e6 / result["cpu_seconds_timed"], 2)
+        if result.get("cpu_seconds_timed")
+        else None,
+        "all_seconds": result.get("all_seconds"),
+    }
+
+
+def side_by_side(title: str, ours: dict[str, Any], base: dict[str, Any] | None) -> str:
+    rows = []
+    keys = [
+        ("input MB/s", "mb_per_s", True),
+        ("files/s", "files_per_s", True),
+        ("pixel ratio, all pixel data", "pixel_ratio", True),
+        ("pixel ratio, native pixel data", "pixel_ratio_native", True),
+        ("peak RSS, process tree (MiB)", "peak_rss_mib", False),
+        ("peak RSS, JVM + Python workers (MiB)", "peak_executor_mib", False),
+        ("timed seconds", "seconds", False),
+        ("wall seconds, with JVM start", "wall_seconds", False),
+        ("CPU share used by other processes", "other_cpu_share", False),
+        ("CPU seconds, timed part (process tree)", "cpu_seconds", False),
+        ("input MB per CPU second", "mb_per_cpu_s", True),
+    ]
+    for label, key, _higher in keys:
+        b = base[key] if base else None
+        ratio = ours[key] / b if b and ours[key] is not None and key != "other_cpu_share" else None
+        rows.append([label, ours[key], b, ratio])
+    head = f"{title}: {ours['files']:,} files, {ours['input_mb']:,.0f} MB"
+    return head + "\n" + table(["", "dicomlake", "baseline", "dicomlake/baseline"], rows, 2)
+
+
+def stage_rows(
+    summary: dict[str, Any], profile: dict[str, Any] | None, cores: int
+) -> tuple[list[list[Any]], dict[str, float]]:
+    """dicomlake's time per stage; encode and encrypt split by the profile's proportions."""
+    st = summary["stage_seconds"]
+    mb = summary["bytes_read"] / 1e6
+    enc = st.get("task.encode+encrypt", 0.0)
+    share = None
+    if profile:
+        p = profile["profiled_seconds"]
+        seal = p.get("encrypt (AES-GCM seal)", 0.0)
+        encode = p.get("encode (incl. verify)", 0.0)
+        if seal + encode > 0:
+            share = seal / (seal + encode)
+    stages: dict[str, float] = {"list (driver)": st.get("list", 0.0)}
+    names = {
+        "task.read": "read",
+        "task.hash": "hash (SHA-256)",
+        "task.parse": "parse (split, promote, JSON, elements)",
+        "task.write": "write (table fragments)",
+    }
+    for key in ("task.read", "task.hash", "task.parse"):
+        stages[names[key]] = st.get(key, 0.0)
+    if share is None:
+        stages["encode+encrypt"] = enc
+    else:
+        stages["encode (codec + verify)"] = enc * (1 - share)
+        stages["encrypt (AES-GCM)"] = enc * share
+    stages[names["task.write"]] = st.get("task.write", 0.0)
+    for key, value in st.items():  # stages this script does not know yet (e.g. task.deid)
+        if key.startswith("task.") and key not in names and key != "task.encode+encrypt":
+            stages[key[len("task.") :]] = value
+    task_sum = sum(v for k, v in st.items() if k.startswith("task."))
+    core_seconds = st.get("tasks", 0.0) * cores
+    # Python worker start and imports, scheduling, result transfer, cores idle at the end of
+    # an unbalanced job, and CPU taken by other processes.
+    stages["outside the worker's stages (Spark, idle cores)"] = max(0.0, core_seconds - task_sum)
+    for key in ("dedupe", "commit"):
+        stages[f"{key} (driver)"] = st.get(key, 0.0)
+    for key, value in st.items():
+        if not key.startswith("task.") and key not in ("list", "tasks", "dedupe", "commit"):
+            stages[f"{key} (driver)"] = value
+    total = sum(stages.values())
+    rows = [
+        [name, secs, 100 * secs / total if total else 0.0, mb / secs if secs > 0.001 else None]
+        for name, secs in stages.items()
+    ]
+    return rows, {k: round(v, 3) for k, v in stages.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="0.5,1", help="landing sizes in GB (default 0.5,1)")
+    parser.add_argument(
+        "--size-gb", type=float, help="shorthand for --sizes SIZE/2,SIZE (default 1)"
+    )
+    parser.add_argument("--small-files", type=int, default=3000, help="~100 KB files (3000)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--profile-mb", type=float, default=64.0, help="input MB to profile")
+    parser.add_argument("--quick", action="store_true", help="0.1,0.2 GB, 500 small files")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per contender, the fastest kept (1)"
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline runs")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench")
+    parser.add_argument("--keep", action="store_true", help="keep the lakes and outputs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.small_files, args.profile_mb = "0.1,0.2", 500, 32.0
+    sizes = sorted(float(s) for s in args.sizes.split(","))
+    if args.size_gb:
+        sizes = [args.size_gb / 2, args.size_gb]
+    cores = int(args.master[len("local[") : -1]) if args.master.startswith("local[") else 0
+    cores = cores or os.cpu_count() or 1
+    work = args.cache / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+
+    t = time.perf_counter()
+    landings = {}
+    for size in sizes:
+        landings[size] = cached_landing(args.cache, size_bytes=int(size * 1e9), seed=args.seed)
+        log(f"landing {size} GB: {landings[size][1].files} files at {landings[size][0]}")
+    small = cached_landing(args.cache, small_files=args.small_files, seed=args.seed)
+    log(f"small-file landing: {small[1].files} files, {small[1].bytes / 1e6:.0f} MB")
+    build_seconds = time.perf_counter() - t
+
+    largest = sizes[-1]
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for size in sizes:
+            runs[f"dicomlake-{size}"] = best_of(
+                args.repeat,
+                "dicomlake",
+                landings[size][0],
+                work,
+                f"dicomlake-{size}gb",
+                args.master,
+            )
+        if not args.no_baseline:
+            runs["baseline"] = best_of(
+                args.repeat,
+                "baseline",
+                landings[largest][0],
+                work,
+                f"baseline-{largest}gb",
+                args.master,
+            )
+        runs["dicomlake-small"] = best_of(
+            args.repeat, "dicomlake", small[0], work, "dicomlake-small", args.master
+        )
+        if not args.no_baseline:
+            runs["baseline-small"] = best_of(
+                args.repeat, "baseline", small[0], work, "baseline-small", args.master
+            )
+        profile = run_contender(
+            "profile",
+            landings[largest][0],
+            work,
+            "profile",
+            args.master,
+            ["--mb", str(args.profile_mb)],
+        )
+    finally:
+        if not args.keep:
+            for name in ("dicomlake", "baseline", "profile"):
+                for path in work.glob(f"{name}-*"):
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(work / "profile", ignore_errors=True)
+
+    main_run = runs[f"dicomlake-{largest}"]
+    ours = figures(main_run)
+    base = figures(runs["baseline"]) if "baseline" in runs else None
+    small_ours = figures(runs["dicomlake-small"])
+    small_base = figures(runs["baseline-small"]) if "baseline-small" in runs else None
+    rows, stages = stage_rows(main_run["summary"], profile, cores)
+
+    out: list[str] = []
+    out.append(
+        f"dicomlake ingest benchmark: Spark {args.master}, {os.cpu_count()} CPUs, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, local filesystem, warm page cache "
+        f"(each landing zone read once before each run)"
+    )
+    out.append("")
+    out.append(side_by_side(f"Mixed landing zone, {largest} GB", ours, base))
+    out.append("")
+    mix = landings[largest][1].by_kind
+    out.append(
+        "Mix: "
+        + ", ".join(f"{k} {v['files']:,} files {v['bytes'] / 1e6:,.0f} MB" for k, v in mix.items())
+    )
+    codecs = main_run.get("raw_pixel_bytes_by_codec", {})
+    raw_total = sum(codecs.values()) or 1
+    out.append(
+        "dicomlake pixel codecs (share of raw pixel bytes): "
+        + ", ".join(f"{k} {100 * v / raw_total:.0f}%" for k, v in sorted(codecs.items()))
+    )
+    out.append("")
+    out.append(
+        f"Where dicomlake's time goes ({largest} GB; task stages are summed over {cores} cores; "
+        "encode/encrypt split by the profile's proportions)"
+    )
+    out.append(table(["stage", "seconds", "% of total", "MB/s per core"], rows, 2))
+    spark_tasks = (main_run.get("spark_tasks") or {}).get("stages") or []
+    for stage in spark_tasks:
+        durations = stage["durations"]
+        out.append(
+            f"Spark stage {stage['stage']}: {len(durations)} tasks, durations (s) "
+            + ", ".join(f"{d:.1f}" for d in durations)
+        )
+    out.append("")
+    out.append(
+        f"Profile: process_task on {profile['files']} files, {profile['bytes_read'] / 1e6:.0f} MB, "
+        f"one core, no Spark: {profile['seconds']:.2f}s "
+        f"({profile['bytes_read'] / 1e6 / profile['seconds']:.1f} MB/s per core, "
+        "cProfile adds overhead)"
+    )
+    prow = sorted(profile["profiled_seconds"].items(), key=lambda kv: -kv[1])
+    out.append(
+        table(
+            ["function (cumulative)", "seconds", "% of task"],
+            [[k, v, 100 * v / profile["seconds"]] for k, v in prow],
+            3,
+        )
+    )
+    out.append("Top functions by own time in the profile:")
+    out.append(
+        table(
+            ["function", "own s", "cumulative s", "calls"],
+            [
+                [f["function"], f["self"], f["cumulative"], f["calls"]]
+                for f in profile["top_self_seconds"][:10]
+            ],
+            3,
+        )
+    )
+    if base:
+        b = runs["baseline"]["stage_seconds"]
+        out.append("")
+        out.append(
+            "Baseline time per stage (summed over tasks): "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in b.items())
+        )
+    out.append("")
+    out.append(side_by_side("Small-file case", small_ours, small_base))
+    out.append("")
+    scale_rows = []
+    for size in sizes:
+        r = runs[f"dicomlake-{size}"]
+        gb = r["bytes_read"] / 1e9
+        scale_rows.append(
+            [f"{size} GB", r["files"], gb, r["seconds"], r["seconds"] / gb, r["mb_per_s"]]
+        )
+    spg = [row[4] for row in scale_rows]
+    growth = spg[-1] / spg[0] if len(spg) > 1 and spg[0] else None
+    linear = growth is not None and 0.8 <= growth <= 1.2
+    fixed = marginal = None
+    if len(scale_rows) > 1 and scale_rows[-1][2] > scale_rows[0][2]:
+        (_, _, g1, s1, _, _), (_, _, g2, s2, _, _) = scale_rows[0], scale_rows[-1]
+        marginal = (s2 - s1) / (g2 - g1)  # seconds per extra GB
+        fixed = s1 - marginal * g1  # seconds at zero input: start-up of Python workers etc.
+    out.append("Scaling (dicomlake)")
+    out.append(table(["size", "files", "GB", "seconds", "s/GB", "MB/s"], scale_rows, 2))
+    out.append(
+        f"s/GB at {sizes[-1]} GB / s/GB at {sizes[0]} GB = {_fmt(growth, 2)}: "
+        + ("linear (within ±20%)" if linear else "NOT linear (outside ±20%)")
+    )
+    if marginal is not None and fixed is not None:
+        out.append(
+            f"Line through both: {fixed:.1f} s fixed + {marginal:.1f} s per GB "
+            f"(marginal {1000 / marginal if marginal > 0 else float('inf'):.0f} MB/s)"
+        )
+    checks = {
+        "mb_per_s": ours["mb_per_s"] >= TARGETS["mb_per_s"],
+        "small_files_per_s": small_ours["files_per_s"] >= TARGETS["small_files_per_s"],
+        "pixel_ratio": ours["pixel_ratio_native"] >= TARGETS["pixel_ratio"],
+        "peak_executor_mib": max(ours["peak_executor_mib"], small_ours["peak_executor_mib"])
+        < TARGETS["peak_executor_mib"],
+        "linear_scaling": linear,
+    }
+    out.append("")
+    out.append("Targets")
+    out.append(
+        table(
+            ["target", "wanted", "measured", "met"],
+            [
+                [
+                    "input MB/s",
+                    f">= {TARGETS['mb_per_s']:.0f}",
+                    ours["mb_per_s"],
+                    checks["mb_per_s"],
+                ],
+                [
+                    "small files/s",
+                    f">= {TARGETS['small_files_per_s']:.0f}",
+                    small_ours["files_per_s"],
+                    checks["small_files_per_s"],
+                ],
+                [
+                    "pixel ratio (native)",
+                    f">= {TARGETS['pixel_ratio']}",
+                    ours["pixel_ratio_native"],
+                    checks["pixel_ratio"],
+                ],
+                [
+                    "pixel ratio (all)",
+                    "(info)",
+                    ours["pixel_ratio"],
+                    "-",
+                ],
+                [
+                    "peak MiB per executor",
+                    f"< {TARGETS['peak_executor_mib']:.0f}",
+                    max(ours["peak_executor_mib"], small_ours["peak_executor_mib"]),
+                    checks["peak_executor_mib"],
+                ],
+                ["linear scaling", "s/GB ±20%", growth, checks["linear_scaling"]],
+            ],
+            2,
+        )
+    )
+    print("\n".join(out), flush=True)
+
+    def ratio(key: str, a: dict[str, Any], b: dict[str, Any] | None) -> float | None:
+        return round(a[key] / b[key], 3) if b and b[key] else None
+
+    record = {
+        "bench": "ingest",
+        "schema": 1,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git": _git_commit(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+            "master": args.master,
+        },
+        "params": {
+            "sizes_gb": sizes,
+            "small_files": args.small_files,
+            "seed": args.seed,
+            "generator_version": GENERATOR_VERSION,
+            "landing_build_seconds": round(build_seconds, 1),
+        },
+        "dicomlake": ours,
+        "baseline": base,
+        "dicomlake_over_baseline": {
+            k: ratio(k, ours, base)
+            for k in ("mb_per_s", "files_per_s", "pixel_ratio", "peak_rss_mib")
+        },
+        "small_files": {
+            "dicomlake": small_ours,
+            "baseline": small_base,
+            "dicomlake_over_baseline_files_per_s": ratio("files_per_s", small_ours, small_base),
+        },
+        "stages_seconds": stages,
+        "spark_task_seconds": [st["durations"] for st in spark_tasks],
+        "profile_seconds": {k: round(v, 3) for k, v in profile["profiled_seconds"].items()},
+        "baseline_stage_seconds": runs["baseline"]["stage_seconds"] if base else None,
+        "scaling": {
+            "runs": [
+                {
+                    "size_gb": float(row[0].split()[0]),
+                    "files": row[1],
+                    "seconds": round(row[3], 2),
+                    "s_per_gb": round(row[4], 2),
+                }
+                for row in scale_rows
+            ],
+            "growth": round(growth, 3) if growth else None,
+            "fixed_seconds": round(fixed, 2) if fixed is not None else None,
+            "seconds_per_extra_gb": round(marginal, 2) if marginal is not None else None,
+            "linear": linear,
+        },
+        "targets": TARGETS,
+        "targets_met": checks,
+    }
+    print(json.dumps(record, separators=(",", ":")), flush=True)
+    return 0
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""A deterministic synthetic landing zone made of real DICOM images, for the ingest benchmark.
+
+    .venv/bin/python bench/synth_landing.py --size-gb 0.5 --out /tmp/landing   # by hand
+    (bench/ingest_bench.py builds and caches these itself under .cache/bench/)
+
+Every file is a copy of a real image shipped by pydicom (its test files), ``pydicom-data`` or
+``deid-data``, re-written by pydicom with new Study/Series/SOP Instance UIDs (and a new patient,
+study date, series and instance numbers). Pixel data bytes are kept as they are, except in the
+small-file case, where 224 x 224 crops of real CT and MR slices make ~100 KB files.
+
+Studies are drawn by a seeded RNG until the size is reached, the byte mix kept close to
+``MIX``: CT and MR series of 50-300 slices, single radiographs (CR/DX), ultrasound studies
+with native multi-frame cines, and already-compressed studies (JPEG, JPEG-LS, JPEG 2000) whose
+bitstreams dicomlake stores as they are. The same seed and parameters give the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import hashlib
+import json
+import random
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import data_store
+import deid_data
+import numpy as np
+import pydicom
+import pydicom.data
+from pydicom.dataset import Dataset
+
+GENERATOR_VERSION = 1  # bump when the output for a given seed changes (invalidates caches)
+
+_PYDICOM = Path(pydicom.data.__file__).parent / "test_files"
+_DEID = Path(deid_data.__file__).parent / "data"
+_PYDICOM_DATA = Path(data_store.__file__).parent / "data"
+
+
+@dataclass(frozen=True)
+class Template:
+    """One real file and how it appears in studies: slices per series, series per study."""
+
+    path: Path
+    slices: tuple[int, int]  # instances per series (inclusive range)
+    series: tuple[int, int] = (1, 1)  # series per study
+
+
+# Byte shares of the big landing zone, by study kind (roughly a hospital PACS's intake).
+MIX = {"CT": 0.35, "MR": 0.20, "CR/DX": 0.15, "US": 0.15, "compressed": 0.15}
+
+TEMPLATES: dict[str, list[Template]] = {
+    "CT": [
+        Template(_PYDICOM_DATA / "693_UNCR.dcm", (50, 300), (1, 2)),  # 512 x 512 x 16
+        Template(_PYDICOM_DATA / "693_UNCI.dcm", (50, 300), (1, 2)),  # implicit VR
+        Template(_PYDICOM_DATA / "eCT_Supplemental.dcm", (50, 120)),  # 2-frame enhanced CT
+    ],
+    "MR": [
+        Template(_PYDICOM_DATA / "MR-SIEMENS-DICOM-WithOverlays.dcm", (50, 300), (2, 4)),
+        Template(_PYDICOM / "examples_overlay.dcm", (50, 300), (2, 4)),  # 300 x 484
+        Template(_PYDICOM_DATA / "MR2_UNCR.dcm", (50, 120), (1, 2)),  # 1024 x 1024
+    ],
+    "CR/DX": [
+        Template(_PYDICOM_DATA / "RG1_UNCR.dcm", (1, 1), (1, 2)),  # CR 1955 x 1841
+        Template(_PYDICOM_DATA / "RG3_UNCR.dcm", (1, 1), (1, 2)),  # CR 1760 x 1760
+        Template(_DEID / "animals/cat.dcm", (1, 1)),  # DX 2614 x 3072
+    ],
+    "US": [
+        Template(_DEID / "ultrasounds/ultrasound-multiframe.dcm", (1, 1)),  # 30-frame cine
+        Template(_PYDICOM_DATA / "OBXXXX1A_2frame.dcm", (2, 6)),
+        Template(_PYDICOM_DATA / "US1_UNCR.dcm", (2, 10)),
+        Template(_DEID / "ultrasounds/GREYSCALE_IMAGE.dcm", (2, 10)),
+        Template(_DEID / "ultrasounds/RGB_IMAGE.dcm", (1, 4)),
+        Template(_PYDICOM / "examples_rgb_color.dcm", (2, 10)),
+    ],
+    "compressed": [
+        Template(_PYDICOM_DATA / "color3d_jpeg_baseline.dcm", (1, 3)),  # 120-frame JPEG cine
+        Template(_PYDICOM / "examples_ybr_color.dcm", (1, 5)),  # 30-frame JPEG cine
+        Template(_PYDICOM_DATA / "RG1_J2KR.dcm", (1, 1), (1, 2)),  # JPEG 2000 lossless CR
+        Template(_PYDICOM_DATA / "MR2_J2KR.dcm", (50, 120)),  # JPEG 2000 lossless MR
+        Template(_PYDICOM_DATA / "693_J2KR.dcm", (50, 300)),  # JPEG 2000 lossless CT
+        Template(_PYDICOM_DATA / "JPGLosslessP14SV1_1s_1f_8b.dcm", (2, 10)),  # JPEG lossless
+        Template(_DEID / "dicom-cookies/image1.dcm", (1, 3)),  # JPEG baseline, 2048 x 1536
+    ],
+}
+
+# The small-file case: ~100 KB files. Crops are (template, rows, columns) of real slices.
+SMALL_CROP = 224
+SMALL_MIX: list[tuple[str, Path, float]] = [
+    ("crop", _PYDICOM_DATA / "693_UNCR.dcm", 0.40),  # CT, 224 x 224 x 16: ~100 KB
+    ("crop", _PYDICOM_DATA / "MR2_UNCR.dcm", 0.30),  # MR, 224 x 224 x 16: ~100 KB
+    ("whole", _PYDICOM_DATA / "emri_small.dcm", 0.15),  # MR, 10 frames 64 x 64: 84 KB
+    ("whole", _PYDICOM_DATA / "color-pl.dcm", 0.15),  # US RGB 120 x 256: 93 KB
+]
+
+
+@dataclass(frozen=True)
+class Built:
+    """What was written: counts per kind, the file list and total size."""
+
+    files: int
+    bytes: int
+    by_kind: dict[str, dict[str, int]]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"files": self.files, "bytes": self.bytes, "by_kind": self.by_kind}
+
+
+class _Uids:
+    """Deterministic UIDs (2.25 form) from the seed and a running counter."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed, self._n = seed, 0
+
+    def __call__(self, what: str) -> str:
+        self._n += 1
+        digest = hashlib.sha256(f"dicomlake-bench/{self._seed}/{what}/{self._n}".encode())
+        return "2.25." + str(int.from_bytes(digest.digest()[:16], "big"))  # a UUID-sized integer
+
+
+@lru_cache(maxsize=8)
+def _template(path: Path) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path)
+
+
+@lru_cache(maxsize=4)
+def _cropped(path: Path) -> Dataset:
+    """A centre crop of a single-frame native slice, SMALL_CROP pixels square."""
+    ds = copy.deepcopy(_template(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr = ds.pixel_array
+    r0 = (arr.shape[0] - SMALL_CROP) // 2
+    c0 = (arr.shape[1] - SMALL_CROP) // 2
+    crop = np.ascontiguousarray(arr[r0 : r0 + SMALL_CROP, c0 : c0 + SMALL_CROP])
+    ds.Rows, ds.Columns = SMALL_CROP, SMALL_CROP
+    ds.PixelData = crop.astype(crop.dtype.newbyteorder("<")).tobytes()
+    return ds
+
+
+def _write(ds: Dataset, target: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pydicom.dcmwrite(target, ds, enforce_file_format=False)
+    return target.stat().st_size
+
+
+def _series(
+    ds: Dataset,
+    uids: _Uids,
+    study: dict[str, str],
+    series_number: int,
+    count: int,
+    target_dir: Path,
+) -> Iterator[int]:
+    """Write ``count`` instances of one series from ``ds`` (mutated in place); yields sizes."""
+    for key, value in study.items():
+        setattr(ds, key, value)
+    ds.SeriesInstanceUID = uids("series")
+    ds.SeriesNumber = series_number
+    if "FrameOfReferenceUID" in ds:
+        ds.FrameOfReferenceUID = uids("for")
+    for n in range(1, count + 1):
+        sop = uids("sop")
+        ds.SOPInstanceUID = sop
+        if getattr(ds, "file_meta", None) is not None:
+            ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.InstanceNumber = n
+        yield _write(ds, target_dir / f"IM{n:05d}.dcm")
+
+
+def _new_study(rng: random.Random, uids: _Uids, number: int) -> dict[str, str]:
+    day = dt.date(2015, 1, 1) + dt.timedelta(days=rng.randrange(3650))
+    return {
+        "PatientID": f"BENCH{number:06d}",
+        "PatientName": f"Bench^Patient{number:06d}",
+        "StudyInstanceUID": uids("study"),
+        "StudyDate": day.strftime("%Y%m%d"),
+        "StudyID": str(number),
+        "AccessionNumber": f"A{number:08d}",
+    }
+
+
+def build_landing(
+    out: Path, size_bytes: int, seed: int = 7, mix: dict[str, float] | None = None
+) -> Built:
+    """Write studies under ``out`` until ``size_bytes`` is reached (the last series may stop early).
+
+    The study kind drawn next is the one furthest below its share in ``mix`` (default ``MIX``);
+    template, series and slice counts are drawn from ``random.Random(seed)``.
+    """
+    mix = MIX if mix is None else mix
+    rng = random.Random(seed)
+    uids = _Uids(seed)
+    done: dict[str, list[int]] = {kind: [0, 0] for kind in mix}  # files, bytes
+    total = files = 0
+    study_no = 0
+    while total < size_bytes:
+        kind = min(mix, key=lambda k: (done[k][1] / mix[k], k))
+        tpl = rng.choice(TEMPLATES[kind])
+        study_no += 1
+        study = _new_study(rng, uids, study_no)
+        study_dir = out / kind.replace("/", "") / f"P{study_no:06d}" / f"S{study_no:06d}"
+        ds = _template(tpl.path)  # mutated in place: every field changed is set for each file
+        for series_number in range(1, rng.randint(*tpl.series) + 1):
+            count = rng.randint(*tpl.slices)
+            series_dir = study_dir / f"SE{series_number:03d}"
+            for size in _series(ds, uids, study, series_number, count, series_dir):
+                total += size
+                files += 1
+                done[kind][0] += 1
+                done[kind][1] += size
+                if total >= size_bytes:
+                    break
+            if total >= size_bytes:
+                break
+    return Built(files, total, {k: {"files": v[0], "bytes": v[1]} for k, v in done.items()})
+
+
+def build_small_files(out: Path, count: int, seed: int = 7) -> Built:
+    """Write ``count`` ~100 KB files in series of 20-100 (crops of real CT/MR slices and small
+    real files), for the small-file case."""
+    rng = random.Random(seed * 1_000_003 + 1)
+    uids = _Uids(seed * 1_000_003 + 1)
+    done: dict[str, list[int]] = {}
+    total = files = study_no = 0
+    weights = [w for _, _, w in SMALL_MIX]
+    while files < count:
+        how, path, _ = rng.choices(SMALL_MIX, weights)[0]
+        source = _cropped(path) if how == "crop" else _template(path)
+        ds = copy.deepcopy(source)
+        study_no += 1
+        study = _new_study(rng, uids, study_no)
+        n = min(rng.randint(20, 100), count - files)
+        label = f"{how}:{path.name}"
+        series_dir = out / f"P{study_no:06d}" / f"S{study_no:06d}" / "SE001"
+        for size in _series(ds, uids, study, 1, n, series_dir):
+            total += size
+            files += 1
+            entry = done.setdefault(label, [0, 0])
+            entry[0] += 1
+            entry[1] += size
+    return Built(files, total, {k: {"files": v[0], "bytes": v[1]} for k, v in done.items()})
+
+
+def cached_landing(
+    cache: Path, *, size_bytes: int = 0, small_files: int = 0, seed: int = 7
+) -> tuple[Path, Built]:
+    """The landing zone for these parameters, built once under ``cache`` and reused after."""
+    if small_files:
+        key = f"small-{small_files}-seed{seed}-v{GENERATOR_VERSION}"
+    else:
+        key = f"mix-{size_bytes}-seed{seed}-v{GENERATOR_VERSION}"
+    root = cache / key
+    landing = root / "landing"
+    manifest = root / "manifest.json"
+    if manifest.exists():
+        doc = json.loads(manifest.read_text())
+        return landing, Built(doc["files"], doc["bytes"], doc["by_kind"])
+    if root.exists():  # an interrupted build
+        import shutil
+
+        shutil.rmtree(root)
+    landing.mkdir(parents=True)
+    if small_files:
+        built = build_small_files(landing, small_files, seed)
+    else:
+        built = build_landing(landing, size_bytes, seed)
+    manifest.write_text(json.dumps(built.as_dict(), indent=1))
+    return landing, built
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--size-gb", type=float, default=1.0)
+    parser.add_argument("--small-files", type=int, default=0, help="build the small-file case")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    if args.small_files:
+        built = build_small_files(args.out, args.small_files, args.seed)
+    else:
+        built = build_landing(args.out, int(args.size_gb * 1e9), args.seed)
+    print(json.dumps(built.as_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,554 @@
+"""De-identification of one header: PS3.15 Annex E with keyed, stable pseudonyms (pure).
+
+`deidentify` works on a copy of a pydicom header and returns it with the attributes of the
+Basic Application Level Confidentiality Profile (Table E.1-1, in `deid_table`) removed or
+replaced, plus the identified values it took out, for the restricted identities table.
+
+What analysts keep, and how (the profile's options in brackets)
+---------------------------------------------------------------
+- Join keys become keyed pseudonyms (HMAC-SHA256 with a 32-byte secret, in practice
+  ``Keyring.secret_for("pseudonym")``), the same in every run and every lake with that secret:
+
+  * every UID that identifies an instance, series, study, frame of reference, ... (action U, and
+    any other UI value that is neither a well-known DICOM UID nor a class/syntax UID), at any
+    depth, file meta included: `uid_pseudonym`;
+  * PatientID and AccessionNumber: `text_pseudonym`.
+- Dates: kept as they are (``dates="keep"``, Retain Longitudinal Temporal Information with Full
+  Dates Option) or moved back by a per-patient number of days (``dates="shift"``, ... Modified
+  Dates Option): `date_shift_days`. Times of day are kept. Birth date and time are removed;
+  PatientAge is computed from birth date and study date when the header lacks it, and ages of
+  ``age_cap_years`` or more are written as that cap (HIPAA Safe Harbor groups 90+).
+- PatientSex, PatientAge, PatientSize, PatientWeight, PatientSexNeutered, PregnancyStatus are
+  kept (``keep_patient_characteristics``, Retain Patient Characteristics Option).
+- Study/Series description and protocol name are removed unless ``keep_descriptors`` (the
+  operator then accepts that free text may name someone; the Clean Descriptors Option would
+  clean them, which is not done here).
+- Private attributes are removed, except the few numeric ones in `SAFE_PRIVATE` (from PS3.15
+  Table E.3.10-1) when ``safe_private`` (Retain Safe Private Option).
+
+The rules applied to each element, first match wins
+---------------------------------------------------
+1. unreadable value, group length (gggg,0000): removed; private: rule above.
+2. option overrides (patient characteristics, descriptors): kept.
+3. PatientID, AccessionNumber: `text_pseudonym`.
+4. VR DA/DT (not birth dates): kept or shifted; TM: kept; PatientBirthDate/Time: removed.
+5. VR UI: table action X/Z removes or empties; otherwise pseudonymised unless well known.
+6. VR SQ: X, X/Z, X/D, X/Z/D and D (but ContentSequence) removed; Z emptied; others (U,
+   X/Z/U*, ContentSequence, not listed) kept with every item cleaned by these same rules.
+7. VR PN: emptied where the table says Z (PatientName), removed otherwise (listed or not).
+8. Table action X, X/Z, X/D, X/Z/D: removed; Z, Z/D, D: emptied (the analyst tables need no
+   dummy value, and files are never rebuilt from them); U: pseudonymised as a UID.
+9. VR LT, ST, UT not listed: removed (free text not known to be safe); VR UN (an attribute
+   pydicom does not know): removed; everything else kept.
+
+Then PatientIdentityRemoved=YES, DeidentificationMethod, its code sequence (CID 7050) and
+LongitudinalTemporalInformationModified are set.
+
+Pseudonym algorithms (version 1; reimplement with any HMAC-SHA256)
+------------------------------------------------------------------
+``secret`` is 32 bytes; values are stripped of surrounding spaces and NULs, UTF-8 encoded.
+
+- UID: ``d = HMAC-SHA256(secret, b"dicomlake-uid-v1\\x00" + uid)[:16]``; set the UUID
+  version 8 and variant bits (``d[6] = d[6] & 0x0F | 0x80``, ``d[8] = d[8] & 0x3F | 0x80``);
+  the pseudonym is ``"2.25." + str(int.from_bytes(d, "big"))`` (PS3.5 B.2, at most 44 chars).
+- PatientID, AccessionNumber: ``base32(HMAC-SHA256(secret, b"dicomlake-id-v1\\x00" + keyword +
+  b"\\x00" + value))[:16]`` (upper case A-Z2-7, fits SH's 16 characters).
+- Date shift: ``n = int.from_bytes(HMAC-SHA256(secret, b"dicomlake-dateshift-v1\\x00" +
+  key)[:8], "big")``, dates move by ``-(1 + n % max_shift_days)`` days, where ``key`` is the
+  original PatientID, or ``"study:" + StudyInstanceUID`` when the PatientID is empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import datetime
+import hashlib
+import hmac
+import json
+import re
+import warnings
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+from pydicom.uid import UID_dictionary
+
+from dicomlake.dicom.deid_table import ACTIONS, REPEATING, SOURCE
+from dicomlake.dicom.values import BINARY_VRS, get
+from dicomlake.errors import ConfigError
+
+PSEUDONYM_PURPOSE = "pseudonym"  # Keyring.secret_for(PSEUDONYM_PURPOSE)
+ALGORITHM = "dicomlake-deid-v1"
+_UID_DOMAIN = b"dicomlake-uid-v1\x00"
+_ID_DOMAIN = b"dicomlake-id-v1\x00"
+_SHIFT_DOMAIN = b"dicomlake-dateshift-v1\x00"
+DATES = ("keep", "shift")
+
+# Tags by keyword, resolved once (pydicom's dictionary).
+_T = {
+    kw: int(Tag(kw))
+    for kw in (
+        "PatientID",
+        "AccessionNumber",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "PatientAge",
+        "StudyInstanceUID",
+        "ContentSequence",
+        "PatientIdentityRemoved",
+        "DeidentificationMethod",
+        "DeidentificationMethodCodeSequence",
+        "LongitudinalTemporalInformationModified",
+    )
+}
+_PSEUDONYMISED_TEXT = {_T["PatientID"]: "PatientID", _T["AccessionNumber"]: "AccessionNumber"}
+_BIRTH = frozenset({_T["PatientBirthDate"], _T["PatientBirthTime"]})
+PATIENT_CHARACTERISTICS = frozenset(
+    int(Tag(kw))
+    for kw in (
+        "PatientSex",
+        "PatientAge",
+        "PatientSize",
+        "PatientWeight",
+        "PatientSexNeutered",
+        "PregnancyStatus",
+    )
+)
+DESCRIPTORS = frozenset(
+    int(Tag(kw)) for kw in ("StudyDescription", "SeriesDescription", "ProtocolName")
+)
+# UI attributes that name a kind of thing (a SOP class, a syntax, a coding scheme), never a
+# patient's object: kept as they are even when not in pydicom's dictionary (private classes).
+_CLASS_UID_RE = re.compile(r"(ClassUID|TransferSyntaxUID|CodingSchemeUID)(InFile)?$")
+# Retain Safe Private Option: (private creator, group, element byte) from PS3.15 Table E.3.10-1
+# (diffusion b-values and directions), a small subset kept because they are numbers.
+SAFE_PRIVATE: frozenset[tuple[str, int, int]] = frozenset(
+    {
+        ("SIEMENS MR HEADER", 0x0019, 0x0C),  # B_value
+        ("SIEMENS MR HEADER", 0x0019, 0x0D),  # DiffusionDirectionality
+        ("SIEMENS MR HEADER", 0x0019, 0x0E),  # DiffusionGradientDirection
+        ("SIEMENS MR HEADER", 0x0019, 0x27),  # B_matrix
+        ("GEMS_PARM_01", 0x0043, 0x39),  # slop_int_6..9 (b-value)
+    }
+)
+_DROP_SEQUENCE = frozenset({"X", "X/Z", "X/D", "X/Z/D", "D"})
+_REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
+_EMPTY = frozenset({"Z", "Z/D", "D"})
+_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
+# CID 7050 De-identification Method, coding scheme DCM
+_CODES = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+    "modified_dates": (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
+    "patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "safe_private": ("113111", "Retain Safe Private Option"),
+}
+
+# The identified values the restricted table keeps (top level of the original header).
+IDENTITY_KEYWORDS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+)
+# The pseudonyms next to them, by the keyword whose clean value they are.
+PSEUDONYM_KEYWORDS = (
+    "PatientID",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeidOptions:
+    """The profile options in use; recorded per run in the ``runs`` table (`as_json`)."""
+
+    dates: str = "keep"  # keep | shift
+    max_shift_days: int = 365
+    keep_patient_characteristics: bool = True
+    keep_descriptors: bool = False
+    safe_private: bool = True
+    age_cap_years: int = 90
+
+    def __post_init__(self) -> None:
+        if self.dates not in DATES:
+            raise ConfigError(
+                f"config key deid.dates has a bad value {self.dates!r}: must be one of "
+                f"{', '.join(DATES)}"
+            )
+        if not 1 <= self.max_shift_days <= 3650:
+            raise ConfigError(
+                f"config key deid.max_shift_days has a bad value {self.max_shift_days!r}: "
+                "must be between 1 and 3650"
+            )
+        if not 1 <= self.age_cap_years <= 200:
+            raise ConfigError(
+                f"config key deid.age_cap_years has a bad value {self.age_cap_years!r}: "
+                "must be between 1 and 200"
+            )
+
+    def as_json(self) -> str:
+        """The options, the profile table's source and the algorithm version, as JSON."""
+        doc = {"enabled": True, **dataclasses.asdict(self)}
+        doc.update({"profile": SOURCE, "algorithm": ALGORITHM})
+        return json.dumps(doc, sort_keys=True)
+
+    @property
+    def method(self) -> str:
+        """The DeidentificationMethod text (LO: at most 64 characters)."""
+        dates = "shifted dates" if self.dates == "shift" else "full dates"
+        return f"dicomlake v1 PS3.15 E.1-1 basic; {dates}"[:64]
+
+
+def _norm(value: object) -> str:
+    return str(value).strip(" \x00")
+
+
+def _mac(secret: bytes, message: bytes) -> bytes:
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def uid_pseudonym(secret: bytes, uid: str) -> str:
+    """A valid UID (``2.25.<int>``) standing for ``uid``: keyed, stable, one-way."""
+    d = bytearray(_mac(secret, _UID_DOMAIN + _norm(uid).encode("utf-8"))[:16])
+    d[6] = (d[6] & 0x0F) | 0x80  # UUID version 8 (RFC 9562: custom)
+    d[8] = (d[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return "2.25." + str(int.from_bytes(bytes(d), "big"))
+
+
+def text_pseudonym(secret: bytes, keyword: str, value: str) -> str:
+    """16 characters (A-Z, 2-7) standing for ``value`` of ``keyword`` (PatientID...)."""
+    mac = _mac(secret, _ID_DOMAIN + keyword.encode() + b"\x00" + _norm(value).encode("utf-8"))
+    return base64.b32encode(mac).decode("ascii")[:16]
+
+
+def date_shift_days(secret: bytes, patient_key: str, max_shift_days: int) -> int:
+    """The (negative) number of days every date of this patient moves by."""
+    n = int.from_bytes(_mac(secret, _SHIFT_DOMAIN + patient_key.encode("utf-8"))[:8], "big")
+    return -(1 + n % max_shift_days)
+
+
+def is_class_uid(keyword: str) -> bool:
+    """Whether a UI attribute names a class, syntax or coding scheme (kept as it is)."""
+    return bool(_CLASS_UID_RE.search(keyword))
+
+
+def is_well_known_uid(value: str) -> bool:
+    """A UID defined by the standard (pydicom's UID dictionary): never a patient's."""
+    return _norm(value) in UID_dictionary
+
+
+def profile_action(tag: int) -> str | None:
+    """The Table E.1-1 action for ``tag``, None when the table does not list it."""
+    action = ACTIONS.get(tag)
+    if action is not None:
+        return action
+    for listed, mask, repeating in REPEATING:
+        if tag & mask == listed:
+            return repeating
+    return None
+
+
+@dataclasses.dataclass
+class _Context:
+    secret: bytes
+    options: DeidOptions
+    shift: int  # days; 0 when dates are kept
+    uids: dict[str, str] = dataclasses.field(default_factory=dict)  # pseudonym -> original
+
+    def uid(self, value: str) -> str:
+        if not _norm(value):
+            return ""
+        out = uid_pseudonym(self.secret, value)
+        self.uids[out] = _norm(value)
+        return out
+
+
+def deidentify(
+    dataset: Dataset, secret: bytes, options: DeidOptions | None = None
+) -> tuple[Dataset, dict[str, Any]]:
+    """Return a de-identified copy of ``dataset`` and the identified values it took out.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        A header as `split_instance` reads it (file meta included); it is not changed.
+    secret : bytes
+        The pseudonym secret, ``Keyring.secret_for("pseudonym")`` (32 bytes).
+    options : DeidOptions, optional
+        The profile options; the defaults keep full dates.
+
+    Returns
+    -------
+    (Dataset, dict)
+        The clean copy, and ``identities``: ``original_<Keyword>`` for `IDENTITY_KEYWORDS`
+        (text as pydicom reads it, None when absent), ``<Keyword>`` pseudonyms for
+        `PSEUDONYM_KEYWORDS`, ``original_uids`` (JSON object pseudonym -> original UID, every
+        UID replaced in this header) and ``date_shift_days``.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> from dicomlake.dicom.split import split_instance
+    >>> split = split_instance(open(get_testdata_file("CT_small.dcm"), "rb").read())
+    >>> clean, ids = deidentify(split.dataset, bytes(32))
+    >>> ids["original_PatientName"], str(clean.PatientName), clean.SOPInstanceUID[:5]
+    ('CompressedSamples^CT1', '', '2.25.')
+    """
+    if len(secret) < 16:
+        raise ValueError(f"deidentify: the secret must have at least 16 bytes, got {len(secret)}")
+    options = options or DeidOptions()
+    originals = {kw: _text(get(dataset, kw)) for kw in IDENTITY_KEYWORDS}
+    shift = 0
+    if options.dates == "shift":
+        key = originals["PatientID"] or "study:" + (originals["StudyInstanceUID"] or "")
+        shift = date_shift_days(secret, key, options.max_shift_days)
+    ctx = _Context(secret, options, shift)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd values warn as they are converted or set
+        clean = copy.deepcopy(dataset)
+        meta = getattr(clean, "file_meta", None)
+        if meta is not None:
+            _clean(meta, ctx, depth=0)
+        _clean(clean, ctx, depth=0)
+        _set_age(clean, dataset, options)
+        _mark(clean, options)
+    identities: dict[str, Any] = {f"original_{kw}": v for kw, v in originals.items()}
+    for kw in PSEUDONYM_KEYWORDS:
+        identities[kw] = _text(get(clean, kw))
+    identities["original_uids"] = json.dumps(ctx.uids, sort_keys=True)
+    identities["date_shift_days"] = shift
+    return clean, identities
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (MultiValue, list, tuple)):
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.strip(" \x00") or None
+
+
+def _values(value: object) -> list[Any]:
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+
+
+def _set(elem: Any, values: list[Any]) -> None:
+    if not values or all(v == "" for v in values):
+        _empty(elem)
+    else:
+        elem.value = values[0] if len(values) == 1 else values
+
+
+def _empty(elem: Any) -> None:
+    if elem.VR == "SQ":
+        elem.value = Sequence([])
+    elif elem.VR in BINARY_VRS:
+        elem.value = b""
+    elif elem.VR in _NUMBER_VRS:
+        elem.value = None
+    else:
+        elem.value = ""
+
+
+def _clean(ds: Dataset, ctx: _Context, depth: int) -> None:
+    kept_private: set[int] = set()  # private creator tags that a kept element refers to
+    creators: list[int] = []
+    for tag in sorted(ds.keys()):
+        try:
+            elem = ds[tag]
+        except Exception:
+            del ds[tag]  # unreadable: its value cannot be checked, so it is not kept
+            continue
+        tag = int(tag)
+        group, element = tag >> 16, tag & 0xFFFF
+        if element == 0:
+            del ds[tag]  # group lengths are wrong once anything changes
+            continue
+        if group % 2:
+            if 0x0010 <= element <= 0x00FF:
+                creators.append(tag)
+            elif _safe_private(ds, tag, ctx.options):
+                kept_private.add((group << 16) | (element >> 8))
+            else:
+                del ds[tag]
+            continue
+        if not _clean_element(ds, elem, tag, ctx, depth):
+            del ds[tag]
+    for tag in creators:
+        if tag not in kept_private:
+            del ds[tag]
+
+
+def _safe_private(ds: Dataset, tag: int, options: DeidOptions) -> bool:
+    if not options.safe_private:
+        return False
+    group, element = tag >> 16, tag & 0xFFFF
+    creator = ds.get((group << 16) | (element >> 8))
+    if creator is None or element < 0x1000:
+        return False
+    return (_norm(creator.value), group, element & 0xFF) in SAFE_PRIVATE
+
+
+def _clean_element(ds: Dataset, elem: Any, tag: int, ctx: _Context, depth: int) -> bool:
+    """Apply the rules to one standard element in place; False means remove it."""
+    opts, vr = ctx.options, elem.VR
+    action = profile_action(tag)
+    if (opts.keep_patient_characteristics and tag in PATIENT_CHARACTERISTICS) or (
+        opts.keep_descriptors and tag in DESCRIPTORS
+    ):
+        return True
+    if tag in _PSEUDONYMISED_TEXT:
+        keyword = _PSEUDONYMISED_TEXT[tag]
+        _set(elem, [text_pseudonym(ctx.secret, keyword, v) for v in _values(elem.value)])
+        return True
+    if vr in ("DA", "DT", "TM"):
+        if tag in _BIRTH:
+            return False
+        if vr != "TM" and ctx.shift:
+            _set(elem, [_shift(str(v), vr, ctx.shift) for v in _values(elem.value)])
+        return True
+    if vr == "UI":
+        if action in _REMOVE:
+            return False
+        if action in ("Z", "Z/D"):
+            _empty(elem)
+            return True
+        if action is None and is_class_uid(elem.keyword or ""):
+            return True
+        values = [str(v) for v in _values(elem.value)]
+        if action is None and all(is_well_known_uid(v) for v in values):
+            return True
+        _set(elem, [ctx.uid(v) for v in values])
+        return True
+    if vr == "SQ":
+        if action == "Z":
+            _empty(elem)
+            return True
+        if action in _DROP_SEQUENCE and tag != _T["ContentSequence"]:
+            return False
+        for item in elem.value:
+            _clean(item, ctx, depth + 1)
+        return True
+    if vr == "PN":
+        if action == "Z":
+            _empty(elem)
+            return True
+        return False
+    if action in _REMOVE:
+        return False
+    if action in _EMPTY:
+        _empty(elem)
+        return True
+    if action == "U":
+        _set(elem, [ctx.uid(str(v)) for v in _values(elem.value)])
+        return True
+    if vr == "UN":
+        return False  # an attribute this pydicom does not know: nothing says it is safe
+    return vr not in _FREE_TEXT_VRS or action is not None
+
+
+def _parse_date(text: str) -> datetime.date | None:
+    text = text.strip().replace(".", "")
+    if len(text) < 8 or not text[:8].isdigit():
+        return None
+    try:
+        return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return None
+
+
+def _shift(text: str, vr: str, days: int) -> str:
+    """A DA or DT value moved by ``days``; partial or unreadable values are emptied."""
+    date = _parse_date(text)
+    if date is None or (vr == "DA" and len(text.strip().replace(".", "")) != 8):
+        return ""
+    try:
+        moved = date + datetime.timedelta(days=days)
+    except OverflowError:
+        return ""
+    rest = "" if vr == "DA" else text.strip()[8:]
+    return moved.strftime("%Y%m%d") + rest
+
+
+def age_string(birth: datetime.date, on: datetime.date, cap_years: int) -> str | None:
+    """An AS value (``nnnD``, ``nnnM`` or ``nnnY``) for the age on ``on``; None if negative."""
+    if on < birth:
+        return None
+    years = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+    if years >= 1:
+        return f"{min(years, cap_years):03d}Y"
+    months = (on.year - birth.year) * 12 + on.month - birth.month - (on.day < birth.day)
+    if months >= 1:
+        return f"{months:03d}M"
+    return f"{(on - birth).days:03d}D"
+
+
+def _cap_age(text: str, cap_years: int) -> str:
+    match = re.fullmatch(r"(\d{3})([DWMY])", text.strip())
+    if match and match.group(2) == "Y" and int(match.group(1)) >= cap_years:
+        return f"{cap_years:03d}Y"
+    return text
+
+
+def _set_age(clean: Dataset, original: Dataset, options: DeidOptions) -> None:
+    if not options.keep_patient_characteristics:
+        return
+    current = _text(get(clean, "PatientAge"))
+    if current:
+        clean.PatientAge = _cap_age(current, options.age_cap_years)
+        return
+    birth = _parse_date(str(get(original, "PatientBirthDate") or ""))
+    if birth is None:
+        return
+    for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
+        on = _parse_date(str(get(original, keyword) or ""))
+        if on is not None:
+            age = age_string(birth, on, options.age_cap_years)
+            if age:
+                clean.PatientAge = age
+            return
+
+
+def _mark(clean: Dataset, options: DeidOptions) -> None:
+    clean.PatientIdentityRemoved = "YES"
+    clean.DeidentificationMethod = options.method
+    names = ["basic"]
+    names.append("modified_dates" if options.dates == "shift" else "full_dates")
+    if options.keep_patient_characteristics:
+        names.append("patient_characteristics")
+    if options.safe_private:
+        names.append("safe_private")
+    items = []
+    for name in names:
+        value, meaning = _CODES[name]
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+        items.append(item)
+    clean.DeidentificationMethodCodeSequence = Sequence(items)
+    clean.LongitudinalTemporalInformationModified = (
+        "MODIFIED" if options.dates == "shift" else "UNMODIFIED"
+    )

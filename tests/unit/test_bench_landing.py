@@ -1,0 +1,114 @@
+"""The benchmark's synthetic landing zone: deterministic, with new and consistent UIDs.
+
+Checked independently with pydicom on the written files, against the real template files.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import UID
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import synth_landing  # noqa: E402
+
+
+def _read(path: Path, pixels: bool = False) -> pydicom.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.dcm"))}
+
+
+def _template_uids() -> set[str]:
+    paths = {t.path for ts in synth_landing.TEMPLATES.values() for t in ts}
+    paths |= {p for _, p, _ in synth_landing.SMALL_MIX}
+    uids = set()
+    for path in paths:
+        ds = _read(path)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if keyword in ds:
+                uids.add(str(ds.data_element(keyword).value))
+    return uids
+
+
+@pytest.fixture(scope="module")
+def small_zone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("small")
+    synth_landing.build_small_files(root, 60, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ct_zone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ct")
+    synth_landing.build_landing(root, 3_000_000, seed=3, mix={"CT": 1.0})
+    return root
+
+
+def test_same_seed_same_bytes(tmp_path: Path, small_zone: Path, ct_zone: Path) -> None:
+    synth_landing.build_small_files(tmp_path / "small", 60, seed=3)
+    synth_landing.build_landing(tmp_path / "ct", 3_000_000, seed=3, mix={"CT": 1.0})
+    assert _files(tmp_path / "small") == _files(small_zone)
+    assert _files(tmp_path / "ct") == _files(ct_zone)
+
+
+def test_other_seed_other_uids(tmp_path: Path, small_zone: Path) -> None:
+    synth_landing.build_small_files(tmp_path, 60, seed=4)
+    ours = {str(_read(p).SOPInstanceUID) for p in small_zone.rglob("*.dcm")}
+    theirs = {str(_read(p).SOPInstanceUID) for p in tmp_path.rglob("*.dcm")}
+    assert not ours & theirs
+
+
+@pytest.mark.parametrize("zone", ["small_zone", "ct_zone"])
+def test_uids_new_valid_and_consistent(zone: str, request: pytest.FixtureRequest) -> None:
+    root: Path = request.getfixturevalue(zone)
+    paths = sorted(root.rglob("*.dcm"))
+    assert len(paths) >= 3
+    old = _template_uids()
+    sops: set[str] = set()
+    by_series: dict[Path, set[tuple[str, str]]] = defaultdict(set)
+    by_study: dict[Path, set[str]] = defaultdict(set)
+    for path in paths:
+        ds = _read(path)
+        study, series, sop = (
+            str(ds.StudyInstanceUID),
+            str(ds.SeriesInstanceUID),
+            str(ds.SOPInstanceUID),
+        )
+        for uid in (study, series, sop):
+            assert UID(uid).is_valid, uid
+            assert uid not in old
+        assert str(ds.file_meta.MediaStorageSOPInstanceUID) == sop
+        assert sop not in sops
+        sops.add(sop)
+        by_series[path.parent].add((study, series))
+        by_study[path.parent.parent].add(study)
+    # One Study and Series UID per series folder, different series never share a Series UID.
+    assert all(len(v) == 1 for v in by_series.values())
+    series_uids = [next(iter(v))[1] for v in by_series.values()]
+    assert len(series_uids) == len(set(series_uids))
+    assert all(len(v) == 1 for v in by_study.values())
+    studies = [next(iter(v)) for v in by_study.values()]
+    assert len(studies) == len(set(studies))
+
+
+def test_pixel_data_is_the_template_s(ct_zone: Path) -> None:
+    templates = {t.path.name: t.path for t in synth_landing.TEMPLATES["CT"]}
+    originals = {bytes(_read(p, pixels=True).PixelData) for p in templates.values()}
+    for path in sorted(ct_zone.rglob("*.dcm"))[:5]:
+        assert bytes(_read(path, pixels=True).PixelData) in originals
+
+
+def test_small_files_are_about_100_kb(small_zone: Path) -> None:
+    sizes = [p.stat().st_size for p in small_zone.rglob("*.dcm")]
+    assert len(sizes) == 60
+    assert 60_000 < sum(sizes) / len(sizes) < 140_000
