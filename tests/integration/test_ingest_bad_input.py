@@ -50,15 +50,19 @@ def _bad_files(landing: Path) -> dict[str, str]:
     put("cut-in-preamble.dcm", data[:60], "not_dicom")
     put("cut-in-meta.dcm", data[:200], "truncated")
     put("cut-in-pixels.dcm", data[: pixels + 1000], "truncated")
-    # A VR no standard defines, on the first element after the file meta.
+    # A VR no standard defines, on the second element after the file meta (the first one
+    # decides, as in pydicom, whether the dataset is read as explicit VR at all).
     meta_end = 132 + 12 + struct.unpack("<I", data[140:144])[0]
+    second = meta_end + 8 + struct.unpack("<H", data[meta_end + 6 : meta_end + 8])[0]
     bad_vr = bytearray(data)
-    bad_vr[meta_end + 4 : meta_end + 6] = b"Q!"
+    bad_vr[second + 4 : second + 6] = b"Q!"
     put("bad-vr.dcm", bytes(bad_vr), "corrupt")
     # An element length that runs past the end of the file, in the header.
     bad_len = bytearray(data)
     bad_len[meta_end + 6 : meta_end + 8] = b"\xff\xff"
-    put("bad-length.dcm", bytes(bad_len), "corrupt")
+    # A length past the end of the file cannot be told from a file cut short; the message
+    # names the element, its offset and the declared length.
+    put("bad-length.dcm", bytes(bad_len), "truncated")
     put("DICOMDIR", Path(get_testdata_file("DICOMDIR")).read_bytes(), "dicomdir")
     put("good.dcm", data, "")
     return expected

@@ -1,8 +1,10 @@
 """De-identification of one header: PS3.15 Annex E with keyed, stable pseudonyms (pure).
 
-`deidentify` works on a copy of a pydicom header and returns it with the attributes of the
-Basic Application Level Confidentiality Profile (Table E.1-1, in `deid_table`) removed or
-replaced, plus the identified values it took out, for the restricted identities table.
+`deidentify` builds a clean copy of a pydicom header with the attributes of the Basic
+Application Level Confidentiality Profile (Table E.1-1, in `deid_table`) removed or replaced,
+and returns it with the identified values it took out, for the restricted identities table.
+The copy is built from what it keeps: unchanged elements are shared with the input, changed
+ones are copies, and every sequence item is a new dataset, so the input is never changed.
 
 What analysts keep, and how (the profile's options in brackets)
 ---------------------------------------------------------------
@@ -66,12 +68,14 @@ import dataclasses
 import datetime
 import hashlib
 import hmac
+import io
 import json
 import re
 import warnings
 from typing import Any
 
-from pydicom.dataset import Dataset
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -325,11 +329,7 @@ def deidentify(
     ctx = _Context(secret, options, shift)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd values warn as they are converted or set
-        clean = copy.deepcopy(dataset)
-        meta = getattr(clean, "file_meta", None)
-        if meta is not None:
-            _clean(meta, ctx, depth=0)
-        _clean(clean, ctx, depth=0)
+        clean = _clean_copy(dataset, ctx)
         _set_age(clean, dataset, options)
         _mark(clean, options)
     identities: dict[str, Any] = {f"original_{kw}": v for kw, v in originals.items()}
@@ -356,51 +356,86 @@ def _values(value: object) -> list[Any]:
     return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
 
 
-def _set(elem: Any, values: list[Any]) -> None:
+def _changed(elem: DataElement, value: Any) -> DataElement:
+    """A copy of ``elem`` holding ``value`` (``elem`` may be shared with the input)."""
+    out = copy.copy(elem)
+    out.value = value
+    return out
+
+
+def _with(elem: DataElement, values: list[Any]) -> DataElement:
     if not values or all(v == "" for v in values):
-        _empty(elem)
-    else:
-        elem.value = values[0] if len(values) == 1 else values
+        return _emptied(elem)
+    return _changed(elem, values[0] if len(values) == 1 else values)
 
 
-def _empty(elem: Any) -> None:
+def _emptied(elem: DataElement) -> DataElement:
     if elem.VR == "SQ":
-        elem.value = Sequence([])
-    elif elem.VR in BINARY_VRS:
-        elem.value = b""
-    elif elem.VR in _NUMBER_VRS:
-        elem.value = None
+        return _changed(elem, Sequence([]))
+    if elem.VR in BINARY_VRS:
+        return _changed(elem, b"")
+    if elem.VR in _NUMBER_VRS:
+        return _changed(elem, None)
+    return _changed(elem, "")
+
+
+def _assign(ds: Dataset, keyword: str, value: Any) -> None:
+    """``setattr(ds, keyword, value)``, changing a copy of an existing element."""
+    tag = _T[keyword]
+    if tag in ds:
+        ds[tag] = _changed(ds[tag], value)
     else:
-        elem.value = ""
+        setattr(ds, keyword, value)
 
 
-def _clean(ds: Dataset, ctx: _Context, depth: int) -> None:
+def _clean_copy(dataset: Dataset, ctx: _Context) -> Dataset:
+    """The clean copy of a whole header: same kind, encoding and preamble; file meta cleaned."""
+    meta = getattr(dataset, "file_meta", None)
+    clean_meta = None if meta is None else FileMetaDataset(_clean(meta, ctx, depth=0))
+    elements = _clean(dataset, ctx, depth=0)
+    if isinstance(dataset, FileDataset):
+        implicit, little = dataset.original_encoding
+        # An empty buffer: the identified bytes the input was read from are not kept
+        clean = FileDataset(
+            io.BytesIO(), elements, dataset.preamble, clean_meta, bool(implicit), bool(little)
+        )
+        clean.set_original_encoding(implicit, little, dataset.original_character_set)
+        return clean
+    clean = Dataset(elements)
+    if clean_meta is not None:
+        clean.file_meta = clean_meta
+    return clean
+
+
+def _clean(ds: Dataset, ctx: _Context, depth: int) -> dict[int, DataElement]:
+    """The elements of ``ds`` that the rules keep, cleaned, in tag order."""
+    kept: dict[int, DataElement] = {}
     kept_private: set[int] = set()  # private creator tags that a kept element refers to
     creators: list[int] = []
-    for tag in sorted(ds.keys()):
+    for key in sorted(ds.keys()):
         try:
-            elem = ds[tag]
+            elem = ds[key]
         except Exception:
-            del ds[tag]  # unreadable: its value cannot be checked, so it is not kept
-            continue
-        tag = int(tag)
+            continue  # unreadable: its value cannot be checked, so it is not kept
+        tag = int(key)
         group, element = tag >> 16, tag & 0xFFFF
         if element == 0:
-            del ds[tag]  # group lengths are wrong once anything changes
-            continue
+            continue  # group lengths are wrong once anything changes
         if group % 2:
             if 0x0010 <= element <= 0x00FF:
                 creators.append(tag)
+                kept[key] = elem
             elif _safe_private(ds, tag, ctx.options):
                 kept_private.add((group << 16) | (element >> 8))
-            else:
-                del ds[tag]
+                kept[key] = elem
             continue
-        if not _clean_element(ds, elem, tag, ctx, depth):
-            del ds[tag]
+        cleaned = _clean_element(elem, tag, ctx, depth)
+        if cleaned is not None:
+            kept[key] = cleaned
     for tag in creators:
         if tag not in kept_private:
-            del ds[tag]
+            del kept[tag]
+    return kept
 
 
 def _safe_private(ds: Dataset, tag: int, options: DeidOptions) -> bool:
@@ -413,62 +448,54 @@ def _safe_private(ds: Dataset, tag: int, options: DeidOptions) -> bool:
     return (_norm(creator.value), group, element & 0xFF) in SAFE_PRIVATE
 
 
-def _clean_element(ds: Dataset, elem: Any, tag: int, ctx: _Context, depth: int) -> bool:
-    """Apply the rules to one standard element in place; False means remove it."""
+def _clean_element(
+    elem: DataElement, tag: int, ctx: _Context, depth: int
+) -> DataElement | None:
+    """Apply the rules to one standard element: ``elem`` kept, a changed copy, or None."""
     opts, vr = ctx.options, elem.VR
     action = profile_action(tag)
     if (opts.keep_patient_characteristics and tag in PATIENT_CHARACTERISTICS) or (
         opts.keep_descriptors and tag in DESCRIPTORS
     ):
-        return True
+        return elem
     if tag in _PSEUDONYMISED_TEXT:
         keyword = _PSEUDONYMISED_TEXT[tag]
-        _set(elem, [text_pseudonym(ctx.secret, keyword, v) for v in _values(elem.value)])
-        return True
+        return _with(elem, [text_pseudonym(ctx.secret, keyword, v) for v in _values(elem.value)])
     if vr in ("DA", "DT", "TM"):
         if tag in _BIRTH:
-            return False
+            return None
         if vr != "TM" and ctx.shift:
-            _set(elem, [_shift(str(v), vr, ctx.shift) for v in _values(elem.value)])
-        return True
+            return _with(elem, [_shift(str(v), vr, ctx.shift) for v in _values(elem.value)])
+        return elem
     if vr == "UI":
         if action in _REMOVE:
-            return False
+            return None
         if action in ("Z", "Z/D"):
-            _empty(elem)
-            return True
+            return _emptied(elem)
         if action is None and is_class_uid(elem.keyword or ""):
-            return True
+            return elem
         values = [str(v) for v in _values(elem.value)]
         if action is None and all(is_well_known_uid(v) for v in values):
-            return True
-        _set(elem, [ctx.uid(v) for v in values])
-        return True
+            return elem
+        return _with(elem, [ctx.uid(v) for v in values])
     if vr == "SQ":
         if action == "Z":
-            _empty(elem)
-            return True
+            return _emptied(elem)
         if action in _DROP_SEQUENCE and tag != _T["ContentSequence"]:
-            return False
-        for item in elem.value:
-            _clean(item, ctx, depth + 1)
-        return True
+            return None
+        items = [Dataset(_clean(item, ctx, depth + 1)) for item in elem.value]
+        return _changed(elem, Sequence(items))
     if vr == "PN":
-        if action == "Z":
-            _empty(elem)
-            return True
-        return False
+        return _emptied(elem) if action == "Z" else None
     if action in _REMOVE:
-        return False
+        return None
     if action in _EMPTY:
-        _empty(elem)
-        return True
+        return _emptied(elem)
     if action == "U":
-        _set(elem, [ctx.uid(str(v)) for v in _values(elem.value)])
-        return True
+        return _with(elem, [ctx.uid(str(v)) for v in _values(elem.value)])
     if vr == "UN":
-        return False  # an attribute this pydicom does not know: nothing says it is safe
-    return vr not in _FREE_TEXT_VRS or action is not None
+        return None  # an attribute this pydicom does not know: nothing says it is safe
+    return elem if vr not in _FREE_TEXT_VRS or action is not None else None
 
 
 def _parse_date(text: str) -> datetime.date | None:
@@ -519,7 +546,7 @@ def _set_age(clean: Dataset, original: Dataset, options: DeidOptions) -> None:
         return
     current = _text(get(clean, "PatientAge"))
     if current:
-        clean.PatientAge = _cap_age(current, options.age_cap_years)
+        _assign(clean, "PatientAge", _cap_age(current, options.age_cap_years))
         return
     birth = _parse_date(str(get(original, "PatientBirthDate") or ""))
     if birth is None:
@@ -529,13 +556,13 @@ def _set_age(clean: Dataset, original: Dataset, options: DeidOptions) -> None:
         if on is not None:
             age = age_string(birth, on, options.age_cap_years)
             if age:
-                clean.PatientAge = age
+                _assign(clean, "PatientAge", age)
             return
 
 
 def _mark(clean: Dataset, options: DeidOptions) -> None:
-    clean.PatientIdentityRemoved = "YES"
-    clean.DeidentificationMethod = options.method
+    _assign(clean, "PatientIdentityRemoved", "YES")
+    _assign(clean, "DeidentificationMethod", options.method)
     names = ["basic"]
     names.append("modified_dates" if options.dates == "shift" else "full_dates")
     if options.keep_patient_characteristics:
@@ -548,7 +575,9 @@ def _mark(clean: Dataset, options: DeidOptions) -> None:
         item = Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
         items.append(item)
-    clean.DeidentificationMethodCodeSequence = Sequence(items)
-    clean.LongitudinalTemporalInformationModified = (
-        "MODIFIED" if options.dates == "shift" else "UNMODIFIED"
+    _assign(clean, "DeidentificationMethodCodeSequence", Sequence(items))
+    _assign(
+        clean,
+        "LongitudinalTemporalInformationModified",
+        "MODIFIED" if options.dates == "shift" else "UNMODIFIED",
     )

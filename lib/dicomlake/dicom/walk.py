@@ -35,6 +35,9 @@ class Element:
     offset: int  # first byte of the tag
     value_offset: int
     length: int  # UNDEFINED for undefined length
+    # The bytes where an explicit VR should be, when they are none (read as implicit, as
+    # pydicom does; if the length then runs past the end, the file is corrupt, not cut short).
+    bad_vr: bytes | None = None
 
 
 def _is_vr(raw: bytes) -> bool:
@@ -79,7 +82,8 @@ class Walker:
         if implicit or not _is_vr(raw_vr):
             # pydicom also reads an element without a valid VR as implicit
             group, elem, length = self._tag_len.unpack_from(self.data, offset)
-            return Element(group << 16 | elem, None, offset, offset + 8, length)
+            bad = None if implicit else bytes(raw_vr)
+            return Element(group << 16 | elem, None, offset, offset + 8, length, bad)
         group, elem, _, length = self._short.unpack_from(self.data, offset)
         tag = group << 16 | elem
         vr = raw_vr.decode("ascii")
@@ -93,6 +97,12 @@ class Walker:
         """Return the offset just after `elem`'s value, checking it is all present."""
         if elem.length != UNDEFINED:
             end = elem.value_offset + elem.length
+            if end > self.size and elem.bad_vr is not None:
+                raise DicomParseError(
+                    "corrupt",
+                    f"element {tag_str(elem.tag)} at offset {elem.offset} has no valid VR "
+                    f"({elem.bad_vr!r}) in an explicit VR dataset",
+                )
             if end > self.size:
                 raise DicomParseError(
                     "truncated",
