@@ -324,6 +324,35 @@ def test_age_from_birth_date_and_cap() -> None:
     assert deidentify(ds, SECRET)[0].PatientAge == "090Y"
 
 
+def test_input_is_not_changed_though_elements_are_shared() -> None:
+    # The clean copy shares the elements it keeps unchanged with the input; every change,
+    # including the ones made after the rules (age cap, marks), must go to a copy.
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.PatientID = "P-0042"
+    ds.PatientAge = "095Y"
+    ds.StudyDate = "20200314"
+    ds.PatientIdentityRemoved = "NO"
+    ds.DeidentificationMethod = "none"
+    ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.ReferencedImageSequence = Sequence([item])
+    before = copy.deepcopy(ds)
+    for options in (DeidOptions(), DeidOptions(dates="shift")):
+        clean, _ = deidentify(ds, SECRET, options)
+        assert ds == before
+        assert clean.PatientAge == "090Y" and clean.PatientIdentityRemoved == "YES"
+        assert clean.DeidentificationMethod != "none"
+        ref = clean.ReferencedImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == ref_uid(SECRET, item.ReferencedSOPInstanceUID)
+        assert ref is not item and ref.ReferencedSOPClassUID == item.ReferencedSOPClassUID
+        assert (clean.StudyDate == ds.StudyDate) == (options.dates == "keep")
+        clean.SOPClassUID = "1.2.3"  # a later change to the copy does not reach the input
+        assert "SOPClassUID" not in ds
+
+
 def test_bad_options_name_the_key() -> None:
     with pytest.raises(ConfigError, match="deid.dates.*'sometimes'"):
         DeidOptions(dates="sometimes")

@@ -74,11 +74,12 @@ import re
 import warnings
 from typing import Any
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID_dictionary
 
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING, SOURCE
@@ -156,6 +157,11 @@ _CODES = {
     "patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
     "safe_private": ("113111", "Retain Safe Private Option"),
 }
+
+# CodeValue, CodingSchemeDesignator, CodeMeaning: the elements of a code item
+_CODE_TAGS = tuple(
+    (BaseTag(tag), dictionary_VR(tag)) for tag in (0x00080100, 0x00080102, 0x00080104)
+)
 
 # The identified values the restricted table keeps (top level of the original header).
 IDENTITY_KEYWORDS = (
@@ -448,9 +454,7 @@ def _safe_private(ds: Dataset, tag: int, options: DeidOptions) -> bool:
     return (_norm(creator.value), group, element & 0xFF) in SAFE_PRIVATE
 
 
-def _clean_element(
-    elem: DataElement, tag: int, ctx: _Context, depth: int
-) -> DataElement | None:
+def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> DataElement | None:
     """Apply the rules to one standard element: ``elem`` kept, a changed copy, or None."""
     opts, vr = ctx.options, elem.VR
     action = profile_action(tag)
@@ -572,9 +576,8 @@ def _mark(clean: Dataset, options: DeidOptions) -> None:
     items = []
     for name in names:
         value, meaning = _CODES[name]
-        item = Dataset()
-        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
-        items.append(item)
+        code = zip(_CODE_TAGS, (value, "DCM", meaning), strict=True)
+        items.append(Dataset({tag: DataElement(tag, vr, text) for (tag, vr), text in code}))
     _assign(clean, "DeidentificationMethodCodeSequence", Sequence(items))
     _assign(
         clean,

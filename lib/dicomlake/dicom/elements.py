@@ -52,18 +52,19 @@ def _add_rows(dataset: Dataset, parent: str, depth: int, rows: dict[str, list]) 
             continue
         tag = f"{elem.tag:08X}"
         path = f"{parent}.{tag}" if parent else tag
-        is_sequence = elem.VR == "SQ"
+        vr, value = elem.VR, elem.value
+        is_sequence = vr == "SQ"
         rows["tag"].append(tag)
         rows["keyword"].append(elem.keyword or None)
-        rows["vr"].append(elem.VR)
+        rows["vr"].append(vr)
         rows["path"].append(path)
         rows["depth"].append(depth)
         rows["private_creator"].append(_private_creator(dataset, elem.tag))
-        rows["value_text"].append(None if is_sequence else _text(elem.VR, elem.value))
-        rows["value_number"].append(_number(elem.VR, elem.value))
-        rows["value_count"].append(len(elem.value) if is_sequence else elem.VM)
+        rows["value_text"].append(None if is_sequence else _text(vr, value))
+        rows["value_number"].append(_number(vr, value))
+        rows["value_count"].append(len(value) if is_sequence else elem.VM)
         if is_sequence:
-            for index, item in enumerate(elem.value):
+            for index, item in enumerate(value):
                 _add_rows(item, f"{path}[{index}]", depth + 1, rows)
 
 
@@ -90,8 +91,10 @@ def _text(vr: str, value: object) -> str | None:
 
 
 def _number(vr: str, value: object) -> float | None:
+    if vr not in _NUMERIC_VRS:
+        return None
     values = _values(value)
-    if vr not in _NUMERIC_VRS or not values:
+    if not values:
         return None
     try:
         return float(values[0])  # type: ignore[arg-type]

@@ -150,6 +150,50 @@ class _Packs:
         self._writer = None
 
 
+class _ElementRows:
+    """The element rows of a task's instances, gathered column-wise.
+
+    One Arrow table per instance costs more than the rows themselves for small headers, and
+    Python lists of a whole task's rows take too much memory: the columns become an Arrow
+    table every `BATCH_ROWS` rows.
+    """
+
+    BATCH_ROWS = 32768
+
+    def __init__(self, run_id: str) -> None:
+        self._run_id = run_id
+        self._columns: dict[str, list[Any]] = {name: [] for name in schemas.ELEMENTS.names}
+        self._rows = 0
+        self._instances = 0
+        self._tables: list[pa.Table] = []
+
+    def add(self, rows: dict[str, list[Any]], instance_id: str, sop: str | None) -> None:
+        """Add one instance's `element_rows`."""
+        n = len(rows["tag"])
+        for name, values in rows.items():
+            self._columns[name].extend(values)
+        self._columns["instance_id"].extend([instance_id] * n)
+        self._columns["SOPInstanceUID"].extend([sop] * n)
+        self._columns["ingest_run_id"].extend([self._run_id] * n)
+        self._rows += n
+        self._instances += 1
+        if self._rows >= self.BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            self._tables.append(pa.Table.from_pydict(self._columns, schema=schemas.ELEMENTS))
+            self._columns = {name: [] for name in self._columns}
+            self._rows = 0
+
+    def table(self) -> pa.Table | None:
+        """The rows of every instance added so far; None when no instance was added."""
+        if not self._instances:
+            return None
+        self._flush()
+        return pa.concat_tables(self._tables) if self._tables else schemas.ELEMENTS.empty_table()
+
+
 class _Task:
     def __init__(self, task: int, attempt: int, ctx: TaskContext) -> None:
         self.ctx = ctx
@@ -158,7 +202,7 @@ class _Task:
         self.result = TaskResult(task, attempt)
         self.instances: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.frames: list[dict[str, Any]] = []
-        self.elements: list[pa.Table] = []
+        self.elements = _ElementRows(ctx.run_id)
         self.identities: list[dict[str, Any]] = []
         self.seen_sha: set[str] = set()
         self.keyring = Keyring.from_bytes(ctx.keyring)
@@ -340,32 +384,29 @@ class _Task:
                     }
                 )
         self.result.bytes_stored += stored_total
-        study_date = values.get("StudyDate")
-        values.update(
-            {
-                "study_year": study_date.year if study_date is not None else None,
-                "header_json": header,
-                "pack_path": packs.relative,
-                "frame_chunks": len(split.frames),
-                "pixel_codec": ",".join(sorted(frame_codecs)) or None,
-                "raw_pixel_bytes": raw_pixels,
-                "stored_pixel_bytes": stored_pixels,
-                "stored_bytes": stored_total,
-                "instance_id": sha,
-                "source_path": info.path,
-                "source_size": info.size,
-                "source_mtime": _ts(info.mtime_ms),
-                "source_sha256": sha,
-                "ingest_run_id": run_id,
-                "ingested_at": _ts(self.ctx.started_ms),
-            }
-        )
-        self.instances[partition_dir(values)].append(values)
-        n = len(elements["tag"])
-        elements.update(
-            {"instance_id": [sha] * n, "SOPInstanceUID": [sop] * n, "ingest_run_id": [run_id] * n}
-        )
-        self.elements.append(pa.Table.from_pydict(elements, schema=schemas.ELEMENTS))
+        with self.timed("rows"):
+            study_date = values.get("StudyDate")
+            values.update(
+                {
+                    "study_year": study_date.year if study_date is not None else None,
+                    "header_json": header,
+                    "pack_path": packs.relative,
+                    "frame_chunks": len(split.frames),
+                    "pixel_codec": ",".join(sorted(frame_codecs)) or None,
+                    "raw_pixel_bytes": raw_pixels,
+                    "stored_pixel_bytes": stored_pixels,
+                    "stored_bytes": stored_total,
+                    "instance_id": sha,
+                    "source_path": info.path,
+                    "source_size": info.size,
+                    "source_mtime": _ts(info.mtime_ms),
+                    "source_sha256": sha,
+                    "ingest_run_id": run_id,
+                    "ingested_at": _ts(self.ctx.started_ms),
+                }
+            )
+            self.instances[partition_dir(values)].append(values)
+            self.elements.add(elements, sha, sop)
         self.source_row(info, sha, "ingested", instance_id=sha, sop=sop)
 
     def write_fragments(self) -> None:
@@ -393,8 +434,9 @@ class _Task:
             fragments.append(
                 (f"tables/frames/{name}", pa.Table.from_pylist(self.frames, schema=schemas.FRAMES))
             )
-        if self.elements:
-            fragments.append((f"tables/elements/{name}", pa.concat_tables(self.elements)))
+        elements = self.elements.table()
+        if elements is not None:
+            fragments.append((f"tables/elements/{name}", elements))
         with self.timed("write"):
             for relative, table in fragments:
                 write_table(self.lake_fs, staged(self.layout, self.ctx.run_id, relative), table)
