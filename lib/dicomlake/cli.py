@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from dicomlake import progress
 from dicomlake.config import Config, load_config
 from dicomlake.errors import BackupError, DicomLakeError, ErrorThresholdExceeded
 from dicomlake.keys import load_keyring, save_keyring
@@ -377,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    progress.enable(sys.stderr.isatty())
     # py4j says goodbye at exit, after the summary line (spark-submit merges stderr into stdout).
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:

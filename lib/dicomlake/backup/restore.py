@@ -18,6 +18,7 @@ from dicomlake.backup.copy import CHUNK
 from dicomlake.backup.layout import BackupLayout
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, StorageError
+from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for, join
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> Re
     rows = manifest.read_rows(bfs, layout, snapshot_id, ["path", "size", "sha256", "object"])
     total = 0
     try:
-        for row in rows.to_pylist():
+        entries = rows.to_pylist()
+        for row in track(entries, len(entries), f"restore {snapshot_id}"):
             _restore_file(bfs, tfs, layout, snapshot_id, row, join(staging, row["path"]))
             total += row["size"]
     except BaseException:

@@ -28,6 +28,7 @@ from dicomlake.backup.layout import BackupLayout, sha_of_key
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, DicomLakeError, StorageError
+from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def verify(
             expected[r["object"]] = (r["sha256"], r["size"])
     bad: dict[str, str] = {}
     checked_bytes = 0
-    for key in sorted(expected):
+    for key in track(sorted(expected), len(expected), "verify objects"):
         reason = _check_object(fs, layout, key, *expected[key])
         checked_bytes += expected[key][1]
         if reason:

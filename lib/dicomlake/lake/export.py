@@ -13,6 +13,7 @@ from dicomlake.errors import IntegrityError, LakeError
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.pixelstore import PixelStore
+from dicomlake.progress import track
 
 _COLUMNS = [
     "instance_id",
@@ -85,7 +86,7 @@ def export_instances(
         by_instance.setdefault(row["instance_id"], []).append(row)
     out.mkdir(parents=True, exist_ok=True)
     written = 0
-    for inst in instances:
+    for inst in track(instances, len(instances), "export"):
         data = store.rebuild(inst["instance_id"], by_instance.get(inst["instance_id"], []))
         if hashlib.sha256(data).hexdigest() != inst["source_sha256"]:
             raise IntegrityError(
