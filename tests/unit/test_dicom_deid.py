@@ -24,8 +24,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from dicomlake.config import DeidConfig
 from dicomlake.dicom import split_instance
-from dicomlake.dicom.deid import DeidOptions, deidentify
+from dicomlake.dicom.deid import deidentify, options_json
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING
 from dicomlake.errors import ConfigError, DicomParseError
 
@@ -97,11 +98,11 @@ def _headers() -> list[Path]:
 HEADERS = _headers()
 
 
-def _clean(path: Path, options: DeidOptions | None = None, secret: bytes = SECRET):
+def _clean(path: Path, options: DeidConfig | None = None, secret: bytes = SECRET):
     ds = split_instance(path.read_bytes()).dataset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clean, ids = deidentify(ds, secret, options or DeidOptions())
+        clean, ids = deidentify(ds, secret, options or DeidConfig())
     return ds, clean, ids
 
 
@@ -250,7 +251,7 @@ def test_safe_private_list() -> None:
     assert clean[0x0019100C].value == "1000"
     assert clean[0x00190010].value == "SIEMENS MR HEADER"
     assert 0x00191008 not in clean and 0x00291010 not in clean and 0x00290010 not in clean
-    none, _ = deidentify(ds, SECRET, DeidOptions(safe_private=False))
+    none, _ = deidentify(ds, SECRET, DeidConfig(safe_private=False))
     assert not [e for e in none if e.tag.is_private]
 
 
@@ -293,7 +294,7 @@ def test_one_patient_one_pseudonym_across_corpus_files() -> None:
 
 def test_dates_shift_per_patient() -> None:
     path = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
-    options = DeidOptions(dates="shift", max_shift_days=100)
+    options = DeidConfig(dates="shift", max_shift_days=100)
     original, clean, ids = _clean(path, options)
     days = ref_shift(SECRET, str(original.PatientID), 100)
     assert -100 <= days <= -1 and ids["date_shift_days"] == days
@@ -340,7 +341,7 @@ def test_input_is_not_changed_though_elements_are_shared() -> None:
     item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     ds.ReferencedImageSequence = Sequence([item])
     before = copy.deepcopy(ds)
-    for options in (DeidOptions(), DeidOptions(dates="shift")):
+    for options in (DeidConfig(), DeidConfig(dates="shift")):
         clean, _ = deidentify(ds, SECRET, options)
         assert ds == before
         assert clean.PatientAge == "090Y" and clean.PatientIdentityRemoved == "YES"
@@ -355,7 +356,7 @@ def test_input_is_not_changed_though_elements_are_shared() -> None:
 
 def test_bad_options_name_the_key() -> None:
     with pytest.raises(ConfigError, match="deid.dates.*'sometimes'"):
-        DeidOptions(dates="sometimes")
+        DeidConfig(dates="sometimes")
     with pytest.raises(ConfigError, match="deid.max_shift_days"):
-        DeidOptions(max_shift_days=0)
-    assert json.loads(DeidOptions(dates="shift").as_json())["dates"] == "shift"
+        DeidConfig(max_shift_days=0)
+    assert json.loads(options_json(DeidConfig(dates="shift")))["dates"] == "shift"

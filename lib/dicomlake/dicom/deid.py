@@ -82,16 +82,15 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID_dictionary
 
+from dicomlake.config import DeidConfig
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING, SOURCE
 from dicomlake.dicom.values import BINARY_VRS, get
-from dicomlake.errors import ConfigError
 
 PSEUDONYM_PURPOSE = "pseudonym"  # Keyring.secret_for(PSEUDONYM_PURPOSE)
 ALGORITHM = "dicomlake-deid-v1"
 _UID_DOMAIN = b"dicomlake-uid-v1\x00"
 _ID_DOMAIN = b"dicomlake-id-v1\x00"
 _SHIFT_DOMAIN = b"dicomlake-dateshift-v1\x00"
-DATES = ("keep", "shift")
 
 # Tags by keyword, resolved once (pydicom's dictionary).
 _T = {
@@ -188,45 +187,17 @@ PSEUDONYM_KEYWORDS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class DeidOptions:
-    """The profile options in use; recorded per run in the ``runs`` table (`as_json`)."""
+def options_json(options: DeidConfig) -> str:
+    """The options, the profile table's source and the algorithm version, as JSON (per run)."""
+    doc = dataclasses.asdict(options)
+    doc.update({"profile": SOURCE, "algorithm": ALGORITHM})
+    return json.dumps(doc, sort_keys=True)
 
-    dates: str = "keep"  # keep | shift
-    max_shift_days: int = 365
-    keep_patient_characteristics: bool = True
-    keep_descriptors: bool = False
-    safe_private: bool = True
-    age_cap_years: int = 90
 
-    def __post_init__(self) -> None:
-        if self.dates not in DATES:
-            raise ConfigError(
-                f"config key deid.dates has a bad value {self.dates!r}: must be one of "
-                f"{', '.join(DATES)}"
-            )
-        if not 1 <= self.max_shift_days <= 3650:
-            raise ConfigError(
-                f"config key deid.max_shift_days has a bad value {self.max_shift_days!r}: "
-                "must be between 1 and 3650"
-            )
-        if not 1 <= self.age_cap_years <= 200:
-            raise ConfigError(
-                f"config key deid.age_cap_years has a bad value {self.age_cap_years!r}: "
-                "must be between 1 and 200"
-            )
-
-    def as_json(self) -> str:
-        """The options, the profile table's source and the algorithm version, as JSON."""
-        doc = {"enabled": True, **dataclasses.asdict(self)}
-        doc.update({"profile": SOURCE, "algorithm": ALGORITHM})
-        return json.dumps(doc, sort_keys=True)
-
-    @property
-    def method(self) -> str:
-        """The DeidentificationMethod text (LO: at most 64 characters)."""
-        dates = "shifted dates" if self.dates == "shift" else "full dates"
-        return f"dicomlake v1 PS3.15 E.1-1 basic; {dates}"[:64]
+def _method(options: DeidConfig) -> str:
+    """The DeidentificationMethod text (LO: at most 64 characters)."""
+    dates = "shifted dates" if options.dates == "shift" else "full dates"
+    return f"dicomlake v1 PS3.15 E.1-1 basic; {dates}"[:64]
 
 
 def _norm(value: object) -> str:
@@ -281,7 +252,7 @@ def profile_action(tag: int) -> str | None:
 @dataclasses.dataclass
 class _Context:
     secret: bytes
-    options: DeidOptions
+    options: DeidConfig
     shift: int  # days; 0 when dates are kept
     uids: dict[str, str] = dataclasses.field(default_factory=dict)  # pseudonym -> original
 
@@ -294,7 +265,7 @@ class _Context:
 
 
 def deidentify(
-    dataset: Dataset, secret: bytes, options: DeidOptions | None = None
+    dataset: Dataset, secret: bytes, options: DeidConfig | None = None
 ) -> tuple[Dataset, dict[str, Any]]:
     """Return a de-identified copy of ``dataset`` and the identified values it took out.
 
@@ -304,7 +275,7 @@ def deidentify(
         A header as `split_instance` reads it (file meta included); it is not changed.
     secret : bytes
         The pseudonym secret, ``Keyring.secret_for("pseudonym")`` (32 bytes).
-    options : DeidOptions, optional
+    options : DeidConfig, optional
         The profile options; the defaults keep full dates.
 
     Returns
@@ -326,7 +297,7 @@ def deidentify(
     """
     if len(secret) < 16:
         raise ValueError(f"deidentify: the secret must have at least 16 bytes, got {len(secret)}")
-    options = options or DeidOptions()
+    options = options or DeidConfig()
     originals = {kw: _text(get(dataset, kw)) for kw in IDENTITY_KEYWORDS}
     shift = 0
     if options.dates == "shift":
@@ -444,7 +415,7 @@ def _clean(ds: Dataset, ctx: _Context, depth: int) -> dict[int, DataElement]:
     return kept
 
 
-def _safe_private(ds: Dataset, tag: int, options: DeidOptions) -> bool:
+def _safe_private(ds: Dataset, tag: int, options: DeidConfig) -> bool:
     if not options.safe_private:
         return False
     group, element = tag >> 16, tag & 0xFFFF
@@ -545,7 +516,7 @@ def _cap_age(text: str, cap_years: int) -> str:
     return text
 
 
-def _set_age(clean: Dataset, original: Dataset, options: DeidOptions) -> None:
+def _set_age(clean: Dataset, original: Dataset, options: DeidConfig) -> None:
     if not options.keep_patient_characteristics:
         return
     current = _text(get(clean, "PatientAge"))
@@ -564,9 +535,9 @@ def _set_age(clean: Dataset, original: Dataset, options: DeidOptions) -> None:
             return
 
 
-def _mark(clean: Dataset, options: DeidOptions) -> None:
+def _mark(clean: Dataset, options: DeidConfig) -> None:
     _assign(clean, "PatientIdentityRemoved", "YES")
-    _assign(clean, "DeidentificationMethod", options.method)
+    _assign(clean, "DeidentificationMethod", _method(options))
     names = ["basic"]
     names.append("modified_dates" if options.dates == "shift" else "full_dates")
     if options.keep_patient_characteristics:

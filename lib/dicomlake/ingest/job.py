@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 import dicomlake
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.dicom.deid import options_json
 from dicomlake.errors import JobFailedError
 from dicomlake.ingest.plan import bin_pack, is_candidate
 from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task
@@ -175,7 +176,7 @@ def run_ingest(
             **summary_counts,
             "watermark": datetime.fromtimestamp(max(mtimes) / 1000, tz=timezone.utc),
             "dicomlake_version": dicomlake.__version__,
-            "deid_options": options.as_json() if options else json.dumps({"enabled": False}),
+            "deid_options": options_json(options) if options else json.dumps({"enabled": False}),
         }
         relative = f"tables/runs/part-{run_id}.parquet"
         write_table(

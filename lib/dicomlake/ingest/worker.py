@@ -28,9 +28,9 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from dicomlake.config import Config
+from dicomlake.config import Config, DeidConfig
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, DeidOptions, deidentify
+from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, deidentify
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import element_rows
 from dicomlake.dicom.promote import promoted_values
@@ -77,13 +77,9 @@ def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
-def deid_options(config: Config) -> DeidOptions | None:
+def deid_options(config: Config) -> DeidConfig | None:
     """The run's de-identification options; None when ``deid.enabled`` is false."""
-    if not config.deid.enabled:
-        return None
-    fields = dataclasses.asdict(config.deid)
-    del fields["enabled"]
-    return DeidOptions(**fields)
+    return config.deid if config.deid.enabled else None
 
 
 def partition_dir(values: dict[str, Any]) -> str:

@@ -114,7 +114,7 @@ RUNS = pa.schema(
         # Highest source mtime this run saw, by the landing filesystem's clock.
         pa.field("watermark", TS),
         pa.field("dicomlake_version", pa.string(), nullable=False),
-        # The de-identification options of the run as JSON (DeidOptions.as_json), or
+        # The de-identification options of the run as JSON (dicom.deid.options_json), or
         # {"enabled": false}; null for runs before de-identification existed.
         pa.field("deid_options", pa.string()),
     ]
