@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import sys
 import uuid
 from pathlib import Path
 
@@ -50,3 +51,19 @@ def ref_text(secret: bytes, keyword: str, value: str) -> str:
     """First 16 base32 characters of HMAC-SHA256(secret, "dicomlake-id-v1\\0" + kw + "\\0" + v)."""
     message = b"dicomlake-id-v1\x00" + keyword.encode() + b"\x00" + strip_value(value).encode()
     return base64.b32encode(hmac.new(secret, message, hashlib.sha256).digest()).decode()[:16]
+
+
+def ingest_command(landing: Path, lake: Path, keyring: Path) -> list[str]:
+    """``dicomlake ingest`` as a person runs it, in its own process (and its own JVM)."""
+    return [
+        sys.executable,
+        "-m",
+        "dicomlake.cli",
+        "ingest",
+        "--landing",
+        str(landing),
+        "--lake",
+        str(lake),
+        "--keyring",
+        str(keyring),
+    ]

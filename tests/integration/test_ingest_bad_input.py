@@ -8,12 +8,11 @@ import os
 import random
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
 import pytest
-from ingest_helpers import table
+from ingest_helpers import ingest_command, table
 from pydicom.data import get_testdata_file
 
 from dicomlake.config import load_config
@@ -121,18 +120,7 @@ def test_error_threshold_fails_the_run_after_committing_it(tmp_path, config):
     keyring_path = tmp_path / "k.json"
     save_keyring(str(keyring_path), Keyring.generate(), load_config(env={}))
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dicomlake.cli",
-            "ingest",
-            "--landing",
-            str(landing),
-            "--lake",
-            str(tmp_path / "lake"),
-            "--keyring",
-            str(keyring_path),
-        ],
+        ingest_command(landing, tmp_path / "lake", keyring_path),
         env={**os.environ, "DICOMLAKE_SPARK_MASTER": "local[1]"},
         capture_output=True,
         text=True,

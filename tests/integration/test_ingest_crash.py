@@ -6,12 +6,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from ingest_helpers import landing_files, table
+from ingest_helpers import ingest_command, landing_files, table
 
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.ingest.job import run_ingest
@@ -54,18 +53,7 @@ def test_kill_mid_run_then_rerun(tmp_path, spark, config):
         "DICOMLAKE_PIXELS_PACK_BYTES": "1000000",
     }
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dicomlake.cli",
-            "ingest",
-            "--landing",
-            str(landing),
-            "--lake",
-            str(lake),
-            "--keyring",
-            str(keyring_path),
-        ],
+        ingest_command(landing, lake, keyring_path),
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
