@@ -19,10 +19,16 @@ from dicomlake.dicom import (
 )
 from dicomlake.errors import DicomParseError
 
+# pydicom itself cannot decode these (12-bit lossy JPEG needs GDCM; a sequence delimiter inside
+# the JPEG 2000 stream), so there is no reference to compare with.
+NO_REFERENCE = {"JPEG-lossy.dcm", "JPEG2000-embedded-sequence-delimiter.dcm"}
+
 
 def _image_paths() -> list[Path]:
     paths = []
     for path in corpus_paths():
+        if path.name in NO_REFERENCE:
+            continue
         try:
             split = split_instance(path.read_bytes())
         except DicomParseError:
@@ -39,10 +45,7 @@ def _reference(path: Path, syntax: str) -> np.ndarray:
         ds = pydicom.dcmread(path, force=True)
         ds.file_meta.TransferSyntaxUID = syntax  # meta-less files: the implied syntax
         ds.pixel_array_options(raw=True)
-        try:
-            array = ds.pixel_array
-        except Exception as exc:  # noqa: BLE001 - any pydicom failure means no reference
-            pytest.skip(f"pydicom cannot decode: {type(exc).__name__}: {str(exc)[:60]}")
+        array = ds.pixel_array
     return array if int(ds.get("NumberOfFrames") or 1) > 1 else array[np.newaxis]
 
 
