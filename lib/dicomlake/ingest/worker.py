@@ -95,11 +95,10 @@ def partition_dir(values: dict[str, Any]) -> str:
 class _Packs:
     """The task's open pack file, rolled over at the configured size."""
 
-    def __init__(
-        self, fs: FileSystem, layout: LakeLayout, ctx: TaskContext, result: TaskResult
-    ) -> None:
-        self._fs, self._layout, self._ctx, self._result = fs, layout, ctx, result
-        self._keyring = Keyring.from_bytes(ctx.keyring)
+    def __init__(self, task: _Task) -> None:
+        self._fs, self._layout, self._ctx = task.lake_fs, task.layout, task.ctx
+        self._result = task.result
+        self._keyring = task.keyring
         self.kek_id = self._keyring.active_kek_id
         self._seq = 0
         self._writer: PackWriter | None = None
@@ -455,7 +454,7 @@ def process_task(
     """Ingest ``files`` (one task's share); ``stored`` is the content the lake already has."""
     work = _Task(task, attempt, ctx)
     landing_fs = filesystem_for(landing, ctx.config.hdfs)
-    packs = _Packs(work.lake_fs, work.layout, ctx, work.result)
+    packs = _Packs(work)
     for info in files:
         work.ingest_file(info, landing_fs, packs, stored)
     packs.close()
