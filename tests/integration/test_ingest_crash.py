@@ -75,7 +75,10 @@ def test_kill_mid_run_then_rerun(tmp_path, spark, config):
     assert summary.files_seen == len(files)
     sources = table(lake, "sources").to_pylist()
     assert sorted(r["source_path"] for r in sources) == sorted(files)
-    assert not (lake / "_staging").exists() or not any((lake / "_staging").iterdir())
+    # The new run leaves no staging behind. (Python workers of the killed run live in their own
+    # process group and may still write into its discarded staging area for a moment: that is
+    # never committed, and the next run clears it.)
+    assert not (lake / "_staging" / summary.run_id).exists()
     instances = table(lake, "instances").to_pylist()
     assert len({r["source_path"] for r in instances}) == len(instances) == summary.ingested
     # Every frame row points into a published pack.
