@@ -47,20 +47,21 @@ class PixelStore:
         self.keyring = keyring
         self._keys: dict[str, bytes] = {}
         self._rewrapped: dict[str, tuple[str, bytes]] | None = None
+        self._frames: pa.Table | None = None
 
     def __repr__(self) -> str:
         return f"PixelStore({self.layout.root!r})"
 
     def frames_of(self, instance_ids: Iterable[str]) -> pa.Table:
         """The frames-table rows of the given instances, in rebuild order."""
+        if self._frames is None:  # read once: every frame() or rebuild() looks it up
+            parts = [
+                pq.read_table(io.BytesIO(self.fs.read(uri)))
+                for uri in parquet_files(self.fs, self.layout.table("frames"))
+            ]
+            self._frames = pa.concat_tables(parts) if parts else schemas.FRAMES.empty_table()
         wanted = pa.array(sorted(set(instance_ids)), pa.string())
-        parts = []
-        for uri in parquet_files(self.fs, self.layout.table("frames")):
-            table = pq.read_table(io.BytesIO(self.fs.read(uri)))
-            parts.append(table.filter(pc.is_in(table["instance_id"], value_set=wanted)))
-        if not parts:
-            return schemas.FRAMES.empty_table()
-        table = pa.concat_tables(parts)
+        table = self._frames.filter(pc.is_in(self._frames["instance_id"], value_set=wanted))
         order = pa.array([ORDER[k] for k in table["chunk_kind"].to_pylist()], pa.int8())
         table = table.append_column("_order", order)
         return table.sort_by(
