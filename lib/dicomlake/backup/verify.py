@@ -28,6 +28,7 @@ from dicomlake.backup.layout import BackupLayout, sha_of_key
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, DicomLakeError, StorageError
+from dicomlake.lake.ledger import latest_packs
 from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for
 
@@ -166,22 +167,16 @@ class _DeepCheck:
         self, entries: list[dict[str, Any]], bad: dict[str, str]
     ) -> dict[str, tuple[str, bytes]]:
         """pack path -> (kek_id, wrapped key) from the snapshot's ``tables/packs`` files."""
-        out: dict[str, tuple[str, bytes]] = {}
-        latest: dict[str, Any] = {}
+        rows: list[dict[str, Any]] = []
         for r in entries:
             if not (r["path"].startswith("tables/packs/") and r["path"].endswith(".parquet")):
                 continue
             if r["object"] in bad:
                 continue
-            table = pq.read_table(io.BytesIO(self._fs.read(self._layout.uri(r["object"]))))
-            has_time = "wrapped_at" in table.column_names
-            for row in table.to_pylist():
-                when = row["wrapped_at"] if has_time else None
-                # After a rotation the newest wrapping wins.
-                if row["pack_path"] not in latest or (when and when >= latest[row["pack_path"]]):
-                    latest[row["pack_path"]] = when
-                    out[row["pack_path"]] = (row["kek_id"], row["wrapped_key"])
-        return out
+            data = self._fs.read(self._layout.uri(r["object"]))
+            rows += pq.read_table(io.BytesIO(data)).to_pylist()
+        # After a rotation the newest wrapping wins, as for a reader of the lake itself.
+        return {path: (r["kek_id"], r["wrapped_key"]) for path, r in latest_packs(rows).items()}
 
     def pack(self, key: str, path: str, override: tuple[str, bytes] | None) -> str:
         """The reason the pack at ``key`` is bad, or "" when every chunk opens."""

@@ -14,6 +14,7 @@ from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.lake import schemas
 from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.ledger import latest_packs
 from dicomlake.lake.parquet import parquet_files, read_files, write_table
 from dicomlake.storage import filesystem_for, join
 
@@ -23,9 +24,7 @@ def rewrap_lake(lake: str, keyring: Keyring, config: Config) -> dict[str, int]:
     layout = LakeLayout(lake)
     fs = filesystem_for(lake, config.hdfs)
     files = parquet_files(fs, layout.table("packs"))
-    rows = read_files(fs, files, schemas.PACKS).to_pylist()
-    rows.sort(key=lambda r: r["wrapped_at"])
-    latest = {r["pack_path"]: r for r in rows}
+    latest = latest_packs(read_files(fs, files, schemas.PACKS).to_pylist())
     now = datetime.now(timezone.utc)
     for row in latest.values():
         row["kek_id"], row["wrapped_key"] = keyring.rewrap(

@@ -56,3 +56,8 @@ def read_ledger(fs: FileSystem, layout: LakeLayout) -> Ledger:
         if outcome == "ingested":
             stored.add(sha)
     return Ledger({p: (s, m) for p, (s, m, _) in seen.items()}, frozenset(stored))
+
+
+def latest_packs(rows: list[dict]) -> dict[str, dict]:
+    """Per pack path, its newest ``packs`` row (key rotation adds newer ones)."""
+    return {r["pack_path"]: r for r in sorted(rows, key=lambda r: r["wrapped_at"])}

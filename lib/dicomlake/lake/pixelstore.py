@@ -24,7 +24,7 @@ from dicomlake.dicom.split import FrameSpec, header_from_prefix
 from dicomlake.errors import LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.layout import LakeLayout
-from dicomlake.lake.ledger import read_table
+from dicomlake.lake.ledger import latest_packs, read_table
 from dicomlake.lake.parquet import parquet_files
 from dicomlake.pixels.pack import (
     HEADER_READ_BYTES,
@@ -153,6 +153,5 @@ def _pack_id(pack_path: str) -> str:
 
 def latest_wraps(layout: LakeLayout, fs) -> dict[str, tuple[str, bytes]]:
     """Per pack path, the newest (kek id, wrapped data key) of the packs table."""
-    packs = read_table(fs, layout, "packs").to_pylist()
-    packs.sort(key=lambda r: r["wrapped_at"])
-    return {r["pack_path"]: (r["kek_id"], r["wrapped_key"]) for r in packs}
+    latest = latest_packs(read_table(fs, layout, "packs").to_pylist())
+    return {path: (r["kek_id"], r["wrapped_key"]) for path, r in latest.items()}
