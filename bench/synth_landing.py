@@ -12,6 +12,9 @@ Studies are drawn by a seeded RNG until the size is reached, the byte mix kept c
 ``MIX``: CT and MR series of 50-300 slices, single radiographs (CR/DX), ultrasound studies
 with native multi-frame cines, and already-compressed studies (JPEG, JPEG-LS, JPEG 2000) whose
 bitstreams dicomlake stores as they are. The same seed and parameters give the same bytes.
+
+The huge-file case is one multi-frame 16-bit CT of several GB made from pydicom's CT_small
+slice (`build_huge_file`), written frame by frame.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import struct
 import sys
 import warnings
 from collections.abc import Iterator
@@ -98,6 +102,11 @@ SMALL_MIX: list[tuple[str, Path, float]] = [
     ("whole", _PYDICOM_DATA / "emri_small.dcm", 0.15),  # MR, 10 frames 64 x 64: 84 KB
     ("whole", _PYDICOM_DATA / "color-pl.dcm", 0.15),  # US RGB 120 x 256: 93 KB
 ]
+
+
+# The huge-file case: CT_small's 128 x 128 slice tiled HUGE_TILES x HUGE_TILES per frame.
+HUGE_TEMPLATE = _PYDICOM / "CT_small.dcm"
+HUGE_TILES = 4
 
 
 @dataclass(frozen=True)
@@ -252,12 +261,53 @@ def build_small_files(out: Path, count: int, seed: int = 7) -> Built:
     return Built(files, total, {k: {"files": v[0], "bytes": v[1]} for k, v in done.items()})
 
 
+def build_huge_file(target: Path, size_bytes: int, seed: int = 7) -> Built:
+    """Write one multi-frame 16-bit CT of about ``size_bytes`` (at most 4 GiB), frame by frame.
+
+    Each 512 x 512 frame is CT_small's real slice tiled 4 x 4, shifted by a few pixels per
+    frame and given seeded noise of +-8 grey levels, so that frames differ and compress about as
+    much as real CT does, not to nothing. Native pixel data has a 32-bit length, hence the limit.
+    """
+    ds = copy.deepcopy(_template(HUGE_TEMPLATE))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = np.tile(ds.pixel_array.astype("<i2"), (HUGE_TILES, HUGE_TILES))
+    nframes = max(1, size_bytes // base.nbytes)
+    pixel_bytes = nframes * base.nbytes
+    if pixel_bytes >= 1 << 32:
+        raise ValueError(f"{pixel_bytes} bytes of native pixel data do not fit a 32-bit length")
+    del ds[0x7FE00010:]  # pixel data and the trailing padding after it
+    uids = _Uids(seed)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uids("study"), uids("series")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uids("sop")
+    ds.Rows, ds.Columns = base.shape
+    ds.NumberOfFrames = nframes
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(-8, 9, size=(16, *base.shape), dtype="<i2")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as f:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pydicom.dcmwrite(f, ds, enforce_file_format=True)
+        f.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, pixel_bytes))
+        for n in range(nframes):
+            frame = np.roll(base, (7 * n, 13 * n), axis=(0, 1)) + noise[n % len(noise)]
+            f.write(frame.tobytes())
+    size = target.stat().st_size
+    return Built(1, size, {"huge": {"files": 1, "bytes": size}})
+
+
 def cached_landing(
-    cache: Path, *, size_bytes: int = 0, small_files: int = 0, seed: int = 7
+    cache: Path, *, size_bytes: int = 0, small_files: int = 0, huge_bytes: int = 0, seed: int = 7
 ) -> tuple[Path, Built]:
-    """The landing zone for these parameters, built once under ``cache`` and reused after."""
+    """The landing zone for these parameters, built once under ``cache`` and reused after.
+
+    One of ``size_bytes`` (the mix), ``small_files`` or ``huge_bytes`` (one huge file).
+    """
     if small_files:
         key = f"small-{small_files}-seed{seed}-v{GENERATOR_VERSION}"
+    elif huge_bytes:
+        key = f"huge-{huge_bytes}-seed{seed}-v{GENERATOR_VERSION}"
     else:
         key = f"mix-{size_bytes}-seed{seed}-v{GENERATOR_VERSION}"
     root = cache / key
@@ -273,6 +323,8 @@ def cached_landing(
     landing.mkdir(parents=True)
     if small_files:
         built = build_small_files(landing, small_files, seed)
+    elif huge_bytes:
+        built = build_huge_file(landing / "huge.dcm", huge_bytes, seed)
     else:
         built = build_landing(landing, size_bytes, seed)
     manifest.write_text(json.dumps(built.as_dict(), indent=1))

@@ -51,7 +51,12 @@ class IngestConfig:
     # Bytes of input per Spark task (files are bin-packed by size, not by count).
     task_bytes: int = 256 * MiB
     # Larger files are quarantined as too_large.
-    max_file_bytes: int = 2048 * MiB
+    max_file_bytes: int = 64 * 1024 * MiB
+    # Larger files are streamed: hashed in one pass, then split and stored chunk by chunk.
+    stream_bytes: int = 256 * MiB
+    # The most of a streamed file a task holds at once: a larger header, frame (or frames that
+    # cannot be cut apart), trailing part or deflated file is quarantined as too_large.
+    max_chunk_bytes: int = 256 * MiB
     # A run fails (exit code 3) when more than this share of its inputs is quarantined.
     error_threshold: float = 0.5
     # Files modified this recently (by the filesystem's clock) are left for the next run.
@@ -60,6 +65,8 @@ class IngestConfig:
     def __post_init__(self) -> None:
         _positive("ingest.task_bytes", self.task_bytes)
         _positive("ingest.max_file_bytes", self.max_file_bytes)
+        _positive("ingest.stream_bytes", self.stream_bytes)
+        _positive("ingest.max_chunk_bytes", self.max_chunk_bytes)
         _between("ingest.error_threshold", self.error_threshold, 0.0, 1.0)
         _between("ingest.settle_seconds", self.settle_seconds, 0.0, 86400.0 * 7)
 

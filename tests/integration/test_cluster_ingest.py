@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
-import math
 import re
 import subprocess
 import time
@@ -163,9 +163,32 @@ def test_few_large_files_on_hdfs(stack, hdfs_lake):
     _, lake, summary = hdfs_lake
     packs = [f for f in stack.fs.list_files(f"{lake}/pixels") if f.path.endswith(".pack")]
     pack_bytes = stack.config.pixels.pack_bytes
-    tasks = len({re.search(r"-t(\d+)-a\d+-\d+\.pack$", f.path).group(1) for f in packs})
-    # Each task fills packs to the configured size and leaves at most one partial pack.
-    assert len(packs) <= math.ceil(summary["bytes_stored"] / pack_bytes) + tasks - 1
+    assert all(f.size <= pack_bytes for f in packs)
+    # A task starts a new pack only when the next file (a streamed file: its next chunk) would
+    # not fit in the open one, so no two consecutive packs of a task could have been one.
+    frames = _table(stack.fs, lake, "frames").to_pylist()
+    source_size = {
+        r["instance_id"]: r["source_size"] for r in _table(stack.fs, lake, "instances").to_pylist()
+    }
+    first: dict[str, dict] = {}
+    for row in frames:
+        name = row["pack_path"].rsplit("/", 1)[-1]
+        if name not in first or row["offset"] < first[name]["offset"]:
+            first[name] = row
+    by_task: dict[str, list] = {}
+    for f in packs:
+        task, seq = re.search(r"-(t\d+-a\d+)-(\d+)\.pack$", f.path).groups()
+        by_task.setdefault(task, []).append((int(seq), f))
+    for task_packs in by_task.values():
+        ordered = [f for _, f in sorted(task_packs)]
+        for closed, opened in itertools.pairwise(ordered):
+            chunk = first[opened.path.rsplit("/", 1)[-1]]
+            incoming = (
+                source_size[chunk["instance_id"]]
+                if chunk["chunk_kind"] == "prefix"
+                else chunk["raw_length"]
+            )
+            assert closed.size + incoming > pack_bytes, (closed.path, closed.size, incoming)
     # Pixel bytes live in the packs, not in small files.
     assert sum(f.size for f in packs) >= 0.9 * summary["bytes_stored"]
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import duckdb
@@ -28,12 +30,25 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(scope="module", params=["whole", "streamed"])
+def ingest_mode(request) -> str:
+    """How the corpus is ingested: each file held whole (the default config), or every file
+    over 4 KiB streamed, into 1 MiB packs, so that big instances span several packs."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def corpus_lake(tmp_path_factory, spark, config, keyring):
+def corpus_lake(tmp_path_factory, spark, config, keyring, ingest_mode):
     """The whole sample corpus ingested once: (landing, lake, summary)."""
     root = tmp_path_factory.mktemp("corpus")
     landing, lake = root / "landing", root / "lake"
     build_sample_landing(landing)
+    if ingest_mode == "streamed":
+        config = dataclasses.replace(
+            config,
+            ingest=dataclasses.replace(config.ingest, stream_bytes=4096),
+            pixels=dataclasses.replace(config.pixels, pack_bytes=1 << 20),
+        )
     summary = run_ingest(spark, str(landing), str(lake), config, keyring)
     return landing, lake, summary
 
@@ -193,6 +208,24 @@ def test_export_is_byte_exact(corpus_lake, config, keyring, tmp_path):
     for row in sorted(instances, key=version_key):
         latest[row["SOPInstanceUID"]] = sha256_file(Path(row["source_path"]))
     assert exported == {f"{sop}.dcm": sha for sop, sha in latest.items()}
+
+
+def test_chunks_name_their_own_pack_and_instances_their_prefixs(corpus_lake, ingest_mode):
+    _, lake, _ = corpus_lake
+    pack_sizes = {
+        p.relative_to(lake).as_posix(): p.stat().st_size for p in lake.glob("pixels/**/*.pack")
+    }
+    packs_of, prefix_pack = defaultdict(set), {}
+    for row in table(lake, "frames").to_pylist():
+        assert row["offset"] + row["length"] <= pack_sizes[row["pack_path"]]
+        packs_of[row["instance_id"]].add(row["pack_path"])
+        if row["chunk_kind"] == "prefix":
+            prefix_pack[row["instance_id"]] = row["pack_path"]
+    instances = table(lake, "instances").to_pylist()
+    assert {r["instance_id"]: r["pack_path"] for r in instances} == prefix_pack
+    # Held whole, an instance goes into one pack; streamed, a big one rolls over into the next
+    spanning = [i for i, packs in packs_of.items() if len(packs) > 1]
+    assert bool(spanning) == (ingest_mode == "streamed")
 
 
 def test_frames_decode_to_pydicoms_pixels(corpus_lake, config, keyring):

@@ -90,6 +90,7 @@ def test_truncated_pack_is_detected(lake, config, keyring):
 def test_another_keyring_is_a_clear_error(lake, config, tmp_path):
     with pytest.raises(MissingKeyError):
         _export_all(lake, Keyring.generate(), config, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []  # not even a partly written file
 
 
 def test_public_key_mode_ingests_without_being_able_to_read(tmp_path, spark, config):

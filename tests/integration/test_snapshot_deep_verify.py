@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from pydicom.data import get_testdata_file
 from snapshot_helpers import T0, write
 
@@ -93,3 +94,57 @@ def test_deep_verify_opens_every_chunk_with_rotated_keys(tmp_path, config, keyri
         "pixels/r1/pack-bad.pack",
     }
     assert all("unreadable" in p.reason for p in no_table.problems)
+
+
+# A streamed instance: prefix and frames 1-4 in one pack, frames 5-10 and suffix in the next.
+# Its 16-bit frames are stored with an image codec, so each needs the geometry of the prefix.
+EMRI = split_instance(Path(get_testdata_file("emri_small.dcm")).read_bytes())
+EMRI_CHUNKS = (
+    [("prefix", 0, EMRI.prefix, None)]
+    + [("frame", n, f, EMRI.frame_spec) for n, f in enumerate(EMRI.frames, 1)]
+    + [("suffix", 0, EMRI.suffix, None)]
+)
+
+
+def write_spanning(lake: Path, keyring, head: str | None, rest: str) -> set[str]:
+    """Write the instance's two packs (the head one only when named); the frames' codecs."""
+    codecs = set()
+    for pack_id, chunks in ((head, EMRI_CHUNKS[:5]), (rest, EMRI_CHUNKS[5:])):
+        if pack_id is None:
+            continue
+        buf = io.BytesIO()
+        writer = PackWriter(buf, pack_id, keyring)
+        for kind, index, raw, spec in chunks:
+            record = writer.add(instance="emri", kind=kind, index=index, raw=raw, spec=spec)
+            codecs |= {record.codec} if kind == "frame" else set()
+        writer.close()
+        write(lake, f"pixels/r1/{pack_id}.pack", buf.getvalue(), T0)
+    return codecs
+
+
+# Packs are checked in path order: the one holding the prefix comes first, or last.
+@pytest.mark.parametrize(("head", "rest"), [("pack-a", "pack-b"), ("pack-b", "pack-a")])
+def test_an_instance_spanning_two_packs_verifies_in_either_order(
+    tmp_path, config, keyring, head, rest
+):
+    lake, backup = tmp_path / "lake", tmp_path / "backup"
+    assert write_spanning(lake, keyring, head, rest) - {"zstd", "store"}
+    snap = take_snapshot(
+        str(lake), str(backup), "full", config=config, now_label="20261101T010000Z"
+    )
+    deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=keyring, config=config)
+    assert deep.problems == ()
+    assert (deep.packs_checked, deep.chunks_checked, deep.chunks_hash_checked) == (2, 12, 12)
+
+
+def test_frames_whose_prefix_pack_is_missing_are_reported(tmp_path, config, keyring):
+    lake, backup = tmp_path / "lake", tmp_path / "backup"
+    write_spanning(lake, keyring, None, "pack-b")
+    snap = take_snapshot(
+        str(lake), str(backup), "full", config=config, now_label="20261101T010000Z"
+    )
+    deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=keyring, config=config)
+    assert [p.path for p in deep.problems] == ["pixels/r1/pack-b.pack"]
+    assert "pack-b chunk emri/frame/5" in deep.problems[0].reason
+    # Frames 5-10 cannot decode without the geometry; the suffix needs none
+    assert (deep.chunks_checked, deep.chunks_hash_checked) == (7, 1)

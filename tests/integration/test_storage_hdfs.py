@@ -16,7 +16,7 @@ import pytest
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import ConfigError, PublishConflictError, StorageError
 from dicomlake.storage.base import FileSystem
-from dicomlake.storage.hdfs import WebHdfsFileSystem
+from dicomlake.storage.hdfs import UPLOAD_PIECE, UPLOAD_QUEUE, WebHdfsFileSystem
 from dicomlake.storage.local import LocalFileSystem
 
 
@@ -263,6 +263,13 @@ def test_datanode_down_is_a_storage_error_and_recovers(hdfs_cluster, hdfs_root: 
             fs.read(f"{hdfs_root}/before")
         with pytest.raises(StorageError, match="during"):
             fs.write_bytes(f"{hdfs_root}/during", b"lost")
+        # More than the upload queue holds: the failed upload must fail a write, not block it
+        with (
+            pytest.raises(StorageError, match="streamed"),
+            fs.open_write(f"{hdfs_root}/streamed") as out,
+        ):
+            for _ in range(3 * UPLOAD_QUEUE):
+                out.write(bytes(UPLOAD_PIECE))
         assert fs.status(f"{hdfs_root}/before") is not None  # the NameNode still answers
     finally:
         hdfs_cluster.start_datanode()

@@ -10,7 +10,9 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pydicom
+import pydicom.data
 import pytest
 from pydicom.uid import UID
 
@@ -112,3 +114,20 @@ def test_small_files_are_about_100_kb(small_zone: Path) -> None:
     sizes = [p.stat().st_size for p in small_zone.rglob("*.dcm")]
     assert len(sizes) == 60
     assert 60_000 < sum(sizes) / len(sizes) < 140_000
+
+
+def test_huge_file_frames_are_ct_small_tiled_shifted_and_noisy(tmp_path: Path) -> None:
+    frame_bytes = 512 * 512 * 2
+    built = synth_landing.build_huge_file(tmp_path / "a.dcm", 3 * frame_bytes + 100, seed=3)
+    again = synth_landing.build_huge_file(tmp_path / "b.dcm", 3 * frame_bytes + 100, seed=3)
+    assert (tmp_path / "a.dcm").read_bytes() == (tmp_path / "b.dcm").read_bytes()
+    assert built == again and frame_bytes * 3 < built.bytes < frame_bytes * 3 + 10_000
+    ds = _read(tmp_path / "a.dcm", pixels=True)
+    tile = _read(Path(pydicom.data.get_testdata_file("CT_small.dcm")), pixels=True).pixel_array
+    assert ds.NumberOfFrames == 3 and ds.SOPInstanceUID not in _template_uids()
+    frames = ds.pixel_array.astype(int)
+    for n, frame in enumerate(frames):
+        expected = np.roll(np.tile(tile.astype(int), (4, 4)), (7 * n, 13 * n), axis=(0, 1))
+        noise = frame - expected
+        assert noise.min() >= -8 and noise.max() <= 8 and len(np.unique(noise)) == 17
+    assert not (frames[0] == frames[1]).all()

@@ -61,3 +61,46 @@ def test_header_json_round_trip(path: Path) -> None:
         restored = Dataset.from_json(text, bulk_data_uri_handler=handler)
     assert set(uris) <= {BULK_DATA_URI}
     _assert_same(split.dataset, restored, "")
+
+
+def _pydicom_json(dataset: Dataset) -> dict:
+    """The document pydicom's own per-element writer gives, with the same bulk rule."""
+    out = {}
+    for elem in sorted(dataset, key=lambda e: e.tag):
+        key = f"{elem.tag:08X}"
+        if elem.VR == "SQ":
+            out[key] = {"vr": "SQ", "Value": [_pydicom_json(item) for item in elem.value]}
+        elif elem.tag in (0x7FE00008, 0x7FE00009, 0x7FE00010) or _is_bulk(elem):
+            out[key] = {"vr": elem.VR, "BulkDataURI": BULK_DATA_URI}
+        else:
+            try:
+                out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
+            except Exception:
+                out[key] = None  # header_json keeps such a value as UN bytes instead
+    return out
+
+
+def _assert_matches(ours: dict, reference: dict, where: str) -> None:
+    assert ours.keys() == reference.keys(), where
+    for key, expected in reference.items():
+        if expected is None:
+            continue  # pydicom cannot write it; header_json keeps its bytes as UN
+        if expected["vr"] == "SQ":
+            assert ours[key]["vr"] == "SQ", where + key
+            items = zip(ours[key]["Value"], expected["Value"], strict=True)
+            for index, (a, b) in enumerate(items):
+                _assert_matches(a, b, f"{where}{key}[{index}].")
+        else:
+            assert ours[key] == expected, where + key
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("path", split_paths(), ids=corpus_id)
+def test_header_json_matches_pydicom_writer(path: Path) -> None:
+    """Every element is written as pydicom's to_json_dict writes it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = split_instance(path.read_bytes()).dataset
+        reference = json.loads(json.dumps(_pydicom_json(dataset)))
+        ours = json.loads(header_json(dataset))
+    _assert_matches(ours, reference, "")

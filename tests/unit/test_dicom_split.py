@@ -1,8 +1,10 @@
-"""split_instance on every corpus file, on cut and damaged copies, and on made-up layouts."""
+"""split_instance on every corpus file, on cut and damaged copies, and on made-up layouts;
+split_stream against it, reading through small ranged reads."""
 
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.filereader import data_element_generator
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomlake.dicom import fragments_payload, split_instance
+from dicomlake.dicom import fragments_payload, split_instance, split_stream
 from dicomlake.dicom.split import header_from_prefix
 from dicomlake.errors import DicomParseError
 
@@ -270,3 +272,149 @@ def test_prefix_alone_gives_header_and_frame_spec(path: Path) -> None:
     dataset, spec = header_from_prefix(split.prefix)
     assert spec == split.frame_spec
     assert dataset.SOPInstanceUID == read_reference(path).SOPInstanceUID
+
+
+# --- split_stream: the same parts through ranged reads, in bounded memory ----------------------
+
+
+class _RangedReads:
+    """A file read by (offset, length), as a landing filesystem reads it; every length kept."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.lengths: list[int] = []
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        self.lengths.append(length)
+        return self.data[offset : offset + length]
+
+
+def _check_streamed_like_whole(data: bytes, block: int) -> None:
+    """split_stream gives split_instance's parts (or error), never reading more at once than
+    the largest part it gives back (or one block)."""
+    reads = _RangedReads(data)
+    try:
+        whole = split_instance(data)
+    except DicomParseError as exc:
+        with pytest.raises(DicomParseError) as info:
+            split_stream(reads, len(data), limit=len(data), block=block)
+        assert (info.value.reason, info.value.message) == (exc.reason, exc.message)
+        return
+    streamed = split_stream(reads, len(data), limit=len(data), block=block)
+    frames = list(streamed.frames)
+    assert streamed.prefix + b"".join(frames) + streamed.suffix == data
+    assert streamed.prefix == whole.prefix and streamed.suffix == whole.suffix
+    assert frames == whole.frames
+    with warnings.catch_warnings():  # comparing converts values, and pydicom checks them
+        warnings.simplefilter("ignore")
+        assert streamed.dataset == whole.dataset
+        assert streamed.dataset.file_meta == whole.dataset.file_meta
+    assert (
+        streamed.encapsulated,
+        streamed.frame_spec,
+        streamed.transfer_syntax_uid,
+        streamed.number_of_frames,
+    ) == (whole.encapsulated, whole.frame_spec, whole.transfer_syntax_uid, whole.number_of_frames)
+    largest = max(len(streamed.prefix), len(streamed.suffix), *map(len, frames))
+    assert max(reads.lengths) <= max(largest, block)
+
+
+@pytest.mark.parametrize("block", [1, 100])
+@pytest.mark.parametrize("path", PATHS, ids=corpus_id)
+def test_streamed_split_of_corpus_file_is_split_instances(path: Path, block: int) -> None:
+    _check_streamed_like_whole(path.read_bytes(), block)
+
+
+def _encapsulated_layouts() -> dict[str, tuple[bytes, int]]:
+    """Fragment layouts split_instance groups by each of its rules: name -> (file, frames)."""
+    ds, frames = _rle_frames()
+    layouts = {
+        "two fragments per frame, offset table": (
+            _to_bytes(ds, encapsulate(frames, fragments_per_frame=2, has_bot=True)),
+            2,
+        ),
+        "two fragments per frame, no table nor markers": (
+            _to_bytes(ds, encapsulate(frames, fragments_per_frame=2, has_bot=False)),
+            1,
+        ),
+    }
+    pixels, offsets, lengths = encapsulate_extended(frames * 2)
+    ds.NumberOfFrames = 4
+    layouts["extended offset table"] = (
+        _to_bytes(ds, pixels, ExtendedOffsetTable=offsets, ExtendedOffsetTableLengths=lengths),
+        4,
+    )
+    jpeg = read_reference(TEST_FILES / "examples_ybr_color.dcm")
+    jpeg_frames = list(generate_frames(jpeg.PixelData, number_of_frames=jpeg.NumberOfFrames))
+    jpeg.NumberOfFrames = 3
+    layouts["start markers"] = (
+        _to_bytes(jpeg, encapsulate(jpeg_frames[:3], fragments_per_frame=3, has_bot=False)),
+        3,
+    )
+    return layouts
+
+
+@pytest.mark.parametrize("name", list(_encapsulated_layouts()))
+def test_streamed_grouping_of_fragments_is_split_instances(name: str) -> None:
+    data, frames = _encapsulated_layouts()[name]
+    assert len(split_instance(data).frames) == frames
+    for block in (1, 9, 4096):
+        _check_streamed_like_whole(data, block)
+
+
+def test_streaming_reads_each_frame_only_when_asked() -> None:
+    frame = bytes(range(256)) * 16  # 64 x 64 x 8 bits
+    data = _native(64, 64, 50, 8, frame * 50)
+    reads = _RangedReads(data)
+    split = split_stream(reads, len(data), limit=8192, block=512)
+    assert sum(reads.lengths) < 3 * 512 + len(split.prefix) + len(split.suffix)
+    before = len(reads.lengths)
+    assert split.frames[49] == frame
+    assert reads.lengths[before:] == [len(frame)]
+    assert list(split.frames) == [frame] * 50
+
+
+CT_SMALL = Path(get_testdata_file("CT_small.dcm")).read_bytes()  # one 32768-byte frame
+_CT_PREFIX = len(split_instance(CT_SMALL).prefix)
+# CT_small with 50,000 bytes of trailing padding (FFFC,FFFC) in place of its own 126
+CT_PADDED = (
+    CT_SMALL[: _CT_PREFIX + 32768]
+    + struct.pack("<HH2sHL", 0xFFFC, 0xFFFC, b"OB", 0, 50_000)
+    + bytes(50_000)
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "limit", "part"),
+    [
+        (CT_SMALL, _CT_PREFIX - 1, "the header"),
+        (CT_SMALL, 32767, "a frame"),
+        (CT_PADDED, 40_000, "the elements after the pixel data: 50012 bytes"),
+    ],
+    ids=["header", "frame", "suffix"],
+)
+def test_streaming_refuses_a_part_over_the_limit(data: bytes, limit: int, part: str) -> None:
+    with pytest.raises(DicomParseError) as info:
+        split_stream(_RangedReads(data), len(data), limit=limit)
+    assert info.value.reason == "too_large"
+    assert part in info.value.message
+    # The largest part fits exactly
+    whole = split_instance(data)
+    largest = max(len(whole.prefix), len(whole.suffix), *map(len, whole.frames))
+    assert split_stream(_RangedReads(data), len(data), limit=largest).suffix == whole.suffix
+
+
+def test_streaming_refuses_a_deflated_file_over_the_limit() -> None:
+    data = Path(get_testdata_file("image_dfl.dcm")).read_bytes()
+    with pytest.raises(DicomParseError) as info:
+        split_stream(_RangedReads(data), len(data), limit=len(data) - 1)
+    assert info.value.reason == "too_large"
+    assert "deflated" in info.value.message
+
+
+@pytest.mark.parametrize("kept", [100, 20_000])
+def test_a_file_that_shrinks_while_streamed_is_changed_while_reading(kept: int) -> None:
+    with pytest.raises(DicomParseError) as info:
+        split = split_stream(_RangedReads(CT_SMALL[:kept]), len(CT_SMALL), limit=1 << 20)
+        list(split.frames)
+    assert info.value.reason == "changed_while_reading"

@@ -8,8 +8,8 @@ lake still has it).
 Deep checks open each pack as a restore's reader would: header, data key (the re-wrapped key
 from the snapshot's own ``tables/packs`` rows when present, else the header's), sealed index,
 then every chunk. AES-GCM authenticates each chunk's exact bytes and place; every chunk is also
-decoded (frames with the geometry read from their instance's prefix chunk) and compared with its
-recorded raw SHA-256.
+decoded (frames with the geometry read from their instance's prefix chunk, which for a streamed
+instance may be in another pack) and compared with its recorded raw SHA-256.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from dicomlake.storage import FileSystem, filesystem_for
 
 if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
+    from dicomlake.dicom.split import FrameSpec
+    from dicomlake.pixels.pack import ChunkRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +119,19 @@ def verify(
     packs = chunks = hashed = 0
     if deep and keyring is not None:
         deep_check = _DeepCheck(fs, layout, keyring)
+        opened = []
         for sid, entries in rows.items():
             overrides = deep_check.wrapped_keys(entries, bad)
             for r in entries:
                 if r["path"].endswith(".pack") and r["object"] not in bad:
-                    reason = deep_check.pack(r["object"], r["path"], overrides.get(r["path"]))
-                    if reason:
-                        problems.append(VerifyProblem(sid, r["path"], r["object"], reason))
+                    override = overrides.get(r["path"])
+                    deep_check.pack(r["object"], r["path"], override)
+                    opened.append((sid, r, override))
+        deep_check.finish()
+        for sid, r, override in opened:
+            reason = deep_check.reason(r["object"], override)
+            if reason:
+                problems.append(VerifyProblem(sid, r["path"], r["object"], reason))
         packs, chunks, hashed = deep_check.packs, deep_check.chunks, deep_check.hashed
     return VerifyResult(
         tuple(ids),
@@ -155,12 +163,23 @@ def _check_object(fs: FileSystem, layout: BackupLayout, key: str, sha: str, size
     return ""
 
 
+_Opened = tuple[str, tuple[str, bytes] | None]  # (object, key override) of a pack
+
+
 class _DeepCheck:
-    """Opens packs; each (object, key override) is checked once across snapshots."""
+    """Opens packs; each (object, key override) is checked once across snapshots.
+
+    A streamed instance's chunks span several packs, and its frames decode with the geometry in
+    its prefix chunk, in the first of them. Frames met before that prefix wait, and are opened
+    by `finish` once every pack has been.
+    """
 
     def __init__(self, fs: FileSystem, layout: BackupLayout, keyring: Keyring) -> None:
         self._fs, self._layout, self._keyring = fs, layout, keyring
-        self._done: dict[tuple[str, tuple[str, bytes] | None], str] = {}
+        self._done: dict[_Opened, list[str]] = {}
+        # Frame geometry of the instances whose chunks go on past the pack of their prefix
+        self._specs: dict[str, FrameSpec | None] = {}
+        self._waiting: list[tuple[_Opened, str, bytes, ChunkRecord]] = []
         self.packs = self.chunks = self.hashed = 0
 
     def wrapped_keys(
@@ -178,45 +197,81 @@ class _DeepCheck:
         # After a rotation the newest wrapping wins, as for a reader of the lake itself.
         return {path: (r["kek_id"], r["wrapped_key"]) for path, r in latest_packs(rows).items()}
 
-    def pack(self, key: str, path: str, override: tuple[str, bytes] | None) -> str:
-        """The reason the pack at ``key`` is bad, or "" when every chunk opens."""
+    def pack(self, key: str, path: str, override: tuple[str, bytes] | None) -> None:
+        """Open the chunks of the pack at ``key`` (once); frames without their prefix wait."""
         if (key, override) not in self._done:
-            self._done[(key, override)] = self._open_all(key, path, override)
-        return self._done[(key, override)]
+            self._done[(key, override)] = self._open_all((key, override), path)
 
-    def _open_all(self, key: str, path: str, override: tuple[str, bytes] | None) -> str:
+    def finish(self) -> None:
+        """Open the frames that waited for their prefix chunk in another pack."""
+        for opened, pack_id, data_key, rec in self._waiting:
+            sealed = self._fs.read(self._layout.uri(opened[0]), rec.offset, rec.length)
+            spec = self._specs.get(rec.instance)  # none if that pack is missing or damaged
+            self._open(self._done[opened], sealed, data_key, pack_id, rec, spec)
+        self._waiting.clear()
+
+    def reason(self, key: str, override: tuple[str, bytes] | None) -> str:
+        """Why the pack at ``key`` is bad, or "" when every chunk opened."""
+        return "; ".join(self._done[(key, override)])
+
+    def _open_all(self, opened: _Opened, path: str) -> list[str]:
         from dicomlake.dicom.split import header_from_prefix
         from dicomlake.pixels import pack
 
-        data = self._fs.read(self._layout.uri(key))
+        data = self._fs.read(self._layout.uri(opened[0]))
         self.packs += 1
         try:
             header = pack.read_header(data, name=path)
             stem = path.rsplit("/", 1)[-1][: -len(".pack")]
             if header.pack_id != stem:
-                return f"pack file {path} holds pack {header.pack_id}"
-            data_key = pack.data_key_for(header, self._keyring, override)
+                return [f"pack file {path} holds pack {header.pack_id}"]
+            data_key = pack.data_key_for(header, self._keyring, opened[1])
             records = pack.read_index(data, data_key, header.pack_id)
         except DicomLakeError as exc:
-            return f"pack unreadable: {exc}"
-        problems = []
-        by_instance: dict[str, list[Any]] = defaultdict(list)
+            return [f"pack unreadable: {exc}"]
+        problems: list[str] = []
+        by_instance: dict[str, list[ChunkRecord]] = defaultdict(list)
         for rec in records:
             by_instance[rec.instance].append(rec)
-        for recs in by_instance.values():
-            # The prefix (written first) holds the header that image-codec frames decode with.
-            has_frames = any(r.kind == "frame" for r in recs)
-            spec = None
+        for instance, recs in by_instance.items():
+            # The prefix (written first) holds the header that image-codec frames decode with;
+            # an instance without its suffix here goes on in another pack.
+            goes_on = not any(r.kind == "suffix" for r in recs)
+            needs_spec = goes_on or any(r.kind == "frame" for r in recs)
+            has_prefix = recs[0].kind == "prefix"
+            spec = self._specs.get(instance)
             for rec in recs:
+                if rec.kind == "frame" and not has_prefix and instance not in self._specs:
+                    self._waiting.append((opened, header.pack_id, data_key, rec))
+                    continue
                 sealed = data[rec.offset : rec.offset + rec.length]
-                try:
-                    raw = pack.open_chunk(
-                        sealed, data_key=data_key, pack_id=header.pack_id, record=rec, spec=spec
-                    )
-                    if rec.kind == "prefix" and has_frames:
+                raw = self._open(problems, sealed, data_key, header.pack_id, rec, spec)
+                if raw is not None and rec.kind == "prefix" and needs_spec:
+                    try:
                         spec = header_from_prefix(raw)[1]
-                    self.hashed += 1
-                except DicomLakeError as exc:
-                    problems.append(str(exc))
-                self.chunks += 1
-        return "; ".join(problems)
+                    except DicomLakeError as exc:
+                        problems.append(f"pack {header.pack_id} chunk {instance}/prefix: {exc}")
+                    if goes_on:
+                        self._specs[instance] = spec
+        return problems
+
+    def _open(
+        self,
+        problems: list[str],
+        sealed: bytes,
+        data_key: bytes,
+        pack_id: str,
+        rec: ChunkRecord,
+        spec: FrameSpec | None,
+    ) -> bytes | None:
+        """The chunk's raw bytes, or None with the reason added to ``problems``."""
+        from dicomlake.pixels import pack
+
+        self.chunks += 1
+        try:
+            raw = pack.open_chunk(sealed, data_key=data_key, pack_id=pack_id, record=rec, spec=spec)
+        except DicomLakeError as exc:
+            problems.append(str(exc))
+            return None
+        self.hashed += 1
+        return raw

@@ -7,7 +7,7 @@ from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import ELEMENT_SCHEMA, element_rows
 from dicomlake.dicom.frames import encapsulated_frame_array, fragments_payload, frame_array
 from dicomlake.dicom.promote import PROMOTED, promoted_values
-from dicomlake.dicom.split import FrameSpec, SplitInstance, split_instance
+from dicomlake.dicom.split import FrameSpec, SplitInstance, split_instance, split_stream
 
 __all__ = [
     "ELEMENT_SCHEMA",
@@ -21,4 +21,5 @@ __all__ = [
     "header_json",
     "promoted_values",
     "split_instance",
+    "split_stream",
 ]

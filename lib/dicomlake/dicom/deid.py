@@ -84,7 +84,7 @@ from pydicom.uid import UID_dictionary
 
 from dicomlake.config import DeidConfig
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING, SOURCE
-from dicomlake.dicom.values import BINARY_VRS, get
+from dicomlake.dicom.values import BINARY_VRS, converted_element, get
 
 PSEUDONYM_PURPOSE = "pseudonym"  # Keyring.secret_for(PSEUDONYM_PURPOSE)
 ALGORITHM = "dicomlake-deid-v1"
@@ -391,7 +391,7 @@ def _clean(ds: Dataset, ctx: _Context, depth: int) -> dict[int, DataElement]:
     creators: list[int] = []
     for key in sorted(ds.keys()):
         try:
-            elem = ds[key]
+            elem = converted_element(ds, key)
         except Exception:
             continue  # unreadable: its value cannot be checked, so it is not kept
         tag = int(key)

@@ -7,6 +7,9 @@ import json
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.jsonrep import convert_to_python_number
+from pydicom.multival import MultiValue
+from pydicom.valuerep import FLOAT_VR, INT_VR, VR
 
 from dicomlake.dicom.values import BINARY_VRS, PIXEL_TAGS, elements
 
@@ -43,9 +46,29 @@ def _json_dict(dataset: Dataset) -> dict[str, Any]:
     return out
 
 
+# VRs whose JSON "Value" is the element's values as they are (numbers made numbers): the
+# bulk of any header, written here without pydicom's general per-element path.
+_NUMBER_VRS = (INT_VR - {VR.AT}) | {VR.US_SS} | FLOAT_VR
+_PLAIN_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+    | _NUMBER_VRS
+)
+
+
 def _element_json(elem: Any) -> dict[str, Any]:
     try:
-        return elem.to_json_dict(None, BULK_THRESHOLD)
+        vr = elem.VR
+        if vr not in _PLAIN_VRS:
+            return elem.to_json_dict(None, BULK_THRESHOLD)
+        value = elem.value
+        if value is None or value == "":
+            return {"vr": vr}
+        values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+        if not values:
+            return {"vr": vr}
+        if vr in _NUMBER_VRS:
+            values = convert_to_python_number(values, vr)
+        return {"vr": vr, "Value": values}
     except Exception:
         # A value pydicom read but cannot write back: keep its bytes as UN
         value = elem.value

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import pyarrow as pa
+from pydicom.datadict import dictionary_has_tag, dictionary_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -47,25 +50,42 @@ def element_rows(dataset: Dataset) -> dict[str, list]:
 
 
 def _add_rows(dataset: Dataset, parent: str, depth: int, rows: dict[str, list]) -> None:
+    columns = [rows[field.name] for field in ELEMENT_SCHEMA]
+    tags, keywords, vrs, paths, depths, creators, texts, numbers, counts = columns
     for elem in elements(dataset):
         if depth == 0 and elem.tag in PIXEL_TAGS:
             continue
         tag = f"{elem.tag:08X}"
         path = f"{parent}.{tag}" if parent else tag
         vr, value = elem.VR, elem.value
-        is_sequence = vr == "SQ"
-        rows["tag"].append(tag)
-        rows["keyword"].append(elem.keyword or None)
-        rows["vr"].append(vr)
-        rows["path"].append(path)
-        rows["depth"].append(depth)
-        rows["private_creator"].append(_private_creator(dataset, elem.tag))
-        rows["value_text"].append(None if is_sequence else _text(vr, value))
-        rows["value_number"].append(_number(vr, value))
-        rows["value_count"].append(len(value) if is_sequence else elem.VM)
-        if is_sequence:
+        tags.append(tag)
+        keywords.append(_keyword(elem.tag))
+        vrs.append(vr)
+        paths.append(path)
+        depths.append(depth)
+        creators.append(_private_creator(dataset, elem.tag))
+        if vr == "SQ":
+            texts.append(None)
+            numbers.append(None)
+            counts.append(len(value))
             for index, item in enumerate(value):
                 _add_rows(item, f"{path}[{index}]", depth + 1, rows)
+            continue
+        if vr in BINARY_VRS or isinstance(value, bytes):
+            data = value or b""
+            texts.append(data.hex() if 0 < len(data) <= SHORT_BINARY else None)
+            numbers.append(None)
+            counts.append(1 if data else 0)
+            continue
+        values = _values(value)
+        texts.append("\\".join(str(v) for v in values) if values else None)
+        numbers.append(_number(vr, values))
+        counts.append(len(values))
+
+
+@functools.cache
+def _keyword(tag: int) -> str | None:
+    return dictionary_keyword(tag) if dictionary_has_tag(tag) else None
 
 
 def _private_creator(dataset: Dataset, tag: int) -> str | None:
@@ -82,19 +102,8 @@ def _values(value: object) -> list[object]:
     return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
 
 
-def _text(vr: str, value: object) -> str | None:
-    if vr in BINARY_VRS or isinstance(value, bytes):
-        data = value or b""
-        return data.hex() if 0 < len(data) <= SHORT_BINARY else None  # type: ignore[arg-type]
-    values = _values(value)
-    return "\\".join(str(v) for v in values) if values else None
-
-
-def _number(vr: str, value: object) -> float | None:
-    if vr not in _NUMERIC_VRS:
-        return None
-    values = _values(value)
-    if not values:
+def _number(vr: str, values: list[object]) -> float | None:
+    if vr not in _NUMERIC_VRS or not values:
         return None
     try:
         return float(values[0])  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 """Split one DICOM file into header, frames and the bytes around them.
 
 ``prefix + b"".join(frames) + suffix`` is always the input, so a file can be rebuilt byte
-for byte from its parts, while frames are stored and compressed on their own.
+for byte from its parts, while frames are stored and compressed on their own. `split_instance`
+takes the file's bytes; `split_stream` the same file through ranged reads, in bounded memory.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import io
 import struct
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from itertools import pairwise
+from typing import overload
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -24,7 +27,16 @@ from pydicom.uid import (
 )
 
 from dicomlake.dicom.values import get
-from dicomlake.dicom.walk import ITEM, SEQUENCE_DELIMITER, UNDEFINED, Element, Walker, tag_str
+from dicomlake.dicom.walk import (
+    ITEM,
+    SEQUENCE_DELIMITER,
+    UNDEFINED,
+    Element,
+    Read,
+    Reader,
+    Walker,
+    tag_str,
+)
 from dicomlake.errors import DicomParseError
 
 PIXEL_KEYWORDS = {
@@ -65,11 +77,15 @@ class FrameSpec:
 
 @dataclass(frozen=True)
 class SplitInstance:
-    """One DICOM file cut into its header, its frames and the bytes around them."""
+    """One DICOM file cut into its header, its frames and the bytes around them.
+
+    ``frames`` is a list, or, from `split_stream`, a sequence that reads each frame when it is
+    accessed.
+    """
 
     dataset: Dataset
     prefix: bytes
-    frames: list[bytes]
+    frames: Sequence[bytes]
     suffix: bytes
     encapsulated: bool
     frame_spec: FrameSpec | None
@@ -104,34 +120,74 @@ def split_instance(data: bytes) -> SplitInstance:
     >>> split.prefix + b"".join(split.frames) + split.suffix == raw
     True
     """
-    if not data:
+    split = _split(Reader.of(data), limit=None)
+    return replace(split, frames=list(split.frames))
+
+
+def split_stream(read: Read, size: int, *, limit: int, block: int = 1 << 16) -> SplitInstance:
+    """`split_instance` for a file too big to hold: read in parts through ranged reads.
+
+    The header is walked a block at a time up to the pixel data, encapsulated items item by
+    item, and each frame is read only when ``frames`` is accessed (iterate it once, in order).
+    Header, suffix and frames are the same bytes `split_instance` gives for the file.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(offset, length)`` returns those bytes of the file.
+    size : int
+        The file's size in bytes.
+    limit : int
+        The most bytes held at once. A header, frame (or frames that cannot be cut apart) or
+        suffix larger than this is ``too_large``; so is a larger deflated file, which cannot be
+        cut without inflating it.
+    block : int
+        Bytes per read while walking the header and items.
+
+    Raises
+    ------
+    DicomParseError
+        As `split_instance`, plus ``too_large``, and ``changed_while_reading`` when a read
+        returns fewer bytes than the file had (also while ``frames`` is read).
+    """
+    return _split(Reader(read, size, block), limit)
+
+
+def _split(reader: Reader, limit: int | None) -> SplitInstance:
+    size = reader.size
+    if not size:
         raise DicomParseError("empty", "the file has 0 bytes")
-    has_preamble = data[128:132] == b"DICM"
+    has_preamble = reader.read(128, 4) == b"DICM"
     start = 132 if has_preamble else 0
-    if not has_preamble and not _looks_like_dataset(data):
+    if not has_preamble and not _looks_like_dataset(reader.read(0, 8)):
         raise DicomParseError(
-            "not_dicom", f"no 'DICM' at offset 128 and bytes 0-3 {data[:4].hex()} are no tag"
+            "not_dicom",
+            f"no 'DICM' at offset 128 and bytes 0-3 {reader.read(0, 4).hex()} are no tag",
         )
-    meta_end, syntax = _walk_meta(data, start)
-    implicit, little = _encoding(data, meta_end, syntax)
+    meta_end, syntax = _walk_meta(reader, start)
+    implicit, little = _encoding(reader, meta_end, syntax)
     syntax = syntax or _implied_syntax(implicit, little)
 
     if syntax == DeflatedExplicitVRLittleEndian:
         # The deflated stream cannot be cut without inflating it: keep it whole
+        _check_limit(limit, size, "a deflated file (it cannot be cut without inflating it)")
+        data = reader.read(0, size)
         dataset = _parse_header(data)
         _check_identity(dataset)
         # Parsing stopped before any pixel data; Rows tells whether an image follows
         nframes = _int_attr(dataset, "NumberOfFrames") or (1 if "Rows" in dataset else 0)
         return SplitInstance(dataset, data, [], b"", False, None, syntax, nframes)
 
-    walker = Walker(data, little)
+    walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
     pixel = _find_pixel_data(walker, meta_end, implicit)
-    header_end = pixel.offset if pixel else len(data)
-    dataset = _parse_header(data[:header_end])
+    header_end = pixel.offset if pixel else size
+    _check_limit(limit, header_end, "the header" if pixel else "a file without pixel data")
+    header = reader.read(0, header_end)
+    dataset = _parse_header(header)
     _check_identity(dataset)
     if pixel is None:
-        return SplitInstance(dataset, data, [], b"", False, None, syntax, 0)
+        return SplitInstance(dataset, header, [], b"", False, None, syntax, 0)
 
     nframes = _int_attr(dataset, "NumberOfFrames")
     nframes = 1 if nframes is None else nframes
@@ -140,24 +196,65 @@ def split_instance(data: bytes) -> SplitInstance:
             "corrupt", f"NumberOfFrames is {nframes} but {tag_str(pixel.tag)} is present"
         )
     if pixel.length == UNDEFINED:
-        first, frames, delimiter = _encapsulated_frames(walker, pixel, dataset, nframes)
-        trailing = delimiter + 8
-        prefix, suffix, spec = data[:first], data[delimiter:], None
+        first, ranges, end = _encapsulated_frames(walker, pixel, dataset, nframes)
+        trailing, spec = end + 8, None
     else:
         trailing = walker.end_of(pixel, implicit)
         spec, frame_bytes = _native_layout(dataset, pixel, little, nframes, syntax)
         first = pixel.value_offset
         if frame_bytes is None:  # compressed syntax with a defined length: keep it whole
             frame_bytes = [pixel.length]
-        frames, end = [], first
+        ranges, end = [], first
         for length in frame_bytes:
-            frames.append(data[end : end + length])
+            ranges.append((end, length))
             end += length
-        prefix, suffix = data[:first], data[end:]
-    _merge_trailing(dataset, data, trailing, implicit, little)
-    return SplitInstance(
-        dataset, prefix, frames, suffix, pixel.length == UNDEFINED, spec, syntax, nframes
+    _check_limit(limit, first, "the header")
+    _check_limit(
+        limit, max(length for _, length in ranges), "a frame, or frames that cannot be cut apart"
     )
+    _check_limit(limit, size - end, "the elements after the pixel data")
+    # The prefix starts with the very bytes the header was parsed from: what is stored is what
+    # was read, even if the file changes meanwhile (the caller's second hash catches that)
+    prefix = header + reader.read(header_end, first - header_end)
+    suffix = reader.read(end, size - end)
+    _merge_trailing(dataset, walker, suffix, end, trailing, implicit)
+    return SplitInstance(
+        dataset,
+        prefix,
+        _Frames(reader, ranges),
+        suffix,
+        pixel.length == UNDEFINED,
+        spec,
+        syntax,
+        nframes,
+    )
+
+
+def _check_limit(limit: int | None, length: int, what: str) -> None:
+    if limit is not None and length > limit:
+        raise DicomParseError(
+            "too_large", f"{what}: {length} bytes, more than the {limit} bytes held at once"
+        )
+
+
+class _Frames(Sequence[bytes]):
+    """Frames at (offset, length) ranges of a file, each read when it is accessed."""
+
+    def __init__(self, reader: Reader, ranges: list[tuple[int, int]]) -> None:
+        self._reader = reader
+        self._ranges = ranges
+
+    def __len__(self) -> int:
+        return len(self._ranges)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            return _Frames(self._reader, self._ranges[index])
+        return self._reader.read(*self._ranges[index])
 
 
 def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
@@ -168,10 +265,11 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
     reading any other chunk.
     """
     start = 132 if prefix[128:132] == b"DICM" else 0
-    meta_end, syntax = _walk_meta(prefix, start)
-    implicit, little = _encoding(prefix, meta_end, syntax)
+    reader = Reader.of(prefix)
+    meta_end, syntax = _walk_meta(reader, start)
+    implicit, little = _encoding(reader, meta_end, syntax)
     syntax = syntax or _implied_syntax(implicit, little)
-    walker = Walker(prefix, little)
+    walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
     pixel = _find_pixel_data(walker, meta_end, implicit)
     if pixel is None:
@@ -193,22 +291,23 @@ def _looks_like_dataset(data: bytes) -> bool:
     return 0x0002 <= group_le <= 0x0008 or 0x0002 <= group_be <= 0x0008
 
 
-def _walk_meta(data: bytes, offset: int) -> tuple[int, str | None]:
+def _walk_meta(reader: Reader, offset: int) -> tuple[int, str | None]:
     """Return the end of the group 0002 elements and their Transfer Syntax UID, if any."""
-    walker = Walker(data, little_endian=True)
+    walker = Walker(reader, little_endian=True)
     syntax = None
-    if offset >= len(data):
-        raise DicomParseError("truncated", f"file ends at byte {len(data)} after the preamble")
-    while offset + 4 <= len(data) and walker.peek_tag(offset) >> 16 == 0x0002:
+    if offset >= reader.size:
+        raise DicomParseError("truncated", f"file ends at byte {reader.size} after the preamble")
+    while offset + 4 <= reader.size and walker.peek_tag(offset) >> 16 == 0x0002:
         elem = walker.element(offset, implicit=False)
         end = walker.end_of(elem, implicit=False)
         if elem.tag == 0x00020010:
-            syntax = data[elem.value_offset : end].rstrip(b"\0 ").decode("ascii", "replace")
+            value = reader.read(elem.value_offset, end - elem.value_offset)
+            syntax = value.rstrip(b"\0 ").decode("ascii", "replace")
         offset = end
     return offset, syntax or None
 
 
-def _encoding(data: bytes, offset: int, syntax: str | None) -> tuple[bool, bool]:
+def _encoding(reader: Reader, offset: int, syntax: str | None) -> tuple[bool, bool]:
     """Return (implicit VR, little endian) of the dataset, as pydicom's read_partial does."""
     if syntax == ImplicitVRLittleEndian:
         return True, True
@@ -217,7 +316,7 @@ def _encoding(data: bytes, offset: int, syntax: str | None) -> tuple[bool, bool]
     if syntax is not None:
         return False, True
     # No transfer syntax: a valid VR means explicit; a big endian group reads as >= 1024
-    raw = data[offset : offset + 6]
+    raw = reader.read(offset, 6)
     if len(raw) == 6 and 0x40 < raw[4] < 0x5B and 0x40 < raw[5] < 0x5B:
         return False, struct.unpack_from("<H", raw)[0] < 1024
     return True, True
@@ -256,19 +355,23 @@ def _parse_header(data: bytes) -> Dataset:
 
 
 def _merge_trailing(
-    dataset: Dataset, data: bytes, offset: int, implicit: bool, little: bool
+    dataset: Dataset, walker: Walker, suffix: bytes, start: int, offset: int, implicit: bool
 ) -> None:
-    """Add the elements after the pixel data (signatures, padding) to the header."""
-    if offset >= len(data):
+    """Add the elements after the pixel data (signatures, padding) to the header.
+
+    ``suffix`` holds the file's bytes from ``start`` on; the elements begin at ``offset``.
+    """
+    if offset >= walker.size:
         return
-    walker = Walker(data, little)
     end = offset
-    while end < len(data):
+    while end < walker.size:
         end = walker.end_of(walker.element(end, implicit), implicit)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trailing = read_dataset(io.BytesIO(data[offset:]), implicit, little)
+            trailing = read_dataset(
+                io.BytesIO(suffix[offset - start :]), implicit, walker.little_endian
+            )
     except Exception as exc:
         raise DicomParseError(
             "corrupt", f"elements after pixel data at offset {offset} do not parse: {exc!r}"
@@ -357,9 +460,10 @@ def _implicit_pixel_vr(tag: int, dataset: Dataset) -> str:
 
 def _encapsulated_frames(
     walker: Walker, pixel: Element, dataset: Dataset, nframes: int
-) -> tuple[int, list[bytes], int]:
-    """Return (first fragment offset, frames as item bytes, sequence delimiter offset)."""
-    data = walker.data
+) -> tuple[int, list[tuple[int, int]], int]:
+    """Return (first fragment offset, (offset, length) of each frame's items, sequence
+    delimiter offset)."""
+    reader = walker.reader
     items: list[tuple[int, int]] = []  # (item offset, item end)
     offset = pixel.value_offset
     while True:
@@ -369,7 +473,7 @@ def _encapsulated_frames(
                 f"file ends at byte {walker.size} inside encapsulated {tag_str(pixel.tag)} "
                 f"(item {len(items)} at offset {offset})",
             )
-        group, elem, length = struct.unpack_from("<HHL", data, offset)
+        group, elem, length = struct.unpack_from("<HHL", *reader.view(offset, 8))
         tag = group << 16 | elem
         if tag == SEQUENCE_DELIMITER:
             break
@@ -395,13 +499,13 @@ def _encapsulated_frames(
         raise DicomParseError(
             "truncated", f"encapsulated {tag_str(pixel.tag)} has no fragments, {nframes} declared"
         )
-    groups = _group_fragments(data, bot, fragments, dataset, nframes)
-    frames = [data[group[0][0] : group[-1][1]] for group in groups]
+    groups = _group_fragments(reader, bot, fragments, dataset, nframes)
+    frames = [(group[0][0], group[-1][1] - group[0][0]) for group in groups]
     return fragments[0][0], frames, offset
 
 
 def _group_fragments(
-    data: bytes,
+    reader: Reader,
     bot: tuple[int, int],
     fragments: list[tuple[int, int]],
     dataset: Dataset,
@@ -412,7 +516,7 @@ def _group_fragments(
         return [[fragment] for fragment in fragments]
     if nframes == 1 or len(fragments) < nframes:
         return [fragments]
-    offsets = _offset_table(data, bot, dataset)
+    offsets = _offset_table(reader, bot, dataset)
     base = fragments[0][0]
     starts = {start - base: index for index, (start, _) in enumerate(fragments)}
     usable = offsets and len(offsets) == nframes and offsets[0] == 0
@@ -424,7 +528,7 @@ def _group_fragments(
     firsts = [
         index
         for index, (start, _) in enumerate(fragments)
-        if data[start + 8 : start + 20].startswith(_FRAME_MARKERS)
+        if reader.read(start + 8, 12).startswith(_FRAME_MARKERS)
     ]
     if len(firsts) == nframes and firsts[0] == 0:
         indexes = firsts + [len(fragments)]
@@ -432,10 +536,11 @@ def _group_fragments(
     return [fragments]
 
 
-def _offset_table(data: bytes, bot: tuple[int, int], dataset: Dataset) -> list[int]:
+def _offset_table(reader: Reader, bot: tuple[int, int], dataset: Dataset) -> list[int]:
     """Frame offsets from the Extended Offset Table, else the Basic Offset Table."""
     extended = get(dataset, "ExtendedOffsetTable")
     if extended:
         return list(struct.unpack(f"<{len(extended) // 8}Q", extended))
     start, end = bot
-    return list(struct.unpack(f"<{(end - start - 8) // 4}L", data[start + 8 : end]))
+    table = reader.read(start + 8, end - start - 8)
+    return list(struct.unpack(f"<{len(table) // 4}L", table))

@@ -2,12 +2,15 @@
 
 pydicom parses the header values; this walk finds where things are (the file meta end,
 the top-level pixel data element, item boundaries) and proves the bytes are all there, so
-that a cut or damaged file is reported with the offset and tag where it breaks.
+that a cut or damaged file is reported with the offset and tag where it breaks. The bytes come
+from a `Reader`: a file held whole, or one read a block at a time, so that a big file's
+header and items are walked without holding the file.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dicomlake.errors import DicomParseError
@@ -40,17 +43,76 @@ class Element:
     bad_vr: bytes | None = None
 
 
+Read = Callable[[int, int], bytes]
+"""A ranged read of a file: ``read(offset, length)`` returns those bytes."""
+
+
+class Reader:
+    """A file's bytes by offset: read on demand through ``read``, one block at a time.
+
+    The caller's ``read`` does the I/O; this module does none. Small reads are served from the
+    last block fetched, so walking a header costs a few block reads; large ones are read as
+    they are. A read shorter than asked means the file shrank since ``size`` was taken.
+    """
+
+    def __init__(self, read: Read, size: int, block: int) -> None:
+        self.size = size
+        self._read = read
+        self._block = block
+        self._window = b""
+        self._start = 0
+
+    @classmethod
+    def of(cls, data: bytes) -> Reader:
+        """A file held whole in memory."""
+        reader = cls(lambda offset, length: data[offset : offset + length], len(data), len(data))
+        reader._window = data
+        return reader
+
+    def view(self, offset: int, count: int) -> tuple[bytes, int]:
+        """A buffer holding bytes ``[offset, offset + count)`` and the index they start at.
+
+        The caller has checked that those bytes are inside the file.
+        """
+        pos = offset - self._start
+        if pos < 0 or pos + count > len(self._window):
+            wanted = max(count, min(self._block, self.size - offset))
+            self._window, self._start, pos = self._fetch(offset, wanted), offset, 0
+        return self._window, pos
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)``, fewer where the file ends."""
+        length = min(length, self.size - offset)
+        if length <= 0:
+            return b""
+        if length <= self._block:
+            buf, pos = self.view(offset, length)
+            return buf[pos : pos + length]
+        return self._fetch(offset, length)
+
+    def _fetch(self, offset: int, length: int) -> bytes:
+        data = self._read(offset, length)
+        if len(data) != length:
+            raise DicomParseError(
+                "changed_while_reading",
+                f"read {len(data)} bytes at offset {offset}, expected {length}: the file is "
+                f"no longer the {self.size} bytes it was",
+            )
+        return data
+
+
 def _is_vr(raw: bytes) -> bool:
     # pydicom's test for an explicit VR: two upper-case ASCII letters
     return len(raw) == 2 and 0x40 < raw[0] < 0x5B and 0x40 < raw[1] < 0x5B
 
 
 class Walker:
-    """Walks elements of one buffer encoded with a given byte order."""
+    """Walks elements of one file (bytes, or a `Reader`) encoded with a given byte order."""
 
-    def __init__(self, data: bytes, little_endian: bool) -> None:
-        self.data = data
-        self.size = len(data)
+    def __init__(self, data: bytes | Reader, little_endian: bool) -> None:
+        self.reader = data if isinstance(data, Reader) else Reader.of(data)
+        self.size = self.reader.size
+        self.little_endian = little_endian
         order = "<" if little_endian else ">"
         self._tag = struct.Struct(order + "HH")
         self._tag_len = struct.Struct(order + "HHL")
@@ -68,28 +130,34 @@ class Walker:
         """Decide implicit/explicit VR from the element at `offset`, like pydicom does."""
         if offset + 6 > self.size:
             return assumed_implicit
-        return not _is_vr(self.data[offset + 4 : offset + 6])
+        return not _is_vr(self.reader.read(offset + 4, 2))
 
     def peek_tag(self, offset: int) -> int:
         """Return the tag at `offset` (caller checked 4 bytes are there)."""
-        group, elem = self._tag.unpack_from(self.data, offset)
+        group, elem = self._tag.unpack_from(*self.reader.view(offset, 4))
         return group << 16 | elem
+
+    def tag_and_length(self, offset: int) -> tuple[int, int]:
+        """Return the tag and 4-byte length of an item header (caller checked 8 bytes)."""
+        group, elem, length = self._tag_len.unpack_from(*self.reader.view(offset, 8))
+        return group << 16 | elem, length
 
     def element(self, offset: int, implicit: bool) -> Element:
         """Read the element header at `offset`."""
         self._need(offset, 8, "an element header")
-        raw_vr = self.data[offset + 4 : offset + 6]
+        buf, pos = self.reader.view(offset, 8)
+        raw_vr = buf[pos + 4 : pos + 6]
         if implicit or not _is_vr(raw_vr):
             # pydicom also reads an element without a valid VR as implicit
-            group, elem, length = self._tag_len.unpack_from(self.data, offset)
+            tag, length = self.tag_and_length(offset)
             bad = None if implicit else bytes(raw_vr)
-            return Element(group << 16 | elem, None, offset, offset + 8, length, bad)
-        group, elem, _, length = self._short.unpack_from(self.data, offset)
+            return Element(tag, None, offset, offset + 8, length, bad)
+        group, elem, _, length = self._short.unpack_from(buf, pos)
         tag = group << 16 | elem
         vr = raw_vr.decode("ascii")
         if raw_vr in _LONG_VRS:
             self._need(offset, 12, f"the header of element {tag_str(tag)}")
-            (length,) = self._u32.unpack_from(self.data, offset + 8)
+            (length,) = self._u32.unpack_from(*self.reader.view(offset + 8, 4))
             return Element(tag, vr, offset, offset + 12, length)
         return Element(tag, vr, offset, offset + 8, length)
 
@@ -118,8 +186,7 @@ class Walker:
         """Skip the items of an undefined-length value; return the offset after its delimiter."""
         while True:
             self._need(offset, 8, f"an item of {tag_str(owner)}")
-            group, elem, length = self._tag_len.unpack_from(self.data, offset)
-            tag = group << 16 | elem
+            tag, length = self.tag_and_length(offset)
             if tag == SEQUENCE_DELIMITER:
                 return offset + 8
             if tag != ITEM:

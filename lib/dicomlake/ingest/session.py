@@ -33,6 +33,9 @@ def spark_session(config: Config, *, submitted: bool) -> SparkSession:
             builder = builder.config("spark.driver.host", "127.0.0.1").config(
                 "spark.driver.bindAddress", "127.0.0.1"
             )
+            # Workers run this interpreter, which can import dicomlake and its own pyspark:
+            # see dicomlake.spark_daemon (a second saved at every job's start).
+            builder = builder.config("spark.python.daemon.module", "dicomlake.spark_daemon")
         # Executors of a local master run this same interpreter, with this package importable.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**DEFAULTS, **config.spark.conf}.items():

@@ -2,7 +2,9 @@
 
 Each task reads its own files through :mod:`dicomlake.storage` (big bytes never cross the
 JVM/Python boundary), splits each into header and frames, seals the chunks into pack files and
-writes its table fragments under the run's staging area. It returns only small rows (ledger,
+writes its table fragments under the run's staging area. A file over ``ingest.stream_bytes`` is
+never held whole: it is hashed block by block, then split with ranged reads and sealed frame by
+frame, its chunks rolling over into the task's next packs. It returns only small rows (ledger,
 errors, packs) to the driver. Names carry the task's attempt number, so a retried task never
 overwrites what another attempt wrote; the driver commits only the files of successful attempts.
 
@@ -18,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -34,7 +38,7 @@ from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, deidentify
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import element_rows
 from dicomlake.dicom.promote import promoted_values
-from dicomlake.dicom.split import SplitInstance, split_instance
+from dicomlake.dicom.split import SplitInstance, split_instance, split_stream
 from dicomlake.errors import DicomParseError, StorageError
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import staged
@@ -45,6 +49,9 @@ from dicomlake.pixels.pack import PackWriter
 from dicomlake.storage import FileInfo, FileSystem, filesystem_for
 
 log = logging.getLogger(__name__)
+
+READ_BLOCK = 8 << 20
+"""Bytes per read when a file is read in parts (hashing a streamed file, quarantine copies)."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +265,7 @@ class _Task:
                         landing_fs.open_read(info.path) as src,
                         self.lake_fs.open_write(target) as dst,
                     ):
-                        while block := src.read(8 << 20):
+                        while block := src.read(READ_BLOCK):
                             dst.write(block)
             self.result.staged.append(quarantine)
         self.result.errors.append(
@@ -290,37 +297,77 @@ class _Task:
                 landing_fs,
             )
             return
+        streamed = info.size > cfg.ingest.stream_bytes
         try:
-            with self.timed("read"):
-                data = landing_fs.read(info.path)
+            data, sha, size = self.read_source(info, landing_fs, streamed)
         except StorageError as exc:
             self.reject(info, "unreadable", str(exc), None, None)
             return
-        self.result.bytes_read += len(data)
-        if len(data) != info.size:
+        self.result.bytes_read += size
+        if size != info.size:
             self.reject(
                 info,
                 "changed_while_reading",
-                f"listed with {info.size} bytes, read {len(data)}",
+                f"listed with {info.size} bytes, read {size}",
                 data,
                 None,
+                landing_fs,
             )
             return
-        with self.timed("hash"):
-            sha = hashlib.sha256(data).hexdigest()
         if sha in stored or sha in self.seen_sha:
             self.source_row(info, sha, "duplicate", instance_id=sha)
             return
+        kept = len(self.identities)
         try:
             with self.timed("parse"):
-                split = split_instance(data)
+                if data is None:
+                    read = _landing_reads(landing_fs, info.path)
+                    split = split_stream(read, info.size, limit=cfg.ingest.max_chunk_bytes)
+                else:
+                    split = split_instance(data)
+            self.store(info, sha, split, packs, streamed)
         except DicomParseError as exc:
-            self.reject(info, exc.reason, exc.message, data, sha)
+            # A streamed file is still read while it is stored: forget the rows store() kept
+            # of it (the chunks it sealed stay in the pack, referenced by no row)
+            del self.identities[kept:]
+            if exc.reason == "unreadable":  # no copy: the next run tries it again
+                self.reject(info, exc.reason, exc.message, None, None)
+                return
+            message = exc.message
+            if exc.reason == "too_large":  # a part of a streamed file too big to hold
+                message += " (ingest.max_chunk_bytes)"
+            self.reject(info, exc.reason, message, data, sha, landing_fs)
             return
         self.seen_sha.add(sha)
-        self.store(info, sha, split, packs)
 
-    def store(self, info: FileInfo, sha: str, split: SplitInstance, packs: _Packs) -> None:
+    def read_source(
+        self, info: FileInfo, landing_fs: FileSystem, streamed: bool
+    ) -> tuple[bytes | None, str, int]:
+        """The file's bytes (None when streamed: hashed block by block), SHA-256 and size."""
+        if not streamed:
+            with self.timed("read"):
+                data = landing_fs.read(info.path)
+            with self.timed("hash"):
+                return data, hashlib.sha256(data).hexdigest(), len(data)
+        digest, size = hashlib.sha256(), 0
+        while True:
+            with self.timed("read"):
+                block = landing_fs.read(info.path, size, READ_BLOCK)
+            if not block:
+                return None, digest.hexdigest(), size
+            with self.timed("hash"):
+                digest.update(block)
+            size += len(block)
+
+    def store(
+        self, info: FileInfo, sha: str, split: SplitInstance, packs: _Packs, streamed: bool
+    ) -> None:
+        """Seal the chunks of one instance and keep its rows.
+
+        A streamed file's frames are read here, as they are sealed, and hashed again: if that
+        hash is not the first reading's, DicomParseError (changed_while_reading) is raised
+        before any row is kept but its identities row, which the caller drops.
+        """
         cfg, run_id = self.ctx.config, self.ctx.run_id
         with self.timed("deid"):
             if self.deid is not None:
@@ -337,17 +384,24 @@ class _Task:
             sop = values["SOPInstanceUID"]
             header = header_json(clean)
             elements = element_rows(clean)
-        writer = packs.writer_for(
-            len(split.prefix) + len(split.suffix) + sum(len(f) for f in split.frames)
-        )
-        chunks = [("prefix", 0, split.prefix, None, "auto")]
         codec = "store" if split.encapsulated else cfg.pixels.codec
-        chunks += [("frame", i + 1, f, split.frame_spec, codec) for i, f in enumerate(split.frames)]
-        chunks.append(("suffix", 0, split.suffix, None, "auto"))
+        chunks = itertools.chain(
+            [("prefix", 0, split.prefix, None, "auto")],
+            (("frame", i, f, split.frame_spec, codec) for i, f in enumerate(split.frames, 1)),
+            [("suffix", 0, split.suffix, None, "auto")],
+        )
+        reread = hashlib.sha256() if streamed else None
+        rows = []
         stored_total = stored_pixels = raw_pixels = 0
         frame_codecs = set()
         with self.timed("encode+encrypt"):
             for kind, index, raw, spec, chunk_codec in chunks:
+                if streamed or kind == "prefix":
+                    # A file held whole goes into one pack; a streamed one rolls over between
+                    # its chunks, so its frames may go on in the task's next packs
+                    writer = packs.writer_for(len(raw) if streamed else info.size)
+                if reread is not None:
+                    reread.update(raw)
                 rec = writer.add(
                     instance=sha,
                     kind=kind,
@@ -362,7 +416,7 @@ class _Task:
                     stored_pixels += rec.length
                     raw_pixels += rec.raw_length
                     frame_codecs.add(rec.codec)
-                self.frames.append(
+                rows.append(
                     {
                         "instance_id": sha,
                         "SOPInstanceUID": sop,
@@ -378,6 +432,12 @@ class _Task:
                         "ingest_run_id": run_id,
                     }
                 )
+        if reread is not None and reread.hexdigest() != sha:
+            raise DicomParseError(
+                "changed_while_reading",
+                f"SHA-256 {reread.hexdigest()} when split, {sha} when first read",
+            )
+        self.frames.extend(rows)
         self.result.bytes_stored += stored_total
         with self.timed("rows"):
             study_date = values.get("StudyDate")
@@ -385,7 +445,7 @@ class _Task:
                 {
                     "study_year": study_date.year if study_date is not None else None,
                     "header_json": header,
-                    "pack_path": packs.relative,
+                    "pack_path": rows[0]["pack_path"],  # the prefix's pack
                     "frame_chunks": len(split.frames),
                     "pixel_codec": ",".join(sorted(frame_codecs)) or None,
                     "raw_pixel_bytes": raw_pixels,
@@ -441,6 +501,19 @@ class _Task:
                 target = staged(self.layout, self.ctx.run_id, relative)
                 write_identities(self.lake_fs, target, self.identities, self.keyring)
                 r.staged.append(relative)
+
+
+def _landing_reads(landing_fs: FileSystem, path: str) -> Callable[[int, int], bytes]:
+    """Ranged reads of a landing file; one that fails is DicomParseError("unreadable"), so it
+    is told apart from a failed write to the lake, which fails the task."""
+
+    def read(offset: int, length: int) -> bytes:
+        try:
+            return landing_fs.read(path, offset, length)
+        except StorageError as exc:
+            raise DicomParseError("unreadable", str(exc)) from exc
+
+    return read
 
 
 def process_task(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,20 +88,36 @@ def export_instances(
     out.mkdir(parents=True, exist_ok=True)
     written = 0
     for inst in track(instances, len(instances), "export"):
-        data = store.rebuild(inst["instance_id"], by_instance.get(inst["instance_id"], []))
-        if hashlib.sha256(data).hexdigest() != inst["source_sha256"]:
-            raise IntegrityError(
-                f"instance {inst['SOPInstanceUID']} rebuilt from {lake} does "
-                f"not match its source_sha256 {inst['source_sha256']}"
-            )
+        chunks = store.rebuild(inst["instance_id"], by_instance.get(inst["instance_id"], []))
         target = out / f"{inst['SOPInstanceUID']}.dcm"
-        tmp = target.with_suffix(".dcm.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)  # never a half-written file under the final name
-        written += len(data)
+        what = f"instance {inst['SOPInstanceUID']} rebuilt from {lake}"
+        written += _write_checked(chunks, target, inst["source_sha256"], what)
     return {
         "lake": LakeLayout(lake).root,
         "out": str(out),
         "files": len(instances),
         "bytes": written,
     }
+
+
+def _write_checked(chunks: Iterable[bytes], target: Path, sha256: str, what: str) -> int:
+    """Write ``chunks`` to ``target`` if their SHA-256 is ``sha256``; returns the bytes written.
+
+    The file is written chunk by chunk to a temporary name and renamed into place only once
+    its hash matches, so a big instance is never held whole and never half-written.
+    """
+    tmp = target.with_suffix(".dcm.tmp")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                digest.update(chunk)
+                f.write(chunk)
+                size += len(chunk)
+        if digest.hexdigest() != sha256:
+            raise IntegrityError(f"{what} does not match its source_sha256 {sha256}")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+    return size

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -90,8 +90,14 @@ class PixelStore:
             sealed, data_key=key, pack_id=_pack_id(pack_path), record=record, spec=spec
         )
 
-    def rebuild(self, instance_id: str, rows: list[dict[str, Any]] | None = None) -> bytes:
-        """The original file's bytes: prefix + frames + suffix."""
+    def rebuild(
+        self, instance_id: str, rows: list[dict[str, Any]] | None = None
+    ) -> Iterator[bytes]:
+        """The original file's bytes, one chunk at a time: prefix, frames, suffix.
+
+        Each chunk is read from its own pack (a streamed instance spans several), so joining
+        them is the file and writing them one by one never holds it whole.
+        """
         if rows is None:
             rows = self.frames_of([instance_id]).to_pylist()
         if not rows or rows[0]["chunk_kind"] != "prefix":
@@ -99,9 +105,11 @@ class PixelStore:
                 f"instance {instance_id} has no chunks in {self.layout.table('frames')}"
             )
         prefix = self.chunk(rows[0])
+        yield prefix
         has_frames = any(r["chunk_kind"] == "frame" for r in rows)
         spec = header_from_prefix(prefix)[1] if has_frames else None
-        return prefix + b"".join(self.chunk(r, spec) for r in rows[1:])
+        for row in rows[1:]:
+            yield self.chunk(row, spec)
 
     def frame(self, instance_id: str, frame_number: int) -> np.ndarray:
         """One frame (1-based) as pydicom's ``pixel_array`` would give it."""
@@ -124,7 +132,7 @@ class PixelStore:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pixels = pydicom.dcmread(
-                io.BytesIO(self.rebuild(instance_id, rows)), force=True
+                io.BytesIO(b"".join(self.rebuild(instance_id, rows))), force=True
             ).pixel_array
         return pixels if count == 1 else pixels[frame_number - 1]
 

@@ -34,6 +34,8 @@ INSTANCES = pa.schema(
     + [
         pa.field("study_year", pa.int32()),
         pa.field("header_json", pa.string()),
+        # The pack of the prefix chunk; a streamed instance's frames may go on in later packs
+        # (each frames row names its own pack).
         pa.field("pack_path", pa.string()),
         pa.field("frame_chunks", pa.int32()),
         pa.field("pixel_codec", pa.string()),

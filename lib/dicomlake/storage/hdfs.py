@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import posixpath
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
@@ -27,6 +29,10 @@ from dicomlake.errors import ConfigError, PublishConflictError, StorageError
 from dicomlake.storage.base import FileInfo, FileSystem
 
 log = logging.getLogger(__name__)
+
+UPLOAD_PIECE = 1 << 20
+UPLOAD_QUEUE = 8
+"""Pieces an upload may have queued: what `open_write` holds beyond the caller's buffer."""
 
 # WebHDFS RemoteException names (the Java simple class names) this module reacts to.
 _NOT_FOUND = "FileNotFoundException"
@@ -147,11 +153,9 @@ class WebHdfsFileSystem(FileSystem):
     @contextlib.contextmanager
     def open_write(self, path: str) -> Iterator[BinaryIO]:
         # WebHDFS CREATE makes the parents; the body streams in chunks from a helper thread.
-        try:
-            with self._client.write(_split(path)[1], overwrite=True) as writer:
-                yield cast(BinaryIO, writer)
-        except (HdfsError, requests.RequestException) as exc:
-            raise _error("write", path, exc) from exc
+        hpath = _split(path)[1]
+        with _Upload(path, lambda body: self._client.write(hpath, data=body, overwrite=True)) as up:
+            yield cast(BinaryIO, up)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         # One PUT with a body, no helper thread: the common case for small files.
@@ -214,6 +218,64 @@ class WebHdfsFileSystem(FileSystem):
             self._client.delete_snapshot(_split(path)[1], name)
         except (HdfsError, requests.RequestException) as exc:
             raise _error(f"delete snapshot {name} of", path, exc) from exc
+
+
+class _Upload:
+    """A writer to ``path`` whose bytes ``send(body)`` uploads from a helper thread, ``body`` a
+    generator of them.
+
+    HdfsCLI's own writer queues every write until the upload takes it: a writer faster than the
+    DataNode would hold a whole pack in memory. Here writes wait once `UPLOAD_QUEUE` pieces of
+    `UPLOAD_PIECE` bytes are queued, and a failed upload fails the next write (a StorageError
+    naming ``path``, like every other call of this filesystem).
+    """
+
+    def __init__(self, path: str, send: Callable[[Iterator[bytes]], object]) -> None:
+        self._path = path
+        self._queue: queue.Queue[bytes | None] = queue.Queue(UPLOAD_QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(send,), daemon=True)
+
+    def _run(self, send: Callable[[Iterator[bytes]], object]) -> None:
+        try:
+            send(iter(self._queue.get, None))
+        except BaseException as exc:  # raised in the writer's thread, by write() or on exit
+            self._error = exc
+
+    def _put(self, item: bytes | None) -> bool:
+        """Queue ``item``; False when the upload has ended (a failed one takes nothing more)."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _raise_failure(self) -> None:
+        if isinstance(self._error, (HdfsError, requests.RequestException)):
+            raise _error("write", self._path, self._error) from self._error
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> _Upload:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._put(None)
+        self._thread.join()
+        if exc_info[0] is None:
+            self._raise_failure()
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        for start in range(0, len(view), UPLOAD_PIECE):
+            # A copy, so a queued piece does not keep the caller's whole buffer alive
+            if not self._put(bytes(view[start : start + UPLOAD_PIECE])):
+                self._raise_failure()
+                raise StorageError(f"cannot write {self._path}: the upload ended early")
+        return len(view)
 
 
 def _make_client(config: HdfsConfig) -> Client:

@@ -1,0 +1,58 @@
+"""Spark's Python worker daemon, importing the executor environment's own pyspark when it can.
+
+Spark puts its ``pyspark.zip`` first on the Python workers' path. Python never caches bytecode
+for modules imported from a zip, so every worker process compiles pyspark's modules again:
+about 0.7 s of CPU per worker and a second of wall time before a job's first task starts.
+When the interpreter has the same pyspark version installed (a pip-installed pyspark, or an
+executor environment built for the job), this daemon drops the zip from the path so workers
+import the installed, precompiled copy; otherwise it changes nothing.
+
+Used through ``spark.python.daemon.module`` (see `dicomlake.ingest.session`); standard library
+only, since nothing may import pyspark before the path is settled.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import zipfile
+from importlib import metadata
+
+_VERSION = re.compile(r"""__version__\s*(?::\s*str\s*)?=\s*["']([^"']+)["']""")
+
+
+def shipped_zips(path: list[str]) -> list[str]:
+    """The entries of `path` that are a pyspark.zip."""
+    return [p for p in path if p.replace("\\", "/").rsplit("/", 1)[-1] == "pyspark.zip"]
+
+
+def zip_version(archive: str) -> str | None:
+    """The pyspark version inside a pyspark.zip; None if it cannot be read."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            match = _VERSION.search(z.read("pyspark/version.py").decode("utf-8"))
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+        return None
+    return match.group(1) if match else None
+
+
+def prefer_installed(path: list[str], installed: str | None) -> list[str]:
+    """`path` without its pyspark.zip entries when they hold the `installed` version."""
+    zips = shipped_zips(path)
+    if not zips or installed is None or any(zip_version(z) != installed for z in zips):
+        return path
+    return [p for p in path if p not in zips]
+
+
+def _installed_version() -> str | None:
+    try:
+        return metadata.version("pyspark")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.path[:] = prefer_installed(sys.path, _installed_version())
+    from pyspark.daemon import manager
+
+    manager()

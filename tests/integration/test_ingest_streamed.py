@@ -1,0 +1,165 @@
+"""Files over ingest.stream_bytes are streamed: a file that changes between its two readings
+is rejected whole, and a 1 GB file is ingested and exported in a fraction of its size in memory.
+
+(The sample corpus ingested with a tiny ``stream_bytes`` is in test_ingest_local.py.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from ingest_helpers import ingest_command, table
+from pydicom.data import get_testdata_file
+
+import dicomlake.ingest.worker as worker
+from dicomlake.config import load_config
+from dicomlake.crypto.keyring import Keyring
+from dicomlake.ingest.worker import TaskContext, process_task
+from dicomlake.keys import save_keyring
+from dicomlake.lake.commit import staged
+from dicomlake.lake.identities import read_identity_files
+from dicomlake.lake.layout import LakeLayout
+from dicomlake.storage import FileInfo, filesystem_for
+from dicomlake.storage.local import LocalFileSystem
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from ingest_bench import MemoryPeak  # noqa: E402
+from synth_landing import build_huge_file  # noqa: E402
+
+MiB = 1 << 20
+
+
+class _ChangesOnceRead(LocalFileSystem):
+    """A landing filesystem on which one file changes once it has been read to its end."""
+
+    def __init__(self, victim: str, change: Callable[[Path], None]) -> None:
+        self.victim, self.change = victim, change
+        self.changed = False
+
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        data = super().read(path, offset, length)
+        if path == self.victim and not data and not self.changed:
+            self.change(Path(path))
+            self.changed = True
+        return data
+
+
+def _flip_a_pixel_byte(path: Path) -> None:
+    content = bytearray(path.read_bytes())
+    content[-100] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "outcome"),
+    [
+        (_flip_a_pixel_byte, "changed_while_reading", "quarantined"),
+        (Path.unlink, "unreadable", "failed"),  # "failed" is tried again by the next run
+    ],
+    ids=["changed", "deleted"],
+)
+def test_a_file_changed_between_its_readings_keeps_no_row(
+    tmp_path, config, keyring, monkeypatch, change, reason, outcome
+):
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    files = {}
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        target = landing / name
+        target.write_bytes(Path(get_testdata_file(name)).read_bytes())
+        files[name] = FileInfo(str(target), target.stat().st_size, 1_700_000_000_000)
+    changing = _ChangesOnceRead(str(landing / "CT_small.dcm"), change)
+    monkeypatch.setattr(
+        worker,
+        "filesystem_for",
+        lambda uri, hdfs: changing if uri == str(landing) else filesystem_for(uri, hdfs),
+    )
+    streamed = dataclasses.replace(
+        config, ingest=dataclasses.replace(config.ingest, stream_bytes=1000)
+    )
+    ctx = TaskContext("r1", str(lake), streamed, keyring.to_bytes(), 1_700_000_000_000)
+    result = process_task(0, 0, list(files.values()), str(landing), ctx, frozenset())
+
+    assert changing.changed
+    assert [(e["source_path"], e["reason"]) for e in result.errors] == [
+        (files["CT_small.dcm"].path, reason)
+    ]
+    outcomes = {s["source_path"]: s["outcome"] for s in result.sources}
+    assert outcomes == {files["CT_small.dcm"].path: outcome, files["MR_small.dcm"].path: "ingested"}
+    mr_sha = hashlib.sha256(Path(files["MR_small.dcm"].path).read_bytes()).hexdigest()
+    layout = LakeLayout(str(lake))
+    ids = {}
+    for relative in result.staged:
+        uri = staged(layout, "r1", relative)
+        if relative.startswith("restricted/identities/"):
+            rows = read_identity_files(LocalFileSystem(), [uri], keyring)
+        elif relative.startswith("tables/"):
+            rows = pq.read_table(uri)
+        else:
+            continue
+        ids[relative.split("/")[1]] = set(rows.column("instance_id").to_pylist())
+    # The changed file's chunks stay in the pack, but no row of any table names them
+    assert ids == {name: {mr_sha} for name in ("instances", "frames", "elements", "identities")}
+
+
+def _run(command: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, MemoryPeak]:
+    """Run a command; its result and the peak memory of its process tree, sampled."""
+    memory = MemoryPeak()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watcher = memory.watch(child.pid, interval=0.05)
+    out, err = child.communicate(timeout=300)
+    memory.stop()
+    watcher.join()
+    return subprocess.CompletedProcess(
+        command, child.returncode, out.decode(), err.decode()
+    ), memory
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 * MiB):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_1_gb_file_is_ingested_and_exported_in_bounded_memory(tmp_path):
+    landing, lake, out = tmp_path / "landing", tmp_path / "lake", tmp_path / "out"
+    try:
+        huge = build_huge_file(landing / "huge.dcm", 1_000_000_000)
+        original = _sha256(landing / "huge.dcm")
+        keyring = tmp_path / "keyring.json"
+        save_keyring(str(keyring), Keyring.generate(), load_config(env={}))
+        # Default config (the file is over stream_bytes), but for smaller packs and one core
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMLAKE_")}
+        env.update(DICOMLAKE_SPARK_MASTER="local[1]", DICOMLAKE_PIXELS_PACK_BYTES=str(64 * MiB))
+        ingest, ingest_memory = _run(ingest_command(landing, lake, keyring), env)
+        assert ingest.returncode == 0, ingest.stderr
+        # The Python workers (the daemon and the one that ingested) never hold the file
+        assert ingest_memory.workers < 0.4 * huge.bytes, ingest_memory.as_dict()
+        summary = json.loads(ingest.stdout.strip().splitlines()[-1])
+        assert (summary["ingested"], summary["bytes_read"]) == (1, huge.bytes)
+        assert summary["packs_written"] > 1
+
+        sop = table(lake, "instances").column("SOPInstanceUID")[0].as_py()
+        export = [sys.executable, "-m", "dicomlake.cli", "export", "--lake", str(lake)]
+        export += ["--sop", sop, "--out", str(out), "--keyring", str(keyring)]
+        exported, export_memory = _run(export, env)
+        assert exported.returncode == 0, exported.stderr
+        assert _sha256(out / f"{sop}.dcm") == original
+        assert export_memory.tree < 0.4 * huge.bytes, export_memory.as_dict()
+    finally:  # GBs that pytest would otherwise keep with its last temporary directories
+        for path in (landing, lake, out):
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,59 @@
+"""converted_element gives what pydicom's own Dataset[tag] gives, for every corpus element."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from corpus import corpus_id, split_paths
+from pydicom.data import get_charset_files
+from pydicom.dataset import Dataset
+
+from dicomlake.dicom import split_instance
+from dicomlake.dicom.values import converted_element
+
+
+def _pairs(ours: Dataset, theirs: Dataset, where: str):
+    """Every element of both copies of one header, sequence items included."""
+    for tag in list(theirs.keys()):
+        try:
+            expected = theirs[tag]
+        except Exception as exc:  # pydicom cannot convert it: neither may we
+            with pytest.raises(type(exc)):
+                converted_element(ours, tag)
+            continue
+        got = converted_element(ours, tag)
+        yield f"{where}{tag}", got, expected
+        if expected.VR == "SQ":
+            for index, (a, b) in enumerate(zip(got.value, expected.value, strict=True)):
+                yield from _pairs(a, b, f"{where}{tag}[{index}].")
+
+
+# The corpus as split_instance reads it, and pydicom's character set files (Japanese, Korean,
+# Chinese, Greek, Hebrew, in sequences too; some have no SOP Instance UID) as pydicom reads them.
+CHARSET_FILES = sorted(Path(p) for p in get_charset_files("*.dcm"))
+PATHS = split_paths() + CHARSET_FILES
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("path", PATHS, ids=corpus_id)
+def test_same_elements_as_pydicom(path: Path) -> None:
+    if path in CHARSET_FILES:
+        ours = pydicom.dcmread(path, force=True)
+    else:
+        ours = split_instance(path.read_bytes()).dataset
+    theirs = copy.deepcopy(ours)  # still raw: pydicom converts its copy itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for where, got, expected in _pairs(ours, theirs, ""):
+            assert got.VR == expected.VR, where
+            assert type(got.value) is type(expected.value), where
+            if expected.VR != "SQ":
+                assert got.value == expected.value, where
+                assert got.VM == expected.VM, where
+                assert got.file_tell == expected.file_tell, where
+                assert got.is_undefined_length == expected.is_undefined_length, where
+                assert got.to_json_dict(None, 1024) == expected.to_json_dict(None, 1024), where
