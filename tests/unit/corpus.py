@@ -6,6 +6,7 @@ zips, JSON, ICC profiles) are kept on purpose: ingest must reject them as ``not_
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from dicomlake.dicom.split import FrameSpec, split_instance
@@ -25,6 +26,12 @@ def corpus_id(path: Path) -> str:
 
 def split_paths() -> list[Path]:
     """The corpus files that split_instance accepts."""
+    return list(_split_paths())
+
+
+@functools.cache
+def _split_paths() -> tuple[Path, ...]:
+    # Several test modules parametrise over these: parse the corpus once per session
     paths = []
     for path in corpus_paths():
         try:
@@ -32,7 +39,7 @@ def split_paths() -> list[Path]:
         except DicomParseError:
             continue
         paths.append(path)
-    return paths
+    return tuple(paths)
 
 
 def frame_spec(

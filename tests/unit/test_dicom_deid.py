@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from corpus import corpus_id, corpus_paths
+from corpus import corpus_id, split_paths
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
@@ -28,7 +28,7 @@ from dicomlake.config import DeidConfig
 from dicomlake.dicom import split_instance
 from dicomlake.dicom.deid import deidentify, options_json
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING
-from dicomlake.errors import ConfigError, DicomParseError
+from dicomlake.errors import ConfigError
 
 fields = pytest.importorskip(
     "dicomanonymizer.dicom_anonymization_databases.dicomfields_2026c",
@@ -84,18 +84,7 @@ def ref_shift(secret: bytes, key: str, max_days: int) -> int:
     return -(1 + int.from_bytes(mac[:8], "big") % max_days)
 
 
-def _headers() -> list[Path]:
-    out = []
-    for path in corpus_paths():
-        try:
-            split_instance(path.read_bytes())
-        except DicomParseError:
-            continue
-        out.append(path)
-    return out
-
-
-HEADERS = _headers()
+HEADERS = split_paths()
 
 
 def _clean(path: Path, options: DeidConfig | None = None, secret: bytes = SECRET):

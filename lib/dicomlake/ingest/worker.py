@@ -317,7 +317,6 @@ class _Task:
         if sha in stored or sha in self.seen_sha:
             self.source_row(info, sha, "duplicate", instance_id=sha)
             return
-        kept = len(self.identities)
         try:
             with self.timed("parse"):
                 if data is None:
@@ -327,9 +326,8 @@ class _Task:
                     split = split_instance(data)
             self.store(info, sha, split, packs, streamed)
         except DicomParseError as exc:
-            # A streamed file is still read while it is stored: forget the rows store() kept
-            # of it (the chunks it sealed stay in the pack, referenced by no row)
-            del self.identities[kept:]
+            # A streamed file is still read while it is stored; store() keeps no row of a file
+            # it gives up on (the chunks it sealed stay in the pack, referenced by no row)
             if exc.reason == "unreadable":  # no copy: the next run tries it again
                 self.reject(info, exc.reason, exc.message, None, None)
                 return
@@ -366,7 +364,7 @@ class _Task:
 
         A streamed file's frames are read here, as they are sealed, and hashed again: if that
         hash is not the first reading's, DicomParseError (changed_while_reading) is raised
-        before any row is kept but its identities row, which the caller drops.
+        before any row of the file is kept.
         """
         cfg, run_id = self.ctx.config, self.ctx.run_id
         with self.timed("deid"):
@@ -375,10 +373,9 @@ class _Task:
                 identities.update(
                     instance_id=sha, ingest_run_id=run_id, ingested_at=_ts(self.ctx.started_ms)
                 )
-                self.identities.append(identities)
                 split_values = dataclasses.replace(split, dataset=clean)
             else:
-                clean, split_values = split.dataset, split
+                clean, identities, split_values = split.dataset, None, split
         with self.timed("parse"):
             values = promoted_values(split_values)
             sop = values["SOPInstanceUID"]
@@ -438,6 +435,8 @@ class _Task:
                 f"SHA-256 {reread.hexdigest()} when split, {sha} when first read",
             )
         self.frames.extend(rows)
+        if identities is not None:
+            self.identities.append(identities)
         self.result.bytes_stored += stored_total
         with self.timed("rows"):
             study_date = values.get("StudyDate")
