@@ -1,6 +1,6 @@
 """Lossless codec benchmark on the real corpus's native-pixel frames, one core.
 
-    .venv/bin/python bench/codecs.py [--repeat N] [--codecs jpegxl,htj2k,...]
+    .venv/bin/python bench/codec_bench.py [--repeat N] [--codecs jpegxl,htj2k,...]
 
 Frames come from pydicom's test files, pydicom-data and deid-data (little-endian native
 transfer syntaxes only). Prints ratio, encode and decode MB/s (raw bytes per second) per
