@@ -8,8 +8,8 @@ Every file is a copy of a real image shipped by pydicom (its test files), ``pydi
 study date, series and instance numbers). Pixel data bytes are kept as they are, except in the
 small-file case, where 224 x 224 crops of real CT and MR slices make ~100 KB files.
 
-Studies are drawn by a seeded RNG until the size is reached, the byte mix kept close to
-``MIX``: CT and MR series of 50-300 slices, single radiographs (CR/DX), ultrasound studies
+Studies are drawn by a seeded RNG until the size is reached, the byte mix kept to ``MIX`` at
+every size: CT and MR series of 50-300 slices, single radiographs (CR/DX), ultrasound studies
 with native multi-frame cines, and already-compressed studies (JPEG, JPEG-LS, JPEG 2000) whose
 bitstreams dicomlake stores as they are. The same seed and parameters give the same bytes.
 
@@ -40,7 +40,7 @@ import pydicom
 import pydicom.data
 from pydicom.dataset import Dataset
 
-GENERATOR_VERSION = 1  # bump when the output for a given seed changes (invalidates caches)
+GENERATOR_VERSION = 2  # bump when the output for a given seed changes (invalidates caches)
 
 _PYDICOM = Path(pydicom.data.__file__).parent / "test_files"
 _DEID = Path(deid_data.__file__).parent / "data"
@@ -204,8 +204,10 @@ def build_landing(
 ) -> Built:
     """Write studies under ``out`` until ``size_bytes`` is reached (the last series may stop early).
 
-    The study kind drawn next is the one furthest below its share in ``mix`` (default ``MIX``);
-    template, series and slice counts are drawn from ``random.Random(seed)``.
+    The study kind drawn next is the one furthest below its share in ``mix`` (default ``MIX``),
+    and a study stops early once its kind has its share of ``size_bytes``, so every size has
+    the same mix (within one file per kind) and sizes can be compared. Template, series and
+    slice counts are drawn from ``random.Random(seed)``.
     """
     mix = MIX if mix is None else mix
     rng = random.Random(seed)
@@ -228,10 +230,10 @@ def build_landing(
                 files += 1
                 done[kind][0] += 1
                 done[kind][1] += size
-                if total >= size_bytes:
+                if done[kind][1] >= mix[kind] * size_bytes:
                     break
-            if total >= size_bytes:
-                break
+            if done[kind][1] >= mix[kind] * size_bytes:
+                break  # the kind has its share: one long study must not skew the mix
     return Built(files, total, {k: {"files": v[0], "bytes": v[1]} for k, v in done.items()})
 
 

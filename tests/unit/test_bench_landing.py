@@ -131,3 +131,14 @@ def test_huge_file_frames_are_ct_small_tiled_shifted_and_noisy(tmp_path: Path) -
         noise = frame - expected
         assert noise.min() >= -8 and noise.max() <= 8 and len(np.unique(noise)) == 17
     assert not (frames[0] == frames[1]).all()
+
+
+@pytest.mark.parametrize("size", [4_000_000, 9_000_000])
+def test_every_size_keeps_the_mix(tmp_path: Path, size: int) -> None:
+    """A kind gets its byte share of the size and at most one file more, however long the
+    study being written when the share is reached (CT series have 50 slices or more)."""
+    mix = {"CT": 0.6, "MR": 0.4}
+    synth_landing.build_landing(tmp_path, size, seed=3, mix=mix)
+    for kind, share in mix.items():
+        sizes = [p.stat().st_size for p in (tmp_path / kind).rglob("*.dcm")]
+        assert share * size <= sum(sizes) < share * size + max(sizes)
