@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import warnings
 from pathlib import Path
 
 import pytest
 from corpus import corpus_id, split_paths
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.valuerep import BYTES_VR
 
 from dicomlake.dicom import header_json, split_instance
@@ -104,3 +107,14 @@ def test_header_json_matches_pydicom_writer(path: Path) -> None:
         reference = json.loads(json.dumps(_pydicom_json(dataset)))
         ours = json.loads(header_json(dataset))
     _assert_matches(ours, reference, "")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_value_pydicom_cannot_write_is_kept_as_its_text_in_un() -> None:
+    """An IS of "1\\x" reads as two strings but cannot be written as numbers: its values go
+    into InlineBinary joined as DICOM writes them, not as Python's repr of a list."""
+    dataset = Dataset()
+    raw = b"1\\x "
+    dataset[0x00200013] = RawDataElement(Tag(0x00200013), "IS", len(raw), raw, 0, False, True)
+    doc = json.loads(header_json(dataset))
+    assert doc == {"00200013": {"vr": "UN", "InlineBinary": base64.b64encode(b"1\\x").decode()}}

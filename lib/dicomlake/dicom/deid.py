@@ -77,14 +77,13 @@ from typing import Any
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID_dictionary
 
 from dicomlake.config import DeidConfig
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING, SOURCE
-from dicomlake.dicom.values import BINARY_VRS, converted_element, get
+from dicomlake.dicom.values import BINARY_VRS, converted_element, get, values_of
 
 PSEUDONYM_PURPOSE = "pseudonym"  # Keyring.secret_for(PSEUDONYM_PURPOSE)
 ALGORITHM = "dicomlake-deid-v1"
@@ -318,19 +317,8 @@ def deidentify(
 
 
 def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, (MultiValue, list, tuple)):
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = str(value)
+    text = "\\".join(str(v) for v in values_of(value))
     return text.strip(" \x00") or None
-
-
-def _values(value: object) -> list[Any]:
-    if value is None or value == "":
-        return []
-    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
 
 
 def _changed(elem: DataElement, value: Any) -> DataElement:
@@ -435,12 +423,12 @@ def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> Da
         return elem
     if tag in _PSEUDONYMISED_TEXT:
         keyword = _PSEUDONYMISED_TEXT[tag]
-        return _with(elem, [text_pseudonym(ctx.secret, keyword, v) for v in _values(elem.value)])
+        return _with(elem, [text_pseudonym(ctx.secret, keyword, v) for v in values_of(elem.value)])
     if vr in ("DA", "DT", "TM"):
         if tag in _BIRTH:
             return None
         if vr != "TM" and ctx.shift:
-            return _with(elem, [_shift(str(v), vr, ctx.shift) for v in _values(elem.value)])
+            return _with(elem, [_shift(str(v), vr, ctx.shift) for v in values_of(elem.value)])
         return elem
     if vr == "UI":
         if action in _REMOVE:
@@ -449,7 +437,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> Da
             return _emptied(elem)
         if action is None and is_class_uid(elem.keyword or ""):
             return elem
-        values = [str(v) for v in _values(elem.value)]
+        values = [str(v) for v in values_of(elem.value)]
         if action is None and all(is_well_known_uid(v) for v in values):
             return elem
         return _with(elem, [ctx.uid(v) for v in values])
@@ -467,7 +455,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> Da
     if action in _EMPTY:
         return _emptied(elem)
     if action == "U":
-        return _with(elem, [ctx.uid(str(v)) for v in _values(elem.value)])
+        return _with(elem, [ctx.uid(str(v)) for v in values_of(elem.value)])
     if vr == "UN":
         return None  # an attribute this pydicom does not know: nothing says it is safe
     return elem if vr not in _FREE_TEXT_VRS or action is not None else None

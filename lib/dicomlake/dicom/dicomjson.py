@@ -8,10 +8,9 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.jsonrep import convert_to_python_number
-from pydicom.multival import MultiValue
 from pydicom.valuerep import FLOAT_VR, INT_VR, VR
 
-from dicomlake.dicom.values import BINARY_VRS, PIXEL_TAGS, elements
+from dicomlake.dicom.values import BINARY_VRS, PIXEL_TAGS, elements, values_of
 
 BULK_DATA_URI = "dicomlake:bulk"
 BULK_THRESHOLD = 1024  # binary values longer than this many bytes are left out
@@ -60,10 +59,7 @@ def _element_json(elem: Any) -> dict[str, Any]:
         vr = elem.VR
         if vr not in _PLAIN_VRS:
             return elem.to_json_dict(None, BULK_THRESHOLD)
-        value = elem.value
-        if value is None or value == "":
-            return {"vr": vr}
-        values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+        values = values_of(elem.value)
         if not values:
             return {"vr": vr}
         if vr in _NUMBER_VRS:
@@ -72,9 +68,5 @@ def _element_json(elem: Any) -> dict[str, Any]:
     except Exception:
         # A value pydicom read but cannot write back: keep its bytes as UN
         value = elem.value
-        raw = value if isinstance(value, bytes) else "\\".join(map(str, _as_list(value))).encode()
+        raw = value if isinstance(value, bytes) else "\\".join(map(str, values_of(value))).encode()
         return {"vr": "UN", "InlineBinary": base64.b64encode(raw).decode("ascii")}
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]

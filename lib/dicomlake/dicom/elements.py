@@ -7,9 +7,8 @@ import functools
 import pyarrow as pa
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
-from dicomlake.dicom.values import BINARY_VRS, PIXEL_TAGS, elements
+from dicomlake.dicom.values import BINARY_VRS, PIXEL_TAGS, elements, values_of
 
 ELEMENT_SCHEMA: pa.Schema = pa.schema(
     [
@@ -77,7 +76,7 @@ def _add_rows(dataset: Dataset, parent: str, depth: int, rows: dict[str, list]) 
             numbers.append(None)
             counts.append(1 if data else 0)
             continue
-        values = _values(value)
+        values = values_of(value)
         texts.append("\\".join(str(v) for v in values) if values else None)
         numbers.append(_number(vr, values))
         counts.append(len(values))
@@ -94,12 +93,6 @@ def _private_creator(dataset: Dataset, tag: int) -> str | None:
         return None
     creator = dataset.get((group << 16) | (element >> 8))
     return None if creator is None else str(creator.value)
-
-
-def _values(value: object) -> list[object]:
-    if value is None or value == "":
-        return []
-    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
 
 
 def _number(vr: str, values: list[object]) -> float | None:

@@ -12,10 +12,9 @@ import math
 from collections.abc import Callable
 
 import pyarrow as pa
-from pydicom.multival import MultiValue
 
 from dicomlake.dicom.split import SplitInstance
-from dicomlake.dicom.values import get
+from dicomlake.dicom.values import get, values_of
 
 _STRING, _DATE, _INT, _DOUBLE = pa.string(), pa.date32(), pa.int32(), pa.float64()
 _DOUBLES = pa.list_(pa.float64())
@@ -58,12 +57,8 @@ PROMOTED: pa.Schema = pa.schema(
 )
 
 
-def _values(value: object) -> list[object]:
-    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
-
-
 def _string(value: object) -> str | None:
-    text = "\\".join(str(v) for v in _values(value)).strip()
+    text = "\\".join(str(v) for v in values_of(value)).strip()
     return text or None
 
 
@@ -87,18 +82,18 @@ def _float(value: object) -> float | None:
 
 
 def _int(value: object) -> int | None:
-    number = _float(_values(value)[0])
+    number = _float(values_of(value)[0])
     if number is None or not number.is_integer() or abs(number) >= 2**31:
         return None
     return int(number)
 
 
 def _double(value: object) -> float | None:
-    return _float(_values(value)[0])
+    return _float(values_of(value)[0])
 
 
 def _double_list(value: object) -> list[float] | None:
-    numbers = [_float(v) for v in _values(value)]
+    numbers = [_float(v) for v in values_of(value)]
     return None if any(n is None for n in numbers) else numbers  # type: ignore[return-value]
 
 

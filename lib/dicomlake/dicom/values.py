@@ -10,6 +10,7 @@ from pydicom.charset import default_encoding
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import AMBIGUOUS_VR, BYTES_VR, CUSTOMIZABLE_CHARSET_VR
 from pydicom.values import convert_value
@@ -82,6 +83,13 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
     )
     dataset[tag] = converted
     return converted
+
+
+def values_of(value: object) -> list[object]:
+    """An element's value as a list of its values: [] when empty, one item when single."""
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
 
 
 def get(dataset: Dataset, keyword: str) -> object:
