@@ -164,10 +164,7 @@ def _split(reader: Reader, limit: int | None) -> SplitInstance:
             "not_dicom",
             f"no 'DICM' at offset 128 and bytes 0-3 {reader.read(0, 4).hex()} are no tag",
         )
-    meta_end, syntax = _walk_meta(reader, start)
-    implicit, little = _encoding(reader, meta_end, syntax)
-    syntax = syntax or _implied_syntax(implicit, little)
-
+    meta_end, syntax, implicit, little = _dataset_encoding(reader, start)
     if syntax == DeflatedExplicitVRLittleEndian:
         # The deflated stream cannot be cut without inflating it: keep it whole
         _check_limit(limit, size, "a deflated file (it cannot be cut without inflating it)")
@@ -266,9 +263,7 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
     """
     start = 132 if prefix[128:132] == b"DICM" else 0
     reader = Reader.of(prefix)
-    meta_end, syntax = _walk_meta(reader, start)
-    implicit, little = _encoding(reader, meta_end, syntax)
-    syntax = syntax or _implied_syntax(implicit, little)
+    meta_end, syntax, implicit, little = _dataset_encoding(reader, start)
     walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
     pixel = _find_pixel_data(walker, meta_end, implicit)
@@ -289,6 +284,14 @@ def _looks_like_dataset(data: bytes) -> bool:
         return False
     group_le, group_be = struct.unpack_from("<H", data)[0], struct.unpack_from(">H", data)[0]
     return 0x0002 <= group_le <= 0x0008 or 0x0002 <= group_be <= 0x0008
+
+
+def _dataset_encoding(reader: Reader, start: int) -> tuple[int, str, bool, bool]:
+    """Where the dataset starts after the file meta, its transfer syntax (as declared, else as
+    implied by the encoding), and whether it is implicit VR and little endian."""
+    meta_end, syntax = _walk_meta(reader, start)
+    implicit, little = _encoding(reader, meta_end, syntax)
+    return meta_end, syntax or _implied_syntax(implicit, little), implicit, little
 
 
 def _walk_meta(reader: Reader, offset: int) -> tuple[int, str | None]:

@@ -107,11 +107,11 @@ def _is_vr(raw: bytes) -> bool:
 
 
 class Walker:
-    """Walks elements of one file (bytes, or a `Reader`) encoded with a given byte order."""
+    """Walks elements of one file, read through a `Reader`, encoded with a given byte order."""
 
-    def __init__(self, data: bytes | Reader, little_endian: bool) -> None:
-        self.reader = data if isinstance(data, Reader) else Reader.of(data)
-        self.size = self.reader.size
+    def __init__(self, reader: Reader, little_endian: bool) -> None:
+        self.reader = reader
+        self.size = reader.size
         self.little_endian = little_endian
         order = "<" if little_endian else ">"
         self._tag = struct.Struct(order + "HH")
