@@ -219,7 +219,8 @@ def test_datanode_stopped_mid_job_then_rerun_loses_and_doubles_nothing(stack, tm
             proc.kill()
         stack.hdfs.start_datanode()
     if proc.returncode != 0:  # failed cleanly: a message, not a stack trace, and no commit
-        assert "the Spark job failed" in err or "cannot" in err, err[-3000:]
+        # The driver's log (spark-submit merges its stderr into stdout) says why
+        assert "the Spark job failed" in out or "cannot" in out, (out[-3000:], err[-3000:])
         assert not stack.fs.exists(f"{lake}/tables/runs")
     summary = stack.ingest(landing, lake)
     sources = _table(stack.fs, lake, "sources").to_pylist()

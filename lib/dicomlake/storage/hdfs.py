@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from hdfs import Client, HdfsError, InsecureClient
 
 from dicomlake.config import HdfsConfig
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 UPLOAD_PIECE = 1 << 20
 UPLOAD_QUEUE = 8
 """Pieces an upload may have queued: what `open_write` holds beyond the caller's buffer."""
+
+# A request that failed on the wire: requests' errors, and urllib3's, which HdfsCLI lets through
+# while a response body is read from its raw stream (a DataNode gone mid-read).
+_CONNECTION = (requests.RequestException, urllib3.exceptions.HTTPError)
+_FAILED = (HdfsError, *_CONNECTION)
 
 # WebHDFS RemoteException names (the Java simple class names) this module reacts to.
 _NOT_FOUND = "FileNotFoundException"
@@ -105,7 +111,7 @@ class WebHdfsFileSystem(FileSystem):
             if exc.exception == _NOT_FOUND:  # missing, or deleted while we walked
                 return []
             raise _error("list", path, exc) from exc
-        except requests.RequestException as exc:
+        except _CONNECTION as exc:
             raise _error("list", path, exc) from exc
 
     def status(self, path: str) -> FileInfo | None:
@@ -115,7 +121,7 @@ class WebHdfsFileSystem(FileSystem):
     def _status(self, path: str, hpath: str) -> dict[str, Any] | None:
         try:
             return cast("dict[str, Any] | None", self._client.status(hpath, strict=False))
-        except (HdfsError, requests.RequestException) as exc:
+        except _FAILED as exc:
             raise _error("stat", path, exc) from exc
 
     def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -132,7 +138,7 @@ class WebHdfsFileSystem(FileSystem):
             if exc.exception == "IOException" and self._at_or_past_end(path, offset):
                 return b""
             raise _error("read", path, exc) from exc
-        except requests.RequestException as exc:
+        except _CONNECTION as exc:
             raise _error("read", path, exc) from exc
 
     def _at_or_past_end(self, path: str, offset: int) -> bool:
@@ -145,10 +151,13 @@ class WebHdfsFileSystem(FileSystem):
         try:
             # A streaming urllib3 response; leaving the stack closes the connection.
             reader = stack.enter_context(self._client.read(_split(path)[1]))
-        except (HdfsError, requests.RequestException) as exc:
+        except _FAILED as exc:
             raise _error("open", path, exc) from exc
         with stack:
-            yield cast(BinaryIO, reader)
+            try:
+                yield cast(BinaryIO, reader)
+            except _CONNECTION as exc:  # raised by the caller's reads of the stream
+                raise _error("read", path, exc) from exc
 
     @contextlib.contextmanager
     def open_write(self, path: str) -> Iterator[BinaryIO]:
@@ -161,7 +170,7 @@ class WebHdfsFileSystem(FileSystem):
         # One PUT with a body, no helper thread: the common case for small files.
         try:
             self._client.write(_split(path)[1], data=data, overwrite=True)
-        except (HdfsError, requests.RequestException) as exc:
+        except _FAILED as exc:
             raise _error("write", path, exc) from exc
 
     def publish(self, src: str, dst: str) -> None:
@@ -179,19 +188,19 @@ class WebHdfsFileSystem(FileSystem):
                     f"cannot publish {src} to {dst}: target exists"
                 ) from None
             raise _error(f"publish to {dst}:", src, exc) from exc
-        except requests.RequestException as exc:
+        except _CONNECTION as exc:
             raise _error(f"publish to {dst}:", src, exc) from exc
 
     def delete(self, path: str, recursive: bool = False) -> None:
         try:
             self._client.delete(_split(path)[1], recursive=recursive)
-        except (HdfsError, requests.RequestException) as exc:
+        except _FAILED as exc:
             raise _error("delete", path, exc) from exc
 
     def makedirs(self, path: str) -> None:
         try:
             self._client.makedirs(_split(path)[1])
-        except (HdfsError, requests.RequestException) as exc:
+        except _FAILED as exc:
             raise _error("make directory", path, exc) from exc
 
     def create_snapshot(self, path: str, name: str) -> str | None:
@@ -208,7 +217,7 @@ class WebHdfsFileSystem(FileSystem):
                 log.info("%s is not snapshottable: %s", path, exc)
                 return None
             raise _error("snapshot", path, exc) from exc
-        except requests.RequestException as exc:
+        except _CONNECTION as exc:
             raise _error("snapshot", path, exc) from exc
         return f"{prefix}{hpath}/.snapshot/{name}"
 
@@ -216,7 +225,7 @@ class WebHdfsFileSystem(FileSystem):
         """Drop the HDFS snapshot ``name`` of ``path``."""
         try:
             self._client.delete_snapshot(_split(path)[1], name)
-        except (HdfsError, requests.RequestException) as exc:
+        except _FAILED as exc:
             raise _error(f"delete snapshot {name} of", path, exc) from exc
 
 
@@ -253,7 +262,7 @@ class _Upload:
         return False
 
     def _raise_failure(self) -> None:
-        if isinstance(self._error, (HdfsError, requests.RequestException)):
+        if isinstance(self._error, _FAILED):
             raise _error("write", self._path, self._error) from self._error
         if self._error is not None:
             raise self._error
