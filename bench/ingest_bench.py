@@ -11,7 +11,7 @@ Steps, all in this one invocation:
    per size, a small-file case of ~100 KB files, and a huge-file case: one multi-frame CT of
    ``--huge-gb`` GB, which dicomlake streams (it is over ``ingest.stream_bytes``).
 2. Runs each contender in its own process (bench/ingest_runs.py: a fresh JVM each, Spark
-   ``local[2]``, the same session settings), after reading the landing zone once so both start
+   ``local[2]``, the same Spark settings), after reading the landing zone once so both start
    from a warm page cache (the benchmark cannot drop the OS cache without privileges). The
    process tree's RSS (driver Python, JVM, Python workers) is sampled every 0.2 s.
    - dicomlake: ``run_ingest`` into an empty lake, at every size, on the small files and on

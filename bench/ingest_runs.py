@@ -5,9 +5,10 @@
     .venv/bin/python bench/ingest_runs.py profile   --landing L --out DIR --result R.json --mb 64
 
 bench/ingest_bench.py starts these and samples their process tree's memory; by hand they are
-useful to look at one contender. Both Spark contenders get the same session: dicomlake's
-``spark_session`` built from conf/local.yaml with the master from ``--master`` (local[2]).
-The timed part starts after the session is up and ends when the output is written (dicomlake:
+useful to look at one contender. Both Spark contenders get the same Spark context: dicomlake's
+``spark_context`` built from conf/local.yaml with the master from ``--master`` (local[2]); the
+baseline builds its SparkSession on it, before the clock starts.
+The timed part starts after Spark is up and ends when the output is written (dicomlake:
 ``run_ingest`` returned, so committed; baseline: the Parquet write finished). The figures in
 the result that need reading the output back (pixel ratios) are computed after the clock stops.
 """
@@ -51,13 +52,13 @@ def _config(master: str):
     )
 
 
-def _session(master: str):
-    from dicomlake.ingest.session import spark_session
+def _context(master: str):
+    from dicomlake.ingest.session import spark_context
 
     config = _config(master)
-    spark = spark_session(config, submitted=False)
-    spark.sparkContext.setLogLevel("ERROR")
-    return config, spark
+    sc = spark_context(config, submitted=False)
+    sc.setLogLevel("ERROR")
+    return config, sc
 
 
 def run_dicomlake(landing: str, out: str, master: str) -> dict[str, Any]:
@@ -67,14 +68,14 @@ def run_dicomlake(landing: str, out: str, master: str) -> dict[str, Any]:
     from dicomlake.crypto.keyring import Keyring
     from dicomlake.ingest.job import run_ingest
 
-    config, spark = _session(master)
+    config, sc = _context(master)
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
-    summary = run_ingest(spark, landing, out, config, Keyring.generate())
+    summary = run_ingest(sc, landing, out, config, Keyring.generate())
     wall = time.perf_counter() - t0
     cpu = tree_cpu_seconds() - cpu0
     doc = summary.as_dict()
-    tasks = spark_task_times(spark)
-    spark.stop()
+    tasks = spark_task_times(sc)
+    sc.stop()
     table = pads.dataset(
         os.path.join(out, "tables", "instances"), format="parquet", partitioning="hive"
     ).to_table(columns=["raw_pixel_bytes", "stored_pixel_bytes", "pixel_codec", "Modality"])
@@ -102,11 +103,10 @@ def run_dicomlake(landing: str, out: str, master: str) -> dict[str, Any]:
     }
 
 
-def spark_task_times(spark) -> dict[str, Any] | None:
-    """Durations of the tasks of the session's completed stages, from Spark's REST API."""
+def spark_task_times(sc) -> dict[str, Any] | None:
+    """Durations of the tasks of the context's completed stages, from Spark's REST API."""
     import urllib.request
 
-    sc = spark.sparkContext
     base = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}"
     try:
         with urllib.request.urlopen(f"{base}/stages?status=complete", timeout=10) as r:
@@ -207,8 +207,10 @@ def _baseline_partition(batches):
 def run_baseline(landing: str, out: str, master: str) -> dict[str, Any]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
+    from pyspark.sql import SparkSession
 
-    _, spark = _session(master)
+    _context(master)
+    spark = SparkSession.builder.getOrCreate()  # on dicomlake's context, with its settings
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
     files = (
         spark.read.format("binaryFile")

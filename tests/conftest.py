@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: one local SparkSession per test session, keyrings."""
+"""Fixtures shared by every test: one local Spark context per test session, keyrings."""
 
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ def kms_jar() -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark(kms_jar):
-    from dicomlake.ingest.session import spark_session
+def sc(kms_jar):
+    """The Spark context dicomlake's jobs run on, local[2], one for the whole test session."""
+    from dicomlake.ingest.session import spark_context
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     cfg = load_config(
@@ -48,9 +49,17 @@ def spark(kms_jar):
             f"spark.ui.showConsoleProgress: 'false', spark.jars: '{kms_jar}'}}",
         }
     )
-    session = spark_session(cfg, submitted=False)
-    yield session
-    session.stop()
+    context = spark_context(cfg, submitted=False)
+    yield context
+    context.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(sc):
+    """A SparkSession on `sc`, for the tests that read the lake as analysts do (Spark SQL)."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.getOrCreate()
 
 
 @pytest.fixture(scope="session")

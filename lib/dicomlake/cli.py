@@ -40,24 +40,24 @@ def _print(summary: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _spark(args: argparse.Namespace, config: Config) -> Iterator[Any]:
-    """spark-submit's session (left running for it to stop), or one of our own."""
-    from dicomlake.ingest.session import spark_session
+    """spark-submit's Spark context (left running for it to stop), or one of our own."""
+    from dicomlake.ingest.session import spark_context
 
-    spark = spark_session(config, submitted=args.submitted)
+    sc = spark_context(config, submitted=args.submitted)
     try:
-        yield spark
+        yield sc
     finally:
         if not args.submitted:
-            spark.stop()
+            sc.stop()
 
 
 def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.ingest.job import run_ingest
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
-    with _spark(args, config) as spark:
+    with _spark(args, config) as sc:
         summary = run_ingest(
-            spark, absolute_uri(args.landing), absolute_uri(args.lake), config, keyring
+            sc, absolute_uri(args.landing), absolute_uri(args.lake), config, keyring
         )
     print_ingest_report(summary.as_dict(), sys.stderr)
     _print(summary.as_dict())
@@ -191,13 +191,13 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 def cmd_snapshot(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import take_snapshot
 
-    with _spark(args, config) as spark:
+    with _spark(args, config) as sc:
         result = take_snapshot(
             absolute_uri(args.lake),
             absolute_uri(args.backup),
             args.mode,
             config=config,
-            spark=spark,
+            sc=sc,
             now_label=args.label,
         )
     _print(result.summary())

@@ -67,7 +67,7 @@ def _bad_files(landing: Path) -> dict[str, str]:
     return expected
 
 
-def test_each_bad_file_gets_its_reason_and_the_run_goes_on(tmp_path, spark, config, keyring):
+def test_each_bad_file_gets_its_reason_and_the_run_goes_on(tmp_path, sc, config, keyring):
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     landing.mkdir()
     expected = _bad_files(landing)
@@ -77,7 +77,7 @@ def test_each_bad_file_gets_its_reason_and_the_run_goes_on(tmp_path, spark, conf
         config,
         ingest=dataclasses.replace(config.ingest, max_file_bytes=150_000, error_threshold=1.0),
     )
-    summary = run_ingest(spark, str(landing), str(lake), small_limit, keyring)
+    summary = run_ingest(sc, str(landing), str(lake), small_limit, keyring)
     errors = {Path(r["source_path"]).name: r for r in table(lake, "errors").to_pylist()}
     for name, reason in expected.items():
         if reason:

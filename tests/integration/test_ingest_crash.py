@@ -36,7 +36,7 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-def test_kill_mid_run_then_rerun(tmp_path, spark, config):
+def test_kill_mid_run_then_rerun(tmp_path, sc, config):
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     for name, src in sample_files()[:80]:
         target = landing / name
@@ -70,7 +70,7 @@ def test_kill_mid_run_then_rerun(tmp_path, spark, config):
     assert all(n == 0 for n in _visible_rows(lake).values()), _visible_rows(lake)
     assert not list(lake.glob("pixels/**/*.pack"))
 
-    summary = run_ingest(spark, str(landing), str(lake), config, keyring)
+    summary = run_ingest(sc, str(landing), str(lake), config, keyring)
     files = landing_files(landing)
     assert summary.files_seen == len(files)
     sources = table(lake, "sources").to_pylist()

@@ -38,7 +38,7 @@ def ingest_mode(request) -> str:
 
 
 @pytest.fixture(scope="module")
-def corpus_lake(tmp_path_factory, spark, config, keyring, ingest_mode):
+def corpus_lake(tmp_path_factory, sc, config, keyring, ingest_mode):
     """The whole sample corpus ingested once: (landing, lake, summary)."""
     root = tmp_path_factory.mktemp("corpus")
     landing, lake = root / "landing", root / "lake"
@@ -49,7 +49,7 @@ def corpus_lake(tmp_path_factory, spark, config, keyring, ingest_mode):
             ingest=dataclasses.replace(config.ingest, stream_bytes=4096),
             pixels=dataclasses.replace(config.pixels, pack_bytes=1 << 20),
         )
-    summary = run_ingest(spark, str(landing), str(lake), config, keyring)
+    summary = run_ingest(sc, str(landing), str(lake), config, keyring)
     return landing, lake, summary
 
 
@@ -268,22 +268,22 @@ def test_packs_hold_nothing_in_clear(corpus_lake):
             assert window not in packs, row["source_path"]
 
 
-def test_rerun_is_exactly_once(tmp_path, spark, config, keyring):
+def test_rerun_is_exactly_once(tmp_path, sc, config, keyring):
     files = [p for _, p in sample_files() if p.suffix == ".dcm"][:12]
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     landing.mkdir()
     for p in files[:10]:
         shutil.copy(p, landing / p.name)
-    first = run_ingest(spark, str(landing), str(lake), config, keyring)
+    first = run_ingest(sc, str(landing), str(lake), config, keyring)
     assert first.files_seen == 10
-    again = run_ingest(spark, str(landing), str(lake), config, keyring)
+    again = run_ingest(sc, str(landing), str(lake), config, keyring)
     assert again.files_seen == 0 and again.ingested == 0
     # A new file, the same content under another path, and a changed file.
     shutil.copy(files[10], landing / "new.dcm")
     (landing / "sub").mkdir()
     shutil.copy(files[0], landing / "sub" / "copy-of-first")
     shutil.copy(files[11], landing / files[1].name)  # same path, new content
-    third = run_ingest(spark, str(landing), str(lake), config, keyring)
+    third = run_ingest(sc, str(landing), str(lake), config, keyring)
     assert (third.files_seen, third.ingested, third.duplicates) == (3, 2, 1)
     sources = table(lake, "sources").to_pylist()
     dup = [r for r in sources if r["source_path"].endswith("copy-of-first")]

@@ -82,7 +82,7 @@ def _text(value: object) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def phi_lake(tmp_path_factory, spark, config, keyring):
+def phi_lake(tmp_path_factory, sc, config, keyring):
     """The whole sample corpus ingested with the default (de-identifying) config.
 
     Landing paths are not PHI for this issue (the lake keeps ``source_path`` as lineage), but
@@ -95,7 +95,7 @@ def phi_lake(tmp_path_factory, spark, config, keyring):
     landing.mkdir()
     for n, path in enumerate(sorted(p for p in samples.rglob("*") if p.is_file())):
         shutil.copy(path, landing / f"f{n:04d}{path.suffix}")
-    run_ingest(spark, str(landing), str(lake), config, keyring)
+    run_ingest(sc, str(landing), str(lake), config, keyring)
     return landing, lake
 
 
@@ -278,16 +278,14 @@ def _pseudonyms(lake: Path) -> dict[str, tuple]:
     }
 
 
-def test_reingest_same_pseudonyms_other_secret_different(
-    phi_lake, tmp_path, spark, config, keyring
-):
+def test_reingest_same_pseudonyms_other_secret_different(phi_lake, tmp_path, sc, config, keyring):
     _, lake = phi_lake
     landing = _subset(phi_lake, tmp_path)
-    run_ingest(spark, str(landing), str(tmp_path / "again"), config, keyring)
+    run_ingest(sc, str(landing), str(tmp_path / "again"), config, keyring)
     first, again = _pseudonyms(lake), _pseudonyms(tmp_path / "again")
     assert again and all(first[i] == p for i, p in again.items())
     other = Keyring.generate("symmetric")
-    run_ingest(spark, str(landing), str(tmp_path / "other"), config, other)
+    run_ingest(sc, str(landing), str(tmp_path / "other"), config, other)
     different = _pseudonyms(tmp_path / "other")
     assert different.keys() == again.keys()
     for instance, values in different.items():
@@ -422,10 +420,10 @@ def test_reidentify_command(phi_lake, originals, tmp_path, config, keyring, caps
     assert hit["original_PatientName"] == _text(original.get("PatientName"))
 
 
-def test_deid_disabled_keeps_everything(phi_lake, tmp_path, spark, config, keyring, originals):
+def test_deid_disabled_keeps_everything(phi_lake, tmp_path, sc, config, keyring, originals):
     landing = _subset(phi_lake, tmp_path, n=40)
     plain = dataclasses.replace(config, deid=DeidConfig(enabled=False))
-    run_ingest(spark, str(landing), str(tmp_path / "lake"), plain, keyring)
+    run_ingest(sc, str(landing), str(tmp_path / "lake"), plain, keyring)
     lake = tmp_path / "lake"
     assert not (lake / "restricted").exists()
     assert json.loads(table(lake, "runs").to_pylist()[0]["deid_options"]) == {"enabled": False}

@@ -46,9 +46,9 @@ def _export_all(lake: Path, keyring: Keyring, config, out: Path) -> dict[str, st
 
 
 @pytest.fixture
-def lake(tmp_path, spark, config, keyring):
+def lake(tmp_path, sc, config, keyring):
     lake = tmp_path / "lake"
-    run_ingest(spark, str(_landing(tmp_path)), str(lake), config, keyring)
+    run_ingest(sc, str(_landing(tmp_path)), str(lake), config, keyring)
     return lake
 
 
@@ -93,11 +93,11 @@ def test_another_keyring_is_a_clear_error(lake, config, tmp_path):
     assert list((tmp_path / "out").iterdir()) == []  # not even a partly written file
 
 
-def test_public_key_mode_ingests_without_being_able_to_read(tmp_path, spark, config):
+def test_public_key_mode_ingests_without_being_able_to_read(tmp_path, sc, config):
     private = Keyring.generate("x25519")
     public = private.public_only()
     lake = tmp_path / "lake"
-    summary = run_ingest(spark, str(_landing(tmp_path)), str(lake), config, public)
+    summary = run_ingest(sc, str(_landing(tmp_path)), str(lake), config, public)
     assert summary.ingested == len(FILES)
     with pytest.raises(PrivateKeyRequiredError):
         _export_all(lake, public, config, tmp_path / "nope")

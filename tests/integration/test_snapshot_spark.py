@@ -11,12 +11,12 @@ from dicomlake.backup import restore, take_snapshot, verify
 
 
 @pytest.mark.spark
-def test_snapshot_copies_on_executors(tmp_path, config, spark):
+def test_snapshot_copies_on_executors(tmp_path, config, sc):
     lake, backup = tmp_path / "lake", tmp_path / "backup"
     make_lake(lake)
     write(lake, "quarantine/r5/dup.dcm", blob("pack-a", 50_000), T0 + 40)  # same as a pack
     full = take_snapshot(
-        str(lake), str(backup), "full", config=config, spark=spark, now_label="20261101T010000Z"
+        str(lake), str(backup), "full", config=config, sc=sc, now_label="20261101T010000Z"
     )
     expected = tree(lake)
     assert objects(backup) == set(expected.values())
@@ -30,7 +30,7 @@ def test_snapshot_copies_on_executors(tmp_path, config, spark):
         str(backup),
         "incremental",
         config=config,
-        spark=spark,
+        sc=sc,
         now_label="20261102T010000Z",
     )
     new = {hashlib.sha256(blob(f"r6-{n}", 20_000 + n)).hexdigest() for n in range(6)}

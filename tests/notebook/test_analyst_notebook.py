@@ -46,7 +46,7 @@ def distinct_instances(landing: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def small_lake(tmp_path_factory, spark, config, keyring) -> tuple[Path, Path, int]:
+def small_lake(tmp_path_factory, sc, config, keyring) -> tuple[Path, Path, int]:
     root = tmp_path_factory.mktemp("notebook")
     landing = root / "landing"
     landing.mkdir()
@@ -55,7 +55,7 @@ def small_lake(tmp_path_factory, spark, config, keyring) -> tuple[Path, Path, in
         shutil.copy2(test_files / name, landing / name)
     keyring_path = root / "keyring.json"
     save_keyring(str(keyring_path), keyring, config)
-    run_ingest(spark, str(landing), str(root / "lake"), config, keyring)
+    run_ingest(sc, str(landing), str(root / "lake"), config, keyring)
     return root / "lake", keyring_path, distinct_instances(landing)
 
 

@@ -24,7 +24,7 @@ from dicomlake.errors import PublishConflictError, StorageError
 from dicomlake.storage import FileSystem, filesystem_for, join
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark import SparkContext
 
 CHUNK = 4 << 20
 # Bytes of input per Spark task: many small files share a task, a big pack gets its own.
@@ -51,17 +51,15 @@ class CopyJob:
     hdfs: HdfsConfig
 
 
-def copy_files(
-    job: CopyJob, items: list[ToRead], spark: SparkSession | None = None
-) -> list[Copied]:
-    """Copy ``items``: in this process without ``spark``, else spread over the executors.
+def copy_files(job: CopyJob, items: list[ToRead], sc: SparkContext | None = None) -> list[Copied]:
+    """Copy ``items``: in this process without ``sc``, else spread over the executors.
 
     Returns one result per item, in the order of ``items``.
     """
-    if spark is None or not items:
+    if sc is None or not items:
         return list(_copy_many(job, items))
-    bins = _bins(items, max(spark.sparkContext.defaultParallelism, 1))
-    rdd = spark.sparkContext.parallelize(bins, len(bins))
+    bins = _bins(items, max(sc.defaultParallelism, 1))
+    rdd = sc.parallelize(bins, len(bins))
     done = {c.path: c for c in rdd.flatMap(lambda b: _copy_many(job, b)).collect()}
     return [done[i.file.path] for i in items]
 

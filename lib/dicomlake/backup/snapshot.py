@@ -39,7 +39,7 @@ from dicomlake.errors import BackupError
 from dicomlake.storage import FileSystem, filesystem_for, join
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark import SparkContext
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def take_snapshot(
     mode: str,
     *,
     config: Config,
-    spark: SparkSession | None = None,
+    sc: SparkContext | None = None,
     now_label: str | None = None,
 ) -> SnapshotResult:
     """Snapshot ``lake`` into ``backup`` and commit its manifest.
@@ -67,9 +67,9 @@ def take_snapshot(
     mode
         ``full`` reads every file; ``incremental`` compares with the last snapshot of any kind;
         ``differential`` with the last full one. Without such a base the snapshot is a full.
-    spark
-        None copies in this process (small lakes, tests); a session spreads the copies over
-        its executors.
+    sc
+        None copies in this process (small lakes, tests); a Spark context spreads the copies
+        over its executors.
     now_label
         The snapshot's UTC label ``YYYYMMDDTHHMMSSZ`` (e.g. the scheduler's data interval end).
         When absent, the backup filesystem's clock (the mtime of a probe file it writes) gives
@@ -100,7 +100,7 @@ def take_snapshot(
     create = getattr(lake_fs, "create_snapshot", None)
     source_root = create(lake, hdfs_name) if callable(create) else None
     try:
-        info = _take(lake_fs, bfs, layout, sid, base_id, ids, lake, source_root, config, spark)
+        info = _take(lake_fs, bfs, layout, sid, base_id, ids, lake, source_root, config, sc)
     finally:
         if source_root is not None:
             lake_fs.delete_snapshot(lake, hdfs_name)  # type: ignore[attr-defined]
@@ -125,7 +125,7 @@ def _take(
     lake: str,
     source_root: str | None,
     config: Config,
-    spark: SparkSession | None,
+    sc: SparkContext | None,
 ) -> SnapshotInfo:
     listing = list_lake(lake_fs, source_root or lake, live=source_root is None)
     latest_id = ids[-1] if ids else None
@@ -137,7 +137,7 @@ def _take(
         scan_from = manifest.read_info(bfs, layout, base_id).watermark_ms - lag_ms
     plan = classify(listing.files, base if base_id else None, scan_from, latest)
     job = CopyJob(source_root or lake, layout.root, layout.work(sid), config.hdfs)
-    copied = copy_files(job, plan.to_read, spark)
+    copied = copy_files(job, plan.to_read, sc)
 
     rows = _rows(plan, copied)
     previous_wm = manifest.read_info(bfs, layout, latest_id).watermark_ms if latest_id else 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 from py4j.protocol import Py4JJavaError
-from pyspark.sql import SparkSession
+from pyspark import SparkContext
 
 import dicomlake
 from dicomlake.config import Config
@@ -76,7 +76,7 @@ def _wrapping_keyring(keyring: Keyring) -> Keyring:
 
 
 def run_ingest(
-    spark: SparkSession, landing: str, lake: str, config: Config, keyring: Keyring
+    sc: SparkContext, landing: str, lake: str, config: Config, keyring: Keyring
 ) -> IngestSummary:
     """Ingest what is new in ``landing`` into ``lake`` as one committed run."""
     start = time.perf_counter()
@@ -99,7 +99,6 @@ def run_ingest(
 
     results: list[TaskResult] = []
     if work:
-        sc = spark.sparkContext
         tasks = bin_pack(work, config.ingest.task_bytes, sc.defaultParallelism)
         ctx = TaskContext(
             run_id=run_id,

@@ -1,0 +1,24 @@
+"""Local Spark workers import the installed pyspark, not a copy compiled again from Spark's zip."""
+
+from __future__ import annotations
+
+import pyspark
+
+
+def test_local_workers_import_the_installed_pyspark(sc) -> None:
+    def worker_pyspark(_):
+        import pyspark as imported
+
+        yield imported.__file__
+
+    files = sc.parallelize(range(2), 2).mapPartitions(worker_pyspark).collect()
+    assert ".zip" not in pyspark.__file__
+    assert files == [pyspark.__file__] * 2, files
+
+
+def test_local_jvm_runs_the_client_compiler_only(sc) -> None:
+    jvm = sc._jvm
+    bean_class = jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(bean_class)
+    # HotSpot's default is 4 (C1 then C2); a local context asks for C1 alone.
+    assert bean.getVMOption("TieredStopAtLevel").getValue() == "1"
