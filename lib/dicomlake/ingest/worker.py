@@ -1,12 +1,14 @@
 """The work of one ingest task, run on an executor: files in, staged packs and table fragments out.
 
 Each task reads its own files through :mod:`dicomlake.storage` (big bytes never cross the
-JVM/Python boundary), splits each into header and frames, seals the chunks into pack files and
-writes its table fragments under the run's staging area. A file over ``ingest.stream_bytes`` is
-never held whole: it is hashed block by block, then split with ranged reads and sealed frame by
-frame, its chunks rolling over into the task's next packs. It returns only small rows (ledger,
-errors, packs) to the driver. Names carry the task's attempt number, so a retried task never
-overwrites what another attempt wrote; the driver commits only the files of successful attempts.
+JVM/Python boundary; on HDFS the next files are read ahead while one is processed, see
+:mod:`dicomlake.ingest.readahead`), splits each into header and frames, seals the chunks into
+pack files and writes its table fragments under the run's staging area. A file over
+``ingest.stream_bytes`` is never held whole: it is hashed block by block, then split with ranged
+reads and sealed frame by frame, its chunks rolling over into the task's next packs. It returns
+only small rows (ledger, errors, packs) to the driver. Names carry the task's attempt number, so
+a retried task never overwrites what another attempt wrote; the driver commits only the files of
+successful attempts.
 
 Every header is de-identified (:mod:`dicomlake.dicom.deid`, keyed by the keyring's pseudonym
 secret) before any analyst-visible value is taken from it: promoted columns, DICOM JSON, element
@@ -40,6 +42,7 @@ from dicomlake.dicom.elements import element_rows
 from dicomlake.dicom.promote import promoted_values
 from dicomlake.dicom.split import SplitInstance, split_instance, split_stream
 from dicomlake.errors import DicomParseError, StorageError
+from dicomlake.ingest.readahead import ReadAhead
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import staged
 from dicomlake.lake.identities import write_identities
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK = 8 << 20
 """Bytes per read when a file is read in parts (hashing a streamed file, quarantine copies)."""
+READ_AHEAD_BYTES = 64 << 20
+"""Landing bytes a task reads ahead of the file it works on (see `ReadAhead`)."""
 
 
 @dataclass(frozen=True)
@@ -284,7 +289,12 @@ class _Task:
         self.source_row(info, sha, "quarantined" if quarantine else "failed")
 
     def ingest_file(
-        self, info: FileInfo, landing_fs: FileSystem, packs: _Packs, stored: frozenset[str]
+        self,
+        info: FileInfo,
+        landing_fs: FileSystem,
+        reads: ReadAhead,
+        packs: _Packs,
+        stored: frozenset[str],
     ) -> None:
         cfg = self.ctx.config
         if info.size > cfg.ingest.max_file_bytes:
@@ -299,7 +309,7 @@ class _Task:
             return
         streamed = info.size > cfg.ingest.stream_bytes
         try:
-            data, sha, size = self.read_source(info, landing_fs, streamed)
+            data, sha, size = self.read_source(info, landing_fs, reads, streamed)
         except StorageError as exc:
             self.reject(info, "unreadable", str(exc), None, None)
             return
@@ -339,12 +349,12 @@ class _Task:
         self.seen_sha.add(sha)
 
     def read_source(
-        self, info: FileInfo, landing_fs: FileSystem, streamed: bool
+        self, info: FileInfo, landing_fs: FileSystem, reads: ReadAhead, streamed: bool
     ) -> tuple[bytes | None, str, int]:
         """The file's bytes (None when streamed: hashed block by block), SHA-256 and size."""
         if not streamed:
-            with self.timed("read"):
-                data = landing_fs.read(info.path)
+            with self.timed("read"):  # the wait: the read itself may have run ahead
+                data = reads.read(info)
             with self.timed("hash"):
                 return data, hashlib.sha256(data).hexdigest(), len(data)
         digest, size = hashlib.sha256(), 0
@@ -527,8 +537,16 @@ def process_task(
     work = _Task(task, attempt, ctx)
     landing_fs = filesystem_for(landing, ctx.config.hdfs)
     packs = _Packs(work)
-    for info in files:
-        work.ingest_file(info, landing_fs, packs, stored)
+    limits = ctx.config.ingest
+    # Local reads come from the page cache: there is no wait to overlap, only a thread to pay.
+    ahead = [
+        f
+        for f in files
+        if landing_fs.read_ahead and f.size <= min(limits.max_file_bytes, limits.stream_bytes)
+    ]
+    with ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads:
+        for info in files:
+            work.ingest_file(info, landing_fs, reads, packs, stored)
     packs.close()
     work.write_fragments()
     return work.result

@@ -54,6 +54,7 @@ class WebHdfsFileSystem(FileSystem):
     """
 
     scheme = "hdfs"
+    read_ahead = True  # a read is two HTTP round trips (NameNode, DataNode) and the transfer
 
     def __init__(self, config: HdfsConfig) -> None:
         self._config = config
