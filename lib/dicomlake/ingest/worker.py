@@ -27,6 +27,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK = 8 << 20
 """Bytes per read when a file is read in parts (hashing a streamed file, quarantine copies)."""
+WRITE_THREADS = 4
+"""Table fragments a task writes at once to a remote lake (see `FileSystem.remote`)."""
 READ_AHEAD_BYTES = 64 << 20
 """Landing bytes a task reads ahead of the file it works on (see `ReadAhead`)."""
 
@@ -501,15 +504,24 @@ class _Task:
         elements = self.elements.table()
         if elements is not None:
             fragments.append((f"tables/elements/{name}", elements))
+        writes: list[tuple[str, Callable[..., object], tuple[Any, ...]]] = [
+            (relative, write_table, (table,)) for relative, table in fragments
+        ]
+        if self.identities:
+            writes.append(
+                (f"restricted/identities/{name}", write_identities, (self.identities, self.keyring))
+            )
         with self.timed("write"):
-            for relative, table in fragments:
-                write_table(self.lake_fs, staged(self.layout, self.ctx.run_id, relative), table)
-                r.staged.append(relative)
-            if self.identities:
-                relative = f"restricted/identities/{name}"
-                target = staged(self.layout, self.ctx.run_id, relative)
-                write_identities(self.lake_fs, target, self.identities, self.keyring)
-                r.staged.append(relative)
+            # One instances file per partition: many small files, each a slow create on HDFS
+            threads = WRITE_THREADS if self.lake_fs.remote else 1
+            with ThreadPoolExecutor(threads, thread_name_prefix="dicomlake-write") as pool:
+                done = [
+                    pool.submit(write, self.lake_fs, staged(self.layout, self.ctx.run_id, rel), *a)
+                    for rel, write, a in writes
+                ]
+            for future in done:
+                future.result()  # the first failure fails the task, as a sequential write did
+            r.staged.extend(relative for relative, _, _ in writes)
 
 
 def _landing_reads(landing_fs: FileSystem, path: str) -> Callable[[int, int], bytes]:
@@ -542,7 +554,7 @@ def process_task(
     ahead = [
         f
         for f in files
-        if landing_fs.read_ahead and f.size <= min(limits.max_file_bytes, limits.stream_bytes)
+        if landing_fs.remote and f.size <= min(limits.max_file_bytes, limits.stream_bytes)
     ]
     with ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads:
         for info in files:

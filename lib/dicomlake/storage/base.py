@@ -24,8 +24,8 @@ class FileSystem(abc.ABC):
     """Read with ranges, write new files, publish by rename, list, delete."""
 
     scheme: str
-    read_ahead: bool = False
-    """Whether a read waits on the network, so that ingest reads the next files ahead."""
+    remote: bool = False
+    """Whether every call waits on the network: ingest then reads ahead and writes in parallel."""
 
     @abc.abstractmethod
     def list_files(self, path: str) -> Iterator[FileInfo]:

@@ -54,7 +54,9 @@ class WebHdfsFileSystem(FileSystem):
     """
 
     scheme = "hdfs"
-    read_ahead = True  # a read is two HTTP round trips (NameNode, DataNode) and the transfer
+    # A read is two HTTP round trips (NameNode, DataNode) and the transfer; a small file's
+    # create waits ~250 ms, mostly for the NameNode to complete it.
+    remote = True
 
     def __init__(self, config: HdfsConfig) -> None:
         self._config = config
