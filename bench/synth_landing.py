@@ -23,6 +23,7 @@ import argparse
 import copy
 import datetime as dt
 import hashlib
+import itertools
 import json
 import random
 import struct
@@ -222,16 +223,15 @@ def build_landing(
         study = _new_study(rng, uids, study_no)
         study_dir = out / kind.replace("/", "") / f"P{study_no:06d}" / f"S{study_no:06d}"
         ds = _template(tpl.path)  # mutated in place: every field changed is set for each file
-        for series_number in range(1, rng.randint(*tpl.series) + 1):
-            count = rng.randint(*tpl.slices)
-            series_dir = study_dir / f"SE{series_number:03d}"
-            for size in _series(ds, uids, study, series_number, count, series_dir):
-                total += size
-                files += 1
-                done[kind][0] += 1
-                done[kind][1] += size
-                if done[kind][1] >= mix[kind] * size_bytes:
-                    break
+        series = (  # lazily: each series draws its slice count when the one before it is done
+            _series(ds, uids, study, n, rng.randint(*tpl.slices), study_dir / f"SE{n:03d}")
+            for n in range(1, rng.randint(*tpl.series) + 1)
+        )
+        for size in itertools.chain.from_iterable(series):
+            total += size
+            files += 1
+            done[kind][0] += 1
+            done[kind][1] += size
             if done[kind][1] >= mix[kind] * size_bytes:
                 break  # the kind has its share: one long study must not skew the mix
     return Built(files, total, {k: {"files": v[0], "bytes": v[1]} for k, v in done.items()})

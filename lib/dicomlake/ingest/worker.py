@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
@@ -504,24 +505,24 @@ class _Task:
         elements = self.elements.table()
         if elements is not None:
             fragments.append((f"tables/elements/{name}", elements))
-        writes: list[tuple[str, Callable[..., object], tuple[Any, ...]]] = [
-            (relative, write_table, (table,)) for relative, table in fragments
-        ]
+        target = functools.partial(staged, self.layout, self.ctx.run_id)
+        writes = {
+            relative: functools.partial(write_table, self.lake_fs, target(relative), table)
+            for relative, table in fragments
+        }
         if self.identities:
-            writes.append(
-                (f"restricted/identities/{name}", write_identities, (self.identities, self.keyring))
+            relative = f"restricted/identities/{name}"
+            writes[relative] = functools.partial(
+                write_identities, self.lake_fs, target(relative), self.identities, self.keyring
             )
         with self.timed("write"):
             # One instances file per partition: many small files, each a slow create on HDFS
             threads = WRITE_THREADS if self.lake_fs.remote else 1
             with ThreadPoolExecutor(threads, thread_name_prefix="dicomlake-write") as pool:
-                done = [
-                    pool.submit(write, self.lake_fs, staged(self.layout, self.ctx.run_id, rel), *a)
-                    for rel, write, a in writes
-                ]
+                done = [pool.submit(write) for write in writes.values()]
             for future in done:
                 future.result()  # the first failure fails the task, as a sequential write did
-            r.staged.extend(relative for relative, _, _ in writes)
+            r.staged.extend(writes)
 
 
 def _landing_reads(landing_fs: FileSystem, path: str) -> Callable[[int, int], bytes]:
@@ -550,12 +551,9 @@ def process_task(
     landing_fs = filesystem_for(landing, ctx.config.hdfs)
     packs = _Packs(work)
     limits = ctx.config.ingest
+    whole = min(limits.max_file_bytes, limits.stream_bytes)  # larger: rejected or streamed
     # Local reads come from the page cache: there is no wait to overlap, only a thread to pay.
-    ahead = [
-        f
-        for f in files
-        if landing_fs.remote and f.size <= min(limits.max_file_bytes, limits.stream_bytes)
-    ]
+    ahead = [f for f in files if f.size <= whole] if landing_fs.remote else []
     with ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads:
         for info in files:
             work.ingest_file(info, landing_fs, reads, packs, stored)

@@ -60,9 +60,9 @@ _IMAGE: dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndar
 }
 
 CODECS: tuple[str, ...] = (STORE, ZSTD, SHUFFLE, *_IMAGE)
+"""Every codec id this version can decode."""
 RADIOGRAPH_PIXELS = 1 << 20
 """16-bit grey frames with more pixels than this (1024 x 1024) are radiographs to "auto"."""
-"""Every codec id this version can decode."""
 
 
 def choose(spec: FrameSpec | None) -> str:
