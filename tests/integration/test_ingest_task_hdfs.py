@@ -1,6 +1,6 @@
 """One ingest task with landing zone and lake on the real HDFS: the landing files are read
 ahead and the table fragments written several at once, and the task's output is what a task on
-the local filesystem writes."""
+the local filesystem writes, a file gone after listing included."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ FILES = [
     "OBXXXX1A.dcm",
     "JPEG2000.dcm",
 ]
+GONE = "gone.dcm"  # read ahead on HDFS, so its failed read must still land on it alone
 
 
 class _InFlight:
@@ -55,11 +56,16 @@ class _InFlight:
 
 def _task_output(landing: str, lake: str, config, keyring) -> dict[str, list]:
     hdfs = config.hdfs
-    files = sorted(filesystem_for(landing, hdfs).list_files(landing), key=lambda f: f.path)
+    landing_fs = filesystem_for(landing, hdfs)
+    files = sorted(landing_fs.list_files(landing), key=lambda f: f.path)
+    landing_fs.delete(f"{landing}/{GONE}")  # listed, then deleted before the task reads it
     ctx = TaskContext("r1", lake, config, keyring.to_bytes(), 1_700_000_000_000)
     result = process_task(0, 0, files, landing, ctx, frozenset())
     fs = filesystem_for(lake, hdfs)
-    out: dict[str, list] = {"outcomes": sorted(s["outcome"] for s in result.sources)}
+    out: dict[str, list] = {
+        "outcomes": sorted(s["outcome"] for s in result.sources),
+        "errors": [(e["source_path"].rsplit("/", 1)[1], e["reason"]) for e in result.errors],
+    }
     for relative in result.staged:
         if relative.startswith("tables/"):
             uri = staged(LakeLayout(lake), "r1", relative)
@@ -77,8 +83,8 @@ def test_a_task_on_hdfs_writes_what_a_local_task_writes(
     local_landing = tmp_path / "landing"
     local_landing.mkdir()
     fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
-    for name in FILES:
-        data = Path(get_testdata_file(name)).read_bytes()
+    for name in [*FILES, GONE]:
+        data = Path(get_testdata_file("MR_small.dcm" if name == GONE else name)).read_bytes()
         (local_landing / name).write_bytes(data)
         fs.write_bytes(f"{hdfs_root}/landing/{name}", data)
     expected = _task_output(str(local_landing), str(tmp_path / "lake"), config, keyring)
@@ -88,6 +94,7 @@ def test_a_task_on_hdfs_writes_what_a_local_task_writes(
     got = _task_output(f"{hdfs_root}/landing", f"{hdfs_root}/lake", config, keyring)
 
     assert got == expected
-    assert expected["outcomes"] == ["ingested"] * len(FILES)
+    assert expected["outcomes"] == ["failed"] + ["ingested"] * len(FILES)
+    assert expected["errors"] == [(GONE, "unreadable")]
     assert len([k for k in expected if k.startswith("instances/")]) >= 5
     assert in_flight.most > 1  # fragments written several at once to the remote lake
