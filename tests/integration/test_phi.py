@@ -9,6 +9,7 @@ Pseudonyms are recomputed from the documented algorithm (``ingest_helpers.ref_*`
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import re
 import shutil
@@ -173,6 +174,14 @@ def _pattern(value: str) -> re.Pattern[bytes]:
     return re.compile(rb"(?<![A-Za-z0-9])" + re.escape(value.encode()) + rb"(?![A-Za-z0-9])")
 
 
+def _as_text(value: object) -> str:
+    """A value as text; the lake's times to the millisecond they hold, since str() pads a time
+    to microseconds and ".710000" would match a six-digit ID by chance."""
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(timespec="milliseconds")
+    return str(value)
+
+
 def _metadata_text(path: Path) -> str:
     """A Parquet file's schema, key-value metadata and every column chunk's min/max."""
     meta = pq.ParquetFile(path).metadata
@@ -181,7 +190,7 @@ def _metadata_text(path: Path) -> str:
         for c in range(meta.num_columns):
             stats = meta.row_group(g).column(c).statistics
             if stats is not None and stats.has_min_max:
-                parts += [str(stats.min), str(stats.max)]
+                parts += [_as_text(stats.min), _as_text(stats.max)]
     return "\n".join(parts)
 
 
@@ -190,7 +199,7 @@ def _column_text(path: Path) -> str:
     t = pq.read_table(path)
     parts = []
     for column in t.columns:
-        parts.append(json.dumps(column.to_pylist(), default=str, ensure_ascii=False))
+        parts.append(json.dumps(column.to_pylist(), default=_as_text, ensure_ascii=False))
     return "\n".join(parts)
 
 
