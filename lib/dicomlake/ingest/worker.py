@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
+from pydicom.config import disable_value_validation
 
 from dicomlake.config import Config, DeidConfig
 from dicomlake.crypto.keyring import Keyring
@@ -554,7 +555,9 @@ def process_task(
     whole = min(limits.max_file_bytes, limits.stream_bytes)  # larger: rejected or streamed
     # Local reads come from the page cache: there is no wait to overlap, only a thread to pay.
     ahead = [f for f in files if f.size <= whole] if landing_fs.remote else []
-    with ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads:
+    # pydicom checks every value against its VR's rules as it reads and sets it, only to warn;
+    # the lake keeps values as read either way, so the checks are skipped (pydicom's own switch)
+    with ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads, disable_value_validation():
         for info in files:
             work.ingest_file(info, landing_fs, reads, packs, stored)
     packs.close()
