@@ -1,0 +1,80 @@
+"""A local Spark JVM maps Spark's classes from the class-data sharing archive made for its java
+and Spark jars; each step runs in a process of its own, as the archive is written by a JVM as
+it exits and read by a new one."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomlake.spark_cds import archive_path
+
+pytestmark = pytest.mark.spark
+
+_MAPPED = """
+import subprocess
+from dicomlake.config import load_config
+from dicomlake.ingest.session import spark_context
+from dicomlake.spark_cds import java_binary
+sc = spark_context(load_config(env={}), submitted=False)
+pid = str(sc._jvm.java.lang.ProcessHandle.current().pid())
+jcmd = str(java_binary().parent / "jcmd")
+print(subprocess.run([jcmd, pid, "VM.info"], capture_output=True, text=True, check=True).stdout)
+"""
+
+
+def _run(cache: Path, *args: str) -> str:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    done = subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _top_archive_bytes(cache: Path) -> int:
+    """Bytes the JVM maps beyond the JDK's own archive, from ``jcmd <pid> VM.info``."""
+    info = _run(cache, "-c", _MAPPED)
+    # "CDS archive(s) mapped at: [base start-base end-top end)"
+    match = re.search(
+        r"CDS archive\(s\) mapped at: \[0x[0-9a-f]+-(0x[0-9a-f]+)-(0x[0-9a-f]+)\)", info
+    )
+    assert match, info[-2000:]
+    return int(match.group(2), 16) - int(match.group(1), 16)
+
+
+def test_a_local_jvm_maps_the_archive_made_for_it(tmp_path):
+    cache = tmp_path / "cache"
+    assert _top_archive_bytes(cache) == 0  # no archive yet: the JDK's own only
+
+    made = _run(cache, "-m", "dicomlake.spark_cds")
+    archives = list((cache / "dicomlake").iterdir())
+    assert [a.suffix for a in archives] == [".jsa"], archives  # no partial file left
+    size = archives[0].stat().st_size
+    assert size > 20 << 20 and str(archives[0]) in made
+    assert _top_archive_bytes(cache) > size // 2
+    assert _run(cache, "-m", "dicomlake.spark_cds") == ""  # made already: nothing to do
+
+
+def test_the_archive_is_named_after_java_and_the_spark_jars(tmp_path):
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_bytes(b"#!")
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    (jars / "spark-core.jar").write_bytes(b"1")
+    first = archive_path(java, jars, tmp_path)
+    assert first is not None and first.parent == tmp_path and first.suffix == ".jsa"
+    assert archive_path(java, jars, tmp_path) == first
+
+    (jars / "extra.jar").write_bytes(b"2")  # a jar more: another class path
+    second = archive_path(java, jars, tmp_path)
+    os.utime(java, ns=(1, 1))  # java upgraded in place
+    third = archive_path(java, jars, tmp_path)
+    assert len({first, second, third}) == 3
+    assert archive_path(None, jars, tmp_path) is None
