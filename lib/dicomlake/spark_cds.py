@@ -7,9 +7,10 @@ from an archive (AppCDS). Java 17 writes one only when a JVM run with
 
     .venv/bin/python -m dicomlake.spark_cds        # dev/setup.sh does this
 
-The archive's name carries what it depends on (the java binary and Spark's jars): after an
-upgrade the name changes, so no stale archive is used and none is made until `build` runs
-again. The JVM checks the archive again as it maps it and runs without it if it does not fit.
+The archive's name carries what it depends on (a key of the java binary and Spark's jars) and
+its size: after an upgrade the key changes, so no stale archive is used and none is made until
+`build` runs again, and a cut file is never mapped. The JVM checks an archive's header and
+class path as it maps it and runs without it if they do not fit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,8 +54,8 @@ def spark_jars() -> Path:
     return Path(home) / "jars"
 
 
-def archive_path(java: Path | None, jars: Path, directory: Path) -> Path | None:
-    """The archive for this java and these jars; None when there is no java to key it on."""
+def archive_key(java: Path | None, jars: Path) -> str | None:
+    """What an archive is made for: this java binary and these jars; None without a java."""
     if java is None or not jars.is_dir():
         return None
     digest = hashlib.sha256()
@@ -61,45 +63,79 @@ def archive_path(java: Path | None, jars: Path, directory: Path) -> Path | None:
     digest.update(f"{java}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     for jar in sorted(jars.iterdir()):
         digest.update(f"{jar.name}\0{jar.stat().st_size}\0".encode())
-    return directory / f"spark-{digest.hexdigest()[:16]}.jsa"
+    return digest.hexdigest()[:16]
+
+
+def find_archive(directory: Path, key: str) -> Path | None:
+    """The complete archive for ``key``: its name ends in its size in bytes.
+
+    HotSpot maps an archive without checking its length, and a cut one crashes the JVM
+    (SIGBUS) at every start; a file whose size is not the one it was made with is not used.
+    """
+    for path in directory.glob(f"spark-{key}-*.jsa"):
+        if path.name == f"spark-{key}-{path.stat().st_size}.jsa":
+            return path
+    return None
 
 
 def local_jvm_options() -> str:
     """`JVM_OPTIONS`, mapping the archive when `build` has made it."""
-    archive = archive_path(java_binary(), spark_jars(), cache_dir())
-    if archive is None or not archive.is_file():
+    key = archive_key(java_binary(), spark_jars())
+    archive = None if key is None else find_archive(cache_dir(), key)
+    if archive is None:
         return JVM_OPTIONS
     return f"{JVM_OPTIONS} -XX:SharedArchiveFile={archive} {_QUIET}"
 
 
 def build(config: Config) -> Path | None:
-    """Make the archive for this java and Spark by running a short local job: its path, or
-    None when it is there already.
+    """Make the archive for this java and Spark: its path, or None when it is there already.
 
-    The JVM writes the archive as it exits, so the job runs in this process's own JVM, which
-    is stopped and waited for; the archive appears under its final name only once complete.
+    A short local job runs in this process's own JVM, which writes the archive as it exits;
+    a new JVM must then start on it with sharing required (``-Xshare:on``) before it gets its
+    final name.
     """
     from pyspark import SparkContext
 
-    from dicomlake.ingest.session import spark_context
-
     directory = cache_dir()
-    archive = archive_path(java_binary(), spark_jars(), directory)
-    if archive is None:
+    key = archive_key(java_binary(), spark_jars())
+    if key is None:
         raise RuntimeError("java not found: install Java 17 or set JAVA_HOME")
-    if archive.is_file():
+    if find_archive(directory, key) is not None:
         return None
     if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
         raise RuntimeError("the archive is made by a JVM of its own: run it in a new process")
     directory.mkdir(parents=True, exist_ok=True)
-    partial = archive.with_name(f"{archive.name}.{os.getpid()}.tmp")
-    dump = f"{JVM_OPTIONS} -XX:ArchiveClassesAtExit={partial} {_QUIET}"
+    partial = directory / f"spark-{key}.{os.getpid()}.tmp"
+    try:
+        code = _run_job(config, f"-XX:ArchiveClassesAtExit={partial}")
+        if code != 0 or not partial.is_file():
+            raise RuntimeError(f"the JVM exited with {code} and wrote no archive")
+        check = subprocess.run(
+            [sys.executable, "-m", "dicomlake.spark_cds", "--check", str(partial)],
+            capture_output=True,
+            text=True,
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"a JVM cannot start on the new archive:\n{check.stderr[-2000:]}")
+        archive = directory / f"spark-{key}-{partial.stat().st_size}.jsa"
+        os.replace(partial, archive)
+        return archive
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _run_job(config: Config, options: str) -> int:
+    """Run a short local job with these JVM options in this process; the JVM's exit code."""
+    from pyspark import SparkContext
+
+    from dicomlake.ingest.session import spark_context
+
     spark = dataclasses.replace(
         config.spark,
         master="local[2]",
         conf={
             **config.spark.conf,
-            "spark.driver.extraJavaOptions": dump,
+            "spark.driver.extraJavaOptions": f"{JVM_OPTIONS} {options} {_QUIET}",
             "spark.ui.showConsoleProgress": "false",
         },
     )
@@ -112,13 +148,8 @@ def build(config: Config) -> Path | None:
         sc.stop()
         gateway = SparkContext._gateway
         gateway.shutdown()
-        gateway.proc.stdin.close()  # the JVM exits when its stdin closes, writing the archive
-        code = gateway.proc.wait(timeout=600)
-    if code != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
-        raise RuntimeError(f"the JVM exited with {code} and wrote no archive")
-    os.replace(partial, archive)
-    return archive
+        gateway.proc.stdin.close()  # the JVM exits when its stdin closes
+    return gateway.proc.wait(timeout=600)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         description=f"Make the class-data sharing archive of the local Spark JVM in {cache_dir()}"
         " (nothing to do when it is there).",
     )
-    parser.parse_args(argv)
-    archive = build(load_config(env={}))
+    parser.add_argument("--check", type=Path, help=argparse.SUPPRESS)  # build's own test
+    args = parser.parse_args(argv)
+    config = load_config(env={})
+    if args.check:
+        return _run_job(config, f"-XX:SharedArchiveFile={args.check} -Xshare:on")
+    archive = build(config)
     if archive is not None:
         print(f"made {archive} ({archive.stat().st_size >> 20} MiB): local Spark starts faster")
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomlake.spark_cds import archive_path
+from dicomlake.spark_cds import archive_key, find_archive
 
 pytestmark = pytest.mark.spark
 
@@ -53,28 +53,37 @@ def test_a_local_jvm_maps_the_archive_made_for_it(tmp_path):
     assert _top_archive_bytes(cache) == 0  # no archive yet: the JDK's own only
 
     made = _run(cache, "-m", "dicomlake.spark_cds")
-    archives = list((cache / "dicomlake").iterdir())
-    assert [a.suffix for a in archives] == [".jsa"], archives  # no partial file left
-    size = archives[0].stat().st_size
-    assert size > 20 << 20 and str(archives[0]) in made
+    (archive,) = (cache / "dicomlake").iterdir()  # no partial file left
+    size = archive.stat().st_size
+    assert archive.name.endswith(f"-{size}.jsa") and size > 20 << 20 and str(archive) in made
     assert _top_archive_bytes(cache) > size // 2
     assert _run(cache, "-m", "dicomlake.spark_cds") == ""  # made already: nothing to do
 
+    # cut short (a full disk, a copy cut off): HotSpot would crash on it; it is not used
+    with archive.open("r+b") as f:
+        f.truncate(size // 2)
+    assert _top_archive_bytes(cache) == 0
 
-def test_the_archive_is_named_after_java_and_the_spark_jars(tmp_path):
+
+def test_an_archive_is_found_by_its_key_and_its_size(tmp_path):
     java = tmp_path / "jdk" / "bin" / "java"
     java.parent.mkdir(parents=True)
     java.write_bytes(b"#!")
     jars = tmp_path / "jars"
     jars.mkdir()
     (jars / "spark-core.jar").write_bytes(b"1")
-    first = archive_path(java, jars, tmp_path)
-    assert first is not None and first.parent == tmp_path and first.suffix == ".jsa"
-    assert archive_path(java, jars, tmp_path) == first
-
+    first = archive_key(java, jars)
+    assert first is not None and archive_key(java, jars) == first
     (jars / "extra.jar").write_bytes(b"2")  # a jar more: another class path
-    second = archive_path(java, jars, tmp_path)
+    second = archive_key(java, jars)
     os.utime(java, ns=(1, 1))  # java upgraded in place
-    third = archive_path(java, jars, tmp_path)
+    third = archive_key(java, jars)
     assert len({first, second, third}) == 3
-    assert archive_path(None, jars, tmp_path) is None
+    assert archive_key(None, jars) is None
+
+    (tmp_path / f"spark-{first}-3.jsa").write_bytes(b"abc")
+    (tmp_path / f"spark-{second}-9.jsa").write_bytes(b"abc")  # not the size it was made with
+    (tmp_path / f"spark-{third}.123.tmp").write_bytes(b"abc")  # still being made
+    assert find_archive(tmp_path, first) == tmp_path / f"spark-{first}-3.jsa"
+    assert find_archive(tmp_path, second) is None
+    assert find_archive(tmp_path, third) is None
