@@ -162,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(env={})
     if args.check:
-        return _run_job(config, f"-XX:SharedArchiveFile={args.check} -Xshare:on")
+        # a JVM that crashes on the archive leaves its report beside it, not in the working dir
+        crash = args.check.with_name(args.check.name + ".crash-%p.log")
+        return _run_job(
+            config, f"-XX:SharedArchiveFile={args.check} -Xshare:on -XX:ErrorFile={crash}"
+        )
     archive = build(config)
     if archive is not None:
         print(f"made {archive} ({archive.stat().st_size >> 20} MiB): local Spark starts faster")
