@@ -37,7 +37,7 @@ from urllib.parse import quote
 import pyarrow as pa
 from pydicom.config import disable_value_validation
 
-from dicomlake.config import Config, DeidConfig
+from dicomlake.config import Config, DeidConfig, IngestConfig
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, deidentify
 from dicomlake.dicom.dicomjson import header_json
@@ -302,7 +302,8 @@ class _Task:
         stored: frozenset[str],
     ) -> None:
         cfg = self.ctx.config
-        if info.size > cfg.ingest.max_file_bytes:
+        how = _read_as(info, cfg.ingest)
+        if how == "too_large":
             self.reject(
                 info,
                 "too_large",
@@ -312,7 +313,7 @@ class _Task:
                 landing_fs,
             )
             return
-        streamed = info.size > cfg.ingest.stream_bytes
+        streamed = how == "streamed"
         try:
             data, sha, size = self.read_source(info, landing_fs, reads, streamed)
         except StorageError as exc:
@@ -526,6 +527,14 @@ class _Task:
             r.staged.extend(writes)
 
 
+def _read_as(info: FileInfo, limits: IngestConfig) -> str:
+    """How a landing file is taken: "too_large" (quarantined unread), "streamed" (over
+    ``ingest.stream_bytes``: never held whole) or "whole"."""
+    if info.size > limits.max_file_bytes:
+        return "too_large"
+    return "streamed" if info.size > limits.stream_bytes else "whole"
+
+
 def _landing_reads(landing_fs: FileSystem, path: str) -> Callable[[int, int], bytes]:
     """Ranged reads of a landing file; one that fails is DicomParseError("unreadable"), so it
     is told apart from a failed write to the lake, which fails the task."""
@@ -551,10 +560,9 @@ def process_task(
     work = _Task(task, attempt, ctx)
     landing_fs = filesystem_for(landing, ctx.config.hdfs)
     packs = _Packs(work)
-    limits = ctx.config.ingest
-    whole = min(limits.max_file_bytes, limits.stream_bytes)  # larger: rejected or streamed
     # Local reads come from the page cache: there is no wait to overlap, only a thread to pay.
-    ahead = [f for f in files if f.size <= whole] if landing_fs.remote else []
+    remote = landing_fs.remote
+    ahead = [f for f in files if _read_as(f, ctx.config.ingest) == "whole"] if remote else []
     # pydicom checks every value against its VR's rules as it reads and sets it, only to warn;
     # the lake keeps values as read either way, so the checks are skipped (pydicom's own switch)
     with ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads, disable_value_validation():
