@@ -3,6 +3,7 @@
     .venv/bin/python bench/ingest_bench.py          # 0.5 and 1 GB, 3,000 small files, a 2 GB file
     .venv/bin/python bench/ingest_bench.py --quick  # smoke run: 0.1, 0.2 GB, 500 small, 0.5 GB file
     .venv/bin/python bench/ingest_bench.py --sizes 1,2 --small-files 5000 --seed 7 --repeat 2
+    .venv/bin/python bench/ingest_bench.py --hdfs   # and the largest size again, on HDFS
 
 Steps, all in this one invocation:
 
@@ -19,7 +20,10 @@ Steps, all in this one invocation:
    - baseline: ``binaryFile`` source, pydicom in ``mapInPandas``, DICOM JSON without pixels,
      zlib level 6 then AES-256-GCM, written as Parquet; at the largest size and on the small files;
    - profile: dicomlake's ``process_task`` on a sample of the largest landing zone, outside
-     Spark, under cProfile (splits encode from encrypt, and parse into its parts).
+     Spark, under cProfile (splits encode from encrypt, and parse into its parts);
+   - with ``--hdfs``, both contenders again on the largest landing zone, copied once into the
+     dev HDFS (``dev/hdfs.py``: a NameNode and a DataNode on this machine, started for the
+     benchmark unless they run already), writing their output there too.
 3. Prints the side-by-side table, where dicomlake's time goes, the small-file case, scaling and
    the targets, and, as its last line, one JSON object with all the figures.
 
@@ -34,6 +38,8 @@ the fastest of N runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -42,6 +48,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,16 +157,101 @@ def warm(landing: Path) -> float:
     return time.perf_counter() - t
 
 
+class DevHdfs:
+    """The dev HDFS of ``dev/hdfs.py`` (its settings: ports, run directory) for the HDFS case."""
+
+    ROOT = "/bench"
+
+    def __init__(self) -> None:
+        from dicomlake.config import HdfsConfig
+        from dicomlake.storage.hdfs import WebHdfsFileSystem  # before dev/ shadows "hdfs"
+
+        spec = importlib.util.spec_from_file_location("dev_hdfs", ROOT / "dev" / "hdfs.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        sys.path.insert(0, str(ROOT / "dev"))  # for its helper module, _daemons
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(ROOT / "dev"))
+        self.settings = module.Settings.from_env()
+        self.fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url=self.settings.webhdfs_url))
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[DevHdfs]:
+        """The dev HDFS, started for the benchmark (and stopped after) unless it runs already."""
+        script = [sys.executable, str(ROOT / "dev" / "hdfs.py")]
+        up = subprocess.run([*script, "status"], stdout=subprocess.DEVNULL).returncode == 0
+        if not up:
+            log("starting the dev HDFS (dev/hdfs.py start)")
+            subprocess.run([*script, "start"], stdout=sys.stderr, check=True)
+        try:
+            yield cls()
+        finally:
+            if not up:
+                subprocess.run([*script, "stop"], stdout=sys.stderr, check=False)
+
+    def output(self, name: str) -> str:
+        """An empty place for a run's output."""
+        out = f"{self.settings.uri}{self.ROOT}/runs/{name}"
+        self.fs.delete(out, recursive=True)
+        return out
+
+    def landing(self, local: Path) -> str:
+        """``local``'s files on the HDFS, copied unless the same names and sizes are there."""
+        target = f"{self.settings.uri}{self.ROOT}/landing/{local.parent.name}"
+        want = {
+            p.relative_to(local).as_posix(): p.stat().st_size
+            for p in local.rglob("*")
+            if p.is_file()
+        }
+        have = {f.path[len(target) + 1 :]: f.size for f in self.fs.list_files(target)}
+        if have != want:
+            log(f"copying {len(want):,} files into {target}")
+            self.fs.delete(target, recursive=True)
+            t = time.perf_counter()
+
+            def copy(relative: str) -> None:
+                self.fs.write_bytes(f"{target}/{relative}", (local / relative).read_bytes())
+
+            # Each create waits on the NameNode (~0.25 s): many at once
+            with ThreadPoolExecutor(8) as pool:
+                for i, _ in enumerate(pool.map(copy, sorted(want)), 1):
+                    if i % 200 == 0:
+                        log(f"  {i:,} / {len(want):,} files")
+            log(f"copied in {time.perf_counter() - t:.1f}s")
+        return target
+
+    def clean(self) -> None:
+        self.fs.delete(f"{self.settings.uri}{self.ROOT}/runs", recursive=True)
+
+
 def run_contender(
-    contender: str, landing: Path, work: Path, name: str, master: str, extra: list[str] = ()
+    contender: str,
+    landing: Path | str,
+    work: Path,
+    name: str,
+    master: str,
+    extra: list[str] = (),
+    hdfs: DevHdfs | None = None,
 ) -> dict[str, Any]:
-    """Run bench/ingest_runs.py in a child process; its result plus peak memory and wall time."""
-    out = work / name
+    """Run bench/ingest_runs.py in a child process; its result plus peak memory and wall time.
+
+    With ``hdfs``, ``landing`` is an ``hdfs://`` URI and the output goes to the HDFS too.
+    """
     result_file = work / f"{name}.json"
     log_file = work / f"{name}.log"
-    shutil.rmtree(out, ignore_errors=True)
     result_file.unlink(missing_ok=True)
-    warmed = warm(landing)
+    if hdfs is None:
+        out: str = str(work / name)
+        shutil.rmtree(out, ignore_errors=True)
+        warmed = warm(Path(landing))
+    else:
+        out = hdfs.output(name)
+        extra = [*extra, "--webhdfs", hdfs.settings.webhdfs_url]
+        warmed = warm(hdfs.settings.run / "data")  # the DataNode's block files
     log(f"{name}: {contender} on {landing} (warmed in {warmed:.1f}s), log {log_file}")
     command = [
         sys.executable,
@@ -167,7 +260,7 @@ def run_contender(
         "--landing",
         str(landing),
         "--out",
-        str(out),
+        out,
         "--result",
         str(result_file),
         "--master",
@@ -389,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline runs")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the lakes and outputs")
+    parser.add_argument(
+        "--hdfs", action="store_true", help="also run the largest size on the dev HDFS"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.small_files, args.profile_mb = "0.1,0.2", 500, 32.0
@@ -452,6 +548,23 @@ def main(argv: list[str] | None = None) -> int:
             runs["dicomlake-huge"] = best_of(
                 args.repeat, "dicomlake", huge[0], work, "dicomlake-huge", args.master
             )
+        if args.hdfs:
+            with DevHdfs.running() as hdfs:
+                try:
+                    target = hdfs.landing(landings[largest][0])
+                    for contender in ("dicomlake",) + (() if args.no_baseline else ("baseline",)):
+                        runs[f"{contender}-hdfs"] = best_of(
+                            args.repeat,
+                            contender,
+                            target,
+                            work,
+                            f"{contender}-hdfs-{largest}gb",
+                            args.master,
+                            hdfs=hdfs,
+                        )
+                finally:
+                    if not args.keep:
+                        hdfs.clean()
         profile = run_contender(
             "profile",
             landings[largest][0],
@@ -565,6 +678,18 @@ def main(argv: list[str] | None = None) -> int:
                 2,
             )
         )
+    hdfs_ours = figures(runs["dicomlake-hdfs"]) if "dicomlake-hdfs" in runs else None
+    hdfs_base = figures(runs["baseline-hdfs"]) if "baseline-hdfs" in runs else None
+    if hdfs_ours is not None:
+        out.append("")
+        out.append(
+            side_by_side(
+                f"HDFS case: the {largest} GB landing zone and the output on the dev HDFS, on this "
+                "machine (its NameNode and DataNode share the CPUs, their memory is not counted)",
+                hdfs_ours,
+                hdfs_base,
+            )
+        )
     out.append("")
     scale_rows = []
     for size in sizes:
@@ -675,6 +800,13 @@ def main(argv: list[str] | None = None) -> int:
             "dicomlake_over_baseline_files_per_s": ratio("files_per_s", small_ours, small_base),
         },
         "huge_file": huge_file,
+        "hdfs": None
+        if hdfs_ours is None
+        else {
+            "dicomlake": hdfs_ours,
+            "baseline": hdfs_base,
+            "dicomlake_over_baseline_mb_per_s": ratio("mb_per_s", hdfs_ours, hdfs_base),
+        },
         "stages_seconds": stages,
         "spark_task_seconds": [st["durations"] for st in spark_tasks],
         "profile_seconds": {k: round(v, 3) for k, v in profile["profiled_seconds"].items()},

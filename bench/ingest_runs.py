@@ -4,6 +4,9 @@
     .venv/bin/python bench/ingest_runs.py baseline  --landing L --out DIR --result R.json
     .venv/bin/python bench/ingest_runs.py profile   --landing L --out DIR --result R.json --mb 64
 
+``--landing`` and ``--out`` may be ``hdfs://`` URIs, with ``--webhdfs`` the NameNode's WebHDFS
+address: dicomlake reads and writes them over WebHDFS, the baseline through Spark's Hadoop client.
+
 bench/ingest_bench.py starts these and samples their process tree's memory; by hand they are
 useful to look at one contender. Both Spark contenders get the same Spark context: dicomlake's
 ``spark_context`` built from conf/local.yaml with the master from ``--master`` (local[2]); the
@@ -44,31 +47,53 @@ def tree_cpu_seconds() -> float:
     return total
 
 
-def _config(master: str):
+def _config(master: str, webhdfs: str | None = None):
     from dicomlake.config import load_config
 
-    return load_config(
-        env={"DICOMLAKE_CONF": str(ROOT / "conf" / "local.yaml"), "DICOMLAKE_SPARK_MASTER": master}
-    )
+    env = {"DICOMLAKE_CONF": str(ROOT / "conf" / "local.yaml"), "DICOMLAKE_SPARK_MASTER": master}
+    if webhdfs:
+        env["DICOMLAKE_HDFS_WEBHDFS_URL"] = webhdfs
+    return load_config(env=env)
 
 
-def _context(master: str):
+def _context(master: str, webhdfs: str | None = None):
     from dicomlake.ingest.session import spark_context
 
-    config = _config(master)
+    config = _config(master, webhdfs)
     sc = spark_context(config, submitted=False)
     sc.setLogLevel("ERROR")
     return config, sc
 
 
-def run_dicomlake(landing: str, out: str, master: str) -> dict[str, Any]:
+def _parquet_columns(config, root: str, columns: list[str]):
+    """The ``columns`` of every Parquet file under ``root`` (a local path or ``hdfs://`` URI)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dicomlake.storage import filesystem_for
+
+    fs = filesystem_for(root, config.hdfs)
+    parts = [
+        pq.read_table(pa.BufferReader(fs.read(f.path)), columns=columns)
+        for f in fs.list_files(root)
+        if f.path.endswith(".parquet")
+    ]
+    return pa.concat_tables(parts)
+
+
+def _input_bytes(config, landing: str) -> int:
+    from dicomlake.storage import filesystem_for
+
+    return sum(f.size for f in filesystem_for(landing, config.hdfs).list_files(landing))
+
+
+def run_dicomlake(landing: str, out: str, master: str, webhdfs: str | None) -> dict[str, Any]:
     import pyarrow.compute as pc
-    import pyarrow.dataset as pads
 
     from dicomlake.crypto.keyring import Keyring
     from dicomlake.ingest.job import run_ingest
 
-    config, sc = _context(master)
+    config, sc = _context(master, webhdfs)
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
     summary = run_ingest(sc, landing, out, config, Keyring.generate())
     wall = time.perf_counter() - t0
@@ -76,9 +101,9 @@ def run_dicomlake(landing: str, out: str, master: str) -> dict[str, Any]:
     doc = summary.as_dict()
     tasks = spark_task_times(sc)
     sc.stop()
-    table = pads.dataset(
-        os.path.join(out, "tables", "instances"), format="parquet", partitioning="hive"
-    ).to_table(columns=["raw_pixel_bytes", "stored_pixel_bytes", "pixel_codec", "Modality"])
+    table = _parquet_columns(
+        config, f"{out}/tables/instances", ["raw_pixel_bytes", "stored_pixel_bytes", "pixel_codec"]
+    )
     native = pc.not_equal(pc.fill_null(table["pixel_codec"], ""), "store")
     ratios: dict[str, Any] = {}
     for label, rows in (("all", table), ("native", table.filter(native))):
@@ -204,12 +229,11 @@ def _baseline_partition(batches):
         yield pd.DataFrame(out)
 
 
-def run_baseline(landing: str, out: str, master: str) -> dict[str, Any]:
+def run_baseline(landing: str, out: str, master: str, webhdfs: str | None) -> dict[str, Any]:
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
     from pyspark.sql import SparkSession
 
-    _context(master)
+    config, _ = _context(master, webhdfs)
     spark = SparkSession.builder.getOrCreate()  # on dicomlake's context, with its settings
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
     files = (
@@ -222,9 +246,10 @@ def run_baseline(landing: str, out: str, master: str) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     cpu = tree_cpu_seconds() - cpu0
     spark.stop()
-    table = pq.read_table(
+    table = _parquet_columns(
+        config,
         out,
-        columns=[
+        [
             "raw_pixel_bytes",
             "zlib_bytes",
             "encapsulated",
@@ -246,7 +271,7 @@ def run_baseline(landing: str, out: str, master: str) -> dict[str, Any]:
     stages = {
         name: pc.sum(table[f"t_{name}"]).as_py() or 0.0 for name in ("parse", "json", "zlib", "aes")
     }
-    bytes_read = sum(p.stat().st_size for p in Path(landing).rglob("*") if p.is_file())
+    bytes_read = _input_bytes(config, landing)
     return {
         "contender": "baseline",
         "seconds": wall,
@@ -335,13 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", required=True, help="where to write the result JSON")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--mb", type=float, default=64.0, help="profile: MB of input to sample")
+    parser.add_argument("--webhdfs", help="WebHDFS URL of the NameNode, for hdfs:// paths")
     args = parser.parse_args(argv)
-    landing = os.path.abspath(args.landing)
-    out = os.path.abspath(args.out)
+    landing, out = (p if "://" in p else os.path.abspath(p) for p in (args.landing, args.out))
     if args.contender == "dicomlake":
-        result = run_dicomlake(landing, out, args.master)
+        result = run_dicomlake(landing, out, args.master, args.webhdfs)
     elif args.contender == "baseline":
-        result = run_baseline(landing, out, args.master)
+        result = run_baseline(landing, out, args.master, args.webhdfs)
     else:
         result = run_profile(landing, out, args.mb)
     Path(args.result).write_text(json.dumps(result, indent=1, default=str))

@@ -7,6 +7,7 @@ HDFS over WebHDFS; the HDFS-only tests below them check what has no local counte
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -15,7 +16,7 @@ import pytest
 
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import ConfigError, PublishConflictError, StorageError
-from dicomlake.storage.base import FileSystem
+from dicomlake.storage.base import CALLS_AT_ONCE, FileSystem
 from dicomlake.storage.hdfs import UPLOAD_PIECE, UPLOAD_QUEUE, WebHdfsFileSystem
 from dicomlake.storage.local import LocalFileSystem
 
@@ -192,7 +193,42 @@ def test_makedirs_is_idempotent(root: Root) -> None:
     assert root.fs.list_dirs(root("m")) == [root("m", "n")]
 
 
+def test_run_all_makes_the_calls_and_raises_the_first_failure(root: Root) -> None:
+    def write(name: str):
+        return lambda: root.fs.write_bytes(root(name), name.encode())
+
+    def fail() -> None:
+        raise StorageError("the second call failed")
+
+    root.fs.run_all([write("a"), write("b")])
+    assert [root.fs.read(root(n)) for n in "ab"] == [b"a", b"b"]
+
+    with pytest.raises(StorageError, match="the second call failed"):
+        root.fs.run_all([write("c"), fail, write("d")])
+    assert root.fs.exists(root("c"))
+    # Remote: the calls run at once, and each ends before the failure is raised; local: in
+    # order, so nothing after the failure runs
+    assert root.fs.exists(root("d")) == root.fs.remote
+
+
 # --- HDFS only ---------------------------------------------------------------------------------
+
+
+@pytest.mark.hdfs
+def test_hdfs_run_all_makes_its_calls_at_once(hdfs_cluster, hdfs_root: str) -> None:
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    # Each call writes, then waits for all the others: only calls made at once can pass
+    everyone = threading.Barrier(CALLS_AT_ONCE)
+
+    def call(i: int):
+        def write_and_wait() -> None:
+            fs.write_bytes(f"{hdfs_root}/at-once/{i}", b"x")
+            everyone.wait(timeout=60)
+
+        return write_and_wait
+
+    fs.run_all([call(i) for i in range(CALLS_AT_ONCE)])
+    assert len(list(fs.list_files(f"{hdfs_root}/at-once"))) == CALLS_AT_ONCE
 
 
 @pytest.mark.hdfs

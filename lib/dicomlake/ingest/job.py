@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -152,20 +153,6 @@ def run_ingest(
     if work:
         t = time.perf_counter()
         files = [p for r in results for p in r.staged]
-        small_tables = {
-            "errors": (errors, schemas.ERRORS),
-            "packs": (packs, schemas.PACKS),
-            "sources": (sources, schemas.SOURCES),
-        }
-        for name, (rows, schema) in small_tables.items():
-            if rows:
-                relative = f"tables/{name}/part-{run_id}.parquet"
-                write_table(
-                    lake_fs,
-                    staged(layout, run_id, relative),
-                    pa.Table.from_pylist(rows, schema=schema),
-                )
-                files.append(relative)
         mtimes = [f.mtime_ms for f in work]
         run_row = {
             "run_id": run_id,
@@ -177,13 +164,22 @@ def run_ingest(
             "dicomlake_version": dicomlake.__version__,
             "deid_options": options_json(options) if options else json.dumps({"enabled": False}),
         }
-        relative = f"tables/runs/part-{run_id}.parquet"
-        write_table(
-            lake_fs,
-            staged(layout, run_id, relative),
-            pa.Table.from_pylist([run_row], schema=schemas.RUNS),
+        small_tables = {
+            "errors": (errors, schemas.ERRORS),
+            "packs": (packs, schemas.PACKS),
+            "sources": (sources, schemas.SOURCES),
+            "runs": ([run_row], schemas.RUNS),  # last: the commit publishes it last
+        }
+        writes = {
+            f"tables/{name}/part-{run_id}.parquet": pa.Table.from_pylist(rows, schema=schema)
+            for name, (rows, schema) in small_tables.items()
+            if rows
+        }
+        lake_fs.run_all(
+            functools.partial(write_table, lake_fs, staged(layout, run_id, relative), table)
+            for relative, table in writes.items()
         )
-        files.append(relative)
+        files.extend(writes)
         commit(lake_fs, layout, run_id, files)
         stage["commit"] = time.perf_counter() - t
     for r in results:

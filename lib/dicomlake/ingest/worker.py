@@ -28,7 +28,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -58,8 +57,6 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK = 8 << 20
 """Bytes per read when a file is read in parts (hashing a streamed file, quarantine copies)."""
-WRITE_THREADS = 4
-"""Table fragments a task writes at once to a remote lake (see `FileSystem.remote`)."""
 READ_AHEAD_BYTES = 64 << 20
 """Landing bytes a task reads ahead of the file it works on (see `ReadAhead`)."""
 
@@ -479,7 +476,8 @@ class _Task:
             self.elements.add(elements, sha, sop)
         self.source_row(info, sha, "ingested", instance_id=sha, sop=sop)
 
-    def write_fragments(self) -> None:
+    def write_fragments(self, close_packs: Callable[[], None]) -> None:
+        """Write the task's table fragments, and close its last pack with ``close_packs``."""
         r = self.result
         name = f"part-{self.ctx.run_id}-t{r.task:05d}-a{r.attempt}.parquet"
         file_schema = pa.schema(
@@ -518,12 +516,9 @@ class _Task:
                 write_identities, self.lake_fs, target(relative), self.identities, self.keyring
             )
         with self.timed("write"):
-            # One instances file per partition: many small files, each a slow create on HDFS
-            threads = WRITE_THREADS if self.lake_fs.remote else 1
-            with ThreadPoolExecutor(threads, thread_name_prefix="dicomlake-write") as pool:
-                done = [pool.submit(write) for write in writes.values()]
-            for future in done:
-                future.result()  # the first failure fails the task, as a sequential write did
+            # One instances file per partition: many small files, each a slow create on HDFS.
+            # The last pack closes meanwhile (its index and trailer: one more slow close).
+            self.lake_fs.run_all([close_packs, *writes.values()])
             r.staged.extend(writes)
 
 
@@ -568,6 +563,5 @@ def process_task(
     with ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads, disable_value_validation():
         for info in files:
             work.ingest_file(info, landing_fs, reads, packs, stored)
-    packs.close()
-    work.write_fragments()
+    work.write_fragments(packs.close)
     return work.result

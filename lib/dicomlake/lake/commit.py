@@ -16,6 +16,7 @@ One ingest runs per lake at a time (the scheduler guarantees it: Airflow's max_a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
@@ -63,16 +64,20 @@ def recover(fs: FileSystem, layout: LakeLayout) -> tuple[list[str], list[str]]:
 
 def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
     intent_uri = layout.commit_intent(run_id)
-    intent = json.loads(fs.read(intent_uri))
-    for relative in intent["files"]:
+    *files, runs_record = json.loads(fs.read(intent_uri))["files"]
+
+    def move(relative: str) -> None:
         src, dst = staged(layout, run_id, relative), layout.absolute(relative)
         if fs.exists(dst):
-            continue  # moved before a crash
+            return  # moved before a crash
         if not fs.exists(src):
             raise LakeError(
                 f"run {run_id}: staged file {src} is missing and {dst} was never "
                 "published; restore the lake from a snapshot"
             )
         fs.publish(src, dst)
+
+    fs.run_all(functools.partial(move, relative) for relative in files)
+    move(runs_record)  # once every other file of the run is in place
     fs.delete(layout.staging(run_id), recursive=True)
     fs.delete(intent_uri)
