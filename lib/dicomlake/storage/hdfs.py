@@ -55,7 +55,7 @@ class WebHdfsFileSystem(FileSystem):
 
     scheme = "hdfs"
     # A read is two HTTP round trips (NameNode, DataNode) and the transfer; a small file's
-    # create waits ~250 ms, mostly for the NameNode to complete it.
+    # create mostly waits (~0.4 s on a stock DataNode) for the NameNode to complete it.
     remote = True
 
     def __init__(self, config: HdfsConfig) -> None:
