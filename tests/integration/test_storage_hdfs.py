@@ -262,6 +262,19 @@ def test_hdfs_filesystem_pickles_as_its_config(hdfs_cluster, hdfs_root: str) -> 
     assert fs.read(f"{hdfs_root}/p") == b"from the clone"
 
 
+@pytest.mark.hdfs
+def test_hdfs_calls_go_direct_whatever_proxy_the_environment_names(
+    hdfs_cluster, hdfs_root: str, monkeypatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:1")  # nothing listens there
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    fs.write_bytes(f"{hdfs_root}/direct", b"not through a proxy")
+    assert fs.read(f"{hdfs_root}/direct") == b"not through a proxy"
+
+
 def test_unreachable_webhdfs_is_a_storage_error_naming_the_path() -> None:
     fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="http://127.0.0.1:1", timeout_seconds=2))
     with pytest.raises(StorageError, match="hdfs://nn:8020/some/file"):

@@ -293,6 +293,9 @@ class _Upload:
 def _make_client(config: HdfsConfig) -> Client:
     """An HdfsCLI client for ``config``, on its own requests session."""
     session = requests.Session()
+    # Cluster traffic goes direct: no proxy or .netrc from the environment. requests would
+    # otherwise read both again at every request (~0.2 ms each, two requests per read).
+    session.trust_env = False
     if config.auth == "kerberos":
         try:
             from hdfs.ext.kerberos import KerberosClient
