@@ -435,7 +435,7 @@ def stage_rows(
         "task.read": "read",
         "task.hash": "hash (SHA-256)",
         "task.parse": "parse (split, promote, JSON, elements)",
-        "task.write": "write (table fragments)",
+        "task.write": "write (table fragments, closing the last pack)",
     }
     for key in ("task.read", "task.hash", "task.parse"):
         stages[names[key]] = st.get(key, 0.0)

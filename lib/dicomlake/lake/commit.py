@@ -3,7 +3,8 @@
 A run writes everything (pack files, table fragments, quarantine copies) under
 ``_staging/<run>/`` with the same relative paths it will have in the lake. To commit, it
 publishes an intent (``_commits/<run>.json``: the list of files) by an atomic rename — the
-commit point — and then moves each staged file into place, the ``runs`` record last.
+commit point — and then moves the staged files into place (several at once on a remote
+filesystem), the ``runs`` record last, once every other file is in place.
 
 - A run that dies before the commit point leaves only ``_staging/<run>/``, which no reader looks
   at; the next run deletes it and redoes the work (its files are still new to the ledger).
