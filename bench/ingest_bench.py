@@ -21,9 +21,10 @@ Steps, all in this one invocation:
      zlib level 6 then AES-256-GCM, written as Parquet; at the largest size and on the small files;
    - profile: dicomlake's ``process_task`` on a sample of the largest landing zone, outside
      Spark, under cProfile (splits encode from encrypt, and parse into its parts);
-   - with ``--hdfs``, both contenders again on the largest landing zone, copied once into the
-     dev HDFS (``dev/hdfs.py``: a NameNode and a DataNode on this machine, started for the
-     benchmark unless they run already), writing their output there too.
+   - with ``--hdfs``, both contenders again on the largest landing zone (and dicomlake on the
+     huge file), copied once into the dev HDFS (``dev/hdfs.py``: a NameNode and a DataNode on
+     this machine, started for the benchmark unless they run already), writing their output
+     there too.
 3. Prints the side-by-side table, where dicomlake's time goes, the small-file case, scaling and
    the targets, and, as its last line, one JSON object with all the figures.
 
@@ -570,6 +571,16 @@ def main(argv: list[str] | None = None) -> int:
                             args.master,
                             hdfs=hdfs,
                         )
+                    if huge is not None:
+                        runs["dicomlake-hdfs-huge"] = best_of(
+                            args.repeat,
+                            "dicomlake",
+                            hdfs.landing(huge[0]),
+                            work,
+                            "dicomlake-hdfs-huge",
+                            args.master,
+                            hdfs=hdfs,
+                        )
                 finally:
                     if not args.keep:
                         hdfs.clean()
@@ -698,6 +709,17 @@ def main(argv: list[str] | None = None) -> int:
                 hdfs_base,
             )
         )
+    hdfs_huge = (
+        huge_figures(runs["dicomlake-hdfs-huge"], huge[1].bytes)
+        if huge and "dicomlake-hdfs-huge" in runs
+        else None
+    )
+    if hdfs_huge is not None:
+        out.append(
+            f"Huge file on the dev HDFS: {hdfs_huge['mb_per_s']:.1f} MB/s "
+            f"({hdfs_huge['seconds']:.1f} s), peak RSS of JVM + Python workers "
+            f"{hdfs_huge['peak_executor_mib']:.0f} MiB"
+        )
     out.append("")
     scale_rows = []
     for size in sizes:
@@ -814,6 +836,7 @@ def main(argv: list[str] | None = None) -> int:
             "dicomlake": hdfs_ours,
             "baseline": hdfs_base,
             "dicomlake_over_baseline_mb_per_s": ratio("mb_per_s", hdfs_ours, hdfs_base),
+            "huge_file": hdfs_huge,
         },
         "stages_seconds": stages,
         "spark_task_seconds": [st["durations"] for st in spark_tasks],

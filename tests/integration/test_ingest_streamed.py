@@ -112,6 +112,42 @@ def test_a_file_changed_between_its_readings_keeps_no_row(
     assert ids == {name: {mr_sha} for name in ("instances", "frames", "elements", "identities")}
 
 
+class _CountedReads(LocalFileSystem):
+    """The local filesystem, counting its reads (each one is two HTTP round trips on HDFS)."""
+
+    reads = 0
+
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        self.reads += 1
+        return super().read(path, offset, length)
+
+
+def test_a_streamed_file_is_read_in_large_blocks_not_frame_by_frame(
+    tmp_path, config, keyring, monkeypatch
+):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    target = landing / "ct.dcm"
+    built = build_huge_file(target, 32 * MiB)  # 64 frames of 512 KB
+    counted = _CountedReads()
+    monkeypatch.setattr(
+        worker,
+        "filesystem_for",
+        lambda uri, hdfs: counted if uri == str(landing) else filesystem_for(uri, hdfs),
+    )
+    streamed = dataclasses.replace(
+        config, ingest=dataclasses.replace(config.ingest, stream_bytes=MiB)
+    )
+    ctx = TaskContext("r1", str(tmp_path / "lake"), streamed, keyring.to_bytes(), 0)
+    info = FileInfo(str(target), built.bytes, 1_700_000_000_000)
+    result = process_task(0, 0, [info], str(landing), ctx, frozenset())
+
+    assert [s["outcome"] for s in result.sources] == ["ingested"]
+    blocks = -(-built.bytes // worker.READ_BLOCK)
+    # Hashed, then split and stored: each pass a few reads of READ_BLOCK, not one per frame
+    assert counted.reads <= 2 * blocks + 4 < 64
+
+
 def _run(command: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, MemoryPeak]:
     """Run a command; its result and the peak memory of its process tree, sampled."""
     memory = MemoryPeak()

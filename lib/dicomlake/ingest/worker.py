@@ -56,7 +56,9 @@ from dicomlake.storage import FileInfo, FileSystem, filesystem_for
 log = logging.getLogger(__name__)
 
 READ_BLOCK = 8 << 20
-"""Bytes per read when a file is read in parts (hashing a streamed file, quarantine copies)."""
+"""Bytes per read when a file is read in parts (hashing and splitting a streamed file,
+quarantine copies): on HDFS every read is two HTTP round trips, so small frames are read
+many at a time."""
 READ_AHEAD_BYTES = 64 << 20
 """Landing bytes a task reads ahead of the file it works on (see `ReadAhead`)."""
 
@@ -334,7 +336,9 @@ class _Task:
             with self.timed("parse"):
                 if data is None:
                     read = _landing_reads(landing_fs, info.path)
-                    split = split_stream(read, info.size, limit=cfg.ingest.max_chunk_bytes)
+                    split = split_stream(
+                        read, info.size, limit=cfg.ingest.max_chunk_bytes, block=READ_BLOCK
+                    )
                 else:
                     split = split_instance(data)
             self.store(info, sha, split, packs, streamed)
