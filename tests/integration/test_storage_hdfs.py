@@ -275,6 +275,13 @@ def test_hdfs_calls_go_direct_whatever_proxy_the_environment_names(
     assert fs.read(f"{hdfs_root}/direct") == b"not through a proxy"
 
 
+def test_an_https_webhdfs_still_trusts_the_ca_bundle_the_environment_names(monkeypatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/pki/cluster-ca.pem")
+    fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="https://nn.example:9871"))
+    # What requests verifies each HTTPS request against (no request is made here)
+    assert fs._client._session.verify == "/etc/pki/cluster-ca.pem"
+
+
 def test_unreachable_webhdfs_is_a_storage_error_naming_the_path() -> None:
     fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="http://127.0.0.1:1", timeout_seconds=2))
     with pytest.raises(StorageError, match="hdfs://nn:8020/some/file"):

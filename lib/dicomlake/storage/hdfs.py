@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import posixpath
 import queue
 import threading
@@ -296,6 +297,10 @@ def _make_client(config: HdfsConfig) -> Client:
     # Cluster traffic goes direct: no proxy or .netrc from the environment. requests would
     # otherwise read both again at every request (~0.2 ms each, two requests per read).
     session.trust_env = False
+    # The one environment setting kept: a CA bundle for an HTTPS WebHDFS, read here once
+    session.verify = (
+        os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    )
     if config.auth == "kerberos":
         try:
             from hdfs.ext.kerberos import KerberosClient
