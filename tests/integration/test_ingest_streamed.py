@@ -6,6 +6,7 @@ is rejected whole, and a 1 GB file is ingested and exported in a fraction of its
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -13,8 +14,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow.parquet as pq
 import pytest
@@ -40,17 +42,34 @@ MiB = 1 << 20
 
 
 class _ChangesOnceRead(LocalFileSystem):
-    """A landing filesystem on which one file changes once it has been read to its end."""
+    """A landing filesystem on which one file changes once it has been read to its end (the
+    first reading of a streamed file, which hashes it, reads it as one stream)."""
 
     def __init__(self, victim: str, change: Callable[[Path], None]) -> None:
         self.victim, self.change = victim, change
         self.changed = False
 
-    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
-        data = super().read(path, offset, length)
-        if path == self.victim and not data and not self.changed:
+    @contextlib.contextmanager
+    def open_read(self, path: str) -> Iterator[BinaryIO]:
+        with super().open_read(path) as stream:
+            yield _EndWatched(stream, lambda: self._ended(path))
+
+    def _ended(self, path: str) -> None:
+        if path == self.victim and not self.changed:
             self.change(Path(path))
             self.changed = True
+
+
+class _EndWatched:
+    """A stream that calls ``at_end`` when a read finds its end."""
+
+    def __init__(self, stream: BinaryIO, at_end: Callable[[], None]) -> None:
+        self._stream, self._at_end = stream, at_end
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if not data:
+            self._at_end()
         return data
 
 

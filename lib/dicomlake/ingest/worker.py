@@ -365,14 +365,20 @@ class _Task:
             with self.timed("hash"):
                 return data, hashlib.sha256(data).hexdigest(), len(data)
         digest, size = hashlib.sha256(), 0
-        while True:
-            with self.timed("read"):
-                block = landing_fs.read(info.path, size, READ_BLOCK)
-            if not block:
-                return None, digest.hexdigest(), size
-            with self.timed("hash"):
-                digest.update(block)
-            size += len(block)
+        # One stream, not ranged reads: on HDFS each of those is two round trips (2 GB: 3.5 s
+        # streamed, 10-13 s in 8 MiB reads)
+        with landing_fs.open_read(info.path) as src:
+            while True:
+                with self.timed("read"):
+                    try:
+                        block = src.read(READ_BLOCK)
+                    except OSError as exc:  # a local disk's error, as `FileSystem.read` says it
+                        raise StorageError(f"cannot read {info.path}: {exc}") from exc
+                if not block:
+                    return None, digest.hexdigest(), size
+                with self.timed("hash"):
+                    digest.update(block)
+                size += len(block)
 
     def store(
         self, info: FileInfo, sha: str, split: SplitInstance, packs: _Packs, streamed: bool
