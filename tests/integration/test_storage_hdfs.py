@@ -6,17 +6,27 @@ HDFS over WebHDFS; the HDFS-only tests below them check what has no local counte
 
 from __future__ import annotations
 
+import datetime
+import http.server
+import ipaddress
+import json
 import pickle
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import ConfigError, PublishConflictError, StorageError
-from dicomlake.storage.base import CALLS_AT_ONCE, FileSystem
+from dicomlake.storage.base import CALLS_AT_ONCE, FileInfo, FileSystem
 from dicomlake.storage.hdfs import UPLOAD_PIECE, UPLOAD_QUEUE, WebHdfsFileSystem
 from dicomlake.storage.local import LocalFileSystem
 
@@ -275,11 +285,73 @@ def test_hdfs_calls_go_direct_whatever_proxy_the_environment_names(
     assert fs.read(f"{hdfs_root}/direct") == b"not through a proxy"
 
 
-def test_an_https_webhdfs_still_trusts_the_ca_bundle_the_environment_names(monkeypatch) -> None:
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/pki/cluster-ca.pem")
-    fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="https://nn.example:9871"))
-    # What requests verifies each HTTPS request against (no request is made here)
-    assert fs._client._session.verify == "/etc/pki/cluster-ca.pem"
+def _https_namenode(tmp_path) -> tuple[str, Path, Callable[[], None]]:
+    """A WebHDFS stand-in over TLS on 127.0.0.1 that answers every GETFILESTATUS; its URL,
+    the CA file that signs its certificate, and a stop function."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(
+                {"FileStatus": {"type": "FILE", "length": 3, "modificationTime": 1000}}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(ca, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"https://127.0.0.1:{server.server_address[1]}", ca, server.shutdown
+
+
+def test_an_https_webhdfs_still_trusts_the_ca_bundle_the_environment_names(
+    tmp_path, monkeypatch
+) -> None:
+    url, ca, stop = _https_namenode(tmp_path)
+    try:
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(name, raising=False)
+        with pytest.raises(StorageError, match="hdfs://nn/f"):  # its CA is nobody's
+            WebHdfsFileSystem(HdfsConfig(webhdfs_url=url, timeout_seconds=10)).status("hdfs://nn/f")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url=url, timeout_seconds=10))
+        assert fs.status("hdfs://nn/f") == FileInfo("hdfs://nn/f", 3, 1000)
+    finally:
+        stop()
 
 
 def test_unreachable_webhdfs_is_a_storage_error_naming_the_path() -> None:
