@@ -87,6 +87,15 @@ def test_streams_in_and_out(root: Root) -> None:
     assert b"".join(pieces) == b"".join(chunks)
 
 
+def test_open_read_from_an_offset(root: Root) -> None:
+    data = bytes(range(256)) * 40
+    root.fs.write_bytes(root("f.bin"), data)
+    with root.fs.open_read(root("f.bin"), 10_000) as src:
+        assert src.read(17) == data[10_000:10_017]
+        assert src.read() == data[10_017:]
+        assert src.read(5) == b""
+
+
 def test_open_write_replaces_an_existing_file(root: Root) -> None:
     root.fs.write_bytes(root("f"), b"old content")
     with root.fs.open_write(root("f")) as out:

@@ -278,13 +278,15 @@ def test_prefix_alone_gives_header_and_frame_spec(path: Path) -> None:
 
 
 class _RangedReads:
-    """A file read by (offset, length), as a landing filesystem reads it; every length kept."""
+    """A file read by (offset, length), as a landing filesystem reads it; every read kept."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+        self.offsets: list[int] = []
         self.lengths: list[int] = []
 
     def __call__(self, offset: int, length: int) -> bytes:
+        self.offsets.append(offset)
         self.lengths.append(length)
         return self.data[offset : offset + length]
 
@@ -372,6 +374,22 @@ def test_streaming_reads_each_frame_only_when_asked() -> None:
     assert split.frames[49] == frame
     assert reads.lengths[before:] == [len(frame)]
     assert list(split.frames) == [frame] * 50
+
+
+@pytest.mark.parametrize("frame_bytes", [700, 4096], ids=["frames-within-a-block", "larger"])
+def test_streaming_in_order_reads_on_from_where_the_last_read_ended(frame_bytes: int) -> None:
+    """Frames read in order are fetched onward from where the last read ended, so one open
+    landing stream serves them, and no byte is fetched twice (a frame that starts inside the
+    last block is not fetched again from its start)."""
+    frames = [bytes([i]) * frame_bytes for i in range(40)]
+    data = _native(1, frame_bytes, 40, 8, b"".join(frames))
+    reads = _RangedReads(data)
+    split = split_stream(reads, len(data), limit=8192, block=1000)
+    assert list(split.frames) == frames
+    ends = [o + n for o, n in zip(reads.offsets, reads.lengths, strict=True)]
+    jumps = [o for o, end in zip(reads.offsets[1:], ends, strict=False) if o != end]
+    assert jumps == [0]  # the first reads look at bytes 128 (b"DICM") and 0
+    assert sum(reads.lengths) == len(data) + reads.lengths[0]
 
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm")).read_bytes()  # one 32768-byte frame

@@ -52,7 +52,9 @@ class Reader:
 
     The caller's ``read`` does the I/O; this module does none. Small reads are served from the
     last block fetched, so walking a header costs a few block reads; large ones are read as
-    they are. A read shorter than asked means the file shrank since ``size`` was taken.
+    they are. Bytes already held are not fetched again, so reading on through a file fetches
+    each next range where the last one ended. A read shorter than asked means the file shrank
+    since ``size`` was taken.
     """
 
     def __init__(self, read: Read, size: int, block: int) -> None:
@@ -77,7 +79,9 @@ class Reader:
         pos = offset - self._start
         if pos < 0 or pos + count > len(self._window):
             wanted = max(count, min(self._block, self.size - offset))
-            self._window, self._start, pos = self._fetch(offset, wanted), offset, 0
+            held = self._held(offset)
+            self._window = held + self._fetch(offset + len(held), wanted - len(held))
+            self._start, pos = offset, 0
         return self._window, pos
 
     def read(self, offset: int, length: int) -> bytes:
@@ -88,7 +92,13 @@ class Reader:
         if length <= self._block:
             buf, pos = self.view(offset, length)
             return buf[pos : pos + length]
-        return self._fetch(offset, length)
+        held = self._held(offset)
+        return held + self._fetch(offset + len(held), length - len(held))
+
+    def _held(self, offset: int) -> bytes:
+        """The bytes held from ``offset`` to the end of the last block fetched, if any."""
+        pos = offset - self._start
+        return self._window[pos:] if 0 <= pos < len(self._window) else b""
 
     def _fetch(self, offset: int, length: int) -> bytes:
         data = self._read(offset, length)

@@ -4,11 +4,11 @@ Each task reads its own files through :mod:`dicomlake.storage` (big bytes never 
 JVM/Python boundary; on HDFS the next files are read ahead while one is processed, see
 :mod:`dicomlake.ingest.readahead`), splits each into header and frames, seals the chunks into
 pack files and writes its table fragments under the run's staging area. A file over
-``ingest.stream_bytes`` is never held whole: it is hashed block by block, then split with ranged
-reads and sealed frame by frame, its chunks rolling over into the task's next packs. It returns
-only small rows (ledger, errors, packs) to the driver. Names carry the task's attempt number, so
-a retried task never overwrites what another attempt wrote; the driver commits only the files of
-successful attempts.
+``ingest.stream_bytes`` is never held whole: it is hashed as one stream, then split as a second
+stream is read and sealed frame by frame, its chunks rolling over into the task's next packs.
+It returns only small rows (ledger, errors, packs) to the driver. Names carry the task's attempt
+number, so a retried task never overwrites what another attempt wrote; the driver commits only
+the files of successful attempts.
 
 Every header is de-identified (:mod:`dicomlake.dicom.deid`, keyed by the keyring's pseudonym
 secret) before any analyst-visible value is taken from it: promoted columns, DICOM JSON, element
@@ -51,7 +51,7 @@ from dicomlake.lake.identities import write_identities
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import write_table
 from dicomlake.pixels.pack import PackWriter
-from dicomlake.storage import FileInfo, FileSystem, filesystem_for
+from dicomlake.storage import FileInfo, FileSystem, ReadStream, filesystem_for
 
 log = logging.getLogger(__name__)
 
@@ -333,15 +333,16 @@ class _Task:
             self.source_row(info, sha, "duplicate", instance_id=sha)
             return
         try:
-            with self.timed("parse"):
-                if data is None:
-                    read = _landing_reads(landing_fs, info.path)
-                    split = split_stream(
-                        read, info.size, limit=cfg.ingest.max_chunk_bytes, block=READ_BLOCK
-                    )
-                else:
-                    split = split_instance(data)
-            self.store(info, sha, split, packs, streamed)
+            with contextlib.ExitStack() as reading:
+                with self.timed("parse"):
+                    if data is None:
+                        read = reading.enter_context(_SequentialReads(landing_fs, info.path))
+                        split = split_stream(
+                            read, info.size, limit=cfg.ingest.max_chunk_bytes, block=READ_BLOCK
+                        )
+                    else:
+                        split = split_instance(data)
+                self.store(info, sha, split, packs, streamed)  # reads a streamed file's frames
         except DicomParseError as exc:
             # A streamed file is still read while it is stored; store() keeps no row of a file
             # it gives up on (the chunks it sealed stay in the pack, referenced by no row)
@@ -370,10 +371,7 @@ class _Task:
         with landing_fs.open_read(info.path) as src:
             while True:
                 with self.timed("read"):
-                    try:
-                        block = src.read(READ_BLOCK)
-                    except OSError as exc:  # a local disk's error, as `FileSystem.read` says it
-                        raise StorageError(f"cannot read {info.path}: {exc}") from exc
+                    block = src.read(READ_BLOCK)
                 if not block:
                     return None, digest.hexdigest(), size
                 with self.timed("hash"):
@@ -540,17 +538,40 @@ def _read_as(info: FileInfo, limits: IngestConfig) -> str:
     return "streamed" if info.size > limits.stream_bytes else "whole"
 
 
-def _landing_reads(landing_fs: FileSystem, path: str) -> Callable[[int, int], bytes]:
-    """Ranged reads of a landing file; one that fails is DicomParseError("unreadable"), so it
-    is told apart from a failed write to the lake, which fails the task."""
+class _SequentialReads(contextlib.AbstractContextManager):
+    """Ranged reads of a landing file, served from one open stream while each read starts where
+    the last one ended (as a split reads: header, frames in order): on HDFS a ranged read is two
+    round trips and a new DataNode stream, so 2 GB in 8 MiB reads took 10-13 s, against 3.5 s
+    as one stream. A read elsewhere opens the stream again there; leaving closes it.
 
-    def read(offset: int, length: int) -> bytes:
+    A read that fails is DicomParseError("unreadable"), told apart from a failed write to the
+    lake, which fails the task.
+    """
+
+    def __init__(self, landing_fs: FileSystem, path: str) -> None:
+        self._fs, self._path = landing_fs, path
+        self._open = contextlib.ExitStack()
+        self._stream: ReadStream | None = None
+        self._at = -1  # the stream's offset in the file
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)``, fewer where the file ends."""
+        parts = []
         try:
-            return landing_fs.read(path, offset, length)
+            if self._stream is None or offset != self._at:
+                self._open.close()
+                self._stream = self._open.enter_context(self._fs.open_read(self._path, offset))
+                self._at = offset
+            while length > 0 and (part := self._stream.read(length)):
+                parts.append(part)
+                length -= len(part)
+                self._at += len(part)
         except StorageError as exc:
             raise DicomParseError("unreadable", str(exc)) from exc
+        return b"".join(parts)
 
-    return read
+    def __exit__(self, *exc_info: object) -> None:
+        self._open.close()
 
 
 def process_task(

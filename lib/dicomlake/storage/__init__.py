@@ -1,6 +1,6 @@
 """One small filesystem interface, chosen by URI scheme (``file://``, plain paths, ``hdfs://``)."""
 
-from dicomlake.storage.base import FileInfo, FileSystem
+from dicomlake.storage.base import FileInfo, FileSystem, ReadStream
 from dicomlake.storage.registry import filesystem_for, join
 
-__all__ = ["FileInfo", "FileSystem", "filesystem_for", "join"]
+__all__ = ["FileInfo", "FileSystem", "ReadStream", "filesystem_for", "join"]

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, NamedTuple
 
+from dicomlake.errors import StorageError
+
 CALLS_AT_ONCE = 8
 """Calls `FileSystem.run_all` makes at once on a remote filesystem (HdfsCLI's session keeps 10
 connections per host)."""
@@ -23,6 +25,22 @@ class FileInfo(NamedTuple):
     path: str
     size: int
     mtime_ms: int
+
+
+class ReadStream:
+    """What `FileSystem.open_read` gives: ``read`` only, and a failed read is a StorageError
+    naming the file, as with `FileSystem.read` (only reads: the caller's own writes to another
+    file, in the same block, keep their own errors)."""
+
+    def __init__(self, raw: BinaryIO, path: str, failures: tuple[type[Exception], ...]) -> None:
+        self._raw, self._path, self._failures = raw, path, failures
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all the rest when negative); b"" at the end."""
+        try:
+            return self._raw.read() if size < 0 else self._raw.read(size)
+        except self._failures as exc:
+            raise StorageError(f"cannot read {self._path}: {exc}") from exc
 
 
 class FileSystem(abc.ABC):
@@ -52,8 +70,10 @@ class FileSystem(abc.ABC):
         """``length`` bytes from ``offset`` (all the rest when None); raises if the file is gone."""
 
     @abc.abstractmethod
-    def open_read(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]:
-        """A readable stream (seekable on local files), for reading big files piece by piece."""
+    def open_read(
+        self, path: str, offset: int = 0
+    ) -> contextlib.AbstractContextManager[ReadStream]:
+        """The file as a stream from ``offset`` on, for reading big files piece by piece."""
 
     @abc.abstractmethod
     def open_write(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]:

@@ -28,7 +28,7 @@ from hdfs import Client, HdfsError, InsecureClient
 
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import ConfigError, PublishConflictError, StorageError
-from dicomlake.storage.base import FileInfo, FileSystem
+from dicomlake.storage.base import FileInfo, FileSystem, ReadStream
 
 log = logging.getLogger(__name__)
 
@@ -150,18 +150,15 @@ class WebHdfsFileSystem(FileSystem):
         return st is not None and offset >= st.size
 
     @contextlib.contextmanager
-    def open_read(self, path: str) -> Iterator[BinaryIO]:
+    def open_read(self, path: str, offset: int = 0) -> Iterator[ReadStream]:
         stack = contextlib.ExitStack()
         try:
             # A streaming urllib3 response; leaving the stack closes the connection.
-            reader = stack.enter_context(self._client.read(_split(path)[1]))
+            body = stack.enter_context(self._client.read(_split(path)[1], offset=offset))
         except _FAILED as exc:
             raise _error("open", path, exc) from exc
         with stack:
-            try:
-                yield cast(BinaryIO, reader)
-            except _CONNECTION as exc:  # raised by the caller's reads of the stream
-                raise _error("read", path, exc) from exc
+            yield ReadStream(body, path, _CONNECTION)
 
     @contextlib.contextmanager
     def open_write(self, path: str) -> Iterator[BinaryIO]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dicomlake.errors import PublishConflictError, StorageError
-from dicomlake.storage.base import FileInfo, FileSystem
+from dicomlake.storage.base import FileInfo, FileSystem, ReadStream
 
 
 def local_path(uri: str) -> str:
@@ -70,13 +70,14 @@ class LocalFileSystem(FileSystem):
             raise StorageError(f"cannot read {path}: {exc}") from exc
 
     @contextlib.contextmanager
-    def open_read(self, path: str) -> Iterator[BinaryIO]:
+    def open_read(self, path: str, offset: int = 0) -> Iterator[ReadStream]:
         try:
             f = open(local_path(path), "rb")  # noqa: SIM115 - closed below; open errors wrapped
         except OSError as exc:
             raise StorageError(f"cannot open {path}: {exc}") from exc
         with f:
-            yield f
+            f.seek(offset)
+            yield ReadStream(f, path, (OSError,))
 
     @contextlib.contextmanager
     def open_write(self, path: str) -> Iterator[BinaryIO]:
