@@ -129,11 +129,13 @@ class Walker:
         self._short = struct.Struct(order + "HH2sH")
         self._u32 = struct.Struct(order + "L")
 
-    def _need(self, offset: int, count: int, what: str) -> None:
+    def _need(self, offset: int, count: int, what: str, tag: int | None = None) -> None:
+        # The message names ``what`` and ``tag``; made only when raised (this runs per element)
         if offset + count > self.size:
+            where = what if tag is None else f"{what} {tag_str(tag)}"
             raise DicomParseError(
                 "truncated",
-                f"file ends at byte {self.size} inside {what} starting at offset {offset}",
+                f"file ends at byte {self.size} inside {where} starting at offset {offset}",
             )
 
     def implicit_at(self, offset: int, assumed_implicit: bool) -> bool:
@@ -166,7 +168,7 @@ class Walker:
         tag = group << 16 | elem
         vr = raw_vr.decode("ascii")
         if raw_vr in _LONG_VRS:
-            self._need(offset, 12, f"the header of element {tag_str(tag)}")
+            self._need(offset, 12, "the header of element", tag)
             (length,) = self._u32.unpack_from(*self.reader.view(offset + 8, 4))
             return Element(tag, vr, offset, offset + 12, length)
         return Element(tag, vr, offset, offset + 8, length)
@@ -195,7 +197,7 @@ class Walker:
     def skip_items(self, offset: int, implicit: bool, owner: int) -> int:
         """Skip the items of an undefined-length value; return the offset after its delimiter."""
         while True:
-            self._need(offset, 8, f"an item of {tag_str(owner)}")
+            self._need(offset, 8, "an item of", owner)
             tag, length = self.tag_and_length(offset)
             if tag == SEQUENCE_DELIMITER:
                 return offset + 8
@@ -209,13 +211,13 @@ class Walker:
                 offset = self.skip_dataset(offset + 8, implicit, owner)
             else:
                 offset += 8 + length
-                self._need(offset, 0, f"an item of {tag_str(owner)}")
+                self._need(offset, 0, "an item of", owner)
 
     def skip_dataset(self, offset: int, implicit: bool, owner: int) -> int:
         """Skip an undefined-length item's elements; return the offset after its delimiter."""
         implicit = implicit or self.implicit_at(offset, implicit)
         while True:
-            self._need(offset, 8, f"an item of {tag_str(owner)}")
+            self._need(offset, 8, "an item of", owner)
             if self.peek_tag(offset) == ITEM_DELIMITER:
                 return offset + 8
             elem = self.element(offset, implicit)
