@@ -125,6 +125,15 @@ def test_list_files_is_recursive_with_size_and_mtime(root: Root) -> None:
         assert root.fs.status(f.path) == f
 
 
+def test_list_files_walks_in_order(root: Root) -> None:
+    # os.walk's order, top down: a directory's files by name, then each subdirectory in turn
+    for name in ("b/2", "b/1", "a/x/1", "a/2", "c", "a/1", "b/a/1"):
+        root.fs.write_bytes(root(*name.split("/")), b"")
+    listed = [f.path for f in root.fs.list_files(root.uri)]
+    expected = ["c", "a/1", "a/2", "a/x/1", "b/1", "b/2", "b/a/1"]
+    assert listed == [root(*name.split("/")) for name in expected]
+
+
 def test_list_files_of_a_file_or_a_missing_path(root: Root) -> None:
     root.fs.write_bytes(root("one.bin"), b"abc")
     (only,) = root.fs.list_files(root("one.bin"))
@@ -248,6 +257,28 @@ def test_hdfs_run_all_makes_its_calls_at_once(hdfs_cluster, hdfs_root: str) -> N
 
     fs.run_all([call(i) for i in range(CALLS_AT_ONCE)])
     assert len(list(fs.list_files(f"{hdfs_root}/at-once"))) == CALLS_AT_ONCE
+
+
+@pytest.mark.hdfs
+def test_hdfs_list_files_lists_subdirectories_at_once(
+    hdfs_cluster, hdfs_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    for i in range(CALLS_AT_ONCE):
+        fs.write_bytes(f"{hdfs_root}/d{i}/f", b"x")
+    listing = fs._list
+    # Each listing of a subdirectory waits for all the others: only listings made at once pass
+    everyone = threading.Barrier(CALLS_AT_ONCE)
+
+    def list_and_wait(path: str, hpath: str):
+        entries = listing(path, hpath)
+        if path != hdfs_root:
+            everyone.wait(timeout=60)
+        return entries
+
+    monkeypatch.setattr(fs, "_list", list_and_wait)
+    listed = [f.path for f in fs.list_files(hdfs_root)]
+    assert listed == [f"{hdfs_root}/d{i}/f" for i in range(CALLS_AT_ONCE)]
 
 
 @pytest.mark.hdfs

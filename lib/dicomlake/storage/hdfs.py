@@ -19,6 +19,7 @@ import posixpath
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
@@ -28,7 +29,7 @@ from hdfs import Client, HdfsError, InsecureClient
 
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import ConfigError, PublishConflictError, StorageError
-from dicomlake.storage.base import FileInfo, FileSystem, ReadStream
+from dicomlake.storage.base import CALLS_AT_ONCE, FileInfo, FileSystem, ReadStream
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,17 @@ class WebHdfsFileSystem(FileSystem):
         if st["type"] != "DIRECTORY":
             yield FileInfo(path, st["length"], st["modificationTime"])
             return
-        yield from self._walk(prefix, hpath)
+        # One LISTSTATUS per directory: the subdirectories are listed CALLS_AT_ONCE at a time
+        # ahead of the walk, which still yields in os.walk's order.
+        pool = ThreadPoolExecutor(CALLS_AT_ONCE, thread_name_prefix="dicomlake-list")
+        try:
+            yield from self._walk(prefix, hpath, self._list(path, hpath), pool)
+        finally:  # also when the caller stops early: listings not started are dropped
+            pool.shutdown(cancel_futures=True)
 
-    def _walk(self, prefix: str, hpath: str) -> Iterator[FileInfo]:
-        entries = self._list(prefix + hpath, hpath)
+    def _walk(
+        self, prefix: str, hpath: str, entries: list[tuple[str, dict[str, Any]]], pool: Executor
+    ) -> Iterator[FileInfo]:
         dirs = []
         # Files before subdirectories, each sorted by name, as LocalFileSystem's os.walk does.
         for name, st in entries:
@@ -96,8 +104,9 @@ class WebHdfsFileSystem(FileSystem):
                 dirs.append(child)
             else:
                 yield FileInfo(prefix + child, st["length"], st["modificationTime"])
-        for child in dirs:
-            yield from self._walk(prefix, child)
+        listings = [pool.submit(self._list, prefix + child, child) for child in dirs]
+        for child, listing in zip(dirs, listings, strict=True):
+            yield from self._walk(prefix, child, listing.result(), pool)
 
     def list_dirs(self, path: str) -> list[str]:
         prefix, hpath = _split(path)
