@@ -556,7 +556,7 @@ class _SequentialReads(contextlib.AbstractContextManager):
 
     def __call__(self, offset: int, length: int) -> bytes:
         """Bytes ``[offset, offset + length)``, fewer where the file ends."""
-        parts = []
+        parts: list[bytes] = []
         try:
             if self._stream is None or offset != self._at:
                 self._open.close()

@@ -15,8 +15,8 @@ from typing import BinaryIO, NamedTuple
 from dicomlake.errors import StorageError
 
 CALLS_AT_ONCE = 8
-"""Calls `FileSystem.run_all` makes at once on a remote filesystem (HdfsCLI's session keeps 10
-connections per host)."""
+"""Calls a remote filesystem makes at once, in `FileSystem.run_all` and in listings (HdfsCLI's
+session keeps 10 connections per host)."""
 
 
 class FileInfo(NamedTuple):
