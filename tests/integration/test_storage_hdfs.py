@@ -94,6 +94,12 @@ def test_open_read_from_an_offset(root: Root) -> None:
         assert src.read(17) == data[10_000:10_017]
         assert src.read() == data[10_017:]
         assert src.read(5) == b""
+    for at_or_past_end in (len(data), len(data) + 1):  # as a ranged read there: nothing
+        with root.fs.open_read(root("f.bin"), at_or_past_end) as src:
+            assert src.read(5) == b""
+    root.fs.write_bytes(root("empty.bin"), b"")
+    with root.fs.open_read(root("empty.bin")) as src:
+        assert src.read() == b""
 
 
 def test_open_write_replaces_an_existing_file(root: Root) -> None:

@@ -13,6 +13,7 @@ WebHdfsFileSystem('http://127.0.0.1:19870', user=None, auth='simple')
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import posixpath
@@ -146,15 +147,17 @@ class WebHdfsFileSystem(FileSystem):
             with self._client.read(_split(path)[1], offset=offset, length=length) as reader:
                 return cast(bytes, reader.read())
         except HdfsError as exc:
-            # WebHDFS refuses an offset at or past the end ("out of the range", an IOException);
-            # a local read there gives b"", and so does this one.
-            if exc.exception == "IOException" and self._at_or_past_end(path, offset):
+            if self._past_end(exc, path, offset):
                 return b""
             raise _error("read", path, exc) from exc
         except _CONNECTION as exc:
             raise _error("read", path, exc) from exc
 
-    def _at_or_past_end(self, path: str, offset: int) -> bool:
+    def _past_end(self, exc: HdfsError, path: str, offset: int) -> bool:
+        """Whether WebHDFS refused ``offset`` for being at or past the file's end ("out of the
+        range", an IOException): a local read there gives b"", and so do these."""
+        if exc.exception != "IOException":
+            return False
         st = self.status(path)
         return st is not None and offset >= st.size
 
@@ -164,7 +167,11 @@ class WebHdfsFileSystem(FileSystem):
         try:
             # A streaming urllib3 response; leaving the stack closes the connection.
             body = stack.enter_context(self._client.read(_split(path)[1], offset=offset))
-        except _FAILED as exc:
+        except HdfsError as exc:
+            if not self._past_end(exc, path, offset):
+                raise _error("open", path, exc) from exc
+            body = io.BytesIO()
+        except _CONNECTION as exc:
             raise _error("open", path, exc) from exc
         with stack:
             yield ReadStream(body, path, _CONNECTION)
