@@ -20,7 +20,8 @@ Steps, all in this one invocation:
    - baseline: ``binaryFile`` source, pydicom in ``mapInPandas``, DICOM JSON without pixels,
      zlib level 6 then AES-256-GCM, written as Parquet; at the largest size and on the small files;
    - profile: dicomlake's ``process_task`` on a sample of the largest landing zone, outside
-     Spark, under cProfile (splits encode from encrypt, and parse into its parts);
+     Spark, under cProfile (splits encode from encrypt, and parse into its parts), after a
+     first task on a few files so that imports and first calls are not counted;
    - with ``--hdfs``, both contenders again on the largest landing zone (and dicomlake on the
      huge file), copied once into the dev HDFS (``dev/hdfs.py``: a NameNode and a DataNode on
      this machine, started for the benchmark unless they run already), writing their output
