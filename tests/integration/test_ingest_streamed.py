@@ -25,6 +25,7 @@ from pydicom.data import get_testdata_file
 import dicomlake.ingest.worker as worker
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import StorageError
 from dicomlake.ingest.worker import TaskContext, process_task
 from dicomlake.keys import save_keyring
 from dicomlake.lake.commit import staged
@@ -72,6 +73,33 @@ class _EndWatched:
         return data
 
 
+class _BreaksOnceRead(_ChangesOnceRead):
+    """A landing filesystem on which one file, once read to its end, can be read again only in
+    part: the next stream fails after 1000 bytes, as a disk or a DataNode gone mid-read."""
+
+    def __init__(self, victim: str) -> None:
+        super().__init__(victim, lambda path: None)
+
+    @contextlib.contextmanager
+    def open_read(self, path: str, offset: int = 0) -> Iterator[ReadStream]:
+        with super().open_read(path, offset) as stream:
+            yield _BreaksAfter(stream, 1000) if self.changed and path == self.victim else stream
+
+
+class _BreaksAfter:
+    """A stream that gives ``good`` bytes, then fails as `ReadStream` says a failed read does."""
+
+    def __init__(self, stream: ReadStream, good: int) -> None:
+        self._stream, self._left = stream, good
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._left:
+            raise StorageError("cannot read: the stream broke off")
+        data = self._stream.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
+
+
 def _flip_a_pixel_byte(path: Path) -> None:
     content = bytearray(path.read_bytes())
     content[-100] ^= 0xFF
@@ -79,15 +107,21 @@ def _flip_a_pixel_byte(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "reason", "outcome"),
+    ("landing_of", "reason", "outcome"),
     [
-        (_flip_a_pixel_byte, "changed_while_reading", "quarantined"),
-        (Path.unlink, "unreadable", "failed"),  # "failed" is tried again by the next run
+        (
+            lambda victim: _ChangesOnceRead(victim, _flip_a_pixel_byte),
+            "changed_while_reading",
+            "quarantined",
+        ),
+        # "failed" is tried again by the next run
+        (lambda victim: _ChangesOnceRead(victim, Path.unlink), "unreadable", "failed"),
+        (_BreaksOnceRead, "unreadable", "failed"),
     ],
-    ids=["changed", "deleted"],
+    ids=["changed", "deleted", "broken-mid-read"],
 )
 def test_a_file_changed_between_its_readings_keeps_no_row(
-    tmp_path, config, keyring, monkeypatch, change, reason, outcome
+    tmp_path, config, keyring, monkeypatch, landing_of, reason, outcome
 ):
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     landing.mkdir()
@@ -96,7 +130,7 @@ def test_a_file_changed_between_its_readings_keeps_no_row(
         target = landing / name
         target.write_bytes(Path(get_testdata_file(name)).read_bytes())
         files[name] = FileInfo(str(target), target.stat().st_size, 1_700_000_000_000)
-    changing = _ChangesOnceRead(str(landing / "CT_small.dcm"), change)
+    changing = landing_of(str(landing / "CT_small.dcm"))
     monkeypatch.setattr(
         worker,
         "filesystem_for",
