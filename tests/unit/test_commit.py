@@ -73,6 +73,20 @@ def test_crash_after_commit_point_rolls_forward(tmp_path, moved):
         assert (tmp_path / rel).read_bytes() == rel.encode()
 
 
+def test_a_staged_file_gone_before_its_move_stops_the_roll_forward(tmp_path):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    _stage(fs, layout)
+    intent = staged(layout, "r1", "_intent.json")
+    fs.write_bytes(intent, json.dumps({"run_id": "r1", "files": FILES}).encode())
+    fs.publish(intent, layout.commit_intent("r1"))
+    fs.delete(staged(layout, "r1", FILES[1]))  # neither staged nor in place
+
+    with pytest.raises(LakeError, match=f"staged file .*{FILES[1]} is missing"):
+        recover(fs, layout)
+    # The runs record is never published without every other file of the run
+    assert not (tmp_path / FILES[-1]).exists()
+
+
 def test_publish_never_overwrites(tmp_path):
     fs = LocalFileSystem()
     a, b = tmp_path / "a", tmp_path / "b"
