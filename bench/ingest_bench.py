@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -58,12 +59,17 @@ from typing import Any
 
 import psutil
 
+from dicomlake.storage import FileSystem
+from dicomlake.storage.local import LocalFileSystem
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synth_landing import GENERATOR_VERSION, cached_landing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "ingest_runs.py"
 MiB = 1 << 20
+COPY_BLOCK = 8 * MiB
+"""Bytes per read when the benchmark reads or copies a landing file."""
 
 STARTUP_FILES = 8
 """Files in the run that measures the start-up every run pays."""
@@ -148,15 +154,19 @@ class MemoryPeak:
 # --- running one contender --------------------------------------------------------------------
 
 
-def warm(landing: Path) -> float:
-    """Read every file once, so each run starts from the same (warm) page cache."""
+def warm(fs: FileSystem, landing: str) -> float:
+    """Read every file once, so each run starts from the same (warm) page cache; on the dev
+    HDFS this also warms the DataNode's read path (a DataNode just started serves reads
+    slower). Several files at once there, as `FileSystem.run_all` makes calls."""
     t = time.perf_counter()
-    for path in landing.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                while f.read(8 << 20):
-                    pass
+    fs.run_all(functools.partial(_drain, fs, f.path) for f in fs.list_files(landing))
     return time.perf_counter() - t
+
+
+def _drain(fs: FileSystem, path: str) -> None:
+    with fs.open_read(path) as src:
+        while src.read(COPY_BLOCK):
+            pass
 
 
 class DevHdfs:
@@ -216,7 +226,11 @@ class DevHdfs:
             t = time.perf_counter()
 
             def copy(relative: str) -> None:
-                self.fs.write_bytes(f"{target}/{relative}", (local / relative).read_bytes())
+                with (
+                    open(local / relative, "rb") as src,
+                    self.fs.open_write(f"{target}/{relative}") as out,
+                ):
+                    shutil.copyfileobj(src, out, COPY_BLOCK)  # the huge file is never held
 
             # Each create waits on the NameNode (~0.25 s): many at once
             with ThreadPoolExecutor(8) as pool:
@@ -225,14 +239,6 @@ class DevHdfs:
                         log(f"  {i:,} / {len(want):,} files")
             log(f"copied in {time.perf_counter() - t:.1f}s")
         return target
-
-    def warm(self, landing: str) -> float:
-        """Read every file once through WebHDFS: the page cache holds the blocks, and the
-        DataNode's read path is warm (a DataNode just started serves reads slower)."""
-        t = time.perf_counter()
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda f: self.fs.read(f.path), self.fs.list_files(landing)))
-        return time.perf_counter() - t
 
     def clean(self) -> None:
         self.fs.delete(f"{self.settings.uri}{self.ROOT}/runs", recursive=True)
@@ -257,11 +263,11 @@ def run_contender(
     if hdfs is None:
         out: str = str(work / name)
         shutil.rmtree(out, ignore_errors=True)
-        warmed = warm(Path(landing))
+        warmed = warm(LocalFileSystem(), str(landing))
     else:
         out = hdfs.output(name)
         extra = [*extra, "--webhdfs", hdfs.settings.webhdfs_url]
-        warmed = hdfs.warm(str(landing))
+        warmed = warm(hdfs.fs, str(landing))
     log(f"{name}: {contender} on {landing} (warmed in {warmed:.1f}s), log {log_file}")
     command = [
         sys.executable,
