@@ -1,6 +1,7 @@
 """One ingest task with landing zone and lake on the real HDFS: the landing files are read
 ahead and the table fragments written several at once, and the task's output is what a task on
-the local filesystem writes, a file gone after listing included."""
+the local filesystem writes, a file gone after listing included; so it is when every file is
+streamed (hashed from one WebHDFS stream, split from another opened at the offsets it needs)."""
 
 from __future__ import annotations
 
@@ -76,10 +77,16 @@ def _task_output(landing: str, lake: str, config, keyring) -> dict[str, list]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+@pytest.mark.parametrize("stream_bytes", [None, 1000], ids=["held-whole", "streamed"])
 def test_a_task_on_hdfs_writes_what_a_local_task_writes(
-    tmp_path, hdfs_cluster, hdfs_root, config, keyring, monkeypatch
+    tmp_path, hdfs_cluster, hdfs_root, config, keyring, monkeypatch, stream_bytes
 ) -> None:
     config = dataclasses.replace(config, hdfs=hdfs_cluster.hdfs_config)
+    if stream_bytes is not None:  # a streamed file's instance id is the hash of its first
+        # reading; a split that read other bytes would be changed_while_reading, not ingested
+        ingest = dataclasses.replace(config.ingest, stream_bytes=stream_bytes)
+        config = dataclasses.replace(config, ingest=ingest)
+        assert all(Path(get_testdata_file(name)).stat().st_size > stream_bytes for name in FILES)
     local_landing = tmp_path / "landing"
     local_landing.mkdir()
     fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
