@@ -19,6 +19,8 @@ Steps, all in this one invocation:
      the huge file;
    - baseline: ``binaryFile`` source, pydicom in ``mapInPandas``, DICOM JSON without pixels,
      zlib level 6 then AES-256-GCM, written as Parquet; at the largest size and on the small files;
+   - dicomlake again at the largest size and on the small files with ``pixels.verify: false``:
+     what the decode that checks every compressed chunk costs (the baseline checks nothing);
    - profile: dicomlake's ``process_task`` on a sample of the largest landing zone, outside
      Spark, under cProfile (splits encode from encrypt, and parse into its parts), after a
      first task on a few files so that imports and first calls are not counted;
@@ -560,6 +562,16 @@ def main(argv: list[str] | None = None) -> int:
             runs["baseline-small"] = best_of(
                 args.repeat, "baseline", small[0], work, "baseline-small", args.master
             )
+        for case, landing in (("", landings[largest][0]), ("-small", small[0])):
+            runs[f"dicomlake{case}-noverify"] = best_of(
+                args.repeat,
+                "dicomlake",
+                landing,
+                work,
+                f"dicomlake{case}-noverify",
+                args.master,
+                ["--set", "pixels.verify=false"],
+            )
         if huge is not None:
             runs["dicomlake-huge"] = best_of(
                 args.repeat, "dicomlake", huge[0], work, "dicomlake-huge", args.master
@@ -682,6 +694,28 @@ def main(argv: list[str] | None = None) -> int:
         )
     out.append("")
     out.append(side_by_side("Small-file case", small_ours, small_base))
+    unverified = figures(runs["dicomlake-noverify"])
+    small_unverified = figures(runs["dicomlake-small-noverify"])
+    out.append("")
+    out.append(
+        "What the verify decode costs: dicomlake with pixels.verify false (each compressed chunk "
+        "is then written without being decoded and compared; the baseline checks nothing)"
+    )
+    out.append(
+        table(
+            ["", "verify (default)", "no verify", "no verify / verify"],
+            [
+                [label, a[key], b[key], b[key] / a[key] if a[key] else None]
+                for label, key, a, b in (
+                    (f"{largest} GB: input MB/s", "mb_per_s", ours, unverified),
+                    (f"{largest} GB: CPU seconds", "cpu_seconds", ours, unverified),
+                    ("small files: files/s", "files_per_s", small_ours, small_unverified),
+                    ("small files: CPU seconds", "cpu_seconds", small_ours, small_unverified),
+                )
+            ],
+            2,
+        )
+    )
     huge_file = huge_figures(runs["dicomlake-huge"], huge[1].bytes) if huge else None
     if huge_file is not None:
         out.append("")
@@ -778,6 +812,13 @@ def main(argv: list[str] | None = None) -> int:
                     small_ours["files_per_s"],
                     checks["small_files_per_s"],
                 ],
+                ["input MB/s, pixels.verify false", "(info)", unverified["mb_per_s"], "-"],
+                [
+                    "small files/s, pixels.verify false",
+                    "(info)",
+                    small_unverified["files_per_s"],
+                    "-",
+                ],
                 [
                     "pixel ratio (native)",
                     f">= {TARGETS['pixel_ratio']}",
@@ -836,6 +877,7 @@ def main(argv: list[str] | None = None) -> int:
             "baseline": small_base,
             "dicomlake_over_baseline_files_per_s": ratio("files_per_s", small_ours, small_base),
         },
+        "without_verify": {"dicomlake": unverified, "small_files": small_unverified},
         "huge_file": huge_file,
         "hdfs": None
         if hdfs_ours is None

@@ -6,6 +6,8 @@
 
 ``--landing`` and ``--out`` may be ``hdfs://`` URIs, with ``--webhdfs`` the NameNode's WebHDFS
 address: dicomlake reads and writes them over WebHDFS, the baseline through Spark's Hadoop client.
+``--set section.key=value`` (repeatable) changes a dicomlake setting of conf/local.yaml for the
+run, e.g. ``--set pixels.verify=false``.
 
 bench/ingest_bench.py starts these and samples their process tree's memory; by hand they are
 useful to look at one contender. Both Spark contenders get the same Spark context: dicomlake's
@@ -26,6 +28,7 @@ import pstats
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +50,25 @@ def tree_cpu_seconds() -> float:
     return total
 
 
-def _config(master: str, webhdfs: str | None = None):
-    from dicomlake.config import load_config
+def _config(master: str, webhdfs: str | None = None, settings: Sequence[str] = ()):
+    """conf/local.yaml with the master, WebHDFS URL and ``section.key=value`` settings."""
+    from dicomlake.config import ENV_PREFIX, load_config
 
     env = {"DICOMLAKE_CONF": str(ROOT / "conf" / "local.yaml"), "DICOMLAKE_SPARK_MASTER": master}
     if webhdfs:
         env["DICOMLAKE_HDFS_WEBHDFS_URL"] = webhdfs
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or "." not in key:
+            raise SystemExit(f"--set {setting!r}: expected section.key=value")
+        env[ENV_PREFIX + key.replace(".", "_").upper()] = value
     return load_config(env=env)
 
 
-def _context(master: str, webhdfs: str | None = None):
+def _context(master: str, webhdfs: str | None = None, settings: Sequence[str] = ()):
     from dicomlake.ingest.session import spark_context
 
-    config = _config(master, webhdfs)
+    config = _config(master, webhdfs, settings)
     sc = spark_context(config, submitted=False)
     sc.setLogLevel("ERROR")
     return config, sc
@@ -87,13 +96,15 @@ def _input_bytes(config, landing: str) -> int:
     return sum(f.size for f in filesystem_for(landing, config.hdfs).list_files(landing))
 
 
-def run_dicomlake(landing: str, out: str, master: str, webhdfs: str | None) -> dict[str, Any]:
+def run_dicomlake(
+    landing: str, out: str, master: str, webhdfs: str | None, settings: Sequence[str]
+) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     from dicomlake.crypto.keyring import Keyring
     from dicomlake.ingest.job import run_ingest
 
-    config, sc = _context(master, webhdfs)
+    config, sc = _context(master, webhdfs, settings)
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
     summary = run_ingest(sc, landing, out, config, Keyring.generate())
     wall = time.perf_counter() - t0
@@ -364,10 +375,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--mb", type=float, default=64.0, help="profile: MB of input to sample")
     parser.add_argument("--webhdfs", help="WebHDFS URL of the NameNode, for hdfs:// paths")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="dicomlake: a config setting over conf/local.yaml, e.g. pixels.verify=false",
+    )
     args = parser.parse_args(argv)
     landing, out = (p if "://" in p else os.path.abspath(p) for p in (args.landing, args.out))
     if args.contender == "dicomlake":
-        result = run_dicomlake(landing, out, args.master, args.webhdfs)
+        result = run_dicomlake(landing, out, args.master, args.webhdfs, args.set)
     elif args.contender == "baseline":
         result = run_baseline(landing, out, args.master, args.webhdfs)
     else:
