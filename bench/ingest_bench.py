@@ -53,7 +53,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,14 +322,18 @@ def _busy_cpu_seconds() -> float:
     return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
 
 
-def best_of(repeat: int, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """The fastest of ``repeat`` runs (least disturbed by other load); peaks are the max."""
-    runs = [run_contender(*args, **kwargs) for _ in range(max(1, repeat))]
-    best = min(runs, key=lambda r: r["seconds"])
-    for key in ("peak_rss_mib", "peak_executor_mib", "peak_jvm_mib", "peak_python_workers_mib"):
-        best[key] = max(r[key] for r in runs)
-    best["all_seconds"] = [round(r["seconds"], 2) for r in runs]
-    return best
+def best_of(repeat: int, *variants: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each variant's fastest of ``repeat`` runs (least disturbed by other load); peaks are the
+    max. The variants take turns, so a slow spell of the machine does not favour one of them."""
+    rounds = [[variant() for variant in variants] for _ in range(max(1, repeat))]
+    bests = []
+    for runs in zip(*rounds, strict=True):
+        best = min(runs, key=lambda r: r["seconds"])
+        for key in ("peak_rss_mib", "peak_executor_mib", "peak_jvm_mib", "peak_python_workers_mib"):
+            best[key] = max(r[key] for r in runs)
+        best["all_seconds"] = [round(r["seconds"], 2) for r in runs]
+        bests.append(best)
+    return bests
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -533,72 +537,57 @@ def main(argv: list[str] | None = None) -> int:
 
     largest = sizes[-1]
     runs: dict[str, dict[str, Any]] = {}
+
+    def run(name: str, contender: str, landing: Path | str, extra: list[str] = (), **kw: Any):
+        return functools.partial(
+            run_contender, contender, landing, work, name, args.master, extra, **kw
+        )
+
+    no_verify = ["--set", "pixels.verify=false"]
     try:
-        runs["dicomlake-startup"] = best_of(
-            args.repeat, "dicomlake", startup[0], work, "dicomlake-startup", args.master
+        (runs["dicomlake-startup"],) = best_of(
+            args.repeat, run("dicomlake-startup", "dicomlake", startup[0])
         )
-        for size in sizes:
-            runs[f"dicomlake-{size}"] = best_of(
+        for size in sizes[:-1]:
+            (runs[f"dicomlake-{size}"],) = best_of(
+                args.repeat, run(f"dicomlake-{size}gb", "dicomlake", landings[size][0])
+            )
+        # The largest size and the small files also without the verify decode, in turns
+        for key, name, landing in (
+            (f"dicomlake-{largest}", f"dicomlake-{largest}gb", landings[largest][0]),
+            ("dicomlake-small", "dicomlake-small", small[0]),
+        ):
+            runs[key], runs[f"{name}-noverify"] = best_of(
                 args.repeat,
-                "dicomlake",
-                landings[size][0],
-                work,
-                f"dicomlake-{size}gb",
-                args.master,
+                run(name, "dicomlake", landing),
+                run(f"{name}-noverify", "dicomlake", landing, no_verify),
             )
         if not args.no_baseline:
-            runs["baseline"] = best_of(
-                args.repeat,
-                "baseline",
-                landings[largest][0],
-                work,
-                f"baseline-{largest}gb",
-                args.master,
+            (runs["baseline"],) = best_of(
+                args.repeat, run(f"baseline-{largest}gb", "baseline", landings[largest][0])
             )
-        runs["dicomlake-small"] = best_of(
-            args.repeat, "dicomlake", small[0], work, "dicomlake-small", args.master
-        )
-        if not args.no_baseline:
-            runs["baseline-small"] = best_of(
-                args.repeat, "baseline", small[0], work, "baseline-small", args.master
-            )
-        for case, landing in (("", landings[largest][0]), ("-small", small[0])):
-            runs[f"dicomlake{case}-noverify"] = best_of(
-                args.repeat,
-                "dicomlake",
-                landing,
-                work,
-                f"dicomlake{case}-noverify",
-                args.master,
-                ["--set", "pixels.verify=false"],
+            (runs["baseline-small"],) = best_of(
+                args.repeat, run("baseline-small", "baseline", small[0])
             )
         if huge is not None:
-            runs["dicomlake-huge"] = best_of(
-                args.repeat, "dicomlake", huge[0], work, "dicomlake-huge", args.master
+            (runs["dicomlake-huge"],) = best_of(
+                args.repeat, run("dicomlake-huge", "dicomlake", huge[0])
             )
         if args.hdfs:
             with DevHdfs.running() as hdfs:
                 try:
                     target = hdfs.landing(landings[largest][0])
                     for contender in ("dicomlake",) + (() if args.no_baseline else ("baseline",)):
-                        runs[f"{contender}-hdfs"] = best_of(
+                        (runs[f"{contender}-hdfs"],) = best_of(
                             args.repeat,
-                            contender,
-                            target,
-                            work,
-                            f"{contender}-hdfs-{largest}gb",
-                            args.master,
-                            hdfs=hdfs,
+                            run(f"{contender}-hdfs-{largest}gb", contender, target, hdfs=hdfs),
                         )
                     if huge is not None:
-                        runs["dicomlake-hdfs-huge"] = best_of(
+                        (runs["dicomlake-hdfs-huge"],) = best_of(
                             args.repeat,
-                            "dicomlake",
-                            hdfs.landing(huge[0]),
-                            work,
-                            "dicomlake-hdfs-huge",
-                            args.master,
-                            hdfs=hdfs,
+                            run(
+                                "dicomlake-hdfs-huge", "dicomlake", hdfs.landing(huge[0]), hdfs=hdfs
+                            ),
                         )
                 finally:
                     if not args.keep:
@@ -694,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     out.append("")
     out.append(side_by_side("Small-file case", small_ours, small_base))
-    unverified = figures(runs["dicomlake-noverify"])
+    unverified = figures(runs[f"dicomlake-{largest}gb-noverify"])
     small_unverified = figures(runs["dicomlake-small-noverify"])
     out.append("")
     out.append(
