@@ -25,7 +25,6 @@ import cProfile
 import json
 import os
 import pstats
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -395,4 +394,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dicomlake.cli import exit_now
+
+    exit_now(main())  # not sys.exit: see exit_now

@@ -7,7 +7,7 @@
 
 import sys
 
-from dicomlake.cli import main
+from dicomlake.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(["ingest", "--submitted", *sys.argv[1:]]))
+    run(["ingest", "--submitted", *sys.argv[1:]])

@@ -7,7 +7,7 @@
 
 import sys
 
-from dicomlake.cli import main
+from dicomlake.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(["snapshot", "--submitted", *sys.argv[1:]]))
+    run(["snapshot", "--submitted", *sys.argv[1:]])

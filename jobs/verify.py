@@ -7,7 +7,7 @@
 
 import sys
 
-from dicomlake.cli import main
+from dicomlake.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(["verify", *sys.argv[1:]]))
+    run(["verify", *sys.argv[1:]])
