@@ -7,6 +7,7 @@ HDFS over WebHDFS; the HDFS-only tests below them check what has no local counte
 from __future__ import annotations
 
 import datetime
+import functools
 import http.server
 import ipaddress
 import json
@@ -285,6 +286,31 @@ def test_hdfs_list_files_lists_subdirectories_at_once(
     monkeypatch.setattr(fs, "_list", list_and_wait)
     listed = [f.path for f in fs.list_files(hdfs_root)]
     assert listed == [f"{hdfs_root}/d{i}/f" for i in range(CALLS_AT_ONCE)]
+
+
+@pytest.mark.hdfs
+def test_hdfs_list_files_lists_only_a_few_subdirectories_ahead(
+    hdfs_cluster, hdfs_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller slow between files (retention deletes each one) must not have the whole tree
+    # listed, and held, ahead of it
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    names = [f"d{i:02d}/f" for i in range(4 * CALLS_AT_ONCE)]
+    fs.run_all(functools.partial(fs.write_bytes, f"{hdfs_root}/{n}", b"x") for n in names)
+    listing, listed = fs._list, []
+
+    def counted(path: str, hpath: str):
+        listed.append(path)
+        return listing(path, hpath)
+
+    monkeypatch.setattr(fs, "_list", counted)
+    walk = fs.list_files(hdfs_root)
+    assert next(walk).path == f"{hdfs_root}/{names[0]}"
+    time.sleep(1)  # listings started ahead have long been made by now (a few ms each)
+    # The root, the first subdirectory and at most CALLS_AT_ONCE beyond it
+    assert len(listed) <= 2 + CALLS_AT_ONCE
+    assert [f.path for f in walk] == [f"{hdfs_root}/{n}" for n in names[1:]]
+    assert len(listed) == 1 + len(names)
 
 
 @pytest.mark.hdfs

@@ -12,6 +12,7 @@ WebHdfsFileSystem('http://127.0.0.1:19870', user=None, auth='simple')
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
@@ -20,8 +21,8 @@ import posixpath
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, BinaryIO, cast
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -33,6 +34,7 @@ from dicomlake.errors import ConfigError, PublishConflictError, StorageError
 from dicomlake.storage.base import CALLS_AT_ONCE, FileInfo, FileSystem, ReadStream
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 UPLOAD_PIECE = 1 << 20
 UPLOAD_QUEUE = 8
@@ -86,8 +88,8 @@ class WebHdfsFileSystem(FileSystem):
         if st["type"] != "DIRECTORY":
             yield FileInfo(path, st["length"], st["modificationTime"])
             return
-        # One LISTSTATUS per directory: the subdirectories are listed CALLS_AT_ONCE at a time
-        # ahead of the walk, which still yields in os.walk's order.
+        # One LISTSTATUS per directory: each directory's subdirectories are listed up to
+        # CALLS_AT_ONCE ahead of the walk, which still yields in os.walk's order.
         pool = ThreadPoolExecutor(CALLS_AT_ONCE, thread_name_prefix="dicomlake-list")
         try:
             yield from self._walk(prefix, hpath, self._list(path, hpath), pool)
@@ -105,9 +107,9 @@ class WebHdfsFileSystem(FileSystem):
                 dirs.append(child)
             else:
                 yield FileInfo(prefix + child, st["length"], st["modificationTime"])
-        listings = [pool.submit(self._list, prefix + child, child) for child in dirs]
+        listings = _in_order(pool, lambda child: self._list(prefix + child, child), dirs)
         for child, listing in zip(dirs, listings, strict=True):
-            yield from self._walk(prefix, child, listing.result(), pool)
+            yield from self._walk(prefix, child, listing, pool)
 
     def list_dirs(self, path: str) -> list[str]:
         prefix, hpath = _split(path)
@@ -336,6 +338,19 @@ def _make_client(config: HdfsConfig) -> Client:
         timeout=config.timeout_seconds,
         session=session,
     )
+
+
+def _in_order(pool: Executor, call: Callable[[str], _T], items: list[str]) -> Iterator[_T]:
+    """``call(item)`` for each item, in order, started up to CALLS_AT_ONCE beyond the one being
+    waited for: ahead of a slow caller (a retention deleting each file it is given), a walk
+    holds a few listings per level, not the whole tree's."""
+    window: collections.deque[Future[_T]] = collections.deque()
+    for item in items:
+        window.append(pool.submit(call, item))
+        if len(window) > CALLS_AT_ONCE:
+            yield window.popleft().result()
+    while window:
+        yield window.popleft().result()
 
 
 def _split(uri: str) -> tuple[str, str]:
