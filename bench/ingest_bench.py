@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             (f"dicomlake-{largest}", f"dicomlake-{largest}gb", landings[largest][0]),
             ("dicomlake-small", "dicomlake-small", small[0]),
         ):
-            runs[key], runs[f"{name}-noverify"] = best_of(
+            runs[key], runs[f"{key}-noverify"] = best_of(
                 args.repeat,
                 run(name, "dicomlake", landing),
                 run(f"{name}-noverify", "dicomlake", landing, no_verify),
@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     out.append("")
     out.append(side_by_side("Small-file case", small_ours, small_base))
-    unverified = figures(runs[f"dicomlake-{largest}gb-noverify"])
+    unverified = figures(runs[f"dicomlake-{largest}-noverify"])
     small_unverified = figures(runs["dicomlake-small-noverify"])
     out.append("")
     out.append(
