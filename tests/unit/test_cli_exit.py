@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib.metadata import entry_points
 
 from dicomlake.cli import EXIT_ERROR
 
@@ -44,6 +45,11 @@ def test_the_exit_code_and_output_survive_and_the_teardown_is_skipped(tmp_path):
     assert proc.stdout == "written before the exit"
     assert f"config file '{missing}' does not exist" in proc.stderr
     assert not marker.exists(), "the interpreter's teardown ran"
+
+
+def test_the_installed_command_ends_through_run():
+    (script,) = entry_points(group="console_scripts", name="dicomlake")
+    assert script.value == "dicomlake.cli:run"
 
 
 def test_no_exit_after_parquet_reads_aborts(tmp_path):
