@@ -18,7 +18,7 @@ from pydicom.filereader import data_element_generator
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomlake.dicom import fragments_payload, split_instance, split_stream
-from dicomlake.dicom.split import header_from_prefix
+from dicomlake.dicom.split import MAX_INFLATED, header_from_prefix
 from dicomlake.errors import DicomParseError
 
 PATHS = corpus_paths()
@@ -293,16 +293,17 @@ class _RangedReads:
 
 def _check_streamed_like_whole(data: bytes, block: int) -> None:
     """split_stream gives split_instance's parts (or error), never reading more at once than
-    the largest part it gives back (or one block)."""
+    the largest part it gives back (or one block). The limit on what is held at once is
+    split_instance's default limit on a deflated dataset's inflated size."""
     reads = _RangedReads(data)
     try:
         whole = split_instance(data)
     except DicomParseError as exc:
         with pytest.raises(DicomParseError) as info:
-            split_stream(reads, len(data), limit=len(data), block=block)
+            split_stream(reads, len(data), limit=MAX_INFLATED, block=block)
         assert (info.value.reason, info.value.message) == (exc.reason, exc.message)
         return
-    streamed = split_stream(reads, len(data), limit=len(data), block=block)
+    streamed = split_stream(reads, len(data), limit=MAX_INFLATED, block=block)
     frames = list(streamed.frames)
     assert streamed.prefix + b"".join(frames) + streamed.suffix == data
     assert streamed.prefix == whole.prefix and streamed.suffix == whole.suffix
