@@ -328,3 +328,51 @@ def test_deep_nesting_inside_a_deflated_dataset_is_too_deep() -> None:
     deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     deep = nested(10_000, defined=False) + dataset
     assert _reason(meta + deflater.compress(deep) + deflater.flush()).reason == "too_deep"
+
+
+NAME, UID = "DOE^JOHN", "1.2.826.0.1.3680043.9.7777.4242"
+
+
+def _replaced(data: bytes, old: bytes, new: bytes) -> bytes:
+    at = data.index(old)
+    return data[:at] + new + data[at + len(new) :]
+
+
+def _identifier_cases() -> dict[str, tuple[bytes, str, list[str]]]:
+    """Damaged files, each with an identifier in the offending place: (file, reason, the
+    identifier as text and as it would read if shown as bytes or as a tag)."""
+    ct = CT.read_bytes()
+    rle = RLE_2FRAME.read_bytes()
+    as_tag = ["4F44", "5E45", "444F455E"]  # b"DOE^" read as a tag, or as hex
+    name_tag = _tag((0x0010, 0x0010)) + b"PN"
+    undefined_sq = _sequence_header(UNDEFINED, implicit=False)
+    return {
+        "NumberOfFrames name": (_rewritten(CT, NumberOfFrames=NAME), "corrupt", [NAME]),
+        "NumberOfFrames UID": (_rewritten(CT, NumberOfFrames=UID), "corrupt", [UID]),
+        "name at the start": (NAME.encode() + ct[132:], "not_dicom", [NAME, *as_tag]),
+        "name where a VR is": (
+            _replaced(ct, name_tag, name_tag[:4] + NAME.lower().encode()),
+            "corrupt",
+            [NAME.lower()[:2], NAME.lower()],
+        ),
+        "name where a fragment is": (
+            _replaced(rle, rle[len(split_instance(rle).prefix) :][:8], NAME.encode()),
+            "corrupt",
+            [NAME, *as_tag],
+        ),
+        "name where an item is": (
+            before_pixels(ct, undefined_sq + NAME.encode() + bytes(8)),
+            "corrupt",
+            [NAME, *as_tag],
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_identifier_cases()))
+def test_error_messages_name_no_value_from_the_file(case: str) -> None:
+    data, reason, identifiers = _identifier_cases()[case]
+    error = _reason(data)
+    assert error.reason == reason, error.message
+    for text in identifiers:
+        assert text.lower() not in error.message.lower(), (text, error.message)
+    assert str(error) == f"{reason}: {error.message}"

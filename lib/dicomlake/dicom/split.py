@@ -583,7 +583,7 @@ def _encapsulated_frames(
             raise DicomParseError(
                 "corrupt",
                 f"encapsulated {tag_str(pixel.tag)}: expected a defined-length item at "
-                f"offset {offset}, found {tag_str(tag)} with length {length:#x}",
+                f"offset {offset}",
             )
         end = offset + 8 + length
         if end > walker.size:

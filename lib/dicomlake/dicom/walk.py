@@ -260,8 +260,7 @@ class Walker:
         if tag != ITEM:
             raise DicomParseError(
                 "corrupt",
-                f"expected an item tag in {tag_str(level.owner)} at offset {offset}, "
-                f"found {tag_str(tag)}",
+                f"expected an item tag in {tag_str(level.owner)} at offset {offset}",
             )
         if level.depth >= MAX_DEPTH:
             raise DicomParseError(
