@@ -9,16 +9,24 @@ import struct
 import subprocess
 import sys
 import time
-import warnings
 import zlib
 from pathlib import Path
 
 import pydicom
 import pytest
+from crafted import (
+    CT,
+    ITEM,
+    ITEM_END,
+    MR_IMPLICIT,
+    SEQ_END,
+    UNDEFINED,
+    before_pixels,
+    element_bytes,
+    rewritten,
+    tag_bytes,
+)
 from pydicom.data import get_testdata_file
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
-from pydicom.tag import Tag
 
 import dicomlake
 from dicomlake.dicom import element_rows, header_json, promoted_values, split_instance, split_stream
@@ -26,51 +34,37 @@ from dicomlake.dicom.deid import deidentify
 from dicomlake.dicom.walk import MAX_DEPTH
 from dicomlake.errors import DicomParseError
 
-CT = Path(get_testdata_file("CT_small.dcm"))  # explicit VR little endian
-MR_IMPLICIT = Path(get_testdata_file("MR_small_implicit.dcm"))
 CONTENT_SEQUENCE = (0x0040, 0xA730)  # kept by de-identification, items and all
-ITEM, ITEM_END, SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
-UNDEFINED = 0xFFFFFFFF
-
-
-def _tag(tag: tuple[int, int]) -> bytes:
-    return struct.pack("<HH", *tag)
-
-
-def _element(tag: tuple[int, int], vr: str, value: bytes, implicit: bool = False) -> bytes:
-    if implicit:
-        return _tag(tag) + struct.pack("<L", len(value)) + value
-    if vr in ("OB", "OW", "SQ", "UN", "UT", "UC", "UR"):
-        return _tag(tag) + vr.encode() + b"\0\0" + struct.pack("<L", len(value)) + value
-    return _tag(tag) + vr.encode() + struct.pack("<H", len(value)) + value
 
 
 def _sequence_header(length: int, implicit: bool) -> bytes:
     vr = b"" if implicit else b"SQ\0\0"
-    return _tag(CONTENT_SEQUENCE) + vr + struct.pack("<L", length)
+    return tag_bytes(CONTENT_SEQUENCE) + vr + struct.pack("<L", length)
+
+
+def _item_header(length: int) -> bytes:
+    return tag_bytes(ITEM) + struct.pack("<L", length)
 
 
 def nested(depth: int, defined: bool, implicit: bool = False) -> bytes:
     """ContentSequence items nested ``depth`` deep, a ValueType in the innermost item.
 
     Built in one pass (the lengths of defined-length levels computed, not re-encoded)."""
-    inner = _element((0x0040, 0xA040), "CS", b"INNERMOST ", implicit)
+    inner = element_bytes((0x0040, 0xA040), "CS", b"INNERMOST ", implicit)
     if not defined:
-        opening = _sequence_header(UNDEFINED, implicit) + _tag(ITEM) + struct.pack("<L", UNDEFINED)
-        closing = _tag(ITEM_END) + b"\0" * 4 + _tag(SEQ_END) + b"\0" * 4
+        opening = (
+            _sequence_header(UNDEFINED, implicit) + tag_bytes(ITEM) + struct.pack("<L", UNDEFINED)
+        )
+        closing = tag_bytes(ITEM_END) + b"\0" * 4 + tag_bytes(SEQ_END) + b"\0" * 4
         return opening * depth + inner + closing * depth
     header = len(_sequence_header(0, implicit))
     parts, size = [], len(inner)
     for _ in range(depth):  # innermost first; sizes grow outwards
-        parts.append(_sequence_header(size + 8, implicit) + _tag(ITEM) + struct.pack("<L", size))
+        parts.append(
+            _sequence_header(size + 8, implicit) + tag_bytes(ITEM) + struct.pack("<L", size)
+        )
         size += header + 8
     return b"".join(reversed(parts)) + inner
-
-
-def before_pixels(data: bytes, insert: bytes) -> bytes:
-    """``data`` with ``insert`` placed just before its top-level pixel data element."""
-    offset = data.rindex(b"\xe0\x7f\x10\x00")
-    return data[:offset] + insert + data[offset:]
 
 
 def _reason(data: bytes, **kwargs: int) -> DicomParseError:
@@ -120,26 +114,9 @@ def test_deeper_nesting_is_too_deep_before_any_parse(path: Path, defined: bool, 
 
 def test_deep_nesting_in_a_defined_length_value_of_another_vr_is_bytes() -> None:
     # An OB value that happens to hold nested items is not parsed as a sequence
-    blob = _element((0x0009, 0x1001), "OB", nested(10_000, defined=True))
+    blob = element_bytes((0x0009, 0x1001), "OB", nested(10_000, defined=True))
     split = split_instance(before_pixels(CT.read_bytes(), blob))
     assert split.dataset[0x00091001].value == nested(10_000, defined=True)
-
-
-def _rewritten(path: Path, **values: object) -> bytes:
-    """The corpus file at ``path`` with attributes set; text is written as it is, unchecked."""
-    ds = pydicom.dcmread(path)
-    with warnings.catch_warnings():  # pydicom warns on the values it is made to write
-        warnings.simplefilter("ignore")
-        for keyword, value in values.items():
-            if isinstance(value, str):
-                tag = Tag(keyword)
-                raw = value.encode() + b" " * (len(value) % 2)
-                ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(raw), raw, 0, False, True)
-            else:
-                setattr(ds, keyword, value)
-        out = pydicom.filebase.DicomBytesIO()
-        ds.save_as(out)
-    return out.getvalue()
 
 
 RLE_2FRAME = Path(get_testdata_file("SC_rgb_rle_2frame.dcm"))
@@ -157,7 +134,7 @@ RLE_2FRAME = Path(get_testdata_file("SC_rgb_rle_2frame.dcm"))
     ],
 )
 def test_number_of_frames_out_of_range_is_corrupt(path: Path, frames: str, says: str) -> None:
-    error = _reason(_rewritten(path, NumberOfFrames=frames))
+    error = _reason(rewritten(path, NumberOfFrames=frames))
     assert error.reason == "corrupt"
     assert f"NumberOfFrames (0028,0008) is {says}" in error.message
     assert f" {frames}" not in error.message  # the value is not quoted
@@ -168,14 +145,14 @@ def test_number_of_frames_out_of_range_is_corrupt(path: Path, frames: str, says:
     [("Rows", 0), ("Columns", 0), ("SamplesPerPixel", 0), ("BitsAllocated", 12)],
 )
 def test_a_zero_or_odd_frame_dimension_is_corrupt(keyword: str, value: int) -> None:
-    error = _reason(_rewritten(CT, **{keyword: value}))
+    error = _reason(rewritten(CT, **{keyword: value}))
     assert error.reason == "corrupt"
     assert keyword in error.message and "(0028," in error.message
 
 
 def _tiny_frames(count: int) -> bytes:
     """CT_small made into ``count`` frames of one 8-bit pixel."""
-    return _rewritten(
+    return rewritten(
         CT,
         Rows=1,
         Columns=1,
@@ -226,7 +203,7 @@ def test_basic_offset_table_entries_past_the_data_are_not_used() -> None:
     ds = pydicom.dcmread(RLE_2FRAME)
     frames = list(generate_frames(ds.PixelData, number_of_frames=2))
     ds.PixelData = encapsulate(frames, fragments_per_frame=2, has_bot=True)
-    data = bytearray(_rewritten(RLE_2FRAME, PixelData=ds.PixelData))
+    data = bytearray(rewritten(RLE_2FRAME, PixelData=ds.PixelData))
     bot = bytes(data).rindex(b"\xfe\xff\x00\xe0\x08\x00\x00\x00")  # table of 2 entries
     data[bot + 8 : bot + 16] = b"\xff" * 8
     split = split_instance(bytes(data))
@@ -238,7 +215,7 @@ def test_basic_offset_table_entries_past_the_data_are_not_used() -> None:
     ("keyword", "value"), [("SeriesNumber", "2147483648"), ("InstanceNumber", "-2147483649")]
 )
 def test_promoted_integers_beyond_32_bits_are_null(keyword: str, value: str) -> None:
-    split = split_instance(_rewritten(CT, **{keyword: value}))
+    split = split_instance(rewritten(CT, **{keyword: value}))
     assert promoted_values(split)[keyword] is None
 
 
@@ -259,7 +236,7 @@ def deflate_bomb(zeros_mib: int) -> bytes:
     One fully flushed deflate block of 1 MiB of zeros, repeated: each starts on a byte
     boundary and refers to nothing before it, so the repeats form a valid stream."""
     meta, dataset = _deflated_parts()
-    padding = _tag((0xFFFC, 0xFFFC)) + b"OB\0\0" + struct.pack("<L", zeros_mib << 20)
+    padding = tag_bytes((0xFFFC, 0xFFFC)) + b"OB\0\0" + struct.pack("<L", zeros_mib << 20)
     deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     head = deflater.compress(dataset + padding) + deflater.flush(zlib.Z_FULL_FLUSH)
     block = deflater.compress(bytes(1 << 20)) + deflater.flush(zlib.Z_FULL_FLUSH)
@@ -344,11 +321,11 @@ def _identifier_cases() -> dict[str, tuple[bytes, str, list[str]]]:
     ct = CT.read_bytes()
     rle = RLE_2FRAME.read_bytes()
     as_tag = ["4F44", "5E45", "444F455E"]  # b"DOE^" read as a tag, or as hex
-    name_tag = _tag((0x0010, 0x0010)) + b"PN"
+    name_tag = tag_bytes((0x0010, 0x0010)) + b"PN"
     undefined_sq = _sequence_header(UNDEFINED, implicit=False)
     return {
-        "NumberOfFrames name": (_rewritten(CT, NumberOfFrames=NAME), "corrupt", [NAME]),
-        "NumberOfFrames UID": (_rewritten(CT, NumberOfFrames=UID), "corrupt", [UID]),
+        "NumberOfFrames name": (rewritten(CT, NumberOfFrames=NAME), "corrupt", [NAME]),
+        "NumberOfFrames UID": (rewritten(CT, NumberOfFrames=UID), "corrupt", [UID]),
         "name at the start": (NAME.encode() + ct[132:], "not_dicom", [NAME, *as_tag]),
         "name where a VR is": (
             _replaced(ct, name_tag, name_tag[:4] + NAME.lower().encode()),

@@ -204,10 +204,10 @@ class Walker:
 
     def _enter(self, elem: Element, implicit: bool, stack: list[_Level]) -> int:
         """Start on `elem`'s value: push a level if it holds items; return the next offset."""
-        # PS3.5 6.2.2: a UN value's items are implicit VR little endian
-        items_implicit = implicit or elem.vr in ("UN", None)
+        # Each item's encoding is sniffed in an explicit VR dataset, as pydicom does: PS3.5
+        # 6.2.2 has a UN value's items implicit VR, but some writers keep them explicit
         if elem.length == UNDEFINED:
-            stack.append(_Level(True, UNDEFINED, items_implicit, elem.tag, _depth(stack)))
+            stack.append(_Level(True, UNDEFINED, implicit, elem.tag, _depth(stack)))
             return elem.value_offset
         end = elem.value_offset + elem.length
         if end > self.size and elem.bad_vr:
@@ -233,7 +233,7 @@ class Walker:
                 )
             )
         ):
-            stack.append(_Level(True, end, items_implicit, elem.tag, _depth(stack)))
+            stack.append(_Level(True, end, implicit, elem.tag, _depth(stack)))
             return elem.value_offset
         return end
 
