@@ -6,7 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from crafted import CT, ITEM, ITEM_END, SEQ_END, before_pixels, element_bytes, tag_bytes
+from crafted import (
+    CT,
+    ITEM,
+    ITEM_END,
+    SEQ_END,
+    before_pixels,
+    element_bytes,
+    rewritten,
+    tag_bytes,
+)
 
 from dicomlake.dicom import element_rows, header_json, split_instance
 
@@ -46,3 +55,21 @@ def test_undefined_length_un_items_are_read_in_their_own_encoding(implicit_items
         SERIES_UID.decode(),
         1,
     )
+
+
+def test_invalid_ds_and_is_strings_keep_their_vr_and_text_in_json() -> None:
+    data = rewritten(
+        CT,
+        PixelSpacing="1.06,0.206",
+        SliceThickness="10.50/ 15.00",
+        SeriesNumber="12A",
+        ImagePositionPatient="1.5\\abc\\2",
+    )
+    document = json.loads(header_json(split_instance(data).dataset))
+    # What DCMTK's dcm2json writes for the same file (2 there, 2.0 here: the same JSON number)
+    assert document["00280030"] == {"vr": "DS", "Value": ["1.06,0.206"]}
+    assert document["00180050"] == {"vr": "DS", "Value": ["10.50/ 15.00"]}
+    assert document["00200011"] == {"vr": "IS", "Value": ["12A"]}
+    assert document["00200032"] == {"vr": "DS", "Value": [1.5, "abc", 2]}
+    # Valid values stay numbers
+    assert document["00280010"] == {"vr": "US", "Value": [128]}
