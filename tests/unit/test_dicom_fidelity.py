@@ -4,12 +4,15 @@ matching option) read from odd but readable encodings, dicomlake reads the same.
 from __future__ import annotations
 
 import json
+import struct
 
+import pydicom
 import pytest
 from crafted import (
     CT,
     ITEM,
     ITEM_END,
+    MR_IMPLICIT,
     SEQ_END,
     before_pixels,
     element_bytes,
@@ -18,6 +21,7 @@ from crafted import (
 )
 
 from dicomlake.dicom import element_rows, header_json, split_instance
+from dicomlake.dicom.deid import deidentify
 
 SERIES_UID = b"1.2.826.0.1.3680043.9.7777.10"  # 30 bytes: even, no padding
 
@@ -73,3 +77,32 @@ def test_invalid_ds_and_is_strings_keep_their_vr_and_text_in_json() -> None:
     assert document["00200032"] == {"vr": "DS", "Value": [1.5, "abc", 2]}
     # Valid values stay numbers
     assert document["00280010"] == {"vr": "US", "Value": [128]}
+
+
+def _real_world_value_mapping(undefined: bool) -> bytes:
+    """RealWorldValueMappingSequence (0040,9096), implicit VR, one item whose first and last
+    values mapped ('US or SS': SS where the image's PixelRepresentation is 1) are -5, -100."""
+    item = element_bytes((0x0040, 0x9216), "", struct.pack("<h", -5), implicit=True)
+    item += element_bytes((0x0040, 0x9211), "", struct.pack("<h", -100), implicit=True)
+    items = tag_bytes(ITEM) + struct.pack("<L", len(item)) + item
+    if undefined:
+        return tag_bytes((0x0040, 0x9096)) + b"\xff" * 4 + items + tag_bytes(SEQ_END) + bytes(4)
+    return tag_bytes((0x0040, 0x9096)) + struct.pack("<L", len(items)) + items
+
+
+@pytest.mark.parametrize("undefined", [True, False], ids=["undefined", "defined"])
+def test_us_or_ss_in_an_item_follows_the_images_pixel_representation(undefined: bool) -> None:
+    assert pydicom.dcmread(MR_IMPLICIT).PixelRepresentation == 1
+    data = before_pixels(MR_IMPLICIT.read_bytes(), _real_world_value_mapping(undefined))
+    expected = {"00409211": {"vr": "SS", "Value": [-100]}, "00409216": {"vr": "SS", "Value": [-5]}}
+    document = json.loads(header_json(split_instance(data).dataset))
+    assert document["00409096"]["Value"] == [expected]
+    rows = element_rows(split_instance(data).dataset)
+    got = {
+        path: (vr, text)
+        for path, vr, text in zip(rows["path"], rows["vr"], rows["value_text"], strict=True)
+        if path.startswith("00409096[0].")
+    }
+    assert got == {"00409096[0].00409211": ("SS", "-100"), "00409096[0].00409216": ("SS", "-5")}
+    clean, _ = deidentify(split_instance(data).dataset, bytes(32))
+    assert json.loads(header_json(clean))["00409096"]["Value"] == [expected]
