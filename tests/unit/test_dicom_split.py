@@ -274,6 +274,16 @@ def test_prefix_alone_gives_header_and_frame_spec(path: Path) -> None:
     assert dataset.SOPInstanceUID == read_reference(path).SOPInstanceUID
 
 
+def test_prefix_of_a_deflated_file_gives_its_header() -> None:
+    path = TEST_FILES / "image_dfl.dcm"
+    split = split_instance(path.read_bytes())
+    dataset, spec = header_from_prefix(split.prefix)
+    assert spec is None
+    reference = read_reference(path, stop_before_pixels=True)
+    assert dataset.SOPInstanceUID == reference.SOPInstanceUID
+    assert (dataset.Rows, dataset.Columns) == (reference.Rows, reference.Columns)
+
+
 # --- split_stream: the same parts through ranged reads, in bounded memory ----------------------
 
 
