@@ -18,6 +18,7 @@ from itertools import chain, pairwise
 from typing import overload
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import read_dataset, read_partial
 from pydicom.uid import (
@@ -62,16 +63,6 @@ _RANGES = {
     "Rows": (1, 0xFFFF),
     "Columns": (1, 0xFFFF),
     "SamplesPerPixel": (1, 0xFFFF),
-}
-_TAGS = {
-    "NumberOfFrames": "(0028,0008)",
-    "Rows": "(0028,0010)",
-    "Columns": "(0028,0011)",
-    "SamplesPerPixel": "(0028,0002)",
-    "BitsAllocated": "(0028,0100)",
-    "BitsStored": "(0028,0101)",
-    "PixelRepresentation": "(0028,0103)",
-    "PlanarConfiguration": "(0028,0006)",
 }
 
 
@@ -324,7 +315,7 @@ def _split_deflated(data: bytes, meta_end: int, max_inflated: int) -> SplitInsta
             io.BytesIO(inflated[: pixel.offset] if pixel else inflated), False, True
         )
     header = FileDataset(io.BytesIO(), dataset, meta.preamble, meta.file_meta, False, True)
-    header.set_original_encoding(False, True, dataset.get("SpecificCharacterSet"))
+    header.set_original_encoding(False, True, dataset.original_character_set)
     _check_identity(header)
     # Rows tells whether an image follows; its frames are not cut apart
     nframes = _int_attr(header, "NumberOfFrames") or (1 if "Rows" in header else 0)
@@ -482,13 +473,17 @@ def _int_attr(dataset: Dataset, keyword: str) -> int | None:
     try:
         number = int(value)
     except (TypeError, ValueError) as exc:
-        raise DicomParseError("corrupt", f"{keyword} {_TAGS[keyword]} is not an integer") from exc
+        raise DicomParseError("corrupt", f"{keyword} {_tag(keyword)} is not an integer") from exc
     low, high = _RANGES.get(keyword, (0, 0xFFFF))
     if not low <= number <= high:
         raise DicomParseError(
-            "corrupt", f"{keyword} {_TAGS[keyword]} is out of its range {low}-{high}"
+            "corrupt", f"{keyword} {_tag(keyword)} is out of its range {low}-{high}"
         )
     return number
+
+
+def _tag(keyword: str) -> str:
+    return tag_str(tag_for_keyword(keyword))
 
 
 def _check_identity(dataset: Dataset) -> None:
