@@ -244,6 +244,63 @@ def test_safe_private_list() -> None:
     assert not [e for e in none if e.tag.is_private]
 
 
+def _ct_with(build) -> tuple[Dataset, Dataset, dict]:
+    """CT_small with elements added by ``build(ds)``, written, split and de-identified."""
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    build(ds)
+    out = pydicom.filebase.DicomBytesIO()
+    ds.save_as(out)
+    original = split_instance(out.getvalue()).dataset
+    clean, ids = deidentify(original, SECRET)
+    return original, clean, ids
+
+
+def _private_data(ds: Dataset) -> list[int]:
+    """Top-level private elements that are not private creators."""
+    tags = [elem.tag for elem in ds]
+    return [int(t) for t in tags if t.group % 2 and not 0x10 <= t.element <= 0xFF]
+
+
+def test_unknown_standard_attributes_are_removed_and_counted() -> None:
+    def build(ds: Dataset) -> None:
+        ds.add_new(0x00107777, "LO", "Doe^John")
+        item = Dataset()
+        item.PatientName = "Doe^John"
+        ds.add_new(0x00107779, "SQ", Sequence([item]))
+        ds.add_new(0x60000010, "US", 512)  # OverlayRows (60xx,0010): a repeating group
+
+    original, clean, ids = _ct_with(build)
+    assert original[0x00107777].value == "Doe^John"
+    assert 0x00107777 not in clean and 0x00107779 not in clean
+    assert clean[0x60000010].value == 512  # known through the dictionary's repeating groups
+    assert "Doe^John" not in json.dumps([str(e.value) for e in clean.iterall()])
+    assert ids["deid_counts"]["removed_unknown"] == 2
+
+
+def test_private_attributes_are_counted_and_safe_ones_kept_only_as_numbers() -> None:
+    def build(ds: Dataset) -> None:
+        siemens = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+        siemens.add_new(0x0C, "LO", "Doe^John")  # B_value, but text
+        siemens.add_new(0x0E, "FD", [0.0, 0.6, 0.8])  # DiffusionGradientDirection
+        siemens.add_new(0x0D, "CS", "DOE JOHN")  # DiffusionDirectionality: text, not listed
+        acme = ds.private_block(0x0029, "ACME 1.0", create=True)
+        item = Dataset()
+        item.add_new(0x00291010, "LO", "Doe^John")
+        acme.add_new(0x20, "SQ", Sequence([item]))
+
+    original, clean, ids = _ct_with(build)
+    siemens = original.private_block(0x0019, "SIEMENS MR HEADER")
+    assert [float(v) for v in clean[siemens.get_tag(0x0E)].value] == [0.0, 0.6, 0.8]
+    assert siemens.get_tag(0x0C) not in clean and siemens.get_tag(0x0D) not in clean
+    assert not [e for e in clean if e.tag.group == 0x0029]
+    counts = ids["deid_counts"]
+    assert counts["removed_private_text"] == 1
+    kept = _private_data(clean)
+    assert counts["removed_private"] + counts["removed_private_text"] + len(kept) == len(
+        _private_data(original)
+    )
+
+
 def test_uids_consistent_inside_sequences_and_across_files() -> None:
     ds = Dataset()
     ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import warnings
 from pathlib import Path
@@ -110,11 +109,11 @@ def test_header_json_matches_pydicom_writer(path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_a_value_pydicom_cannot_write_is_kept_as_its_text_in_un() -> None:
-    """An IS of "1\\x" reads as two strings but cannot be written as numbers: its values go
-    into InlineBinary joined as DICOM writes them, not as Python's repr of a list."""
+def test_an_is_value_that_is_no_number_is_kept_as_its_text() -> None:
+    """An IS of "1\\x" reads as two strings: the number is a number, the rest stays its text
+    (as DCMTK's dcm2json writes it), and the element keeps its VR."""
     dataset = Dataset()
     raw = b"1\\x "
     dataset[0x00200013] = RawDataElement(Tag(0x00200013), "IS", len(raw), raw, 0, False, True)
     doc = json.loads(header_json(dataset))
-    assert doc == {"00200013": {"vr": "UN", "InlineBinary": base64.b64encode(b"1\\x").decode()}}
+    assert doc == {"00200013": {"vr": "IS", "Value": [1, "x"]}}

@@ -18,7 +18,7 @@ from pydicom.filereader import data_element_generator
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomlake.dicom import fragments_payload, split_instance, split_stream
-from dicomlake.dicom.split import header_from_prefix
+from dicomlake.dicom.split import MAX_INFLATED, header_from_prefix
 from dicomlake.errors import DicomParseError
 
 PATHS = corpus_paths()
@@ -274,6 +274,16 @@ def test_prefix_alone_gives_header_and_frame_spec(path: Path) -> None:
     assert dataset.SOPInstanceUID == read_reference(path).SOPInstanceUID
 
 
+def test_prefix_of_a_deflated_file_gives_its_header() -> None:
+    path = TEST_FILES / "image_dfl.dcm"
+    split = split_instance(path.read_bytes())
+    dataset, spec = header_from_prefix(split.prefix)
+    assert spec is None
+    reference = read_reference(path, stop_before_pixels=True)
+    assert dataset.SOPInstanceUID == reference.SOPInstanceUID
+    assert (dataset.Rows, dataset.Columns) == (reference.Rows, reference.Columns)
+
+
 # --- split_stream: the same parts through ranged reads, in bounded memory ----------------------
 
 
@@ -293,16 +303,17 @@ class _RangedReads:
 
 def _check_streamed_like_whole(data: bytes, block: int) -> None:
     """split_stream gives split_instance's parts (or error), never reading more at once than
-    the largest part it gives back (or one block)."""
+    the largest part it gives back (or one block). The limit on what is held at once is
+    split_instance's default limit on a deflated dataset's inflated size."""
     reads = _RangedReads(data)
     try:
         whole = split_instance(data)
     except DicomParseError as exc:
         with pytest.raises(DicomParseError) as info:
-            split_stream(reads, len(data), limit=len(data), block=block)
+            split_stream(reads, len(data), limit=MAX_INFLATED, block=block)
         assert (info.value.reason, info.value.message) == (exc.reason, exc.message)
         return
-    streamed = split_stream(reads, len(data), limit=len(data), block=block)
+    streamed = split_stream(reads, len(data), limit=MAX_INFLATED, block=block)
     frames = list(streamed.frames)
     assert streamed.prefix + b"".join(frames) + streamed.suffix == data
     assert streamed.prefix == whole.prefix and streamed.suffix == whole.suffix

@@ -26,11 +26,15 @@ What analysts keep, and how (the profile's options in brackets)
   operator then accepts that free text may name someone; the Clean Descriptors Option would
   clean them, which is not done here).
 - Private attributes are removed, except the few numeric ones in `SAFE_PRIVATE` (from PS3.15
-  Table E.3.10-1) when ``safe_private`` (Retain Safe Private Option).
+  Table E.3.10-1) when ``safe_private`` (Retain Safe Private Option), and then only when they
+  hold numbers of the VR listed there: a text value in a safe-listed element is removed.
+- What the rules cannot classify is removed: a standard (even group) attribute that neither
+  pydicom's data dictionary nor Table E.1-1 knows, with everything in it if it is a sequence.
 
 The rules applied to each element, first match wins
 ---------------------------------------------------
-1. unreadable value, group length (gggg,0000): removed; private: rule above.
+1. unreadable value, group length (gggg,0000), unknown standard attribute: removed; private:
+   rule above.
 2. option overrides (patient characteristics, descriptors): kept.
 3. PatientID, AccessionNumber: `text_pseudonym`.
 4. VR DA/DT (not birth dates): kept or shifted; TM: kept; PatientBirthDate/Time: removed.
@@ -40,11 +44,13 @@ The rules applied to each element, first match wins
 7. VR PN: emptied where the table says Z (PatientName), removed otherwise (listed or not).
 8. Table action X, X/Z, X/D, X/Z/D: removed; Z, Z/D, D: emptied (the analyst tables need no
    dummy value, and files are never rebuilt from them); U: pseudonymised as a UID.
-9. VR LT, ST, UT not listed: removed (free text not known to be safe); VR UN (an attribute
-   pydicom does not know): removed; everything else kept.
+9. VR LT, ST, UT not listed: removed (free text not known to be safe); VR UN (a value not read
+   as its attribute's VR): removed; everything else kept.
 
-Then PatientIdentityRemoved=YES, DeidentificationMethod, its code sequence (CID 7050) and
-LongitudinalTemporalInformationModified are set.
+Each removal of an unknown attribute, a private attribute and a safe-listed private attribute
+holding text is counted (``identities["deid_counts"]``). Then PatientIdentityRemoved=YES,
+DeidentificationMethod, its code sequence (CID 7050) and LongitudinalTemporalInformationModified
+are set.
 
 Pseudonym algorithms (version 1; reimplement with any HMAC-SHA256)
 ------------------------------------------------------------------
@@ -74,7 +80,7 @@ import re
 import warnings
 from typing import Any
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, get_entry
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -128,17 +134,18 @@ DESCRIPTORS = frozenset(
 # UI attributes that name a kind of thing (a SOP class, a syntax, a coding scheme), never a
 # patient's object: kept as they are even when not in pydicom's dictionary (private classes).
 _CLASS_UID_RE = re.compile(r"(ClassUID|TransferSyntaxUID|CodingSchemeUID)(InFile)?$")
-# Retain Safe Private Option: (private creator, group, element byte) from PS3.15 Table E.3.10-1
-# (diffusion b-values and directions), a small subset kept because they are numbers.
-SAFE_PRIVATE: frozenset[tuple[str, int, int]] = frozenset(
-    {
-        ("SIEMENS MR HEADER", 0x0019, 0x0C),  # B_value
-        ("SIEMENS MR HEADER", 0x0019, 0x0D),  # DiffusionDirectionality
-        ("SIEMENS MR HEADER", 0x0019, 0x0E),  # DiffusionGradientDirection
-        ("SIEMENS MR HEADER", 0x0019, 0x27),  # B_matrix
-        ("GEMS_PARM_01", 0x0043, 0x39),  # slop_int_6..9 (b-value)
-    }
-)
+# Retain Safe Private Option: (private creator, group, element byte) -> VR, from PS3.15 Table
+# E.3.10-1 (diffusion b-values and directions), a small subset kept because they are numbers;
+# an element is kept only with that VR. (SIEMENS MR HEADER DiffusionDirectionality, CS, is
+# listed there too, but text is not kept.)
+SAFE_PRIVATE: dict[tuple[str, int, int], str] = {
+    ("SIEMENS MR HEADER", 0x0019, 0x0C): "IS",  # B_value
+    ("SIEMENS MR HEADER", 0x0019, 0x0E): "FD",  # DiffusionGradientDirection
+    ("SIEMENS MR HEADER", 0x0019, 0x27): "FD",  # B_matrix
+    ("GEMS_PARM_01", 0x0043, 0x39): "IS",  # slop_int_6..9 (b-value)
+}
+# The counts of what the allow-list rules removed, as ``identities["deid_counts"]``
+COUNTS = ("removed_unknown", "removed_private", "removed_private_text")
 _DROP_SEQUENCE = frozenset({"X", "X/Z", "X/D", "X/Z/D", "D"})
 _REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
 _EMPTY = frozenset({"Z", "Z/D", "D"})
@@ -254,6 +261,7 @@ class _Context:
     options: DeidConfig
     shift: int  # days; 0 when dates are kept
     uids: dict[str, str] = dataclasses.field(default_factory=dict)  # pseudonym -> original
+    counts: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
 
     def uid(self, value: str) -> str:
         if not _norm(value):
@@ -283,7 +291,10 @@ def deidentify(
         The clean copy, and ``identities``: ``original_<Keyword>`` for `IDENTITY_KEYWORDS`
         (text as pydicom reads it, None when absent), ``<Keyword>`` pseudonyms for
         `PSEUDONYM_KEYWORDS`, ``original_uids`` (JSON object pseudonym -> original UID, every
-        UID replaced in this header) and ``date_shift_days``.
+        UID replaced in this header), ``date_shift_days``, and ``deid_counts``: a dict of
+        `COUNTS` (``removed_unknown``: standard attributes no dictionary knows,
+        ``removed_private``: private attributes, ``removed_private_text``: safe-listed private
+        attributes not holding numbers of their VR), each an int, sequences counted once.
 
     Examples
     --------
@@ -313,6 +324,7 @@ def deidentify(
         identities[kw] = _text(get(clean, kw))
     identities["original_uids"] = json.dumps(ctx.uids, sort_keys=True)
     identities["date_shift_days"] = shift
+    identities["deid_counts"] = ctx.counts
     return clean, identities
 
 
@@ -390,9 +402,12 @@ def _clean(ds: Dataset, ctx: _Context, depth: int) -> dict[int, DataElement]:
             if 0x0010 <= element <= 0x00FF:
                 creators.append(tag)
                 kept[key] = elem
-            elif _safe_private(ds, tag, ctx.options):
+            elif _safe_private(ds, elem, ctx):
                 kept_private.add((group << 16) | (element >> 8))
                 kept[key] = elem
+            continue
+        if not _known(tag):
+            ctx.counts["removed_unknown"] += 1
             continue
         cleaned = _clean_element(elem, tag, ctx, depth)
         if cleaned is not None:
@@ -403,14 +418,34 @@ def _clean(ds: Dataset, ctx: _Context, depth: int) -> dict[int, DataElement]:
     return kept
 
 
-def _safe_private(ds: Dataset, tag: int, options: DeidConfig) -> bool:
-    if not options.safe_private:
+def _known(tag: int) -> bool:
+    """Whether a standard attribute is in pydicom's dictionary (repeating groups included) or
+    in Table E.1-1: the rules can only classify what they know."""
+    if profile_action(tag) is not None:
+        return True
+    try:
+        get_entry(tag)
+    except KeyError:
         return False
+    return True
+
+
+def _safe_private(ds: Dataset, elem: DataElement, ctx: _Context) -> bool:
+    """Whether a private element is kept: safe-listed, and holding numbers of the listed VR
+    (a removal is counted)."""
+    tag = int(elem.tag)
     group, element = tag >> 16, tag & 0xFFFF
     creator = ds.get((group << 16) | (element >> 8))
-    if creator is None or element < 0x1000:
+    vr = None
+    if ctx.options.safe_private and creator is not None and element >= 0x1000:
+        vr = SAFE_PRIVATE.get((_norm(creator.value), group, element & 0xFF))
+    if vr is None:
+        ctx.counts["removed_private"] += 1
         return False
-    return (_norm(creator.value), group, element & 0xFF) in SAFE_PRIVATE
+    if vr != elem.VR or not all(isinstance(v, (int, float)) for v in values_of(elem.value)):
+        ctx.counts["removed_private_text"] += 1
+        return False
+    return True
 
 
 def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> DataElement | None:
@@ -457,7 +492,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> Da
     if action == "U":
         return _with(elem, [ctx.uid(str(v)) for v in values_of(elem.value)])
     if vr == "UN":
-        return None  # an attribute this pydicom does not know: nothing says it is safe
+        return None  # a value not read as its VR: nothing says it is safe
     return elem if vr not in _FREE_TEXT_VRS or action is not None else None
 
 

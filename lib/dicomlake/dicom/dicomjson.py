@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -54,6 +55,27 @@ _PLAIN_VRS = frozenset(
 )
 
 
+def _numbers(values: list[Any], vr: str) -> list[Any]:
+    """The values as JSON numbers; one that is no finite number (a DS or IS string such as
+    ``1.06,0.206``, a NaN) stays the string it is, as DCMTK's dcm2json writes it, so that the
+    element keeps its VR rather than becoming bytes."""
+    try:
+        numbers = convert_to_python_number(values, vr)
+        if all(n is None or math.isfinite(n) for n in numbers):
+            return numbers
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return [_number_or_text(value, vr) for value in values]
+
+
+def _number_or_text(value: Any, vr: str) -> Any:
+    try:
+        number = convert_to_python_number(value, vr)
+    except (TypeError, ValueError, OverflowError):
+        return str(value)
+    return number if number is None or math.isfinite(number) else str(value)
+
+
 def _element_json(elem: Any) -> dict[str, Any]:
     try:
         vr = elem.VR
@@ -63,7 +85,7 @@ def _element_json(elem: Any) -> dict[str, Any]:
         if not values:
             return {"vr": vr}
         if vr in _NUMBER_VRS:
-            values = convert_to_python_number(values, vr)
+            values = _numbers(values, vr)
         return {"vr": vr, "Value": values}
     except Exception:
         # A value pydicom read but cannot write back: keep its bytes as UN

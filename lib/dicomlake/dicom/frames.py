@@ -110,9 +110,7 @@ def fragments_payload(frame_items: bytes) -> bytes:
         group, elem, length = struct.unpack_from("<HHL", view, offset)
         end = offset + 8 + length
         if group << 16 | elem != ITEM or end > len(view):
-            raise DicomParseError(
-                "corrupt", f"no complete item at offset {offset} of frame ({group:04X},{elem:04X})"
-            )
+            raise DicomParseError("corrupt", f"no complete item at offset {offset} of frame")
         parts.append(view[offset + 8 : end])
         offset = end
     return b"".join(parts)

@@ -7,16 +7,19 @@ takes the file's bytes; `split_stream` the same file through ranged reads, in bo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import warnings
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import overload
 
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import read_dataset, read_partial
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -47,6 +50,20 @@ PIXEL_KEYWORDS = {
 _NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 # Frame starts of compressed bitstreams: JPEG SOI, JPEG 2000 SOC+SIZ, JP2 signature box
 _FRAME_MARKERS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
+# The most bytes a deflated dataset may inflate to in `split_instance` by default
+MAX_INFLATED = 256 << 20
+# The most frames (chunks) and encapsulated items of one instance: each costs a row and a
+# chunk, so a file of millions of tiny frames is refused rather than held as millions of parts
+MAX_FRAMES = 1 << 20
+_INFLATE_STEP = 1 << 20
+# The attributes that size frames, and the values they may take (US attributes; the number
+# of frames is kept as a 32-bit integer)
+_RANGES = {
+    "NumberOfFrames": (1, 2**31 - 1),
+    "Rows": (1, 0xFFFF),
+    "Columns": (1, 0xFFFF),
+    "SamplesPerPixel": (1, 0xFFFF),
+}
 
 
 @dataclass(frozen=True)
@@ -93,13 +110,16 @@ class SplitInstance:
     number_of_frames: int
 
 
-def split_instance(data: bytes) -> SplitInstance:
+def split_instance(data: bytes, *, max_inflated: int = MAX_INFLATED) -> SplitInstance:
     """Parse a DICOM file's header and cut its pixel data into frames.
 
     Parameters
     ----------
     data : bytes
         The whole file: Part 10 (with or without preamble) or a bare dataset.
+    max_inflated : int
+        The most bytes a Deflated Explicit VR Little Endian dataset may inflate to; a file
+        that inflates to more is ``too_large``, found without holding more than this.
 
     Returns
     -------
@@ -109,7 +129,9 @@ def split_instance(data: bytes) -> SplitInstance:
     Raises
     ------
     DicomParseError
-        With reason ``empty``, ``not_dicom``, ``truncated``, ``corrupt``, ``dicomdir`` or
+        With reason ``empty``, ``not_dicom``, ``truncated``, ``corrupt``, ``too_deep``
+        (sequences nested more than `walk.MAX_DEPTH` deep), ``too_large`` (inflates to more
+        than ``max_inflated``, or more than `MAX_FRAMES` frames), ``dicomdir`` or
         ``no_sop_instance_uid``; any other failure of the parser is wrapped as ``corrupt``.
 
     Examples
@@ -120,7 +142,7 @@ def split_instance(data: bytes) -> SplitInstance:
     >>> split.prefix + b"".join(split.frames) + split.suffix == raw
     True
     """
-    split = _split(Reader.of(data), limit=None)
+    split = _split(Reader.of(data), None, max_inflated)
     return replace(split, frames=list(split.frames))
 
 
@@ -139,8 +161,8 @@ def split_stream(read: Read, size: int, *, limit: int, block: int = 1 << 16) -> 
         The file's size in bytes.
     limit : int
         The most bytes held at once. A header, frame (or frames that cannot be cut apart) or
-        suffix larger than this is ``too_large``; so is a larger deflated file, which cannot be
-        cut without inflating it.
+        suffix larger than this is ``too_large``; so is a deflated file larger than this, or
+        one that inflates to more (it cannot be cut without inflating it).
     block : int
         Bytes per read while walking the header and items.
 
@@ -150,10 +172,10 @@ def split_stream(read: Read, size: int, *, limit: int, block: int = 1 << 16) -> 
         As `split_instance`, plus ``too_large``, and ``changed_while_reading`` when a read
         returns fewer bytes than the file had (also while ``frames`` is read).
     """
-    return _split(Reader(read, size, block), limit)
+    return _split(Reader(read, size, block), limit, limit)
 
 
-def _split(reader: Reader, limit: int | None) -> SplitInstance:
+def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstance:
     size = reader.size
     if not size:
         raise DicomParseError("empty", "the file has 0 bytes")
@@ -162,18 +184,13 @@ def _split(reader: Reader, limit: int | None) -> SplitInstance:
     if not has_preamble and not _looks_like_dataset(reader.read(0, 8)):
         raise DicomParseError(
             "not_dicom",
-            f"no 'DICM' at offset 128 and bytes 0-3 {reader.read(0, 4).hex()} are no tag",
+            "no 'DICM' at offset 128 and bytes 0-3 are no tag of groups 0002-0008",
         )
     meta_end, syntax, implicit, little = _dataset_encoding(reader, start)
     if syntax == DeflatedExplicitVRLittleEndian:
         # The deflated stream cannot be cut without inflating it: keep it whole
         _check_limit(limit, size, "a deflated file (it cannot be cut without inflating it)")
-        data = reader.read(0, size)
-        dataset = _parse_header(data)
-        _check_identity(dataset)
-        # Parsing stopped before any pixel data; Rows tells whether an image follows
-        nframes = _int_attr(dataset, "NumberOfFrames") or (1 if "Rows" in dataset else 0)
-        return SplitInstance(dataset, data, [], b"", False, None, syntax, nframes)
+        return _split_deflated(reader.read(0, size), meta_end, max_inflated)
 
     walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
@@ -186,29 +203,24 @@ def _split(reader: Reader, limit: int | None) -> SplitInstance:
     if pixel is None:
         return SplitInstance(dataset, header, [], b"", False, None, syntax, 0)
 
-    nframes = _int_attr(dataset, "NumberOfFrames")
-    nframes = 1 if nframes is None else nframes
-    if nframes < 1:
-        raise DicomParseError(
-            "corrupt", f"NumberOfFrames is {nframes} but {tag_str(pixel.tag)} is present"
-        )
+    nframes = _int_attr(dataset, "NumberOfFrames") or 1
     if pixel.length == UNDEFINED:
-        first, ranges, end = _encapsulated_frames(walker, pixel, dataset, nframes)
-        trailing, spec = end + 8, None
+        bounds, end = _encapsulated_frames(walker, pixel, dataset, nframes)
+        trailing, spec, largest = end + 8, None, max(b - a for a, b in pairwise(bounds))
     else:
         trailing = walker.end_of(pixel, implicit)
-        spec, frame_bytes = _native_layout(dataset, pixel, little, nframes, syntax)
-        first = pixel.value_offset
-        if frame_bytes is None:  # compressed syntax with a defined length: keep it whole
-            frame_bytes = [pixel.length]
-        ranges, end = [], first
-        for length in frame_bytes:
-            ranges.append((end, length))
-            end += length
+        spec, layout = _native_layout(dataset, pixel, little, nframes, syntax)
+        # A compressed syntax with a defined length: one part, kept whole
+        largest, count = layout or (pixel.length, 1)
+        _check_frames(count)
+        # Equal frames one after another: their bounds as a range, not a list per frame
+        bounds = range(pixel.value_offset, pixel.value_offset + (count + 1) * largest, largest)
+        if not largest:
+            bounds = [pixel.value_offset] * 2
+        end = bounds[-1]
+    first = bounds[0]
     _check_limit(limit, first, "the header")
-    _check_limit(
-        limit, max(length for _, length in ranges), "a frame, or frames that cannot be cut apart"
-    )
+    _check_limit(limit, largest, "a frame, or frames that cannot be cut apart")
     _check_limit(limit, size - end, "the elements after the pixel data")
     # The prefix starts with the very bytes the header was parsed from: what is stored is what
     # was read, even if the file changes meanwhile (the caller's second hash catches that)
@@ -218,7 +230,7 @@ def _split(reader: Reader, limit: int | None) -> SplitInstance:
     return SplitInstance(
         dataset,
         prefix,
-        _Frames(reader, ranges),
+        _Frames(reader, bounds),
         suffix,
         pixel.length == UNDEFINED,
         spec,
@@ -234,15 +246,22 @@ def _check_limit(limit: int | None, length: int, what: str) -> None:
         )
 
 
-class _Frames(Sequence[bytes]):
-    """Frames at (offset, length) ranges of a file, each read when it is accessed."""
+def _check_frames(count: int) -> None:
+    if count > MAX_FRAMES:
+        raise DicomParseError(
+            "too_large", f"{count} frames or fragments, more than the {MAX_FRAMES} kept apart"
+        )
 
-    def __init__(self, reader: Reader, ranges: list[tuple[int, int]]) -> None:
+
+class _Frames(Sequence[bytes]):
+    """Frames between consecutive offsets of a file, each read when it is accessed."""
+
+    def __init__(self, reader: Reader, bounds: Sequence[int]) -> None:
         self._reader = reader
-        self._ranges = ranges
+        self._bounds = bounds  # frame i is bytes [bounds[i], bounds[i + 1])
 
     def __len__(self) -> int:
-        return len(self._ranges)
+        return len(self._bounds) - 1
 
     @overload
     def __getitem__(self, index: int) -> bytes: ...
@@ -250,8 +269,13 @@ class _Frames(Sequence[bytes]):
     def __getitem__(self, index: slice) -> Sequence[bytes]: ...
     def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
         if isinstance(index, slice):
-            return _Frames(self._reader, self._ranges[index])
-        return self._reader.read(*self._ranges[index])
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("frames are sliced in order, one after another")
+            return _Frames(self._reader, self._bounds[start : max(start, stop) + 1])
+        index = range(len(self))[index]
+        start = self._bounds[index]
+        return self._reader.read(start, self._bounds[index + 1] - start)
 
 
 def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
@@ -264,6 +288,8 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
     start = 132 if prefix[128:132] == b"DICM" else 0
     reader = Reader.of(prefix)
     meta_end, syntax, implicit, little = _dataset_encoding(reader, start)
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return _split_deflated(prefix, meta_end, MAX_INFLATED).dataset, None
     walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
     pixel = _find_pixel_data(walker, meta_end, implicit)
@@ -275,6 +301,61 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
     nframes = _int_attr(dataset, "NumberOfFrames") or 1
     spec, _ = _native_layout(dataset, pixel, little, nframes, syntax)
     return dataset, spec
+
+
+def _split_deflated(data: bytes, meta_end: int, max_inflated: int) -> SplitInstance:
+    """A Deflated Explicit VR Little Endian file, kept whole: its header, inflated at most
+    ``max_inflated`` bytes and walked like any other dataset before pydicom parses it."""
+    inflated = _inflate(memoryview(data)[meta_end:], max_inflated)
+    walker = Walker(Reader.of(inflated), little_endian=True)
+    pixel = _find_pixel_data(walker, 0, walker.implicit_at(0, False))
+    meta = _parse_header(data[:meta_end])
+    with _parsing("the inflated dataset"):
+        dataset = read_dataset(
+            io.BytesIO(inflated[: pixel.offset] if pixel else inflated), False, True
+        )
+    header = FileDataset(io.BytesIO(), dataset, meta.preamble, meta.file_meta, False, True)
+    header.set_original_encoding(False, True, dataset.original_character_set)
+    _check_identity(header)
+    # Rows tells whether an image follows; its frames are not cut apart
+    nframes = _int_attr(header, "NumberOfFrames") or (1 if "Rows" in header else 0)
+    return SplitInstance(
+        header, data, [], b"", False, None, DeflatedExplicitVRLittleEndian, nframes
+    )
+
+
+def _inflate(deflated: memoryview, limit: int) -> bytes:
+    """Inflate a raw deflate stream (PS3.5 A.5), holding at most ``limit`` inflated bytes.
+
+    Fed a step of input at a time, each call's output capped, so a small file that inflates
+    to gigabytes stops as ``too_large`` once ``limit`` is passed.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = io.BytesIO()
+    steps = (deflated[i : i + _INFLATE_STEP] for i in range(0, len(deflated), _INFLATE_STEP))
+    try:
+        for pending in chain(steps, [b""]):  # the last, empty step flushes what zlib holds
+            while not inflater.eof:
+                room = min(_INFLATE_STEP, limit + 1 - out.tell())
+                chunk = inflater.decompress(pending, room)
+                out.write(chunk)
+                if out.tell() > limit:
+                    raise DicomParseError(
+                        "too_large",
+                        f"the deflated dataset inflates to more than {limit} bytes",
+                    )
+                pending = inflater.unconsumed_tail
+                if not (pending or chunk):
+                    break
+    except zlib.error as exc:
+        raise DicomParseError(
+            "corrupt", f"the deflated dataset does not inflate at byte {out.tell()}"
+        ) from exc
+    if not inflater.eof:
+        raise DicomParseError(
+            "truncated", f"the deflated dataset ends after {out.tell()} inflated bytes"
+        )
+    return out.getvalue()  # the buffer itself, not a copy
 
 
 def _looks_like_dataset(data: bytes) -> bool:
@@ -341,20 +422,27 @@ def _find_pixel_data(walker: Walker, offset: int, implicit: bool) -> Element | N
     return None
 
 
-def _parse_header(data: bytes) -> Dataset:
+def _parse_header(data: bytes) -> FileDataset:
     """Parse preamble, file meta and dataset with pydicom, stopping before pixel data."""
+    with _parsing("the header"):
+        return read_partial(
+            io.BytesIO(data), stop_when=lambda tag, vr, length: tag in PIXEL_KEYWORDS, force=True
+        )
+
+
+@contextlib.contextmanager
+def _parsing(what: str) -> Iterator[None]:
+    """Run pydicom's parser: odd values do not warn, and a failure is ``corrupt``.
+
+    The message names the exception type only: pydicom's own messages may quote values.
+    """
     try:
         with warnings.catch_warnings():
             # Odd but readable headers warn; their values are checked where used
             warnings.simplefilter("ignore")
-            dataset = read_partial(
-                io.BytesIO(data),
-                stop_when=lambda tag, vr, length: tag in PIXEL_KEYWORDS,
-                force=True,
-            )
+            yield
     except Exception as exc:  # pydicom raises many types on malformed input
-        raise DicomParseError("corrupt", f"header does not parse: {exc!r}") from exc
-    return dataset
+        raise DicomParseError("corrupt", f"{what} does not parse ({type(exc).__name__})") from exc
 
 
 def _merge_trailing(
@@ -369,28 +457,33 @@ def _merge_trailing(
     end = offset
     while end < walker.size:
         end = walker.end_of(walker.element(end, implicit), implicit)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trailing = read_dataset(
-                io.BytesIO(suffix[offset - start :]), implicit, walker.little_endian
-            )
-    except Exception as exc:
-        raise DicomParseError(
-            "corrupt", f"elements after pixel data at offset {offset} do not parse: {exc!r}"
-        ) from exc
+    with _parsing(f"the elements after the pixel data, at offset {offset},"):
+        trailing = read_dataset(
+            io.BytesIO(suffix[offset - start :]), implicit, walker.little_endian
+        )
     dataset.update(trailing)
 
 
 def _int_attr(dataset: Dataset, keyword: str) -> int | None:
-    """Return an integer attribute; None if absent; corrupt if present but not a number."""
+    """Return an integer attribute; None if absent; corrupt if present but not a number, or
+    out of its range in `_RANGES`."""
     value = get(dataset, keyword)
     if value is None or value == "":
         return None
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError) as exc:
-        raise DicomParseError("corrupt", f"{keyword} is {value!r}, not an integer") from exc
+        raise DicomParseError("corrupt", f"{keyword} {_tag(keyword)} is not an integer") from exc
+    low, high = _RANGES.get(keyword, (0, 0xFFFF))
+    if not low <= number <= high:
+        raise DicomParseError(
+            "corrupt", f"{keyword} {_tag(keyword)} is out of its range {low}-{high}"
+        )
+    return number
+
+
+def _tag(keyword: str) -> str:
+    return tag_str(tag_for_keyword(keyword))
 
 
 def _check_identity(dataset: Dataset) -> None:
@@ -414,8 +507,9 @@ def _required(dataset: Dataset, keyword: str, pixel: Element) -> int:
 
 def _native_layout(
     dataset: Dataset, pixel: Element, little: bool, nframes: int, syntax: str
-) -> tuple[FrameSpec | None, list[int] | None]:
-    """Return the frame spec (None if not an image) and stored bytes of each frame."""
+) -> tuple[FrameSpec | None, tuple[int, int] | None]:
+    """Return the frame spec (None if not an image), and the stored bytes of a frame and the
+    number of frames (None if not an image)."""
     if syntax not in _NATIVE and syntax in pydicom.uid.AllTransferSyntaxes:
         return None, None
     spec = FrameSpec(
@@ -433,7 +527,7 @@ def _native_layout(
     )
     ba = spec.bits_allocated
     if ba not in (1, 8, 16, 32, 64):
-        raise DicomParseError("corrupt", f"BitsAllocated is {ba}")
+        raise DicomParseError("corrupt", "BitsAllocated (0028,0100) is not 1, 8, 16, 32 or 64")
     pixels = spec.rows * spec.columns
     if spec.photometric_interpretation == "YBR_FULL_422" and spec.samples_per_pixel == 3:
         # Two stored samples per pixel (PS3.3 C.7.6.3.1.2): not rows x columns x 3
@@ -451,8 +545,8 @@ def _native_layout(
     swapped_ow = not little and ba == 8 and pixel.vr == "OW"
     if frame_bits % 8 or (swapped_ow and frame_length % 2):
         # Frames that do not start on a (16-bit word) boundary cannot be cut apart
-        return None, [total]
-    return spec, [frame_length] * nframes
+        return None, (total, 1)
+    return spec, (frame_length, nframes)
 
 
 def _implicit_pixel_vr(tag: int, dataset: Dataset) -> str:
@@ -463,9 +557,9 @@ def _implicit_pixel_vr(tag: int, dataset: Dataset) -> str:
 
 def _encapsulated_frames(
     walker: Walker, pixel: Element, dataset: Dataset, nframes: int
-) -> tuple[int, list[tuple[int, int]], int]:
-    """Return (first fragment offset, (offset, length) of each frame's items, sequence
-    delimiter offset)."""
+) -> tuple[list[int], int]:
+    """Return the offsets where each frame's items start, then where the last one ends, and
+    the sequence delimiter's offset."""
     reader = walker.reader
     items: list[tuple[int, int]] = []  # (item offset, item end)
     offset = pixel.value_offset
@@ -484,7 +578,7 @@ def _encapsulated_frames(
             raise DicomParseError(
                 "corrupt",
                 f"encapsulated {tag_str(pixel.tag)}: expected a defined-length item at "
-                f"offset {offset}, found {tag_str(tag)} with length {length:#x}",
+                f"offset {offset}",
             )
         end = offset + 8 + length
         if end > walker.size:
@@ -494,6 +588,7 @@ def _encapsulated_frames(
                 f"byte {walker.size}",
             )
         items.append((offset, end))
+        _check_frames(len(items) - 1)
         offset = end
     if not items:
         raise DicomParseError("corrupt", f"encapsulated {tag_str(pixel.tag)} has no offset table")
@@ -503,8 +598,7 @@ def _encapsulated_frames(
             "truncated", f"encapsulated {tag_str(pixel.tag)} has no fragments, {nframes} declared"
         )
     groups = _group_fragments(reader, bot, fragments, dataset, nframes)
-    frames = [(group[0][0], group[-1][1] - group[0][0]) for group in groups]
-    return fragments[0][0], frames, offset
+    return [group[0][0] for group in groups] + [fragments[-1][1]], offset
 
 
 def _group_fragments(

@@ -43,7 +43,7 @@ def _key(item: tuple[BaseTag, object]) -> int:
 
 def _element(dataset: Dataset, tag: BaseTag, elem: object) -> DataElement:
     if isinstance(elem, DataElement):
-        return elem  # converted already (a de-identified copy holds only these)
+        return _inheriting(dataset, elem)  # converted already (as a de-identified copy's are)
     try:
         return converted_element(dataset, tag)
     except Exception:
@@ -62,7 +62,7 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
     """
     raw = dataset.get_item(tag, keep_deferred=True)
     if isinstance(raw, DataElement):
-        return raw
+        return _inheriting(dataset, raw)
     vr, value = raw.VR, raw.value
     if (
         vr is None
@@ -72,7 +72,7 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
         or pydicom_config.data_element_callback is not None
         or (vr in _CHARSET_VRS and (not value.isascii() or b"\x1b" in value))
     ):
-        return dataset[tag]
+        return _inheriting(dataset, dataset[tag])
     converted = DataElement(
         tag,
         vr,
@@ -83,6 +83,19 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
     )
     dataset[tag] = converted
     return converted
+
+
+def _inheriting(dataset: Dataset, elem: DataElement) -> DataElement:
+    """``elem``, its items (if a sequence) told the nearest PixelRepresentation.
+
+    pydicom resolves an implicit VR 'US or SS' element (PS3.5 Annex A) by the Pixel
+    Representation of its own or an enclosing dataset, which it hands down to the items of a
+    sequence it converts from raw; an undefined-length sequence is read already converted, so
+    its items are told here, in pydicom's own way, before their elements are converted.
+    """
+    if elem.VR == "SQ":
+        dataset._set_pixel_representation(elem)
+    return elem
 
 
 def values_of(value: object) -> list[object]:

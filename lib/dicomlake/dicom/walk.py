@@ -9,9 +9,12 @@ header and items are walked without holding the file.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from pydicom.datadict import dictionary_VR
 
 from dicomlake.errors import DicomParseError
 
@@ -19,6 +22,9 @@ UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000
 ITEM_DELIMITER = 0xFFFEE00D
 SEQUENCE_DELIMITER = 0xFFFEE0DD
+# The deepest nesting of sequence items read (real files nest fewer than 10): the parser and
+# every walk over a parsed header recurse once per level, so deeper files are ``too_deep``.
+MAX_DEPTH = 64
 
 # VRs whose explicit encoding has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2)
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
@@ -38,9 +44,9 @@ class Element:
     offset: int  # first byte of the tag
     value_offset: int
     length: int  # UNDEFINED for undefined length
-    # The bytes where an explicit VR should be, when they are none (read as implicit, as
-    # pydicom does; if the length then runs past the end, the file is corrupt, not cut short).
-    bad_vr: bytes | None = None
+    # No valid VR where an explicit VR should be (read as implicit, as pydicom does; if the
+    # length then runs past the end, the file is corrupt, not cut short).
+    bad_vr: bool = False
 
 
 Read = Callable[[int, int], bytes]
@@ -162,8 +168,7 @@ class Walker:
         if implicit or not _is_vr(raw_vr):
             # pydicom also reads an element without a valid VR as implicit
             tag, length = self.tag_and_length(offset)
-            bad = None if implicit else bytes(raw_vr)
-            return Element(tag, None, offset, offset + 8, length, bad)
+            return Element(tag, None, offset, offset + 8, length, not implicit)
         group, elem, _, length = self._short.unpack_from(buf, pos)
         tag = group << 16 | elem
         vr = raw_vr.decode("ascii")
@@ -174,51 +179,130 @@ class Walker:
         return Element(tag, vr, offset, offset + 8, length)
 
     def end_of(self, elem: Element, implicit: bool) -> int:
-        """Return the offset just after `elem`'s value, checking it is all present."""
-        if elem.length != UNDEFINED:
-            end = elem.value_offset + elem.length
-            if end > self.size and elem.bad_vr is not None:
+        """Return the offset just after `elem`'s value, checking it is all present.
+
+        Sequence items are walked with an explicit stack, to any length but at most
+        `MAX_DEPTH` items deep (``too_deep`` beyond): the parser and every walk over the
+        parsed header recurse once per level. An undefined-length value must be well formed
+        to its delimiter. A defined-length value is walked as items when it may hold them
+        (VR SQ, UN or unknown, and opening with an item tag or named SQ in the dictionary),
+        as pydicom would parse it; if it is no run of items after all, it is bytes.
+        """
+        stack: list[_Level] = []
+        offset = self._enter(elem, implicit, stack)
+        while stack:
+            try:
+                offset = self._step(stack, offset)
+            except DicomParseError as exc:
+                guessed = [i for i, level in enumerate(stack) if level.end != UNDEFINED]
+                if exc.reason not in ("truncated", "corrupt") or not guessed:
+                    raise
+                # Inside a defined-length value only guessed to hold items: it is bytes
+                offset = stack[guessed[-1]].end
+                del stack[guessed[-1] :]
+        return offset
+
+    def _enter(self, elem: Element, implicit: bool, stack: list[_Level]) -> int:
+        """Start on `elem`'s value: push a level if it holds items; return the next offset."""
+        # Each item's encoding is sniffed in an explicit VR dataset, as pydicom does: PS3.5
+        # 6.2.2 has a UN value's items implicit VR, but some writers keep them explicit
+        if elem.length == UNDEFINED:
+            stack.append(_Level(True, UNDEFINED, implicit, elem.tag, _depth(stack)))
+            return elem.value_offset
+        end = elem.value_offset + elem.length
+        if end > self.size and elem.bad_vr:
+            raise DicomParseError(
+                "corrupt",
+                f"element {tag_str(elem.tag)} at offset {elem.offset} has no valid VR "
+                f"in an explicit VR dataset",
+            )
+        if end > self.size:
+            raise DicomParseError(
+                "truncated",
+                f"element {tag_str(elem.tag)} at offset {elem.offset} declares "
+                f"{elem.length} bytes but the file ends at byte {self.size}",
+            )
+        if (
+            elem.length >= 8
+            and elem.tag >> 16 != 0x7FE0
+            and (
+                elem.vr == "SQ"
+                or (
+                    elem.vr in ("UN", None)
+                    and (_named_sequence(elem.tag) or self.peek_tag(elem.value_offset) == ITEM)
+                )
+            )
+        ):
+            stack.append(_Level(True, end, implicit, elem.tag, _depth(stack)))
+            return elem.value_offset
+        return end
+
+    def _step(self, stack: list[_Level], offset: int) -> int:
+        """Walk one item header or element of the innermost level; return the next offset."""
+        level = stack[-1]
+        if offset == level.end:
+            stack.pop()
+            return offset
+        self._need(offset, 8, "an item of", level.owner)
+        if level.end != UNDEFINED and offset + 8 > level.end:
+            raise DicomParseError(
+                "corrupt", f"{tag_str(level.owner)} ends inside the item at offset {offset}"
+            )
+        if not level.items:
+            if self.peek_tag(offset) == ITEM_DELIMITER and level.end == UNDEFINED:
+                stack.pop()
+                return offset + 8
+            return self._enter(self.element(offset, level.implicit), level.implicit, stack)
+        tag, length = self.tag_and_length(offset)
+        if tag == SEQUENCE_DELIMITER and level.end == UNDEFINED:
+            stack.pop()
+            return offset + 8
+        if tag != ITEM:
+            raise DicomParseError(
+                "corrupt",
+                f"expected an item tag in {tag_str(level.owner)} at offset {offset}",
+            )
+        if level.depth >= MAX_DEPTH:
+            raise DicomParseError(
+                "too_deep",
+                f"item at offset {offset} in {tag_str(level.owner)} is nested more than "
+                f"{MAX_DEPTH} sequences deep",
+            )
+        start = offset + 8
+        end = UNDEFINED
+        if length != UNDEFINED:
+            end = start + length
+            self._need(start, length, "an item of", level.owner)
+            if level.end != UNDEFINED and end > level.end:
                 raise DicomParseError(
                     "corrupt",
-                    f"element {tag_str(elem.tag)} at offset {elem.offset} has no valid VR "
-                    f"({elem.bad_vr!r}) in an explicit VR dataset",
+                    f"item at offset {offset} declares {length} bytes, more than "
+                    f"{tag_str(level.owner)} holds",
                 )
-            if end > self.size:
-                raise DicomParseError(
-                    "truncated",
-                    f"element {tag_str(elem.tag)} at offset {elem.offset} declares "
-                    f"{elem.length} bytes but the file ends at byte {self.size}",
-                )
-            return end
-        # PS3.5 6.2.2: an undefined-length UN holds implicit VR little endian items
-        items_implicit = implicit or elem.vr == "UN"
-        return self.skip_items(elem.value_offset, items_implicit, elem.tag)
+        implicit = level.implicit or self.implicit_at(start, level.implicit)
+        stack.append(_Level(False, end, implicit, level.owner, level.depth + 1))
+        return start
 
-    def skip_items(self, offset: int, implicit: bool, owner: int) -> int:
-        """Skip the items of an undefined-length value; return the offset after its delimiter."""
-        while True:
-            self._need(offset, 8, "an item of", owner)
-            tag, length = self.tag_and_length(offset)
-            if tag == SEQUENCE_DELIMITER:
-                return offset + 8
-            if tag != ITEM:
-                raise DicomParseError(
-                    "corrupt",
-                    f"expected an item tag in {tag_str(owner)} at offset {offset}, "
-                    f"found {tag_str(tag)}",
-                )
-            if length == UNDEFINED:
-                offset = self.skip_dataset(offset + 8, implicit, owner)
-            else:
-                offset += 8 + length
-                self._need(offset, 0, "an item of", owner)
 
-    def skip_dataset(self, offset: int, implicit: bool, owner: int) -> int:
-        """Skip an undefined-length item's elements; return the offset after its delimiter."""
-        implicit = implicit or self.implicit_at(offset, implicit)
-        while True:
-            self._need(offset, 8, "an item of", owner)
-            if self.peek_tag(offset) == ITEM_DELIMITER:
-                return offset + 8
-            elem = self.element(offset, implicit)
-            offset = self.end_of(elem, implicit)
+@dataclass(frozen=True)
+class _Level:
+    """One level of the walk's stack: a sequence's items, or one item's elements."""
+
+    items: bool  # True: item headers follow; False: an item's elements
+    end: int  # offset where the value ends, or UNDEFINED (up to its delimiter)
+    implicit: bool
+    owner: int  # tag of the sequence, for messages
+    depth: int  # items open around this level
+
+
+def _depth(stack: list[_Level]) -> int:
+    return stack[-1].depth if stack else 0
+
+
+@functools.cache
+def _named_sequence(tag: int) -> bool:
+    """Whether the data dictionary names ``tag`` a sequence (pydicom parses it as one)."""
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return False

@@ -341,7 +341,7 @@ class _Task:
                             read, info.size, limit=cfg.ingest.max_chunk_bytes, block=READ_BLOCK
                         )
                     else:
-                        split = split_instance(data)
+                        split = split_instance(data, max_inflated=cfg.ingest.max_chunk_bytes)
                 self.store(info, sha, split, packs, streamed)  # reads a streamed file's frames
         except DicomParseError as exc:
             # A streamed file is still read while it is stored; store() keeps no row of a file
