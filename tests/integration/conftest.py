@@ -83,7 +83,12 @@ class HdfsCluster:
 
     @property
     def hdfs_config(self) -> HdfsConfig:
-        return hdfs_config(self)
+        return self.hdfs_config_with()
+
+    def hdfs_config_with(self, *others: HdfsCluster) -> HdfsConfig:
+        """A config that reaches this cluster and ``others``, each at its own WebHDFS address."""
+        namenodes = {c.authority: c.webhdfs_url for c in (self, *others)}
+        return HdfsConfig(namenodes=namenodes, timeout_seconds=30.0)
 
     def stop_datanode(self) -> None:
         """Stop the only DataNode (SIGTERM, waits for exit): reads and writes of blocks fail."""
@@ -92,12 +97,6 @@ class HdfsCluster:
     def start_datanode(self) -> None:
         """Start the DataNode again; returns once a WebHDFS write and read work."""
         _run_dev("hdfs.py", "start-datanode", env=self.env)
-
-
-def hdfs_config(*clusters: HdfsCluster) -> HdfsConfig:
-    """A config that reaches each of ``clusters`` at its own WebHDFS address."""
-    namenodes = {c.authority: c.webhdfs_url for c in clusters}
-    return HdfsConfig(namenodes=namenodes, timeout_seconds=30.0)
 
 
 @pytest.fixture(scope="session")
