@@ -264,6 +264,8 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
     start = 132 if prefix[128:132] == b"DICM" else 0
     reader = Reader.of(prefix)
     meta_end, syntax, implicit, little = _dataset_encoding(reader, start)
+    if syntax == DeflatedExplicitVRLittleEndian:  # stored whole, as one prefix chunk
+        return _parse_header(prefix), None
     walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
     pixel = _find_pixel_data(walker, meta_end, implicit)
