@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 HOSTILE = [
     "../../escaped",
-    "/etc/evil",
+    "<absolute>",  # an absolute path in the test's own directory, made by the fixture
     "1.2.3/../../up",
     "..",
     "1.2.\x01ctl",
@@ -79,7 +79,9 @@ def hostile_lake(tmp_path_factory, sc, config, keyring):
     landing, lake = root / "landing", root / "lake"
     landing.mkdir()
     files = {}
+    absolute = str(root / "escaped-absolute")
     for n, uid in enumerate(HOSTILE):
+        uid = absolute if uid == "<absolute>" else uid
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         ds.SOPInstanceUID = uid
         ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
@@ -100,9 +102,10 @@ def test_hostile_uids_are_ingested_as_they_are(hostile_lake):
     assert {r["SOPInstanceUID"] for r in rows} == set(files)
 
 
-@pytest.mark.parametrize("uid", ["../../escaped", "/etc/evil", "1.2.3/../../up", ".."])
+@pytest.mark.parametrize("uid", ["../../escaped", "<absolute>", "1.2.3/../../up", ".."])
 def test_the_command_writes_a_hostile_uid_inside_out(hostile_lake, tmp_path, uid):
     root, lake, keyring_path, conf, files = hostile_lake
+    uid = str(root / "escaped-absolute") if uid == "<absolute>" else uid
     before = _files_under(root)
     out = tmp_path / "a" / "b" / "out"
     proc = _export(lake, keyring_path, conf, out, "--sop", uid)
