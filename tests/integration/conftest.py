@@ -4,7 +4,8 @@ loopback.
 Each is started once per test session by the dev scripts (``dev/hdfs.py``,
 ``dev/spark_cluster.py``) in a throwaway directory on free ports, and stopped at the end, so a
 developer's own dev cluster on the default ports is never touched. ``hdfs_cluster`` is the one
-most tests use; ``hdfs_cluster_b`` is a second, separate HDFS, for tests that span two clusters.
+most tests use; ``hdfs_cluster_b`` is a second, separate HDFS, for tests that span two clusters;
+``standby_namenode`` a NameNode that is standby, for failover tests.
 
 - ``DICOMLAKE_TEST_HDFS_URI`` (``hdfs://127.0.0.1:18020``) with ``DICOMLAKE_TEST_WEBHDFS_URL``
   (``http://127.0.0.1:19870``) use a running HDFS instead, e.g. one from ``dev/hdfs.py start``;
@@ -122,8 +123,18 @@ def hdfs_cluster_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HdfsClu
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def standby_namenode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The WebHDFS URL of a real NameNode that stays standby (``dev/hdfs.py start-standby``):
+    every call to it fails with StandbyException."""
+    with _started_hdfs(tmp_path_factory, "hdfs-standby", "start-standby") as cluster:
+        yield cluster.webhdfs_url
+
+
 @contextmanager
-def _started_hdfs(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[HdfsCluster]:
+def _started_hdfs(
+    tmp_path_factory: pytest.TempPathFactory, name: str, command: str = "start"
+) -> Iterator[HdfsCluster]:
     rpc, http, dn, dn_http, dn_ipc = _free_ports(5)
     env = dict(os.environ)
     env.update(
@@ -137,7 +148,7 @@ def _started_hdfs(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterat
         }
     )
     try:
-        _run_dev("hdfs.py", "start", env=env)
+        _run_dev("hdfs.py", command, env=env)
         yield HdfsCluster(f"hdfs://127.0.0.1:{rpc}", f"http://127.0.0.1:{http}", env)
     finally:
         _run_dev("hdfs.py", "stop", env=env)

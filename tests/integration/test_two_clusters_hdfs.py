@@ -1,6 +1,7 @@
 """A lake on one real HDFS, its backup on a second one: every byte lands on the cluster its URI
 names. Where the bytes are is checked with each cluster's own WebHDFS, called here directly (plain
-HTTP, not dicomlake), so the routing under test does not also check itself."""
+HTTP, not dicomlake), so the routing under test does not also check itself. And NameNode failover:
+a cluster whose first listed NameNode is down (a closed port) or a real standby."""
 
 from __future__ import annotations
 
@@ -136,20 +137,38 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_a_down_first_namenode_fails_over_to_the_next(hdfs_cluster, hdfs_root) -> None:
-    down = f"http://127.0.0.1:{_closed_port()}"
+@pytest.mark.parametrize("first", ["down", "standby"])
+def test_calls_fail_over_from_a_down_or_standby_namenode_to_the_next(
+    request, hdfs_cluster, hdfs_root, first
+) -> None:
+    if first == "standby":
+        dead = request.getfixturevalue("standby_namenode")
+        probe = requests.get(f"{dead}/webhdfs/v1/?op=GETFILESTATUS&user.name=x", timeout=30)
+        assert probe.json()["RemoteException"]["exception"] == "StandbyException"
+    else:
+        dead = f"http://127.0.0.1:{_closed_port()}"
     config = HdfsConfig(
-        namenodes={hdfs_cluster.authority: f"{down};{hdfs_cluster.webhdfs_url}"},
+        namenodes={hdfs_cluster.authority: f"{dead};{hdfs_cluster.webhdfs_url}"},
         timeout_seconds=10,
     )
     fs = WebHdfsFileSystem(config)
-    fs.write_bytes(f"{hdfs_root}/ha/f", b"through the second")
-    with fs.open_write(f"{hdfs_root}/ha/g") as out:
+    # This standby has no DataNode, so it cannot place a CREATE's redirect (an IOException, not
+    # StandbyException); in an HA cluster the DataNodes report to both NameNodes. Its files are
+    # written straight to the active one; every other call goes through the standby first.
+    writer = WebHdfsFileSystem(hdfs_cluster.hdfs_config) if first == "standby" else fs
+    writer.write_bytes(f"{hdfs_root}/ha/f", b"through the second")
+    with writer.open_write(f"{hdfs_root}/ha/g") as out:
         out.write(b"streamed")
+    writer.write_bytes(f"{hdfs_root}/ha/gone", b"x")
     assert fs.read(f"{hdfs_root}/ha/f") == b"through the second"
+    with fs.open_read(f"{hdfs_root}/ha/g") as stream:
+        assert stream.read() == b"streamed"
+    fs.makedirs(f"{hdfs_root}/ha/d")
+    fs.publish(f"{hdfs_root}/ha/g", f"{hdfs_root}/ha/d/g")
+    fs.delete(f"{hdfs_root}/ha/gone")
     assert [f.path for f in fs.list_files(f"{hdfs_root}/ha")] == [
         f"{hdfs_root}/ha/f",
-        f"{hdfs_root}/ha/g",
+        f"{hdfs_root}/ha/d/g",
     ]
     path = hdfs_root[len(hdfs_cluster.uri) :]
-    assert _listing(hdfs_cluster, f"{path}/ha") == {"f": 18, "g": 8}
+    assert _listing(hdfs_cluster, f"{path}/ha") == {"f": 18, "d/g": 8}
