@@ -190,7 +190,8 @@ class DevHdfs:
         finally:
             sys.path.remove(str(ROOT / "dev"))
         self.settings = module.Settings.from_env()
-        self.fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url=self.settings.webhdfs_url))
+        authority = self.settings.uri.split("://", 1)[1]
+        self.fs = WebHdfsFileSystem(HdfsConfig(namenodes={authority: self.settings.webhdfs_url}))
 
     @classmethod
     @contextlib.contextmanager

@@ -4,8 +4,9 @@
     .venv/bin/python bench/ingest_runs.py baseline  --landing L --out DIR --result R.json
     .venv/bin/python bench/ingest_runs.py profile   --landing L --out DIR --result R.json --mb 64
 
-``--landing`` and ``--out`` may be ``hdfs://`` URIs, with ``--webhdfs`` the NameNode's WebHDFS
-address: dicomlake reads and writes them over WebHDFS, the baseline through Spark's Hadoop client.
+``--landing`` and ``--out`` may be ``hdfs://`` URIs, with ``--webhdfs`` the WebHDFS address of
+their NameNode: dicomlake reads and writes them over WebHDFS, the baseline through Spark's Hadoop
+client.
 ``--set section.key=value`` (repeatable) changes a dicomlake setting of conf/local.yaml for the
 run, e.g. ``--set pixels.verify=false``.
 
@@ -30,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,13 +51,13 @@ def tree_cpu_seconds() -> float:
     return total
 
 
-def _config(master: str, webhdfs: str | None = None, settings: Sequence[str] = ()):
-    """conf/local.yaml with the master, WebHDFS URL and ``section.key=value`` settings."""
+def _config(master: str, namenodes: str | None = None, settings: Sequence[str] = ()):
+    """conf/local.yaml with the master, ``hdfs.namenodes`` and ``section.key=value`` settings."""
     from dicomlake.config import ENV_PREFIX, load_config
 
     env = {"DICOMLAKE_CONF": str(ROOT / "conf" / "local.yaml"), "DICOMLAKE_SPARK_MASTER": master}
-    if webhdfs:
-        env["DICOMLAKE_HDFS_WEBHDFS_URL"] = webhdfs
+    if namenodes:
+        env["DICOMLAKE_HDFS_NAMENODES"] = namenodes
     for setting in settings:
         key, sep, value = setting.partition("=")
         if not sep or "." not in key:
@@ -64,10 +66,10 @@ def _config(master: str, webhdfs: str | None = None, settings: Sequence[str] = (
     return load_config(env=env)
 
 
-def _context(master: str, webhdfs: str | None = None, settings: Sequence[str] = ()):
+def _context(master: str, namenodes: str | None = None, settings: Sequence[str] = ()):
     from dicomlake.ingest.session import spark_context
 
-    config = _config(master, webhdfs, settings)
+    config = _config(master, namenodes, settings)
     sc = spark_context(config, submitted=False)
     sc.setLogLevel("ERROR")
     return config, sc
@@ -96,14 +98,14 @@ def _input_bytes(config, landing: str) -> int:
 
 
 def run_dicomlake(
-    landing: str, out: str, master: str, webhdfs: str | None, settings: Sequence[str]
+    landing: str, out: str, master: str, namenodes: str | None, settings: Sequence[str]
 ) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     from dicomlake.crypto.keyring import Keyring
     from dicomlake.ingest.job import run_ingest
 
-    config, sc = _context(master, webhdfs, settings)
+    config, sc = _context(master, namenodes, settings)
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
     summary = run_ingest(sc, landing, out, config, Keyring.generate())
     wall = time.perf_counter() - t0
@@ -239,11 +241,11 @@ def _baseline_partition(batches):
         yield pd.DataFrame(out)
 
 
-def run_baseline(landing: str, out: str, master: str, webhdfs: str | None) -> dict[str, Any]:
+def run_baseline(landing: str, out: str, master: str, namenodes: str | None) -> dict[str, Any]:
     import pyarrow.compute as pc
     from pyspark.sql import SparkSession
 
-    config, _ = _context(master, webhdfs)
+    config, _ = _context(master, namenodes)
     spark = SparkSession.builder.getOrCreate()  # on dicomlake's context, with its settings
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
     files = (
@@ -383,10 +385,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     landing, out = (p if "://" in p else os.path.abspath(p) for p in (args.landing, args.out))
+    # hdfs.namenodes (YAML, here as JSON): the authority of each hdfs:// path -> --webhdfs
+    namenodes = args.webhdfs and json.dumps(
+        {urlsplit(p).netloc: args.webhdfs for p in (landing, out) if p.startswith("hdfs://")}
+    )
     if args.contender == "dicomlake":
-        result = run_dicomlake(landing, out, args.master, args.webhdfs, args.set)
+        result = run_dicomlake(landing, out, args.master, namenodes, args.set)
     elif args.contender == "baseline":
-        result = run_baseline(landing, out, args.master, args.webhdfs)
+        result = run_baseline(landing, out, args.master, namenodes)
     else:
         result = run_profile(landing, out, args.mb)
     Path(args.result).write_text(json.dumps(result, indent=1, default=str))

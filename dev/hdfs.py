@@ -7,6 +7,7 @@
     dev/hdfs.py stop             # SIGTERM both, wait for them to exit
     dev/hdfs.py stop-datanode    # only the DataNode (to test a DataNode dying mid-job)
     dev/hdfs.py start-datanode   # and back
+    dev/hdfs.py start-standby    # instead of start: a lone NameNode that stays standby (see below)
 
 Environment (defaults in brackets; the ports are Hadoop's own plus 10000, so they do not clash
 with a real Hadoop or the usual 9000/8020 services):
@@ -22,6 +23,12 @@ with a real Hadoop or the usual 9000/8020 services):
     DICOMLAKE_DEV_HDFS_HEAP        -Xmx of each daemon [512m]
 
 The HDFS superuser (who may allow snapshots) is the user running the daemons. Stdlib only.
+
+``start-standby`` starts, in its own run dir, the first NameNode of an HA nameservice
+(``standby-ns``: two NameNodes, shared edits in the run dir) and neither the second nor a
+failover controller, so it is never made active: a real standby NameNode, whose WebHDFS answers
+every call with StandbyException, for testing client failover. It uses the NameNode ports; the
+second NameNode's addresses, configured but never bound, are the DataNode HTTP and IPC ports.
 """
 
 from __future__ import annotations
@@ -198,8 +205,12 @@ def site_xml(props: dict[str, str]) -> str:
     return f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n'
 
 
-def write_config(s: Settings) -> None:
-    """core-site.xml, hdfs-site.xml and log4j.properties for both daemons, all on 127.0.0.1."""
+STANDBY_NS = "standby-ns"
+
+
+def write_config(s: Settings, standby: bool = False) -> None:
+    """core-site.xml, hdfs-site.xml and log4j.properties for both daemons, all on 127.0.0.1;
+    with ``standby``, for the first NameNode of an HA nameservice (see ``start-standby``)."""
     s.conf_dir.mkdir(parents=True, exist_ok=True)
     core = {
         "fs.defaultFS": s.uri,
@@ -232,6 +243,24 @@ def write_config(s: Settings) -> None:
         # A client writing with the only DataNode gone must fail, not wait for a replacement.
         "dfs.client.block.write.replace-datanode-on-failure.enable": "false",
     }
+    if standby:
+        ns = STANDBY_NS
+        del hdfs["dfs.namenode.rpc-address"], hdfs["dfs.namenode.http-address"]
+        core["fs.defaultFS"] = f"hdfs://{ns}"
+        hdfs.update(
+            {
+                "dfs.nameservices": ns,
+                f"dfs.ha.namenodes.{ns}": "nn1,nn2",
+                # Both are on 127.0.0.1: the NameNode cannot tell from its addresses which it is
+                "dfs.ha.namenode.id": "nn1",
+                f"dfs.namenode.rpc-address.{ns}.nn1": f"127.0.0.1:{s.rpc_port}",
+                f"dfs.namenode.http-address.{ns}.nn1": f"127.0.0.1:{s.http_port}",
+                f"dfs.namenode.rpc-address.{ns}.nn2": f"127.0.0.1:{s.dn_ipc_port}",
+                f"dfs.namenode.http-address.{ns}.nn2": f"127.0.0.1:{s.dn_http_port}",
+                "dfs.namenode.shared.edits.dir": (s.run / "shared-edits").as_uri(),
+                "dfs.ha.fencing.methods": "shell(/bin/true)",
+            }
+        )
     (s.conf_dir / "core-site.xml").write_text(site_xml(core))
     (s.conf_dir / "hdfs-site.xml").write_text(site_xml(hdfs))
     (s.conf_dir / "log4j.properties").write_text(LOG4J)
@@ -408,6 +437,27 @@ def start(s: Settings, daemons: dict[str, str]) -> None:
     print_urls(s)
 
 
+def start_standby(s: Settings) -> None:
+    """Start the lone HA NameNode of ``start-standby`` and wait until it reports standby."""
+    fetch(s)
+    if running(s, "namenode", NAMENODE) is None:
+        d.check_ports(ports_of(s, "namenode"))
+        s.run.mkdir(parents=True, exist_ok=True)
+        write_config(s, standby=True)
+        format_namenode(s)
+        start_daemon(s, "namenode", NAMENODE)
+    url = f"{s.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,name=NameNodeStatus"
+    d.wait_for(
+        lambda: ((get_json(url) or {}).get("beans") or [{}])[0].get("State") == "standby",
+        what="the NameNode to serve as a standby",
+        timeout=120.0,
+        alive=lambda: died(s, {"namenode": NAMENODE}),
+        interval=0.5,
+    )
+    print(f"standby NameNode of hdfs://{STANDBY_NS} ready")
+    print_urls(s)
+
+
 def stop(s: Settings, daemons: dict[str, str]) -> None:
     for daemon, main in daemons.items():
         d.terminate(s.pidfile(daemon), (s.marker, main), daemon)
@@ -442,7 +492,16 @@ def main(argv: list[str] | None = None) -> int:
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
     parser.add_argument(
-        "command", choices=["fetch", "start", "stop", "status", "start-datanode", "stop-datanode"]
+        "command",
+        choices=[
+            "fetch",
+            "start",
+            "stop",
+            "status",
+            "start-datanode",
+            "stop-datanode",
+            "start-standby",
+        ],
     )
     args = parser.parse_args(argv)
     s = Settings.from_env()
@@ -461,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
         start(s, {"datanode": DATANODE})
     elif args.command == "stop-datanode":
         stop(s, {"datanode": DATANODE})
+    elif args.command == "start-standby":
+        start_standby(s)
     return 0
 
 

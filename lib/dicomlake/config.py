@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ class SparkConfig:
 
 @dataclasses.dataclass(frozen=True)
 class HdfsConfig:
-    # WebHDFS address of the NameNode, used by Python code on executors and the driver.
-    webhdfs_url: str = "http://127.0.0.1:9870"
+    # The WebHDFS address of each cluster, by the authority of its URIs (hdfs://<authority>/path):
+    # a nameservice or host:port. Several addresses, ';'-separated, are HA NameNodes: a call that
+    # finds one down or standby goes on to the next. An hdfs:// URI whose authority is not here
+    # is a ConfigError, never sent to another cluster.
+    namenodes: dict[str, str] = dataclasses.field(default_factory=dict)
     user: str = ""
     auth: str = "simple"  # simple | kerberos
     kerberos_principal: str = ""
@@ -44,6 +48,36 @@ class HdfsConfig:
 
     def __post_init__(self) -> None:
         _choice("hdfs.auth", self.auth, ("simple", "kerberos"))
+        for authority, urls in self.namenodes.items():
+            key = f"hdfs.namenodes.{authority}"
+            if not authority or any(c in authority for c in "/?#@ "):
+                raise ConfigError(
+                    f"config key {key} names a bad authority {authority!r}: "
+                    "write the <nameservice> or <host>:<port> of hdfs://<authority>/ URIs"
+                )
+            for url in urls.split(";"):
+                parts = urllib.parse.urlsplit(url.strip())
+                if (
+                    parts.scheme not in ("http", "https")
+                    or not parts.netloc
+                    or parts.path.strip("/")
+                ):
+                    raise ConfigError(
+                        f"config key {key} has a bad value {urls!r}: expected WebHDFS addresses "
+                        "http(s)://<host>:<port>, ';'-separated for HA NameNodes"
+                    )
+
+    def webhdfs_urls(self, authority: str) -> tuple[str, ...]:
+        """The WebHDFS addresses serving ``hdfs://<authority>/``, in failover order."""
+        for key, urls in self.namenodes.items():
+            if key.lower() == authority.lower():
+                return tuple(u.strip().rstrip("/") for u in urls.split(";"))
+        known = ", ".join(sorted(self.namenodes)) or "none"
+        raise ConfigError(
+            f"no WebHDFS address for hdfs://{authority}/: add it to config key hdfs.namenodes "
+            f"(hdfs: {{namenodes: {{{authority or '<authority>'!r}: http://<namenode>:9870}}}}); "
+            f"configured: {known}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,12 +225,25 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Keys of earlier versions, and what to write instead.
+_REPLACED = {
+    "hdfs.webhdfs_url": "map each hdfs:// authority to its WebHDFS address in hdfs.namenodes, "
+    "e.g. hdfs: {namenodes: {'nn.example.org:8020': 'http://nn.example.org:9870'}} "
+    "(env: DICOMLAKE_HDFS_NAMENODES='{nn.example.org:8020: http://nn.example.org:9870}')",
+}
+
+
 def _build_section(section: str, cls_name: Any, values: dict[str, Any]) -> Any:
     cls = globals()[cls_name] if isinstance(cls_name, str) else cls_name
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
+        if f"{section}.{key}" in _REPLACED:
+            raise ConfigError(
+                f"config key {section}.{key} (value {value!r}) is no longer read: "
+                + _REPLACED[f"{section}.{key}"]
+            )
         if key not in fields:
             raise ConfigError(
                 f"unknown config key {section}.{key} (value {value!r}): "

@@ -1,8 +1,11 @@
-"""Fixtures for the real services: a single-node HDFS and a Spark standalone cluster on loopback.
+"""Fixtures for the real services: single-node HDFS clusters and a Spark standalone cluster on
+loopback.
 
-Both are started once per test session by the dev scripts (``dev/hdfs.py``,
+Each is started once per test session by the dev scripts (``dev/hdfs.py``,
 ``dev/spark_cluster.py``) in a throwaway directory on free ports, and stopped at the end, so a
-developer's own dev cluster on the default ports is never touched.
+developer's own dev cluster on the default ports is never touched. ``hdfs_cluster`` is the one
+most tests use; ``hdfs_cluster_b`` is a second, separate HDFS, for tests that span two clusters;
+``standby_namenode`` a NameNode that is standby, for failover tests.
 
 - ``DICOMLAKE_TEST_HDFS_URI`` (``hdfs://127.0.0.1:18020``) with ``DICOMLAKE_TEST_WEBHDFS_URL``
   (``http://127.0.0.1:19870``) use a running HDFS instead, e.g. one from ``dev/hdfs.py start``;
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,8 +78,18 @@ class HdfsCluster:
     env: Mapping[str, str] = dataclasses.field(repr=False)
 
     @property
+    def authority(self) -> str:
+        """The ``host:port`` of its ``hdfs://`` URIs."""
+        return self.uri.split("://", 1)[1]
+
+    @property
     def hdfs_config(self) -> HdfsConfig:
-        return HdfsConfig(webhdfs_url=self.webhdfs_url, timeout_seconds=30.0)
+        return self.hdfs_config_with()
+
+    def hdfs_config_with(self, *others: HdfsCluster) -> HdfsConfig:
+        """A config that reaches this cluster and ``others``, each at its own WebHDFS address."""
+        namenodes = {c.authority: c.webhdfs_url for c in (self, *others)}
+        return HdfsConfig(namenodes=namenodes, timeout_seconds=30.0)
 
     def stop_datanode(self) -> None:
         """Stop the only DataNode (SIGTERM, waits for exit): reads and writes of blocks fail."""
@@ -98,11 +112,34 @@ def hdfs_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HdfsClust
             )
         yield HdfsCluster(external.rstrip("/"), webhdfs.rstrip("/"), dict(os.environ))
         return
+    with _started_hdfs(tmp_path_factory, "hdfs") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def hdfs_cluster_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HdfsCluster]:
+    """A second HDFS for the session, always started here: its own ports, run dir, metadata."""
+    with _started_hdfs(tmp_path_factory, "hdfs-b") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def standby_namenode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The WebHDFS URL of a real NameNode that stays standby (``dev/hdfs.py start-standby``):
+    every call to it fails with StandbyException."""
+    with _started_hdfs(tmp_path_factory, "hdfs-standby", "start-standby") as cluster:
+        yield cluster.webhdfs_url
+
+
+@contextmanager
+def _started_hdfs(
+    tmp_path_factory: pytest.TempPathFactory, name: str, command: str = "start"
+) -> Iterator[HdfsCluster]:
     rpc, http, dn, dn_http, dn_ipc = _free_ports(5)
     env = dict(os.environ)
     env.update(
         {
-            "DICOMLAKE_DEV_HDFS_DIR": str(tmp_path_factory.mktemp("hdfs")),
+            "DICOMLAKE_DEV_HDFS_DIR": str(tmp_path_factory.mktemp(name)),
             "DICOMLAKE_DEV_HDFS_RPC_PORT": str(rpc),
             "DICOMLAKE_DEV_HDFS_HTTP_PORT": str(http),
             "DICOMLAKE_DEV_HDFS_DN_PORT": str(dn),
@@ -111,7 +148,7 @@ def hdfs_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HdfsClust
         }
     )
     try:
-        _run_dev("hdfs.py", "start", env=env)
+        _run_dev("hdfs.py", command, env=env)
         yield HdfsCluster(f"hdfs://127.0.0.1:{rpc}", f"http://127.0.0.1:{http}", env)
     finally:
         _run_dev("hdfs.py", "stop", env=env)

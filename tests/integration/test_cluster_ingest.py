@@ -61,7 +61,7 @@ class Stack:
         self.conf = tmp / "cluster.yaml"
         # Small tasks and packs, so this small corpus still makes several of each.
         self.conf.write_text(
-            f"hdfs:\n  webhdfs_url: {hdfs_cluster.webhdfs_url}\n"
+            f"hdfs:\n  namenodes:\n    {hdfs_cluster.authority!r}: {hdfs_cluster.webhdfs_url}\n"
             "ingest:\n  task_bytes: 40000000\npixels:\n  pack_bytes: 16000000\n"
         )
         self.config = load_config(self.conf, env={})

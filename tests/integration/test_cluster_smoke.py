@@ -22,7 +22,7 @@ def test_job_runs_on_the_cluster_with_the_shipped_package(
     proc = spark_cluster.spark_submit(
         APPS / "cluster_smoke.py",
         out,
-        hdfs_cluster.webhdfs_url,
+        json.dumps(hdfs_cluster.hdfs_config.namenodes),
         conf={"spark.hadoop.fs.defaultFS": hdfs_cluster.uri},
     )
     assert proc.returncode == 0, proc.stderr[-5000:]

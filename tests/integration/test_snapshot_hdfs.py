@@ -62,13 +62,13 @@ def test_snapshottable_lake_is_copied_from_an_hdfs_snapshot(
     for rel, data in FILES.items():
         fs.write_bytes(f"{lake}/{rel}", data)
     lake_dir = lake.split("//", 1)[1].split("/", 1)[1]
-    fs._client.allow_snapshot("/" + lake_dir)  # what an HDFS administrator does once
+    fs.client(lake).allow_snapshot("/" + lake_dir)  # what an HDFS administrator does once
     try:
         snap = take_snapshot(lake, backup, "full", config=cfg, now_label="20261101T010000Z")
         assert snap.source == "hdfs-snapshot"
         # The HDFS snapshot is dropped once the copy is done.
         assert fs.list_dirs(f"{lake}/.snapshot") == []
     finally:
-        fs._client.disallow_snapshot("/" + lake_dir)
+        fs.client(lake).disallow_snapshot("/" + lake_dir)
     restore(backup, snap.snapshot_id, str(tmp_path / "r"), config=cfg)
     assert tree(tmp_path / "r") == {rel: hashlib.sha256(d).hexdigest() for rel, d in FILES.items()}

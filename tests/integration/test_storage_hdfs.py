@@ -418,23 +418,26 @@ def test_an_https_webhdfs_still_trusts_the_ca_bundle_the_environment_names(
         for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             monkeypatch.delenv(name, raising=False)
         with pytest.raises(StorageError, match="hdfs://nn/f"):  # its CA is nobody's
-            WebHdfsFileSystem(HdfsConfig(webhdfs_url=url, timeout_seconds=10)).status("hdfs://nn/f")
+            WebHdfsFileSystem(HdfsConfig({"nn": url}, timeout_seconds=10)).status("hdfs://nn/f")
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
-        fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url=url, timeout_seconds=10))
+        fs = WebHdfsFileSystem(HdfsConfig({"nn": url}, timeout_seconds=10))
         assert fs.status("hdfs://nn/f") == FileInfo("hdfs://nn/f", 3, 1000)
     finally:
         stop()
 
 
 def test_unreachable_webhdfs_is_a_storage_error_naming_the_path() -> None:
-    fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="http://127.0.0.1:1", timeout_seconds=2))
+    fs = WebHdfsFileSystem(HdfsConfig({"nn:8020": "http://127.0.0.1:1"}, timeout_seconds=2))
     with pytest.raises(StorageError, match="hdfs://nn:8020/some/file"):
         fs.status("hdfs://nn:8020/some/file")
 
 
-def test_repr_shows_the_webhdfs_url() -> None:
-    fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="http://nn.example:9870", user="etl"))
-    assert repr(fs) == "WebHdfsFileSystem('http://nn.example:9870', user='etl', auth='simple')"
+def test_repr_shows_the_namenodes() -> None:
+    fs = WebHdfsFileSystem(HdfsConfig({"nn:8020": "http://nn.example:9870"}, user="etl"))
+    assert repr(fs) == (
+        "WebHdfsFileSystem(namenodes={'nn:8020': 'http://nn.example:9870'}, user='etl', "
+        "auth='simple')"
+    )
 
 
 def test_non_hdfs_uri_is_refused() -> None:
@@ -448,7 +451,8 @@ def test_kerberos_without_the_extra_names_it() -> None:
         import requests_kerberos  # noqa: F401
     except ImportError:
         with pytest.raises(ConfigError, match="requests-kerberos"):
-            WebHdfsFileSystem(HdfsConfig(auth="kerberos"))
+            fs = WebHdfsFileSystem(HdfsConfig({"nn": "http://127.0.0.1:1"}, auth="kerberos"))
+            fs.status("hdfs://nn/x")  # the client of a cluster is made at its first call
     else:
         pytest.skip("requests-kerberos is installed")
 

@@ -42,7 +42,9 @@ def fs() -> Iterator[WebHdfsFileSystem]:
     thread.start()
     try:
         yield WebHdfsFileSystem(
-            HdfsConfig(webhdfs_url=f"http://127.0.0.1:{server.server_port}", timeout_seconds=10)
+            HdfsConfig(
+                namenodes={"nn:8020": f"http://127.0.0.1:{server.server_port}"}, timeout_seconds=10
+            )
         )
     finally:
         server.shutdown()

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dicomlake.backup.layout import BackupLayout, parse_snapshot_id
+from dicomlake.backup.layout import BackupLayout, parse_snapshot_id, sha_of_key
 from dicomlake.errors import BackupError, StorageError
 from dicomlake.storage import FileSystem
 
@@ -90,6 +90,32 @@ def encode(table: pa.Table, info: SnapshotInfo) -> bytes:
         table.cast(MANIFEST_SCHEMA).replace_schema_metadata(meta), buf, compression="zstd"
     )
     return buf.getvalue()
+
+
+def path_problem(path: str | None) -> str:
+    """Why a manifest row's lake ``path`` cannot be restored, or "" when it can.
+
+    A restore writes each file at ``<target>/<path>``, and a manifest is only a file in the
+    backup: a path must be relative, its '/'-separated components neither empty nor '.' or
+    '..', with no backslash or NUL, so that it names a file inside the target and nothing else.
+    """
+    if not path:
+        return "empty path"
+    if path.startswith("/"):
+        return "absolute path"
+    if "\\" in path or "\x00" in path:
+        return "backslash or NUL in path"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "empty, '.' or '..' component in path"
+    return ""
+
+
+def key_problem(key: str, sha256: str) -> str:
+    """Why an object ``key`` cannot hold content of ``sha256``, or "" when it can: only the key
+    named by the hash, so a manifest cannot make a restore read anything else."""
+    if sha_of_key(key) != sha256:
+        return f"object key does not name the recorded sha256 {sha256}"
+    return ""
 
 
 def committed_ids(fs: FileSystem, layout: BackupLayout) -> list[str]:

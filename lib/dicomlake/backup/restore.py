@@ -40,8 +40,9 @@ class RestoreResult:
 def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> RestoreResult:
     """Write the files of snapshot ``snapshot_id`` of ``backup`` into ``target``.
 
-    ``target`` must be missing or an empty directory; every file's content is checked against
-    its manifest's SHA-256 and size, and a mismatch names the file and object.
+    ``target`` must be missing or an empty directory; every manifest path must stay inside it
+    (`manifest.path_problem`), checked before anything is written; every file's content is
+    checked against its manifest's SHA-256 and size, and a mismatch names the file and object.
     """
     bfs = filesystem_for(backup, config.hdfs)
     tfs = filesystem_for(target, config.hdfs)
@@ -49,16 +50,17 @@ def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> Re
     if not bfs.exists(layout.manifest(snapshot_id)):
         known = ", ".join(manifest.committed_ids(bfs, layout)) or "none"
         raise BackupError(f"no snapshot {snapshot_id} in {backup} (snapshots: {known})")
+    rows = manifest.read_rows(bfs, layout, snapshot_id, ["path", "size", "sha256", "object"])
+    entries = rows.to_pylist()
+    _check_entries(snapshot_id, layout.manifest(snapshot_id), entries)
     target = target.rstrip("/")
     _check_empty(tfs, target)
     parent, name = target.rsplit("/", 1) if "/" in target else (".", target)
     staging = join(parent, f".{name}.restore-{snapshot_id}")
     tfs.delete(staging, recursive=True)  # a killed restore's leftovers
     tfs.makedirs(staging)
-    rows = manifest.read_rows(bfs, layout, snapshot_id, ["path", "size", "sha256", "object"])
     total = 0
     try:
-        entries = rows.to_pylist()
         for row in track(entries, len(entries), f"restore {snapshot_id}"):
             _restore_file(bfs, tfs, layout, snapshot_id, row, join(staging, row["path"]))
             total += row["size"]
@@ -70,6 +72,24 @@ def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> Re
     tfs.publish(staging, target)
     log.info("restored snapshot %s into %s: %d files", snapshot_id, target, rows.num_rows)
     return RestoreResult(snapshot_id, target, rows.num_rows, total)
+
+
+def _check_entries(sid: str, uri: str, entries: list[dict[str, Any]]) -> None:
+    """Refuse, before anything is written, a manifest with a path that would not stay inside the
+    target or an object key not named by its hash."""
+    bad = [
+        f"{r['path']!r} ({reason})"
+        for r in entries
+        if (
+            reason := manifest.path_problem(r["path"])
+            or manifest.key_problem(r["object"], r["sha256"])
+        )
+    ]
+    if bad:
+        raise BackupError(
+            f"snapshot {sid}: manifest {uri} has {len(bad)} entries a restore cannot write, "
+            f"nothing restored: {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}"
+        )
 
 
 def _check_empty(fs: FileSystem, target: str) -> None:

@@ -1,4 +1,5 @@
-"""Check a backup: every object's SHA-256 and size, and with ``deep`` every chunk of every pack.
+"""Check a backup: every object's SHA-256 and size, every manifest path (one a restore would
+refuse is a problem too), and with ``deep`` every chunk of every pack.
 
 Objects are checked once however many snapshots and paths refer to them; a bad one is reported
 for each (snapshot, lake path) that uses it, so the report says what a restore would lose.
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 
 from dicomlake.backup import manifest
 from dicomlake.backup.copy import CHUNK
-from dicomlake.backup.layout import BackupLayout, sha_of_key
+from dicomlake.backup.layout import BackupLayout
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, DicomLakeError, StorageError
@@ -116,6 +117,13 @@ def verify(
         for key, reason in bad.items()
         for sid, path in users[key]
     ]
+    # A path a restore would refuse loses its file as surely as a damaged object
+    problems += [
+        VerifyProblem(sid, r["path"], r["object"], reason)
+        for sid, entries in rows.items()
+        for r in entries
+        if (reason := manifest.path_problem(r["path"]))
+    ]
     packs = chunks = hashed = 0
     if deep and keyring is not None:
         deep_check = _DeepCheck(fs, layout, keyring)
@@ -145,8 +153,8 @@ def verify(
 
 
 def _check_object(fs: FileSystem, layout: BackupLayout, key: str, sha: str, size: int) -> str:
-    if sha_of_key(key) != sha:
-        return f"object key does not name the recorded sha256 {sha}"
+    if reason := manifest.key_problem(key, sha):
+        return reason
     h = hashlib.sha256()
     got = 0
     try:

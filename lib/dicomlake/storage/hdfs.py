@@ -1,13 +1,15 @@
 """HDFS over WebHDFS (the ``hdfs`` package, HdfsCLI), for ``hdfs://`` URIs.
 
-Python code on the driver and on executors talks to the NameNode's WebHDFS address from
-:class:`~dicomlake.config.HdfsConfig`; Spark itself reads the same files through its own Hadoop
-client. URIs keep their ``hdfs://host:port`` prefix in and out; only the path goes over the wire.
+Python code on the driver and on executors talks to the WebHDFS address that
+:class:`~dicomlake.config.HdfsConfig` ``namenodes`` gives for each URI's authority, so
+``hdfs://a/x`` and ``hdfs://b/x`` are two clusters; Spark itself reads the same files through its
+own Hadoop client. URIs keep their ``hdfs://authority`` prefix in and out; only the path goes over
+the wire.
 
 >>> from dicomlake.config import HdfsConfig
->>> fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url="http://127.0.0.1:19870"))
+>>> fs = WebHdfsFileSystem(HdfsConfig(namenodes={"nn:8020": "http://127.0.0.1:19870"}))
 >>> fs
-WebHdfsFileSystem('http://127.0.0.1:19870', user=None, auth='simple')
+WebHdfsFileSystem(namenodes={'nn:8020': 'http://127.0.0.1:19870'}, user=None, auth='simple')
 """
 
 from __future__ import annotations
@@ -52,10 +54,13 @@ _SNAPSHOT_REFUSED = "SnapshotException"
 
 
 class WebHdfsFileSystem(FileSystem):
-    """A :class:`FileSystem` over WebHDFS; one HTTP session, reused for every call.
+    """A :class:`FileSystem` over WebHDFS: each call goes to the cluster its URI names.
 
-    Construction does no network I/O. Instances pickle as their config, so one can be shipped to
-    Spark executors, where it opens its own session.
+    The cluster is picked per call from the URI's authority rather than once per instance, so
+    no caller can send a path to another cluster by reusing a filesystem object. Each cluster
+    gets one client (one HTTP session, reused for every call), made at its first call:
+    construction does no network I/O. Instances pickle as their config, so one can be shipped to
+    Spark executors, where it opens its own sessions.
     """
 
     scheme = "hdfs"
@@ -65,11 +70,12 @@ class WebHdfsFileSystem(FileSystem):
 
     def __init__(self, config: HdfsConfig) -> None:
         self._config = config
-        self._client = _make_client(config)
+        self._clients: dict[str, Client] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
-            f"WebHdfsFileSystem({self._config.webhdfs_url!r}, "
+            f"WebHdfsFileSystem(namenodes={self._config.namenodes!r}, "
             f"user={self._config.user or None!r}, auth={self._config.auth!r})"
         )
 
@@ -79,6 +85,16 @@ class WebHdfsFileSystem(FileSystem):
     @property
     def config(self) -> HdfsConfig:
         return self._config
+
+    def client(self, path: str) -> Client:
+        """The HdfsCLI client of the cluster ``path`` names (a ConfigError if none is set)."""
+        authority = _split(path)[0].partition("://")[2].lower()
+        with self._lock:
+            client = self._clients.get(authority)
+            if client is None:
+                urls = self._config.webhdfs_urls(authority)
+                client = self._clients[authority] = _make_client(self._config, urls)
+        return client
 
     def list_files(self, path: str) -> Iterator[FileInfo]:
         prefix, hpath = _split(path)
@@ -122,7 +138,7 @@ class WebHdfsFileSystem(FileSystem):
     def _list(self, path: str, hpath: str) -> list[tuple[str, dict[str, Any]]]:
         """Sorted (name, status) of a directory's entries; empty when it is gone."""
         try:
-            return sorted(self._client.list(hpath, status=True))
+            return sorted(self.client(path).list(hpath, status=True))
         except HdfsError as exc:
             if exc.exception == _NOT_FOUND:  # missing, or deleted while we walked
                 return []
@@ -136,7 +152,7 @@ class WebHdfsFileSystem(FileSystem):
 
     def _status(self, path: str, hpath: str) -> dict[str, Any] | None:
         try:
-            return cast("dict[str, Any] | None", self._client.status(hpath, strict=False))
+            return cast("dict[str, Any] | None", self.client(path).status(hpath, strict=False))
         except _FAILED as exc:
             raise _error("stat", path, exc) from exc
 
@@ -146,8 +162,8 @@ class WebHdfsFileSystem(FileSystem):
         if length == 0:
             return b""
         try:
-            with self._client.read(_split(path)[1], offset=offset, length=length) as reader:
-                return cast(bytes, reader.read())
+            with self.client(path).read(_split(path)[1], offset=offset, length=length) as r:
+                return cast(bytes, r.read())
         except HdfsError as exc:
             if self._past_end(exc, path, offset):
                 return b""
@@ -168,7 +184,7 @@ class WebHdfsFileSystem(FileSystem):
         stack = contextlib.ExitStack()
         try:
             # A streaming urllib3 response; leaving the stack closes the connection.
-            body = stack.enter_context(self._client.read(_split(path)[1], offset=offset))
+            body = stack.enter_context(self.client(path).read(_split(path)[1], offset=offset))
         except HdfsError as exc:
             if not self._past_end(exc, path, offset):
                 raise _error("open", path, exc) from exc
@@ -181,25 +197,27 @@ class WebHdfsFileSystem(FileSystem):
     @contextlib.contextmanager
     def open_write(self, path: str) -> Iterator[BinaryIO]:
         # WebHDFS CREATE makes the parents; the body streams in chunks from a helper thread.
-        hpath = _split(path)[1]
-        with _Upload(path, lambda body: self._client.write(hpath, data=body, overwrite=True)) as up:
+        client, hpath = self.client(path), _split(path)[1]
+        with _Upload(path, lambda body: client.write(hpath, data=body, overwrite=True)) as up:
             yield cast(BinaryIO, up)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         # One PUT with a body, no helper thread: the common case for small files.
         try:
-            self._client.write(_split(path)[1], data=data, overwrite=True)
+            self.client(path).write(_split(path)[1], data=data, overwrite=True)
         except _FAILED as exc:
             raise _error("write", path, exc) from exc
 
     def publish(self, src: str, dst: str) -> None:
-        hsrc, hdst = _split(src)[1], _split(dst)[1]
-        self.makedirs(_split(dst)[0] + posixpath.dirname(hdst))
+        (src_prefix, hsrc), (dst_prefix, hdst) = _split(src), _split(dst)
+        if src_prefix.lower() != dst_prefix.lower():
+            raise StorageError(f"cannot publish {src} to {dst}: a rename stays on one cluster")
+        self.makedirs(dst_prefix + posixpath.dirname(hdst))
         try:
             # HdfsCLI's rename() uses the old RENAME, which returns false on an existing file and
             # moves src *into* an existing directory. With renameoptions=NONE the NameNode runs
             # rename2: atomic, and it refuses any existing target (FileAlreadyExistsException).
-            self._client._rename(hsrc, destination=hdst, renameoptions="NONE")
+            self.client(src)._rename(hsrc, destination=hdst, renameoptions="NONE")
         except HdfsError as exc:
             # An existing directory target fails with a plain IOException, hence the status call.
             if exc.exception == _EXISTS or self.exists(dst):
@@ -212,13 +230,13 @@ class WebHdfsFileSystem(FileSystem):
 
     def delete(self, path: str, recursive: bool = False) -> None:
         try:
-            self._client.delete(_split(path)[1], recursive=recursive)
+            self.client(path).delete(_split(path)[1], recursive=recursive)
         except _FAILED as exc:
             raise _error("delete", path, exc) from exc
 
     def makedirs(self, path: str) -> None:
         try:
-            self._client.makedirs(_split(path)[1])
+            self.client(path).makedirs(_split(path)[1])
         except _FAILED as exc:
             raise _error("make directory", path, exc) from exc
 
@@ -230,7 +248,7 @@ class WebHdfsFileSystem(FileSystem):
         """
         prefix, hpath = _split(path)
         try:
-            self._client.create_snapshot(hpath, snapshotname=name)
+            self.client(path).create_snapshot(hpath, snapshotname=name)
         except HdfsError as exc:
             if exc.exception == _SNAPSHOT_REFUSED:
                 log.info("%s is not snapshottable: %s", path, exc)
@@ -243,7 +261,7 @@ class WebHdfsFileSystem(FileSystem):
     def delete_snapshot(self, path: str, name: str) -> None:
         """Drop the HDFS snapshot ``name`` of ``path``."""
         try:
-            self._client.delete_snapshot(_split(path)[1], name)
+            self.client(path).delete_snapshot(_split(path)[1], name)
         except _FAILED as exc:
             raise _error(f"delete snapshot {name} of", path, exc) from exc
 
@@ -306,8 +324,12 @@ class _Upload:
         return len(view)
 
 
-def _make_client(config: HdfsConfig) -> Client:
-    """An HdfsCLI client for ``config``, on its own requests session."""
+def _make_client(config: HdfsConfig, urls: tuple[str, ...]) -> Client:
+    """An HdfsCLI client for the NameNodes at ``urls``, on its own requests session.
+
+    HdfsCLI takes them ';'-separated: a call that meets a connection error, a timeout or a
+    StandbyException (or RetriableException) tries the next, and later calls start from the one
+    that answered."""
     session = requests.Session()
     # Cluster traffic goes direct: no proxy or .netrc from the environment. requests would
     # otherwise read both again at every request (~0.2 ms each, two requests per read).
@@ -326,14 +348,14 @@ def _make_client(config: HdfsConfig) -> Client:
             ) from None
         # The identity is the ticket's principal; ``user`` applies to simple auth only.
         return KerberosClient(
-            config.webhdfs_url,
+            ";".join(urls),
             principal=config.kerberos_principal or None,
             timeout=config.timeout_seconds,
             session=session,
         )
     # An empty user means the local login name (HdfsCLI's default), as Hadoop's own client does.
     return InsecureClient(
-        config.webhdfs_url,
+        ";".join(urls),
         user=config.user or None,
         timeout=config.timeout_seconds,
         session=session,

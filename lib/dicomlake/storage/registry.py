@@ -10,8 +10,13 @@ from dicomlake.storage.base import FileSystem
 
 
 def filesystem_for(uri: str, hdfs: HdfsConfig | None = None) -> FileSystem:
-    """The filesystem that serves ``uri``: local for plain paths and ``file://``, WebHDFS for ``hdfs://``."""
-    scheme = urlsplit(uri).scheme
+    """The filesystem that serves ``uri``: local for plain paths and ``file://``, WebHDFS for ``hdfs://``.
+
+    An ``hdfs://`` URI whose authority has no WebHDFS address in ``hdfs.namenodes`` is a
+    ConfigError here, before any I/O.
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme
     if scheme in ("", "file"):
         from dicomlake.storage.local import LocalFileSystem
 
@@ -19,7 +24,9 @@ def filesystem_for(uri: str, hdfs: HdfsConfig | None = None) -> FileSystem:
     if scheme == "hdfs":
         from dicomlake.storage.hdfs import WebHdfsFileSystem
 
-        return WebHdfsFileSystem(hdfs or HdfsConfig())
+        hdfs = hdfs or HdfsConfig()
+        hdfs.webhdfs_urls(parts.netloc)
+        return WebHdfsFileSystem(hdfs)
     raise ConfigError(
         f"unsupported URI scheme {scheme!r} in {uri!r}: use a path, file:// or hdfs://"
     )

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from pyspark.sql import SparkSession
 
 
-def on_executor(index: int, rows: Iterator[object], out: str, webhdfs_url: str) -> Iterator[dict]:
+def on_executor(index: int, rows: Iterator[object], out: str, namenodes: str) -> Iterator[dict]:
     """Import dicomlake where the task runs, list Spark's output and write a file, via WebHDFS."""
     import dicomlake
     from dicomlake.config import HdfsConfig
     from dicomlake.storage.hdfs import WebHdfsFileSystem
 
-    fs = WebHdfsFileSystem(HdfsConfig(webhdfs_url=webhdfs_url))
+    fs = WebHdfsFileSystem(HdfsConfig(namenodes=json.loads(namenodes)))
     parquet = [f for f in fs.list_files(f"{out}/native") if f.path.endswith(".parquet")]
     target = f"{out}/from-executors/part-{index}.txt"
     fs.write_bytes(target, f"partition {index}: {sum(1 for _ in rows)} rows\n".encode())
@@ -37,7 +37,7 @@ def on_executor(index: int, rows: Iterator[object], out: str, webhdfs_url: str) 
 
 
 def main(argv: list[str]) -> int:
-    out, webhdfs_url = argv
+    out, namenodes = argv
     spark = SparkSession.builder.appName("dicomlake-cluster-smoke").getOrCreate()
     try:
         # Spark's own Hadoop client writes and reads hdfs:// natively.
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
         native_sum = spark.read.parquet(f"{out}/native").selectExpr("sum(square)").first()[0]
         tasks = (
             spark.sparkContext.parallelize(range(40), 4)
-            .mapPartitionsWithIndex(lambda i, rows: on_executor(i, rows, out, webhdfs_url))
+            .mapPartitionsWithIndex(lambda i, rows: on_executor(i, rows, out, namenodes))
             .collect()
         )
         # ...and reads back what Python on the executors wrote through WebHDFS.
