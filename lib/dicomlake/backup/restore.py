@@ -18,6 +18,7 @@ from dicomlake.backup.copy import CHUNK
 from dicomlake.backup.layout import BackupLayout
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, StorageError
+from dicomlake.lake.lock import holding
 from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for, join
 
@@ -41,9 +42,17 @@ def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> Re
     """Write the files of snapshot ``snapshot_id`` of ``backup`` into ``target``.
 
     ``target`` must be missing or an empty directory; every file's content is checked against
-    its manifest's SHA-256 and size, and a mismatch names the file and object.
+    its manifest's SHA-256 and size, and a mismatch names the file and object. Holds the
+    backup's lock, so no retention removes the objects it reads.
     """
     bfs = filesystem_for(backup, config.hdfs)
+    with holding(bfs, backup, None, "restore", config.lock):
+        return _restore_locked(bfs, backup, snapshot_id, target, config)
+
+
+def _restore_locked(
+    bfs: FileSystem, backup: str, snapshot_id: str, target: str, config: Config
+) -> RestoreResult:
     tfs = filesystem_for(target, config.hdfs)
     layout = BackupLayout(backup)
     if not bfs.exists(layout.manifest(snapshot_id)):

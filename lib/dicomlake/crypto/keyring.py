@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Collection
@@ -53,6 +55,7 @@ _TAG = 16
 _WRAP_AAD = b"dicomlake-wrap-v1\0"
 _X25519_INFO = b"dicomlake-x25519-wrap-v1\0"
 _SECRET_INFO = b"dicomlake-secret-v1\0"
+_FINGERPRINT_LABEL = b"dicomlake-keyring-fingerprint-v1"
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,12 @@ class Keyring:
             raise KeyringError("keyring: secret_for() needs a non-empty purpose")
         hkdf = HKDF(hashes.SHA256(), _KEY, salt=None, info=_SECRET_INFO + purpose.encode())
         return hkdf.derive(self._secret)
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the keyring's secret without revealing it (HMAC of a fixed label under it);
+        the same for the full keyring and its `public_only()` half."""
+        return hmac.new(self._secret, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:32]
 
     def __repr__(self) -> str:
         return (
