@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
+from dicomlake.cli import EXIT_BUSY
 from dicomlake.config import LockConfig
 from dicomlake.errors import ConfigError, LockBusyError
 from dicomlake.lake.lock import holding
@@ -36,9 +39,9 @@ def test_busy_names_the_holder_and_release_frees_it(tmp_path):
     with holding(fs, root, "run-a", "ingest", LockConfig()) as lock:
         owner = json.loads((tmp_path / "_lock").read_text())
         assert owner["run_id"] == "run-a" and owner["command"] == "ingest"
-        with pytest.raises(LockBusyError, match="locked by run run-a \\(ingest on .*pid"):
-            with holding(fs, root, "run-b", "snapshot", LockConfig()):
-                pass
+        busy = pytest.raises(LockBusyError, match="locked by run run-a \\(ingest on .*pid")
+        with busy, holding(fs, root, "run-b", "snapshot", LockConfig()):
+            pass
         lock.check()
         assert json.loads((tmp_path / "_lock").read_text())["run_id"] == "run-a"
     with holding(fs, root, "run-b", "snapshot", LockConfig()) as lock:
@@ -109,3 +112,18 @@ def test_a_stalled_holder_loses_its_lease(tmp_path):
 def test_stale_must_be_three_heartbeats():
     with pytest.raises(ConfigError, match="lock.stale_seconds"):
         LockConfig(stale_seconds=2.0, heartbeat_seconds=1.0)
+
+
+def test_the_command_exits_4_naming_the_holder_and_changes_nothing(tmp_path):
+    backup = tmp_path / "backup"
+    with holding(LocalFileSystem(), str(backup), "run-a", "snapshot", LockConfig()):
+        before = sorted(p.relative_to(backup) for p in backup.rglob("*"))
+        proc = subprocess.run(
+            [sys.executable, "-m", "dicomlake.cli", "retention", "--backup", str(backup)],
+            capture_output=True,
+            text=True,
+        )
+        assert sorted(p.relative_to(backup) for p in backup.rglob("*")) == before
+    assert proc.returncode == EXIT_BUSY == 4, proc.stderr
+    assert "locked by run run-a (snapshot on" in proc.stderr
+    assert proc.stdout == ""

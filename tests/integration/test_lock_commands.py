@@ -1,0 +1,97 @@
+"""One writer at a time with real commands: two `dicomlake ingest` on one lake, and the lock on
+the real HDFS taken by real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from ingest_helpers import ingest_command, landing_files, table
+from lock_helpers import first_line, kill, start_takers, wait_all
+
+from dicomlake.crypto.keyring import Keyring
+from dicomlake.keys import save_keyring
+from dicomlake.samples import sample_files
+from dicomlake.storage.hdfs import WebHdfsFileSystem
+
+
+def _landing(tmp_path, count: int):
+    landing = tmp_path / "landing"
+    for name, src in sample_files()[:count]:
+        target = landing / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+    return landing
+
+
+def _ingest(landing, lake, keyring_path, **env):
+    return subprocess.Popen(
+        ingest_command(landing, lake, keyring_path),
+        env={**os.environ, "DICOMLAKE_SPARK_MASTER": "local[1]", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_two_ingests_started_together_store_each_file_once(tmp_path, config):
+    landing, lake = _landing(tmp_path, 30), tmp_path / "lake"
+    keyring_path = tmp_path / "keyring.json"
+    save_keyring(str(keyring_path), Keyring.generate("symmetric"), config)
+
+    procs = [_ingest(landing, lake, keyring_path) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 4], outs
+    busy = outs[[p.returncode for p in procs].index(4)]
+    assert "is busy: locked by run" in busy[1] and "(ingest on" in busy[1]
+    files = landing_files(landing)
+    sources = table(lake, "sources").to_pylist()
+    assert sorted(r["source_path"] for r in sources) == sorted(files)
+    assert table(lake, "runs").num_rows == 1
+
+    # Staggered: the second starts while the first holds the lock, and finds it busy.
+    more = _landing(tmp_path / "more", 40)
+    first = _ingest(more, lake, keyring_path)
+    deadline = time.monotonic() + 300
+    while not (lake / "_lock").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = _ingest(more, lake, keyring_path)
+    out2 = second.communicate(timeout=600)
+    out1 = first.communicate(timeout=600)
+    assert (first.returncode, second.returncode) == (0, 4), (out1, out2)
+    assert table(lake, "runs").num_rows == 2
+    assert not (lake / "_staging").exists() or not any((lake / "_staging").iterdir())
+
+
+@pytest.mark.hdfs
+def test_the_lock_on_hdfs_one_of_many_and_stale_takeover(hdfs_cluster, hdfs_root, tmp_path):
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    lake, start, webhdfs = f"{hdfs_root}/lake", tmp_path / "go", hdfs_cluster.webhdfs_url
+    procs = start_takers(lake, start, 4, hold=2.0, webhdfs=webhdfs)
+    start.touch()
+    codes = wait_all(procs)
+    assert sorted(codes) == [0, 4, 4, 4], [p.stderr.read() for p in procs]
+    assert not fs.exists(f"{lake}/_lock")
+
+    (holder,) = start_takers(lake, start, 1, hold=60, stale=2.0, heartbeat=0.5, webhdfs=webhdfs)
+    dead = first_line(holder)["held"]
+    assert json.loads(fs.read(f"{lake}/_lock"))["run_id"] == dead
+    kill(holder)
+    assert wait_all(
+        start_takers(lake, start, 1, hold=0, stale=2.0, heartbeat=0.5, webhdfs=webhdfs)
+    ) == [4]
+    time.sleep(2.5)
+    takers = start_takers(lake, start, 4, hold=1.0, stale=2.0, heartbeat=0.5, webhdfs=webhdfs)
+    codes = wait_all(takers)
+    assert sorted(codes) == [0, 4, 4, 4], [p.stderr.read() for p in takers]
+    logs = [p.stderr.read() for p in takers]
+    assert sum(f"taking over the stale lock of run {dead}" in log for log in logs) == 1, logs
+    assert not fs.exists(f"{lake}/_lock")
+    assert list(fs.list_files(f"{lake}/_locks")) == []
