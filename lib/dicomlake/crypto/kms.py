@@ -2,9 +2,10 @@
 
 PME encrypts chosen columns of a Parquet file with data keys, each wrapped by a "KMS" under a
 named master key and stored in the file's footer (single wrapping: our writers turn off the
-default double wrapping). Our KMS is the keyring: `Keyring.wrap` with its active KEK, as for a pack's data key, so what decrypts the
-identified columns is exactly what decrypts the pixels. In x25519 mode an ingest host's
-public-only keyring writes the restricted table but cannot read it.
+default double wrapping). Our KMS is the keyring: `Keyring.wrap` with its active KEK, as for a
+pack's data key, so what decrypts the identified columns is exactly what decrypts the pixels.
+In x25519 mode an ingest host's public-only keyring writes the restricted table but cannot
+read it.
 
 Wrapping format (the same bytes from Python and Java, so either reads the other's files)::
 
