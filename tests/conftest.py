@@ -11,11 +11,20 @@ import pytest
 
 from dicomlake.config import Config, load_config
 
+QUICK_LOCK = {"DICOMLAKE_LOCK_STALE_SECONDS": "2", "DICOMLAKE_LOCK_HEARTBEAT_SECONDS": "0.5"}
+"""A lock that goes stale 2 s after its holder dies, for tests that kill a writer."""
+
 
 @pytest.fixture(scope="session")
 def config() -> Config:
     """Built-in defaults only: tests never read a person's own config or DICOMLAKE_* variables."""
     return load_config(env={})
+
+
+@pytest.fixture(scope="session")
+def quick_lock_config() -> Config:
+    """The defaults with `QUICK_LOCK`: the next writer takes a killed writer's lock over."""
+    return load_config(env=QUICK_LOCK)
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,8 @@
 
 Every subcommand prints a JSON summary as its last line and returns 0 on success, 1 on an
 error (the message says what to do), 2 on bad usage, 3 when a run quarantined more than
-``ingest.error_threshold`` of its inputs (the run is still committed).
+``ingest.error_threshold`` of its inputs (the run is still committed), 4 when another command
+holds the lake's or backup's lock (nothing was changed: run it again later).
 """
 
 from __future__ import annotations
@@ -15,16 +16,25 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dicomlake import progress
 from dicomlake.config import Config, load_config
-from dicomlake.errors import BackupError, DicomLakeError, ErrorThresholdExceeded
+from dicomlake.errors import (
+    BackupError,
+    DicomLakeError,
+    ErrorThresholdExceeded,
+    LockBusyError,
+    PrivateKeyRequiredError,
+)
 from dicomlake.keys import load_keyring, save_keyring
+
+if TYPE_CHECKING:
+    from dicomlake.crypto.keyring import Keyring
 
 log = logging.getLogger("dicomlake")
 
-EXIT_ERROR, EXIT_USAGE, EXIT_THRESHOLD = 1, 2, 3
+EXIT_ERROR, EXIT_USAGE, EXIT_THRESHOLD, EXIT_BUSY = 1, 2, 3, 4
 
 
 def absolute_uri(uri: str) -> str:
@@ -117,11 +127,12 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
         _print(out)
         return 0
     if args.action == "rotate":
-        from dicomlake.lake.keys import rewrap_lake
-
         keyring = load_keyring(path, config).rotate()
-        save_keyring(path, keyring, config)
-        counts = rewrap_lake(absolute_uri(args.lake), keyring, config) if args.lake else {}
+        if not args.lake:
+            save_keyring(path, keyring, config)
+            counts = {}
+        else:
+            counts = _rotate_lake(absolute_uri(args.lake), path, keyring, config)
         _print({"keyring": path, "active_kek_id": keyring.active_kek_id, **counts})
         return 0
     if args.action == "drop":
@@ -130,6 +141,20 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
         _print({"keyring": path, "kek_ids": keyring.kek_ids})
         return 0
     raise AssertionError(args.action)
+
+
+def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict[str, int]:
+    """Under the lake's lock: check the keyring is the lake's, keep it, re-wrap the lake."""
+    from dicomlake.lake.keys import bind_keyring, rewrap_lake
+    from dicomlake.lake.layout import LakeLayout
+    from dicomlake.lake.lock import holding
+    from dicomlake.storage import filesystem_for
+
+    fs, layout = filesystem_for(lake, config.hdfs), LakeLayout(lake)
+    with holding(fs, lake, None, "keys rotate", config.lock) as lock:
+        bind_keyring(fs, layout, keyring, lock, rotating=True)
+        save_keyring(path, keyring, config)
+        return rewrap_lake(fs, layout, keyring, lock)
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
@@ -154,6 +179,11 @@ def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.lake.identities import read_identities, reidentify
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    if not keyring.can_unwrap:
+        raise PrivateKeyRequiredError(
+            "reidentify needs the full keyring: this one holds only public keys (an ingest "
+            "host's), which write the restricted table but cannot read it"
+        )
     rows = reidentify(read_identities(absolute_uri(args.lake), keyring, config), args.pseudonym)
     for row in rows:
         _print(row)
@@ -389,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ErrorThresholdExceeded as exc:
         log.error("%s", exc)
         return EXIT_THRESHOLD
+    except LockBusyError as exc:
+        log.error("%s", exc)
+        return EXIT_BUSY
     except DicomLakeError as exc:
         log.error("%s", exc)
         return EXIT_ERROR

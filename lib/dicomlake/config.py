@@ -135,6 +135,19 @@ class SnapshotConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LockConfig:
+    # A lake's or backup's lock whose heartbeat is older than this is stale: its holder died,
+    # and the next command takes it over. Longer than any pause of a live holder (GC, network).
+    stale_seconds: float = 600.0
+    # How often a holder rewrites its heartbeat; at most a third of stale_seconds.
+    heartbeat_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        _between("lock.heartbeat_seconds", self.heartbeat_seconds, 0.1, 3600.0)
+        _between("lock.stale_seconds", self.stale_seconds, 3 * self.heartbeat_seconds, 86400.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class DeidConfig:
     # Analyst tables get pseudonyms (PS3.15 E.1-1); identified values go to restricted/.
     enabled: bool = True
@@ -164,6 +177,7 @@ class Config:
     pixels: PixelsConfig = dataclasses.field(default_factory=PixelsConfig)
     keys: KeysConfig = dataclasses.field(default_factory=KeysConfig)
     snapshot: SnapshotConfig = dataclasses.field(default_factory=SnapshotConfig)
+    lock: LockConfig = dataclasses.field(default_factory=LockConfig)
     deid: DeidConfig = dataclasses.field(default_factory=DeidConfig)
 
 

@@ -72,3 +72,16 @@ class ErrorThresholdExceeded(DicomLakeError):
 
 class BackupError(DicomLakeError):
     """A snapshot, restore or verify step failed; the message names the snapshot and object."""
+
+
+class LockBusyError(DicomLakeError):
+    """Another command holds the lake's or backup's lock (exit code 4): nothing was changed;
+    run again once it has finished (a dead holder's lock is taken over after lock.stale_seconds)."""
+
+
+class LockLostError(DicomLakeError):
+    """This run's lock went stale and may have been taken over: it stopped before its commit."""
+
+
+class KeyringMismatchError(KeyringError):
+    """The keyring is not the one this lake was built with: use the lake's keyring."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
@@ -25,15 +27,34 @@ def load_keyring(uri: str, config: Config) -> Keyring:
 
 
 def save_keyring(uri: str, keyring: Keyring, config: Config) -> None:
-    """Write the keyring; local files are made readable by their owner only."""
+    """Write the keyring; a local file is made readable by its owner only, whole or not at all."""
     fs = filesystem_for(uri, config.hdfs)
     if fs.scheme == "file":
-        path = uri.removeprefix("file://")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(keyring.to_bytes())
-        os.replace(tmp, path)  # a keyring is replaced whole or not at all
+        _write_private(uri.removeprefix("file://"), keyring.to_bytes())
     else:
         fs.write_bytes(uri, keyring.to_bytes())
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """A new file at a fresh random name (never one that exists, nor a symlink: O_EXCL and
+    O_NOFOLLOW), mode 0600 from its creation, synced, then renamed over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash
+    finally:
+        os.close(dir_fd)

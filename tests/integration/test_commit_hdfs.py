@@ -8,8 +8,10 @@ import time
 
 import pytest
 
+from dicomlake.config import LockConfig
 from dicomlake.lake.commit import commit, staged
 from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.lock import holding
 from dicomlake.storage.hdfs import WebHdfsFileSystem
 
 pytestmark = pytest.mark.hdfs
@@ -44,8 +46,10 @@ def test_runs_record_is_published_after_every_other_file(hdfs_cluster, hdfs_root
             in_flight -= 1
             finished.append(dst[len(f"{hdfs_root}/lake/") :])
 
-    monkeypatch.setattr(fs, "publish", recording_publish)
-    commit(fs, layout, "r1", FILES)
+    with holding(fs, layout.root, "r1", "test", LockConfig()) as held:
+        monkeypatch.setattr(fs, "publish", recording_publish)
+        commit(fs, layout, held, FILES)
+        monkeypatch.undo()  # the lock's own release is no part of the commit
 
     assert finished[0] == "_commits/r1.json"  # the commit point, then the run's files
     assert sorted(finished[1:]) == sorted(FILES)

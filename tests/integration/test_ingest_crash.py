@@ -36,7 +36,8 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-def test_kill_mid_run_then_rerun(tmp_path, sc, config):
+def test_kill_mid_run_then_rerun(tmp_path, sc, quick_lock_config):
+    config = quick_lock_config
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     for name, src in sample_files()[:80]:
         target = landing / name
@@ -66,6 +67,7 @@ def test_kill_mid_run_then_rerun(tmp_path, sc, config):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    time.sleep(config.lock.stale_seconds + 0.5)  # the killed run's lock goes stale
     assert not (lake / "_commits").exists() or not any((lake / "_commits").iterdir())
     assert all(n == 0 for n in _visible_rows(lake).values()), _visible_rows(lake)
     assert not list(lake.glob("pixels/**/*.pack"))

@@ -20,7 +20,10 @@ from dicomlake.errors import (
 from dicomlake.ingest.job import run_ingest
 from dicomlake.lake.export import export_instances
 from dicomlake.lake.keys import rewrap_lake
+from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.lock import holding
 from dicomlake.lake.pixelstore import PixelStore
+from dicomlake.storage.local import LocalFileSystem
 
 pytestmark = pytest.mark.spark
 
@@ -111,7 +114,9 @@ def test_rotation_then_dropping_the_old_key_keeps_every_instance_readable(
 ):
     before = _export_all(lake, keyring, config, tmp_path / "before")
     rotated = keyring.rotate()
-    counts = rewrap_lake(str(lake), rotated, config)
+    fs = LocalFileSystem()
+    with holding(fs, str(lake), None, "test", config.lock) as lock:
+        counts = rewrap_lake(fs, LakeLayout(str(lake)), rotated, lock)
     assert counts["packs_rewrapped"] == len(list(lake.glob("pixels/**/*.pack")))
     only_new = rotated.without(keyring.active_kek_id)
     assert _export_all(lake, only_new, config, tmp_path / "after") == before

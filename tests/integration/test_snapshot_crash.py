@@ -24,7 +24,10 @@ take_snapshot(sys.argv[1], sys.argv[2], "incremental", config=load_config(env={}
 
 
 @pytest.mark.slow
-def test_killed_snapshot_keeps_the_previous_one_and_the_next_run_completes(tmp_path, config):
+def test_killed_snapshot_keeps_the_previous_one_and_the_next_run_completes(
+    tmp_path, quick_lock_config
+):
+    config = quick_lock_config
     lake, backup = tmp_path / "lake", tmp_path / "backup"
     make_lake(lake)
     full = take_snapshot(
@@ -43,6 +46,7 @@ def test_killed_snapshot_keeps_the_previous_one_and_the_next_run_completes(tmp_p
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    time.sleep(config.lock.stale_seconds + 0.5)  # the killed run's lock goes stale
     copied_by_killed = objects(backup) - before
     assert 20 <= len(copied_by_killed) < FILES, "the kill must land mid-copy"
     assert not (backup / "manifests" / "20261102T010000Z-incremental.parquet").exists()

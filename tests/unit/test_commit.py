@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from dicomlake.config import LockConfig
 from dicomlake.errors import LakeError
 from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.lock import holding
 from dicomlake.storage.local import LocalFileSystem
 
 FILES = [
@@ -25,6 +27,19 @@ def _stage(fs, layout, run="r1"):
         fs.write_bytes(staged(layout, run, rel), rel.encode())
 
 
+@pytest.fixture
+def lock(tmp_path):
+    """The lake's lock, held as run "r1" (commit) or a later run (recover)."""
+    with holding(LocalFileSystem(), str(tmp_path), "r1", "test", LockConfig()) as held:
+        yield held
+
+
+@pytest.fixture
+def later(tmp_path):
+    with holding(LocalFileSystem(), str(tmp_path), "r2", "test", LockConfig()) as held:
+        yield held
+
+
 def _published(root: Path) -> set[str]:
     return {
         p.relative_to(root).as_posix()
@@ -33,32 +48,39 @@ def _published(root: Path) -> set[str]:
     }
 
 
-def test_commit_publishes_everything_and_cleans_up(tmp_path):
+def test_commit_publishes_everything_and_cleans_up(tmp_path, lock):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
     _stage(fs, layout)
-    commit(fs, layout, "r1", FILES)
+    commit(fs, layout, lock, FILES)
     assert _published(tmp_path) == set(FILES)
     assert (tmp_path / FILES[1]).read_bytes() == FILES[1].encode()
     assert not (tmp_path / "_staging" / "r1").exists()
     assert not list((tmp_path / "_commits").iterdir())
 
 
-def test_runs_record_must_be_last(tmp_path):
+def test_runs_record_must_be_last(tmp_path, lock):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
     with pytest.raises(LakeError, match="runs record must be the last"):
-        commit(fs, layout, "r1", list(reversed(FILES)))
+        commit(fs, layout, lock, list(reversed(FILES)))
 
 
-def test_crash_before_commit_point_is_discarded(tmp_path):
+def test_crash_before_commit_point_is_discarded(tmp_path, later):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
     _stage(fs, layout)
-    assert recover(fs, layout) == ([], ["r1"])
+    assert recover(fs, layout, later) == ([], ["r1"])
     assert _published(tmp_path) == set()
     assert not (tmp_path / "_staging" / "r1").exists()
 
 
+def test_recover_keeps_the_lock_holders_own_staging(tmp_path, later):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    _stage(fs, layout, "r2")
+    assert recover(fs, layout, later) == ([], [])
+    assert (tmp_path / "_staging" / "r2" / FILES[0]).exists()
+
+
 @pytest.mark.parametrize("moved", [0, 1, 3, 4])
-def test_crash_after_commit_point_rolls_forward(tmp_path, moved):
+def test_crash_after_commit_point_rolls_forward(tmp_path, moved, later):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
     _stage(fs, layout)
     # What commit() does up to a crash after `moved` renames.
@@ -67,13 +89,13 @@ def test_crash_after_commit_point_rolls_forward(tmp_path, moved):
     fs.publish(intent, layout.commit_intent("r1"))
     for rel in FILES[:moved]:
         fs.publish(staged(layout, "r1", rel), layout.absolute(rel))
-    assert recover(fs, layout) == (["r1"], [])
+    assert recover(fs, layout, later) == (["r1"], [])
     assert _published(tmp_path) == set(FILES)
     for rel in FILES:
         assert (tmp_path / rel).read_bytes() == rel.encode()
 
 
-def test_a_staged_file_gone_before_its_move_stops_the_roll_forward(tmp_path):
+def test_a_staged_file_gone_before_its_move_stops_the_roll_forward(tmp_path, later):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
     _stage(fs, layout)
     intent = staged(layout, "r1", "_intent.json")
@@ -82,7 +104,7 @@ def test_a_staged_file_gone_before_its_move_stops_the_roll_forward(tmp_path):
     fs.delete(staged(layout, "r1", FILES[1]))  # neither staged nor in place
 
     with pytest.raises(LakeError, match=f"staged file .*{FILES[1]} is missing"):
-        recover(fs, layout)
+        recover(fs, layout, later)
     # The runs record is never published without every other file of the run
     assert not (tmp_path / FILES[-1]).exists()
 

@@ -18,6 +18,7 @@ from dicomlake.backup.copy import CHUNK
 from dicomlake.backup.layout import BackupLayout
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, StorageError
+from dicomlake.lake.lock import holding
 from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for, join
 
@@ -43,8 +44,16 @@ def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> Re
     ``target`` must be missing or an empty directory; every manifest path must stay inside it
     (`manifest.path_problem`), checked before anything is written; every file's content is
     checked against its manifest's SHA-256 and size, and a mismatch names the file and object.
+    Holds the backup's lock, so no retention removes the objects it reads.
     """
     bfs = filesystem_for(backup, config.hdfs)
+    with holding(bfs, backup, None, "restore", config.lock):
+        return _restore_locked(bfs, backup, snapshot_id, target, config)
+
+
+def _restore_locked(
+    bfs: FileSystem, backup: str, snapshot_id: str, target: str, config: Config
+) -> RestoreResult:
     tfs = filesystem_for(target, config.hdfs)
     layout = BackupLayout(backup)
     if not bfs.exists(layout.manifest(snapshot_id)):

@@ -22,7 +22,8 @@ from typing import Any
 from dicomlake.backup import manifest
 from dicomlake.backup.layout import BackupLayout, parse_snapshot_id
 from dicomlake.config import Config
-from dicomlake.storage import filesystem_for
+from dicomlake.lake.lock import holding
+from dicomlake.storage import FileSystem, filesystem_for
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,14 @@ def select_kept(ids: list[str], keep_daily: int, keep_weekly: int, today: dt.dat
 def apply_retention(
     backup: str, *, config: Config, today: dt.date | None = None
 ) -> RetentionResult:
-    """Delete the snapshots retention does not keep, then the objects only they used."""
+    """Delete the snapshots retention does not keep, then the objects only they used (holding
+    the backup's lock)."""
     fs = filesystem_for(backup, config.hdfs)
+    with holding(fs, backup, None, "retention", config.lock):
+        return _apply(fs, backup, config, today)
+
+
+def _apply(fs: FileSystem, backup: str, config: Config, today: dt.date | None) -> RetentionResult:
     layout = BackupLayout(backup)
     today = today or dt.datetime.now(dt.timezone.utc).date()
     ids = manifest.committed_ids(fs, layout)

@@ -36,6 +36,7 @@ from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.backup.scan import Entry, Plan, classify, entries, list_lake
 from dicomlake.config import Config
 from dicomlake.errors import BackupError
+from dicomlake.lake.lock import holding
 from dicomlake.storage import FileSystem, filesystem_for, join
 
 if TYPE_CHECKING:
@@ -78,6 +79,19 @@ def take_snapshot(
     """
     if mode not in MODES:
         raise BackupError(f"bad snapshot mode {mode!r}: must be one of {', '.join(MODES)}")
+    bfs = filesystem_for(backup, config.hdfs)
+    with holding(bfs, backup, None, "snapshot", config.lock):
+        return _take_locked(lake, backup, mode, config, sc, now_label)
+
+
+def _take_locked(
+    lake: str,
+    backup: str,
+    mode: str,
+    config: Config,
+    sc: SparkContext | None,
+    now_label: str | None,
+) -> SnapshotResult:
     lake_fs = filesystem_for(lake, config.hdfs)
     bfs = filesystem_for(backup, config.hdfs)
     layout = BackupLayout(backup)

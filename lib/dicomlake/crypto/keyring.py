@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Collection
@@ -53,6 +55,7 @@ _TAG = 16
 _WRAP_AAD = b"dicomlake-wrap-v1\0"
 _X25519_INFO = b"dicomlake-x25519-wrap-v1\0"
 _SECRET_INFO = b"dicomlake-secret-v1\0"
+_FINGERPRINT_LABEL = b"dicomlake-keyring-fingerprint-v1"
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,12 @@ class Keyring:
         """All KEK ids, oldest first."""
         return list(self._keks)
 
+    def keks(self) -> list[tuple[str, bytes | None, bytes | None]]:
+        """(id, secret, public) of every KEK, oldest first: for the Java twin of the KMS
+        (`dicomlake.crypto.kms.spark_options`). The secret is the AES key (symmetric) or the raw
+        X25519 private key, None in a public-only keyring; public is None in symmetric mode."""
+        return [(k.kek_id, k.secret, k.public) for k in self._keks.values()]
+
     @property
     def can_unwrap(self) -> bool:
         """False for a public-only keyring."""
@@ -255,6 +264,12 @@ class Keyring:
             raise KeyringError("keyring: secret_for() needs a non-empty purpose")
         hkdf = HKDF(hashes.SHA256(), _KEY, salt=None, info=_SECRET_INFO + purpose.encode())
         return hkdf.derive(self._secret)
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the keyring's secret without revealing it (HMAC of a fixed label under it);
+        the same for the full keyring and its `public_only()` half."""
+        return hmac.new(self._secret, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:32]
 
     def __repr__(self) -> str:
         return (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import secrets
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -26,8 +25,10 @@ from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, proce
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.identities import drop_instances
+from dicomlake.lake.keys import bind_keyring
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_ledger
+from dicomlake.lake.lock import Lock, holding, new_run_id
 from dicomlake.lake.parquet import read_files, write_table
 from dicomlake.storage import filesystem_for
 
@@ -66,11 +67,6 @@ class IngestSummary:
         return out
 
 
-def new_run_id(now: datetime) -> str:
-    """Sortable and unique: UTC time plus random bits."""
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
 def _wrapping_keyring(keyring: Keyring) -> Keyring:
     """What executors get: in public-key mode only the public half, so they cannot decrypt."""
     return keyring.public_only() if keyring.mode == "x25519" else keyring
@@ -79,17 +75,33 @@ def _wrapping_keyring(keyring: Keyring) -> Keyring:
 def run_ingest(
     sc: SparkContext, landing: str, lake: str, config: Config, keyring: Keyring
 ) -> IngestSummary:
-    """Ingest what is new in ``landing`` into ``lake`` as one committed run."""
-    start = time.perf_counter()
+    """Ingest what is new in ``landing`` into ``lake`` as one committed run, holding the lake's
+    lock (LockBusyError when another command holds it) and checking the lake's keyring first."""
     now = datetime.now(timezone.utc)
-    run_id = new_run_id(now)
+    lake_fs = filesystem_for(lake, config.hdfs)
+    with holding(lake_fs, lake, new_run_id(now), "ingest", config.lock) as lock:
+        bind_keyring(lake_fs, LakeLayout(lake), keyring, lock)
+        return _run_locked(sc, landing, lake, config, keyring, lock, now)
+
+
+def _run_locked(
+    sc: SparkContext,
+    landing: str,
+    lake: str,
+    config: Config,
+    keyring: Keyring,
+    lock: Lock,
+    now: datetime,
+) -> IngestSummary:
+    start = time.perf_counter()
+    run_id = lock.run_id
     layout = LakeLayout(lake)
     lake_fs = filesystem_for(lake, config.hdfs)
     landing_fs = filesystem_for(landing, config.hdfs)
     stage: dict[str, float] = defaultdict(float)
 
     t = time.perf_counter()
-    rolled, abandoned = recover(lake_fs, layout)
+    rolled, abandoned = recover(lake_fs, layout, lock)
     if rolled or abandoned:
         log.warning("recovered earlier runs: rolled forward %s, discarded %s", rolled, abandoned)
     ledger = read_ledger(lake_fs, layout)
@@ -180,7 +192,7 @@ def run_ingest(
             for relative, table in writes.items()
         )
         files.extend(writes)
-        commit(lake_fs, layout, run_id, files)
+        commit(lake_fs, layout, lock, files)
         stage["commit"] = time.perf_counter() - t
     for r in results:
         for name, seconds in r.seconds.items():

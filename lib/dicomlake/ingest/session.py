@@ -35,8 +35,11 @@ def spark_context(config: Config, *, submitted: bool) -> SparkContext:
     if not submitted:
         conf.setMaster(config.spark.master)
         if config.spark.master.startswith("local"):
-            # Stay on loopback whatever the host name resolves to.
+            # Stay on loopback whatever the host name resolves to: the driver and block manager
+            # by these, the UI by SPARK_LOCAL_IP (it ignores bindAddress and would listen on
+            # every address). spark.conf may still open them up.
             conf.set("spark.driver.host", "127.0.0.1").set("spark.driver.bindAddress", "127.0.0.1")
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             # Workers run this interpreter, which can import dicomlake and its own pyspark:
             # see dicomlake.spark_daemon (a second saved at every job's start).
             conf.set("spark.python.daemon.module", "dicomlake.spark_daemon")

@@ -8,11 +8,13 @@ filesystem), the ``runs`` record last, once every other file is in place.
 
 - A run that dies before the commit point leaves only ``_staging/<run>/``, which no reader looks
   at; the next run deletes it and redoes the work (its files are still new to the ledger).
+  A run commits only while it holds the lake's lock (:mod:`dicomlake.lake.lock`) and the next
+  run recovers only after taking it, so a staging area it deletes is never a live run's.
 - A run that dies after it is rolled forward by the next run (:func:`recover`), which finishes
   the moves. Every move is idempotent (a file already in place is skipped), so a crash during
   recovery is recovered too.
 
-One ingest runs per lake at a time (the scheduler guarantees it: Airflow's max_active_runs=1).
+One ingest runs per lake at a time: the lake's lock guarantees it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 
 from dicomlake.errors import LakeError
 from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.lock import Lock
 from dicomlake.storage import FileSystem, join
 
 log = logging.getLogger(__name__)
@@ -33,19 +36,25 @@ def staged(layout: LakeLayout, run_id: str, relative: str) -> str:
     return join(layout.staging(run_id), relative)
 
 
-def commit(fs: FileSystem, layout: LakeLayout, run_id: str, files: list[str]) -> None:
-    """Publish the run's staged ``files`` (lake-relative paths; the runs record must be last)."""
+def commit(fs: FileSystem, layout: LakeLayout, lock: Lock, files: list[str]) -> None:
+    """Publish the staged ``files`` of the lock's run (lake-relative paths; the runs record
+    must be last), after checking the run still holds the lake's lock."""
+    run_id = lock.run_id
     if not files or not files[-1].startswith("tables/runs/"):
         raise LakeError(f"run {run_id}: the runs record must be the last file committed")
     intent = json.dumps({"run_id": run_id, "files": files}).encode()
     tmp = join(layout.staging(run_id), "_intent.json")
     fs.write_bytes(tmp, intent)
+    lock.check()
     fs.publish(tmp, layout.commit_intent(run_id))  # the commit point
     _roll_forward(fs, layout, run_id)
 
 
-def recover(fs: FileSystem, layout: LakeLayout) -> tuple[list[str], list[str]]:
-    """Finish committed runs, drop abandoned ones; returns (rolled forward, abandoned) run ids."""
+def recover(fs: FileSystem, layout: LakeLayout, lock: Lock) -> tuple[list[str], list[str]]:
+    """Finish committed runs, drop abandoned ones; returns (rolled forward, abandoned) run ids.
+
+    Runs under the lake's ``lock``: every other run's staging area is abandoned.
+    """
     rolled = []
     for info in fs.list_files(layout.commits):
         name = info.path.rsplit("/", 1)[-1]
@@ -57,6 +66,8 @@ def recover(fs: FileSystem, layout: LakeLayout) -> tuple[list[str], list[str]]:
     abandoned = []
     for staging in fs.list_dirs(layout.staging_root):
         run_id = staging.rstrip("/").rsplit("/", 1)[-1]
+        if run_id == lock.run_id:
+            continue
         log.warning("run %s died before its commit: discarding its staging area", run_id)
         fs.delete(staging, recursive=True)
         abandoned.append(run_id)

@@ -1,28 +1,91 @@
-"""Key rotation for a lake: re-wrap every pack's data key under the keyring's active key.
+"""Which keyring a lake belongs to, and key rotation for a lake.
 
-Packs are immutable, so the re-wrapped keys go to the ``packs`` table, which readers prefer
-over the key in a pack's header. The chunks are never re-encrypted.
+``<lake>/keyring-binding.json`` records the keyring a lake was built with: its KEK ids, the
+active one, and its fingerprint (`Keyring.fingerprint`, never the secret). The first run writes
+it (exclusively); every ingest and rotation compares its keyring with it before any work, so a
+wrong keyring cannot write packs the lake's keyring cannot open, or pseudonyms that do not join.
+It is an ordinary lake file, so snapshots carry it.
+
+Rotation re-wraps every pack's data key under the keyring's active key. Packs are immutable, so
+the re-wrapped keys go to the ``packs`` table, which readers prefer over the key in a pack's
+header. The chunks are never re-encrypted. The restricted identities (small) are rewritten under
+the new key, so the old one can then be dropped.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import KeyringMismatchError, PublishConflictError
 from dicomlake.lake import schemas
+from dicomlake.lake.identities import read_identity_files, write_identities
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import latest_packs
+from dicomlake.lake.lock import Lock
 from dicomlake.lake.parquet import parquet_files, read_files, write_table
-from dicomlake.storage import filesystem_for, join
+from dicomlake.storage import FileSystem, join
+
+BINDING = "keyring-binding.json"
 
 
-def rewrap_lake(lake: str, keyring: Keyring, config: Config) -> dict[str, int]:
-    """Re-wrap all data keys; returns how many packs were re-wrapped."""
-    layout = LakeLayout(lake)
-    fs = filesystem_for(lake, config.hdfs)
+def _record(keyring: Keyring) -> dict[str, object]:
+    return {
+        "fingerprint": keyring.fingerprint,
+        "active_kek_id": keyring.active_kek_id,
+        "kek_ids": keyring.kek_ids,
+    }
+
+
+def _publish_record(fs: FileSystem, layout: LakeLayout, keyring: Keyring, run_id: str) -> None:
+    tmp = join(layout.staging(run_id), BINDING)
+    fs.write_bytes(tmp, json.dumps(_record(keyring), indent=2).encode())
+    fs.publish(tmp, layout.absolute(BINDING))
+    fs.delete(layout.staging(run_id), recursive=True)  # holds nothing else at these points
+
+
+def bind_keyring(
+    fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock, *, rotating: bool = False
+) -> None:
+    """Record ``keyring`` as the lake's on its first run; else raise KeyringMismatchError
+    unless it is the lake's: the same fingerprint and, for an ingest, the same active KEK (for
+    a rotation, one that still holds the lake's active KEK)."""
+    uri = layout.absolute(BINDING)
+    if not fs.exists(uri):
+        try:
+            _publish_record(fs, layout, keyring, lock.run_id)
+            return
+        except PublishConflictError:
+            pass  # written meanwhile (a lake without a lock file): compare with it
+    bound = json.loads(fs.read(uri))
+    if bound["fingerprint"] != keyring.fingerprint:
+        raise KeyringMismatchError(
+            f"keyring fingerprint mismatch: {layout.root} belongs to the keyring with fingerprint "
+            f"{bound['fingerprint']}, this one has {keyring.fingerprint} (another keyring's "
+            f"secret: its packs and pseudonyms would not match the lake's); see {uri}"
+        )
+    active = bound["active_kek_id"]
+    if rotating and active not in keyring.kek_ids:
+        raise KeyringMismatchError(
+            f"unknown KEK: {layout.root}'s active KEK {active} is not in this keyring "
+            f"(it holds {keyring.kek_ids})"
+        )
+    if not rotating and keyring.active_kek_id != active:
+        known = "an older" if keyring.active_kek_id in bound["kek_ids"] else "an unknown"
+        raise KeyringMismatchError(
+            f"unknown KEK: this keyring's active KEK {keyring.active_kek_id} is {known} KEK of "
+            f"{layout.root}, whose active KEK is {active} (rotated since): use the lake's "
+            "current keyring (or its public half)"
+        )
+
+
+def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock) -> dict[str, int]:
+    """Re-wrap all data keys under ``keyring``'s active KEK, rewrite the restricted identities
+    under it, and record it as the lake's, under the lake's ``lock`` (`bind_keyring` with
+    ``rotating`` checked the keyring first); returns how many packs and identity rows."""
     files = parquet_files(fs, layout.table("packs"))
     latest = latest_packs(read_files(fs, files, schemas.PACKS).to_pylist())
     now = datetime.now(timezone.utc)
@@ -32,9 +95,26 @@ def rewrap_lake(lake: str, keyring: Keyring, config: Config) -> dict[str, int]:
         )
         row["wrapped_at"] = now
     name = f"part-rewrap-{now.strftime('%Y%m%dT%H%M%S%fZ')}.parquet"
-    tmp = join(layout.root, "_staging", "rewrap", name)
-    write_table(fs, tmp, pa.Table.from_pylist(list(latest.values()), schema=schemas.PACKS))
-    fs.publish(tmp, join(layout.table("packs"), name))
-    for uri in files:  # every row they held is in the new file
+    packs = pa.Table.from_pylist(list(latest.values()), schema=schemas.PACKS)
+    identities_files = parquet_files(fs, layout.restricted("identities"))
+    identities = read_identity_files(fs, identities_files, keyring)
+    staged_packs = join(layout.staging(lock.run_id), "packs", name)
+    staged_identities = join(layout.staging(lock.run_id), "identities", name)
+    write_table(fs, staged_packs, packs)
+    if identities_files:
+        write_identities(fs, staged_identities, identities.to_pylist(), keyring)
+    lock.check()
+    # Each new file first, then the files it replaces: a crash in between leaves rows twice
+    # (the same rows), never none.
+    fs.publish(staged_packs, join(layout.table("packs"), name))
+    for uri in files:
         fs.delete(uri)
-    return {"packs_rewrapped": len(latest)}
+    if identities_files:
+        fs.publish(staged_identities, join(layout.restricted("identities"), name))
+        for uri in identities_files:
+            fs.delete(uri)
+    # Replaced under the lock; a crash between these two leaves no record, and the next run
+    # records its keyring again.
+    fs.delete(layout.absolute(BINDING))
+    _publish_record(fs, layout, keyring, lock.run_id)
+    return {"packs_rewrapped": len(latest), "identities_rewrapped": identities.num_rows}

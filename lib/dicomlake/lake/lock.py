@@ -1,0 +1,249 @@
+"""One writer at a time: the lock every writing command takes on a lake or backup repository.
+
+::
+
+    <root>/_lock                     {"run_id", "host", "pid", "command", "started"}; made with an
+                                     exclusive publish, never rewritten while held
+    <root>/_locks/<run>.heartbeat    {"run_id", "heartbeat"}; rewritten every
+                                     lock.heartbeat_seconds by a thread of the holder
+    <root>/_locks/<run>.end          made (exclusively) by whoever removes <run>'s lock
+
+The lock is held from the exclusive publish of ``_lock`` until it is removed. A lock whose
+heartbeat file is older than ``lock.stale_seconds`` is stale: its holder died (or stalled that
+long). Ages are measured by the filesystem's own clock (the mtime of a file the taker has just
+written), never by comparing two hosts' clocks.
+
+Removing ``<run>``'s lock — its holder's release or a takeover — first creates
+``_locks/<run>.end`` exclusively, so exactly one process removes it, and only while ``_lock``
+still names ``<run>``: of two takers of one stale lock one wins, the other is busy.
+
+A holder checks its lease (:meth:`Lock.check`) before its commit point: the lock still names
+its run and its last heartbeat is younger than ``stale_seconds - heartbeat_seconds``, so no
+taker can have judged it stale. A holder that stalled past that refuses to commit
+(:class:`~dicomlake.errors.LockLostError`), so a takeover's recovery never races a live run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+from dicomlake.config import LockConfig
+from dicomlake.errors import LockBusyError, LockLostError, PublishConflictError, StorageError
+from dicomlake.storage import FileSystem, join
+
+log = logging.getLogger(__name__)
+
+TAKEOVER_TRIES = 3
+"""Rounds of read-judge-take before a taker gives up as busy (each round sees a changed lock)."""
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and unique: UTC time plus random bits (names a run and the lock it holds)."""
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def describe(owner: dict[str, object]) -> str:
+    """The holder named in messages: run, command, host and pid, and when it started."""
+    return (
+        f"run {owner.get('run_id')} ({owner.get('command')} on {owner.get('host')}, "
+        f"pid {owner.get('pid')}, started {owner.get('started')})"
+    )
+
+
+class Lock:
+    """A held lock (see the module docstring); made by :func:`holding`."""
+
+    def __init__(
+        self, fs: FileSystem, root: str, run_id: str, command: str, config: LockConfig
+    ) -> None:
+        self.fs, self.root, self.run_id, self.config = fs, root, run_id, config
+        self.owner = {
+            "run_id": run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "command": command,
+            "started": _now(),
+        }
+        self._last_beat = 0.0  # time.monotonic() of the last heartbeat written
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def uri(self) -> str:
+        return join(self.root, "_lock")
+
+    def _marker(self, run_id: str, kind: str) -> str:
+        return join(self.root, "_locks", f"{run_id}.{kind}")
+
+    # -- taking ---------------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the lock, taking over a stale one; raises LockBusyError naming the holder."""
+        self._beat()  # a lock never exists without its heartbeat
+        new = self._marker(self.run_id, "new")
+        try:
+            for _ in range(TAKEOVER_TRIES):
+                self.fs.write_bytes(new, json.dumps(self.owner).encode())
+                try:
+                    self.fs.publish(new, self.uri)
+                    break
+                except PublishConflictError:
+                    self._take_over_if_stale()
+            else:
+                raise LockBusyError(f"{self.root} is locked and changed hands while checked")
+        except BaseException:
+            self.fs.delete(new)
+            self.fs.delete(self._marker(self.run_id, "heartbeat"))
+            raise
+        self._beat()  # the lease runs from here: taking over may have taken a while
+        self._thread = threading.Thread(
+            target=self._heartbeats, name=f"dicomlake-lock-{self.run_id}", daemon=True
+        )
+        self._thread.start()
+        log.info("lock %s taken by run %s", self.uri, self.run_id)
+
+    def _take_over_if_stale(self) -> None:
+        """Remove the current lock if stale (returns), else raise LockBusyError."""
+        owner = self._read_owner()
+        if owner is None:
+            return  # released meanwhile: try again
+        holder = str(owner.get("run_id"))
+        age = self._age_of(holder)
+        if age is not None and age <= self.config.stale_seconds:
+            raise LockBusyError(
+                f"{self.root} is busy: locked by {describe(owner)}, heartbeat {age:.0f} s ago; "
+                "try again when it has finished"
+            )
+        ended = self._end(holder)
+        if ended is False:
+            raise LockBusyError(f"{self.root} is busy: another command is taking over its lock")
+        if ended is None:
+            return  # it changed hands meanwhile: judge the new holder
+        log.warning(
+            "taking over the stale lock of %s in %s: no heartbeat for %s s (lock.stale_seconds=%s)",
+            describe(owner),
+            self.root,
+            "?" if age is None else f"{age:.0f}",
+            self.config.stale_seconds,
+        )
+
+    def _age_of(self, holder: str) -> float | None:
+        """Seconds since ``holder``'s heartbeat by the filesystem's clock (None: no heartbeat)."""
+        beat = self.fs.status(self._marker(holder, "heartbeat")) or self.fs.status(self.uri)
+        mine = self.fs.status(self._marker(self.run_id, "heartbeat"))
+        if beat is None or mine is None:
+            return None
+        return (mine.mtime_ms - beat.mtime_ms) / 1000
+
+    def _read_owner(self) -> dict[str, object] | None:
+        """Who holds the lock; None when there is no lock (released while we looked)."""
+        tries = TAKEOVER_TRIES
+        while True:
+            try:
+                return json.loads(self.fs.read(self.uri))
+            except StorageError:
+                # Gone, or replaced by another command's lock while read (on HDFS the file is
+                # opened, then read from a DataNode): read the new one.
+                tries -= 1
+                if not self.fs.exists(self.uri):
+                    return None
+                if not tries:
+                    raise
+
+    def _end(self, holder: str) -> bool | None:
+        """Remove ``holder``'s lock: True when done, False when another process is removing it,
+        None when the lock no longer names ``holder``."""
+        end, tmp = self._marker(holder, "end"), self._marker(f"{holder}.end.{self.run_id}", "new")
+        self.fs.write_bytes(tmp, json.dumps(self.owner).encode())
+        try:
+            self.fs.publish(tmp, end)
+        except PublishConflictError:
+            self.fs.delete(tmp)
+            return False
+        # Only the end marker's maker removes a lock naming ``holder``: it cannot change under us.
+        owner = self._read_owner()
+        named = owner is not None and owner.get("run_id") == holder
+        if named:
+            self.fs.delete(self.uri)
+            self.fs.delete(self._marker(holder, "heartbeat"))
+        self.fs.delete(end)
+        return True if named else None
+
+    # -- holding --------------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        beat = {"run_id": self.run_id, "heartbeat": _now()}
+        self.fs.write_bytes(self._marker(self.run_id, "heartbeat"), json.dumps(beat).encode())
+        self._last_beat = time.monotonic()
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(self.config.heartbeat_seconds):
+            try:
+                if time.monotonic() - self._last_beat > self.config.stale_seconds:
+                    self._lose("its heartbeat stalled past lock.stale_seconds")
+                    return
+                owner = self._read_owner()
+                if owner is None or owner.get("run_id") != self.run_id:
+                    self._lose(f"the lock now names {owner and describe(owner)}")
+                    return
+                self._beat()
+            except Exception as exc:  # noqa: BLE001 - the lease runs out if this persists
+                log.warning("lock %s: heartbeat failed, will retry: %s", self.uri, exc)
+
+    def _lose(self, why: str) -> None:
+        self._lost = why
+        log.error("run %s lost its lock on %s: %s", self.run_id, self.root, why)
+
+    def check(self) -> None:
+        """Raise LockLostError unless this process surely still holds the lock (its lease)."""
+        left = self.config.stale_seconds - self.config.heartbeat_seconds
+        if self._lost is None and time.monotonic() - self._last_beat > left:
+            self._lose(f"no heartbeat written for over {left} s")
+        if self._lost is None:
+            owner = self._read_owner()
+            if owner is None or owner.get("run_id") != self.run_id:
+                self._lose(f"the lock now names {owner and describe(owner)}")
+        if self._lost is not None:
+            raise LockLostError(
+                f"run {self.run_id} no longer holds the lock on {self.root} ({self._lost}); "
+                "nothing was committed"
+            )
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock, unless another process took it over."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._lost is None and self._end(self.run_id) is True:
+            log.info("lock %s released by run %s", self.uri, self.run_id)
+        else:
+            log.warning("run %s: its lock on %s was taken over", self.run_id, self.root)
+
+
+@contextlib.contextmanager
+def holding(
+    fs: FileSystem, root: str, run_id: str | None, command: str, config: LockConfig
+) -> Iterator[Lock]:
+    """Hold ``root``'s lock for the block (released on error too), as run ``run_id`` (None:
+    a new id)."""
+    run_id = run_id or new_run_id(datetime.now(timezone.utc))
+    lock = Lock(fs, root.rstrip("/"), run_id, command, config)
+    lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -1,0 +1,129 @@
+"""The lake lock on the local filesystem, taken by real concurrent processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dicomlake.cli import EXIT_BUSY
+from dicomlake.config import LockConfig
+from dicomlake.errors import ConfigError, LockBusyError
+from dicomlake.lake.lock import holding
+from dicomlake.storage.local import LocalFileSystem
+from lock_helpers import first_line, kill, start_takers, wait_all
+
+
+def test_takers_started_together_one_wins(tmp_path):
+    lake, start = tmp_path / "lake", tmp_path / "go"
+    procs = start_takers(str(lake), start, 6, hold=2.0)
+    start.touch()
+    codes = wait_all(procs)
+    assert sorted(codes) == [0, 4, 4, 4, 4, 4], [p.stderr.read() for p in procs]
+    winner = procs[codes.index(0)]
+    held = first_line(winner)["held"]
+    for proc, code in zip(procs, codes, strict=True):
+        if code == 4:
+            message = first_line(proc)["busy"]
+            assert held in message or "changed hands" in message
+    assert not (lake / "_lock").exists()  # released
+    assert list((lake / "_locks").iterdir()) == []
+
+
+def test_busy_names_the_holder_and_release_frees_it(tmp_path):
+    fs, root = LocalFileSystem(), str(tmp_path)
+    with holding(fs, root, "run-a", "ingest", LockConfig()) as lock:
+        owner = json.loads((tmp_path / "_lock").read_text())
+        assert owner["run_id"] == "run-a" and owner["command"] == "ingest"
+        busy = pytest.raises(LockBusyError, match="locked by run run-a \\(ingest on .*pid")
+        with busy, holding(fs, root, "run-b", "snapshot", LockConfig()):
+            pass
+        lock.check()
+        assert json.loads((tmp_path / "_lock").read_text())["run_id"] == "run-a"
+    with holding(fs, root, "run-b", "snapshot", LockConfig()) as lock:
+        assert lock.run_id == "run-b"
+
+
+def test_released_on_error(tmp_path):
+    fs, root = LocalFileSystem(), str(tmp_path)
+    with pytest.raises(RuntimeError), holding(fs, root, "run-a", "ingest", LockConfig()):
+        raise RuntimeError("boom")
+    assert not (tmp_path / "_lock").exists()
+
+
+def test_heartbeat_keeps_a_live_holder(tmp_path):
+    lake, start = tmp_path / "lake", tmp_path / "go"
+    (holder,) = start_takers(str(lake), start, 1, hold=-1, stale=1.5, heartbeat=0.3)
+    start.touch()
+    first_line(holder)
+    time.sleep(3)  # twice the stale time: only the heartbeat keeps the lock fresh
+    (late,) = start_takers(str(lake), start, 1, hold=0, stale=1.5, heartbeat=0.3)
+    assert late.wait(60) == 4
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.wait(60) == 0
+    assert json.loads(holder.stdout.readline()) == {"lease": "ok"}
+
+
+def test_a_killed_holder_is_taken_over_by_exactly_one(tmp_path):
+    lake, start = tmp_path / "lake", tmp_path / "go"
+    (holder,) = start_takers(str(lake), start, 1, hold=60, stale=1.0, heartbeat=0.2)
+    start.touch()
+    dead = first_line(holder)["held"]
+    kill(holder)
+    fresh = start_takers(str(lake), start, 1, hold=0, stale=1.0, heartbeat=0.2)
+    assert wait_all(fresh) == [4]  # not yet stale
+    time.sleep(1.5)
+    takers = start_takers(str(lake), start, 5, hold=1.0, stale=1.0, heartbeat=0.2)
+    codes = wait_all(takers)
+    assert sorted(codes) == [0, 4, 4, 4, 4], [p.stderr.read() for p in takers]
+    # The taker that removed the dead lock says whose it was (another may then have won it).
+    logs = [p.stderr.read() for p in takers]
+    assert sum(f"taking over the stale lock of run {dead}" in log for log in logs) == 1, logs
+    assert not (lake / "_lock").exists()
+    assert list((lake / "_locks").iterdir()) == []
+
+
+def test_a_stalled_holder_loses_its_lease(tmp_path):
+    lake, start = tmp_path / "lake", tmp_path / "go"
+    (holder,) = start_takers(str(lake), start, 1, hold=-1, stale=1.0, heartbeat=0.2)
+    start.touch()
+    stalled = first_line(holder)["held"]
+    holder.send_signal(signal.SIGSTOP)
+    time.sleep(1.5)
+    (taker,) = start_takers(str(lake), start, 1, hold=-1, stale=1.0, heartbeat=0.2)
+    assert first_line(taker)["held"] != stalled
+    holder.send_signal(signal.SIGCONT)
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.wait(60) == 5
+    assert json.loads(holder.stdout.readline())["lease"] == "lost"
+    # The stalled holder leaves the new holder's lock alone.
+    assert json.loads((lake / "_lock").read_text())["run_id"] != stalled
+    taker.stdin.write("\n")
+    taker.stdin.flush()
+    assert taker.wait(60) == 0
+
+
+def test_stale_must_be_three_heartbeats():
+    with pytest.raises(ConfigError, match="lock.stale_seconds"):
+        LockConfig(stale_seconds=2.0, heartbeat_seconds=1.0)
+
+
+def test_the_command_exits_4_naming_the_holder_and_changes_nothing(tmp_path):
+    backup = tmp_path / "backup"
+    with holding(LocalFileSystem(), str(backup), "run-a", "snapshot", LockConfig()):
+        before = sorted(p.relative_to(backup) for p in backup.rglob("*"))
+        proc = subprocess.run(
+            [sys.executable, "-m", "dicomlake.cli", "retention", "--backup", str(backup)],
+            capture_output=True,
+            text=True,
+        )
+        assert sorted(p.relative_to(backup) for p in backup.rglob("*")) == before
+    assert proc.returncode == EXIT_BUSY == 4, proc.stderr
+    assert "locked by run run-a (snapshot on" in proc.stderr
+    assert proc.stdout == ""
