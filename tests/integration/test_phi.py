@@ -606,25 +606,31 @@ def x25519_lake(phi_lake, tmp_path_factory, sc, config):
     return sub, root / "lake", keyring
 
 
-def test_public_keyring_cannot_find_paths_or_copies(x25519_lake, config, tmp_path, capsys):
-    """Ingest hosts hold the public half: it names files by path id, never back to paths.
-
-    The refusal of ``restricted/paths`` to a public keyring comes with the PME keys that only
-    the private keyring unwraps; the quarantine copy is refused by the pack key's wrapping.
-    """
+def test_public_keyring_cannot_get_quarantine_copies(x25519_lake, config, tmp_path, capsys):
+    """Ingest hosts hold the public half: enough to seal a copy, not to open it."""
     landing, lake, keyring = x25519_lake
     files = [p for p in landing.rglob("*") if p.is_file()]
-    public = str(_saved(keyring.public_only(), tmp_path, config))
-    private = str(_saved(keyring, tmp_path, config))
     [error] = with_paths(table(lake, "errors").to_pylist(), keyring, files)
     assert error["source_path"].endswith("1.2.840.99999.1.dcm")
-    by_error = ["reidentify", "--lake", str(lake), "--error-id", error["error_id"]]
-    code, rows = _command_rows(capsys, [*by_error, "--keyring", private])
-    assert code == 0 and rows[0]["source_path"] == error["source_path"]
     get = ["quarantine", "get", "--lake", str(lake), "--error-id", error["error_id"]]
+    private = str(_saved(keyring, tmp_path, config))
     code, _ = _command_rows(capsys, [*get, "--out", str(tmp_path / "a"), "--keyring", private])
     assert code == 0 and (tmp_path / "a").read_bytes() == b"not dicom " * 50
+    public = str(_saved(keyring.public_only(), tmp_path, config))
     code, _ = _command_rows(capsys, [*get, "--out", str(tmp_path / "b"), "--keyring", public])
     assert code == 1 and not (tmp_path / "b").exists()
+
+
+def test_public_keyring_cannot_find_landing_paths(x25519_lake, config, tmp_path, capsys):
+    """The path ids of the tables lead back to paths with the private keyring only: the
+    restricted table's encrypted column needs a key the public half cannot unwrap."""
+    landing, lake, keyring = x25519_lake
+    files = [p for p in landing.rglob("*") if p.is_file()]
+    [error] = with_paths(table(lake, "errors").to_pylist(), keyring, files)
+    by_error = ["reidentify", "--lake", str(lake), "--error-id", error["error_id"]]
+    private = str(_saved(keyring, tmp_path, config))
+    code, rows = _command_rows(capsys, [*by_error, "--keyring", private])
+    assert code == 0 and rows[0]["source_path"] == error["source_path"]
+    public = str(_saved(keyring.public_only(), tmp_path, config))
     code, rows = _command_rows(capsys, [*by_error, "--keyring", public])
     assert code == 1 and not rows
