@@ -26,7 +26,7 @@ import pytest
 from ingest_helpers import ref_path_id, ref_text, ref_uid, table, with_paths
 from pydicom.multival import MultiValue
 
-from dicomlake.backup import take_snapshot
+from dicomlake.backup import take_snapshot, verify
 from dicomlake.cli import main
 from dicomlake.config import DeidConfig
 from dicomlake.crypto import kms
@@ -329,10 +329,14 @@ def _saved(keyring: Keyring, tmp_path: Path, config) -> Path:
     return path
 
 
-def test_backup_holds_no_identifying_value(phi_lake, needles, sc, config, tmp_path):
+def test_backup_holds_no_identifying_value(phi_lake, needles, sc, config, keyring, tmp_path):
     _, lake = phi_lake
     backup = tmp_path / "backup"
     take_snapshot(str(lake), str(backup), "full", config=config, sc=sc)
+    # the quarantine copies are packs: a deep verify opens them with the pixel packs
+    packs = list(lake.glob("pixels/**/*.pack")) + list(lake.glob("quarantine/**/*.pack"))
+    checked = verify(str(backup), None, deep=True, keyring=keyring, config=config)
+    assert checked.ok and checked.packs_checked == len(packs)
     files = [p for p in sorted(backup.rglob("*")) if p.is_file()]
     assert len(files) > 50
     leaks = []
@@ -562,7 +566,7 @@ def _command_rows(capsys, argv: list[str]) -> tuple[int, list[dict]]:
     return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def test_reidentify_gives_landing_paths_back(phi_lake, keyring, config, tmp_path, capsys):
+def test_reidentify_gives_landing_paths_back(phi_lake, keyring, config, spark, tmp_path, capsys):
     landing, lake = phi_lake
     ring = str(_saved(keyring, tmp_path, config))
     common = ["reidentify", "--lake", str(lake), "--keyring", ring]
@@ -587,6 +591,9 @@ def test_reidentify_gives_landing_paths_back(phi_lake, keyring, config, tmp_path
     every = read_paths(str(lake), keyring, config)
     files = [str(p) for p in landing.rglob("*") if p.is_file()]
     assert every == {ref_path_id(secret, f): f for f in files}
+    # Spark reads it as it reads the identities (the KMS jar on its classpath)
+    df = spark.read.options(**kms.spark_options(keyring)).parquet(str(lake / "restricted/paths"))
+    assert dict(df.select("source_path_id", "source_path").collect()) == every
 
 
 @pytest.fixture(scope="module")
