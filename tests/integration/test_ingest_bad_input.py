@@ -154,3 +154,29 @@ def test_error_threshold_fails_the_run_after_committing_it(tmp_path, config):
     assert summary["quarantined"] == 4
     assert table(tmp_path / "lake", "errors").num_rows == 4
     assert table(tmp_path / "lake", "runs").num_rows == 1
+
+
+def test_a_file_that_grows_past_the_copy_limit_keeps_its_record_only(tmp_path, config, keyring):
+    """Listed small enough to copy, it is over ingest.quarantine_max_bytes by the time it is
+    read: the copy stops there and leaves nothing staged."""
+    lake, landing = tmp_path / "lake", tmp_path / "landing"
+    landing.mkdir()
+    grown = landing / "grown.dcm"
+    grown.write_bytes(CT.read_bytes() * 3)
+    listed = FileInfo(str(grown), 500, 1_700_000_000_000)  # as listed before it grew
+    limits = dataclasses.replace(
+        config.ingest, max_file_bytes=400, quarantine_max_bytes=1000, error_threshold=1.0
+    )
+    ctx = TaskContext(
+        run_id="r1",
+        lake=str(lake),
+        config=dataclasses.replace(config, ingest=limits),
+        keyring=keyring.to_bytes(),
+        started_ms=1_700_000_000_000,
+    )
+    result = process_task(0, 0, [listed], str(landing), ctx, frozenset())
+    [error] = result.errors
+    assert (error["reason"], error["quarantine_path"]) == ("too_large", None)
+    assert [s["outcome"] for s in result.sources] == ["quarantined"]
+    assert not [p for p in result.staged if p.startswith("quarantine/")] and not result.packs
+    assert not list((lake / "_staging" / "r1").rglob("*.pack"))
