@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from dicomlake.errors import LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import parquet_files, read_files
@@ -39,12 +40,14 @@ def read_table(
 
 def read_ledger(fs: FileSystem, layout: LakeLayout, secret: bytes) -> Ledger:
     """The lake's ledger; ``secret`` is `paths.path_secret` of the run's keyring."""
-    sources = read_table(
-        fs,
-        layout,
-        "sources",
-        ["source_path_id", "source_size", "source_mtime", "outcome", "source_sha256", "seen_at"],
-    )
+    columns = ["source_path_id", "source_size", "source_mtime", "outcome", "source_sha256"]
+    try:
+        sources = read_table(fs, layout, "sources", [*columns, "seen_at"])
+    except KeyError:  # no file has the column
+        raise LakeError(
+            f"{layout.table('sources')} has no source_path_id: the lake was written by an "
+            "older dicomlake that kept landing paths in clear; ingest into a new lake"
+        ) from None
     seen: dict[str, tuple[int, int, int]] = {}
     stored = set()
     rows = sources.to_pydict()
