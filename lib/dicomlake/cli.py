@@ -175,8 +175,10 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
-    """Map pseudonyms back to identified values (needs the keyring; prints JSON rows)."""
+    """Map pseudonyms back to identified values, or path ids, errors rows and instances back to
+    their landing paths (needs the private keyring; prints JSON rows)."""
     from dicomlake.lake.identities import read_identities, reidentify
+    from dicomlake.lake.paths import find_paths
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
     if not keyring.can_unwrap:
@@ -184,10 +186,27 @@ def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
             "reidentify needs the full keyring: this one holds only public keys (an ingest "
             "host's), which write the restricted table but cannot read it"
         )
+    by_path = {"path_id": args.path_id, "error_id": args.error_id, "instance_id": args.instance_id}
+    if any(by_path.values()):
+        found = find_paths(absolute_uri(args.lake), keyring, config, **by_path)
+        for row in found:
+            _print(row)
+        asked = {k: v for k, v in by_path.items() if v}
+        _print({"lake": absolute_uri(args.lake), **asked, "rows": len(found)})
+        return 0
     rows = reidentify(read_identities(absolute_uri(args.lake), keyring, config), args.pseudonym)
     for row in rows:
         _print(row)
     _print({"lake": absolute_uri(args.lake), "pseudonym": args.pseudonym, "rows": len(rows)})
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace, config: Config) -> int:
+    """A quarantined input back in clear (needs the private keyring)."""
+    from dicomlake.lake.quarantine import get_copy
+
+    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    _print(get_copy(absolute_uri(args.lake), keyring, config, args.error_id, Path(args.out)))
     return 0
 
 
@@ -386,11 +405,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lake", required=True)
     p.add_argument("--keyring", help="keyring file (default: keys.keyring)")
-    p.add_argument(
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
         "--pseudonym",
         help="a pseudonymised PatientID, AccessionNumber or UID (default: every row)",
     )
+    group.add_argument("--path-id", help="a source_path_id: its landing path")
+    group.add_argument("--error-id", help="an errors row's error_id: its landing path")
+    group.add_argument(
+        "--instance-id", help="an instance_id: the landing path of every file with its content"
+    )
     p.set_defaults(func=cmd_reidentify)
+
+    p = sub.add_parser(
+        "quarantine", parents=[common], help="get a quarantined input back (key holders only)"
+    )
+    p.add_argument("action", choices=["get"])
+    p.add_argument("--lake", required=True)
+    p.add_argument("--error-id", required=True, help="the errors row's error_id")
+    p.add_argument("--out", required=True, help="file to write (must not exist)")
+    p.add_argument("--keyring", help="keyring file with the private/secret key")
+    p.set_defaults(func=cmd_quarantine)
 
     p = sub.add_parser(
         "samples", parents=[common], help="build a landing zone of real sample DICOM files"

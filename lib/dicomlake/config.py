@@ -91,6 +91,9 @@ class IngestConfig:
     # The most of a streamed file a task holds at once: a larger header, frame (or frames that
     # cannot be cut apart), trailing part or deflated file is quarantined as too_large.
     max_chunk_bytes: int = 256 * MiB
+    # A rejected file keeps an encrypted copy in quarantine/ up to this size; a larger one
+    # keeps its errors row only.
+    quarantine_max_bytes: int = 64 * MiB
     # A run fails (exit code 3) when more than this share of its inputs is quarantined.
     error_threshold: float = 0.5
     # Files modified this recently (by the filesystem's clock) are left for the next run.
@@ -101,6 +104,7 @@ class IngestConfig:
         _positive("ingest.max_file_bytes", self.max_file_bytes)
         _positive("ingest.stream_bytes", self.stream_bytes)
         _positive("ingest.max_chunk_bytes", self.max_chunk_bytes)
+        _between("ingest.quarantine_max_bytes", self.quarantine_max_bytes, 0, 1 << 62)
         _between("ingest.error_threshold", self.error_threshold, 0.0, 1.0)
         _between("ingest.settle_seconds", self.settle_seconds, 0.0, 86400.0 * 7)
 

@@ -175,6 +175,7 @@ def test_hourly_ingest_run_builds_the_lake(airflow_python: Path, deployment: dic
     # own in tests/unit/test_dicom_deid.py; here only the wiring is).
     from dicomlake.crypto.keyring import Keyring
     from dicomlake.dicom.deid import uid_pseudonym
+    from dicomlake.lake.paths import path_id
 
     keyring = Keyring.from_bytes((deployment["root"] / "keyring.json").read_bytes())
     secret = keyring.secret_for("pseudonym")
@@ -196,9 +197,10 @@ def test_hourly_ingest_run_builds_the_lake(airflow_python: Path, deployment: dic
     )
     assert got == expected
     errors = duckdb.sql(
-        f"select source_path, reason from read_parquet('{tables}/errors/**/*.parquet')"
+        f"select source_path_id, reason from read_parquet('{tables}/errors/**/*.parquet')"
     ).fetchall()
-    assert errors == [(str(deployment["landing"] / "README.txt"), "not_dicom")]
+    readme = str(deployment["landing"] / "README.txt")
+    assert errors == [(path_id(secret, readme), "not_dicom")]
     runs = duckdb.sql(
         f"select files_seen, ingested, quarantined from read_parquet('{tables}/runs/**/*.parquet')"
     ).fetchall()

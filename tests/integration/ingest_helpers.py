@@ -53,6 +53,21 @@ def ref_text(secret: bytes, keyword: str, value: str) -> str:
     return base64.b32encode(hmac.new(secret, message, hashlib.sha256).digest()).decode()[:16]
 
 
+def ref_path_id(secret: bytes, path: str) -> str:
+    """First 32 hex digits of HMAC-SHA256(secret, "dicomlake-path-v1\\0" + path as UTF-8)."""
+    message = b"dicomlake-path-v1\x00" + path.encode("utf-8", "surrogateescape")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+
+
+def with_paths(rows: list[dict], keyring, paths) -> list[dict]:
+    """``rows`` (of instances, sources or errors) with the landing path their
+    ``source_path_id`` stands for added as ``source_path``, matched against ``paths`` (every
+    landing URI the test made) by `ref_path_id` under the keyring's pseudonym secret."""
+    secret = keyring.secret_for("pseudonym")
+    by_id = {ref_path_id(secret, str(p)): str(p) for p in paths}
+    return [{**r, "source_path": by_id[r["source_path_id"]]} for r in rows]
+
+
 def ingest_command(landing: Path, lake: Path, keyring: Path) -> list[str]:
     """``dicomlake ingest`` as a person runs it, in its own process (and its own JVM)."""
     return [

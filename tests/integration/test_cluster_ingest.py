@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ingest_helpers import with_paths
 
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
@@ -108,11 +109,11 @@ def hdfs_lake(stack, tmp_path_factory):
 
 def test_every_hdfs_landing_file_is_accounted_for_once(stack, hdfs_lake):
     files, lake, summary = hdfs_lake
-    sources = _table(stack.fs, lake, "sources").to_pylist()
+    sources = with_paths(_table(stack.fs, lake, "sources").to_pylist(), stack.keyring, files)
     assert sorted(r["source_path"] for r in sources) == sorted(files)
     outcomes = {r["source_path"]: r["outcome"] for r in sources}
-    instances = _table(stack.fs, lake, "instances").to_pylist()
-    errors = _table(stack.fs, lake, "errors").to_pylist()
+    instances = with_paths(_table(stack.fs, lake, "instances").to_pylist(), stack.keyring, files)
+    errors = with_paths(_table(stack.fs, lake, "errors").to_pylist(), stack.keyring, files)
     assert sorted(r["source_path"] for r in instances) == sorted(
         p for p, o in outcomes.items() if o == "ingested"
     )
@@ -223,7 +224,7 @@ def test_datanode_stopped_mid_job_then_rerun_loses_and_doubles_nothing(stack, tm
         assert "the Spark job failed" in out or "cannot" in out, (out[-3000:], err[-3000:])
         assert not stack.fs.exists(f"{lake}/tables/runs")
     summary = stack.ingest(landing, lake)
-    sources = _table(stack.fs, lake, "sources").to_pylist()
+    sources = with_paths(_table(stack.fs, lake, "sources").to_pylist(), stack.keyring, files)
     assert sorted(r["source_path"] for r in sources) == sorted(files)
     instances = _table(stack.fs, lake, "instances").to_pylist()
     assert len(instances) == len({r["source_sha256"] for r in instances})

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from ingest_helpers import ingest_command, table
+from ingest_helpers import ingest_command, table, with_paths
 from pydicom.data import get_testdata_file
 
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.ingest.job import run_ingest
 from dicomlake.ingest.worker import TaskContext, process_task
+from dicomlake.lake.quarantine import get_copy
 from dicomlake.storage import FileInfo
 
 pytestmark = pytest.mark.spark
@@ -75,19 +76,38 @@ def test_each_bad_file_gets_its_reason_and_the_run_goes_on(tmp_path, sc, config,
     big.write_bytes(CT.read_bytes() + b"\0" * 200_000)
     small_limit = dataclasses.replace(
         config,
-        ingest=dataclasses.replace(config.ingest, max_file_bytes=150_000, error_threshold=1.0),
+        ingest=dataclasses.replace(
+            config.ingest,
+            max_file_bytes=150_000,
+            quarantine_max_bytes=150_000,
+            error_threshold=1.0,
+        ),
     )
     summary = run_ingest(sc, str(landing), str(lake), small_limit, keyring)
-    errors = {Path(r["source_path"]).name: r for r in table(lake, "errors").to_pylist()}
+    rows = with_paths(table(lake, "errors").to_pylist(), keyring, landing.iterdir())
+    errors = {Path(r["source_path"]).name: r for r in rows}
     for name, reason in expected.items():
         if reason:
-            assert errors[name]["reason"] == reason, (name, errors[name]["message"])
-            assert errors[name]["message"]
-            copy = lake / errors[name]["quarantine_path"]
-            assert copy.read_bytes() == (landing / name).read_bytes()
+            row = errors[name]
+            assert row["reason"] == reason, (name, row["message"])
+            assert row["message"] and name not in row["message"]
+            # the copy is encrypted, named by its error id; the key holder gets it back
+            assert (
+                row["quarantine_path"]
+                == f"quarantine/{row['ingest_run_id']}/{row['error_id']}.pack"
+            )
+            original = (landing / name).read_bytes()
+            if len(original) >= 64:
+                assert original[-64:] not in (lake / row["quarantine_path"]).read_bytes()
+            out = tmp_path / "got" / name
+            out.parent.mkdir(exist_ok=True)
+            get_copy(str(lake), keyring, small_limit, row["error_id"], out)
+            assert out.read_bytes() == original
+    # over ingest.quarantine_max_bytes: the record, no copy
     assert errors["big.dcm"]["reason"] == "too_large"
-    assert (lake / errors["big.dcm"]["quarantine_path"]).read_bytes() == big.read_bytes()
-    instances = table(lake, "instances").to_pylist()
+    assert errors["big.dcm"]["quarantine_path"] is None
+    assert len(list((lake / "quarantine").rglob("*.pack"))) == len(errors) - 1
+    instances = with_paths(table(lake, "instances").to_pylist(), keyring, landing.iterdir())
     assert [Path(r["source_path"]).name for r in instances] == ["good.dcm"]
     assert summary.quarantined == len(errors) == sum(1 for r in expected.values() if r) + 1
 
@@ -104,7 +124,10 @@ def test_a_file_gone_before_reading_is_recorded_and_retried(tmp_path, config, ke
     )
     result = process_task(0, 0, [ghost], str(tmp_path / "landing"), ctx, frozenset())
     assert [e["reason"] for e in result.errors] == ["unreadable"]
-    assert "ghost.dcm" in result.errors[0]["message"]
+    # the message says what failed, never where: the path is in the restricted table
+    assert "ghost" not in result.errors[0]["message"]
+    assert str(tmp_path) not in result.errors[0]["message"]
+    assert "<landing path>" in result.errors[0]["message"]
     # "failed" is not "seen": the ledger lets the next run try the file again.
     assert [s["outcome"] for s in result.sources] == ["failed"]
 
@@ -131,3 +154,29 @@ def test_error_threshold_fails_the_run_after_committing_it(tmp_path, config):
     assert summary["quarantined"] == 4
     assert table(tmp_path / "lake", "errors").num_rows == 4
     assert table(tmp_path / "lake", "runs").num_rows == 1
+
+
+def test_a_file_that_grows_past_the_copy_limit_keeps_its_record_only(tmp_path, config, keyring):
+    """Listed small enough to copy, it is over ingest.quarantine_max_bytes by the time it is
+    read: the copy stops there and leaves nothing staged."""
+    lake, landing = tmp_path / "lake", tmp_path / "landing"
+    landing.mkdir()
+    grown = landing / "grown.dcm"
+    grown.write_bytes(CT.read_bytes() * 3)
+    listed = FileInfo(str(grown), 500, 1_700_000_000_000)  # as listed before it grew
+    limits = dataclasses.replace(
+        config.ingest, max_file_bytes=400, quarantine_max_bytes=1000, error_threshold=1.0
+    )
+    ctx = TaskContext(
+        run_id="r1",
+        lake=str(lake),
+        config=dataclasses.replace(config, ingest=limits),
+        keyring=keyring.to_bytes(),
+        started_ms=1_700_000_000_000,
+    )
+    result = process_task(0, 0, [listed], str(landing), ctx, frozenset())
+    [error] = result.errors
+    assert (error["reason"], error["quarantine_path"]) == ("too_large", None)
+    assert [s["outcome"] for s in result.sources] == ["quarantined"]
+    assert not [p for p in result.staged if p.startswith("quarantine/")] and not result.packs
+    assert not list((lake / "_staging" / "r1").rglob("*.pack"))

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ingest_helpers import ingest_command, landing_files, table
+from ingest_helpers import ingest_command, landing_files, table, with_paths
 
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.ingest.job import run_ingest
@@ -75,14 +75,14 @@ def test_kill_mid_run_then_rerun(tmp_path, sc, quick_lock_config):
     summary = run_ingest(sc, str(landing), str(lake), config, keyring)
     files = landing_files(landing)
     assert summary.files_seen == len(files)
-    sources = table(lake, "sources").to_pylist()
+    sources = with_paths(table(lake, "sources").to_pylist(), keyring, files)
     assert sorted(r["source_path"] for r in sources) == sorted(files)
     # The new run leaves no staging behind. (Python workers of the killed run live in their own
     # process group and may still write into its discarded staging area for a moment: that is
     # never committed, and the next run clears it.)
     assert not (lake / "_staging" / summary.run_id).exists()
     instances = table(lake, "instances").to_pylist()
-    assert len({r["source_path"] for r in instances}) == len(instances) == summary.ingested
+    assert len({r["source_path_id"] for r in instances}) == len(instances) == summary.ingested
     # Every frame row points into a published pack.
     for row in table(lake, "frames").to_pylist():
         assert (lake / row["pack_path"]).exists()

@@ -13,12 +13,13 @@ import duckdb
 import numpy as np
 import pydicom
 import pytest
-from ingest_helpers import landing_files, ref_text, ref_uid, sha256_file, table
+from ingest_helpers import landing_files, ref_text, ref_uid, sha256_file, table, with_paths
 from pydicom.multival import MultiValue
 
 from dicomlake.ingest.job import run_ingest
 from dicomlake.lake.export import export_instances, version_key
 from dicomlake.lake.pixelstore import PixelStore
+from dicomlake.lake.quarantine import get_copy
 from dicomlake.samples import build_sample_landing, sample_files
 
 pytestmark = [
@@ -63,13 +64,18 @@ def _read(path: Path) -> pydicom.Dataset | None:
             return None
 
 
-def test_every_file_accounted_for_once(corpus_lake):
+def _rows(lake: Path, name: str, landing: Path, keyring) -> list[dict]:
+    """A table's rows, each with the landing path its source_path_id stands for."""
+    return with_paths(table(lake, name).to_pylist(), keyring, landing_files(landing))
+
+
+def test_every_file_accounted_for_once(corpus_lake, keyring):
     landing, lake, summary = corpus_lake
     files = landing_files(landing)
-    sources = table(lake, "sources").to_pylist()
+    sources = _rows(lake, "sources", landing, keyring)
     assert sorted(r["source_path"] for r in sources) == sorted(files)
-    instances = {r["source_path"] for r in table(lake, "instances").to_pylist()}
-    errors = {r["source_path"] for r in table(lake, "errors").to_pylist()}
+    instances = {r["source_path"] for r in _rows(lake, "instances", landing, keyring)}
+    errors = {r["source_path"] for r in _rows(lake, "errors", landing, keyring)}
     duplicates = {r["source_path"] for r in sources if r["outcome"] == "duplicate"}
     assert not instances & errors
     assert instances | errors | duplicates == set(files)
@@ -82,15 +88,16 @@ def test_every_file_accounted_for_once(corpus_lake):
         assert sha256_file(files[path]) in set(stored_sha)
 
 
-def test_non_dicom_files_are_quarantined_with_a_copy(corpus_lake):
+def test_non_dicom_files_are_quarantined_with_a_copy(corpus_lake, config, keyring, tmp_path):
     landing, lake, _ = corpus_lake
-    errors = {r["source_path"]: r for r in table(lake, "errors").to_pylist()}
+    errors = {r["source_path"]: r for r in _rows(lake, "errors", landing, keyring)}
     for path, file in landing_files(landing).items():
         if file.suffix in (".zip", ".md", ".txt"):
             assert errors[path]["reason"] == "not_dicom", path
-    for row in errors.values():
-        copy = lake / row["quarantine_path"]
-        assert copy.read_bytes() == Path(row["source_path"]).read_bytes()
+    for n, row in enumerate(errors.values()):
+        out = tmp_path / f"copy-{n}"
+        get_copy(str(lake), keyring, config, row["error_id"], out)
+        assert out.read_bytes() == Path(row["source_path"]).read_bytes()
 
 
 def _expected(ds: pydicom.Dataset, keyword: str, secret: bytes) -> str | None:
@@ -108,9 +115,9 @@ def _expected(ds: pydicom.Dataset, keyword: str, secret: bytes) -> str | None:
 
 
 def test_promoted_values_equal_pydicoms_reading(corpus_lake, keyring):
-    _, lake, _ = corpus_lake
+    landing, lake, _ = corpus_lake
     secret = keyring.secret_for("pseudonym")
-    rows = table(lake, "instances").to_pylist()
+    rows = _rows(lake, "instances", landing, keyring)
     assert rows
     checked = 0
     for row in rows:
@@ -138,9 +145,9 @@ def test_promoted_values_equal_pydicoms_reading(corpus_lake, keyring):
 
 
 def test_dicom_json_round_trips(corpus_lake, keyring):
-    _, lake, _ = corpus_lake
+    landing, lake, _ = corpus_lake
     secret = keyring.secret_for("pseudonym")
-    for row in table(lake, "instances").to_pylist():
+    for row in _rows(lake, "instances", landing, keyring):
         with warnings.catch_warnings():  # pydicom validates values as it rebuilds them
             warnings.simplefilter("ignore")
             rebuilt = pydicom.Dataset.from_json(row["header_json"])
@@ -151,8 +158,8 @@ def test_dicom_json_round_trips(corpus_lake, keyring):
         assert rebuilt.get("Modality") == original.get("Modality")
 
 
-def test_tables_readable_by_duckdb_and_pandas(corpus_lake):
-    _, lake, _ = corpus_lake
+def test_tables_readable_by_duckdb_and_pandas(corpus_lake, keyring):
+    landing, lake, _ = corpus_lake
     n_arrow = table(lake, "instances").num_rows
     con = duckdb.connect()
     n_duck = con.execute(
@@ -168,7 +175,7 @@ def test_tables_readable_by_duckdb_and_pandas(corpus_lake):
     )
     # Modality is not pseudonymised: pydicom's reading of the source files gives the counts.
     expected: dict[str | None, int] = {}
-    for row in table(lake, "instances").to_pylist():
+    for row in _rows(lake, "instances", landing, keyring):
         modality = _read(Path(row["source_path"])).get("Modality") or None
         expected[modality] = expected.get(modality, 0) + 1
     assert by_modality == expected
@@ -192,8 +199,8 @@ def test_elements_hold_nested_and_private_tags(corpus_lake):
 
 
 def test_export_is_byte_exact(corpus_lake, config, keyring, tmp_path):
-    _, lake, _ = corpus_lake
-    instances = table(lake, "instances").to_pylist()
+    landing, lake, _ = corpus_lake
+    instances = _rows(lake, "instances", landing, keyring)
     studies = sorted({r["StudyInstanceUID"] for r in instances if r["StudyInstanceUID"]})
     selections = [{"study": s} for s in studies] + [
         {"sop": r["SOPInstanceUID"]} for r in instances if not r["StudyInstanceUID"]
@@ -229,10 +236,10 @@ def test_chunks_name_their_own_pack_and_instances_their_prefixs(corpus_lake, ing
 
 
 def test_frames_decode_to_pydicoms_pixels(corpus_lake, config, keyring):
-    _, lake, _ = corpus_lake
+    landing, lake, _ = corpus_lake
     store = PixelStore(str(lake), keyring, config)
     compared = 0
-    for row in table(lake, "instances").to_pylist():
+    for row in _rows(lake, "instances", landing, keyring):
         if not row["frame_chunks"]:
             continue
         with warnings.catch_warnings():
@@ -250,11 +257,11 @@ def test_frames_decode_to_pydicoms_pixels(corpus_lake, config, keyring):
     assert compared >= 100
 
 
-def test_packs_hold_nothing_in_clear(corpus_lake):
+def test_packs_hold_nothing_in_clear(corpus_lake, keyring):
     landing, lake, _ = corpus_lake
     packs = b"".join(p.read_bytes() for p in (lake / "pixels").rglob("*.pack"))
     assert packs
-    for row in table(lake, "instances").to_pylist()[:60]:
+    for row in _rows(lake, "instances", landing, keyring)[:60]:
         original = Path(row["source_path"]).read_bytes()
         ds = _read(Path(row["source_path"]))
         needles = [ds.get(k) for k in ("SOPInstanceUID", "PatientID", "StudyInstanceUID")]
@@ -285,11 +292,11 @@ def test_rerun_is_exactly_once(tmp_path, sc, config, keyring):
     shutil.copy(files[11], landing / files[1].name)  # same path, new content
     third = run_ingest(sc, str(landing), str(lake), config, keyring)
     assert (third.files_seen, third.ingested, third.duplicates) == (3, 2, 1)
-    sources = table(lake, "sources").to_pylist()
+    sources = _rows(lake, "sources", landing, keyring)
     dup = [r for r in sources if r["source_path"].endswith("copy-of-first")]
     assert dup[0]["outcome"] == "duplicate"
     assert dup[0]["source_sha256"] == sha256_file(files[0])
-    instances = table(lake, "instances").to_pylist()
+    instances = _rows(lake, "instances", landing, keyring)
     versions = [r for r in instances if r["source_path"] == str(landing / files[1].name)]
     assert sorted(r["source_sha256"] for r in versions) == sorted(
         [sha256_file(files[1]), sha256_file(files[11])]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from ingest_helpers import ingest_command, table
+from ingest_helpers import ingest_command, table, with_paths
 from pydicom.data import get_testdata_file
 
 import dicomlake.ingest.worker as worker
@@ -143,10 +143,12 @@ def test_a_file_changed_between_its_readings_keeps_no_row(
     result = process_task(0, 0, list(files.values()), str(landing), ctx, frozenset())
 
     assert changing.changed
-    assert [(e["source_path"], e["reason"]) for e in result.errors] == [
+    paths = [f.path for f in files.values()]
+    errors = with_paths(result.errors, keyring, paths)
+    assert [(e["source_path"], e["reason"]) for e in errors] == [
         (files["CT_small.dcm"].path, reason)
     ]
-    outcomes = {s["source_path"]: s["outcome"] for s in result.sources}
+    outcomes = {s["source_path"]: s["outcome"] for s in with_paths(result.sources, keyring, paths)}
     assert outcomes == {files["CT_small.dcm"].path: outcome, files["MR_small.dcm"].path: "ingested"}
     mr_sha = hashlib.sha256(Path(files["MR_small.dcm"].path).read_bytes()).hexdigest()
     layout = LakeLayout(str(lake))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ingest_helpers import with_paths
 from pydicom.data import get_testdata_file
 
 import dicomlake.ingest.worker as worker
@@ -65,7 +66,10 @@ def _task_output(landing: str, lake: str, config, keyring) -> dict[str, list]:
     fs = filesystem_for(lake, hdfs)
     out: dict[str, list] = {
         "outcomes": sorted(s["outcome"] for s in result.sources),
-        "errors": [(e["source_path"].rsplit("/", 1)[1], e["reason"]) for e in result.errors],
+        "errors": [
+            (e["source_path"].rsplit("/", 1)[1], e["reason"])
+            for e in with_paths(result.errors, keyring, [f.path for f in files])
+        ],
     }
     for relative in result.staged:
         if relative.startswith("tables/"):

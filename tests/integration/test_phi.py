@@ -1,9 +1,12 @@
 """Protected health information: analysts' tables hold pseudonyms, identities are encrypted.
 
-The whole sample corpus is ingested once; the identifying values of the ORIGINAL files are
-collected here with pydicom on its own, then searched for in every byte of every Parquet file
-under ``<lake>/tables/`` (raw, zstd-compressed pages) and in every decompressed column value.
-Pseudonyms are recomputed from the documented algorithm (``ingest_helpers.ref_*``).
+The whole sample corpus is ingested once, from a landing zone laid out as PACS exports are
+(``<PatientName>-<PatientID>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``); the identifying values
+of the ORIGINAL files are collected here with pydicom on its own, then searched for in every
+byte of every Parquet file under ``<lake>/tables/`` (raw, zstd-compressed pages) and in every
+decompressed column value, in every byte under ``<lake>/quarantine/``, and in every byte of a
+full snapshot's backup repository. Pseudonyms are recomputed from the documented algorithm
+(``ingest_helpers.ref_*``).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pydicom
 import pytest
-from ingest_helpers import ref_text, ref_uid, table
+from ingest_helpers import ref_path_id, ref_text, ref_uid, table, with_paths
 from pydicom.multival import MultiValue
 
+from dicomlake.backup import take_snapshot, verify
 from dicomlake.cli import main
 from dicomlake.config import DeidConfig
 from dicomlake.crypto import kms
@@ -32,6 +36,7 @@ from dicomlake.ingest.job import run_ingest
 from dicomlake.keys import save_keyring
 from dicomlake.lake import schemas
 from dicomlake.lake.identities import read_identities
+from dicomlake.lake.paths import read_paths
 from dicomlake.samples import build_sample_landing
 
 pytestmark = [
@@ -82,22 +87,42 @@ def _text(value: object) -> str | None:
     return "\\".join(_strs(value)) or None
 
 
+def _name_part(value: object) -> str:
+    """A header value as one folder or file name, as a PACS export writes it."""
+    text = _text(value) or "none"
+    return re.sub(r"[/\x00]", "_", text)[:120]
+
+
+def _identified_name(path: Path, n: int) -> Path:
+    """Where a PACS export puts a file: named after its patient, study and instance."""
+    ds = _read(path)
+    if ds is None or not ds.get("SOPInstanceUID"):
+        return Path(f"f{n:04d}{path.suffix}")
+    patient = f"{_name_part(ds.get('PatientName'))}-{_name_part(ds.get('PatientID'))}"
+    study = _name_part(ds.get("StudyInstanceUID"))
+    return Path(patient, study, f"{_name_part(ds.SOPInstanceUID)}-{n}.dcm")
+
+
 @pytest.fixture(scope="module")
 def phi_lake(tmp_path_factory, sc, config, keyring):
-    """The whole sample corpus ingested with the default (de-identifying) config.
-
-    Landing paths are not PHI for this issue (the lake keeps ``source_path`` as lineage), but
-    some sample folders are named after a PatientID (pydicom's dicomdirtests/77654033/...):
-    the files are copied under neutral names so that the search below stays meaningful.
-    """
+    """The whole sample corpus ingested with the default (de-identifying) config, from a
+    landing zone whose folders and files are named after patients, studies and instances."""
     root = tmp_path_factory.mktemp("phi")
     samples, landing, lake = root / "samples", root / "landing", root / "lake"
     build_sample_landing(samples)
-    landing.mkdir()
     for n, path in enumerate(sorted(p for p in samples.rglob("*") if p.is_file())):
-        shutil.copy(path, landing / f"f{n:04d}{path.suffix}")
+        target = landing / _identified_name(path, n)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
     run_ingest(sc, str(landing), str(lake), config, keyring)
     return landing, lake
+
+
+def _rows(phi_lake, name: str, keyring) -> list[dict]:
+    """A table's rows with the landing path each stands for (see `with_paths`)."""
+    landing, lake = phi_lake
+    files = [p for p in landing.rglob("*") if p.is_file()]
+    return with_paths(table(lake, name).to_pylist(), keyring, files)
 
 
 @pytest.fixture(scope="module")
@@ -203,34 +228,121 @@ def _column_text(path: Path) -> str:
     return "\n".join(parts)
 
 
-def test_no_identifying_value_in_any_analyst_file(phi_lake, originals):
-    _, lake = phi_lake
-    needles = _identifying_values(originals)
-    assert len(needles) > 300  # the corpus has names, IDs, dates, many UIDs
-    kinds = {where.split(" of ")[0] for where in needles.values()}
+def _leaks(needles: dict[str, str], path: Path, root: Path, decode: bool) -> list[str]:
+    """Where the identifying ``needles`` occur in the file at ``path``: in its raw bytes, and
+    with ``decode`` (a plain Parquet file) in every value, statistic and metadata it holds."""
+    raw = path.read_bytes()
+    text = (_column_text(path) + "\n" + _metadata_text(path)).encode() if decode else b""
+    found = []
+    for value, where in needles.items():
+        needle = value.encode()
+        # A short run of digits turns up by chance in compressed or encrypted bytes: such
+        # values are searched in what the file decodes to (values, statistics, metadata) only
+        in_raw = (len(value) >= 8 or not value.isdigit()) and needle in raw
+        pattern = _pattern(value)
+        if (in_raw or needle in text) and (
+            (in_raw and pattern.search(raw)) or pattern.search(text)
+        ):
+            found.append(f"{where}: {value!r} in {path.relative_to(root)}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def needles(originals) -> dict[str, str]:
+    found = _identifying_values(originals)
+    assert len(found) > 300  # the corpus has names, IDs, dates, many UIDs
+    kinds = {where.split(" of ")[0] for where in found.values()}
     assert {"PatientName", "PatientID", "SOPInstanceUID", "StudyInstanceUID"} <= kinds
+    return found
+
+
+def test_landing_names_are_identifying(phi_lake, needles):
+    """The landing zone itself names patients: what the lake must not repeat."""
+    landing, _ = phi_lake
+    names = {part for p in landing.rglob("*") for part in p.relative_to(landing).parts}
+    named = {v for v in needles if any(v in name for name in names)}
+    kinds = {needles[v].split(" of ")[0] for v in named}
+    assert {"PatientID", "StudyInstanceUID", "SOPInstanceUID"} <= kinds
+    assert len(named) > 100
+
+
+def test_no_identifying_value_in_any_analyst_file(phi_lake, needles):
+    _, lake = phi_lake
     files = sorted((lake / "tables").rglob("*.parquet"))
     assert {p.relative_to(lake / "tables").parts[0] for p in files} >= {
         "instances",
         "elements",
         "frames",
+        "errors",
         "sources",
         "runs",
     }
-    patterns = {value: _pattern(value) for value in needles}
+    leaks = [leak for path in files for leak in _leaks(needles, path, lake, decode=True)]
+    assert not leaks, "\n".join(leaks[:40])
+    # no column of any table holds a landing path or a file name
+    assert not [
+        name for path in files for name in pq.read_schema(path).names if name == "source_path"
+    ]
+
+
+def test_quarantine_copies_are_encrypted(phi_lake, needles, keyring, config, tmp_path):
+    _, lake = phi_lake
+    copies = sorted((lake / "quarantine").rglob("*"))
+    copies = [p for p in copies if p.is_file()]
+    errors = _rows(phi_lake, "errors", keyring)
+    assert len(copies) == sum(1 for r in errors if r["quarantine_path"]) > 5
+    leaks = [leak for path in copies for leak in _leaks(needles, path, lake, decode=False)]
+    assert not leaks, "\n".join(leaks[:40])
+    for row in errors:
+        # a copy is named by its error id, never after the landing file
+        assert row["quarantine_path"] == f"quarantine/{row['ingest_run_id']}/{row['error_id']}.pack"
+        for name in Path(row["source_path"]).parts[-3:]:
+            assert name not in row["message"] and name not in row["quarantine_path"]
+        original = Path(row["source_path"]).read_bytes()
+        if len(original) > 256:  # a window of the file's own bytes is not in its copy
+            middle = len(original) // 2
+            assert (
+                original[middle : middle + 48] not in (lake / row["quarantine_path"]).read_bytes()
+            )
+    row = next(r for r in errors if r["quarantine_path"])
+    code = main(
+        [
+            "quarantine",
+            "get",
+            "--lake",
+            str(lake),
+            "--error-id",
+            row["error_id"],
+            "--out",
+            str(tmp_path / "copy"),
+            "--keyring",
+            str(_saved(keyring, tmp_path, config)),
+        ]
+    )
+    assert code == 0
+    assert (tmp_path / "copy").read_bytes() == Path(row["source_path"]).read_bytes()
+
+
+def _saved(keyring: Keyring, tmp_path: Path, config) -> Path:
+    path = tmp_path / f"keyring-{keyring.active_kek_id}-{keyring.can_unwrap}.json"
+    save_keyring(str(path), keyring, config)
+    return path
+
+
+def test_backup_holds_no_identifying_value(phi_lake, needles, sc, config, keyring, tmp_path):
+    _, lake = phi_lake
+    backup = tmp_path / "backup"
+    take_snapshot(str(lake), str(backup), "full", config=config, sc=sc)
+    # the quarantine copies are packs: a deep verify opens them with the pixel packs
+    packs = list(lake.glob("pixels/**/*.pack")) + list(lake.glob("quarantine/**/*.pack"))
+    checked = verify(str(backup), None, deep=True, keyring=keyring, config=config)
+    assert checked.ok and checked.packs_checked == len(packs)
+    files = [p for p in sorted(backup.rglob("*")) if p.is_file()]
+    assert len(files) > 50
     leaks = []
     for path in files:
-        raw = path.read_bytes()
-        text = (_column_text(path) + "\n" + _metadata_text(path)).encode()
-        for value, where in needles.items():
-            needle = value.encode()
-            # A short run of digits turns up by chance in compressed bytes: such values are
-            # searched in what the file decodes to (values, statistics, metadata) only
-            in_raw = (len(value) >= 8 or not value.isdigit()) and needle in raw
-            if (in_raw or needle in text) and (
-                (in_raw and patterns[value].search(raw)) or patterns[value].search(text)
-            ):
-                leaks.append(f"{where}: {value!r} in {path.relative_to(lake)}")
+        plain_parquet = path.suffix == ".parquet"  # the snapshot's manifest
+        leaks += _leaks(needles, path, backup, decode=plain_parquet)
     assert not leaks, "\n".join(leaks[:40])
 
 
@@ -246,7 +358,7 @@ def test_one_patient_one_pseudonym(phi_lake, originals, keyring):
     secret = keyring.secret_for("pseudonym")
     by_patient: dict[str, set[str]] = defaultdict(set)
     by_study: dict[str, set[str]] = defaultdict(set)
-    for row in table(lake, "instances").to_pylist():
+    for row in _rows(phi_lake, "instances", keyring):
         ds = originals.get(row["source_path"])
         if ds is None:
             continue
@@ -310,9 +422,9 @@ def test_runs_record_the_options(phi_lake):
     assert "2026c" in options["profile"] and options["algorithm"] == "dicomlake-deid-v1"
 
 
-def _expected_identities(originals, lake) -> dict[str, dict[str, str | None]]:
+def _expected_identities(originals, rows: list[dict]) -> dict[str, dict[str, str | None]]:
     out = {}
-    for row in table(lake, "instances").to_pylist():
+    for row in rows:
         ds = originals.get(row["source_path"])
         if ds is None:
             continue
@@ -336,7 +448,7 @@ def _expected_identities(originals, lake) -> dict[str, dict[str, str | None]]:
 
 def test_restricted_table_with_key_pyarrow(phi_lake, originals, config, keyring):
     _, lake = phi_lake
-    expected = _expected_identities(originals, lake)
+    expected = _expected_identities(originals, _rows(phi_lake, "instances", keyring))
     rows = {r["instance_id"]: r for r in read_identities(str(lake), keyring, config).to_pylist()}
     assert rows.keys() == {r["instance_id"] for r in table(lake, "instances").to_pylist()}
     assert len(expected) >= 150
@@ -370,7 +482,7 @@ def test_restricted_table_without_key_fails_on_protected_columns(phi_lake, confi
 def test_restricted_table_with_spark(phi_lake, originals, spark, keyring):
     _, lake = phi_lake
     path = str(lake / "restricted" / "identities")
-    expected = _expected_identities(originals, lake)
+    expected = _expected_identities(originals, _rows(phi_lake, "instances", keyring))
     df = spark.read.options(**kms.spark_options(keyring)).parquet(path)
     rows = {r["instance_id"]: r.asDict() for r in df.collect()}
     assert rows.keys() >= expected.keys()
@@ -406,7 +518,7 @@ def test_reidentify_command(phi_lake, originals, tmp_path, config, keyring, caps
     _, lake = phi_lake
     keyring_path = tmp_path / "keyring.json"
     save_keyring(str(keyring_path), keyring, config)
-    row = next(r for r in table(lake, "instances").to_pylist() if r["source_path"] in originals)
+    row = next(r for r in _rows(phi_lake, "instances", keyring) if r["source_path"] in originals)
     original = originals[row["source_path"]]
     # in process: the command's own code path, output as it prints it
     code = main(
@@ -434,11 +546,98 @@ def test_deid_disabled_keeps_everything(phi_lake, tmp_path, sc, config, keyring,
     plain = dataclasses.replace(config, deid=DeidConfig(enabled=False))
     run_ingest(sc, str(landing), str(tmp_path / "lake"), plain, keyring)
     lake = tmp_path / "lake"
-    assert not (lake / "restricted").exists()
+    assert not (lake / "restricted" / "identities").exists()
+    # landing paths are pseudonymised all the same: headers keep their values on request, but
+    # a path's names are not part of what the option keeps
+    assert list((lake / "restricted" / "paths").glob("*.parquet"))
     assert json.loads(table(lake, "runs").to_pylist()[0]["deid_options"]) == {"enabled": False}
     elements = table(lake, "elements")
     assert any(elements.column("private_creator").to_pylist())
-    for row in table(lake, "instances").to_pylist():
+    files = [p for p in landing.rglob("*") if p.is_file()]
+    for row in with_paths(table(lake, "instances").to_pylist(), keyring, files):
         ds = _read(Path(row["source_path"]))
         if ds is not None and _text(ds.get("SOPInstanceUID")):
             assert row["SOPInstanceUID"] == _text(ds.SOPInstanceUID)
+
+
+def _command_rows(capsys, argv: list[str]) -> tuple[int, list[dict]]:
+    code = main(argv)
+    out = capsys.readouterr().out
+    return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_reidentify_gives_landing_paths_back(phi_lake, keyring, config, spark, tmp_path, capsys):
+    landing, lake = phi_lake
+    ring = str(_saved(keyring, tmp_path, config))
+    common = ["reidentify", "--lake", str(lake), "--keyring", ring]
+    instance = next(r for r in _rows(phi_lake, "instances", keyring) if "/" in r["source_path"])
+    code, rows = _command_rows(capsys, [*common, "--path-id", instance["source_path_id"]])
+    assert code == 0
+    assert rows[0]["source_path"] == instance["source_path"]
+    assert Path(instance["source_path"]).parent.parent.parent == landing
+    # an instance: every landing file with its content (duplicates included)
+    expected = {
+        r["source_path"]
+        for r in _rows(phi_lake, "sources", keyring)
+        if r["instance_id"] == instance["instance_id"]
+    }
+    code, rows = _command_rows(capsys, [*common, "--instance-id", instance["instance_id"]])
+    assert code == 0 and {r["source_path"] for r in rows[:-1]} == expected
+    error = _rows(phi_lake, "errors", keyring)[0]
+    code, rows = _command_rows(capsys, [*common, "--error-id", error["error_id"]])
+    assert code == 0 and rows[0]["source_path"] == error["source_path"]
+    # every path of the lake is in the restricted table, under its id
+    secret = keyring.secret_for("pseudonym")
+    every = read_paths(str(lake), keyring, config)
+    files = [str(p) for p in landing.rglob("*") if p.is_file()]
+    assert every == {ref_path_id(secret, f): f for f in files}
+    # Spark reads it as it reads the identities (the KMS jar on its classpath)
+    df = spark.read.options(**kms.spark_options(keyring)).parquet(str(lake / "restricted/paths"))
+    assert dict(df.select("source_path_id", "source_path").collect()) == every
+
+
+@pytest.fixture(scope="module")
+def x25519_lake(phi_lake, tmp_path_factory, sc, config):
+    """A few identified landing files and a bad one, ingested with an x25519 keyring."""
+    landing, _ = phi_lake
+    root = tmp_path_factory.mktemp("x25519")
+    sub = root / "landing"
+    for path in sorted(landing.rglob("*.dcm"))[:4]:
+        target = sub / path.relative_to(landing)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    (sub / "Doe^Jane-77654033").mkdir()
+    (sub / "Doe^Jane-77654033" / "1.2.840.99999.1.dcm").write_bytes(b"not dicom " * 50)
+    keyring = Keyring.generate("x25519")
+    run_ingest(sc, str(sub), str(root / "lake"), config, keyring)
+    return sub, root / "lake", keyring
+
+
+def test_public_keyring_cannot_get_quarantine_copies(x25519_lake, config, tmp_path, capsys):
+    """Ingest hosts hold the public half: enough to seal a copy, not to open it."""
+    landing, lake, keyring = x25519_lake
+    files = [p for p in landing.rglob("*") if p.is_file()]
+    [error] = with_paths(table(lake, "errors").to_pylist(), keyring, files)
+    assert error["source_path"].endswith("1.2.840.99999.1.dcm")
+    get = ["quarantine", "get", "--lake", str(lake), "--error-id", error["error_id"]]
+    private = str(_saved(keyring, tmp_path, config))
+    code, _ = _command_rows(capsys, [*get, "--out", str(tmp_path / "a"), "--keyring", private])
+    assert code == 0 and (tmp_path / "a").read_bytes() == b"not dicom " * 50
+    public = str(_saved(keyring.public_only(), tmp_path, config))
+    code, _ = _command_rows(capsys, [*get, "--out", str(tmp_path / "b"), "--keyring", public])
+    assert code == 1 and not (tmp_path / "b").exists()
+
+
+def test_public_keyring_cannot_find_landing_paths(x25519_lake, config, tmp_path, capsys):
+    """The path ids of the tables lead back to paths with the private keyring only: the
+    restricted table's encrypted column needs a key the public half cannot unwrap."""
+    landing, lake, keyring = x25519_lake
+    files = [p for p in landing.rglob("*") if p.is_file()]
+    [error] = with_paths(table(lake, "errors").to_pylist(), keyring, files)
+    by_error = ["reidentify", "--lake", str(lake), "--error-id", error["error_id"]]
+    private = str(_saved(keyring, tmp_path, config))
+    code, rows = _command_rows(capsys, [*by_error, "--keyring", private])
+    assert code == 0 and rows[0]["source_path"] == error["source_path"]
+    public = str(_saved(keyring.public_only(), tmp_path, config))
+    code, rows = _command_rows(capsys, [*by_error, "--keyring", public])
+    assert code == 1 and not rows

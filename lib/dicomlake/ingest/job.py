@@ -30,6 +30,7 @@ from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_ledger
 from dicomlake.lake.lock import Lock, holding, new_run_id
 from dicomlake.lake.parquet import read_files, write_table
+from dicomlake.lake.paths import path_secret
 from dicomlake.storage import filesystem_for
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def _run_locked(
     rolled, abandoned = recover(lake_fs, layout, lock)
     if rolled or abandoned:
         log.warning("recovered earlier runs: rolled forward %s, discarded %s", rolled, abandoned)
-    ledger = read_ledger(lake_fs, layout)
+    ledger = read_ledger(lake_fs, layout, path_secret(keyring))
     listing = [f for f in landing_fs.list_files(landing) if is_candidate(f.path)]
     work = [f for f in listing if ledger.is_new(f.path, f.size, f.mtime_ms)]
     stage["list"] = time.perf_counter() - t
@@ -159,7 +160,7 @@ def _run_locked(
         failed=outcomes["failed"],
         bytes_read=sum(r.bytes_read for r in results),
         bytes_stored=sum(r.bytes_stored for r in results),
-        packs_written=len(packs),
+        packs_written=sum(1 for p in packs if p["pack_path"].startswith("pixels/")),
     )
     options = deid_options(config)
     if work:
@@ -207,6 +208,7 @@ def _run_locked(
         reasons=dict(Counter(e["reason"] for e in errors)),
         tables={
             **{name: layout.table(name) for name in schemas.SCHEMAS},
+            "paths": layout.restricted("paths"),
             **({"identities": layout.restricted("identities")} if options else {}),
         },
     )

@@ -15,6 +15,11 @@ secret) before any analyst-visible value is taken from it: promoted columns, DIC
 rows, and the SOPInstanceUID of frames and ledger rows are pseudonyms. The identified values go
 to the task's restricted identities file, its identified columns encrypted (PME). The pack
 files keep the original bytes, encrypted, so export still rebuilds the original file.
+
+Landing paths never reach a table: rows name a file by its keyed ``source_path_id``
+(:mod:`dicomlake.lake.paths`), and the task writes the paths it saw to its restricted paths
+file, encrypted. Rejected files are copied into quarantine encrypted
+(:mod:`dicomlake.lake.quarantine`), under their random ``error_id``.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import functools
 import hashlib
 import itertools
 import logging
+import re
+import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -50,15 +57,16 @@ from dicomlake.lake.commit import staged
 from dicomlake.lake.identities import write_identities
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import write_table
-from dicomlake.pixels.pack import PackWriter
+from dicomlake.lake.paths import PathRows, path_secret, write_paths
+from dicomlake.lake.quarantine import BLOCK, copy_path, write_copy
+from dicomlake.pixels.pack import PackInfo, PackWriter
 from dicomlake.storage import FileInfo, FileSystem, ReadStream, filesystem_for
 
 log = logging.getLogger(__name__)
 
 READ_BLOCK = 8 << 20
-"""Bytes per read when a file is read in parts (hashing and splitting a streamed file,
-quarantine copies): on HDFS every read is two HTTP round trips, so small frames are read
-many at a time."""
+"""Bytes per read when a file is read in parts (hashing and splitting a streamed file): on
+HDFS every read is two HTTP round trips, so small frames are read many at a time."""
 READ_AHEAD_BYTES = 64 << 20
 """Landing bytes a task reads ahead of the file it works on (see `ReadAhead`)."""
 
@@ -96,6 +104,42 @@ def _ts(ms: int) -> datetime:
 def deid_options(config: Config) -> DeidConfig | None:
     """The run's de-identification options; None when ``deid.enabled`` is false."""
     return config.deid if config.deid.enabled else None
+
+
+def pack_row(relative: str, info: PackInfo, ctx: TaskContext) -> dict[str, Any]:
+    """The ``packs`` row of a closed pack (pixels, or a quarantine copy) at ``relative``."""
+    return {
+        "pack_path": relative,
+        "pack_id": info.pack_id,
+        "kek_id": info.kek_id,
+        "wrapped_key": info.wrapped_key,
+        "size": info.size,
+        "chunks": info.chunks,
+        "ingest_run_id": ctx.run_id,
+        "wrapped_at": _ts(ctx.started_ms),
+    }
+
+
+def without_path(message: str, path: str) -> str:
+    """``message`` with the landing path, and each of its names (with and without extension)
+    of 4 characters or more, replaced: a storage error quotes the path it could not read."""
+    names = {path}
+    for name in path.split("/"):
+        names |= {name, name.rsplit(".", 1)[0]}
+    longest_first = sorted((n for n in names if len(n) >= 4), key=len, reverse=True)
+    if not longest_first:
+        return message
+    words = "|".join(map(re.escape, longest_first))
+    return re.sub(
+        rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])",
+        lambda m: "<landing path>" if m.group() == path else "<name>",
+        message,
+    )
+
+
+class _NoCopy(Exception):
+    """A landing file grew past ingest.quarantine_max_bytes, or could not be read, while it
+    was copied into quarantine."""
 
 
 def partition_dir(values: dict[str, Any]) -> str:
@@ -146,18 +190,7 @@ class _Packs:
         assert self._out is not None
         self._out.close()
         self._result.staged.append(self.relative)
-        self._result.packs.append(
-            {
-                "pack_path": self.relative,
-                "pack_id": info.pack_id,
-                "kek_id": info.kek_id,
-                "wrapped_key": info.wrapped_key,
-                "size": info.size,
-                "chunks": info.chunks,
-                "ingest_run_id": self._ctx.run_id,
-                "wrapped_at": _ts(self._ctx.started_ms),
-            }
-        )
+        self._result.packs.append(pack_row(self.relative, info, self._ctx))
         self._writer = None
 
 
@@ -219,6 +252,8 @@ class _Task:
         self.keyring = Keyring.from_bytes(ctx.keyring)
         self.deid = deid_options(ctx.config)
         self.secret = self.keyring.secret_for(PSEUDONYM_PURPOSE) if self.deid else b""
+        # Paths are pseudonymised whether or not headers are: a landing path is not a header
+        self.paths = PathRows(path_secret(self.keyring), ctx.run_id)
 
     @contextlib.contextmanager
     def timed(self, stage: str):
@@ -238,7 +273,7 @@ class _Task:
     ) -> None:
         self.result.sources.append(
             {
-                "source_path": info.path,
+                "source_path_id": self.paths.id_of(info.path),
                 "source_size": info.size,
                 "source_mtime": _ts(info.mtime_ms),
                 "source_sha256": sha,
@@ -259,38 +294,56 @@ class _Task:
         sha: str | None,
         landing_fs: FileSystem | None = None,
     ) -> None:
-        """Record a bad input and keep a raw copy of it in quarantine."""
-        quarantine = None
-        if data is not None or landing_fs is not None:
-            name = info.path.rsplit("/", 1)[-1]
-            quarantine = f"quarantine/{self.ctx.run_id}/{(sha or 'unhashed')[:16]}-{name}"
-            target = staged(self.layout, self.ctx.run_id, quarantine)
-            with self.timed("quarantine"):
-                if data is not None:
-                    self.lake_fs.write_bytes(target, data)
-                else:  # too large to hold in memory: stream it across
-                    assert landing_fs is not None
-                    with (
-                        landing_fs.open_read(info.path) as src,
-                        self.lake_fs.open_write(target) as dst,
-                    ):
-                        while block := src.read(READ_BLOCK):
-                            dst.write(block)
-            self.result.staged.append(quarantine)
+        """Record a bad input, with an encrypted copy of it in quarantine when one is asked for
+        (``data``, or ``landing_fs`` to read it from) and it is within
+        ``ingest.quarantine_max_bytes``. ``message`` names tags, offsets, lengths and limits,
+        never values; any mention of the landing path is taken out of it."""
+        error_id = secrets.token_hex(16)
+        copy = data is not None or landing_fs is not None
+        quarantine = self.quarantine_copy(info, error_id, data, landing_fs) if copy else None
         self.result.errors.append(
             {
-                "source_path": info.path,
+                "error_id": error_id,
+                "source_path_id": self.paths.id_of(info.path),
                 "source_size": info.size,
                 "source_mtime": _ts(info.mtime_ms),
                 "source_sha256": sha,
                 "reason": reason,
-                "message": message,
+                "message": without_path(message, info.path),
                 "quarantine_path": quarantine,
                 "ingest_run_id": self.ctx.run_id,
                 "recorded_at": _ts(self.ctx.started_ms),
             }
         )
-        self.source_row(info, sha, "quarantined" if quarantine else "failed")
+        self.source_row(info, sha, "quarantined" if copy else "failed")
+
+    def quarantine_copy(
+        self, info: FileInfo, error_id: str, data: bytes | None, landing_fs: FileSystem | None
+    ) -> str | None:
+        """Seal the rejected file into ``quarantine/<run>/<error_id>.pack`` (staged); None
+        when it is over ``ingest.quarantine_max_bytes`` or its landing copy cannot be read."""
+        limit = self.ctx.config.ingest.quarantine_max_bytes
+        if (len(data) if data is not None else info.size) > limit:
+            return None
+        relative = copy_path(self.ctx.run_id, error_id)
+        target = staged(self.layout, self.ctx.run_id, relative)
+        with self.timed("quarantine"), contextlib.ExitStack() as reading:
+            if data is not None:
+                blocks: Iterable[bytes] = (
+                    data[at : at + BLOCK] for at in range(0, len(data), BLOCK)
+                )
+            else:  # not held in memory: streamed across, and bounded as it is read
+                assert landing_fs is not None
+                blocks = _bounded_blocks(reading, landing_fs, info.path, limit)
+            try:
+                with self.lake_fs.open_write(target) as out:
+                    sealed = write_copy(out, error_id, self.keyring, blocks)
+            except _NoCopy:
+                self.lake_fs.delete(target)
+                return None
+        self.result.staged.append(relative)
+        self.result.packs.append(pack_row(relative, sealed, self.ctx))
+        return relative
 
     def ingest_file(
         self,
@@ -472,7 +525,7 @@ class _Task:
                     "stored_pixel_bytes": stored_pixels,
                     "stored_bytes": stored_total,
                     "instance_id": sha,
-                    "source_path": info.path,
+                    "source_path_id": self.paths.id_of(info.path),
                     "source_size": info.size,
                     "source_mtime": _ts(info.mtime_ms),
                     "source_sha256": sha,
@@ -523,11 +576,33 @@ class _Task:
             writes[relative] = functools.partial(
                 write_identities, self.lake_fs, target(relative), self.identities, self.keyring
             )
+        if self.paths.rows():
+            relative = f"restricted/paths/{name}"
+            writes[relative] = functools.partial(
+                write_paths, self.lake_fs, target(relative), self.paths.rows(), self.keyring
+            )
         with self.timed("write"):
             # One instances file per partition: many small files, each a slow create on HDFS.
             # The last pack closes meanwhile (its index and trailer: one more slow close).
             self.lake_fs.run_all([close_packs, *writes.values()])
             r.staged.extend(writes)
+
+
+def _bounded_blocks(
+    stack: contextlib.ExitStack, landing_fs: FileSystem, path: str, limit: int
+) -> Iterator[bytes]:
+    """A landing file's bytes in `BLOCK`s; _NoCopy once it passes ``limit`` bytes, or
+    when it cannot be read."""
+    try:
+        src = stack.enter_context(landing_fs.open_read(path))
+        total = 0
+        while block := src.read(BLOCK):
+            total += len(block)
+            if total > limit:
+                raise _NoCopy
+            yield block
+    except StorageError as exc:
+        raise _NoCopy from exc
 
 
 def _read_as(info: FileInfo, limits: IngestConfig) -> str:

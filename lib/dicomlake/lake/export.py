@@ -28,7 +28,7 @@ _COLUMNS = [
     "SeriesInstanceUID",
     "StudyInstanceUID",
     "source_sha256",
-    "source_path",
+    "source_path_id",
     "source_mtime",
     "ingested_at",
 ]
@@ -36,8 +36,8 @@ _COLUMNS = [
 
 def version_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """Order of an instance's versions: by ingest time, then by the source file's mtime and path
-    (one run can meet two files that share a SOPInstanceUID)."""
-    return (row["ingested_at"], row["source_mtime"], row["source_path"])
+    id (one run can meet two files that share a SOPInstanceUID)."""
+    return (row["ingested_at"], row["source_mtime"], row["source_path_id"])
 
 
 def find_instances(

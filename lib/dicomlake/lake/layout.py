@@ -4,9 +4,10 @@
 
     <lake>/tables/<table>/...      Parquet datasets (instances partitioned by Modality/study_year)
     <lake>/pixels/<run>/<pack>.pack  immutable encrypted pack files
-    <lake>/quarantine/<run>/...    raw copies of rejected inputs
+    <lake>/quarantine/<run>/<error_id>.pack  encrypted copies of rejected inputs
     <lake>/restricted/identities/  identified values, columns encrypted (Parquet Modular
                                    Encryption); outside tables/ so analysts' globs never see it
+    <lake>/restricted/paths/       landing paths behind the tables' source_path_id, encrypted
     <lake>/_staging/<run>/...      a run's work before its commit: never read, never backed up
     <lake>/_commits/<run>.json     a run's commit intent, present only while it is being published
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from dicomlake.storage import join
 
 TABLES = ("instances", "frames", "elements", "errors", "sources", "runs", "packs")
-RESTRICTED = ("identities",)
+RESTRICTED = ("identities", "paths")
 
 
 @dataclass(frozen=True)

@@ -6,22 +6,29 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from dicomlake.errors import LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import parquet_files, read_files
+from dicomlake.lake.paths import path_id
 from dicomlake.storage import FileSystem
 
 
 @dataclass(frozen=True)
 class Ledger:
-    """The latest (size, mtime in ms) seen per landing path, and the content already stored."""
+    """The latest (size, mtime in ms) seen per landing path id, and the content already stored.
+
+    The ledger holds no landing path: a listed path is looked up by its `path_id`, under the
+    keyring's path secret.
+    """
 
     seen: dict[str, tuple[int, int]]
     stored_sha256: frozenset[str]
+    secret: bytes
 
     def is_new(self, path: str, size: int, mtime_ms: int) -> bool:
         """Whether a listed landing file is new or changed since the ledger last saw it."""
-        return self.seen.get(path) != (size, mtime_ms)
+        return self.seen.get(path_id(self.secret, path)) != (size, mtime_ms)
 
 
 def read_table(
@@ -31,18 +38,21 @@ def read_table(
     return read_files(fs, parquet_files(fs, layout.table(name)), schemas.SCHEMAS[name], columns)
 
 
-def read_ledger(fs: FileSystem, layout: LakeLayout) -> Ledger:
-    sources = read_table(
-        fs,
-        layout,
-        "sources",
-        ["source_path", "source_size", "source_mtime", "outcome", "source_sha256", "seen_at"],
-    )
+def read_ledger(fs: FileSystem, layout: LakeLayout, secret: bytes) -> Ledger:
+    """The lake's ledger; ``secret`` is `paths.path_secret` of the run's keyring."""
+    columns = ["source_path_id", "source_size", "source_mtime", "outcome", "source_sha256"]
+    try:
+        sources = read_table(fs, layout, "sources", [*columns, "seen_at"])
+    except KeyError:  # no file has the column
+        raise LakeError(
+            f"{layout.table('sources')} has no source_path_id: the lake was written by an "
+            "older dicomlake that kept landing paths in clear; ingest into a new lake"
+        ) from None
     seen: dict[str, tuple[int, int, int]] = {}
     stored = set()
     rows = sources.to_pydict()
     for path, size, mtime, outcome, sha, seen_at in zip(
-        rows["source_path"],
+        rows["source_path_id"],
         rows["source_size"],
         rows["source_mtime"],
         rows["outcome"],
@@ -55,7 +65,7 @@ def read_ledger(fs: FileSystem, layout: LakeLayout) -> Ledger:
             seen[path] = (size, int(mtime.timestamp() * 1000), key)
         if outcome == "ingested":
             stored.add(sha)
-    return Ledger({p: (s, m) for p, (s, m, _) in seen.items()}, frozenset(stored))
+    return Ledger({p: (s, m) for p, (s, m, _) in seen.items()}, frozenset(stored), secret)
 
 
 def latest_packs(rows: list[dict]) -> dict[str, dict]:

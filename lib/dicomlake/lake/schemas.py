@@ -21,7 +21,9 @@ NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 LINEAGE = [
     pa.field("instance_id", pa.string(), nullable=False),  # sha256 of the source bytes
-    pa.field("source_path", pa.string(), nullable=False),
+    # Keyed pseudonym of the landing path (lake.paths.path_id); the path itself is in
+    # restricted/paths, since landing folders and files are often named after patients.
+    pa.field("source_path_id", pa.string(), nullable=False),
     pa.field("source_size", pa.int64(), nullable=False),
     pa.field("source_mtime", TS, nullable=False),
     pa.field("source_sha256", pa.string(), nullable=False),
@@ -73,12 +75,16 @@ ELEMENTS = pa.schema(
 
 ERRORS = pa.schema(
     [
-        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("error_id", pa.string(), nullable=False),  # random; names the quarantine copy
+        pa.field("source_path_id", pa.string(), nullable=False),
         pa.field("source_size", pa.int64(), nullable=False),
         pa.field("source_mtime", TS, nullable=False),
         pa.field("source_sha256", pa.string()),
         pa.field("reason", pa.string(), nullable=False),
+        # Names tags, offsets, lengths and limits, never a value or the landing path.
         pa.field("message", pa.string(), nullable=False),
+        # quarantine/<run>/<error_id>.pack, encrypted; null when no copy was kept (unreadable,
+        # or over ingest.quarantine_max_bytes).
         pa.field("quarantine_path", pa.string()),
         pa.field("ingest_run_id", pa.string(), nullable=False),
         pa.field("recorded_at", TS, nullable=False),
@@ -87,7 +93,7 @@ ERRORS = pa.schema(
 
 SOURCES = pa.schema(
     [
-        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("source_path_id", pa.string(), nullable=False),
         pa.field("source_size", pa.int64(), nullable=False),
         pa.field("source_mtime", TS, nullable=False),
         pa.field("source_sha256", pa.string()),
@@ -122,7 +128,8 @@ RUNS = pa.schema(
     ]
 )
 
-# Wrapped data key of every pack; rewritten on key rotation (packs themselves never change).
+# Wrapped data key of every pack (pixel packs and quarantine copies); rewritten on key rotation
+# (packs themselves never change).
 PACKS = pa.schema(
     [
         pa.field("pack_path", pa.string(), nullable=False),
@@ -155,6 +162,20 @@ IDENTITIES = pa.schema(
     ]
 )
 assert IDENTITIES.names == IDENTITY_CLEAR + IDENTITY_ENCRYPTED
+
+# The restricted table <lake>/restricted/paths/: the landing path behind every source_path_id
+# of the lake, one row per (task, path seen). ``source_path`` is encrypted (PME) like the
+# identified columns of IDENTITIES; the id and the run are in clear.
+PATH_CLEAR = ["source_path_id", "ingest_run_id"]
+PATH_ENCRYPTED = ["source_path"]
+PATHS = pa.schema(
+    [
+        pa.field("source_path_id", pa.string(), nullable=False),
+        pa.field("ingest_run_id", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+    ]
+)
+assert PATHS.names == PATH_CLEAR + PATH_ENCRYPTED
 
 SCHEMAS = {
     "instances": INSTANCES,

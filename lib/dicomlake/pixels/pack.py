@@ -37,7 +37,7 @@ from dicomlake.pixels.spec import FrameSpec
 MAGIC = b"DLPACK1\0"
 END_MAGIC = b"DLPACKEND"
 FORMAT_VERSION = 1
-KINDS = ("prefix", "frame", "suffix")
+KINDS = ("prefix", "frame", "suffix", "quarantine")  # quarantine: lake.quarantine copies
 HEADER_READ_BYTES = 64 * 1024
 """Reading this many bytes from the start of a pack always suffices for `read_header`."""
 
