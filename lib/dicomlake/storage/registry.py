@@ -9,13 +9,18 @@ from dicomlake.errors import ConfigError
 from dicomlake.storage.base import FileSystem
 
 
-def filesystem_for(uri: str, hdfs: HdfsConfig | None = None) -> FileSystem:
-    """The filesystem that serves ``uri``: local for plain paths and ``file://``, WebHDFS for ``hdfs://``."""
+def filesystem_for(
+    uri: str, hdfs: HdfsConfig | None = None, *, landing: bool = False
+) -> FileSystem:
+    """The filesystem that serves ``uri``: local for plain paths and ``file://``, WebHDFS for ``hdfs://``.
+
+    A ``landing`` zone's local reads refuse symbolic links (see `LocalFileSystem`).
+    """
     scheme = urlsplit(uri).scheme
     if scheme in ("", "file"):
         from dicomlake.storage.local import LocalFileSystem
 
-        return LocalFileSystem()
+        return LocalFileSystem(follow_links=not landing)
     if scheme == "hdfs":
         from dicomlake.storage.hdfs import WebHdfsFileSystem
 
