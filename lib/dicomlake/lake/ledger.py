@@ -14,7 +14,10 @@ from dicomlake.storage import FileSystem
 
 @dataclass(frozen=True)
 class Ledger:
-    """The latest (size, mtime in ms) seen per landing path, and the content already stored."""
+    """The latest (size, mtime in ms) seen per landing path, and the content already stored.
+
+    A ``failed`` record (a read that failed, a directory that could not be listed) is not a
+    sighting: the next run tries the path again."""
 
     seen: dict[str, tuple[int, int]]
     stored_sha256: frozenset[str]
@@ -51,6 +54,8 @@ def read_ledger(fs: FileSystem, layout: LakeLayout) -> Ledger:
         strict=True,
     ):
         key = int(seen_at.timestamp() * 1000)
+        if outcome == "failed":
+            continue
         if path not in seen or seen[path][2] <= key:
             seen[path] = (size, int(mtime.timestamp() * 1000), key)
         if outcome == "ingested":
