@@ -15,7 +15,9 @@ files. What each landing entry must become is worked out here from the disk alon
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import stat
@@ -28,9 +30,12 @@ import psutil
 import pytest
 from hostile_corpus import hostile_count, make_hostile_landing
 from ingest_helpers import ingest_command, table
+from pydicom.data import get_testdata_file
 
+from dicomlake.cli import print_ingest_report
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.ingest.job import run_ingest
 from dicomlake.keys import save_keyring
 from dicomlake.lake.pixelstore import PixelStore
 
@@ -218,3 +223,36 @@ def test_a_hostile_landing_zone_is_accounted_for_and_never_stops_a_run(tmp_path)
     again, peak = _ingest(landing, lake, keyring_path)
     assert again["files_seen"] == 0, again
     assert table(lake, "sources").num_rows == len(sources)
+
+
+def test_settling_files_wait_and_skips_are_recorded_once(tmp_path, sc, config, keyring):
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    old, fresh = landing / "old.dcm", landing / "fresh.dcm"
+    old.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh.write_bytes(Path(get_testdata_file("MR_small.dcm")).read_bytes())  # just written
+    os.symlink(old, landing / "link.dcm")
+    os.mkfifo(landing / "fifo.dcm")
+    (landing / ".partial.dcm").write_bytes(b"half")
+    settle = dataclasses.replace(config.ingest, settle_seconds=3600.0, error_threshold=1.0)
+    first = run_ingest(
+        sc, str(landing), str(lake), dataclasses.replace(config, ingest=settle), keyring
+    )
+    assert (first.ingested, first.files_settling, first.files_hidden) == (1, 1, 1)
+    assert (first.skipped, first.skipped_reasons) == (2, {"symlink": 1, "not_regular_file": 1})
+    report = io.StringIO()
+    print_ingest_report(first.as_dict(), report)
+    assert "2 skipped (not_regular_file=1, symlink=1), 1 still settling" in report.getvalue()
+    # Settled (no waiting asked for): only the fresh file is new; skips are not recorded again
+    second = run_ingest(sc, str(landing), str(lake), config, keyring)
+    assert (second.files_seen, second.ingested, second.skipped) == (1, 1, 0)
+    outcomes = sorted(
+        (Path(r["source_path"]).name, r["outcome"]) for r in table(lake, "sources").to_pylist()
+    )
+    assert outcomes == [
+        ("fifo.dcm", "skipped"),
+        ("fresh.dcm", "ingested"),
+        ("link.dcm", "skipped"),
+        ("old.dcm", "ingested"),
+    ]
