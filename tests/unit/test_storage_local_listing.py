@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,19 +82,25 @@ def test_a_link_is_listed_as_its_target_inside_the_zone(tmp_path):
     assert _listed(landing, follow=True) == {"hidden-away/x.dcm": None}
 
 
-def test_a_path_too_long_for_the_os_is_an_entry_not_an_error(tmp_path):
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    fd = os.open(landing, os.O_RDONLY)
+def _nest(root: Path, name: str, levels: int, file: str | None = None) -> None:
+    """``levels`` directories ``name`` one in the other below ``root`` (and ``file`` in the
+    deepest), made relative to each one's parent: the whole path may be too long to name."""
+    fd = os.open(root, os.O_RDONLY)
     try:
-        for _ in range(20):  # 20 x 250 bytes: beyond PATH_MAX (4096)
-            os.mkdir("d" * 250, dir_fd=fd)
-            inner = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+        for _ in range(levels):
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY, dir_fd=fd)
             os.close(fd)
             fd = inner
+        if file:
+            os.close(os.open(file, os.O_WRONLY | os.O_CREAT, dir_fd=fd))
     finally:
         os.close(fd)
-    listed = list(LocalFileSystem().list_entries(str(landing)))
+
+
+def test_a_path_too_long_for_the_os_is_an_entry_not_an_error(tmp_path):
+    _nest(tmp_path, "d" * 250, 20)  # 20 x 250 bytes: beyond PATH_MAX (4096)
+    listed = list(LocalFileSystem().list_entries(str(tmp_path)))
     assert [e.problem for e in listed] == ["name_too_long"]
     assert len(listed[0].path.encode()) > 4096
 
@@ -158,3 +165,10 @@ def test_a_landing_read_opens_regular_files_only_and_never_waits(tmp_path):
 
 def test_every_problem_has_a_message_naming_nothing_of_the_entry():
     assert all(message and "{" not in message for message in ENTRY_PROBLEMS.values())
+
+
+def test_directories_nested_deeper_than_python_recurses_are_walked(tmp_path):
+    levels = sys.getrecursionlimit() + 200
+    _nest(tmp_path, "d", levels, "x.dcm")
+    (listed,) = LocalFileSystem().list_entries(str(tmp_path))
+    assert (listed.path, listed.problem) == (str(tmp_path) + "/d" * levels + "/x.dcm", None)

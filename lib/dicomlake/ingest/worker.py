@@ -348,8 +348,9 @@ class _Task:
         except (LakeWriteError, KeyringError):
             raise
         except Exception as exc:  # noqa: BLE001 - the firewall: one file never stops a run
-            log.warning("%s: internal error %s", self.ctx.run_id, describe(exc))
-            self.quarantine(info, "internal_error", describe(exc), None, None, landing_fs)
+            message = describe(exc)
+            log.warning("run %s: internal error on a landing file: %s", self.ctx.run_id, message)
+            self.quarantine(info, "internal_error", message, None, None, landing_fs)
 
     def refuse(self, info: FileInfo) -> None:
         """Record an entry the listing found unreadable as a file: no copy, and ``skipped``
@@ -357,6 +358,7 @@ class _Task:
         again (`RETRIED`: ``failed``)."""
         assert info.problem is not None
         self.reject(info, info.problem, ENTRY_PROBLEMS[info.problem], None, None)
+        # reject() records what it cannot copy as failed; its row is the last one
         if info.problem not in RETRIED:
             self.result.sources[-1]["outcome"] = "skipped"
 
