@@ -98,9 +98,18 @@ def _nest(root: Path, name: str, levels: int, file: str | None = None) -> None:
         os.close(fd)
 
 
-def test_a_path_too_long_for_the_os_is_an_entry_not_an_error(tmp_path):
-    _nest(tmp_path, "d" * 250, 20)  # 20 x 250 bytes: beyond PATH_MAX (4096)
-    listed = list(LocalFileSystem().list_entries(str(tmp_path)))
+@pytest.fixture
+def nested(tmp_path):
+    """A directory for `_nest`, removed by ``rm``: Python's own removal recurses once per
+    level, and pytest's clean-up of old temporary directories would fail on it."""
+    yield tmp_path / "nested"
+    subprocess.run(["rm", "-rf", str(tmp_path / "nested")], check=True)
+
+
+def test_a_path_too_long_for_the_os_is_an_entry_not_an_error(nested):
+    nested.mkdir()
+    _nest(nested, "d" * 250, 20)  # 20 x 250 bytes: beyond PATH_MAX (4096)
+    listed = list(LocalFileSystem().list_entries(str(nested)))
     assert [e.problem for e in listed] == ["name_too_long"]
     assert len(listed[0].path.encode()) > 4096
 
@@ -167,8 +176,9 @@ def test_every_problem_has_a_message_naming_nothing_of_the_entry():
     assert all(message and "{" not in message for message in ENTRY_PROBLEMS.values())
 
 
-def test_directories_nested_deeper_than_python_recurses_are_walked(tmp_path):
+def test_directories_nested_deeper_than_python_recurses_are_walked(nested):
+    nested.mkdir()
     levels = sys.getrecursionlimit() + 200
-    _nest(tmp_path, "d", levels, "x.dcm")
-    (listed,) = LocalFileSystem().list_entries(str(tmp_path))
-    assert (listed.path, listed.problem) == (str(tmp_path) + "/d" * levels + "/x.dcm", None)
+    _nest(nested, "d", levels, "x.dcm")
+    (listed,) = LocalFileSystem().list_entries(str(nested))
+    assert (listed.path, listed.problem) == (str(nested) + "/d" * levels + "/x.dcm", None)

@@ -20,7 +20,7 @@ import dicomlake
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import options_json
-from dicomlake.errors import JobFailedError, LakeWriteError
+from dicomlake.errors import JobFailedError, LakeWriteError, StorageError
 from dicomlake.ingest.plan import RETRIED, bin_pack, plan_landing
 from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task
 from dicomlake.lake import schemas
@@ -229,9 +229,12 @@ def _filesystem_now_ms(fs: FileSystem, layout: LakeLayout, run_id: str) -> int:
     """The lake filesystem's time now, as it stamps a file's mtime (the NameNode's clock on
     HDFS), from a file written in the run's staging area."""
     probe = staged(layout, run_id, "clock")
-    fs.write_bytes(probe, b"")
-    info = fs.status(probe)
-    fs.delete(layout.staging(run_id), recursive=True)  # a staging area left is a run that died
+    try:
+        fs.write_bytes(probe, b"")
+        info = fs.status(probe)
+        fs.delete(layout.staging(run_id), recursive=True)  # a staging area left: a run that died
+    except (StorageError, OSError) as exc:
+        raise LakeWriteError(f"cannot write to the lake at {probe}: {exc}") from exc
     if info is None:
         raise LakeWriteError(f"cannot write to the lake: {probe} is gone right after its write")
     return info.mtime_ms
