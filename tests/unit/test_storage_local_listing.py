@@ -182,3 +182,9 @@ def test_directories_nested_deeper_than_python_recurses_are_walked(nested):
     _nest(nested, "d", levels, "x.dcm")
     (listed,) = LocalFileSystem().list_entries(str(nested))
     assert (listed.path, listed.problem) == (str(nested) + "/d" * levels + "/x.dcm", None)
+
+
+def test_hard_links_are_files_of_their_own_when_links_are_followed(tmp_path):
+    (tmp_path / "a.dcm").write_bytes(b"a")
+    os.link(tmp_path / "a.dcm", tmp_path / "b.dcm")
+    assert _listed(tmp_path, follow=True) == {"a.dcm": None, "b.dcm": None}

@@ -40,7 +40,7 @@ class _Walk:
     def __init__(self, root: str, follow_symlinks: bool) -> None:
         self._root, self._follow = os.path.realpath(root), follow_symlinks
         self._spelling = root  # a link's target is named below the root as the caller named it
-        self._taken: set[tuple[int, int]] = set()  # files listed, when links are followed
+        self._taken: set[str] = set()  # files listed (below the root), when links are followed
 
     def entries(self, directory: str) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
         """(path, lstat or target's stat, problem) of each entry of ``directory``, by name; an
@@ -66,8 +66,11 @@ class _Walk:
                 yield full, st, "bad_name"
             elif stat.S_ISLNK(st.st_mode):
                 yield from self._link(full, st)
-            elif stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-                if not self._seen(st):
+            elif stat.S_ISDIR(st.st_mode):
+                yield full, st, None
+            elif stat.S_ISREG(st.st_mode):
+                # Walked without passing a link: below the real root as below the named one
+                if not self._seen(os.path.relpath(full, self._spelling)):
                     yield full, st, None
             else:
                 yield full, st, "not_regular_file"
@@ -90,20 +93,20 @@ class _Walk:
         if os.path.commonpath([self._root, real]) != self._root:
             yield full, st, "symlink_outside"
         elif stat.S_ISREG(target.st_mode):
-            if not self._seen(target):
-                yield os.path.join(self._spelling, os.path.relpath(real, self._root)), target, None
+            inside = os.path.relpath(real, self._root)
+            if not self._seen(inside):
+                yield os.path.join(self._spelling, inside), target, None
         elif not stat.S_ISDIR(target.st_mode):  # a directory inside is walked as itself
             yield full, st, "not_regular_file"
 
-    def _seen(self, st: os.stat_result) -> bool:
-        """Whether a file was listed already (reached through a link); always False for
-        directories and when links are not followed."""
-        if not self._follow or stat.S_ISDIR(st.st_mode):
+    def _seen(self, inside: str) -> bool:
+        """Whether the file at ``inside`` (relative to the root) was listed already, reached
+        through a link; always False when links are not followed."""
+        if not self._follow:
             return False
-        key = (st.st_dev, st.st_ino)
-        if key in self._taken:
+        if inside in self._taken:
             return True
-        self._taken.add(key)
+        self._taken.add(inside)
         return False
 
 
