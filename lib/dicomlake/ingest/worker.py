@@ -697,8 +697,11 @@ def process_task(
     packs = _Packs(work)
     # Local reads come from the page cache: there is no wait to overlap, only a thread to pay.
     remote = landing_fs.remote
-    whole = [f for f in files if f.problem is None and _read_as(f, ctx.config.ingest) == "whole"]
-    ahead = whole if remote else []
+    ahead = (
+        [f for f in files if f.problem is None and _read_as(f, ctx.config.ingest) == "whole"]
+        if remote
+        else []
+    )
     # pydicom checks every value against its VR's rules as it reads and sets it, only to warn;
     # the lake keeps values as read either way, so the checks are skipped (pydicom's own switch)
     with ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads, disable_value_validation():
