@@ -217,12 +217,13 @@ def test_a_hostile_landing_zone_is_accounted_for_and_never_stops_a_run(tmp_path)
         rebuilt = b"".join(store.rebuild(row["instance_id"], frames[row["instance_id"]]))
         assert hashlib.sha256(rebuilt).hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
 
-    assert peak < GiB, f"a Python worker peaked at {peak / 2**20:.0f} MiB"
-
     # A second run finds nothing new: nothing was left half-recorded
-    again, peak = _ingest(landing, lake, keyring_path)
+    again, peak_again = _ingest(landing, lake, keyring_path)
     assert again["files_seen"] == 0, again
     assert table(lake, "sources").num_rows == len(sources)
+
+    peak = max(peak, peak_again)
+    assert peak < GiB, f"a Python worker peaked at {peak / 2**20:.0f} MiB"
 
 
 def test_settling_files_wait_and_skips_are_recorded_once(tmp_path, sc, config, keyring):
