@@ -248,8 +248,11 @@ def test_settling_files_wait_and_skips_are_recorded_once(tmp_path, sc, config, k
     # Settled (no waiting asked for): only the fresh file is new; skips are not recorded again
     second = run_ingest(sc, str(landing), str(lake), config, keyring)
     assert (second.files_seen, second.ingested, second.skipped) == (1, 1, 0)
+    # Matched by size, which differs between these four entries (lstat's: a link's own)
+    named = {p.lstat().st_size: p.name for p in landing.iterdir() if p.name != ".partial.dcm"}
+    assert len(named) == 4
     outcomes = sorted(
-        (Path(r["source_path"]).name, r["outcome"]) for r in table(lake, "sources").to_pylist()
+        (named[r["source_size"]], r["outcome"]) for r in table(lake, "sources").to_pylist()
     )
     assert outcomes == [
         ("fifo.dcm", "skipped"),

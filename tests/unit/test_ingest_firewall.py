@@ -48,12 +48,20 @@ def _put(tmp_path: Path, name: str, data: bytes, listed_size: int | None = None)
     return FileInfo(str(path), len(data) if listed_size is None else listed_size, 1_000)
 
 
-def _outcomes(result: TaskResult) -> dict[str, tuple[str, str | None]]:
-    reasons = {e["source_path"]: e["reason"] for e in result.errors}
-    return {
-        Path(s["source_path"]).name: (s["outcome"], reasons.get(s["source_path"]))
-        for s in result.sources
-    }
+def _outcomes(result: TaskResult, files: list[FileInfo]) -> dict[str, tuple[str, str | None]]:
+    """File name -> (outcome, reason): a task records its files in order, one sources row
+    each, and an errors row for each it does not store (rows matched by order, not by path)."""
+    assert len(result.sources) == len(files)
+    errors = iter(result.errors)
+    out = {}
+    for info, row in zip(files, result.sources, strict=True):
+        stored = row["outcome"] in ("ingested", "duplicate")
+        out[info.path.rsplit("/", 1)[-1]] = (
+            row["outcome"],
+            None if stored else next(errors)["reason"],
+        )
+    assert next(errors, None) is None
+    return out
 
 
 def test_an_unexpected_error_is_recorded_by_type_and_the_task_goes_on(
@@ -71,7 +79,7 @@ def test_an_unexpected_error_is_recorded_by_type_and_the_task_goes_on(
     monkeypatch.setattr(worker, "header_json", failing)
     files = [_put(tmp_path, "ct.dcm", CT.read_bytes()), _put(tmp_path, "mr.dcm", MR.read_bytes())]
     result = _run(tmp_path, config, keyring, files)
-    assert _outcomes(result) == {
+    assert _outcomes(result, files) == {
         "ct.dcm": ("quarantined", "internal_error"),
         "mr.dcm": ("ingested", None),
     }
@@ -93,7 +101,7 @@ def test_a_file_larger_than_listed_is_read_only_one_byte_past_its_listed_size(
     limits = dataclasses.replace(config.ingest, stream_bytes=1000 if streamed else 1 << 30)
     grown = _put(tmp_path, "growing.dcm", data, listed_size=len(data) - 5000)
     result = _run(tmp_path, dataclasses.replace(config, ingest=limits), keyring, [grown])
-    assert _outcomes(result) == {"growing.dcm": ("quarantined", "changed_while_reading")}
+    assert _outcomes(result, [grown]) == {"growing.dcm": ("quarantined", "changed_while_reading")}
     assert result.bytes_read == len(data) - 5000 + 1
 
 
@@ -101,7 +109,7 @@ def test_a_device_listed_as_a_file_is_not_read(tmp_path, config, keyring):
     (tmp_path / "landing").mkdir()
     zero = FileInfo("/dev/zero", 1 << 20, 1_000)
     result = _run(tmp_path, config, keyring, [zero])
-    assert _outcomes(result) == {"zero": ("failed", "unreadable")}
+    assert _outcomes(result, [zero]) == {"zero": ("failed", "unreadable")}
     assert result.bytes_read == 0
 
 
@@ -118,7 +126,7 @@ def test_deep_nesting_and_extreme_frame_counts_do_not_stop_the_task(tmp_path, co
         _put(tmp_path, "b-frames.dcm", frames.getvalue()),
         _put(tmp_path, "c-good.dcm", CT.read_bytes()),
     ]
-    outcomes = _outcomes(_run(tmp_path, config, keyring, files))
+    outcomes = _outcomes(_run(tmp_path, config, keyring, files), files)
     assert set(outcomes) == {"a-deep.dcm", "b-frames.dcm", "c-good.dcm"}
     assert outcomes["c-good.dcm"] == ("ingested", None)
     assert outcomes["a-deep.dcm"][0] == "quarantined"
@@ -129,21 +137,28 @@ def test_a_small_deflate_bomb_does_not_stop_the_task(tmp_path, config, keyring):
         _put(tmp_path, "bomb.dcm", _deflate_bomb(32 << 20)),
         _put(tmp_path, "good.dcm", CT.read_bytes()),
     ]
-    outcomes = _outcomes(_run(tmp_path, config, keyring, files))
+    outcomes = _outcomes(_run(tmp_path, config, keyring, files), files)
     assert outcomes["good.dcm"] == ("ingested", None)
     assert outcomes["bomb.dcm"][0] == "quarantined"
 
 
 def test_a_quarantine_copy_that_cannot_be_made_leaves_the_record(tmp_path, config, keyring):
-    # The lake names a copy after its landing file: 250 bytes and the prefix are too long
-    long_name = _put(tmp_path, "x" * 246 + ".bin", b"not an image" * 20)
-    result = _run(tmp_path, config, keyring, [long_name, _put(tmp_path, "ok.dcm", MR.read_bytes())])
-    assert _outcomes(result) == {long_name.path.rsplit("/")[-1]: ("failed", "not_dicom")} | {
-        "ok.dcm": ("ingested", None)
+    # The run's quarantine directory cannot be made: a file is in its place
+    blocked = tmp_path / "lake" / "_staging" / "r1" / "quarantine"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_bytes(b"")
+    files = [
+        _put(tmp_path, "junk.bin", b"not an image" * 20),
+        _put(tmp_path, "ok.dcm", MR.read_bytes()),
+    ]
+    result = _run(tmp_path, config, keyring, files)
+    assert _outcomes(result, files) == {
+        "junk.bin": ("failed", "not_dicom"),  # failed: the next run tries it again
+        "ok.dcm": ("ingested", None),
     }
     error = result.errors[0]
     assert error["quarantine_path"] is None
-    assert "no quarantine copy: OSError" in error["message"]
+    assert "no quarantine copy: " in error["message"], error["message"]
 
 
 def test_refused_entries_are_recorded_without_being_read(tmp_path, config, keyring):
@@ -154,7 +169,7 @@ def test_refused_entries_are_recorded_without_being_read(tmp_path, config, keyri
         FileInfo(str(tmp_path / "landing" / "locked"), 0, 1_000, "unreadable_dir"),
     ]
     result = _run(tmp_path, config, keyring, entries)
-    assert _outcomes(result) == {
+    assert _outcomes(result, entries) == {
         "fifo": ("skipped", "not_regular_file"),
         "link": ("skipped", "symlink"),
         "locked": ("failed", "unreadable_dir"),  # failed: the next run looks again
