@@ -101,6 +101,13 @@ def print_ingest_report(s: dict[str, Any], out) -> None:
         print(
             "rejected: " + ", ".join(f"{k}={v}" for k, v in sorted(s["reasons"].items())), file=out
         )
+    if s["skipped"] or s["files_settling"] or s["files_hidden"]:
+        skipped = ", ".join(f"{k}={v}" for k, v in sorted(s["skipped_reasons"].items()))
+        print(
+            f"not read: {s['skipped']} skipped ({skipped or 'none'}), {s['files_settling']} "
+            f"still settling (next run), {s['files_hidden']} hidden or temporary",
+            file=out,
+        )
     for name, path in s["tables"].items():
         print(f"  table {name:<10} {path}", file=out)
 

@@ -98,6 +98,9 @@ class IngestConfig:
     error_threshold: float = 0.5
     # Files modified this recently (by the filesystem's clock) are left for the next run.
     settle_seconds: float = 0.0
+    # Off: a symbolic link in the landing zone is recorded as skipped (symlink), never read.
+    # On: a link to a file or directory inside the landing zone is read as its target.
+    follow_symlinks: bool = False
 
     def __post_init__(self) -> None:
         _positive("ingest.task_bytes", self.task_bytes)

@@ -13,6 +13,10 @@ class StorageError(DicomLakeError):
     """A filesystem call failed: check the URI, permissions and that HDFS is reachable."""
 
 
+class LakeWriteError(StorageError):
+    """Writing to the lake failed (space, permissions, HDFS): the run stops, nothing committed."""
+
+
 class PublishConflictError(StorageError):
     """The publish target exists already: a file in the lake is never overwritten."""
 

@@ -46,6 +46,7 @@ class _ChangesOnceRead(LocalFileSystem):
     first reading of a streamed file, which hashes it, reads it as one stream)."""
 
     def __init__(self, victim: str, change: Callable[[Path], None]) -> None:
+        super().__init__(follow_links=False)
         self.victim, self.change = victim, change
         self.changed = False
 
@@ -134,7 +135,7 @@ def test_a_file_changed_between_its_readings_keeps_no_row(
     monkeypatch.setattr(
         worker,
         "filesystem_for",
-        lambda uri, hdfs: changing if uri == str(landing) else filesystem_for(uri, hdfs),
+        lambda uri, hdfs, **how: changing if uri == str(landing) else filesystem_for(uri, hdfs),
     )
     streamed = dataclasses.replace(
         config, ingest=dataclasses.replace(config.ingest, stream_bytes=1000)
@@ -192,7 +193,7 @@ def test_a_streamed_file_is_read_as_a_few_streams_not_block_by_block(
     monkeypatch.setattr(
         worker,
         "filesystem_for",
-        lambda uri, hdfs: counted if uri == str(landing) else filesystem_for(uri, hdfs),
+        lambda uri, hdfs, **how: counted if uri == str(landing) else filesystem_for(uri, hdfs),
     )
     streamed = dataclasses.replace(
         config, ingest=dataclasses.replace(config.ingest, stream_bytes=MiB)

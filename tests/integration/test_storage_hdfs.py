@@ -314,6 +314,19 @@ def test_hdfs_list_files_lists_only_a_few_subdirectories_ahead(
 
 
 @pytest.mark.hdfs
+def test_hdfs_listing_walks_directories_nested_deeper_than_python_recurses(
+    hdfs_cluster, hdfs_root: str
+) -> None:
+    # HDFS refuses paths deeper than 1000 components: this is nearly as deep as it goes, and
+    # deeper than a walk that recursed once per level could go (each level nests a generator)
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    deepest = hdfs_root + "/d" * 980
+    fs.write_bytes(deepest + "/x.dcm", b"x")
+    (listed,) = fs.list_entries(hdfs_root)
+    assert (listed.path, listed.problem) == (deepest + "/x.dcm", None)
+
+
+@pytest.mark.hdfs
 def test_hdfs_uris_keep_their_authority(hdfs_cluster, hdfs_root: str) -> None:
     fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
     fs.write_bytes(f"{hdfs_root}/x/y.bin", b"1")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dicomlake.ingest.plan import bin_pack, is_candidate
+from dicomlake.ingest.plan import bin_pack, is_candidate, plan_landing
+from dicomlake.lake.ledger import Ledger
 from dicomlake.storage import FileInfo
 
 MB = 1_000_000
@@ -41,3 +42,29 @@ def test_candidates_skip_temporaries_and_hidden_files() -> None:
     assert is_candidate("/landing/a/IM0001.dcm")
     for name in ("x._COPYING_", ".hidden", "_SUCCESS", "x.tmp", "x.part", "x.crdownload"):
         assert not is_candidate(f"/landing/a/{name}"), name
+
+
+def test_a_listing_is_sorted_into_work_hidden_and_settling_entries() -> None:
+    now = 1_700_000_000_000
+    seen = FileInfo("/landing/seen.dcm", 10, now - 99_000)
+    listing = [
+        FileInfo("/landing/old.dcm", 10, now - 60_000),
+        FileInfo("/landing/fresh.dcm", 10, now - 1_000),  # written 1 s ago
+        FileInfo("/landing/.hidden", 10, now - 60_000),
+        FileInfo("/landing/x.dcm._COPYING_", 10, now - 1_000),
+        FileInfo("/landing/" + "n" * 201, 10, now - 60_000),
+        FileInfo("/landing/" + "é" * 100, 10, now - 60_000),  # 200 bytes: still fine
+        FileInfo("/landing/fifo", 0, now - 1_000, "not_regular_file"),  # no settling: not read
+        seen,
+    ]
+    ledger = Ledger({seen.path: (seen.size, seen.mtime_ms)}, frozenset())
+    planned = plan_landing(listing, ledger, settled_ms=now - 30_000)
+    assert [(f.path.rsplit("/", 1)[-1][:3], f.problem) for f in planned.work] == [
+        ("old", None),
+        ("nnn", "name_too_long"),
+        ("ééé", None),
+        ("fif", "not_regular_file"),
+    ]
+    assert (planned.listed, planned.hidden, planned.settling) == (6, 2, 1)
+    # Without a settling time every file is work at once
+    assert plan_landing(listing, ledger).settling == 0

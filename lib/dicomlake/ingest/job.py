@@ -19,8 +19,8 @@ import dicomlake
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import options_json
-from dicomlake.errors import JobFailedError
-from dicomlake.ingest.plan import bin_pack, is_candidate
+from dicomlake.errors import JobFailedError, LakeWriteError, StorageError
+from dicomlake.ingest.plan import RETRIED, bin_pack, plan_landing
 from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
@@ -31,7 +31,7 @@ from dicomlake.lake.ledger import read_ledger
 from dicomlake.lake.lock import Lock, holding, new_run_id
 from dicomlake.lake.parquet import read_files, write_table
 from dicomlake.lake.paths import path_secret
-from dicomlake.storage import filesystem_for
+from dicomlake.storage import ENTRY_PROBLEMS, FileSystem, filesystem_for
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,19 @@ class IngestSummary:
     duplicates: int
     quarantined: int
     failed: int
+    skipped: int
+    """Entries recorded as not read: links, FIFOs, bad names... (see ``skipped_reasons``)."""
+    files_hidden: int
+    """Hidden and temporary names, left out without a record."""
+    files_settling: int
+    """Files modified within ``ingest.settle_seconds``, left for the next run."""
     bytes_read: int
     bytes_stored: int
     packs_written: int
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -98,7 +105,7 @@ def _run_locked(
     run_id = lock.run_id
     layout = LakeLayout(lake)
     lake_fs = filesystem_for(lake, config.hdfs)
-    landing_fs = filesystem_for(landing, config.hdfs)
+    landing_fs = filesystem_for(landing, config.hdfs, landing=True)
     stage: dict[str, float] = defaultdict(float)
 
     t = time.perf_counter()
@@ -106,10 +113,21 @@ def _run_locked(
     if rolled or abandoned:
         log.warning("recovered earlier runs: rolled forward %s, discarded %s", rolled, abandoned)
     ledger = read_ledger(lake_fs, layout, path_secret(keyring))
-    listing = [f for f in landing_fs.list_files(landing) if is_candidate(f.path)]
-    work = [f for f in listing if ledger.is_new(f.path, f.size, f.mtime_ms)]
+    settle_ms = int(config.ingest.settle_seconds * 1000)
+    settled_ms = _filesystem_now_ms(lake_fs, layout, run_id) - settle_ms if settle_ms else None
+    listing = plan_landing(
+        landing_fs.list_entries(landing, config.ingest.follow_symlinks), ledger, settled_ms
+    )
+    work = listing.work
     stage["list"] = time.perf_counter() - t
-    log.info("run %s: %d files listed, %d new or changed", run_id, len(listing), len(work))
+    log.info(
+        "run %s: %d entries listed, %d new or changed, %d settling, %d hidden",
+        run_id,
+        listing.listed,
+        len(work),
+        listing.settling,
+        listing.hidden,
+    )
 
     results: list[TaskResult] = []
     if work:
@@ -152,7 +170,7 @@ def _run_locked(
     errors = [row for r in results for row in r.errors]
     packs = [row for r in results for row in r.packs]
     summary_counts = dict(
-        files_listed=len(listing),
+        files_listed=listing.listed,
         files_seen=len(work),
         ingested=outcomes["ingested"],
         duplicates=outcomes["duplicate"],
@@ -198,11 +216,18 @@ def _run_locked(
     for r in results:
         for name, seconds in r.seconds.items():
             stage[f"task.{name}"] += seconds
+    skipped = Counter(
+        r["reason"] for r in errors if r["reason"] in ENTRY_PROBLEMS and r["reason"] not in RETRIED
+    )
     return IngestSummary(
         run_id=run_id,
         landing=landing,
         lake=lake,
         **summary_counts,
+        skipped=outcomes["skipped"],
+        files_hidden=listing.hidden,
+        files_settling=listing.settling,
+        skipped_reasons=dict(skipped),
         seconds=round(time.perf_counter() - start, 3),
         stage_seconds={k: round(v, 3) for k, v in sorted(stage.items())},
         reasons=dict(Counter(e["reason"] for e in errors)),
@@ -212,6 +237,21 @@ def _run_locked(
             **({"identities": layout.restricted("identities")} if options else {}),
         },
     )
+
+
+def _filesystem_now_ms(fs: FileSystem, layout: LakeLayout, run_id: str) -> int:
+    """The lake filesystem's time now, as it stamps a file's mtime (the NameNode's clock on
+    HDFS), from a file written in the run's staging area."""
+    probe = staged(layout, run_id, "clock")
+    try:
+        fs.write_bytes(probe, b"")
+        info = fs.status(probe)
+        fs.delete(layout.staging(run_id), recursive=True)  # a staging area left: a run that died
+    except (StorageError, OSError) as exc:
+        raise LakeWriteError(f"cannot write to the lake at {probe}: {exc}") from exc
+    if info is None:
+        raise LakeWriteError(f"cannot write to the lake: {probe} is gone right after its write")
+    return info.mtime_ms
 
 
 def _first_cause(exc: Py4JJavaError) -> str:

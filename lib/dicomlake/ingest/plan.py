@@ -4,17 +4,65 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from dicomlake.lake.ledger import Ledger
 from dicomlake.storage import FileInfo
 
 # Files still being written or not meant for us: HDFS `-put` temporaries, hidden and temp files.
 _IGNORED_SUFFIXES = ("._COPYING_", ".tmp", ".part", ".crdownload")
+
+MAX_NAME_BYTES = 200
+"""Longer landing names are refused (``name_too_long``): the lake names a quarantine copy after
+its landing file, with a prefix, within the 255 bytes most filesystems (and HDFS) allow."""
+
+RETRIED = frozenset({"unreadable_dir"})
+"""Refusals recorded as ``failed``, so the next run looks again; the other refusals of an entry
+are ``skipped``: recorded once per (path, size, mtime), like a file."""
 
 
 def is_candidate(path: str) -> bool:
     """Whether a landing file should be considered (not a temporary or hidden file)."""
     name = path.rsplit("/", 1)[-1]
     return not name.startswith((".", "_")) and not name.endswith(_IGNORED_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Landing:
+    """What a run does with a landing zone's listing."""
+
+    work: list[FileInfo]
+    """New or changed entries: files to read, and entries to record with their problem."""
+    listed: int
+    """Entries listed, hidden and temporary ones left out."""
+    hidden: int
+    """Hidden and temporary names (`is_candidate`), left out without a record."""
+    settling: int
+    """New or changed files modified too recently (``ingest.settle_seconds``): the next run's."""
+
+
+def plan_landing(
+    entries: Iterable[FileInfo], ledger: Ledger, settled_ms: int | None = None
+) -> Landing:
+    """Sort a listing into work, hidden names and files still settling (modified after
+    ``settled_ms``, by the filesystem's clock; none when None); entries the ledger has seen
+    are left out."""
+    work: list[FileInfo] = []
+    listed = hidden = settling = 0
+    for f in entries:
+        if not is_candidate(f.path):
+            hidden += 1
+            continue
+        listed += 1
+        if f.problem is None and len(f.path.rsplit("/", 1)[-1].encode()) > MAX_NAME_BYTES:
+            f = f._replace(problem="name_too_long")
+        if not ledger.is_new(f.path, f.size, f.mtime_ms):
+            continue
+        if f.problem is None and settled_ms is not None and f.mtime_ms > settled_ms:
+            settling += 1
+            continue
+        work.append(f)
+    return Landing(work, listed, hidden, settling)
 
 
 # A file's fixed work (header parse, de-identification, JSON and element rows: ~4-5 ms on one

@@ -14,6 +14,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from dicomlake.storage import FileInfo, FileSystem
 
+READ_MARGIN = 1
+"""Bytes read past a landing file's listed size: one more than it had tells a file that grew
+(or a device reached somehow) without reading on."""
+
 
 class ReadAhead:
     """Whole-file reads of ``files`` (in their order), started ahead of `read`.
@@ -39,10 +43,11 @@ class ReadAhead:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def read(self, info: FileInfo) -> bytes:
-        """The bytes of ``info``: read ahead if it was queued, else read now."""
+        """The bytes of ``info`` (at most its listed size + `READ_MARGIN`): read ahead if it was
+        queued, else read now."""
         ahead = self._ahead.pop(info.path, None)
         if ahead is None:
-            return self._fs.read(info.path)
+            return _read_listed(self._fs, info)
         size, future = ahead
         self._ahead_bytes -= size
         self._fill()  # the next reads start before this one's bytes are handed over
@@ -51,5 +56,9 @@ class ReadAhead:
     def _fill(self) -> None:
         while self._queue and self._ahead_bytes + self._queue[0].size <= self._limit:
             info = self._queue.popleft()
-            self._ahead[info.path] = (info.size, self._pool.submit(self._fs.read, info.path))
+            self._ahead[info.path] = (info.size, self._pool.submit(_read_listed, self._fs, info))
             self._ahead_bytes += info.size
+
+
+def _read_listed(fs: FileSystem, info: FileInfo) -> bytes:
+    return fs.read(info.path, 0, info.size + READ_MARGIN)

@@ -33,11 +33,13 @@ import logging
 import re
 import secrets
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -50,8 +52,15 @@ from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import element_rows
 from dicomlake.dicom.promote import promoted_values
 from dicomlake.dicom.split import SplitInstance, split_instance, split_stream
-from dicomlake.errors import DicomParseError, StorageError
-from dicomlake.ingest.readahead import ReadAhead
+from dicomlake.errors import (
+    DicomLakeError,
+    DicomParseError,
+    KeyringError,
+    LakeWriteError,
+    StorageError,
+)
+from dicomlake.ingest.plan import RETRIED
+from dicomlake.ingest.readahead import READ_MARGIN, ReadAhead
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import staged
 from dicomlake.lake.identities import write_identities
@@ -60,7 +69,7 @@ from dicomlake.lake.parquet import write_table
 from dicomlake.lake.paths import PathRows, path_secret, write_paths
 from dicomlake.lake.quarantine import BLOCK, copy_path, write_copy
 from dicomlake.pixels.pack import PackInfo, PackWriter
-from dicomlake.storage import FileInfo, FileSystem, ReadStream, filesystem_for
+from dicomlake.storage import ENTRY_PROBLEMS, FileInfo, FileSystem, ReadStream, filesystem_for
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +175,15 @@ class _Packs:
         self.relative = ""
 
     def writer_for(self, incoming: int) -> PackWriter:
+        """The pack the next ``incoming`` bytes go into; the lake failing is LakeWriteError."""
+        try:
+            return self._writer_for(incoming)
+        except (LakeWriteError, KeyringError):
+            raise
+        except Exception as exc:
+            raise LakeWriteError(f"cannot write pack {self.relative}: {exc}") from exc
+
+    def _writer_for(self, incoming: int) -> PackWriter:
         limit = self._ctx.config.pixels.pack_bytes
         if self._writer is not None and self._writer.bytes_written + incoming > limit:
             self.close()
@@ -180,7 +198,7 @@ class _Packs:
             stream = self._out.enter_context(
                 self._fs.open_write(staged(self._layout, self._ctx.run_id, self.relative))
             )
-            self._writer = PackWriter(stream, pack_id, self._keyring)
+            self._writer = PackWriter(_LakeStream(stream, self.relative), pack_id, self._keyring)
         return self._writer
 
     def close(self) -> None:
@@ -194,40 +212,57 @@ class _Packs:
         self._writer = None
 
 
-class _ElementRows:
-    """The element rows of a task's instances, gathered column-wise.
+class _LakeStream:
+    """A pack's output stream whose failures are LakeWriteError, told apart from a landing
+    file's own failures as its chunks are encoded."""
 
-    One Arrow table per instance costs more than the rows themselves for small headers, and
-    Python lists of a whole task's rows take too much memory: the columns become an Arrow
-    table every `BATCH_ROWS` rows.
+    def __init__(self, raw: BinaryIO, relative: str) -> None:
+        self._raw, self._relative = raw, relative
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._raw.write(data)
+        except Exception as exc:
+            raise LakeWriteError(f"cannot write pack {self._relative}: {exc}") from exc
+
+
+class _ElementRows:
+    """The element rows of a task's instances.
+
+    Each instance's rows become an Arrow batch as it is stored, so a value that does not fit
+    the schema fails that file alone; the batches are combined into one table every
+    `BATCH_ROWS` rows, so many small batches do not add up in memory.
     """
 
     BATCH_ROWS = 32768
 
     def __init__(self, run_id: str) -> None:
         self._run_id = run_id
-        self._columns: dict[str, list[Any]] = {name: [] for name in schemas.ELEMENTS.names}
+        self._batches: list[pa.RecordBatch] = []
         self._rows = 0
         self._instances = 0
         self._tables: list[pa.Table] = []
 
     def add(self, rows: dict[str, list[Any]], instance_id: str, sop: str | None) -> None:
-        """Add one instance's `element_rows`."""
+        """Add one instance's `element_rows` (nothing is added when they do not fit)."""
         n = len(rows["tag"])
-        for name, values in rows.items():
-            self._columns[name].extend(values)
-        self._columns["instance_id"].extend([instance_id] * n)
-        self._columns["SOPInstanceUID"].extend([sop] * n)
-        self._columns["ingest_run_id"].extend([self._run_id] * n)
+        columns = {
+            **rows,
+            "instance_id": [instance_id] * n,
+            "SOPInstanceUID": [sop] * n,
+            "ingest_run_id": [self._run_id] * n,
+        }
+        self._batches.append(pa.RecordBatch.from_pydict(columns, schema=schemas.ELEMENTS))
         self._rows += n
         self._instances += 1
         if self._rows >= self.BATCH_ROWS:
             self._flush()
 
     def _flush(self) -> None:
-        if self._rows:
-            self._tables.append(pa.Table.from_pydict(self._columns, schema=schemas.ELEMENTS))
-            self._columns = {name: [] for name in self._columns}
+        if self._batches:
+            table = pa.Table.from_batches(self._batches, schema=schemas.ELEMENTS)
+            self._tables.append(table.combine_chunks())
+            self._batches = []
             self._rows = 0
 
     def table(self) -> pa.Table | None:
@@ -244,7 +279,8 @@ class _Task:
         self.layout = LakeLayout(ctx.lake)
         self.lake_fs = filesystem_for(ctx.lake, ctx.config.hdfs)
         self.result = TaskResult(task, attempt)
-        self.instances: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        # Per partition directory: (sort key, the instance's row)
+        self.instances: dict[str, list[tuple[tuple, pa.RecordBatch]]] = defaultdict(list)
         self.frames: list[dict[str, Any]] = []
         self.elements = _ElementRows(ctx.run_id)
         self.identities: list[dict[str, Any]] = []
@@ -345,6 +381,58 @@ class _Task:
         self.result.packs.append(pack_row(relative, sealed, self.ctx))
         return relative
 
+    def take(
+        self,
+        info: FileInfo,
+        landing_fs: FileSystem,
+        reads: ReadAhead,
+        packs: _Packs,
+        stored: frozenset[str],
+    ) -> None:
+        """Ingest one landing entry behind the task's firewall: whatever goes wrong with it
+        (reading, parsing, de-identifying, encoding, its rows) becomes its errors row and the
+        task goes on. Only the lake failing (`LakeWriteError`, `KeyringError`) stops the task.
+        """
+        if info.problem is not None:
+            self.refuse(info)
+            return
+        try:
+            self.ingest_file(info, landing_fs, reads, packs, stored)
+        except (LakeWriteError, KeyringError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the firewall: one file never stops a run
+            message = describe(exc)
+            log.warning("run %s: internal error on a landing file: %s", self.ctx.run_id, message)
+            self.quarantine(info, "internal_error", message, None, None, landing_fs)
+
+    def refuse(self, info: FileInfo) -> None:
+        """Record an entry the listing found unreadable as a file: no copy, and ``skipped``
+        (seen, like a file, once per path, size and mtime) unless the next run should look
+        again (`RETRIED`: ``failed``)."""
+        assert info.problem is not None
+        self.reject(info, info.problem, ENTRY_PROBLEMS[info.problem], None, None)
+        # reject() records what it cannot copy as failed; its row is the last one
+        if info.problem not in RETRIED:
+            self.result.sources[-1]["outcome"] = "skipped"
+
+    def quarantine(
+        self,
+        info: FileInfo,
+        reason: str,
+        message: str,
+        data: bytes | None,
+        sha: str | None,
+        landing_fs: FileSystem | None = None,
+    ) -> None:
+        """`reject`; when its quarantine copy cannot be made (a landing file gone or changing
+        while copied, a name the lake's filesystem refuses), the file is recorded without one.
+        """
+        try:
+            self.reject(info, reason, message, data, sha, landing_fs)
+        except Exception as exc:  # noqa: BLE001 - a lake that fails for good fails the pack writes
+            note = f"{message}; no quarantine copy: {describe(exc)}"
+            self.reject(info, reason, note, None, sha)
+
     def ingest_file(
         self,
         info: FileInfo,
@@ -356,7 +444,7 @@ class _Task:
         cfg = self.ctx.config
         how = _read_as(info, cfg.ingest)
         if how == "too_large":
-            self.reject(
+            self.quarantine(
                 info,
                 "too_large",
                 f"{info.size} bytes is over ingest.max_file_bytes={cfg.ingest.max_file_bytes}",
@@ -369,11 +457,11 @@ class _Task:
         try:
             data, sha, size = self.read_source(info, landing_fs, reads, streamed)
         except StorageError as exc:
-            self.reject(info, "unreadable", str(exc), None, None)
+            self.quarantine(info, "unreadable", str(exc), None, None)
             return
         self.result.bytes_read += size
         if size != info.size:
-            self.reject(
+            self.quarantine(
                 info,
                 "changed_while_reading",
                 f"listed with {info.size} bytes, read {size}",
@@ -400,12 +488,12 @@ class _Task:
             # A streamed file is still read while it is stored; store() keeps no row of a file
             # it gives up on (the chunks it sealed stay in the pack, referenced by no row)
             if exc.reason == "unreadable":  # no copy: the next run tries it again
-                self.reject(info, exc.reason, exc.message, None, None)
+                self.quarantine(info, exc.reason, exc.message, None, None)
                 return
             message = exc.message
             if exc.reason == "too_large":  # a part of a streamed file too big to hold
                 message += " (ingest.max_chunk_bytes)"
-            self.reject(info, exc.reason, message, data, sha, landing_fs)
+            self.quarantine(info, exc.reason, message, data, sha, landing_fs)
             return
         self.seen_sha.add(sha)
 
@@ -424,7 +512,7 @@ class _Task:
         with landing_fs.open_read(info.path) as src:
             while True:
                 with self.timed("read"):
-                    block = src.read(READ_BLOCK)
+                    block = src.read(min(READ_BLOCK, info.size + READ_MARGIN - size))
                 if not block:
                     return None, digest.hexdigest(), size
                 with self.timed("hash"):
@@ -508,10 +596,6 @@ class _Task:
                 "changed_while_reading",
                 f"SHA-256 {reread.hexdigest()} when split, {sha} when first read",
             )
-        self.frames.extend(rows)
-        if identities is not None:
-            self.identities.append(identities)
-        self.result.bytes_stored += stored_total
         with self.timed("rows"):
             study_date = values.get("StudyDate")
             values.update(
@@ -533,32 +617,29 @@ class _Task:
                     "ingested_at": _ts(self.ctx.started_ms),
                 }
             )
-            self.instances[partition_dir(values)].append(values)
+            # Each row becomes Arrow now, so a value that does not fit its column fails this
+            # file alone; the element rows are the last to be converted, and the first kept.
+            instance = pa.RecordBatch.from_pylist([values], schema=_INSTANCE_FILE_SCHEMA)
+            if identities is not None:
+                pa.RecordBatch.from_pylist([identities], schema=schemas.IDENTITIES)
+            directory = partition_dir(values)
             self.elements.add(elements, sha, sop)
+        self.instances[directory].append((_instance_order(values), instance))
+        self.frames.extend(rows)
+        if identities is not None:
+            self.identities.append(identities)
+        self.result.bytes_stored += stored_total
         self.source_row(info, sha, "ingested", instance_id=sha, sop=sop)
 
     def write_fragments(self, close_packs: Callable[[], None]) -> None:
         """Write the task's table fragments, and close its last pack with ``close_packs``."""
         r = self.result
         name = f"part-{self.ctx.run_id}-t{r.task:05d}-a{r.attempt}.parquet"
-        file_schema = pa.schema(
-            [f for f in schemas.INSTANCES if f.name not in schemas.INSTANCE_PARTITIONS]
-        )
         fragments: list[tuple[str, pa.Table]] = []
         for directory, rows in sorted(self.instances.items()):
-            rows.sort(
-                key=lambda v: (
-                    v.get("StudyDate") is None,
-                    v.get("StudyDate"),
-                    v.get("SeriesInstanceUID") or "",
-                )
-            )
-            fragments.append(
-                (
-                    f"tables/instances/{directory}/{name}",
-                    pa.Table.from_pylist(rows, schema=file_schema),
-                )
-            )
+            batches = [batch for _, batch in sorted(rows, key=lambda row: row[0])]
+            table = pa.Table.from_batches(batches, schema=_INSTANCE_FILE_SCHEMA)
+            fragments.append((f"tables/instances/{directory}/{name}", table.combine_chunks()))
         if self.frames:
             fragments.append(
                 (f"tables/frames/{name}", pa.Table.from_pylist(self.frames, schema=schemas.FRAMES))
@@ -603,6 +684,34 @@ def _bounded_blocks(
             yield block
     except StorageError as exc:
         raise _NoCopy from exc
+
+
+_INSTANCE_FILE_SCHEMA = pa.schema(
+    [f for f in schemas.INSTANCES if f.name not in schemas.INSTANCE_PARTITIONS]
+)
+
+
+def _instance_order(values: dict[str, Any]) -> tuple:
+    """Where an instance goes in its fragment: by study date (none last), then series."""
+    date = values.get("StudyDate")
+    return (date is None, date or datetime.min.date(), values.get("SeriesInstanceUID") or "")
+
+
+_TOLD_AS_IS = (DicomLakeError, RecursionError, MemoryError)
+"""Errors whose message names no value of the file (dicomlake's own, and fixed texts); others,
+such as a conversion error quoting the value that did not fit, are told by type only."""
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected error, for an errors row: its type, where in dicomlake it was raised, and
+    its message only for `_TOLD_AS_IS` kinds."""
+    text = type(exc).__name__
+    if isinstance(exc, _TOLD_AS_IS) and str(exc):
+        text += f": {str(exc)[:300]}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "dicomlake" in f.filename]
+    if frames:
+        text += f" (in {frames[-1].name}, {Path(frames[-1].filename).name}:{frames[-1].lineno})"
+    return text
 
 
 def _read_as(info: FileInfo, limits: IngestConfig) -> str:
@@ -659,15 +768,19 @@ def process_task(
 ) -> TaskResult:
     """Ingest ``files`` (one task's share); ``stored`` is the content the lake already has."""
     work = _Task(task, attempt, ctx)
-    landing_fs = filesystem_for(landing, ctx.config.hdfs)
+    landing_fs = filesystem_for(landing, ctx.config.hdfs, landing=True)
     packs = _Packs(work)
     # Local reads come from the page cache: there is no wait to overlap, only a thread to pay.
     remote = landing_fs.remote
-    ahead = [f for f in files if _read_as(f, ctx.config.ingest) == "whole"] if remote else []
+    ahead = (
+        [f for f in files if f.problem is None and _read_as(f, ctx.config.ingest) == "whole"]
+        if remote
+        else []
+    )
     # pydicom checks every value against its VR's rules as it reads and sets it, only to warn;
     # the lake keeps values as read either way, so the checks are skipped (pydicom's own switch)
     with ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads, disable_value_validation():
         for info in files:
-            work.ingest_file(info, landing_fs, reads, packs, stored)
+            work.take(info, landing_fs, reads, packs, stored)
     work.write_fragments(packs.close)
     return work.result

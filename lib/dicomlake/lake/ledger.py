@@ -19,7 +19,8 @@ class Ledger:
     """The latest (size, mtime in ms) seen per landing path id, and the content already stored.
 
     The ledger holds no landing path: a listed path is looked up by its `path_id`, under the
-    keyring's path secret.
+    keyring's path secret. A ``failed`` record (a read that failed, a directory that could not
+    be listed) is not a sighting: the next run tries the path again.
     """
 
     seen: dict[str, tuple[int, int]]
@@ -61,6 +62,8 @@ def read_ledger(fs: FileSystem, layout: LakeLayout, secret: bytes) -> Ledger:
         strict=True,
     ):
         key = int(seen_at.timestamp() * 1000)
+        if outcome == "failed":
+            continue
         if path not in seen or seen[path][2] <= key:
             seen[path] = (size, int(mtime.timestamp() * 1000), key)
         if outcome == "ingested":

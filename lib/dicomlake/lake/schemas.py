@@ -97,7 +97,8 @@ SOURCES = pa.schema(
         pa.field("source_size", pa.int64(), nullable=False),
         pa.field("source_mtime", TS, nullable=False),
         pa.field("source_sha256", pa.string()),
-        pa.field("outcome", pa.string(), nullable=False),  # ingested | duplicate | quarantined
+        # ingested | duplicate | quarantined | failed (tried again next run) | skipped (not read)
+        pa.field("outcome", pa.string(), nullable=False),
         pa.field("instance_id", pa.string()),  # the stored instance this file's content is
         pa.field("SOPInstanceUID", pa.string()),
         pa.field("ingest_run_id", pa.string(), nullable=False),

@@ -20,11 +20,31 @@ session keeps 10 connections per host)."""
 
 
 class FileInfo(NamedTuple):
-    """A listed file: its URI, size in bytes and modification time by the filesystem's clock."""
+    """A listed entry: its URI, size in bytes and modification time by the filesystem's clock.
+
+    ``problem`` is None for a regular file. Otherwise it is why the entry cannot be read (one
+    of `ENTRY_PROBLEMS`); ``path`` is then a printable form of the entry's name (bytes that are
+    not UTF-8 escaped as ``\\xNN``) and size and mtime are those of the entry itself.
+    """
 
     path: str
     size: int
     mtime_ms: int
+    problem: str | None = None
+
+
+ENTRY_PROBLEMS = {
+    "not_regular_file": "not a regular file (a FIFO, socket or device): not opened",
+    "symlink": "a symbolic link: not followed (ingest.follow_symlinks is off)",
+    "symlink_outside": "a symbolic link whose real target is outside the landing zone",
+    "symlink_loop": "a symbolic link that leads round in a loop",
+    "dangling_symlink": "a symbolic link to nothing",
+    "unreadable_dir": "a directory that cannot be listed: its files are not known yet",
+    "bad_name": "a name that is not valid UTF-8 (shown with its bytes escaped)",
+    "name_too_long": "a name or path too long for the lake to record and name a copy after",
+}
+"""The reason codes of listed entries that are not read, with the message they are recorded
+with (no part of the entry's name or content)."""
 
 
 class ReadStream:
@@ -51,11 +71,20 @@ class FileSystem(abc.ABC):
     """Whether every call waits on the network: ingest then reads ahead and writes in parallel."""
 
     @abc.abstractmethod
-    def list_files(self, path: str) -> Iterator[FileInfo]:
-        """Every file below ``path`` (recursive), or ``path`` itself if it is a file.
+    def list_entries(self, path: str, follow_symlinks: bool = False) -> Iterator[FileInfo]:
+        """Every entry below ``path`` (recursive) that is not a directory, or ``path`` itself
+        if it is not one: regular files, and the entries that cannot be read as one, each with
+        its `FileInfo.problem`. ``path`` itself is always followed if it is a link.
 
-        A missing ``path`` lists nothing.
+        With ``follow_symlinks``, a link whose real target is a file or directory inside
+        ``path`` is taken as that target, listed once under its real path, however many links
+        lead to it; other links are listed with their problem. A missing ``path`` lists nothing.
         """
+
+    def list_files(self, path: str) -> Iterator[FileInfo]:
+        """Every regular file below ``path`` (recursive), or ``path`` itself if it is a file:
+        `list_entries` without the entries that have a problem."""
+        return (f for f in self.list_entries(path) if f.problem is None)
 
     @abc.abstractmethod
     def list_dirs(self, path: str) -> list[str]:

@@ -51,6 +51,7 @@ _FAILED = (HdfsError, *_CONNECTION)
 _NOT_FOUND = "FileNotFoundException"
 _EXISTS = "FileAlreadyExistsException"
 _SNAPSHOT_REFUSED = "SnapshotException"
+_DENIED = "AccessControlException"
 
 
 class WebHdfsFileSystem(FileSystem):
@@ -96,13 +97,15 @@ class WebHdfsFileSystem(FileSystem):
                 client = self._clients[authority] = _make_client(self._config, urls)
         return client
 
-    def list_files(self, path: str) -> Iterator[FileInfo]:
+    def list_entries(self, path: str, follow_symlinks: bool = False) -> Iterator[FileInfo]:
+        # HDFS keeps symbolic links off unless an administrator enables them; WebHDFS lists one
+        # with type SYMLINK, and it is not followed. Every HDFS name is UTF-8.
         prefix, hpath = _split(path)
         st = self._status(path, hpath)
         if st is None:
             return
         if st["type"] != "DIRECTORY":
-            yield FileInfo(path, st["length"], st["modificationTime"])
+            yield _entry(path, st)
             return
         # One LISTSTATUS per directory: each directory's subdirectories are listed up to
         # CALLS_AT_ONCE ahead of the walk, which still yields in os.walk's order.
@@ -115,17 +118,38 @@ class WebHdfsFileSystem(FileSystem):
     def _walk(
         self, prefix: str, hpath: str, entries: list[tuple[str, dict[str, Any]]], pool: Executor
     ) -> Iterator[FileInfo]:
-        dirs = []
-        # Files before subdirectories, each sorted by name, as LocalFileSystem's os.walk does.
-        for name, st in entries:
-            child = posixpath.join(hpath, name)
-            if st["type"] == "DIRECTORY":
-                dirs.append(child)
-            else:
-                yield FileInfo(prefix + child, st["length"], st["modificationTime"])
-        listings = _in_order(pool, lambda child: self._list(prefix + child, child), dirs)
-        for child, listing in zip(dirs, listings, strict=True):
-            yield from self._walk(prefix, child, listing, pool)
+        # A stack of levels, not recursion: directories may nest deeper than Python recurses.
+        levels: list[Iterator[tuple[str, list[tuple[str, dict[str, Any]]] | None]]] = [
+            iter([(hpath, entries)])
+        ]
+        while levels:
+            level = next(levels[-1], None)
+            if level is None:
+                levels.pop()
+                continue
+            directory, listing = level
+            if listing is None:
+                yield FileInfo(prefix + directory, 0, 0, "unreadable_dir")
+                continue
+            dirs = []
+            # Files before subdirectories, each sorted by name, as LocalFileSystem's walk does.
+            for name, st in listing:
+                child = posixpath.join(directory, name)
+                if st["type"] == "DIRECTORY":
+                    dirs.append(child)
+                else:
+                    yield _entry(prefix + child, st)
+            listings = _in_order(pool, lambda c: self._list_allowed(prefix + c, c), dirs)
+            levels.append(zip(dirs, listings, strict=True))
+
+    def _list_allowed(self, path: str, hpath: str) -> list[tuple[str, dict[str, Any]]] | None:
+        """`_list`, or None for a directory this user may not list."""
+        try:
+            return self._list(path, hpath)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, HdfsError) and exc.__cause__.exception == _DENIED:
+                return None
+            raise
 
     def list_dirs(self, path: str) -> list[str]:
         prefix, hpath = _split(path)
@@ -387,6 +411,12 @@ def _split(uri: str) -> tuple[str, str]:
         path = path.rstrip("/")
     prefix = f"{parts.scheme}://{parts.netloc}" if parts.scheme else ""
     return prefix, path
+
+
+def _entry(uri: str, st: dict[str, Any]) -> FileInfo:
+    """A listed non-directory: a file, or a link (not followed)."""
+    problem = "symlink" if st["type"] == "SYMLINK" else None
+    return FileInfo(uri, st["length"], st["modificationTime"], problem)
 
 
 def _error(action: str, path: str, exc: Exception) -> StorageError:

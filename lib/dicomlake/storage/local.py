@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -20,31 +22,179 @@ def local_path(uri: str) -> str:
     return uri
 
 
+def _info(uri: str, st: os.stat_result) -> FileInfo:
+    return FileInfo(uri, st.st_size, st.st_mtime_ns // 1_000_000)
+
+
+def _os_problem(exc: OSError, otherwise: str) -> str:
+    """The entry problem an OSError met while listing stands for."""
+    return {errno.ENAMETOOLONG: "name_too_long", errno.ELOOP: "symlink_loop"}.get(
+        exc.errno or 0, otherwise
+    )
+
+
+class _Walk:
+    """The entries of each directory of one listing, by lstat: nothing is opened, a link is
+    followed only when asked and only to its real target inside ``root``."""
+
+    def __init__(self, root: str, follow_symlinks: bool) -> None:
+        self._root, self._follow = os.path.realpath(root), follow_symlinks
+        self._spelling = root  # a link's target is named below the root as the caller named it
+        self._taken: set[str] = set()  # files listed (below the root), when links are followed
+
+    def entries(self, directory: str) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
+        """(path, lstat or target's stat, problem) of each entry of ``directory``, by name; an
+        unlistable directory is one entry with its problem."""
+        try:
+            with os.scandir(directory) as it:
+                names = sorted(e.name for e in it)
+        except FileNotFoundError:  # deleted while listing
+            return
+        except OSError as exc:
+            yield directory, _lstat(directory), _os_problem(exc, "unreadable_dir")
+            return
+        for name in names:
+            full = os.path.join(directory, name)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                yield full, None, _os_problem(exc, "unreadable_dir")
+                continue
+            if not _utf8(name):
+                yield full, st, "bad_name"
+            elif stat.S_ISLNK(st.st_mode):
+                yield from self._link(full, st)
+            elif stat.S_ISDIR(st.st_mode):
+                yield full, st, None
+            elif stat.S_ISREG(st.st_mode):
+                # Walked without passing a link: below the real root as below the named one
+                if not self._seen(os.path.relpath(full, self._spelling)):
+                    yield full, st, None
+            else:
+                yield full, st, "not_regular_file"
+
+    def _link(
+        self, full: str, st: os.stat_result
+    ) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
+        if not self._follow:
+            yield full, st, "symlink"
+            return
+        try:
+            target = os.stat(full)
+        except FileNotFoundError:
+            yield full, st, "dangling_symlink"
+            return
+        except OSError as exc:
+            yield full, st, _os_problem(exc, "dangling_symlink")
+            return
+        real = os.path.realpath(full)
+        if os.path.commonpath([self._root, real]) != self._root:
+            yield full, st, "symlink_outside"
+        elif stat.S_ISREG(target.st_mode):
+            inside = os.path.relpath(real, self._root)
+            if not self._seen(inside):
+                yield os.path.join(self._spelling, inside), target, None
+        elif not stat.S_ISDIR(target.st_mode):  # a directory inside is walked as itself
+            yield full, st, "not_regular_file"
+
+    def _seen(self, inside: str) -> bool:
+        """Whether the file at ``inside`` (relative to the root) was listed already, reached
+        through a link; always False when links are not followed."""
+        if not self._follow:
+            return False
+        if inside in self._taken:
+            return True
+        self._taken.add(inside)
+        return False
+
+
+def _open_regular(os_path: str, follow_links: bool) -> BinaryIO:
+    """``os_path`` opened for reading if it is a regular file.
+
+    O_NONBLOCK: opening a FIFO never waits for a writer; the check after opening holds for
+    what was opened, whatever the path names by then.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    fd = os.open(os_path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os_path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _utf8(name: str) -> bool:
+    """Whether a name (decoded by Python with surrogate escapes) was valid UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class LocalFileSystem(FileSystem):
+    """Local files; with ``follow_links=False`` (a landing zone's) a read refuses a path whose
+    last component is a symbolic link, so a link put in place after the listing is not read."""
+
     scheme = "file"
 
+    def __init__(self, follow_links: bool = True) -> None:
+        self._follow_links = follow_links
+
     def __repr__(self) -> str:
-        return "LocalFileSystem()"
+        return f"LocalFileSystem(follow_links={self._follow_links})"
 
     def _uri(self, template: str, os_path: str) -> str:
         # Keep the caller's spelling: a file:// root lists file:// children.
         return "file://" + os_path if template.startswith("file://") else os_path
 
-    def list_files(self, path: str) -> Iterator[FileInfo]:
+    def list_entries(self, path: str, follow_symlinks: bool = False) -> Iterator[FileInfo]:
         root = local_path(path)
-        if os.path.isfile(root):
+        try:
             st = os.stat(root)
-            yield FileInfo(path, st.st_size, st.st_mtime_ns // 1_000_000)
+        except FileNotFoundError:
             return
-        for dirpath, dirnames, filenames in os.walk(root, onerror=None):
-            dirnames.sort()
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
-                try:
-                    st = os.stat(full)
-                except FileNotFoundError:  # deleted while listing
-                    continue
-                yield FileInfo(self._uri(path, full), st.st_size, st.st_mtime_ns // 1_000_000)
+        except OSError as exc:
+            yield self._problem(path, root, None, _os_problem(exc, "unreadable_dir"))
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            problem = None if stat.S_ISREG(st.st_mode) else "not_regular_file"
+            yield self._problem(path, root, st, problem) if problem else _info(path, st)
+            return
+        walk = _Walk(root, follow_symlinks)
+        # Depth first, each directory's files before its subdirectories, both sorted by name.
+        pending = [root]
+        while pending:
+            directory = pending.pop()
+            subdirs = []
+            for full, st, problem in walk.entries(directory):
+                if problem is None and stat.S_ISDIR(st.st_mode):
+                    subdirs.append(full)
+                elif problem is None:
+                    yield _info(self._uri(path, full), st)
+                else:
+                    yield self._problem(path, full, st, problem)
+            pending.extend(reversed(subdirs))
+
+    def _problem(
+        self, template: str, os_path: str, st: os.stat_result | None, problem: str
+    ) -> FileInfo:
+        """An entry that is not read, named so that any name can be stored and printed."""
+        printable = os.fsencode(os_path).decode("utf-8", "backslashreplace")
+        size, mtime = (st.st_size, st.st_mtime_ns // 1_000_000) if st else (0, 0)
+        return FileInfo(self._uri(template, printable), size, mtime, problem)
 
     def list_dirs(self, path: str) -> list[str]:
         root = local_path(path)
@@ -63,7 +213,7 @@ class LocalFileSystem(FileSystem):
 
     def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
-            with open(local_path(path), "rb") as f:
+            with _open_regular(local_path(path), self._follow_links) as f:
                 f.seek(offset)
                 return f.read() if length is None else f.read(length)
         except OSError as exc:
@@ -72,7 +222,7 @@ class LocalFileSystem(FileSystem):
     @contextlib.contextmanager
     def open_read(self, path: str, offset: int = 0) -> Iterator[ReadStream]:
         try:
-            f = open(local_path(path), "rb")  # noqa: SIM115 - closed below; open errors wrapped
+            f = _open_regular(local_path(path), self._follow_links)
         except OSError as exc:
             raise StorageError(f"cannot open {path}: {exc}") from exc
         with f:

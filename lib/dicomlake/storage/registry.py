@@ -9,18 +9,21 @@ from dicomlake.errors import ConfigError
 from dicomlake.storage.base import FileSystem
 
 
-def filesystem_for(uri: str, hdfs: HdfsConfig | None = None) -> FileSystem:
+def filesystem_for(
+    uri: str, hdfs: HdfsConfig | None = None, *, landing: bool = False
+) -> FileSystem:
     """The filesystem that serves ``uri``: local for plain paths and ``file://``, WebHDFS for ``hdfs://``.
 
     An ``hdfs://`` URI whose authority has no WebHDFS address in ``hdfs.namenodes`` is a
-    ConfigError here, before any I/O.
+    ConfigError here, before any I/O. A ``landing`` zone's local reads refuse symbolic links
+    (see `LocalFileSystem`).
     """
     parts = urlsplit(uri)
     scheme = parts.scheme
     if scheme in ("", "file"):
         from dicomlake.storage.local import LocalFileSystem
 
-        return LocalFileSystem()
+        return LocalFileSystem(follow_links=not landing)
     if scheme == "hdfs":
         from dicomlake.storage.hdfs import WebHdfsFileSystem
 

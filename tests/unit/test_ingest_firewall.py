@@ -1,0 +1,185 @@
+"""One landing file never stops a task: whatever goes wrong with it becomes its errors row, and
+the files after it are ingested. Only the lake failing stops the task.
+
+The tasks run here without Spark (`process_task` is what each Spark task calls), on real files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import struct
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from dicomlake.errors import LakeWriteError
+from dicomlake.ingest import worker
+from dicomlake.ingest.worker import TaskContext, TaskResult, process_task
+from dicomlake.storage import FileInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from hostile_corpus import _deflate_bomb, _sequence  # noqa: E402
+
+CT = Path(get_testdata_file("CT_small.dcm"))
+MR = Path(get_testdata_file("MR_small.dcm"))
+
+
+def _run(tmp_path: Path, config, keyring, files: list[FileInfo], lake: Path | None = None):
+    ctx = TaskContext(
+        run_id="r1",
+        lake=str(lake or tmp_path / "lake"),
+        config=config,
+        keyring=keyring.to_bytes(),
+        started_ms=1_700_000_000_000,
+    )
+    return process_task(0, 0, files, str(tmp_path / "landing"), ctx, frozenset())
+
+
+def _put(tmp_path: Path, name: str, data: bytes, listed_size: int | None = None) -> FileInfo:
+    path = tmp_path / "landing" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return FileInfo(str(path), len(data) if listed_size is None else listed_size, 1_000)
+
+
+def _outcomes(result: TaskResult, files: list[FileInfo]) -> dict[str, tuple[str, str | None]]:
+    """File name -> (outcome, reason): a task records its files in order, one sources row
+    each, and an errors row for each it does not store (rows matched by order, not by path)."""
+    assert len(result.sources) == len(files)
+    errors = iter(result.errors)
+    out = {}
+    for info, row in zip(files, result.sources, strict=True):
+        stored = row["outcome"] in ("ingested", "duplicate")
+        out[info.path.rsplit("/", 1)[-1]] = (
+            row["outcome"],
+            None if stored else next(errors)["reason"],
+        )
+    assert next(errors, None) is None
+    return out
+
+
+def test_an_unexpected_error_is_recorded_by_type_and_the_task_goes_on(
+    tmp_path, config, keyring, monkeypatch
+):
+    # No real file makes dicomlake's own code fail at will: the DICOM JSON step is made to
+    # fail, with a message quoting a header value, for one file.
+    real = worker.header_json
+
+    def failing(dataset):
+        if dataset.get("Modality") == "CT":
+            raise ValueError("cannot convert PatientName='Doe^John'")
+        return real(dataset)
+
+    monkeypatch.setattr(worker, "header_json", failing)
+    files = [_put(tmp_path, "ct.dcm", CT.read_bytes()), _put(tmp_path, "mr.dcm", MR.read_bytes())]
+    result = _run(tmp_path, config, keyring, files)
+    assert _outcomes(result, files) == {
+        "ct.dcm": ("quarantined", "internal_error"),
+        "mr.dcm": ("ingested", None),
+    }
+    message = result.errors[0]["message"]
+    assert message.startswith("ValueError (in ") and "Doe" not in message, message
+    # Nothing of the failed file is kept but its record: the rows are the other file's only
+    staging = tmp_path / "lake" / "_staging" / "r1"
+    for table in ("frames", "elements", "instances"):
+        rows = [p for p in result.staged if p.startswith(f"tables/{table}/")]
+        ids = set(pq.read_table(staging / rows[0]).column("instance_id").to_pylist())
+        assert ids == {hashlib.sha256(MR.read_bytes()).hexdigest()}, table
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_a_file_larger_than_listed_is_read_only_one_byte_past_its_listed_size(
+    tmp_path, config, keyring, streamed
+):
+    data = CT.read_bytes()
+    limits = dataclasses.replace(config.ingest, stream_bytes=1000 if streamed else 1 << 30)
+    grown = _put(tmp_path, "growing.dcm", data, listed_size=len(data) - 5000)
+    result = _run(tmp_path, dataclasses.replace(config, ingest=limits), keyring, [grown])
+    assert _outcomes(result, [grown]) == {"growing.dcm": ("quarantined", "changed_while_reading")}
+    assert result.bytes_read == len(data) - 5000 + 1
+
+
+def test_a_device_listed_as_a_file_is_not_read(tmp_path, config, keyring):
+    (tmp_path / "landing").mkdir()
+    zero = FileInfo("/dev/zero", 1 << 20, 1_000)
+    result = _run(tmp_path, config, keyring, [zero])
+    assert _outcomes(result, [zero]) == {"zero": ("failed", "unreadable")}
+    assert result.bytes_read == 0
+
+
+def test_deep_nesting_and_extreme_frame_counts_do_not_stop_the_task(tmp_path, config, keyring):
+    mr = MR.read_bytes()
+    meta_end = 132 + 12 + struct.unpack("<I", mr[140:144])[0]
+    deep = mr[:meta_end] + _sequence(3000, closed=True) + mr[meta_end:]
+    ds = pydicom.dcmread(get_testdata_file("JPEG2000.dcm"))
+    ds.NumberOfFrames = 2**31
+    frames = io.BytesIO()
+    ds.save_as(frames, enforce_file_format=True)
+    files = [
+        _put(tmp_path, "a-deep.dcm", deep),
+        _put(tmp_path, "b-frames.dcm", frames.getvalue()),
+        _put(tmp_path, "c-good.dcm", CT.read_bytes()),
+    ]
+    outcomes = _outcomes(_run(tmp_path, config, keyring, files), files)
+    assert set(outcomes) == {"a-deep.dcm", "b-frames.dcm", "c-good.dcm"}
+    assert outcomes["c-good.dcm"] == ("ingested", None)
+    assert outcomes["a-deep.dcm"][0] == "quarantined"
+
+
+def test_a_small_deflate_bomb_does_not_stop_the_task(tmp_path, config, keyring):
+    files = [
+        _put(tmp_path, "bomb.dcm", _deflate_bomb(32 << 20)),
+        _put(tmp_path, "good.dcm", CT.read_bytes()),
+    ]
+    outcomes = _outcomes(_run(tmp_path, config, keyring, files), files)
+    assert outcomes["good.dcm"] == ("ingested", None)
+    assert outcomes["bomb.dcm"][0] == "quarantined"
+
+
+def test_a_quarantine_copy_that_cannot_be_made_leaves_the_record(tmp_path, config, keyring):
+    # The run's quarantine directory cannot be made: a file is in its place
+    blocked = tmp_path / "lake" / "_staging" / "r1" / "quarantine"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_bytes(b"")
+    files = [
+        _put(tmp_path, "junk.bin", b"not an image" * 20),
+        _put(tmp_path, "ok.dcm", MR.read_bytes()),
+    ]
+    result = _run(tmp_path, config, keyring, files)
+    assert _outcomes(result, files) == {
+        "junk.bin": ("failed", "not_dicom"),  # failed: the next run tries it again
+        "ok.dcm": ("ingested", None),
+    }
+    error = result.errors[0]
+    assert error["quarantine_path"] is None
+    assert "no quarantine copy: " in error["message"], error["message"]
+
+
+def test_refused_entries_are_recorded_without_being_read(tmp_path, config, keyring):
+    (tmp_path / "landing").mkdir()
+    entries = [
+        FileInfo(str(tmp_path / "landing" / "fifo"), 0, 1_000, "not_regular_file"),
+        FileInfo(str(tmp_path / "landing" / "link"), 9, 1_000, "symlink"),
+        FileInfo(str(tmp_path / "landing" / "locked"), 0, 1_000, "unreadable_dir"),
+    ]
+    result = _run(tmp_path, config, keyring, entries)
+    assert _outcomes(result, entries) == {
+        "fifo": ("skipped", "not_regular_file"),
+        "link": ("skipped", "symlink"),
+        "locked": ("failed", "unreadable_dir"),  # failed: the next run looks again
+    }
+    assert all(e["quarantine_path"] is None and e["message"] for e in result.errors)
+    assert result.bytes_read == 0
+
+
+def test_a_lake_that_cannot_be_written_stops_the_task_naming_it(tmp_path, config, keyring):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_bytes(b"")
+    with pytest.raises(LakeWriteError, match="cannot write pack"):
+        _run(tmp_path, config, keyring, [_put(tmp_path, "ct.dcm", CT.read_bytes())], blocked)
