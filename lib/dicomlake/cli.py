@@ -16,12 +16,21 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dicomlake import progress
 from dicomlake.config import Config, load_config
-from dicomlake.errors import BackupError, DicomLakeError, ErrorThresholdExceeded, LockBusyError
+from dicomlake.errors import (
+    BackupError,
+    DicomLakeError,
+    ErrorThresholdExceeded,
+    LockBusyError,
+    PrivateKeyRequiredError,
+)
 from dicomlake.keys import load_keyring, save_keyring
+
+if TYPE_CHECKING:
+    from dicomlake.crypto.keyring import Keyring
 
 log = logging.getLogger("dicomlake")
 
@@ -134,7 +143,7 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
     raise AssertionError(args.action)
 
 
-def _rotate_lake(lake: str, path: str, keyring: Any, config: Config) -> dict[str, int]:
+def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict[str, int]:
     """Under the lake's lock: check the keyring is the lake's, keep it, re-wrap the lake."""
     from dicomlake.lake.keys import bind_keyring, rewrap_lake
     from dicomlake.lake.layout import LakeLayout
@@ -170,6 +179,11 @@ def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.lake.identities import read_identities, reidentify
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    if not keyring.can_unwrap:
+        raise PrivateKeyRequiredError(
+            "reidentify needs the full keyring: this one holds only public keys (an ingest "
+            "host's), which write the restricted table but cannot read it"
+        )
     rows = reidentify(read_identities(absolute_uri(args.lake), keyring, config), args.pseudonym)
     for row in rows:
         _print(row)

@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
 import pytest
 from ingest_helpers import ingest_command, landing_files, table
-from lock_helpers import first_line, kill, start_takers, wait_all
 
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.keys import save_keyring
 from dicomlake.samples import sample_files
 from dicomlake.storage.hdfs import WebHdfsFileSystem
+from lock_helpers import first_line, kill, start_takers, wait_all
 
 
 def _landing(tmp_path, count: int):
@@ -32,6 +33,7 @@ def _ingest(landing, lake, keyring_path, **env):
     return subprocess.Popen(
         ingest_command(landing, lake, keyring_path),
         env={**os.environ, "DICOMLAKE_SPARK_MASTER": "local[1]", **env},
+        start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -56,18 +58,36 @@ def test_two_ingests_started_together_store_each_file_once(tmp_path, config):
     assert sorted(r["source_path"] for r in sources) == sorted(files)
     assert table(lake, "runs").num_rows == 1
 
-    # Staggered: the second starts while the first holds the lock, and finds it busy.
-    more = _landing(tmp_path / "more", 40)
-    first = _ingest(more, lake, keyring_path)
+    # Staggered: the second starts while the first is mid-run (stopped once it has staged a
+    # pack), finds the lake busy and leaves the first's staging area alone.
+    more = _landing(tmp_path / "more", 60)
+    first = _ingest(
+        more,
+        lake,
+        keyring_path,
+        DICOMLAKE_INGEST_TASK_BYTES="200000",
+        DICOMLAKE_PIXELS_PACK_BYTES="200000",
+    )
+    staging = lake / "_staging"
     deadline = time.monotonic() + 300
-    while not (lake / "_lock").exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    second = _ingest(more, lake, keyring_path)
-    out2 = second.communicate(timeout=600)
+    while not any(staging.rglob("*.pack")) and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        staged = sorted(p.relative_to(lake) for p in staging.rglob("*.pack"))
+        second = _ingest(more, lake, keyring_path)
+        out2 = second.communicate(timeout=600)
+        assert second.returncode == 4, out2
+        assert set(staged) <= {p.relative_to(lake) for p in staging.rglob("*.pack")}
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     out1 = first.communicate(timeout=600)
-    assert (first.returncode, second.returncode) == (0, 4), (out1, out2)
+    assert first.returncode == 0, out1
     assert table(lake, "runs").num_rows == 2
-    assert not (lake / "_staging").exists() or not any((lake / "_staging").iterdir())
+    sources = table(lake, "sources").to_pylist()
+    assert len(sources) == len(files) + len(landing_files(more))
+    assert not any(staging.iterdir())
 
 
 @pytest.mark.hdfs

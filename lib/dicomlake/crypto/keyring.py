@@ -191,6 +191,12 @@ class Keyring:
         """All KEK ids, oldest first."""
         return list(self._keks)
 
+    def keks(self) -> list[tuple[str, bytes | None, bytes | None]]:
+        """(id, secret, public) of every KEK, oldest first: for the Java twin of the KMS
+        (`dicomlake.crypto.kms.spark_options`). The secret is the AES key (symmetric) or the raw
+        X25519 private key, None in a public-only keyring; public is None in symmetric mode."""
+        return [(k.kek_id, k.secret, k.public) for k in self._keks.values()]
+
     @property
     def can_unwrap(self) -> bool:
         """False for a public-only keyring."""

@@ -1,19 +1,25 @@
 """Parquet Modular Encryption (PME) keys from the keyring, for pyarrow and for Spark.
 
-PME encrypts chosen columns of a Parquet file with data keys; with double wrapping (the default
-of both pyarrow and parquet-java) each data key is wrapped by a key-encryption key stored in the
-file's footer, and *that* is wrapped by a "KMS" under a named master key. Our KMS is local: one
-32-byte master key, ``Keyring.secret_for("parquet-kms")``, for every master key identifier.
+PME encrypts chosen columns of a Parquet file with data keys, each wrapped by a "KMS" under a
+named master key and stored in the file's footer (single wrapping: our writers turn off the
+default double wrapping). Our KMS is the keyring: `Keyring.wrap` with its active KEK, as for a
+pack's data key, so what decrypts the identified columns is exactly what decrypts the pixels.
+In x25519 mode an ingest host's public-only keyring writes the restricted table but cannot
+read it.
 
 Wrapping format (the same bytes from Python and Java, so either reads the other's files)::
 
-    base64( nonce[12] || AES-256-GCM(master, key, aad=b"dicomlake-pme-v1\\x00" + identifier) )
+    "k1:" + kek_id + ":" + base64(Keyring.wrap(key, context=b"dicomlake-pme\x00" + identifier))
+
+Files of older versions hold ``base64(nonce || AES-256-GCM(master, key))`` under a master key
+derived from the keyring's pseudonym secret, which public-only keyrings hold too: they are read
+only with a keyring that can unwrap, and `dicomlake keys rotate --lake` rewrites them.
 
 - pyarrow: `crypto_factory` / `encryption_properties` / `decryption_properties` below.
 - Spark (parquet-java's ``PropertiesDrivenCryptoFactory``): the Java twin
   ``org.dicomlake.kms.KeyringKmsClient`` (``java/``, built by ``dev/build_kms_jar.py`` into
-  ``.cache/dicomlake-kms.jar``) reads the master key, base64, from the Hadoop property
-  ``dicomlake.kms.master.secret``; `spark_options` gives every property a reader needs::
+  ``.cache/dicomlake-kms.jar``) reads the KEKs from the Hadoop property
+  ``dicomlake.kms.keyring.secret``; `spark_options` gives every property a reader needs::
 
       spark-submit --jars .cache/dicomlake-kms.jar ...
       spark.read.options(**spark_options(keyring)).parquet(f"{lake}/restricted/identities")
@@ -29,53 +35,71 @@ import binascii
 import contextlib
 import hashlib
 import hmac
-import os
 from collections.abc import Callable, Iterator, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.errors import IntegrityError
+from dicomlake.errors import IntegrityError, PrivateKeyRequiredError
 
-KMS_PURPOSE = "parquet-kms"  # Keyring.secret_for(KMS_PURPOSE) is the master key
+LEGACY_PURPOSE = "parquet-kms"  # Keyring.secret_for(LEGACY_PURPOSE): older files' master key
 FOOTER_KEY_ID = "dicomlake-footer"  # signs the plaintext footer
 COLUMN_KEY_ID = "dicomlake-identities"  # encrypts the identified columns
 JAVA_KMS_CLASS = "org.dicomlake.kms.KeyringKmsClient"
 CRYPTO_FACTORY_CLASS = "org.apache.parquet.crypto.keytools.PropertiesDrivenCryptoFactory"
-SECRET_PROPERTY = "dicomlake.kms.master.secret"
+SECRET_PROPERTY = "dicomlake.kms.keyring.secret"
 ALGORITHM = "AES_GCM_V1"
-_AAD = b"dicomlake-pme-v1\x00"
+_PREFIX = "k1:"
+_CONTEXT = b"dicomlake-pme\x00"
+_LEGACY_AAD = b"dicomlake-pme-v1\x00"
 _NONCE = 12
-_TOKEN_INFO = b"dicomlake-pme-token-v1\x00"
+_TOKEN_INFO = b"dicomlake-pme-token-v2\x00"
 
 
-def master_key(keyring: Keyring) -> bytes:
-    """The KMS master key of this keyring (32 bytes; available in public-only keyrings too)."""
-    return keyring.secret_for(KMS_PURPOSE)
-
-
-def access_token(master: bytes) -> str:
-    """A non-secret fingerprint of the master key, used as PME's key access token.
+def access_token(keyring: Keyring) -> str:
+    """A non-secret name of this keyring's KEKs and whether it can unwrap, used as PME's key
+    access token.
 
     pyarrow and parquet-java cache KMS clients and unwrapped keys per access token: a token per
-    master key keeps two keyrings in one process (or JVM) from sharing a cache entry.
+    keyring keeps two keyrings (a full one and its public half, or a rotated one) in one
+    process (or JVM) from sharing a cache entry.
     """
-    return hmac.new(master, _TOKEN_INFO, hashlib.sha256).hexdigest()[:32]
+    state = f"{keyring.fingerprint}\0{','.join(keyring.kek_ids)}\0{keyring.can_unwrap}"
+    return hmac.new(_TOKEN_INFO, state.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def wrap_key(master: bytes, key: bytes, identifier: str) -> str:
-    """Wrap a PME key under ``master`` for the master key ``identifier`` (base64 text)."""
-    nonce = os.urandom(_NONCE)
-    sealed = AESGCM(master).encrypt(nonce, key, _AAD + identifier.encode("utf-8"))
-    return base64.b64encode(nonce + sealed).decode("ascii")
+def wrap_key(keyring: Keyring, key: bytes, identifier: str) -> str:
+    """Wrap a PME key with the keyring's active KEK for the master key ``identifier``."""
+    kek_id, wrapped = keyring.wrap(key, _CONTEXT + identifier.encode("utf-8"))
+    return f"{_PREFIX}{kek_id}:{base64.b64encode(wrapped).decode('ascii')}"
 
 
-def unwrap_key(master: bytes, wrapped: str, identifier: str) -> bytes:
-    """The PME key inside ``wrapped``; IntegrityError for another master key or identifier."""
+def unwrap_key(keyring: Keyring, wrapped: str, identifier: str) -> bytes:
+    """The PME key inside ``wrapped``: PrivateKeyRequiredError for a public-only keyring,
+    MissingKeyError when its KEK is not in the keyring, IntegrityError when altered."""
+    if not wrapped.startswith(_PREFIX):
+        return _unwrap_legacy(keyring, wrapped, identifier)
+    kek_id, _, text = wrapped[len(_PREFIX) :].partition(":")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise IntegrityError(
+            f"a Parquet encryption key wrapped for {identifier!r} is not base64"
+        ) from None
+    return keyring.unwrap(kek_id, raw, _CONTEXT + identifier.encode("utf-8"))
+
+
+def _unwrap_legacy(keyring: Keyring, wrapped: str, identifier: str) -> bytes:
+    if not keyring.can_unwrap:
+        raise PrivateKeyRequiredError(
+            "keyring holds only public keys: reading the restricted table needs the full keyring"
+        )
+    master = keyring.secret_for(LEGACY_PURPOSE)
     try:
         raw = base64.b64decode(wrapped, validate=True)
-        return AESGCM(master).decrypt(raw[:_NONCE], raw[_NONCE:], _AAD + identifier.encode("utf-8"))
+        aad = _LEGACY_AAD + identifier.encode("utf-8")
+        return AESGCM(master).decrypt(raw[:_NONCE], raw[_NONCE:], aad)
     except (InvalidTag, ValueError, binascii.Error):
         raise IntegrityError(
             f"a Parquet encryption key wrapped for {identifier!r} did not open: the file was "
@@ -87,32 +111,31 @@ def _kms_client_class() -> type:
     import pyarrow.parquet.encryption as pe
 
     class KeyringKmsClient(pe.KmsClient):
-        """pyarrow's side of the KMS: wraps with the keyring's master key."""
+        """pyarrow's side of the KMS: wraps with the keyring's active KEK."""
 
-        def __init__(self, master: bytes) -> None:
+        def __init__(self, keyring: Keyring) -> None:
             super().__init__()
-            self._master = master
+            self._keyring = keyring
 
         def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
-            return wrap_key(self._master, key_bytes, master_key_identifier)
+            return wrap_key(self._keyring, key_bytes, master_key_identifier)
 
         def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
-            return unwrap_key(self._master, wrapped_key, master_key_identifier)
+            return unwrap_key(self._keyring, wrapped_key, master_key_identifier)
 
         def __repr__(self) -> str:
-            return "KeyringKmsClient(master=<hidden>)"
+            return f"KeyringKmsClient({self._keyring!r})"
 
     return KeyringKmsClient
 
 
 def crypto_factory(keyring: Keyring):
-    """(pyarrow ``CryptoFactory``, ``KmsConnectionConfig``) for this keyring's master key."""
+    """(pyarrow ``CryptoFactory``, ``KmsConnectionConfig``) for this keyring's KEKs."""
     import pyarrow.parquet.encryption as pe
 
-    master = master_key(keyring)
     client_class = _kms_client_class()
-    factory: Callable[[object], object] = lambda _config: client_class(master)  # noqa: E731
-    config = pe.KmsConnectionConfig(key_access_token=access_token(master))
+    factory: Callable[[object], object] = lambda _config: client_class(keyring)  # noqa: E731
+    config = pe.KmsConnectionConfig(key_access_token=access_token(keyring))
     return pe.CryptoFactory(factory), config
 
 
@@ -128,6 +151,9 @@ def encryption_properties(keyring: Keyring, encrypted_columns: list[str]):
         encryption_algorithm=ALGORITHM,
         plaintext_footer=True,
         data_key_length_bits=256,
+        # Each 32-byte data key wrapped by the keyring itself (no 16-byte key-encryption key
+        # in between, which Keyring.wrap does not take).
+        double_wrapping=False,
     )
     return factory.file_encryption_properties(config, encryption)
 
@@ -163,12 +189,23 @@ def spark_options(keyring: Keyring) -> Mapping[str, str]:
 
     Pass them as data source options (``spark.read.options(**...)``) or prefix each with
     ``spark.hadoop.`` as session conf. The KMS jar must be on the classpath (``--jars``).
-    Contains the master key: never log or print the result.
+    Contains the keyring's KEKs: never log or print the result.
     """
-    master = master_key(keyring)
     return {
         "parquet.crypto.factory.class": CRYPTO_FACTORY_CLASS,
         "parquet.encryption.kms.client.class": JAVA_KMS_CLASS,
-        "parquet.encryption.key.access.token": access_token(master),
-        SECRET_PROPERTY: base64.b64encode(master).decode("ascii"),
+        "parquet.encryption.key.access.token": access_token(keyring),
+        "parquet.encryption.double.wrapping": "false",
+        "parquet.encryption.data.key.length.bits": "256",
+        SECRET_PROPERTY: java_keyring(keyring),
     }
+
+
+def java_keyring(keyring: Keyring) -> str:
+    """The keyring as the Java twin reads it: ``mode;active;legacy;id,key,public;...``
+    (base64 fields, empty when absent: a public-only KEK has no key; ``legacy`` is the older
+    files' master key, given only to a keyring that can unwrap)."""
+    b64 = lambda raw: base64.b64encode(raw).decode("ascii") if raw else ""  # noqa: E731
+    keks = ";".join(f"{k},{b64(secret)},{b64(public)}" for k, secret, public in keyring.keks())
+    legacy = b64(keyring.secret_for(LEGACY_PURPOSE)) if keyring.can_unwrap else ""
+    return f"{keyring.mode};{keyring.active_kek_id};{legacy};{keks}"

@@ -75,7 +75,14 @@ def read_identities(
 
 
 def drop_instances(fs: FileSystem, uri: str, keyring: Keyring, instance_ids: set[str]) -> None:
-    """Rewrite one (staged) identities file without the rows of ``instance_ids``."""
+    """Rewrite one (staged) identities file without the rows of ``instance_ids``.
+
+    A keyring that cannot unwrap (an ingest host's public half) cannot read the file to rewrite
+    it: the file then keeps those rows, each the same instance (same ``instance_id``, values and
+    pseudonyms) as a row of the task that kept it.
+    """
+    if not keyring.can_unwrap:
+        return
     table = read_identity_files(fs, [uri], keyring)
     keep = [i not in instance_ids for i in table.column("instance_id").to_pylist()]
     write_identities(fs, uri, table.filter(pa.array(keep)).to_pylist(), keyring)

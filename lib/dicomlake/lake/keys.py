@@ -8,7 +8,8 @@ It is an ordinary lake file, so snapshots carry it.
 
 Rotation re-wraps every pack's data key under the keyring's active key. Packs are immutable, so
 the re-wrapped keys go to the ``packs`` table, which readers prefer over the key in a pack's
-header. The chunks are never re-encrypted.
+header. The chunks are never re-encrypted. The restricted identities (small) are rewritten under
+the new key, so the old one can then be dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow as pa
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringMismatchError, PublishConflictError
 from dicomlake.lake import schemas
+from dicomlake.lake.identities import read_identity_files, write_identities
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import latest_packs
 from dicomlake.lake.lock import Lock
@@ -81,9 +83,9 @@ def bind_keyring(
 
 
 def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock) -> dict[str, int]:
-    """Re-wrap all data keys under ``keyring``'s active KEK and record it as the lake's, under
-    the lake's ``lock`` (`bind_keyring` with ``rotating`` checked the keyring first); returns
-    how many packs were re-wrapped."""
+    """Re-wrap all data keys under ``keyring``'s active KEK, rewrite the restricted identities
+    under it, and record it as the lake's, under the lake's ``lock`` (`bind_keyring` with
+    ``rotating`` checked the keyring first); returns how many packs and identity rows."""
     files = parquet_files(fs, layout.table("packs"))
     latest = latest_packs(read_files(fs, files, schemas.PACKS).to_pylist())
     now = datetime.now(timezone.utc)
@@ -93,14 +95,26 @@ def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock
         )
         row["wrapped_at"] = now
     name = f"part-rewrap-{now.strftime('%Y%m%dT%H%M%S%fZ')}.parquet"
-    tmp = join(layout.staging(lock.run_id), name)
-    write_table(fs, tmp, pa.Table.from_pylist(list(latest.values()), schema=schemas.PACKS))
+    packs = pa.Table.from_pylist(list(latest.values()), schema=schemas.PACKS)
+    identities_files = parquet_files(fs, layout.restricted("identities"))
+    identities = read_identity_files(fs, identities_files, keyring)
+    staged_packs = join(layout.staging(lock.run_id), "packs", name)
+    staged_identities = join(layout.staging(lock.run_id), "identities", name)
+    write_table(fs, staged_packs, packs)
+    if identities_files:
+        write_identities(fs, staged_identities, identities.to_pylist(), keyring)
     lock.check()
-    fs.publish(tmp, join(layout.table("packs"), name))
-    for uri in files:  # every row they held is in the new file
+    # Each new file first, then the files it replaces: a crash in between leaves rows twice
+    # (the same rows), never none.
+    fs.publish(staged_packs, join(layout.table("packs"), name))
+    for uri in files:
         fs.delete(uri)
+    if identities_files:
+        fs.publish(staged_identities, join(layout.restricted("identities"), name))
+        for uri in identities_files:
+            fs.delete(uri)
     # Replaced under the lock; a crash between these two leaves no record, and the next run
     # records its keyring again.
     fs.delete(layout.absolute(BINDING))
     _publish_record(fs, layout, keyring, lock.run_id)
-    return {"packs_rewrapped": len(latest)}
+    return {"packs_rewrapped": len(latest), "identities_rewrapped": identities.num_rows}
