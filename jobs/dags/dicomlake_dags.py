@@ -3,8 +3,10 @@ deep verify of the backup. Every task submits a ``jobs/`` entry point with ``spa
 
 ``dicomlake_ingest`` (every hour by default)
     ``ingest`` >> ``snapshot_due`` >> ``snapshot``. All writes to the lake are in this one DAG
-    with ``max_active_runs=1``: the commit protocol allows one ingest per lake at a time, and a
-    live (non-HDFS-snapshot) copy must not overlap an ingest. ``snapshot_due`` lets the snapshot
+    with ``max_active_runs=1``: the lake's lock allows one writer at a time, and a live
+    (non-HDFS-snapshot) copy must not overlap an ingest. A task that finds the lake or backup
+    locked by a command run by hand exits 4 having changed nothing, and is retried later
+    (``retries``, ``retry_delay``). ``snapshot_due`` lets the snapshot
     run only in the run whose data interval crosses midnight UTC, i.e. nightly, right after that
     night's ingest, or in a run triggered with ``params.snapshot_mode``. Its label is the data
     interval's end, so a retry or a re-run of the same interval is the same snapshot
@@ -106,7 +108,8 @@ def snapshot_is_due(start: datetime | None, end: datetime | None, mode: str) -> 
 DEFAULT_ARGS = {
     "owner": "dicomlake",
     # Every job is safe to re-run: an ingest redoes or finishes an uncommitted run, a snapshot
-    # with the same label returns the committed one, verify only reads.
+    # with the same label returns the committed one, verify only reads; one that found the lake
+    # or backup locked (exit 4) did nothing, and its retry waits for the holder.
     "retries": 2,
     "retry_delay": timedelta(minutes=5),
     "retry_exponential_backoff": True,
@@ -121,7 +124,7 @@ with DAG(
     ),
     start_date=START_DATE,
     catchup=False,  # one ingest takes everything new; old intervals need no run of their own
-    max_active_runs=1,  # one ingest per lake at a time (the commit protocol needs it)
+    max_active_runs=1,  # one writer per lake at a time: a second would only exit 4 (busy)
     dagrun_timeout=timedelta(hours=12),
     default_args=DEFAULT_ARGS,
     params={

@@ -1,0 +1,151 @@
+"""Keys that mean what they say: an x25519 lake's restricted table opens only with the private
+keyring (pyarrow and Spark), and a lake refuses any keyring but its own."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from ingest_helpers import table
+from pydicom.data import get_testdata_file
+
+from dicomlake.backup import restore, take_snapshot
+from dicomlake.cli import EXIT_ERROR, main
+from dicomlake.crypto import kms
+from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import KeyringMismatchError, PrivateKeyRequiredError
+from dicomlake.ingest.job import run_ingest
+from dicomlake.keys import save_keyring
+from dicomlake.lake.identities import read_identities
+
+pytestmark = pytest.mark.spark
+
+FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm"]
+
+
+def _landing(root: Path, names: list[str]) -> Path:
+    landing = root / "landing"
+    landing.mkdir(parents=True)
+    for name in names:
+        shutil.copy(get_testdata_file(name), landing / name)
+    return landing
+
+
+def _fingerprint(keyring: Keyring) -> str:
+    """HMAC-SHA256 of the documented label under the keyring file's "secret", first 32 hex."""
+    secret = base64.b64decode(json.loads(keyring.to_bytes())["secret"])
+    return hmac.new(secret, b"dicomlake-keyring-fingerprint-v1", hashlib.sha256).hexdigest()[:32]
+
+
+@pytest.fixture
+def x25519_lake(tmp_path, sc, config):
+    full = Keyring.generate("x25519")
+    lake = tmp_path / "lake"
+    summary = run_ingest(sc, str(_landing(tmp_path, FILES)), str(lake), config, full.public_only())
+    assert summary.ingested == len(FILES)
+    return lake, full
+
+
+def test_public_keyring_writes_but_cannot_read_identities(x25519_lake, config, spark, tmp_path):
+    lake, full = x25519_lake
+    public = full.public_only()
+    rows = read_identities(str(lake), full, config).to_pylist()
+    assert len(rows) == len(FILES)
+    originals = {r["original_SOPInstanceUID"] for r in rows}
+    assert len(originals) == len(FILES)
+    with pytest.raises(PrivateKeyRequiredError):
+        read_identities(str(lake), public, config)
+
+    path = str(lake / "restricted" / "identities")
+    got = spark.read.options(**kms.spark_options(full)).parquet(path).collect()
+    assert {r["original_SOPInstanceUID"] for r in got} == originals
+    with pytest.raises(Exception, match="only the public half"):
+        spark.read.options(**kms.spark_options(public)).parquet(path).collect()
+
+    public_path = tmp_path / "public.json"
+    save_keyring(str(public_path), public, config)
+    argv = ["reidentify", "--lake", str(lake), "--keyring", str(public_path)]
+    assert main(argv) == EXIT_ERROR
+
+
+def test_spark_wraps_with_the_public_half_and_pyarrow_unwraps(tmp_path, spark):
+    full = Keyring.generate("x25519")
+    df = spark.createDataFrame([("i1", "Doe^Jane")], "instance_id string, original string")
+    out = str(tmp_path / "spark")
+    (
+        df.coalesce(1)
+        .write.options(**kms.spark_options(full.public_only()))
+        .option("parquet.encryption.column.keys", f"{kms.COLUMN_KEY_ID}:original")
+        .option("parquet.encryption.footer.key", kms.FOOTER_KEY_ID)
+        .option("parquet.encryption.plaintext.footer", "true")
+        .parquet(out)
+    )
+    [part] = list(Path(out).glob("*.parquet"))
+    assert b"Doe^Jane" not in part.read_bytes()
+    with kms.decrypting(full) as props:
+        got = pq.read_table(part, decryption_properties=props)
+    assert got.to_pylist() == [{"instance_id": "i1", "original": "Doe^Jane"}]
+
+
+def test_the_lake_refuses_another_keyring_and_follows_rotation(
+    tmp_path, sc, config, keyring, capsys
+):
+    lake = tmp_path / "lake"
+    run_ingest(sc, str(_landing(tmp_path, FILES[:1])), str(lake), config, keyring)
+    bound = json.loads((lake / "keyring-binding.json").read_text())
+    assert bound == {
+        "fingerprint": _fingerprint(keyring),
+        "active_kek_id": keyring.active_kek_id,
+        "kek_ids": keyring.kek_ids,
+    }
+    assert keyring.to_bytes().decode().count(bound["fingerprint"]) == 0
+
+    more = _landing(tmp_path / "more", FILES[1:])
+    before = sorted(p.relative_to(lake) for p in lake.rglob("*") if "_lock" not in str(p))
+    with pytest.raises(KeyringMismatchError, match="fingerprint mismatch"):
+        run_ingest(sc, str(more), str(lake), config, Keyring.generate("symmetric"))
+    after = sorted(p.relative_to(lake) for p in lake.rglob("*") if "_lock" not in str(p))
+    assert after == before
+
+    keyring_path = tmp_path / "keyring.json"
+    save_keyring(str(keyring_path), keyring, config)
+    other_path = tmp_path / "other.json"
+    other = Keyring.generate("symmetric")
+    save_keyring(str(other_path), other, config)
+    rotate = ["keys", "rotate", "--lake", str(lake), "--keyring"]
+    assert main([*rotate, str(other_path)]) == EXIT_ERROR
+    assert other_path.read_bytes() == other.to_bytes()  # refused before the keyring changed
+
+    capsys.readouterr()
+    assert main([*rotate, str(keyring_path)]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["identities_rewrapped"] == 1 and result["packs_rewrapped"] >= 1
+    rotated = Keyring.from_bytes(keyring_path.read_bytes())
+    assert json.loads((lake / "keyring-binding.json").read_text())["active_kek_id"] == (
+        rotated.active_kek_id
+    )
+    # The keyring from before the rotation is now an older one: refused, naming the KEKs.
+    with pytest.raises(KeyringMismatchError, match="unknown KEK.*older KEK"):
+        run_ingest(sc, str(more), str(lake), config, keyring)
+    # The old KEK dropped: the identities were rewritten under the new one.
+    only_new = rotated.without(keyring.active_kek_id)
+    assert read_identities(str(lake), only_new, config).num_rows == 1
+    summary = run_ingest(sc, str(more), str(lake), config, only_new)
+    assert summary.ingested == len(FILES) - 1
+    assert table(lake, "runs").num_rows == 2
+
+    # A snapshot carries the record; the restored lake refuses another keyring too.
+    backup, restored = tmp_path / "backup", tmp_path / "restored"
+    snap = take_snapshot(str(lake), str(backup), "full", config=config)
+    restore(str(backup), snap.snapshot_id, str(restored), config=config)
+    assert (restored / "keyring-binding.json").read_bytes() == (
+        lake / "keyring-binding.json"
+    ).read_bytes()
+    with pytest.raises(KeyringMismatchError, match="fingerprint mismatch"):
+        run_ingest(sc, str(more), str(restored), config, other)
