@@ -82,5 +82,9 @@ def kill(proc: subprocess.Popen) -> None:
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float = 120) -> list[int]:
+    """Exit codes; a crash (neither 0 nor 4) fails with the end of its stderr."""
     deadline = time.monotonic() + timeout
-    return [p.wait(max(1.0, deadline - time.monotonic())) for p in procs]
+    codes = [p.wait(max(1.0, deadline - time.monotonic())) for p in procs]
+    for proc, code in zip(procs, codes, strict=True):
+        assert code in (0, 4), proc.stderr.read()[-3000:]
+    return codes

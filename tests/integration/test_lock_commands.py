@@ -91,6 +91,27 @@ def test_two_ingests_started_together_store_each_file_once(tmp_path, config):
 
 
 @pytest.mark.hdfs
+@pytest.mark.spark
+@pytest.mark.slow
+def test_two_ingests_into_an_hdfs_lake_started_together(hdfs_cluster, hdfs_root, tmp_path, config):
+    landing, lake = _landing(tmp_path, 20), f"{hdfs_root}/lake"
+    keyring_path = tmp_path / "keyring.json"
+    save_keyring(str(keyring_path), Keyring.generate("symmetric"), config)
+    webhdfs = {"DICOMLAKE_HDFS_WEBHDFS_URL": hdfs_cluster.webhdfs_url}
+    procs = [_ingest(landing, lake, keyring_path, **webhdfs) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 4], outs
+    fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
+    runs = [f for f in fs.list_files(f"{lake}/tables/runs") if f.path.endswith(".parquet")]
+    assert len(runs) == 1
+    sources = [f for f in fs.list_files(f"{lake}/tables/sources") if f.path.endswith(".parquet")]
+    assert len(sources) == 1
+    summary = json.loads(outs[[p.returncode for p in procs].index(0)][0].splitlines()[-1])
+    assert summary["files_seen"] == len(landing_files(landing))
+    assert not fs.exists(f"{lake}/_lock")
+
+
+@pytest.mark.hdfs
 def test_the_lock_on_hdfs_one_of_many_and_stale_takeover(hdfs_cluster, hdfs_root, tmp_path):
     fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
     lake, start, webhdfs = f"{hdfs_root}/lake", tmp_path / "go", hdfs_cluster.webhdfs_url

@@ -109,6 +109,7 @@ class Lock:
             self.fs.delete(new)
             self.fs.delete(self._marker(self.run_id, "heartbeat"))
             raise
+        self._beat()  # the lease runs from here: taking over may have taken a while
         self._thread = threading.Thread(
             target=self._heartbeats, name=f"dicomlake-lock-{self.run_id}", daemon=True
         )
@@ -150,12 +151,18 @@ class Lock:
 
     def _read_owner(self) -> dict[str, object] | None:
         """Who holds the lock; None when there is no lock (released while we looked)."""
-        try:
-            return json.loads(self.fs.read(self.uri))
-        except StorageError:
-            if self.fs.exists(self.uri):
-                raise
-            return None
+        tries = TAKEOVER_TRIES
+        while True:
+            try:
+                return json.loads(self.fs.read(self.uri))
+            except StorageError:
+                # Gone, or replaced by another command's lock while read (on HDFS the file is
+                # opened, then read from a DataNode): read the new one.
+                tries -= 1
+                if not self.fs.exists(self.uri):
+                    return None
+                if not tries:
+                    raise
 
     def _end(self, holder: str) -> bool | None:
         """Remove ``holder``'s lock: True when done, False when another process is removing it,
