@@ -8,16 +8,20 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 from ingest_helpers import ingest_command, landing_files, table
+from snapshot_helpers import make_lake
 
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.keys import save_keyring
 from dicomlake.samples import sample_files
 from dicomlake.storage.hdfs import WebHdfsFileSystem
 from lock_helpers import first_line, kill, start_takers, wait_all
+
+SNAPSHOT = [sys.executable, "-m", "dicomlake.cli", "snapshot"]
 
 
 def _landing(tmp_path, count: int):
@@ -136,3 +140,44 @@ def test_the_lock_on_hdfs_one_of_many_and_stale_takeover(hdfs_cluster, hdfs_root
     assert sum(f"taking over the stale lock of run {dead}" in log for log in logs) == 1, logs
     assert not fs.exists(f"{lake}/_lock")
     assert list(fs.list_files(f"{lake}/_locks")) == []
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_snapshot_while_another_holds_the_backup(tmp_path):
+    lake, backup = tmp_path / "lake", tmp_path / "backup"
+    make_lake(lake)
+
+    def snapshot(label: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [
+                *SNAPSHOT,
+                *("--lake", str(lake), "--backup", str(backup), "--mode", "full"),
+                *("--label", label),
+            ],
+            env={**os.environ, "DICOMLAKE_SPARK_MASTER": "local[1]"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    first = snapshot("20261101T010000Z")
+    deadline = time.monotonic() + 300
+    while not (backup / "_lock").exists() and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.005)
+    os.killpg(first.pid, signal.SIGSTOP)  # mid-snapshot, holding the lock
+    try:
+        second = snapshot("20261102T010000Z")
+        out2 = second.communicate(timeout=600)
+        assert second.returncode == 4, out2
+        assert "is busy: locked by run" in out2[1] and "(snapshot on" in out2[1]
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    out1 = first.communicate(timeout=600)
+    assert first.returncode == 0, out1
+    assert [p.name for p in (backup / "manifests").glob("*.parquet")] == [
+        "20261101T010000Z-full.parquet"
+    ]
+    assert not (backup / "_lock").exists()
