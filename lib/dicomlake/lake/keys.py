@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.errors import KeyringMismatchError, PublishConflictError
+from dicomlake.errors import KeyringMismatchError, LakeError, PublishConflictError
 from dicomlake.lake import schemas
 from dicomlake.lake.identities import read_identity_files, write_identities
 from dicomlake.lake.layout import LakeLayout
@@ -47,6 +48,16 @@ def _publish_record(fs: FileSystem, layout: LakeLayout, keyring: Keyring, run_id
     fs.delete(layout.staging(run_id), recursive=True)  # holds nothing else at these points
 
 
+def _read_record(fs: FileSystem, uri: str) -> dict[str, Any]:
+    try:
+        bound = json.loads(fs.read(uri))
+    except ValueError as exc:
+        raise LakeError(f"{uri} is not valid JSON ({exc}): restore it from a snapshot") from None
+    if not isinstance(bound, dict) or not {"fingerprint", "active_kek_id", "kek_ids"} <= set(bound):
+        raise LakeError(f"{uri} is not a keyring record: restore it from a snapshot")
+    return bound
+
+
 def bind_keyring(
     fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock, *, rotating: bool = False
 ) -> None:
@@ -60,7 +71,7 @@ def bind_keyring(
             return
         except PublishConflictError:
             pass  # written meanwhile (a lake without a lock file): compare with it
-    bound = json.loads(fs.read(uri))
+    bound = _read_record(fs, uri)
     if bound["fingerprint"] != keyring.fingerprint:
         raise KeyringMismatchError(
             f"keyring fingerprint mismatch: {layout.root} belongs to the keyring with fingerprint "
