@@ -20,10 +20,12 @@ from dicomlake.config import HdfsConfig, LockConfig
 from dicomlake.errors import LockBusyError, LockLostError
 from dicomlake.lake.lock import holding
 from dicomlake.storage import filesystem_for
+from urllib.parse import urlsplit
 
 logging.basicConfig(level=logging.INFO)
 root, start, hold, stale, beat, webhdfs = sys.argv[1:]
-fs = filesystem_for(root, HdfsConfig(webhdfs_url=webhdfs))
+namenodes = {urlsplit(root).netloc: webhdfs} if root.startswith("hdfs:") else {}
+fs = filesystem_for(root, HdfsConfig(namenodes=namenodes))
 config = LockConfig(stale_seconds=float(stale), heartbeat_seconds=float(beat))
 while not os.path.exists(start):
     time.sleep(0.005)

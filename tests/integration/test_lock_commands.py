@@ -101,7 +101,9 @@ def test_two_ingests_into_an_hdfs_lake_started_together(hdfs_cluster, hdfs_root,
     landing, lake = _landing(tmp_path, 20), f"{hdfs_root}/lake"
     keyring_path = tmp_path / "keyring.json"
     save_keyring(str(keyring_path), Keyring.generate("symmetric"), config)
-    webhdfs = {"DICOMLAKE_HDFS_WEBHDFS_URL": hdfs_cluster.webhdfs_url}
+    webhdfs = {
+        "DICOMLAKE_HDFS_NAMENODES": f"{{'{hdfs_cluster.authority}': {hdfs_cluster.webhdfs_url}}}"
+    }
     procs = [_ingest(landing, lake, keyring_path, **webhdfs) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert sorted(p.returncode for p in procs) == [0, 4], outs

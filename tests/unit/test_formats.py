@@ -128,11 +128,19 @@ def test_the_keyring_file_and_its_derived_secrets_are_as_formats_md_describes():
         assert keyring.secret_for(purpose) == expected
 
 
-def test_pme_keys_wrap_as_formats_md_describes():
-    keyring = Keyring.generate("symmetric")
-    secret = base64.b64decode(json.loads(keyring.to_bytes())["secret"])
-    master = _hkdf(secret, b"dicomlake-secret-v1\0parquet-kms")
-    wrapped = base64.b64decode(kms.wrap_key(master, b"k" * 16, "dicomlake-identities"))
-    assert _gcm_open(master, wrapped, b"dicomlake-pme-v1\0dicomlake-identities") == b"k" * 16
-    token = hmac.new(master, b"dicomlake-pme-token-v1\0", hashlib.sha256).hexdigest()[:32]
-    assert kms.spark_options(keyring)["parquet.encryption.key.access.token"] == token
+@pytest.mark.parametrize("mode", ["symmetric", "x25519"])
+def test_pme_keys_wrap_as_formats_md_describes(mode):
+    keyring = Keyring.generate(mode)
+    writer = keyring.public_only() if mode == "x25519" else keyring
+    text = kms.wrap_key(writer, b"k" * 32, "dicomlake-identities")
+    prefix, kek_id, wrapped = text.split(":")
+    assert (prefix, kek_id) == ("k1", keyring.active_kek_id)
+    context = b"dicomlake-pme\0dicomlake-identities"
+    doc = json.loads(keyring.to_bytes())
+    assert _unwrap(doc, kek_id, base64.b64decode(wrapped), context) == b"k" * 32
+    state = f"{keyring.fingerprint}\0{','.join(keyring.kek_ids)}\0{keyring.can_unwrap}"
+    token = hmac.new(b"dicomlake-pme-token-v2\0", state.encode(), hashlib.sha256).hexdigest()
+    assert kms.spark_options(keyring)["parquet.encryption.key.access.token"] == token[:32]
+    secret = base64.b64decode(doc["secret"])
+    fingerprint = hmac.new(secret, b"dicomlake-keyring-fingerprint-v1", hashlib.sha256)
+    assert keyring.fingerprint == fingerprint.hexdigest()[:32]

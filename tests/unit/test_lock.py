@@ -12,7 +12,7 @@ import pytest
 
 from dicomlake.cli import EXIT_BUSY
 from dicomlake.config import LockConfig
-from dicomlake.errors import ConfigError, LockBusyError
+from dicomlake.errors import ConfigError, LakeError, LockBusyError
 from dicomlake.lake.lock import holding
 from dicomlake.storage.local import LocalFileSystem
 from lock_helpers import first_line, kill, start_takers, wait_all
@@ -127,3 +127,13 @@ def test_the_command_exits_4_naming_the_holder_and_changes_nothing(tmp_path):
     assert proc.returncode == EXIT_BUSY == 4, proc.stderr
     assert "locked by run run-a (snapshot on" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_lock_file_that_is_no_lock_record_is_named_and_left_alone(tmp_path):
+    (tmp_path / "_lock").write_bytes(b"\x00 not json")
+    with (
+        pytest.raises(LakeError, match="_lock is not a lock record"),
+        holding(LocalFileSystem(), str(tmp_path), "run-b", "ingest", LockConfig()),
+    ):
+        pass
+    assert (tmp_path / "_lock").read_bytes() == b"\x00 not json"

@@ -37,7 +37,13 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 
 from dicomlake.config import LockConfig
-from dicomlake.errors import LockBusyError, LockLostError, PublishConflictError, StorageError
+from dicomlake.errors import (
+    LakeError,
+    LockBusyError,
+    LockLostError,
+    PublishConflictError,
+    StorageError,
+)
 from dicomlake.storage import FileSystem, join
 
 log = logging.getLogger(__name__)
@@ -154,7 +160,7 @@ class Lock:
         tries = TAKEOVER_TRIES
         while True:
             try:
-                return json.loads(self.fs.read(self.uri))
+                data = self.fs.read(self.uri)
             except StorageError:
                 # Gone, or replaced by another command's lock while read (on HDFS the file is
                 # opened, then read from a DataNode): read the new one.
@@ -163,6 +169,14 @@ class Lock:
                     return None
                 if not tries:
                     raise
+                continue
+            try:
+                return json.loads(data)
+            except ValueError:
+                raise LakeError(
+                    f"{self.uri} is not a lock record: if no dicomlake command runs on "
+                    f"{self.root}, delete it by hand"
+                ) from None
 
     def _end(self, holder: str) -> bool | None:
         """Remove ``holder``'s lock: True when done, False when another process is removing it,
