@@ -29,8 +29,8 @@ from dicomlake.errors import StorageError
 from dicomlake.ingest.worker import TaskContext, process_task
 from dicomlake.keys import save_keyring
 from dicomlake.lake.commit import staged
-from dicomlake.lake.identities import read_identity_files
 from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.restricted import read_rows
 from dicomlake.storage import FileInfo, ReadStream, filesystem_for
 from dicomlake.storage.local import LocalFileSystem
 
@@ -157,7 +157,7 @@ def test_a_file_changed_between_its_readings_keeps_no_row(
     for relative in result.staged:
         uri = staged(layout, "r1", relative)
         if relative.startswith("restricted/identities/"):
-            rows = read_identity_files(LocalFileSystem(), [uri], keyring)
+            rows = read_rows(LocalFileSystem(), [uri], "identities", keyring)
         elif relative.startswith("tables/"):
             rows = pq.read_table(uri)
         else:

@@ -23,6 +23,7 @@ from dicomlake.errors import KeyringMismatchError, PrivateKeyRequiredError
 from dicomlake.ingest.job import run_ingest
 from dicomlake.keys import save_keyring
 from dicomlake.lake.identities import read_identities
+from dicomlake.lake.paths import read_paths
 
 pytestmark = pytest.mark.spark
 
@@ -126,6 +127,7 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
     assert main([*rotate, str(keyring_path)]) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert result["identities_rewrapped"] == 1 and result["packs_rewrapped"] >= 1
+    assert result["paths_rewrapped"] == 1
     rotated = Keyring.from_bytes(keyring_path.read_bytes())
     assert json.loads((lake / "keyring-binding.json").read_text())["active_kek_id"] == (
         rotated.active_kek_id
@@ -136,6 +138,8 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
     # The old KEK dropped: the identities were rewritten under the new one.
     only_new = rotated.without(keyring.active_kek_id)
     assert read_identities(str(lake), only_new, config).num_rows == 1
+    landing_path = str(tmp_path / "landing" / FILES[0])
+    assert list(read_paths(str(lake), only_new, config).values()) == [landing_path]
     summary = run_ingest(sc, str(more), str(lake), config, only_new)
     assert summary.ingested == len(FILES) - 1
     assert table(lake, "runs").num_rows == 2

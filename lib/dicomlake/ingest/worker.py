@@ -63,11 +63,11 @@ from dicomlake.ingest.plan import RETRIED
 from dicomlake.ingest.readahead import READ_MARGIN, ReadAhead
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import staged
-from dicomlake.lake.identities import write_identities
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import write_table
-from dicomlake.lake.paths import PathRows, path_secret, write_paths
+from dicomlake.lake.paths import PathRows, path_secret
 from dicomlake.lake.quarantine import BLOCK, copy_path, write_copy
+from dicomlake.lake.restricted import write_rows
 from dicomlake.pixels.pack import PackInfo, PackWriter
 from dicomlake.storage import ENTRY_PROBLEMS, FileInfo, FileSystem, ReadStream, filesystem_for
 
@@ -652,16 +652,13 @@ class _Task:
             relative: functools.partial(write_table, self.lake_fs, target(relative), table)
             for relative, table in fragments
         }
-        if self.identities:
-            relative = f"restricted/identities/{name}"
-            writes[relative] = functools.partial(
-                write_identities, self.lake_fs, target(relative), self.identities, self.keyring
-            )
-        if self.paths.rows():
-            relative = f"restricted/paths/{name}"
-            writes[relative] = functools.partial(
-                write_paths, self.lake_fs, target(relative), self.paths.rows(), self.keyring
-            )
+        restricted = {"identities": self.identities, "paths": self.paths.rows()}
+        for table, rows in restricted.items():
+            if rows:
+                relative = f"restricted/{table}/{name}"
+                writes[relative] = functools.partial(
+                    write_rows, self.lake_fs, target(relative), table, rows, self.keyring
+                )
         with self.timed("write"):
             # One instances file per partition: many small files, each a slow create on HDFS.
             # The last pack closes meanwhile (its index and trailer: one more slow close).

@@ -3,7 +3,8 @@
 ``<lake>/restricted/identities/part-<run>-t<task>-a<attempt>.parquet``, one row per ingested
 instance, outside ``tables/`` so analysts' globs never read it. Its footer is in clear (signed),
 so the pseudonyms and bookkeeping columns (`schemas.IDENTITY_CLEAR`) read without a key; the
-identified columns (`schemas.IDENTITY_ENCRYPTED`) need the keyring's PME master key. Readers:
+identified columns (`schemas.IDENTITY_ENCRYPTED`) need the private keyring (see
+:mod:`dicomlake.lake.restricted`). Readers:
 
 - Python: `read_identities` (pyarrow), or ``dicomlake reidentify --lake L --keyring K``;
 - Spark: ``spark-submit --jars .cache/dicomlake-kms.jar``, then
@@ -17,49 +18,18 @@ holds it, or, for any UID of the header (e.g. a ReferencedSOPInstanceUID), the
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dicomlake.config import Config
-from dicomlake.crypto import kms
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.lake import schemas
 from dicomlake.lake.layout import LakeLayout
-from dicomlake.lake.parquet import parquet_files, write_table
+from dicomlake.lake.parquet import parquet_files
+from dicomlake.lake.restricted import read_rows, write_rows
 from dicomlake.storage import FileSystem, filesystem_for
-
-
-def write_identities(fs: FileSystem, uri: str, rows: list[dict[str, Any]], keyring: Keyring):
-    """Write identity rows (`deidentify`'s identities plus lineage) as one encrypted file."""
-    table = pa.Table.from_pylist(rows, schema=schemas.IDENTITIES)
-    props = kms.encryption_properties(keyring, schemas.IDENTITY_ENCRYPTED)
-    write_table(fs, uri, table, encryption_properties=props)
-
-
-def read_identity_files(
-    fs: FileSystem, files: Iterable[str], keyring: Keyring | None, columns: list[str] | None = None
-) -> pa.Table:
-    """Read identity files; without a keyring only `schemas.IDENTITY_CLEAR` columns can be read."""
-    wanted = columns or (schemas.IDENTITIES.names if keyring else schemas.IDENTITY_CLEAR)
-    tables = []
-    with contextlib.ExitStack() as stack:
-        decryption = stack.enter_context(kms.decrypting(keyring)) if keyring else None
-        for uri in files:
-            with fs.open_read(uri) as f:
-                data = f.read()
-            tables.append(
-                pq.read_table(io.BytesIO(data), columns=wanted, decryption_properties=decryption)
-            )
-    schema = pa.schema([schemas.IDENTITIES.field(c) for c in wanted])
-    if not tables:
-        return schema.empty_table()
-    return pa.concat_tables(tables).cast(schema)
 
 
 def read_identities(
@@ -71,7 +41,7 @@ def read_identities(
     """
     fs = filesystem_for(lake, config.hdfs)
     files = parquet_files(fs, LakeLayout(lake).restricted("identities"))
-    return read_identity_files(fs, files, keyring, columns)
+    return read_rows(fs, files, "identities", keyring, columns)
 
 
 def drop_instances(fs: FileSystem, uri: str, keyring: Keyring, instance_ids: set[str]) -> None:
@@ -83,9 +53,9 @@ def drop_instances(fs: FileSystem, uri: str, keyring: Keyring, instance_ids: set
     """
     if not keyring.can_unwrap:
         return
-    table = read_identity_files(fs, [uri], keyring)
+    table = read_rows(fs, [uri], "identities", keyring)
     keep = [i not in instance_ids for i in table.column("instance_id").to_pylist()]
-    write_identities(fs, uri, table.filter(pa.array(keep)).to_pylist(), keyring)
+    write_rows(fs, uri, "identities", table.filter(pa.array(keep)).to_pylist(), keyring)
 
 
 def reidentify(table: pa.Table, pseudonym: str | None = None) -> list[dict[str, Any]]:

@@ -8,12 +8,13 @@ It is an ordinary lake file, so snapshots carry it.
 
 Rotation re-wraps every pack's data key under the keyring's active key. Packs are immutable, so
 the re-wrapped keys go to the ``packs`` table, which readers prefer over the key in a pack's
-header. The chunks are never re-encrypted. The restricted identities (small) are rewritten under
-the new key, so the old one can then be dropped.
+header. The chunks are never re-encrypted. The restricted tables (identities, landing paths;
+small) are rewritten under the new key, so the old one can then be dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -22,8 +23,7 @@ import pyarrow as pa
 
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringMismatchError, LakeError, PublishConflictError
-from dicomlake.lake import schemas
-from dicomlake.lake.identities import read_identity_files, write_identities
+from dicomlake.lake import restricted, schemas
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import latest_packs
 from dicomlake.lake.lock import Lock
@@ -94,9 +94,9 @@ def bind_keyring(
 
 
 def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock) -> dict[str, int]:
-    """Re-wrap all data keys under ``keyring``'s active KEK, rewrite the restricted identities
+    """Re-wrap all data keys under ``keyring``'s active KEK, rewrite the restricted tables
     under it, and record it as the lake's, under the lake's ``lock`` (`bind_keyring` with
-    ``rotating`` checked the keyring first); returns how many packs and identity rows."""
+    ``rotating`` checked the keyring first); returns how many packs and restricted rows."""
     files = parquet_files(fs, layout.table("packs"))
     latest = latest_packs(read_files(fs, files, schemas.PACKS).to_pylist())
     now = datetime.now(timezone.utc)
@@ -106,26 +106,29 @@ def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock
         )
         row["wrapped_at"] = now
     name = f"part-rewrap-{now.strftime('%Y%m%dT%H%M%S%fZ')}.parquet"
-    packs = pa.Table.from_pylist(list(latest.values()), schema=schemas.PACKS)
-    identities_files = parquet_files(fs, layout.restricted("identities"))
-    identities = read_identity_files(fs, identities_files, keyring)
-    staged_packs = join(layout.staging(lock.run_id), "packs", name)
-    staged_identities = join(layout.staging(lock.run_id), "identities", name)
-    write_table(fs, staged_packs, packs)
-    if identities_files:
-        write_identities(fs, staged_identities, identities.to_pylist(), keyring)
+    staged = functools.partial(join, layout.staging(lock.run_id))
+    # (staged file, where it goes, the files it replaces)
+    replacements = [(staged("packs", name), join(layout.table("packs"), name), files)]
+    write_table(
+        fs, replacements[0][0], pa.Table.from_pylist(list(latest.values()), schema=schemas.PACKS)
+    )
+    counts = {"packs_rewrapped": len(latest)}
+    for table in restricted.TABLES:
+        old = parquet_files(fs, layout.restricted(table))
+        rows = restricted.read_rows(fs, old, table, keyring).to_pylist()
+        counts[f"{table}_rewrapped"] = len(rows)
+        if old:
+            replacements.append((staged(table, name), join(layout.restricted(table), name), old))
+            restricted.write_rows(fs, replacements[-1][0], table, rows, keyring)
     lock.check()
     # Each new file first, then the files it replaces: a crash in between leaves rows twice
     # (the same rows), never none.
-    fs.publish(staged_packs, join(layout.table("packs"), name))
-    for uri in files:
-        fs.delete(uri)
-    if identities_files:
-        fs.publish(staged_identities, join(layout.restricted("identities"), name))
-        for uri in identities_files:
+    for new, target, old in replacements:
+        fs.publish(new, target)
+        for uri in old:
             fs.delete(uri)
     # Replaced under the lock; a crash between these two leaves no record, and the next run
     # records its keyring again.
     fs.delete(layout.absolute(BINDING))
     _publish_record(fs, layout, keyring, lock.run_id)
-    return {"packs_rewrapped": len(latest), "identities_rewrapped": identities.num_rows}
+    return counts

@@ -25,7 +25,6 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -36,8 +35,8 @@ from dicomlake.dicom.deid import PSEUDONYM_PURPOSE
 from dicomlake.errors import LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.layout import LakeLayout
-from dicomlake.lake.parquet import parquet_files, read_files, write_table
-from dicomlake.storage import FileSystem, filesystem_for
+from dicomlake.lake.parquet import parquet_files, read_files
+from dicomlake.storage import filesystem_for
 
 _PATH_DOMAIN = b"dicomlake-path-v1\x00"
 PATH_ID_CHARS = 32
@@ -59,13 +58,6 @@ def path_text(path: str) -> str:
     """``path`` as Parquet can store it: a name that is not valid UTF-8 keeps its odd bytes as
     ``\\xNN`` escapes."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def write_paths(fs: FileSystem, uri: str, rows: list[dict[str, Any]], keyring: Keyring) -> None:
-    """Write restricted path rows (`schemas.PATHS`) as one file, ``source_path`` encrypted."""
-    table = pa.Table.from_pylist(rows, schema=schemas.PATHS)
-    props = kms.encryption_properties(keyring, schemas.PATH_ENCRYPTED)
-    write_table(fs, uri, table, encryption_properties=props)
 
 
 def read_paths(

@@ -1,0 +1,66 @@
+"""The restricted tables under ``<lake>/restricted/``: identified values, outside ``tables/``.
+
+Each is plain Parquet (not a table analysts glob, and never one whose column statistics are
+kept in clear elsewhere), its footer in clear and signed, its identified columns encrypted with
+Parquet Modular Encryption under keys the keyring's KEKs wrap (:mod:`dicomlake.crypto.kms`): the
+public half of an x25519 keyring writes them, only the private half reads them.
+
+- ``identities``: one row per ingested instance, the originals behind its pseudonyms
+  (:mod:`dicomlake.lake.identities`);
+- ``paths``: one row per landing path a task saw, behind its ``source_path_id``
+  (:mod:`dicomlake.lake.paths`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dicomlake.crypto import kms
+from dicomlake.crypto.keyring import Keyring
+from dicomlake.lake import schemas
+from dicomlake.lake.parquet import write_table
+from dicomlake.storage import FileSystem
+
+TABLES: dict[str, tuple[pa.Schema, list[str]]] = {
+    "identities": (schemas.IDENTITIES, schemas.IDENTITY_ENCRYPTED),
+    "paths": (schemas.PATHS, schemas.PATH_ENCRYPTED),
+}
+"""Each restricted table's schema and its encrypted columns."""
+
+
+def write_rows(
+    fs: FileSystem, uri: str, name: str, rows: list[dict[str, Any]], keyring: Keyring
+) -> None:
+    """Write rows of restricted table ``name`` as one file, its identified columns encrypted."""
+    schema, encrypted = TABLES[name]
+    table = pa.Table.from_pylist(rows, schema=schema)
+    write_table(fs, uri, table, encryption_properties=kms.encryption_properties(keyring, encrypted))
+
+
+def read_rows(
+    fs: FileSystem,
+    files: Iterable[str],
+    name: str,
+    keyring: Keyring | None,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """Read files of restricted table ``name``; without a keyring only its clear columns."""
+    schema, encrypted = TABLES[name]
+    wanted = columns or [n for n in schema.names if keyring or n not in encrypted]
+    tables = []
+    with contextlib.ExitStack() as stack:
+        decryption = stack.enter_context(kms.decrypting(keyring)) if keyring else None
+        for uri in files:
+            with fs.open_read(uri) as f:
+                data = f.read()
+            tables.append(
+                pq.read_table(io.BytesIO(data), columns=wanted, decryption_properties=decryption)
+            )
+    out = pa.schema([schema.field(c) for c in wanted])
+    return pa.concat_tables(tables).cast(out) if tables else out.empty_table()
