@@ -108,6 +108,9 @@ def print_ingest_report(s: dict[str, Any], out) -> None:
             f"still settling (next run), {s['files_hidden']} hidden or temporary",
             file=out,
         )
+    if any(s["deid_removed"].values()):
+        removed = ", ".join(f"{k}={v}" for k, v in sorted(s["deid_removed"].items()) if v)
+        print(f"de-identification removed what no rule keeps: {removed}", file=out)
     for name, path in s["tables"].items():
         print(f"  table {name:<10} {path}", file=out)
 

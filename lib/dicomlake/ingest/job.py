@@ -62,6 +62,9 @@ class IngestSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     skipped_reasons: dict[str, int] = field(default_factory=dict)
+    deid_removed: dict[str, int] = field(default_factory=dict)
+    """What de-identification removed that no rule keeps: unknown attributes, private ones,
+    text in safe-listed private slots (counted per instance)."""
     tables: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -231,6 +234,7 @@ def _run_locked(
         seconds=round(time.perf_counter() - start, 3),
         stage_seconds={k: round(v, 3) for k, v in sorted(stage.items())},
         reasons=dict(Counter(e["reason"] for e in errors)),
+        deid_removed=dict(sum((r.deid_removed for r in results), Counter())),
         tables={
             **{name: layout.table(name) for name in schemas.SCHEMAS},
             "paths": layout.restricted("paths"),

@@ -34,7 +34,7 @@ import re
 import secrets
 import time
 import traceback
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -104,6 +104,8 @@ class TaskResult:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     bytes_read: int = 0
     bytes_stored: int = 0
+    # What de-identification removed for want of a rule that keeps it (`deidentify`'s counts)
+    deid_removed: Counter[str] = field(default_factory=Counter)
 
 
 def _ts(ms: int) -> datetime:
@@ -628,6 +630,7 @@ class _Task:
         self.frames.extend(rows)
         if identities is not None:
             self.identities.append(identities)
+            self.result.deid_removed.update(identities["deid_counts"])
         self.result.bytes_stored += stored_total
         self.source_row(info, sha, "ingested", instance_id=sha, sop=sop)
 
