@@ -31,7 +31,7 @@ from pydicom.data import get_testdata_file
 import dicomlake
 from dicomlake.dicom import element_rows, header_json, promoted_values, split_instance, split_stream
 from dicomlake.dicom.deid import deidentify
-from dicomlake.dicom.walk import MAX_DEPTH
+from dicomlake.dicom.walk import MAX_DEPTH, MAX_ELEMENTS
 from dicomlake.errors import DicomParseError
 
 CONTENT_SEQUENCE = (0x0040, 0xA730)  # kept by de-identification, items and all
@@ -353,3 +353,18 @@ def test_error_messages_name_no_value_from_the_file(case: str) -> None:
     for text in identifiers:
         assert text.lower() not in error.message.lower(), (text, error.message)
     assert str(error) == f"{reason}: {error.message}"
+
+
+def test_a_header_of_too_many_elements_is_too_large_before_pydicom_holds_them() -> None:
+    """Millions of tiny elements would each become a parser object: the walk counts first."""
+    data = Path(CT).read_bytes()
+    item = element_bytes((0x0040, 0xA040), "CS", b"TEXT", False)  # 12 bytes
+    contents = item * (MAX_ELEMENTS + 1)
+    bomb = _sequence_header(8 + len(contents), False) + _item_header(len(contents)) + contents
+    error = _reason(before_pixels(data, bomb))
+    assert error.reason == "too_large"
+    assert f"more than {MAX_ELEMENTS} data elements" in error.message
+    # a header just within the limit is read (the file's own elements count too)
+    fits = item * (MAX_ELEMENTS // 2)
+    ok = _sequence_header(8 + len(fits), False) + _item_header(len(fits)) + fits
+    assert split_instance(before_pixels(data, ok)).frames

@@ -25,6 +25,10 @@ SEQUENCE_DELIMITER = 0xFFFEE0DD
 # The deepest nesting of sequence items read (real files nest fewer than 10): the parser and
 # every walk over a parsed header recurse once per level, so deeper files are ``too_deep``.
 MAX_DEPTH = 64
+# The most data elements a file may hold, nested ones included (a long fluoroscopy dose SR, the
+# most element-heavy real objects, holds ~160,000): every element read becomes an object of the
+# parser's, so a header of millions of tiny elements would take gigabytes; more is ``too_large``.
+MAX_ELEMENTS = 500_000
 
 # VRs whose explicit encoding has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2)
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
@@ -134,6 +138,7 @@ class Walker:
         self._tag_len = struct.Struct(order + "HHL")
         self._short = struct.Struct(order + "HH2sH")
         self._u32 = struct.Struct(order + "L")
+        self._elements = 0
 
     def _need(self, offset: int, count: int, what: str, tag: int | None = None) -> None:
         # The message names ``what`` and ``tag``; made only when raised (this runs per element)
@@ -161,8 +166,13 @@ class Walker:
         return group << 16 | elem, length
 
     def element(self, offset: int, implicit: bool) -> Element:
-        """Read the element header at `offset`."""
+        """Read the element header at `offset` (``too_large`` past `MAX_ELEMENTS` of them)."""
         self._need(offset, 8, "an element header")
+        self._elements += 1
+        if self._elements > MAX_ELEMENTS:
+            raise DicomParseError(
+                "too_large", f"more than {MAX_ELEMENTS} data elements (at offset {offset})"
+            )
         buf, pos = self.reader.view(offset, 8)
         raw_vr = buf[pos + 4 : pos + 6]
         if implicit or not _is_vr(raw_vr):
