@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from ingest_helpers import ingest_command, landing_files, table
+from ingest_helpers import ingest_command, landing_files, table, with_paths
 from snapshot_helpers import make_lake
 
 from dicomlake.crypto.keyring import Keyring
@@ -49,7 +49,8 @@ def _ingest(landing, lake, keyring_path, **env):
 def test_two_ingests_started_together_store_each_file_once(tmp_path, config):
     landing, lake = _landing(tmp_path, 30), tmp_path / "lake"
     keyring_path = tmp_path / "keyring.json"
-    save_keyring(str(keyring_path), Keyring.generate("symmetric"), config)
+    keyring = Keyring.generate("symmetric")
+    save_keyring(str(keyring_path), keyring, config)
 
     procs = [_ingest(landing, lake, keyring_path) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -58,7 +59,7 @@ def test_two_ingests_started_together_store_each_file_once(tmp_path, config):
     busy = outs[[p.returncode for p in procs].index(4)]
     assert "is busy: locked by run" in busy[1] and "(ingest on" in busy[1]
     files = landing_files(landing)
-    sources = table(lake, "sources").to_pylist()
+    sources = with_paths(table(lake, "sources").to_pylist(), keyring, files)
     assert sorted(r["source_path"] for r in sources) == sorted(files)
     assert table(lake, "runs").num_rows == 1
 

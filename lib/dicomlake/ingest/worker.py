@@ -328,17 +328,26 @@ class _Task:
         info: FileInfo,
         reason: str,
         message: str,
-        data: bytes | None,
-        sha: str | None,
+        *,
+        data: bytes | None = None,
+        sha: str | None = None,
         landing_fs: FileSystem | None = None,
     ) -> None:
         """Record a bad input, with an encrypted copy of it in quarantine when one is asked for
         (``data``, or ``landing_fs`` to read it from) and it is within
-        ``ingest.quarantine_max_bytes``. ``message`` names tags, offsets, lengths and limits,
-        never values; any mention of the landing path is taken out of it."""
+        ``ingest.quarantine_max_bytes``; a copy that cannot be made (a landing file gone or
+        changing while copied, a name the lake refuses) leaves the row without one, saying why.
+        ``message`` names tags, offsets, lengths and limits, never values; any mention of the
+        landing path is taken out of it."""
         error_id = secrets.token_hex(16)
         copy = data is not None or landing_fs is not None
-        quarantine = self.quarantine_copy(info, error_id, data, landing_fs) if copy else None
+        quarantine = None
+        try:
+            if copy:
+                quarantine = self.quarantine_copy(info, error_id, data, landing_fs)
+        except Exception as exc:  # noqa: BLE001 - a lake that fails for good fails the pack writes
+            message = f"{message}; no quarantine copy: {describe(exc)}"
+            copy = False  # failed: the next run tries the file again
         self.result.errors.append(
             {
                 "error_id": error_id,
@@ -405,35 +414,17 @@ class _Task:
         except Exception as exc:  # noqa: BLE001 - the firewall: one file never stops a run
             message = describe(exc)
             log.warning("run %s: internal error on a landing file: %s", self.ctx.run_id, message)
-            self.quarantine(info, "internal_error", message, None, None, landing_fs)
+            self.reject(info, "internal_error", message, landing_fs=landing_fs)
 
     def refuse(self, info: FileInfo) -> None:
         """Record an entry the listing found unreadable as a file: no copy, and ``skipped``
         (seen, like a file, once per path, size and mtime) unless the next run should look
         again (`RETRIED`: ``failed``)."""
         assert info.problem is not None
-        self.reject(info, info.problem, ENTRY_PROBLEMS[info.problem], None, None)
+        self.reject(info, info.problem, ENTRY_PROBLEMS[info.problem])
         # reject() records what it cannot copy as failed; its row is the last one
         if info.problem not in RETRIED:
             self.result.sources[-1]["outcome"] = "skipped"
-
-    def quarantine(
-        self,
-        info: FileInfo,
-        reason: str,
-        message: str,
-        data: bytes | None,
-        sha: str | None,
-        landing_fs: FileSystem | None = None,
-    ) -> None:
-        """`reject`; when its quarantine copy cannot be made (a landing file gone or changing
-        while copied, a name the lake's filesystem refuses), the file is recorded without one.
-        """
-        try:
-            self.reject(info, reason, message, data, sha, landing_fs)
-        except Exception as exc:  # noqa: BLE001 - a lake that fails for good fails the pack writes
-            note = f"{message}; no quarantine copy: {describe(exc)}"
-            self.reject(info, reason, note, None, sha)
 
     def ingest_file(
         self,
@@ -446,30 +437,27 @@ class _Task:
         cfg = self.ctx.config
         how = _read_as(info, cfg.ingest)
         if how == "too_large":
-            self.quarantine(
+            self.reject(
                 info,
                 "too_large",
                 f"{info.size} bytes is over ingest.max_file_bytes={cfg.ingest.max_file_bytes}",
-                None,
-                None,
-                landing_fs,
+                landing_fs=landing_fs,
             )
             return
         streamed = how == "streamed"
         try:
             data, sha, size = self.read_source(info, landing_fs, reads, streamed)
         except StorageError as exc:
-            self.quarantine(info, "unreadable", str(exc), None, None)
+            self.reject(info, "unreadable", str(exc))
             return
         self.result.bytes_read += size
         if size != info.size:
-            self.quarantine(
+            self.reject(
                 info,
                 "changed_while_reading",
                 f"listed with {info.size} bytes, read {size}",
-                data,
-                None,
-                landing_fs,
+                data=data,
+                landing_fs=landing_fs,
             )
             return
         if sha in stored or sha in self.seen_sha:
@@ -490,12 +478,12 @@ class _Task:
             # A streamed file is still read while it is stored; store() keeps no row of a file
             # it gives up on (the chunks it sealed stay in the pack, referenced by no row)
             if exc.reason == "unreadable":  # no copy: the next run tries it again
-                self.quarantine(info, exc.reason, exc.message, None, None)
+                self.reject(info, exc.reason, exc.message)
                 return
             message = exc.message
             if exc.reason == "too_large":  # a part of a streamed file too big to hold
                 message += " (ingest.max_chunk_bytes)"
-            self.quarantine(info, exc.reason, message, data, sha, landing_fs)
+            self.reject(info, exc.reason, message, data=data, sha=sha, landing_fs=landing_fs)
             return
         self.seen_sha.add(sha)
 
