@@ -2,15 +2,18 @@
 
 A run writes everything (pack files, table fragments, quarantine copies) under
 ``_staging/<run>/`` with the same relative paths it will have in the lake. To commit, it
-publishes an intent (``_commits/<run>.json``: the list of files) by an atomic rename — the
-commit point — and then moves the staged files into place (several at once on a remote
-filesystem), the ``runs`` record last, once every other file is in place.
+publishes an intent (``_commits/<run>.json``: the list of files, the run's sequence number and
+every table's Delta version before it) by an atomic rename — the commit point — and then moves
+the staged files into place (several at once on a remote filesystem). A table file in place is
+not yet part of its table: each table then gets one Delta transaction adding the run's files
+(:mod:`dicomlake.lake.delta`), ``runs`` last.
 
 - A run that dies before the commit point leaves only ``_staging/<run>/``, which no reader looks
   at; the next run deletes it and redoes the work (its files are still new to the ledger).
 - A run that dies after it is rolled forward by the next run (:func:`recover`), which finishes
-  the moves. Every move is idempotent (a file already in place is skipped), so a crash during
-  recovery is recovered too.
+  the moves and commits the tables that do not hold the run yet. Every move is idempotent (a
+  file already in place is skipped) and so is every table commit (the table's transaction
+  version tells), so a crash during recovery is recovered too.
 
 One ingest runs per lake at a time (the scheduler guarantees it: Airflow's max_active_runs=1).
 """
@@ -22,6 +25,7 @@ import json
 import logging
 
 from dicomlake.errors import LakeError
+from dicomlake.lake import delta
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.storage import FileSystem, join
 
@@ -37,7 +41,10 @@ def commit(fs: FileSystem, layout: LakeLayout, run_id: str, files: list[str]) ->
     """Publish the run's staged ``files`` (lake-relative paths; the runs record must be last)."""
     if not files or not files[-1].startswith("tables/runs/"):
         raise LakeError(f"run {run_id}: the runs record must be the last file committed")
-    intent = json.dumps({"run_id": run_id, "files": files}).encode()
+    versions, sequence = delta.prepare(layout)
+    intent = json.dumps(
+        {"run_id": run_id, "files": files, "sequence": sequence, "versions": versions}
+    ).encode()
     tmp = join(layout.staging(run_id), "_intent.json")
     fs.write_bytes(tmp, intent)
     fs.publish(tmp, layout.commit_intent(run_id))  # the commit point
@@ -47,7 +54,7 @@ def commit(fs: FileSystem, layout: LakeLayout, run_id: str, files: list[str]) ->
 def recover(fs: FileSystem, layout: LakeLayout) -> tuple[list[str], list[str]]:
     """Finish committed runs, drop abandoned ones; returns (rolled forward, abandoned) run ids."""
     rolled = []
-    for info in fs.list_files(layout.commits):
+    for info in sorted(fs.list_files(layout.commits)):
         name = info.path.rsplit("/", 1)[-1]
         if name.endswith(".json"):
             run_id = name[: -len(".json")]
@@ -65,7 +72,8 @@ def recover(fs: FileSystem, layout: LakeLayout) -> tuple[list[str], list[str]]:
 
 def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
     intent_uri = layout.commit_intent(run_id)
-    *files, runs_record = json.loads(fs.read(intent_uri))["files"]
+    intent = json.loads(fs.read(intent_uri))
+    *files, runs_record = intent["files"]
 
     def move(relative: str) -> None:
         src, dst = staged(layout, run_id, relative), layout.absolute(relative)
@@ -79,6 +87,8 @@ def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
         fs.publish(src, dst)
 
     fs.run_all(functools.partial(move, relative) for relative in files)
-    move(runs_record)  # once every other file of the run is in place
+    move(runs_record)
+    tables = [f for f in intent["files"] if f.startswith("tables/")]
+    delta.commit_run(fs, layout, run_id, intent["sequence"], tables)
     fs.delete(layout.staging(run_id), recursive=True)
     fs.delete(intent_uri)

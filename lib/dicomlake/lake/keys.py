@@ -12,10 +12,10 @@ import pyarrow as pa
 
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.lake import schemas
+from dicomlake.lake import delta, schemas
 from dicomlake.lake.layout import LakeLayout
-from dicomlake.lake.ledger import latest_packs
-from dicomlake.lake.parquet import parquet_files, read_files, write_table
+from dicomlake.lake.ledger import latest_packs, read_table
+from dicomlake.lake.parquet import write_table
 from dicomlake.storage import filesystem_for, join
 
 
@@ -23,8 +23,7 @@ def rewrap_lake(lake: str, keyring: Keyring, config: Config) -> dict[str, int]:
     """Re-wrap all data keys; returns how many packs were re-wrapped."""
     layout = LakeLayout(lake)
     fs = filesystem_for(lake, config.hdfs)
-    files = parquet_files(fs, layout.table("packs"))
-    latest = latest_packs(read_files(fs, files, schemas.PACKS).to_pylist())
+    latest = latest_packs(read_table(fs, layout, "packs").to_pylist())
     now = datetime.now(timezone.utc)
     for row in latest.values():
         row["kek_id"], row["wrapped_key"] = keyring.rewrap(
@@ -35,6 +34,5 @@ def rewrap_lake(lake: str, keyring: Keyring, config: Config) -> dict[str, int]:
     tmp = join(layout.root, "_staging", "rewrap", name)
     write_table(fs, tmp, pa.Table.from_pylist(list(latest.values()), schema=schemas.PACKS))
     fs.publish(tmp, join(layout.table("packs"), name))
-    for uri in files:  # every row they held is in the new file
-        fs.delete(uri)
+    delta.replace_rows(fs, layout, "packs", name)  # every row the table held is in the new file
     return {"packs_rewrapped": len(latest)}

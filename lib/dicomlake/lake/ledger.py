@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from dicomlake.lake import schemas
+from dicomlake.lake import delta
 from dicomlake.lake.layout import LakeLayout
-from dicomlake.lake.parquet import parquet_files, read_files
 from dicomlake.storage import FileSystem
 
 
@@ -25,10 +24,14 @@ class Ledger:
 
 
 def read_table(
-    fs: FileSystem, layout: LakeLayout, name: str, columns: list[str] | None = None
+    fs: FileSystem,
+    layout: LakeLayout,
+    name: str,
+    columns: list[str] | None = None,
+    as_of: delta.AsOf = None,
 ) -> pa.Table:
-    """A whole (small, unpartitioned) lake table as one Arrow table."""
-    return read_files(fs, parquet_files(fs, layout.table(name)), schemas.SCHEMAS[name], columns)
+    """A whole lake table (its latest snapshot, or as of a version or time) as one Arrow table."""
+    return delta.read_snapshot(layout, name, columns, as_of)
 
 
 def read_ledger(fs: FileSystem, layout: LakeLayout) -> Ledger:
