@@ -38,9 +38,9 @@ def staged(layout: LakeLayout, run_id: str, relative: str) -> str:
 
 
 def commit(fs: FileSystem, layout: LakeLayout, run_id: str, files: list[str]) -> None:
-    """Publish the run's staged ``files`` (lake-relative paths; the runs record must be last)."""
-    if not files or not files[-1].startswith("tables/runs/"):
-        raise LakeError(f"run {run_id}: the runs record must be the last file committed")
+    """Publish the run's staged ``files`` (lake-relative paths, a runs record among them)."""
+    if not any(f.startswith("tables/runs/") for f in files):
+        raise LakeError(f"run {run_id}: a run commits a runs record")
     versions, sequence = delta.prepare(layout)
     intent = json.dumps(
         {"run_id": run_id, "files": files, "sequence": sequence, "versions": versions}
@@ -73,7 +73,6 @@ def recover(fs: FileSystem, layout: LakeLayout) -> tuple[list[str], list[str]]:
 def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
     intent_uri = layout.commit_intent(run_id)
     intent = json.loads(fs.read(intent_uri))
-    *files, runs_record = intent["files"]
 
     def move(relative: str) -> None:
         src, dst = staged(layout, run_id, relative), layout.absolute(relative)
@@ -86,8 +85,7 @@ def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
             )
         fs.publish(src, dst)
 
-    fs.run_all(functools.partial(move, relative) for relative in files)
-    move(runs_record)
+    fs.run_all(functools.partial(move, relative) for relative in intent["files"])
     tables = [f for f in intent["files"] if f.startswith("tables/")]
     delta.commit_run(fs, layout, run_id, intent["sequence"], tables)
     fs.delete(layout.staging(run_id), recursive=True)

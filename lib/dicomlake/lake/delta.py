@@ -132,9 +132,7 @@ def commit_run(
     for relative in files:
         _, name, inside = relative.split("/", 2)
         by_table.setdefault(name, []).append(inside)
-    if "runs" not in by_table:
-        raise LakeError(f"run {run_id}: no runs record to commit")
-    order = [n for n in TABLES if n in by_table and n != "runs"] + ["runs"]
+    order = sorted(by_table, key=lambda n: (n == "runs", TABLES.index(n)))
     committed = []
     for name in order:
         table = open_table(layout, name)
