@@ -149,6 +149,13 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_maintain(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.lake.maintain import maintain_lake
+
+    _print(maintain_lake(absolute_uri(args.lake), config))
+    return 0
+
+
 def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
     """Map pseudonyms back to identified values (needs the keyring; prints JSON rows)."""
     from dicomlake.lake.identities import read_identities, reidentify
@@ -307,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the files")
     p.add_argument("--keyring", help="keyring file with the private/secret key")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "maintain",
+        parents=[common],
+        help="compact the lake's tables, checkpoint their logs, vacuum replaced files",
+    )
+    p.add_argument("--lake", required=True)
+    p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_maintain)
 
     p = sub.add_parser("snapshot", parents=[common], help="back the lake up (Spark copies)")
     p.add_argument("--lake", required=True)
