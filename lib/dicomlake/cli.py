@@ -133,6 +133,7 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.lake.delta import parse_as_of
     from dicomlake.lake.export import export_instances
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
@@ -144,6 +145,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
         sop=args.sop,
         series=args.series,
         study=args.study,
+        as_of=parse_as_of(args.as_of) if args.as_of else None,
     )
     _print(result)
     return 0
@@ -313,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--study", help="StudyInstanceUID (as in the instances table)")
     p.add_argument("--out", required=True, help="directory for the files")
     p.add_argument("--keyring", help="keyring file with the private/secret key")
+    p.add_argument(
+        "--as-of",
+        help="the instances table as of a version (an integer) or an ISO 8601 time (UTC "
+        "unless it has a zone), e.g. 2026-11-28T00:00:00Z",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -8,12 +8,16 @@ import dataclasses
 import json
 import shutil
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 
+import pydicom
 import pytest
 from deltalake import DeltaTable
 from ingest_helpers import sha256_file, table
 
+from dicomlake.errors import LakeError
 from dicomlake.ingest.job import run_ingest
 from dicomlake.lake.export import export_instances
 from dicomlake.lake.maintain import maintain_lake
@@ -21,6 +25,7 @@ from dicomlake.samples import sample_files
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
+FIRST = 36  # sample files ingested in three runs; the next run takes one more
 TABLES = ("instances", "frames", "elements", "errors", "sources", "runs", "packs")
 
 
@@ -54,7 +59,7 @@ def lake_of_runs(tmp_path_factory, sc, config, keyring):
     small = dataclasses.replace(
         config, ingest=dataclasses.replace(config.ingest, task_bytes=200_000)
     )
-    files = sample_files()[:36]
+    files = sample_files()[:FIRST]
     for batch in (files[:12], files[12:24], files[24:]):
         for name, src in batch:
             target = landing / name
@@ -89,7 +94,9 @@ def test_compaction_keeps_every_row_and_vacuum_waits_for_the_retention(
         assert list((lake / "tables" / name / "_delta_log").glob("*.checkpoint.parquet"))
 
     # The pixel store reads the compacted frames and packs: exports are still byte exact.
-    some = table(lake, "instances").to_pylist()[0]
+    rows = table(lake, "instances").to_pylist()
+    sops = Counter(r["SOPInstanceUID"] for r in rows)
+    some = next(r for r in rows if sops[r["SOPInstanceUID"]] == 1)  # one version: exported
     out = tmp_path / "out"
     export_instances(str(lake), keyring, config, out, sop=some["SOPInstanceUID"])
     assert sha256_file(out / f"{some['SOPInstanceUID']}.dcm") == some["source_sha256"]
@@ -111,7 +118,9 @@ def test_compaction_keeps_every_row_and_vacuum_waits_for_the_retention(
         assert _rows(lake, name) == before[name]
 
     # The next run goes on from the sequence the compacted tables carry.
-    name, src = sample_files()[36]
+    # (one whose SOPInstanceUID no earlier file has, so only the new run holds it)
+    earlier = {_sop(path) for _, path in sample_files()[:FIRST]}
+    name, src = next(f for f in sample_files()[FIRST:] if _sop(f[1]) not in earlier | {None})
     (landing / name).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, landing / name)
     summary = run_ingest(sc, str(landing), str(lake), config, keyring)
@@ -120,6 +129,32 @@ def test_compaction_keeps_every_row_and_vacuum_waits_for_the_retention(
     assert runs.transaction_version("dicomlake-ingest") == 4
     assert len(_rows(lake, "runs")) == 4
     assert len(_rows(lake, "sources")) == len(before["sources"]) + 1
+
+    # Time travel: as of the version before that run, the lake has no such instance.
+    new = next(
+        r for r in table(lake, "instances").to_pylist() if r["ingest_run_id"] == summary.run_id
+    )
+    instances_before = DeltaTable(str(lake / "tables" / "instances")).version() - 1
+    with pytest.raises(LakeError, match="no instance"):
+        export_instances(
+            str(lake),
+            keyring,
+            config,
+            tmp_path / "old",
+            sop=new["SOPInstanceUID"],
+            as_of=instances_before,
+        )
+    export_instances(str(lake), keyring, config, tmp_path / "new", sop=new["SOPInstanceUID"])
+    assert sha256_file(tmp_path / "new" / f"{new['SOPInstanceUID']}.dcm") == new["source_sha256"]
+
+
+def _sop(path: Path) -> str | None:
+    with warnings.catch_warnings():  # pydicom's warnings on odd files are errors in tests
+        warnings.simplefilter("ignore")
+        try:
+            return str(pydicom.dcmread(path, stop_before_pixels=True, force=True).SOPInstanceUID)
+        except Exception:
+            return None
 
 
 def _date_back_removals(table_dir: Path, hours: float) -> None:

@@ -53,7 +53,9 @@ def parse_as_of(text: str) -> int | datetime:
     if text.isdigit():
         return int(text)
     try:
-        when = datetime.fromisoformat(text)
+        when = datetime.fromisoformat(
+            text.removesuffix("Z") + ("+00:00" if text.endswith("Z") else "")
+        )
     except ValueError:
         raise ConfigError(
             f"--as-of {text!r} is neither a table version nor an ISO 8601 time"
@@ -95,7 +97,13 @@ def read_snapshot(
         return wanted.empty_table()
     dataset = table.to_pyarrow_dataset()
     present = [c for c in wanted.names if c in dataset.schema.names]
-    rows = dataset.to_table(columns=present)
+    try:
+        rows = dataset.to_table(columns=present)
+    except FileNotFoundError as exc:
+        raise LakeError(
+            f"version {table.version()} of {layout.table(name)} needs a file vacuumed since "
+            f"(time travel reaches back maintain.retention_hours): {exc}"
+        ) from None
     for i, field in enumerate(wanted):
         if field.name not in present:
             rows = rows.add_column(i, field.name, pa.nulls(rows.num_rows, field.type))

@@ -11,6 +11,7 @@ from typing import Any
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import IntegrityError, LakeError
+from dicomlake.lake.delta import AsOf
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.pixelstore import PixelStore
@@ -40,8 +41,10 @@ def find_instances(
     sop: str | None = None,
     series: str | None = None,
     study: str | None = None,
+    as_of: AsOf = None,
 ) -> list[dict[str, Any]]:
-    """The latest version of every instance matching one of the UIDs.
+    """The latest version of every instance matching one of the UIDs (in the instances table as
+    of a table version or time, when given).
 
     The UIDs are the ones in the ``instances`` table: pseudonyms when the lake de-identifies
     (``deid.enabled``). Key holders map originals to pseudonyms with ``dicomlake reidentify``;
@@ -56,7 +59,7 @@ def find_instances(
         )
         if v
     )
-    rows = read_table(store.fs, store.layout, "instances", _COLUMNS).to_pylist()
+    rows = read_table(store.fs, store.layout, "instances", _COLUMNS, as_of).to_pylist()
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row[column] == value:
@@ -77,10 +80,15 @@ def export_instances(
     sop: str | None = None,
     series: str | None = None,
     study: str | None = None,
+    as_of: AsOf = None,
 ) -> dict[str, Any]:
-    """Write the selected instances to ``out/<SOPInstanceUID>.dcm``, each checked by SHA-256."""
+    """Write the selected instances to ``out/<SOPInstanceUID>.dcm``, each checked by SHA-256.
+
+    With ``as_of``, the instances are the ones the lake held then (stored chunks never change,
+    so their frames and packs are read as they are now).
+    """
     store = PixelStore(lake, keyring, config)
-    instances = find_instances(store, sop=sop, series=series, study=study)
+    instances = find_instances(store, sop=sop, series=series, study=study, as_of=as_of)
     frames = store.frames_of(r["instance_id"] for r in instances).to_pylist()
     by_instance: dict[str, list[dict[str, Any]]] = {}
     for row in frames:
