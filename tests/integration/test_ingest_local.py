@@ -6,7 +6,7 @@ import dataclasses
 import json
 import shutil
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import duckdb
@@ -173,6 +173,24 @@ def test_tables_readable_by_duckdb_and_pandas(corpus_lake):
     assert set(frames["chunk_kind"]) <= {"prefix", "frame", "suffix"}
     elements = DeltaTable(str(lake / "tables" / "elements")).to_pandas()
     assert (elements.groupby("instance_id").size() > 5).all()
+
+
+def test_spark_sql_reads_the_delta_tables(corpus_lake, spark):
+    _, lake, summary = corpus_lake
+    instances = spark.read.format("delta").load(str(lake / "tables" / "instances"))
+    assert instances.count() == table(lake, "instances").num_rows == summary.ingested
+    by_modality = {
+        r["Modality"]: r["count"] for r in instances.groupBy("Modality").count().collect()
+    }
+    assert by_modality == dict(Counter(table(lake, "instances")["Modality"].to_pylist()))
+    # The table as of its first version (created, no run yet) and its history of commits.
+    path = lake / "tables" / "runs"
+    assert spark.sql(f"select * from delta.`{path}` version as of 0").count() == 0
+    history = spark.sql(f"describe history delta.`{path}`").collect()
+    assert [h["operation"] for h in sorted(history, key=lambda h: h["version"])] == [
+        "CREATE TABLE",
+        "WRITE",
+    ]
 
 
 def test_elements_hold_nested_and_private_tags(corpus_lake):
