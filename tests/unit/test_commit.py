@@ -129,11 +129,13 @@ def test_crash_before_commit_point_is_discarded(tmp_path):
     assert not (tmp_path / "_staging" / "r1").exists()
 
 
-def _publish_intent(fs, layout, run, files):
-    """What commit() does up to its commit point."""
+def _publish_intent(fs, layout, run, files, version=2):
+    """What commit() does up to its commit point (docs/FORMATS.md's intent, written again)."""
     versions, sequence = delta.prepare(layout)
     intent = staged(layout, run, "_intent.json")
     body = {"run_id": run, "files": files, "sequence": sequence, "versions": versions}
+    if version is not None:  # v1 intents had no version
+        body["version"] = version
     fs.write_bytes(intent, json.dumps(body).encode())
     fs.publish(intent, layout.commit_intent(run))
 
@@ -191,6 +193,19 @@ def test_a_staged_file_gone_before_its_move_stops_the_roll_forward(tmp_path):
         recover(fs, layout)
     # No table gets the run while one of its files is missing.
     assert _rows(tmp_path, "sources") == _rows(tmp_path, "runs") == []
+
+
+@pytest.mark.parametrize("version", [None, 3])
+def test_an_intent_of_another_version_is_left_alone(tmp_path, version):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    files = _stage(fs, layout)
+    _publish_intent(fs, layout, "r1", files, version)
+    with pytest.raises(
+        LakeError, match=f"has version {version or 1}; this dicomlake reads version 2"
+    ):
+        recover(fs, layout)
+    assert _in_place(tmp_path) == set()  # nothing moved
+    assert (tmp_path / "_commits" / "r1.json").exists()
 
 
 def test_statistics_in_the_log_match_the_rows(tmp_path):

@@ -31,6 +31,8 @@ from dicomlake.storage import FileSystem, join
 
 log = logging.getLogger(__name__)
 
+INTENT_VERSION = 2  # docs/FORMATS.md "Commit protocol"
+
 
 def staged(layout: LakeLayout, run_id: str, relative: str) -> str:
     """Where a run stages the file that will be published at ``relative`` in the lake."""
@@ -43,7 +45,13 @@ def commit(fs: FileSystem, layout: LakeLayout, run_id: str, files: list[str]) ->
         raise LakeError(f"run {run_id}: a run commits a runs record")
     versions, sequence = delta.prepare(layout)
     intent = json.dumps(
-        {"run_id": run_id, "files": files, "sequence": sequence, "versions": versions}
+        {
+            "version": INTENT_VERSION,
+            "run_id": run_id,
+            "files": files,
+            "sequence": sequence,
+            "versions": versions,
+        }
     ).encode()
     tmp = join(layout.staging(run_id), "_intent.json")
     fs.write_bytes(tmp, intent)
@@ -73,6 +81,12 @@ def recover(fs: FileSystem, layout: LakeLayout) -> tuple[list[str], list[str]]:
 def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
     intent_uri = layout.commit_intent(run_id)
     intent = json.loads(fs.read(intent_uri))
+    if intent.get("version") != INTENT_VERSION:
+        raise LakeError(
+            f"commit intent {intent_uri} has version {intent.get('version', 1)}; this dicomlake "
+            f"reads version {INTENT_VERSION} (upgrade dicomlake, or finish the run with the "
+            "dicomlake that wrote it)"
+        )
 
     def move(relative: str) -> None:
         src, dst = staged(layout, run_id, relative), layout.absolute(relative)
