@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Schema, Transaction
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
@@ -111,8 +111,9 @@ def read_snapshot(
 
 
 def prepare(layout: LakeLayout) -> tuple[dict[str, int], int]:
-    """Create the tables that do not exist yet; returns every table's version and the next
-    run's sequence number."""
+    """Create the tables that do not exist yet and add the columns a table lacks (nullable:
+    older rows read them as null); returns every table's version and the next run's sequence
+    number."""
     versions, sequence = {}, 0
     for name in TABLES:
         table = open_table(layout, name)
@@ -123,6 +124,13 @@ def prepare(layout: LakeLayout) -> tuple[dict[str, int], int]:
                 partition_by=partition_by(name) or None,
                 post_commithook_properties=_NO_HOOKS,
             )
+        have = {f.name for f in table.schema().fields}
+        missing = [f for f in schemas.SCHEMAS[name] if f.name not in have]
+        if missing:
+            table.alter.add_columns(
+                Schema.from_arrow(pa.schema(missing)).fields, post_commithook_properties=_NO_HOOKS
+            )
+            table.update_incremental()
         versions[name] = table.version()
         sequence = max(sequence, table.transaction_version(APP_ID) or 0)
     return versions, sequence + 1
