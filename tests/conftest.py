@@ -37,6 +37,12 @@ def kms_jar() -> Path:
 
 
 @pytest.fixture(scope="session")
+def delta_spark(delta_jars: str) -> dict[str, str]:
+    """The Spark properties of a session that reads and writes Delta tables."""
+    return {"spark.jars": delta_jars, **DELTA_SPARK_CONF}
+
+
+@pytest.fixture(scope="session")
 def delta_jars() -> str:
     """Delta Lake's Spark connector (dev/delta_jars.py: fetched once, cached), comma-separated."""
     proc = subprocess.run(

@@ -158,6 +158,18 @@ def cmd_maintain(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace, config: Config) -> int:
+    from pyspark.sql import SparkSession
+
+    from dicomlake.lake.catalog import register_tables
+
+    with _spark(args, config) as sc:
+        spark = SparkSession(sc)
+        names = register_tables(spark, absolute_uri(args.lake), args.database)
+    _print({"lake": absolute_uri(args.lake), "database": args.database, "tables": names})
+    return 0
+
+
 def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
     """Map pseudonyms back to identified values (needs the keyring; prints JSON rows)."""
     from dicomlake.lake.identities import read_identities, reidentify
@@ -328,8 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="compact the lake's tables, checkpoint their logs, vacuum replaced files",
     )
     p.add_argument("--lake", required=True)
-    p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_maintain)
+
+    p = sub.add_parser(
+        "register",
+        parents=[common],
+        help="register the lake's tables in the Spark catalog (needs Delta Lake's connector)",
+    )
+    p.add_argument("--lake", required=True)
+    p.add_argument("--database", required=True, help="catalog database, created if missing")
+    p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("snapshot", parents=[common], help="back the lake up (Spark copies)")
     p.add_argument("--lake", required=True)

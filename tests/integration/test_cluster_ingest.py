@@ -13,6 +13,7 @@ import re
 import subprocess
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,6 +30,9 @@ from dicomlake.storage.hdfs import WebHdfsFileSystem
 pytestmark = [pytest.mark.hdfs, pytest.mark.cluster, pytest.mark.slow]
 
 JOB = Path(__file__).resolve().parents[2] / "jobs" / "ingest.py"
+REGISTER = JOB.with_name("register.py")
+APPS = Path(__file__).resolve().parent / "apps"
+TABLES = ["instances", "frames", "elements", "errors", "sources", "runs", "packs"]
 
 
 def _upload(fs: WebHdfsFileSystem, local: Path, uri: str) -> dict[str, Path]:
@@ -133,6 +137,36 @@ def test_spark_reads_the_tables_from_hdfs(spark, hdfs_lake):
     assert "CT" in modalities and "MR" in modalities
     frames = spark.read.format("delta").load(f"{lake}/tables/frames")
     assert frames.where("chunk_kind = 'prefix'").count() == summary["ingested"]
+
+
+def test_tables_registered_in_a_catalog_are_queried_by_name(
+    stack, hdfs_lake, delta_spark, tmp_path
+):
+    """`jobs/register.py` on the cluster names the tables in a Hive metastore; another
+    application finds them there by name and reads them with Spark SQL."""
+    _, lake, summary = hdfs_lake
+    conf = {
+        **delta_spark,
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={tmp_path / 'metastore_db'};create=true"
+        ),
+        "spark.sql.warehouse.dir": str(tmp_path / "warehouse"),
+    }
+    register = stack.spark.spark_submit(
+        REGISTER, "--conf", str(stack.conf), "--lake", lake, "--database", "imaging", conf=conf
+    )
+    assert register.returncode == 0, register.stderr[-4000:]
+    registered = json.loads(register.stdout.strip().splitlines()[-1])
+    assert registered["tables"] == [f"imaging.{t}" for t in TABLES]
+
+    query = stack.spark.spark_submit(APPS / "catalog_query.py", "imaging", conf=conf)
+    assert query.returncode == 0, query.stderr[-4000:]
+    result = json.loads(next(x for x in query.stdout.splitlines() if x.startswith("RESULT "))[7:])
+    assert result["counts"] == {t: _table(lake, t).num_rows for t in TABLES}
+    assert result["counts"]["instances"] == summary["ingested"]
+    instances = _table(lake, "instances").to_pylist()
+    assert result["modalities"] == dict(Counter(r["Modality"] for r in instances))
 
 
 def test_every_instance_exports_byte_exact_from_hdfs(stack, hdfs_lake, tmp_path):

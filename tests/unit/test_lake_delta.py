@@ -77,3 +77,11 @@ def test_vacuum_retention_must_cover_the_snapshot_lag():
         )
     with pytest.raises(ConfigError, match="maintain.retention_hours has a bad value 0.5"):
         load_config(env={"DICOMLAKE_MAINTAIN_RETENTION_HOURS": "0.5"})
+
+
+@pytest.mark.parametrize("database", ["", "1db", "imaging; drop table x", "a.b", "名"])
+def test_a_catalog_database_must_be_a_plain_identifier(database):
+    from dicomlake.lake.catalog import register_tables
+
+    with pytest.raises(ConfigError, match="not a plain SQL identifier"):
+        register_tables(None, "/lake", database)  # refused before any SQL
