@@ -192,6 +192,9 @@ def test_in_flight_files_and_mid_publish_runs_are_left_out(tmp_path, lake, cfg):
         "tables/runs/_delta_log/00000000000000000002.json",
     } <= paths
     assert snap.runs_excluded == ("r3",)
+    # The tables' versions the snapshot holds: r3's commit of sources is not among them.
+    assert snap.table_versions == {"frames": 8, "runs": 2, "sources": 4}
+    assert list_snapshots(str(backup), config=cfg)[-1].table_versions == snap.table_versions
     # + two intents, r3's three published files and its sources commit
     assert snap.excluded == len(NEVER) + 2 + 3 + 1
 

@@ -201,6 +201,16 @@ def log_version(relative: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match else None
 
 
+def table_versions(paths: Iterable[str]) -> dict[str, int]:
+    """Per table, the newest commit among lake-relative ``paths`` (a snapshot's files)."""
+    out: dict[str, int] = {}
+    for path in paths:
+        entry = log_version(path)
+        if entry is not None and path.endswith(".json"):
+            out[entry[0]] = max(out.get(entry[0], -1), entry[1])
+    return dict(sorted(out.items()))
+
+
 def _add(fs: FileSystem, layout: LakeLayout, name: str, inside: str) -> AddAction:
     uri = join(layout.table(name), inside)
     info = fs.status(uri)
