@@ -61,6 +61,13 @@ def _files(run: str) -> dict[str, bytes]:
     }
 
 
+def _filler(kind: pa.DataType) -> object:
+    """Some value of a non-nullable column's type."""
+    if pa.types.is_timestamp(kind):
+        return NOW
+    return 0 if pa.types.is_integer(kind) else "x"
+
+
 def _stage(fs, layout, run="r1") -> list[str]:
     for rel, data in _files(run).items():
         fs.write_bytes(staged(layout, run, rel), data)
@@ -131,7 +138,7 @@ def test_crash_before_commit_point_is_discarded(tmp_path):
 
 def _publish_intent(fs, layout, run, files, version=2):
     """What commit() does up to its commit point (docs/FORMATS.md's intent, written again)."""
-    versions, sequence = delta.prepare(layout)
+    versions, sequence = delta.prepare(fs, layout)
     intent = staged(layout, run, "_intent.json")
     body = {"run_id": run, "files": files, "sequence": sequence, "versions": versions}
     if version is not None:  # v1 intents had no version
@@ -206,6 +213,29 @@ def test_an_intent_of_another_version_is_left_alone(tmp_path, version):
         recover(fs, layout)
     assert _in_place(tmp_path) == set()  # nothing moved
     assert (tmp_path / "_commits" / "r1.json").exists()
+
+
+def test_a_lake_from_before_delta_lake_is_converted_on_its_next_run(tmp_path):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    # Lake v1: a run's files in place, no logs; an instances partition with a null value.
+    for rel, data in _files("r0").items():
+        fs.write_bytes(layout.absolute(rel), data)
+    columns = [f for f in schemas.INSTANCES if f.name not in schemas.INSTANCE_PARTITIONS]
+    columns = [f for f in columns if f.name != "KVP"]  # not promoted yet then
+    given = {"instance_id": "i0", "SOPInstanceUID": "1.2", "ingest_run_id": "r0"}
+    row = {f.name: given.get(f.name, None if f.nullable else _filler(f.type)) for f in columns}
+    directory = tmp_path / "tables/instances/Modality=__HIVE_DEFAULT_PARTITION__/study_year=2020"
+    directory.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([row], pa.schema(columns)), directory / "part-r0.parquet")
+
+    commit(fs, layout, "r1", _stage(fs, layout, "r1"))
+    assert _rows(tmp_path, "sources") == ["r0", "r0", "r1", "r1"]
+    assert _rows(tmp_path, "runs") == ["r0", "r1"]
+    instances = delta.read_snapshot(layout, "instances")
+    assert instances.num_rows == 1 and instances.schema == schemas.INSTANCES
+    row = instances.to_pylist()[0]
+    assert (row["Modality"], row["study_year"], row["SOPInstanceUID"]) == (None, 2020, "1.2")
+    assert row["KVP"] is None  # a column the v1 file never had
 
 
 def test_statistics_in_the_log_match_the_rows(tmp_path):

@@ -43,7 +43,7 @@ def commit(fs: FileSystem, layout: LakeLayout, run_id: str, files: list[str]) ->
     """Publish the run's staged ``files`` (lake-relative paths, a runs record among them)."""
     if not any(f.startswith("tables/runs/") for f in files):
         raise LakeError(f"run {run_id}: a run commits a runs record")
-    versions, sequence = delta.prepare(layout)
+    versions, sequence = delta.prepare(fs, layout)
     intent = json.dumps(
         {
             "version": INTENT_VERSION,

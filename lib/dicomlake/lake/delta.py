@@ -25,13 +25,21 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Schema, Transaction
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    PostCommitHookProperties,
+    Schema,
+    Transaction,
+    convert_to_deltalake,
+)
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
 from dicomlake.errors import ConfigError, LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.layout import TABLES, LakeLayout
+from dicomlake.lake.parquet import parquet_files
 from dicomlake.storage import FileSystem, join
 
 APP_ID = "dicomlake-ingest"
@@ -110,20 +118,13 @@ def read_snapshot(
     return rows.select(wanted.names).cast(wanted)
 
 
-def prepare(layout: LakeLayout) -> tuple[dict[str, int], int]:
+def prepare(fs: FileSystem, layout: LakeLayout) -> tuple[dict[str, int], int]:
     """Create the tables that do not exist yet and add the columns a table lacks (nullable:
     older rows read them as null); returns every table's version and the next run's sequence
     number."""
     versions, sequence = {}, 0
     for name in TABLES:
-        table = open_table(layout, name)
-        if table is None:
-            table = DeltaTable.create(
-                layout.table(name),
-                schemas.SCHEMAS[name],
-                partition_by=partition_by(name) or None,
-                post_commithook_properties=_NO_HOOKS,
-            )
+        table = open_table(layout, name) or _create(fs, layout, name)
         have = {f.name for f in table.schema().fields}
         missing = [f for f in schemas.SCHEMAS[name] if f.name not in have]
         if missing:
@@ -134,6 +135,27 @@ def prepare(layout: LakeLayout) -> tuple[dict[str, int], int]:
         versions[name] = table.version()
         sequence = max(sequence, table.transaction_version(APP_ID) or 0)
     return versions, sequence + 1
+
+
+def _create(fs: FileSystem, layout: LakeLayout, name: str) -> DeltaTable:
+    """A new table; or, for a table of a lake from before Delta Lake (Parquet files, no log),
+    the table of those files, converted in place (hive partitions, statistics collected)."""
+    uri, partitions = layout.table(name), partition_by(name)
+    if not parquet_files(fs, uri):
+        return DeltaTable.create(
+            uri,
+            schemas.SCHEMAS[name],
+            partition_by=partitions or None,
+            post_commithook_properties=_NO_HOOKS,
+        )
+    fields = pa.schema([schemas.SCHEMAS[name].field(c) for c in partitions])
+    convert_to_deltalake(
+        uri,
+        partition_by=Schema.from_arrow(fields) if partitions else None,
+        partition_strategy="hive" if partitions else None,
+        post_commithook_properties=_NO_HOOKS,
+    )
+    return DeltaTable(uri)
 
 
 def commit_run(
