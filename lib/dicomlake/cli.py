@@ -136,6 +136,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.lake.delta import parse_as_of
     from dicomlake.lake.export import export_instances
 
+    as_of = parse_as_of(args.as_of) if args.as_of else None  # a bad value before any work
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
     result = export_instances(
         absolute_uri(args.lake),
@@ -145,7 +146,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
         sop=args.sop,
         series=args.series,
         study=args.study,
-        as_of=parse_as_of(args.as_of) if args.as_of else None,
+        as_of=as_of,
     )
     _print(result)
     return 0
