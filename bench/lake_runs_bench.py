@@ -61,17 +61,11 @@ QUERIES = {
 }
 
 
-def source_rows(work: Path) -> list[dict[str, Any]]:
+def source_rows(work: Path, sc: Any) -> list[dict[str, Any]]:
     """The instances rows of one real ingest of the sample landing zone."""
     landing, lake = work / "landing", work / "source-lake"
     build_sample_landing(landing)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    config = load_config(env={"DICOMLAKE_SPARK_MASTER": "local[2]"})
-    sc = spark_context(config, submitted=False)
-    try:
-        run_ingest(sc, str(landing), str(lake), config, Keyring.generate())
-    finally:
-        sc.stop()
+    run_ingest(sc, str(landing), str(lake), load_config(env={}), Keyring.generate())
     return read_snapshot(LakeLayout(str(lake)), "instances").to_pylist()
 
 
@@ -140,10 +134,16 @@ def measure(table: Path, repeat: int, spark: Any, run: str) -> dict[str, Any]:
     return out
 
 
-def start_spark() -> Any:
+def start_spark(delta: bool) -> Any:
+    """A local[2] SparkSession, with Delta Lake's connector when Spark's times are asked for."""
     import subprocess
 
     from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if not delta:
+        config = load_config(env={"DICOMLAKE_SPARK_MASTER": "local[2]"})
+        return SparkSession(spark_context(config, submitted=False))
 
     repo = Path(__file__).resolve().parents[1]
     jars = subprocess.run(
@@ -173,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="lake-runs-bench-"))
     try:
-        rows = source_rows(work)
+        session = start_spark(args.spark)
+        rows = source_rows(work, session.sparkContext)
         lake = work / "lake"
         commit_seconds = commit_runs(lake, rows, args.runs, args.rows_per_run, args.tasks)
-        spark = start_spark() if args.spark else None
+        spark = session if args.spark else None
         last = f"{args.runs - 1:05d}-bench"
         table = lake / "tables" / "instances"
         before = measure(table, args.repeat, spark, last)
@@ -188,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         everything = read_snapshot(LakeLayout(str(lake)), "instances")
         write_deltalake(str(single), everything, partition_by=list(schemas.INSTANCE_PARTITIONS))
         once = measure(single, args.repeat, spark, last)
-        if spark is not None:
-            spark.stop()
+        session.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ratios = {k: round(after[k] / once[k], 2) for k in after if k.endswith("_s") and once[k]}
