@@ -3,7 +3,7 @@
     spark-submit ... tests/integration/apps/catalog_query.py imaging
 
 Prints one line ``RESULT <json>``: the row count of every table of the database, and the
-instances per Modality.
+instances per Modality as [Modality, count] pairs.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ if __name__ == "__main__":
     counts = {
         t: spark.sql(f"select count(*) as n from {database}.{t}").first()["n"] for t in tables
     }
-    modalities = {
-        r["Modality"]: r["n"]
+    modalities = [  # pairs: a null Modality stays null in JSON
+        [r["Modality"], r["n"]]
         for r in spark.sql(
             f"select Modality, count(*) as n from {database}.instances group by Modality"
         ).collect()
-    }
+    ]
     print("RESULT " + json.dumps({"counts": counts, "modalities": modalities}))
     spark.stop()
