@@ -76,7 +76,8 @@ def _context(master: str, namenodes: str | None = None, settings: Sequence[str] 
 
 
 def _parquet_columns(config, root: str, columns: list[str]):
-    """The ``columns`` of every Parquet file under ``root`` (a local path or ``hdfs://`` URI)."""
+    """The ``columns`` of every Parquet file under ``root`` (a local path or ``hdfs://`` URI):
+    the baseline's output, a plain Parquet directory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -104,6 +105,8 @@ def run_dicomlake(
 
     from dicomlake.crypto.keyring import Keyring
     from dicomlake.ingest.job import run_ingest
+    from dicomlake.lake.delta import read_snapshot
+    from dicomlake.lake.layout import LakeLayout
 
     config, sc = _context(master, namenodes, settings)
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
@@ -113,8 +116,8 @@ def run_dicomlake(
     doc = summary.as_dict()
     tasks = spark_task_times(sc)
     sc.stop()
-    table = _parquet_columns(
-        config, f"{out}/tables/instances", ["raw_pixel_bytes", "stored_pixel_bytes", "pixel_codec"]
+    table = read_snapshot(
+        LakeLayout(out), "instances", ["raw_pixel_bytes", "stored_pixel_bytes", "pixel_codec"]
     )
     native = pc.not_equal(pc.fill_null(table["pixel_codec"], ""), "store")
     ratios: dict[str, Any] = {}

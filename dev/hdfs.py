@@ -12,7 +12,7 @@
 Environment (defaults in brackets; the ports are Hadoop's own plus 10000, so they do not clash
 with a real Hadoop or the usual 9000/8020 services):
 
-    DICOMLAKE_HADOOP_VERSION       Hadoop version to fetch [3.5.0, the client pyspark 4.3 bundles]
+    DICOMLAKE_HADOOP_VERSION       Hadoop version to fetch [3.5.0, the client pyspark 4.2 bundles]
     DICOMLAKE_HADOOP_CACHE         jar cache [~/.cache/dicomlake/hadoop-<version>]
     DICOMLAKE_DEV_HDFS_DIR         run dir: config, metadata, blocks, logs [<repo>/.cache/hdfs]
     DICOMLAKE_DEV_HDFS_RPC_PORT    NameNode RPC, the hdfs:// port [18020]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -45,19 +46,48 @@ def kms_jar() -> Path:
 
 
 @pytest.fixture(scope="session")
-def sc(kms_jar):
+def delta_spark(delta_jars: str) -> dict[str, str]:
+    """The Spark properties of a session that reads and writes Delta tables."""
+    return {"spark.jars": delta_jars, **DELTA_SPARK_CONF}
+
+
+@pytest.fixture(scope="session")
+def delta_jars() -> str:
+    """Delta Lake's Spark connector (dev/delta_jars.py: fetched once, cached), comma-separated."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "dev" / "delta_jars.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"dev/delta_jars.py failed:\n{proc.stdout}{proc.stderr}", pytrace=False)
+    return proc.stdout.strip()
+
+
+# What a Spark session needs besides the jars to read and write Delta tables.
+DELTA_SPARK_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+@pytest.fixture(scope="session")
+def sc(kms_jar, delta_jars):
     """The Spark context dicomlake's jobs run on, local[2], one for the whole test session."""
     from dicomlake.ingest.session import spark_context
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    cfg = load_config(
-        env={
-            "DICOMLAKE_SPARK_MASTER": "local[2]",
-            # The KMS jar lets the one session read the restricted table (tests/integration).
-            "DICOMLAKE_SPARK_CONF": "{spark.ui.enabled: 'false', "
-            f"spark.ui.showConsoleProgress: 'false', spark.jars: '{kms_jar}'}}",
-        }
-    )
+    conf = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        # The KMS jar lets the one session read the restricted table (tests/integration); the
+        # Delta jars let it read the lake's tables as analysts do.
+        "spark.jars": f"{kms_jar},{delta_jars}",
+        **DELTA_SPARK_CONF,
+    }
+    cfg = load_config(env={"DICOMLAKE_SPARK_MASTER": "local[2]"})
+    cfg = dataclasses.replace(cfg, spark=dataclasses.replace(cfg.spark, conf=conf))
     context = spark_context(cfg, submitted=False)
     yield context
     context.stop()

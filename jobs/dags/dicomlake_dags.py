@@ -2,9 +2,9 @@
 deep verify of the backup. Every task submits a ``jobs/`` entry point with ``spark-submit``.
 
 ``dicomlake_ingest`` (every hour by default)
-    ``ingest`` >> ``snapshot_due`` >> ``snapshot``. All writes to the lake are in this one DAG
-    with ``max_active_runs=1``: the lake's lock allows one writer at a time, and a live
-    (non-HDFS-snapshot) copy must not overlap an ingest. A task that finds the lake or backup
+    ``ingest`` >> ``snapshot_due`` >> ``snapshot`` >> ``maintain``. All writes to the lake are in
+    this one DAG with ``max_active_runs=1``: the lake's lock allows one writer at a time, and a
+    live (non-HDFS-snapshot) copy must not overlap an ingest. A task that finds the lake or backup
     locked by a command run by hand exits 4 having changed nothing, and is retried later
     (``retries``, ``retry_delay``). ``snapshot_due`` lets the snapshot
     run only in the run whose data interval crosses midnight UTC, i.e. nightly, right after that
@@ -12,6 +12,9 @@ deep verify of the backup. Every task submits a ``jobs/`` entry point with ``spa
     interval's end, so a retry or a re-run of the same interval is the same snapshot
     (``dicomlake snapshot`` is idempotent per label). The snapshot is full on the night into
     Monday and incremental on the others, unless ``params.snapshot_mode`` says otherwise.
+    ``maintain`` (compaction, checkpoints, vacuum of the tables) follows the nightly snapshot,
+    so the night's snapshot holds the run's files as written and the next one the compacted
+    files; it is idempotent, a retry compacts what is left.
 ``dicomlake_verify`` (Sundays 04:00 UTC by default)
     ``verify --deep``: reads every object of the backup back and decrypts the pixels. It only
     reads committed snapshots, so it may overlap a snapshot that is still running.
@@ -181,7 +184,11 @@ with DAG(
         timeout=timedelta(hours=6),
     )
 
-    ingest >> snapshot_due() >> snapshot
+    maintain = submit(
+        "maintain", "maintain", ["--lake", var("dicomlake_lake")], timeout=timedelta(hours=3)
+    )
+
+    ingest >> snapshot_due() >> snapshot >> maintain
 
 with DAG(
     dag_id="dicomlake_verify",

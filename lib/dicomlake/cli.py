@@ -168,8 +168,10 @@ def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.lake.delta import parse_as_of
     from dicomlake.lake.export import export_instances
 
+    as_of = parse_as_of(args.as_of) if args.as_of else None  # a bad value before any work
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
     result = export_instances(
         absolute_uri(args.lake),
@@ -179,8 +181,32 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
         sop=args.sop,
         series=args.series,
         study=args.study,
+        as_of=as_of,
     )
     _print(result)
+    return 0
+
+
+def cmd_maintain(args: argparse.Namespace, config: Config) -> int:
+    from dicomlake.lake.lock import holding
+    from dicomlake.lake.maintain import maintain_lake
+    from dicomlake.storage import filesystem_for
+
+    lake = absolute_uri(args.lake)
+    with holding(filesystem_for(lake, config.hdfs), lake, None, "maintain", config.lock) as lock:
+        _print(maintain_lake(lake, config, lock))
+    return 0
+
+
+def cmd_register(args: argparse.Namespace, config: Config) -> int:
+    from pyspark.sql import SparkSession
+
+    from dicomlake.lake.catalog import register_tables
+
+    with _spark(args, config) as sc:
+        spark = SparkSession(sc)
+        names = register_tables(spark, absolute_uri(args.lake), args.database)
+    _print({"lake": absolute_uri(args.lake), "database": args.database, "tables": names})
     return 0
 
 
@@ -365,7 +391,30 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--study", help="StudyInstanceUID (as in the instances table)")
     p.add_argument("--out", required=True, help="directory for the files")
     p.add_argument("--keyring", help="keyring file with the private/secret key")
+    p.add_argument(
+        "--as-of",
+        help="the instances table as of a version (an integer) or an ISO 8601 time (UTC "
+        "unless it has a zone), e.g. 2026-11-28T00:00:00Z",
+    )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "maintain",
+        parents=[common],
+        help="compact the lake's tables, checkpoint their logs, vacuum replaced files",
+    )
+    p.add_argument("--lake", required=True)
+    p.set_defaults(func=cmd_maintain)
+
+    p = sub.add_parser(
+        "register",
+        parents=[common],
+        help="register the lake's tables in the Spark catalog (needs Delta Lake's connector)",
+    )
+    p.add_argument("--lake", required=True)
+    p.add_argument("--database", required=True, help="catalog database, created if missing")
+    p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("snapshot", parents=[common], help="back the lake up (Spark copies)")
     p.add_argument("--lake", required=True)

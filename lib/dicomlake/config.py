@@ -155,6 +155,18 @@ class LockConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MaintainConfig:
+    # Compaction rewrites a partition's small files into files of about this size.
+    target_file_bytes: int = 128 * MiB
+    # Files a compaction replaced are deleted this long after (time travel reaches this far).
+    retention_hours: float = 168.0
+
+    def __post_init__(self) -> None:
+        _positive("maintain.target_file_bytes", self.target_file_bytes)
+        _between("maintain.retention_hours", self.retention_hours, 1.0, 24.0 * 3650)
+
+
+@dataclasses.dataclass(frozen=True)
 class DeidConfig:
     # Analyst tables get pseudonyms (PS3.15 E.1-1); identified values go to restricted/.
     enabled: bool = True
@@ -186,6 +198,16 @@ class Config:
     snapshot: SnapshotConfig = dataclasses.field(default_factory=SnapshotConfig)
     lock: LockConfig = dataclasses.field(default_factory=LockConfig)
     deid: DeidConfig = dataclasses.field(default_factory=DeidConfig)
+    maintain: MaintainConfig = dataclasses.field(default_factory=MaintainConfig)
+
+    def __post_init__(self) -> None:
+        # A live snapshot may copy a file up to lag_seconds after the listing that named it.
+        if self.maintain.retention_hours * 3600 < self.snapshot.lag_seconds:
+            raise ConfigError(
+                f"maintain.retention_hours={self.maintain.retention_hours} is shorter than "
+                f"snapshot.lag_seconds={self.snapshot.lag_seconds}: vacuum could delete files "
+                "a snapshot still reads"
+            )
 
 
 def load_config(

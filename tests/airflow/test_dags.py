@@ -15,6 +15,7 @@ import duckdb
 import pydicom
 import pytest
 from airflow_helpers import REPO, airflow_env, executor_python, probe
+from deltalake import DeltaTable
 
 pytestmark = [pytest.mark.airflow, pytest.mark.spark, pytest.mark.slow]
 
@@ -60,8 +61,9 @@ def test_ingest_dag_graph_and_schedule(loaded: dict) -> None:
         "ingest": [],
         "snapshot_due": ["ingest"],
         "snapshot": ["snapshot_due"],
+        "maintain": ["snapshot"],
     }
-    for name in ("ingest", "snapshot"):
+    for name in ("ingest", "snapshot", "maintain"):
         task = tasks[name]
         assert task["operator"] == "SparkSubmitOperator"
         assert task["conn_id"] == "spark_default"
@@ -74,6 +76,7 @@ def test_ingest_dag_graph_and_schedule(loaded: dict) -> None:
     assert set(snapshot) == {"--lake", "--backup", "--mode", "--label", "--conf"}
     # Labelled by the data interval, never by the clock.
     assert "data_interval_end" in snapshot["--label"] and "now" not in snapshot["--label"]
+    assert set(_job_args(tasks["maintain"])) == {"--lake", "--conf"}
 
 
 def test_verify_dag_graph_and_schedule(loaded: dict) -> None:
@@ -168,7 +171,12 @@ def test_hourly_ingest_run_builds_the_lake(airflow_python: Path, deployment: dic
     )
     assert run["state"] == "success", run.get("log_tail", run)
     assert run["data_interval"] == ["2026-11-27 11:00:00+00:00", "2026-11-27 12:00:00+00:00"]
-    assert run["tasks"] == {"ingest": "success", "snapshot_due": "success", "snapshot": "skipped"}
+    assert run["tasks"] == {
+        "ingest": "success",
+        "snapshot_due": "success",
+        "snapshot": "skipped",
+        "maintain": "skipped",
+    }
 
     # What should be in the lake, from the landing files themselves. The lake de-identifies:
     # its UIDs are the keyring's pseudonyms of the originals (the algorithm is checked on its
@@ -189,22 +197,18 @@ def test_hourly_ingest_run_builds_the_lake(airflow_python: Path, deployment: dic
     assert len(expected) == 3
 
     tables = deployment["lake"] / "tables"
-    got = dict(
-        duckdb.sql(
-            f"select SOPInstanceUID, Modality from read_parquet('{tables}/instances/**/*.parquet', "
-            "hive_partitioning = true)"
-        ).fetchall()
+    # DuckDB over each table's current snapshot, read through its Delta log.
+    instances, errors, runs = (  # noqa: F841 (DuckDB finds them by name)
+        DeltaTable(str(tables / name)).to_pyarrow_dataset()
+        for name in ("instances", "errors", "runs")
     )
+    got = dict(duckdb.sql("select SOPInstanceUID, Modality from instances").fetchall())
     assert got == expected
-    errors = duckdb.sql(
-        f"select source_path_id, reason from read_parquet('{tables}/errors/**/*.parquet')"
-    ).fetchall()
+    rejected = duckdb.sql("select source_path_id, reason from errors").fetchall()
     readme = str(deployment["landing"] / "README.txt")
-    assert errors == [(path_id(secret, readme), "not_dicom")]
-    runs = duckdb.sql(
-        f"select files_seen, ingested, quarantined from read_parquet('{tables}/runs/**/*.parquet')"
-    ).fetchall()
-    assert runs == [(4, 3, 1)]
+    assert rejected == [(path_id(secret, readme), "not_dicom")]
+    counts = duckdb.sql("select files_seen, ingested, quarantined from runs").fetchall()
+    assert counts == [(4, 3, 1)]
 
 
 def test_nightly_run_snapshots_after_ingest_and_weekly_verify(
@@ -222,7 +226,12 @@ def test_nightly_run_snapshots_after_ingest_and_weekly_verify(
     )
     assert run["state"] == "success", run.get("log_tail", run)
     assert run["data_interval"] == ["2026-11-27 23:00:00+00:00", "2026-11-28 00:00:00+00:00"]
-    assert run["tasks"] == {"ingest": "success", "snapshot_due": "success", "snapshot": "success"}
+    assert run["tasks"] == {
+        "ingest": "success",
+        "snapshot_due": "success",
+        "snapshot": "success",
+        "maintain": "success",
+    }
     manifests = sorted(p.name for p in (deployment["backup"] / "manifests").glob("*.parquet"))
     # The first snapshot of a backup is a full one, whatever mode was asked for.
     assert manifests == ["20261128T000000Z-full.parquet"]

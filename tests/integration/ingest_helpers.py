@@ -1,4 +1,4 @@
-"""Independent readers of a lake for the ingest tests: plain pyarrow and DuckDB, no dicomlake."""
+"""Independent readers of a lake for the ingest tests: deltalake and DuckDB, no dicomlake."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+from deltalake import DeltaTable
 
 
 def table(lake: Path, name: str) -> pa.Table:
-    """A lake table as pyarrow reads it on its own (hive partitions included)."""
+    """A lake table as the ``deltalake`` package reads it through the table's log."""
     path = lake / "tables" / name
-    if not path.exists():
+    if not DeltaTable.is_deltatable(str(path)):
         return pa.table({})
-    return ds.dataset(str(path), format="parquet", partitioning="hive").to_table()
+    return DeltaTable(str(path)).to_pyarrow_table()
 
 
 def sha256_file(path: Path) -> str:

@@ -61,6 +61,7 @@ NEVER = [
     "tables/instances/.part-r1-0.parquet.crc",
     "tables/instances/_temporary/0/part-9.parquet",
     "tables/frames/_SUCCESS",
+    "tables/frames/_delta_log/_last_checkpoint",
     "quarantine/r1/upload.tmp",
 ]
 
@@ -68,7 +69,7 @@ NEVER = [
 def backed_up(rel: str) -> bool:
     """The test's own statement of what belongs in a snapshot."""
     parts = rel.split("/")
-    if any(p.startswith(("_", ".")) for p in parts):
+    if any(p.startswith(("_", ".")) and p != "_delta_log" for p in parts):  # tables' logs kept
         return False
     return not rel.endswith(("._COPYING_", ".tmp", "~"))
 

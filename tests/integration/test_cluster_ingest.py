@@ -1,24 +1,24 @@
 """Ingest on the real stack: spark-submit to a standalone cluster, hdfs:// landing to hdfs:// lake.
 
 The same guarantees as the local tests: every landing file accounted for once, tables readable
-(by Spark from hdfs:// and by pyarrow through WebHDFS), every instance exported byte for byte.
+(by Spark and by deltalake from hdfs://), every instance exported byte for byte.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import re
 import subprocess
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 from ingest_helpers import with_paths
 
 from dicomlake.config import load_config
@@ -31,6 +31,9 @@ from dicomlake.storage.hdfs import WebHdfsFileSystem
 pytestmark = [pytest.mark.hdfs, pytest.mark.cluster, pytest.mark.slow]
 
 JOB = Path(__file__).resolve().parents[2] / "jobs" / "ingest.py"
+REGISTER = JOB.with_name("register.py")
+APPS = Path(__file__).resolve().parent / "apps"
+TABLES = ["instances", "frames", "elements", "errors", "sources", "runs", "packs"]
 
 
 def _upload(fs: WebHdfsFileSystem, local: Path, uri: str) -> dict[str, Path]:
@@ -44,14 +47,9 @@ def _upload(fs: WebHdfsFileSystem, local: Path, uri: str) -> dict[str, Path]:
     return out
 
 
-def _table(fs: WebHdfsFileSystem, lake: str, name: str) -> pa.Table:
-    """A table read with plain pyarrow from the bytes WebHDFS returns (partitions left out)."""
-    parts = [
-        pq.read_table(io.BytesIO(fs.read(f.path)))
-        for f in fs.list_files(f"{lake}/tables/{name}")
-        if f.path.endswith(".parquet")
-    ]
-    return pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
+def _table(lake: str, name: str) -> pa.Table:
+    """A table as ``deltalake`` reads it through its log, over HDFS RPC."""
+    return DeltaTable(f"{lake}/tables/{name}").to_pyarrow_table()
 
 
 class Stack:
@@ -109,11 +107,11 @@ def hdfs_lake(stack, tmp_path_factory):
 
 def test_every_hdfs_landing_file_is_accounted_for_once(stack, hdfs_lake):
     files, lake, summary = hdfs_lake
-    sources = with_paths(_table(stack.fs, lake, "sources").to_pylist(), stack.keyring, files)
+    sources = with_paths(_table(lake, "sources").to_pylist(), stack.keyring, files)
     assert sorted(r["source_path"] for r in sources) == sorted(files)
     outcomes = {r["source_path"]: r["outcome"] for r in sources}
-    instances = with_paths(_table(stack.fs, lake, "instances").to_pylist(), stack.keyring, files)
-    errors = with_paths(_table(stack.fs, lake, "errors").to_pylist(), stack.keyring, files)
+    instances = with_paths(_table(lake, "instances").to_pylist(), stack.keyring, files)
+    errors = with_paths(_table(lake, "errors").to_pylist(), stack.keyring, files)
     assert sorted(r["source_path"] for r in instances) == sorted(
         p for p, o in outcomes.items() if o == "ingested"
     )
@@ -134,17 +132,48 @@ def test_every_hdfs_landing_file_is_accounted_for_once(stack, hdfs_lake):
 
 def test_spark_reads_the_tables_from_hdfs(spark, hdfs_lake):
     _, lake, summary = hdfs_lake
-    instances = spark.read.parquet(f"{lake}/tables/instances")
+    instances = spark.read.format("delta").load(f"{lake}/tables/instances")
     assert instances.count() == summary["ingested"]
     modalities = {r["Modality"] for r in instances.select("Modality").distinct().collect()}
     assert "CT" in modalities and "MR" in modalities
-    frames = spark.read.parquet(f"{lake}/tables/frames")
+    frames = spark.read.format("delta").load(f"{lake}/tables/frames")
     assert frames.where("chunk_kind = 'prefix'").count() == summary["ingested"]
+
+
+def test_tables_registered_in_a_catalog_are_queried_by_name(
+    stack, hdfs_lake, delta_spark, tmp_path
+):
+    """`jobs/register.py` on the cluster names the tables in a Hive metastore; another
+    application finds them there by name and reads them with Spark SQL."""
+    _, lake, summary = hdfs_lake
+    conf = {
+        **delta_spark,
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={tmp_path / 'metastore_db'};create=true"
+        ),
+        "spark.sql.warehouse.dir": str(tmp_path / "warehouse"),
+    }
+    register = stack.spark.spark_submit(
+        REGISTER, "--conf", str(stack.conf), "--lake", lake, "--database", "imaging", conf=conf
+    )
+    assert register.returncode == 0, register.stderr[-4000:]
+    registered = json.loads(register.stdout.strip().splitlines()[-1])
+    assert registered["tables"] == [f"imaging.{t}" for t in TABLES]
+
+    query = stack.spark.spark_submit(APPS / "catalog_query.py", "imaging", conf=conf)
+    assert query.returncode == 0, query.stderr[-4000:]
+    result = json.loads(next(x for x in query.stdout.splitlines() if x.startswith("RESULT "))[7:])
+    assert result["counts"] == {t: _table(lake, t).num_rows for t in TABLES}
+    assert result["counts"]["instances"] == summary["ingested"]
+    instances = _table(lake, "instances").to_pylist()
+    expected = Counter(r["Modality"] for r in instances)
+    assert sorted(map(tuple, result["modalities"]), key=str) == sorted(expected.items(), key=str)
 
 
 def test_every_instance_exports_byte_exact_from_hdfs(stack, hdfs_lake, tmp_path):
     files, lake, _ = hdfs_lake
-    instances = _table(stack.fs, lake, "instances").to_pylist()
+    instances = _table(lake, "instances").to_pylist()
     originals = {hashlib.sha256(p.read_bytes()).hexdigest() for p in files.values()}
     exported = set()
     studies = sorted({r["StudyInstanceUID"] for r in instances if r["StudyInstanceUID"]})
@@ -167,9 +196,9 @@ def test_few_large_files_on_hdfs(stack, hdfs_lake):
     assert all(f.size <= pack_bytes for f in packs)
     # A task starts a new pack only when the next file (a streamed file: its next chunk) would
     # not fit in the open one, so no two consecutive packs of a task could have been one.
-    frames = _table(stack.fs, lake, "frames").to_pylist()
+    frames = _table(lake, "frames").to_pylist()
     source_size = {
-        r["instance_id"]: r["source_size"] for r in _table(stack.fs, lake, "instances").to_pylist()
+        r["instance_id"]: r["source_size"] for r in _table(lake, "instances").to_pylist()
     }
     first: dict[str, dict] = {}
     for row in frames:
@@ -224,10 +253,10 @@ def test_datanode_stopped_mid_job_then_rerun_loses_and_doubles_nothing(stack, tm
         assert "the Spark job failed" in out or "cannot" in out, (out[-3000:], err[-3000:])
         assert not stack.fs.exists(f"{lake}/tables/runs")
     summary = stack.ingest(landing, lake)
-    sources = with_paths(_table(stack.fs, lake, "sources").to_pylist(), stack.keyring, files)
+    sources = with_paths(_table(lake, "sources").to_pylist(), stack.keyring, files)
     assert sorted(r["source_path"] for r in sources) == sorted(files)
-    instances = _table(stack.fs, lake, "instances").to_pylist()
+    instances = _table(lake, "instances").to_pylist()
     assert len(instances) == len({r["source_sha256"] for r in instances})
-    runs = _table(stack.fs, lake, "runs").to_pylist()
+    runs = _table(lake, "runs").to_pylist()
     assert sum(r["files_seen"] for r in runs) == len(files)
     assert summary["files_seen"] == (len(files) if proc.returncode != 0 else 0)

@@ -90,9 +90,9 @@ def test_python_and_pyspark_agree_with_pyproject() -> None:
     python = _args()["PYTHON_VERSION"]
     assert tuple(map(int, python.split("."))) >= tuple(map(int, minimum.split(".")))
     # The image installs the wheel with the spark extra, so pyspark is pyproject's pin itself;
-    # the notes and the Hadoop version assume pyspark 4.3.
+    # the notes and the Hadoop version assume pyspark 4.2 (Delta Lake 4.4's Spark connector).
     assert "[spark]" in DOCKERFILE.read_text()
-    assert _pyproject(r'spark = \["pyspark==([\d.]+)"').startswith("4.3.")
+    assert _pyproject(r'spark = \["pyspark==([\d.]+)"').startswith("4.2.")
     assert "openjdk-17-jre-headless" in DOCKERFILE.read_text()
 
 

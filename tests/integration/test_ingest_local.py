@@ -6,13 +6,14 @@ import dataclasses
 import json
 import shutil
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pydicom
 import pytest
+from deltalake import DeltaTable
 from ingest_helpers import landing_files, ref_text, ref_uid, sha256_file, table, with_paths
 from pydicom.multival import MultiValue
 
@@ -162,16 +163,12 @@ def test_tables_readable_by_duckdb_and_pandas(corpus_lake, keyring):
     landing, lake, _ = corpus_lake
     n_arrow = table(lake, "instances").num_rows
     con = duckdb.connect()
-    n_duck = con.execute(
-        f"select count(*) from read_parquet('{lake}/tables/instances/**/*.parquet', "
-        "hive_partitioning=true)"
-    ).fetchone()[0]
+    # DuckDB queries the Arrow dataset of the table's current snapshot (offline, no extension).
+    instances = DeltaTable(str(lake / "tables" / "instances")).to_pyarrow_dataset()  # noqa: F841
+    n_duck = con.execute("select count(*) from instances").fetchone()[0]
     assert n_duck == n_arrow
     by_modality = dict(
-        con.execute(
-            f"select Modality, count(*) from read_parquet('{lake}/tables/instances/**/*.parquet', "
-            "hive_partitioning=true) group by all"
-        ).fetchall()
+        con.execute("select Modality, count(*) from instances group by all").fetchall()
     )
     # Modality is not pseudonymised: pydicom's reading of the source files gives the counts.
     expected: dict[str | None, int] = {}
@@ -179,12 +176,28 @@ def test_tables_readable_by_duckdb_and_pandas(corpus_lake, keyring):
         modality = _read(Path(row["source_path"])).get("Modality") or None
         expected[modality] = expected.get(modality, 0) + 1
     assert by_modality == expected
-    import pandas as pd
-
-    frames = pd.read_parquet(lake / "tables" / "frames")
+    frames = DeltaTable(str(lake / "tables" / "frames")).to_pandas()
     assert set(frames["chunk_kind"]) <= {"prefix", "frame", "suffix"}
-    elements = pd.read_parquet(lake / "tables" / "elements")
+    elements = DeltaTable(str(lake / "tables" / "elements")).to_pandas()
     assert (elements.groupby("instance_id").size() > 5).all()
+
+
+def test_spark_sql_reads_the_delta_tables(corpus_lake, spark):
+    _, lake, summary = corpus_lake
+    instances = spark.read.format("delta").load(str(lake / "tables" / "instances"))
+    assert instances.count() == table(lake, "instances").num_rows == summary.ingested
+    by_modality = {
+        r["Modality"]: r["count"] for r in instances.groupBy("Modality").count().collect()
+    }
+    assert by_modality == dict(Counter(table(lake, "instances")["Modality"].to_pylist()))
+    # The table as of its first version (created, no run yet) and its history of commits.
+    path = lake / "tables" / "runs"
+    assert spark.sql(f"select * from delta.`{path}` version as of 0").count() == 0
+    history = spark.sql(f"describe history delta.`{path}`").collect()
+    assert [h["operation"] for h in sorted(history, key=lambda h: h["version"])] == [
+        "CREATE TABLE",
+        "WRITE",
+    ]
 
 
 def test_elements_hold_nested_and_private_tags(corpus_lake):

@@ -149,23 +149,31 @@ def test_lag_window_rereads_files_near_the_watermark(tmp_path, lake, cfg):
 
 def test_in_flight_files_and_mid_publish_runs_are_left_out(tmp_path, lake, cfg):
     backup = tmp_path / "backup"
-    # Run r3 is mid-publish: intent written, one file moved, runs record not yet.
-    write(lake, "pixels/r3/pack-p.pack", blob("r3-pack"), T0 + 300)
+    # Run r3 is mid-publish: intent written, its files moved, the sources table committed
+    # (its version 5, after the 4 the intent records), the runs table not yet.
+    r3 = ["pixels/r3/pack-p.pack", "tables/sources/r3.parquet", "tables/runs/r3.parquet"]
+    for rel in r3:
+        write(lake, rel, blob(rel), T0 + 300)
+    write(lake, "tables/sources/_delta_log/00000000000000000004.json", blob("s4"), T0 + 200)
+    write(lake, "tables/sources/_delta_log/00000000000000000005.json", blob("s5"), T0 + 301)
     write(
         lake,
         "_commits/r3.json",
         json.dumps(
-            {"run_id": "r3", "files": ["pixels/r3/pack-p.pack", "tables/runs/r3.parquet"]}
+            {"run_id": "r3", "files": r3, "sequence": 3, "versions": {"sources": 4, "runs": 2}}
         ).encode(),
     )
-    # Run r4 has published everything but not yet dropped its intent: it is complete.
-    write(lake, "pixels/r4/pack-q.pack", blob("r4-pack"), T0 + 400)
-    write(lake, "tables/runs/r4.parquet", blob("r4-run"), T0 + 401)
+    # Run r4, before r3, committed every table but did not drop its intent: it is complete.
+    r4 = ["pixels/r4/pack-q.pack", "tables/runs/r4.parquet"]
+    for rel in r4:
+        write(lake, rel, blob(rel), T0 + 400)
+    write(lake, "tables/frames/_delta_log/00000000000000000008.json", blob("f8"), T0 + 401)
+    write(lake, "tables/runs/_delta_log/00000000000000000002.json", blob("u2"), T0 + 401)
     write(
         lake,
         "_commits/r4.json",
         json.dumps(
-            {"run_id": "r4", "files": ["pixels/r4/pack-q.pack", "tables/runs/r4.parquet"]}
+            {"run_id": "r4", "files": r4, "sequence": 2, "versions": {"frames": 7, "runs": 1}}
         ).encode(),
     )
 
@@ -175,10 +183,20 @@ def test_in_flight_files_and_mid_publish_runs_are_left_out(tmp_path, lake, cfg):
     assert not any(
         p.startswith(("_staging/", "_commits/")) or p.endswith("._COPYING_") for p in paths
     )
-    assert "pixels/r3/pack-p.pack" not in paths
-    assert {"pixels/r4/pack-q.pack", "tables/runs/r4.parquet"} <= paths
+    assert not paths & set(r3)
+    assert "tables/sources/_delta_log/00000000000000000005.json" not in paths  # r3's commit
+    assert "tables/sources/_delta_log/00000000000000000004.json" in paths  # before r3
+    assert set(r4) <= paths
+    assert {
+        "tables/frames/_delta_log/00000000000000000008.json",
+        "tables/runs/_delta_log/00000000000000000002.json",
+    } <= paths
     assert snap.runs_excluded == ("r3",)
-    assert snap.excluded == len(NEVER) + 2 + 1  # + two intents + r3's published pack
+    # The tables' versions the snapshot holds: r3's commit of sources is not among them.
+    assert snap.table_versions == {"frames": 8, "runs": 2, "sources": 4}
+    assert list_snapshots(str(backup), config=cfg)[-1].table_versions == snap.table_versions
+    # + two intents, r3's three published files and its sources commit
+    assert snap.excluded == len(NEVER) + 2 + 3 + 1
 
 
 def test_differential_reads_everything_since_the_last_full(tmp_path, lake, cfg):

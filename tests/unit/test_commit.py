@@ -1,112 +1,277 @@
-"""The commit protocol on a real local filesystem: crash before, during and after publishing."""
+"""The commit protocol on a real local filesystem with real Delta tables: crash before, during
+and after publishing, and during the tables' commits."""
 
 from __future__ import annotations
 
+import io
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from dicomlake.config import LockConfig
-from dicomlake.errors import LakeError
+from dicomlake.errors import LakeError, PublishConflictError
+from dicomlake.lake import delta, schemas
 from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.storage.local import LocalFileSystem
 
-FILES = [
-    "pixels/r1/p.pack",
-    "tables/instances/Modality=CT/study_year=2020/part-r1.parquet",
-    "tables/sources/part-r1.parquet",
-    "tables/runs/part-r1.parquet",
-]
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+SOURCES = {
+    "source_path_id": ["id-a", "id-b"],
+    "source_size": [10, 20],
+    "source_mtime": [NOW, NOW],
+    "source_sha256": ["aa", "bb"],
+    "outcome": ["ingested", "quarantined"],
+    "instance_id": ["aa", None],
+    "SOPInstanceUID": ["1.2.3", None],
+    "seen_at": [NOW, NOW],
+}
+RUNS = {
+    "landing": ["/landing"],
+    "started_at": [NOW],
+    "committed_at": [NOW],
+    **{k: [n] for n, k in enumerate(["files_listed", "files_seen", "ingested"], 1)},
+    **{k: [0] for k in ["duplicates", "quarantined", "bytes_read", "bytes_stored"]},
+    "packs_written": [1],
+    "watermark": [NOW],
+    "dicomlake_version": ["0"],
+    "deid_options": [None],
+}
 
 
-def _stage(fs, layout, run="r1"):
-    for rel in FILES:
-        fs.write_bytes(staged(layout, run, rel), rel.encode())
+def _files(run: str) -> dict[str, bytes]:
+    """A run's files: a pack, two sources rows in two files, a runs row (last)."""
 
+    def parquet(columns: dict, schema: pa.Schema) -> bytes:
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pydict(columns, schema=schema), sink)
+        return sink.getvalue()
 
-@pytest.fixture
-def lock(tmp_path):
-    """The lake's lock, held as run "r1" (commit) or a later run (recover)."""
-    with holding(LocalFileSystem(), str(tmp_path), "r1", "test", LockConfig()) as held:
-        yield held
-
-
-@pytest.fixture
-def later(tmp_path):
-    with holding(LocalFileSystem(), str(tmp_path), "r2", "test", LockConfig()) as held:
-        yield held
-
-
-def _published(root: Path) -> set[str]:
+    one = {k: v[:1] for k, v in SOURCES.items()} | {"ingest_run_id": [run]}
+    two = {k: v[1:] for k, v in SOURCES.items()} | {"ingest_run_id": [run]}
     return {
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and not p.relative_to(root).as_posix().startswith("_")
+        f"pixels/{run}/p.pack": b"sealed chunks",
+        f"tables/sources/part-{run}-t0.parquet": parquet(one, schemas.SOURCES),
+        f"tables/sources/part-{run}-t1.parquet": parquet(two, schemas.SOURCES),
+        f"tables/runs/part-{run}.parquet": parquet({"run_id": [run], **RUNS}, schemas.RUNS),
     }
 
 
-def test_commit_publishes_everything_and_cleans_up(tmp_path, lock):
+def _filler(kind: pa.DataType) -> object:
+    """Some value of a non-nullable column's type."""
+    if pa.types.is_timestamp(kind):
+        return NOW
+    return 0 if pa.types.is_integer(kind) else "x"
+
+
+def _stage(fs, layout, run="r1") -> list[str]:
+    for rel, data in _files(run).items():
+        fs.write_bytes(staged(layout, run, rel), data)
+    return list(_files(run))
+
+
+def _commit(fs, layout, run: str, files: list[str]) -> None:
+    """What run ``run`` does: commit its files while holding the lake's lock."""
+    with holding(fs, layout.root, run, "test", LockConfig()) as lock:
+        commit(fs, layout, lock, files)
+
+
+def _recover(fs, layout, run: str = "r9") -> tuple[list[str], list[str]]:
+    """What a later run ``run`` does first, holding the lake's lock."""
+    with holding(fs, layout.root, run, "test", LockConfig()) as lock:
+        return recover(fs, layout, lock)
+
+
+def _rows(root: Path, name: str) -> list[str]:
+    """The run ids of a table's rows, as deltalake reads the table on its own."""
+    path = root / "tables" / name
+    if not DeltaTable.is_deltatable(str(path)):
+        return []
+    column = "run_id" if name == "runs" else "ingest_run_id"
+    return sorted(DeltaTable(str(path)).to_pyarrow_table()[column].to_pylist())
+
+
+def _in_place(root: Path) -> set[str]:
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith("_") for part in p.relative_to(root).parts)
+    }
+
+
+def test_commit_publishes_everything_and_cleans_up(tmp_path):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
-    _stage(fs, layout)
-    commit(fs, layout, lock, FILES)
-    assert _published(tmp_path) == set(FILES)
-    assert (tmp_path / FILES[1]).read_bytes() == FILES[1].encode()
+    files = _stage(fs, layout)
+    _commit(fs, layout, "r1", files)
+    assert _in_place(tmp_path) == set(files)
+    assert _rows(tmp_path, "sources") == ["r1", "r1"]
+    assert _rows(tmp_path, "runs") == ["r1"]
     assert not (tmp_path / "_staging" / "r1").exists()
     assert not list((tmp_path / "_commits").iterdir())
+    # Every table exists, and the run's sequence number is in the tables it wrote.
+    for name in ("instances", "frames", "elements", "errors", "packs"):
+        assert DeltaTable(str(tmp_path / "tables" / name)).version() == 0
+    for name in ("sources", "runs"):
+        assert DeltaTable(str(tmp_path / "tables" / name)).transaction_version(delta.APP_ID) == 1
 
 
-def test_runs_record_must_be_last(tmp_path, lock):
+def test_each_run_is_one_commit_per_table_with_the_next_sequence(tmp_path):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
-    with pytest.raises(LakeError, match="runs record must be the last"):
-        commit(fs, layout, lock, list(reversed(FILES)))
+    for run in ("r1", "r2", "r3"):
+        _commit(fs, layout, run, _stage(fs, layout, run))
+    sources = DeltaTable(str(tmp_path / "tables" / "sources"))
+    assert sources.version() == 3  # created, then one commit per run
+    assert sources.transaction_version(delta.APP_ID) == 3
+    assert _rows(tmp_path, "sources") == ["r1", "r1", "r2", "r2", "r3", "r3"]
+    # Each version adds one run: the table as of version 2 holds r1 and r2.
+    as_of = DeltaTable(str(tmp_path / "tables" / "sources"), version=2).to_pyarrow_table()
+    assert sorted(set(as_of["ingest_run_id"].to_pylist())) == ["r1", "r2"]
 
 
-def test_crash_before_commit_point_is_discarded(tmp_path, later):
+def test_a_run_without_a_runs_record_is_refused(tmp_path):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    files = _stage(fs, layout)
+    with pytest.raises(LakeError, match="runs record"):
+        _commit(fs, layout, "r1", files[:-1])
+    assert not (tmp_path / "_commits").exists() or not list((tmp_path / "_commits").iterdir())
+
+
+def test_crash_before_commit_point_is_discarded(tmp_path):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
     _stage(fs, layout)
-    assert recover(fs, layout, later) == ([], ["r1"])
-    assert _published(tmp_path) == set()
+    assert _recover(fs, layout) == ([], ["r1"])
+    assert _in_place(tmp_path) == set()
     assert not (tmp_path / "_staging" / "r1").exists()
 
 
-def test_recover_keeps_the_lock_holders_own_staging(tmp_path, later):
+def test_recover_keeps_the_lock_holders_own_staging(tmp_path):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
-    _stage(fs, layout, "r2")
-    assert recover(fs, layout, later) == ([], [])
-    assert (tmp_path / "_staging" / "r2" / FILES[0]).exists()
+    files = _stage(fs, layout, "r2")
+    assert _recover(fs, layout, "r2") == ([], [])
+    assert (tmp_path / "_staging" / "r2" / files[0]).exists()
+
+
+def _publish_intent(fs, layout, run, files, version=2):
+    """What commit() does up to its commit point (docs/FORMATS.md's intent, written again)."""
+    versions, sequence = delta.prepare(fs, layout)
+    intent = staged(layout, run, "_intent.json")
+    body = {"run_id": run, "files": files, "sequence": sequence, "versions": versions}
+    if version is not None:  # v1 intents had no version
+        body["version"] = version
+    fs.write_bytes(intent, json.dumps(body).encode())
+    fs.publish(intent, layout.commit_intent(run))
 
 
 @pytest.mark.parametrize("moved", [0, 1, 3, 4])
-def test_crash_after_commit_point_rolls_forward(tmp_path, moved, later):
+def test_crash_after_commit_point_rolls_forward(tmp_path, moved):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
-    _stage(fs, layout)
-    # What commit() does up to a crash after `moved` renames.
-    intent = staged(layout, "r1", "_intent.json")
-    fs.write_bytes(intent, json.dumps({"run_id": "r1", "files": FILES}).encode())
-    fs.publish(intent, layout.commit_intent("r1"))
-    for rel in FILES[:moved]:
+    files = _stage(fs, layout)
+    _publish_intent(fs, layout, "r1", files)
+    for rel in files[:moved]:
         fs.publish(staged(layout, "r1", rel), layout.absolute(rel))
-    assert recover(fs, layout, later) == (["r1"], [])
-    assert _published(tmp_path) == set(FILES)
-    for rel in FILES:
-        assert (tmp_path / rel).read_bytes() == rel.encode()
+    # Files in place but not committed are no part of their tables.
+    assert _rows(tmp_path, "sources") == _rows(tmp_path, "runs") == []
+    assert _recover(fs, layout) == (["r1"], [])
+    assert _in_place(tmp_path) == set(files)
+    assert _rows(tmp_path, "sources") == ["r1", "r1"]
+    assert _rows(tmp_path, "runs") == ["r1"]
 
 
-def test_a_staged_file_gone_before_its_move_stops_the_roll_forward(tmp_path, later):
+def test_crash_between_table_commits_commits_only_the_tables_behind(tmp_path, monkeypatch):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
-    _stage(fs, layout)
-    intent = staged(layout, "r1", "_intent.json")
-    fs.write_bytes(intent, json.dumps({"run_id": "r1", "files": FILES}).encode())
-    fs.publish(intent, layout.commit_intent("r1"))
-    fs.delete(staged(layout, "r1", FILES[1]))  # neither staged nor in place
+    _commit(fs, layout, "r0", _stage(fs, layout, "r0"))
+    files = _stage(fs, layout)
+    real = DeltaTable.create_write_transaction
+    calls = []
 
-    with pytest.raises(LakeError, match=f"staged file .*{FILES[1]} is missing"):
-        recover(fs, layout, later)
-    # The runs record is never published without every other file of the run
-    assert not (tmp_path / FILES[-1]).exists()
+    def dies_after_the_first_table(table, *args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt("killed")  # the process dies between two table commits
+        calls.append(table.table_uri)
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", dies_after_the_first_table)
+    with pytest.raises(KeyboardInterrupt):
+        _commit(fs, layout, "r1", files)
+    monkeypatch.undo()
+    assert calls[0].rstrip("/").endswith("/tables/sources")
+    assert _rows(tmp_path, "sources") == ["r0", "r0", "r1", "r1"]
+    assert _rows(tmp_path, "runs") == ["r0"]  # the run is not complete: runs comes last
+
+    assert _recover(fs, layout) == (["r1"], [])
+    assert _rows(tmp_path, "sources") == ["r0", "r0", "r1", "r1"]  # not added twice
+    assert _rows(tmp_path, "runs") == ["r0", "r1"]
+    assert DeltaTable(str(tmp_path / "tables" / "sources")).version() == 2
+    assert _recover(fs, layout) == ([], [])
+
+
+def test_a_staged_file_gone_before_its_move_stops_the_roll_forward(tmp_path):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    files = _stage(fs, layout)
+    _publish_intent(fs, layout, "r1", files)
+    fs.delete(staged(layout, "r1", files[1]))  # neither staged nor in place
+
+    with pytest.raises(LakeError, match=f"staged file .*{files[1]} is missing"):
+        _recover(fs, layout)
+    # No table gets the run while one of its files is missing.
+    assert _rows(tmp_path, "sources") == _rows(tmp_path, "runs") == []
+
+
+@pytest.mark.parametrize("version", [None, 3])
+def test_an_intent_of_another_version_is_left_alone(tmp_path, version):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    files = _stage(fs, layout)
+    _publish_intent(fs, layout, "r1", files, version)
+    with pytest.raises(
+        LakeError, match=f"has version {version or 1}; this dicomlake reads version 2"
+    ):
+        _recover(fs, layout)
+    assert _in_place(tmp_path) == set()  # nothing moved
+    assert (tmp_path / "_commits" / "r1.json").exists()
+
+
+def test_a_lake_from_before_delta_lake_is_converted_on_its_next_run(tmp_path):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    # Lake v1: a run's files in place, no logs; an instances partition with a null value.
+    for rel, data in _files("r0").items():
+        fs.write_bytes(layout.absolute(rel), data)
+    columns = [f for f in schemas.INSTANCES if f.name not in schemas.INSTANCE_PARTITIONS]
+    columns = [f for f in columns if f.name != "KVP"]  # not promoted yet then
+    given = {"instance_id": "i0", "SOPInstanceUID": "1.2", "ingest_run_id": "r0"}
+    row = {f.name: given.get(f.name, None if f.nullable else _filler(f.type)) for f in columns}
+    directory = tmp_path / "tables/instances/Modality=__HIVE_DEFAULT_PARTITION__/study_year=2020"
+    directory.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([row], pa.schema(columns)), directory / "part-r0.parquet")
+
+    _commit(fs, layout, "r1", _stage(fs, layout, "r1"))
+    assert _rows(tmp_path, "sources") == ["r0", "r0", "r1", "r1"]
+    assert _rows(tmp_path, "runs") == ["r0", "r1"]
+    instances = delta.read_snapshot(layout, "instances")
+    assert instances.num_rows == 1 and instances.schema == schemas.INSTANCES
+    row = instances.to_pylist()[0]
+    assert (row["Modality"], row["study_year"], row["SOPInstanceUID"]) == (None, 2020, "1.2")
+    assert row["KVP"] is None  # a column the v1 file never had
+
+
+def test_statistics_in_the_log_match_the_rows(tmp_path):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    _commit(fs, layout, "r1", _stage(fs, layout))
+    log = tmp_path / "tables" / "sources" / "_delta_log" / f"{1:020d}.json"
+    actions = [json.loads(line) for line in log.read_text().splitlines()]
+    got = {a["add"]["path"]: json.loads(a["add"]["stats"]) for a in actions if "add" in a}
+    one, two = got["part-r1-t0.parquet"], got["part-r1-t1.parquet"]
+    assert one["numRecords"] == two["numRecords"] == 1
+    assert one["minValues"]["source_path_id"] == one["maxValues"]["source_path_id"] == "id-a"
+    assert two["nullCount"]["instance_id"] == 1 and one["nullCount"]["instance_id"] == 0
+    assert "instance_id" not in two["minValues"]  # all null: no bounds
+    assert one["minValues"]["source_size"] == 10 and two["maxValues"]["source_size"] == 20
+    assert one["minValues"]["seen_at"] == "2026-01-02T03:04:05.000Z"
 
 
 def test_publish_never_overwrites(tmp_path):
@@ -114,8 +279,6 @@ def test_publish_never_overwrites(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"new")
     b.write_bytes(b"old")
-    from dicomlake.errors import PublishConflictError
-
     with pytest.raises(PublishConflictError):
         fs.publish(str(a), str(b))
     assert b.read_bytes() == b"old" and a.read_bytes() == b"new"

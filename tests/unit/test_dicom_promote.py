@@ -51,6 +51,37 @@ def test_ct_small_values() -> None:
     assert not {"PatientName", "PatientBirthDate", "InstitutionName"} & set(row)
 
 
+# (column, type) as each attribute's VR reads (DS a double, IS an integer, SH/LO text)
+ACQUISITION = {
+    "KVP": float,
+    "ExposureTime": int,
+    "EchoTime": float,
+    "RepetitionTime": float,
+    "MagneticFieldStrength": float,
+    "ConvolutionKernel": str,
+    "SliceLocation": float,
+    "ContrastBolusAgent": str,
+}
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
+def test_acquisition_parameters_where_the_modality_has_them(name: str) -> None:
+    path = Path(get_testdata_file(name))
+    row = promoted_values(split_instance(path.read_bytes()))
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    for column, kind in ACQUISITION.items():
+        value = ds.get(column)
+        expected = kind(value) if value not in (None, "") else None
+        assert row[column] == expected, column
+    present = {c for c in ACQUISITION if row[c] is not None}
+    if ds.Modality == "CT":
+        assert {"KVP", "ExposureTime", "ConvolutionKernel"} <= present
+        assert not {"EchoTime", "RepetitionTime"} & present
+    else:
+        assert {"EchoTime", "RepetitionTime"} <= present
+        assert not {"KVP", "ExposureTime", "ConvolutionKernel"} & present
+
+
 def test_malformed_and_multi_values() -> None:
     split = split_instance(Path(get_testdata_file("CT_small.dcm")).read_bytes())
     ds = split.dataset

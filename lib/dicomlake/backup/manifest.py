@@ -65,6 +65,8 @@ class SnapshotInfo:
     vanished: int  # listed, deleted before it could be read
     excluded: int  # staging, hidden, temp and in-flight files
     runs_excluded: tuple[str, ...]  # runs caught mid-publish, left out whole
+    # Per lake table, the Delta version the snapshot holds (its newest commit file).
+    table_versions: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The record as JSON-able values."""

@@ -41,10 +41,15 @@ Never backed up (counted in ``excluded``):
 - names ending in ``._COPYING_`` (``hdfs dfs -put`` in progress), ``.tmp`` or ``~``;
 - ``_commits/<run>.json`` intents. A restored lake has no ``_staging/``, so an intent in it could
   not be rolled forward (recovery would fail). Instead a snapshot resolves each intent itself:
-  when the run's ``runs`` record (the intent's last file, published last) is in the listing, the
-  run is complete and all its files are kept (any the listing missed are added); otherwise the
-  run is mid-publish and *all* its files are left out, so the restored lake is the lake before
-  that run — including its ``sources`` ledger rows, so the next ingest redoes the run's inputs.
+  when the ``runs`` table's commit of the run (the version after the one the intent records,
+  committed last) is in the listing, the run is complete and all its files are kept (any the
+  listing missed are added); otherwise the run is mid-publish and *all* its files are left out,
+  with every table's commits after the version the intent records, so the restored lake is the
+  lake before that run — including its ``sources`` ledger rows, so the next ingest redoes the
+  run's inputs.
+
+The tables' Delta logs (``tables/<table>/_delta_log/``) are backed up, but for the hidden files
+in them (a commit being written, ``_last_checkpoint``, which readers do without).
   Intents are read before the walk and listed again after it. A live copy (no HDFS snapshot) can
   still see a run that published *and* cleaned up entirely during the walk only in part: take
   live snapshots while no ingest runs, or use HDFS snapshots.
@@ -58,10 +63,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from dicomlake.errors import BackupError, StorageError
+from dicomlake.lake import delta
 from dicomlake.storage import FileSystem, join
 
 _TEMP_SUFFIXES = ("._COPYING_", ".tmp", "~")
 COMMITS = "_commits"
+DELTA_LOG = "_delta_log"
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ class Plan:
 def is_backed_up(relative: str) -> bool:
     """Whether a lake-relative path belongs in a snapshot (see the module docstring)."""
     parts = relative.split("/")
-    if any(p.startswith((".", "_")) for p in parts):
+    if any(p.startswith((".", "_")) and p != DELTA_LOG for p in parts):
         return False
     return not parts[-1].endswith(_TEMP_SUFFIXES)
 
@@ -123,8 +130,9 @@ def list_lake(fs: FileSystem, root: str, *, live: bool) -> LakeListing:
     files = {rel: Listed(rel, f.size, f.mtime_ms) for rel, f in raw.items() if is_backed_up(rel)}
     excluded = len(raw) - len(files)
     runs_excluded = []
-    for run_id, members in sorted(intents.items()):
-        if members[-1] in files:
+    for run_id, intent in sorted(intents.items()):
+        members, before = intent["files"], intent["versions"]
+        if delta.log_entry("runs", before["runs"] + 1) in files:
             for rel in members:
                 if rel not in files and (st := fs.status(join(root, rel))) is not None:
                     files[rel] = Listed(rel, st.size, st.mtime_ms)
@@ -132,10 +140,16 @@ def list_lake(fs: FileSystem, root: str, *, live: bool) -> LakeListing:
             runs_excluded.append(run_id)
             for rel in members:
                 excluded += files.pop(rel, None) is not None
+            for rel in [r for r in files if _after(delta.log_version(r), before)]:
+                excluded += files.pop(rel) is not None
     return LakeListing(files, excluded, tuple(runs_excluded))
 
 
-def _read_intents(fs: FileSystem, root: str, known: dict[str, list[str]]) -> dict[str, list[str]]:
+def _after(entry: tuple[str, int] | None, versions: dict[str, int]) -> bool:
+    return entry is not None and entry[1] > versions.get(entry[0], entry[1])
+
+
+def _read_intents(fs: FileSystem, root: str, known: dict[str, dict]) -> dict[str, dict]:
     out = dict(known)
     for f in fs.list_files(join(root, COMMITS)):
         name = f.path.rsplit("/", 1)[-1]
@@ -143,15 +157,16 @@ def _read_intents(fs: FileSystem, root: str, known: dict[str, list[str]]) -> dic
         if not name.endswith(".json") or run_id in out:
             continue
         try:
-            members = json.loads(fs.read(f.path))["files"]
+            intent = json.loads(fs.read(f.path))
+            members, versions = intent["files"], intent["versions"]
         except StorageError:
             if fs.exists(f.path):
                 raise
             continue  # the run finished and dropped its intent in the meantime
         except (ValueError, KeyError, TypeError) as exc:
             raise BackupError(f"commit intent {f.path} is unreadable: {exc}") from exc
-        if members:
-            out[run_id] = list(members)
+        if members and isinstance(versions, dict):
+            out[run_id] = intent
     return out
 
 

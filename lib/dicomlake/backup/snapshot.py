@@ -36,6 +36,7 @@ from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.backup.scan import Entry, Plan, classify, entries, list_lake
 from dicomlake.config import Config
 from dicomlake.errors import BackupError
+from dicomlake.lake import delta
 from dicomlake.lake.lock import holding
 from dicomlake.storage import FileSystem, filesystem_for, join
 
@@ -185,6 +186,7 @@ def _take(
         vanished=len(copied) - len(read),
         excluded=listing.excluded,
         runs_excluded=listing.runs_excluded,
+        table_versions=delta.table_versions(rows["path"].to_pylist()),
     )
     tmp = join(layout.work(sid), "manifest.parquet")
     bfs.write_bytes(tmp, manifest.encode(rows, info))

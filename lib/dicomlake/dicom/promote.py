@@ -53,6 +53,17 @@ PROMOTED: pa.Schema = pa.schema(
         ("ImageOrientationPatient", _DOUBLES),
         ("TransferSyntaxUID", _STRING),
         ("SpecificCharacterSet", _STRING),
+        # Acquisition parameters, null where a modality has none (CT: KVP, ExposureTime,
+        # ConvolutionKernel; MR: EchoTime, RepetitionTime, MagneticFieldStrength). Added to
+        # existing lakes' tables on their next run; older rows read them as null.
+        ("KVP", _DOUBLE),
+        ("ExposureTime", _INT),
+        ("EchoTime", _DOUBLE),
+        ("RepetitionTime", _DOUBLE),
+        ("MagneticFieldStrength", _DOUBLE),
+        ("ConvolutionKernel", _STRING),
+        ("SliceLocation", _DOUBLE),
+        ("ContrastBolusAgent", _STRING),
     ]
 )
 

@@ -2,17 +2,20 @@
 
 A run writes everything (pack files, table fragments, quarantine copies) under
 ``_staging/<run>/`` with the same relative paths it will have in the lake. To commit, it
-publishes an intent (``_commits/<run>.json``: the list of files) by an atomic rename — the
-commit point — and then moves the staged files into place (several at once on a remote
-filesystem), the ``runs`` record last, once every other file is in place.
+publishes an intent (``_commits/<run>.json``: the list of files, the run's sequence number and
+every table's Delta version before it) by an atomic rename — the commit point — and then moves
+the staged files into place (several at once on a remote filesystem). A table file in place is
+not yet part of its table: each table then gets one Delta transaction adding the run's files
+(:mod:`dicomlake.lake.delta`), ``runs`` last.
 
 - A run that dies before the commit point leaves only ``_staging/<run>/``, which no reader looks
   at; the next run deletes it and redoes the work (its files are still new to the ledger).
   A run commits only while it holds the lake's lock (:mod:`dicomlake.lake.lock`) and the next
   run recovers only after taking it, so a staging area it deletes is never a live run's.
 - A run that dies after it is rolled forward by the next run (:func:`recover`), which finishes
-  the moves. Every move is idempotent (a file already in place is skipped), so a crash during
-  recovery is recovered too.
+  the moves and commits the tables that do not hold the run yet. Every move is idempotent (a
+  file already in place is skipped) and so is every table commit (the table's transaction
+  version tells), so a crash during recovery is recovered too.
 
 One ingest runs per lake at a time: the lake's lock guarantees it.
 """
@@ -24,11 +27,14 @@ import json
 import logging
 
 from dicomlake.errors import LakeError
+from dicomlake.lake import delta
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import Lock
 from dicomlake.storage import FileSystem, join
 
 log = logging.getLogger(__name__)
+
+INTENT_VERSION = 2  # docs/FORMATS.md "Commit protocol"
 
 
 def staged(layout: LakeLayout, run_id: str, relative: str) -> str:
@@ -37,12 +43,21 @@ def staged(layout: LakeLayout, run_id: str, relative: str) -> str:
 
 
 def commit(fs: FileSystem, layout: LakeLayout, lock: Lock, files: list[str]) -> None:
-    """Publish the staged ``files`` of the lock's run (lake-relative paths; the runs record
-    must be last), after checking the run still holds the lake's lock."""
+    """Publish the staged ``files`` of the lock's run (lake-relative paths, a runs record among
+    them), after checking the run still holds the lake's lock."""
     run_id = lock.run_id
-    if not files or not files[-1].startswith("tables/runs/"):
-        raise LakeError(f"run {run_id}: the runs record must be the last file committed")
-    intent = json.dumps({"run_id": run_id, "files": files}).encode()
+    if not any(f.startswith("tables/runs/") for f in files):
+        raise LakeError(f"run {run_id}: a run commits a runs record")
+    versions, sequence = delta.prepare(fs, layout)
+    intent = json.dumps(
+        {
+            "version": INTENT_VERSION,
+            "run_id": run_id,
+            "files": files,
+            "sequence": sequence,
+            "versions": versions,
+        }
+    ).encode()
     tmp = join(layout.staging(run_id), "_intent.json")
     fs.write_bytes(tmp, intent)
     lock.check()
@@ -56,7 +71,7 @@ def recover(fs: FileSystem, layout: LakeLayout, lock: Lock) -> tuple[list[str], 
     Runs under the lake's ``lock``: every other run's staging area is abandoned.
     """
     rolled = []
-    for info in fs.list_files(layout.commits):
+    for info in sorted(fs.list_files(layout.commits)):
         name = info.path.rsplit("/", 1)[-1]
         if name.endswith(".json"):
             run_id = name[: -len(".json")]
@@ -76,7 +91,13 @@ def recover(fs: FileSystem, layout: LakeLayout, lock: Lock) -> tuple[list[str], 
 
 def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
     intent_uri = layout.commit_intent(run_id)
-    *files, runs_record = json.loads(fs.read(intent_uri))["files"]
+    intent = json.loads(fs.read(intent_uri))
+    if intent.get("version") != INTENT_VERSION:
+        raise LakeError(
+            f"commit intent {intent_uri} has version {intent.get('version', 1)}; this dicomlake "
+            f"reads version {INTENT_VERSION} (upgrade dicomlake, or finish the run with the "
+            "dicomlake that wrote it)"
+        )
 
     def move(relative: str) -> None:
         src, dst = staged(layout, run_id, relative), layout.absolute(relative)
@@ -89,7 +110,8 @@ def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
             )
         fs.publish(src, dst)
 
-    fs.run_all(functools.partial(move, relative) for relative in files)
-    move(runs_record)  # once every other file of the run is in place
+    fs.run_all(functools.partial(move, relative) for relative in intent["files"])
+    tables = [f for f in intent["files"] if f.startswith("tables/")]
+    delta.commit_run(fs, layout, run_id, intent["sequence"], tables)
     fs.delete(layout.staging(run_id), recursive=True)
     fs.delete(intent_uri)

@@ -15,6 +15,7 @@ from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, uid_pseudonym
 from dicomlake.dicom.split import header_from_prefix
 from dicomlake.dicom.values import get, values_of
 from dicomlake.errors import IntegrityError, LakeError
+from dicomlake.lake.delta import AsOf
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.pixelstore import PixelStore
@@ -46,8 +47,10 @@ def find_instances(
     sop: str | None = None,
     series: str | None = None,
     study: str | None = None,
+    as_of: AsOf = None,
 ) -> list[dict[str, Any]]:
-    """The latest version of every instance matching one of the UIDs.
+    """The latest version of every instance matching one of the UIDs (in the instances table as
+    of a table version or time, when given).
 
     The UIDs are the ones in the ``instances`` table: pseudonyms when the lake de-identifies
     (``deid.enabled``). Key holders map originals to pseudonyms with ``dicomlake reidentify``;
@@ -62,7 +65,7 @@ def find_instances(
         )
         if v
     )
-    rows = read_table(store.fs, store.layout, "instances", _COLUMNS).to_pylist()
+    rows = read_table(store.fs, store.layout, "instances", _COLUMNS, as_of).to_pylist()
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row[column] == value:
@@ -83,6 +86,7 @@ def export_instances(
     sop: str | None = None,
     series: str | None = None,
     study: str | None = None,
+    as_of: AsOf = None,
 ) -> dict[str, Any]:
     """Write the selected instances to ``out``, named by `export_name`, each checked first.
 
@@ -90,9 +94,12 @@ def export_instances(
     source_sha256, and the UIDs in its own header (out of the sealed prefix chunk) must be the
     row's, so an edited row cannot hand out another instance. Files are written under hidden
     temporary names and renamed into place only once every one has passed.
+
+    With ``as_of``, the instances are the ones the lake held then (stored chunks never change,
+    so their frames and packs are read as they are now).
     """
     store = PixelStore(lake, keyring, config)
-    instances = find_instances(store, sop=sop, series=series, study=study)
+    instances = find_instances(store, sop=sop, series=series, study=study, as_of=as_of)
     frames = store.frames_of(r["instance_id"] for r in instances).to_pylist()
     by_instance: dict[str, list[dict[str, Any]]] = {}
     for row in frames:

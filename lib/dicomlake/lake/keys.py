@@ -7,9 +7,11 @@ wrong keyring cannot write packs the lake's keyring cannot open, or pseudonyms t
 It is an ordinary lake file, so snapshots carry it.
 
 Rotation re-wraps every pack's data key under the keyring's active key. Packs are immutable, so
-the re-wrapped keys go to the ``packs`` table, which readers prefer over the key in a pack's
-header. The chunks are never re-encrypted. The restricted tables (identities, landing paths;
-small) are rewritten under the new key, so the old one can then be dropped.
+the re-wrapped keys go to the ``packs`` table (one Delta commit replacing all its rows), which
+readers prefer over the key in a pack's header. The chunks are never re-encrypted. The
+restricted tables (identities, landing paths; small, plain Parquet) are rewritten under the new
+key, so the old one can be dropped once ``dicomlake maintain`` has vacuumed the older versions
+of ``packs``.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import pyarrow as pa
 
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringMismatchError, LakeError, PublishConflictError
-from dicomlake.lake import restricted, schemas
+from dicomlake.lake import delta, restricted, schemas
 from dicomlake.lake.layout import LakeLayout
-from dicomlake.lake.ledger import latest_packs
+from dicomlake.lake.ledger import latest_packs, read_table
 from dicomlake.lake.lock import Lock
-from dicomlake.lake.parquet import parquet_files, read_files, write_table
+from dicomlake.lake.parquet import parquet_files, write_table
 from dicomlake.storage import FileSystem, join
 
 BINDING = "keyring-binding.json"
@@ -97,8 +99,7 @@ def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock
     """Re-wrap all data keys under ``keyring``'s active KEK, rewrite the restricted tables
     under it, and record it as the lake's, under the lake's ``lock`` (`bind_keyring` with
     ``rotating`` checked the keyring first); returns how many packs and restricted rows."""
-    files = parquet_files(fs, layout.table("packs"))
-    latest = latest_packs(read_files(fs, files, schemas.PACKS).to_pylist())
+    latest = latest_packs(read_table(fs, layout, "packs").to_pylist())
     now = datetime.now(timezone.utc)
     for row in latest.values():
         row["kek_id"], row["wrapped_key"] = keyring.rewrap(
@@ -107,12 +108,12 @@ def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock
         row["wrapped_at"] = now
     name = f"part-rewrap-{now.strftime('%Y%m%dT%H%M%S%fZ')}.parquet"
     staged = functools.partial(join, layout.staging(lock.run_id))
-    # (staged file, where it goes, the files it replaces)
-    replacements = [(staged("packs", name), join(layout.table("packs"), name), files)]
-    write_table(
-        fs, replacements[0][0], pa.Table.from_pylist(list(latest.values()), schema=schemas.PACKS)
-    )
+    packs = staged("packs", name)
+    write_table(fs, packs, pa.Table.from_pylist(list(latest.values()), schema=schemas.PACKS))
     counts = {"packs_rewrapped": len(latest)}
+    # The restricted tables are plain Parquet (no log): (staged file, where it goes, the files
+    # it replaces)
+    replacements = []
     for table in restricted.TABLES:
         old = parquet_files(fs, layout.restricted(table))
         rows = restricted.read_rows(fs, old, table, keyring).to_pylist()
@@ -121,6 +122,8 @@ def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock
             replacements.append((staged(table, name), join(layout.restricted(table), name), old))
             restricted.write_rows(fs, replacements[-1][0], table, rows, keyring)
     lock.check()
+    fs.publish(packs, join(layout.table("packs"), name))
+    delta.replace_rows(fs, layout, "packs", name)  # every row the table held is in the new file
     # Each new file first, then the files it replaces: a crash in between leaves rows twice
     # (the same rows), never none.
     for new, target, old in replacements:

@@ -2,7 +2,8 @@
 
 ::
 
-    <lake>/tables/<table>/...      Parquet datasets (instances partitioned by Modality/study_year)
+    <lake>/tables/<table>/...      Delta Lake tables (instances partitioned by Modality/study_year);
+                                   a file is part of a table once its _delta_log/ adds it
     <lake>/pixels/<run>/<pack>.pack  immutable encrypted pack files
     <lake>/quarantine/<run>/<error_id>.pack  encrypted copies of rejected inputs
     <lake>/restricted/identities/  identified values, columns encrypted (Parquet Modular

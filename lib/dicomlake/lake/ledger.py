@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from dicomlake.errors import LakeError
-from dicomlake.lake import schemas
+from dicomlake.lake import delta, schemas
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import parquet_files, read_files
 from dicomlake.lake.paths import path_id
@@ -33,10 +33,20 @@ class Ledger:
 
 
 def read_table(
-    fs: FileSystem, layout: LakeLayout, name: str, columns: list[str] | None = None
+    fs: FileSystem,
+    layout: LakeLayout,
+    name: str,
+    columns: list[str] | None = None,
+    as_of: delta.AsOf = None,
 ) -> pa.Table:
-    """A whole (small, unpartitioned) lake table as one Arrow table."""
-    return read_files(fs, parquet_files(fs, layout.table(name)), schemas.SCHEMAS[name], columns)
+    """A whole lake table (its latest snapshot, or as of a version or time) as one Arrow table.
+
+    A table of a lake from before Delta Lake (files, no log: its next run converts it) is its
+    files, so that run's ledger knows them (and refuses a lake with landing paths in clear).
+    """
+    if as_of is None and delta.open_table(layout, name) is None:
+        return read_files(fs, parquet_files(fs, layout.table(name)), schemas.SCHEMAS[name], columns)
+    return delta.read_snapshot(layout, name, columns, as_of)
 
 
 def read_ledger(fs: FileSystem, layout: LakeLayout, secret: bytes) -> Ledger:

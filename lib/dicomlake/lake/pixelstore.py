@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pydicom
 
 from dicomlake.config import Config
@@ -22,10 +21,8 @@ from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.frames import encapsulated_frame_array, frame_array
 from dicomlake.dicom.split import FrameSpec, header_from_prefix
 from dicomlake.errors import LakeError
-from dicomlake.lake import schemas
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import latest_packs, read_table
-from dicomlake.lake.parquet import parquet_files
 from dicomlake.pixels.pack import (
     HEADER_READ_BYTES,
     ChunkRecord,
@@ -55,11 +52,7 @@ class PixelStore:
     def frames_of(self, instance_ids: Iterable[str]) -> pa.Table:
         """The frames-table rows of the given instances, in rebuild order."""
         if self._frames is None:  # read once: every frame() or rebuild() looks it up
-            parts = [
-                pq.read_table(io.BytesIO(self.fs.read(uri)))
-                for uri in parquet_files(self.fs, self.layout.table("frames"))
-            ]
-            self._frames = pa.concat_tables(parts) if parts else schemas.FRAMES.empty_table()
+            self._frames = read_table(self.fs, self.layout, "frames")
         wanted = pa.array(sorted(set(instance_ids)), pa.string())
         table = self._frames.filter(pc.is_in(self._frames["instance_id"], value_set=wanted))
         order = pa.array([ORDER[k] for k in table["chunk_kind"].to_pylist()], pa.int8())

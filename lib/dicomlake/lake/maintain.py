@@ -1,0 +1,66 @@
+"""Upkeep of the lake's Delta tables: compaction, checkpoints and vacuum (``dicomlake maintain``).
+
+Every run adds a few small files per table (one per task and partition); compaction rewrites
+each partition's small files into files of about ``maintain.target_file_bytes``, in one commit
+per table that adds the new files and removes the old ones from the log (readers of older
+versions still find them). A checkpoint then sums the log up, so readers need not replay
+every commit. Vacuum deletes the files removed from the log more than
+``maintain.retention_hours`` ago: time travel reaches back that far, and every reader (a query,
+an export, a live snapshot's copy) must finish within it.
+
+Maintenance writes to the tables, so it runs under the lake's lock, when no ingest does (the
+scheduler runs it in the ingest DAG, after the night's ingest).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from deltalake import PostCommitHookProperties, WriterProperties
+
+from dicomlake.config import Config
+from dicomlake.lake import delta
+from dicomlake.lake.commit import recover
+from dicomlake.lake.layout import TABLES, LakeLayout
+from dicomlake.lake.lock import Lock
+from dicomlake.lake.parquet import COMPRESSION
+from dicomlake.storage import filesystem_for
+
+log = logging.getLogger(__name__)
+
+
+def maintain_lake(lake: str, config: Config, lock: Lock) -> dict[str, Any]:
+    """Compact, checkpoint and vacuum every table, holding the lake's ``lock``; returns what was
+    done, per table."""
+    layout = LakeLayout(lake)
+    rolled, abandoned = recover(filesystem_for(lake, config.hdfs), layout, lock)
+    out: dict[str, Any] = {"lake": layout.root, "recovered": rolled, "discarded": abandoned}
+    for name in TABLES:
+        table = delta.open_table(layout, name)
+        if table is None:
+            continue
+        lock.check()
+        before = len(table.file_uris())
+        metrics = table.optimize.compact(
+            target_size=config.maintain.target_file_bytes,
+            writer_properties=WriterProperties(compression=COMPRESSION.upper()),
+            post_commithook_properties=PostCommitHookProperties(
+                create_checkpoint=False, cleanup_expired_logs=False
+            ),
+        )
+        table.create_checkpoint()
+        deleted = table.vacuum(
+            retention_hours=int(config.maintain.retention_hours),
+            dry_run=False,
+            enforce_retention_duration=False,
+        )
+        out[name] = {
+            "version": table.version(),
+            "files_before": before,
+            "files_after": len(table.file_uris()),
+            "files_compacted": metrics["numFilesRemoved"],
+            "files_vacuumed": len(deleted),
+        }
+        log.info("table %s: %s", name, out[name])
+    return out
