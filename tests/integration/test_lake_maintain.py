@@ -17,6 +17,7 @@ import pytest
 from deltalake import DeltaTable
 from ingest_helpers import sha256_file, table
 
+from dicomlake.cli import main
 from dicomlake.config import Config
 from dicomlake.errors import LakeError
 from dicomlake.ingest.job import run_ingest
@@ -76,6 +77,14 @@ def lake_of_runs(tmp_path_factory, sc, config, keyring):
             shutil.copyfile(src, target)
         run_ingest(sc, str(landing), str(lake), small, keyring)
     return landing, lake, small
+
+
+def test_maintain_while_another_holds_the_lake_exits_4_and_changes_nothing(lake_of_runs):
+    _, lake, config = lake_of_runs
+    versions = {name: DeltaTable(str(lake / "tables" / name)).version() for name in TABLES}
+    with holding(LocalFileSystem(), str(lake), None, "ingest", config.lock):
+        assert main(["maintain", "--lake", str(lake)]) == 4
+    assert {n: DeltaTable(str(lake / "tables" / n)).version() for n in TABLES} == versions
 
 
 def test_compaction_keeps_every_row_and_vacuum_waits_for_the_retention(

@@ -33,9 +33,9 @@ from dicomlake.crypto import kms
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE
 from dicomlake.errors import LakeError
-from dicomlake.lake import schemas
+from dicomlake.lake import delta
 from dicomlake.lake.layout import LakeLayout
-from dicomlake.lake.parquet import parquet_files, read_files
+from dicomlake.lake.parquet import parquet_files
 from dicomlake.storage import filesystem_for
 
 _PATH_DOMAIN = b"dicomlake-path-v1\x00"
@@ -123,12 +123,10 @@ def find_paths(
 ) -> list[dict[str, Any]]:
     """The landing paths behind a path id, an ``errors`` row or an instance (every file whose
     content it is, ``sources`` rows), decrypted with ``keyring``; one row per path id."""
-    fs = filesystem_for(lake, config.hdfs)
     layout = LakeLayout(lake)
 
     def rows(name: str, key: str, value: str | None, columns: list[str]) -> list[dict[str, Any]]:
-        files = parquet_files(fs, layout.table(name))
-        table = read_files(fs, files, schemas.SCHEMAS[name], columns)
+        table = delta.read_snapshot(layout, name, columns)
         return table.filter(pc.equal(table[key], value)).to_pylist()
 
     if path_id is not None:
