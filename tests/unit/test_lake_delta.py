@@ -9,7 +9,7 @@ import pytest
 from test_commit import _commit, _stage
 
 from dicomlake.config import load_config
-from dicomlake.errors import ConfigError
+from dicomlake.errors import ConfigError, LakeError
 from dicomlake.lake import delta
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.storage.local import LocalFileSystem
@@ -57,6 +57,15 @@ def test_snapshots_as_of_versions_and_times(tmp_path):
     got = delta.read_snapshot(layout, "sources", as_of=1)
     assert got.schema == delta.schemas.SOURCES
     assert got.num_rows == 2
+
+
+def test_a_file_changed_under_the_log_is_a_lake_error_naming_the_table(tmp_path):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    _commit(fs, layout, "r1", _stage(fs, layout, "r1"))
+    changed = tmp_path / "tables" / "sources" / "part-r1-t0.parquet"
+    changed.write_bytes(changed.read_bytes()[:-100])  # no Parquet footer any more
+    with pytest.raises(LakeError, match=r"tables/sources has a file that is not as its log"):
+        delta.read_snapshot(layout, "sources")
 
 
 def test_a_missing_table_reads_empty(tmp_path):

@@ -112,6 +112,11 @@ def read_snapshot(
             f"version {table.version()} of {layout.table(name)} needs a file vacuumed since "
             f"(time travel reaches back maintain.retention_hours): {exc}"
         ) from None
+    except (OSError, pa.ArrowInvalid) as exc:  # a file changed under the log
+        raise LakeError(
+            f"version {table.version()} of {layout.table(name)} has a file that is not as its "
+            f"log recorded it ({exc}): restore the lake from a snapshot"
+        ) from None
     for i, field in enumerate(wanted):
         if field.name not in present:
             rows = rows.add_column(i, field.name, pa.nulls(rows.num_rows, field.type))
