@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dicomlake.ingest.plan import bin_pack, is_candidate, plan_landing
 from dicomlake.lake.ledger import Ledger
+from dicomlake.lake.paths import path_id
 from dicomlake.storage import FileInfo
 
 MB = 1_000_000
@@ -57,7 +58,8 @@ def test_a_listing_is_sorted_into_work_hidden_and_settling_entries() -> None:
         FileInfo("/landing/fifo", 0, now - 1_000, "not_regular_file"),  # no settling: not read
         seen,
     ]
-    ledger = Ledger({seen.path: (seen.size, seen.mtime_ms)}, frozenset())
+    secret = b"\1" * 32
+    ledger = Ledger({path_id(secret, seen.path): (seen.size, seen.mtime_ms)}, frozenset(), secret)
     planned = plan_landing(listing, ledger, settled_ms=now - 30_000)
     assert [(f.path.rsplit("/", 1)[-1][:3], f.problem) for f in planned.work] == [
         ("old", None),
