@@ -40,8 +40,11 @@ from dicomlake.pixels.pack import (
 from dicomlake.storage import filesystem_for
 
 ORDER = {"prefix": 0, "frame": 1, "suffix": 2}
-# The most bytes `PixelStore.iter_frames` fetches with one read
+# The most bytes `PixelStore.iter_frames` fetches with one read, and the most between two of
+# its chunks that it reads and drops rather than start another read (an instance's header and
+# trailing chunks lie between its frames and the next instance's)
 BULK_READ_BYTES = 64 << 20
+BULK_GAP = 1 << 20
 
 
 class PixelStore:
@@ -141,9 +144,10 @@ class PixelStore:
         """Every frame of the given instances as ``(instance_id, frame_number, array)``, each
         array as `frame` gives it, in storage order: pack by pack, chunks by offset.
 
-        Chunks that lie one after another in a pack (an instance's frames are written so) come
-        with one ranged read of up to `BULK_READ_BYTES`, so a series costs a few reads rather
-        than one per frame. Frames not stored one per chunk (deflated files, frames that could
+        Chunks that lie one after another in a pack (an instance's frames are written so, and
+        the instances of a run next to each other), at most `BULK_GAP` bytes apart, come with
+        one ranged read of up to `BULK_READ_BYTES`, so a series costs a few reads rather than
+        one per frame. Frames not stored one per chunk (deflated files, frames that could
         not be cut apart) follow, a whole instance at a time. Instances without pixel data
         give nothing; an unknown instance id is a LakeError.
         """
@@ -182,14 +186,15 @@ class PixelStore:
         self, rows: list[dict[str, Any]], specs: dict[str, FrameSpec | None]
     ) -> Iterator[tuple[dict[str, Any], bytes]]:
         """``(row, chunk)`` for the chunks of ``rows`` in storage order, chunks that follow one
-        another in a pack fetched by one read; ``specs`` per instance id, for image codecs."""
+        another in a pack (gaps up to `BULK_GAP`) fetched by one read; ``specs`` per instance
+        id, for image codecs."""
         ordered = sorted(rows, key=lambda r: (r["pack_path"], r["offset"]))
         run: list[dict[str, Any]] = []
         for row in [*ordered, None]:
             if run and (
                 row is None
                 or row["pack_path"] != run[0]["pack_path"]
-                or row["offset"] != run[-1]["offset"] + run[-1]["length"]
+                or not 0 <= row["offset"] - (run[-1]["offset"] + run[-1]["length"]) <= BULK_GAP
                 or row["offset"] + row["length"] - run[0]["offset"] > BULK_READ_BYTES
             ):
                 start = run[0]["offset"]
@@ -256,10 +261,8 @@ class _Layout:
     @property
     def per_chunk(self) -> bool:
         """Whether each frame is a chunk of its own that decodes alone."""
-        encapsulated = self.dataset.file_meta.get("TransferSyntaxUID")
-        decodable = self.spec is not None or (
-            encapsulated is not None and encapsulated.is_encapsulated
-        )
+        syntax = self.dataset.file_meta.get("TransferSyntaxUID")
+        decodable = self.spec is not None or (syntax is not None and syntax.is_encapsulated)
         return bool(self.frames) and len(self.frames) == self.count and decodable
 
     def decode(self, chunk: bytes) -> np.ndarray:
