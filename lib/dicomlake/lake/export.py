@@ -126,7 +126,7 @@ def select_instances(
     if where is not None:
         requested += [(i, ("where",)) for i in where_ids(instances, where)]
     index = {c: _index(rows, c) for c in (*_UID_COLUMNS, "instance_id")}
-    index["where"] = index["instance_id"]
+    index["where"] = index["instance_id"]  # a predicate's rows name their SOP Instance UIDs
     missing: list[str] = []
     for value, columns in requested:
         hits = [(c, r) for c in columns for r in index[c].get(value, [])]
