@@ -168,7 +168,9 @@ def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
-    from dicomlake.lake.export import export_instances
+    """Export the selection; exit 1, the summary still printed, when a requested UID or id has
+    no row (the others are written)."""
+    from dicomlake.lake.export import export_instances, read_manifest
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
     result = export_instances(
@@ -179,9 +181,13 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
         sop=args.sop,
         series=args.series,
         study=args.study,
+        instance_ids=args.instance_id,
+        manifest=read_manifest(Path(args.manifest)) if args.manifest else (),
+        where=args.where,
+        all_versions=args.all_versions,
     )
     _print(result)
-    return 0
+    return EXIT_ERROR if result["not_found"] else 0
 
 
 def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
@@ -358,11 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
         "export", parents=[common], help="write ingested instances back as their original files"
     )
     p.add_argument("--lake", required=True)
-    group = p.add_mutually_exclusive_group(required=True)
-    # The pseudonymised UIDs analysts see; `dicomlake reidentify` maps them to the originals.
-    group.add_argument("--sop", help="SOPInstanceUID (as in the instances table)")
-    group.add_argument("--series", help="SeriesInstanceUID (as in the instances table)")
-    group.add_argument("--study", help="StudyInstanceUID (as in the instances table)")
+    # The union of what the selection options name. The UIDs are the pseudonymised ones
+    # analysts see; `dicomlake reidentify` maps them to the originals.
+    p.add_argument("--sop", help="SOPInstanceUID (as in the instances table)")
+    p.add_argument("--series", help="SeriesInstanceUID (as in the instances table)")
+    p.add_argument("--study", help="StudyInstanceUID (as in the instances table)")
+    p.add_argument(
+        "--instance-id", action="append", default=[], help="one stored version (repeatable)"
+    )
+    p.add_argument(
+        "--manifest", help="file of SOPInstanceUIDs or instance ids, one a line, # comments"
+    )
+    p.add_argument("--where", help="SQL predicate on the instances table, e.g. \"Modality = 'CT'\"")
+    p.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="every stored version of the selected instances, not only the latest",
+    )
     p.add_argument("--out", required=True, help="directory for the files")
     p.add_argument("--keyring", help="keyring file with the private/secret key")
     p.set_defaults(func=cmd_export)
@@ -460,6 +478,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.conf)
         if args.command == "keys" and args.action == "drop" and not args.kek_id:
             parser.error("keys drop needs --kek-id")
+        selection = ("sop", "series", "study", "instance_id", "manifest", "where")
+        if args.command == "export" and not any(getattr(args, s) for s in selection):
+            parser.error(
+                "export needs --sop, --series, --study, --instance-id, --manifest or --where"
+            )
         return args.func(args, config)
     except ErrorThresholdExceeded as exc:
         log.error("%s", exc)

@@ -303,6 +303,24 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
     return dataset, spec
 
 
+def inflated_dataset(data: bytes, *, max_inflated: int = MAX_INFLATED) -> bytes:
+    """The dataset of a Deflated Explicit VR Little Endian file, inflated (at most
+    ``max_inflated`` bytes): a bare Explicit VR Little Endian dataset, which `split_instance`
+    cuts into frames like any other.
+
+    Raises
+    ------
+    DicomParseError
+        ``not_dicom`` when the file is not deflated; as `split_instance` otherwise.
+    """
+    meta_end, syntax, _, _ = _dataset_encoding(
+        Reader.of(data), 132 if data[128:132] == b"DICM" else 0
+    )
+    if syntax != DeflatedExplicitVRLittleEndian:
+        raise DicomParseError("not_dicom", f"transfer syntax {syntax}, not deflated")
+    return _inflate(memoryview(data)[meta_end:], max_inflated)
+
+
 def _split_deflated(data: bytes, meta_end: int, max_inflated: int) -> SplitInstance:
     """A Deflated Explicit VR Little Endian file, kept whole: its header, inflated at most
     ``max_inflated`` bytes and walked like any other dataset before pydicom parses it."""
