@@ -183,7 +183,8 @@ def normalised(
     - ``bulk_data``: binary values longer than `BULK_THRESHOLD` bytes are a ``BulkDataURI`` in
       the lake (their bytes stay in the rebuilt file); dcm2json writes them ``InlineBinary``.
     - ``charset_utf8``: dcm2json converts all text to UTF-8 and declares ``ISO_IR 192``; the
-      lake's JSON keeps the declared character set (its text is decoded to Unicode as well).
+      lake's JSON keeps the declared character set (its text is decoded to Unicode as well,
+      so a wrong decoding still shows in the text values compared).
     - ``float_print``: dcm2json writes FL with 9 significant digits, and FD with 17 digits not
       always correctly rounded (one unit in the last place off); the lake writes the shortest
       repr of the exact value. FL compare as 32-bit floats, FD to 15 significant digits. (A
