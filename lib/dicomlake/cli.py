@@ -111,6 +111,12 @@ def print_ingest_report(s: dict[str, Any], out) -> None:
     if any(s["deid_removed"].values()):
         removed = ", ".join(f"{k}={v}" for k, v in sorted(s["deid_removed"].items()) if v)
         print(f"de-identification removed what no rule keeps: {removed}", file=out)
+    if s["sop_uid_from_meta"]:
+        print(
+            f"{s['sop_uid_from_meta']} instance(s) without SOPInstanceUID (0008,0018), named "
+            "by the file meta's MediaStorageSOPInstanceUID (0002,0003)",
+            file=out,
+        )
     for name, path in s["tables"].items():
         print(f"  table {name:<10} {path}", file=out)
 

@@ -19,7 +19,7 @@ from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, uid_pseudonym
 from dicomlake.dicom.split import header_from_prefix
-from dicomlake.dicom.values import get, values_of
+from dicomlake.dicom.values import get, sop_instance_uid, values_of
 from dicomlake.errors import IntegrityError, LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.layout import LakeLayout
@@ -262,7 +262,8 @@ def _header_checked(
     for column in _UID_COLUMNS:
         # As ingest made the row's value: values joined with '\\', stripped; pseudonyms of the
         # values stripped of spaces and NULs
-        values = [str(v) for v in values_of(get(dataset, column))]
+        value = sop_instance_uid(dataset)[0] if column == "SOPInstanceUID" else None
+        values = [str(v) for v in values_of(value or get(dataset, column))]
         own = "\\".join(values).strip()
         pseudonym = "\\".join(uid_pseudonym(secret, v) if v.strip(" \x00") else "" for v in values)
         if (inst[column] or "") not in (own, pseudonym):
