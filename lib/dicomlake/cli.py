@@ -111,6 +111,12 @@ def print_ingest_report(s: dict[str, Any], out) -> None:
     if any(s["deid_removed"].values()):
         removed = ", ".join(f"{k}={v}" for k, v in sorted(s["deid_removed"].items()) if v)
         print(f"de-identification removed what no rule keeps: {removed}", file=out)
+    if s["sop_uid_from_meta"]:
+        print(
+            f"{s['sop_uid_from_meta']} instance(s) without SOPInstanceUID (0008,0018), named "
+            "by the file meta's MediaStorageSOPInstanceUID (0002,0003)",
+            file=out,
+        )
     for name, path in s["tables"].items():
         print(f"  table {name:<10} {path}", file=out)
 
@@ -168,8 +174,10 @@ def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
+    """Export the selection; exit 1, the summary still printed, when a requested UID or id has
+    no row (the others are written)."""
     from dicomlake.lake.delta import parse_as_of
-    from dicomlake.lake.export import export_instances
+    from dicomlake.lake.export import export_instances, read_manifest
 
     as_of = parse_as_of(args.as_of) if args.as_of else None  # a bad value before any work
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
@@ -181,10 +189,14 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
         sop=args.sop,
         series=args.series,
         study=args.study,
+        instance_ids=args.instance_id,
+        manifest=read_manifest(Path(args.manifest)) if args.manifest else (),
+        where=args.where,
+        all_versions=args.all_versions,
         as_of=as_of,
     )
     _print(result)
-    return 0
+    return EXIT_ERROR if result["not_found"] else 0
 
 
 def cmd_maintain(args: argparse.Namespace, config: Config) -> int:
@@ -384,11 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
         "export", parents=[common], help="write ingested instances back as their original files"
     )
     p.add_argument("--lake", required=True)
-    group = p.add_mutually_exclusive_group(required=True)
-    # The pseudonymised UIDs analysts see; `dicomlake reidentify` maps them to the originals.
-    group.add_argument("--sop", help="SOPInstanceUID (as in the instances table)")
-    group.add_argument("--series", help="SeriesInstanceUID (as in the instances table)")
-    group.add_argument("--study", help="StudyInstanceUID (as in the instances table)")
+    # The union of what the selection options name. The UIDs are the pseudonymised ones
+    # analysts see; `dicomlake reidentify` maps them to the originals.
+    p.add_argument("--sop", help="SOPInstanceUID (as in the instances table)")
+    p.add_argument("--series", help="SeriesInstanceUID (as in the instances table)")
+    p.add_argument("--study", help="StudyInstanceUID (as in the instances table)")
+    p.add_argument(
+        "--instance-id", action="append", default=[], help="one stored version (repeatable)"
+    )
+    p.add_argument(
+        "--manifest", help="file of SOPInstanceUIDs or instance ids, one a line, # comments"
+    )
+    p.add_argument("--where", help="SQL predicate on the instances table, e.g. \"Modality = 'CT'\"")
+    p.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="every stored version of the selected instances, not only the latest",
+    )
     p.add_argument("--out", required=True, help="directory for the files")
     p.add_argument("--keyring", help="keyring file with the private/secret key")
     p.add_argument(
@@ -509,6 +533,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.conf)
         if args.command == "keys" and args.action == "drop" and not args.kek_id:
             parser.error("keys drop needs --kek-id")
+        selection = ("sop", "series", "study", "instance_id", "manifest", "where")
+        if args.command == "export" and not any(getattr(args, s) for s in selection):
+            parser.error(
+                "export needs --sop, --series, --study, --instance-id, --manifest or --where"
+            )
         return args.func(args, config)
     except ErrorThresholdExceeded as exc:
         log.error("%s", exc)

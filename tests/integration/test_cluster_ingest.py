@@ -62,6 +62,8 @@ class Stack:
         self.conf.write_text(
             f"hdfs:\n  namenodes:\n    {hdfs_cluster.authority!r}: {hdfs_cluster.webhdfs_url}\n"
             "ingest:\n  task_bytes: 40000000\npixels:\n  pack_bytes: 16000000\n"
+            # A job that dies with HDFS down cannot remove its lock: it goes stale quickly
+            "lock:\n  stale_seconds: 2\n  heartbeat_seconds: 0.5\n"
         )
         self.config = load_config(self.conf, env={})
         self.keyring = Keyring.generate()
@@ -252,6 +254,8 @@ def test_datanode_stopped_mid_job_then_rerun_loses_and_doubles_nothing(stack, tm
         # The driver's log (spark-submit merges its stderr into stdout) says why
         assert "the Spark job failed" in out or "cannot" in out, (out[-3000:], err[-3000:])
         assert not stack.fs.exists(f"{lake}/tables/runs")
+        # Its lock, left while the DataNode was down, is taken over once stale
+        time.sleep(stack.config.lock.stale_seconds + 0.5)
     summary = stack.ingest(landing, lake)
     sources = with_paths(_table(lake, "sources").to_pylist(), stack.keyring, files)
     assert sorted(r["source_path"] for r in sources) == sorted(files)

@@ -442,6 +442,9 @@ def _expected_identities(originals, rows: list[dict]) -> dict[str, dict[str, str
                 "SOPInstanceUID",
             )
         }
+        if row["sop_uid_from_meta"]:  # named by the file meta, as DCMTK reads it
+            meta_uid = _text(ds.file_meta.get("MediaStorageSOPInstanceUID"))
+            out[row["instance_id"]]["original_SOPInstanceUID"] = meta_uid
         out[row["instance_id"]]["SOPInstanceUID"] = row["SOPInstanceUID"]
     return out
 

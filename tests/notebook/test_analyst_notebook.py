@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 from pathlib import Path
 
@@ -87,6 +88,8 @@ def test_every_cell_runs(
     ]
     assert not silent, silent
     images = [c for c in code for o in c.outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 4  # modality counts, study years, storage, the decoded image
+    assert len(images) == 5  # modality counts, study years, storage, the decoded image, montage
     text = "\n".join(o.get("text", "") for c in code for o in c.outputs)
     assert f"Spark SQL and DuckDB agree on {instances} instances" in text
+    bulk = re.search(r"(\d+) frames of (\d+) instances", text)
+    assert bulk and int(bulk[1]) > int(bulk[2]) > 1, text  # rtdose has many frames

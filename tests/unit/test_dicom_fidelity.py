@@ -3,6 +3,7 @@ matching option) read from odd but readable encodings, dicomlake reads the same.
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 
@@ -106,3 +107,17 @@ def test_us_or_ss_in_an_item_follows_the_images_pixel_representation(undefined: 
     assert got == {"00409096[0].00409211": ("SS", "-100"), "00409096[0].00409216": ("SS", "-5")}
     clean, _ = deidentify(split_instance(data).dataset, bytes(32))
     assert json.loads(header_json(clean))["00409096"]["Value"] == [expected]
+
+
+def test_inline_binary_of_a_big_endian_file_is_little_endian() -> None:
+    ds = pydicom.dcmread(CT)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
+    # Two OW words, 0x0102 and 0x0304, as a big endian file holds them
+    ds.add_new(0x00281201, "OW", b"\x01\x02\x03\x04")
+    out = pydicom.filebase.DicomBytesIO()
+    pydicom.dcmwrite(out, ds, little_endian=False, implicit_vr=False, force_encoding=True)
+    assert b"\x00\x28\x12\x01OW\0\0\0\0\0\x04\x01\x02\x03\x04" in out.getvalue()
+    document = json.loads(header_json(split_instance(out.getvalue()).dataset))
+    # PS3.18 F.2.7 (and DCMTK's dcm2json): InlineBinary holds the little endian words
+    assert document["00281201"] == {"vr": "OW", "InlineBinary": "AgEEAw=="}
+    assert base64.b64decode("AgEEAw==") == b"\x02\x01\x04\x03"

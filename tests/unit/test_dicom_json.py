@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
 
 import pytest
 from corpus import corpus_id, split_paths
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.valuerep import BYTES_VR
@@ -21,19 +22,34 @@ def _is_bulk(elem) -> bool:
     return elem.VR in BYTES_VR and len(elem.value or b"") > BULK_THRESHOLD
 
 
-def _assert_same(original: Dataset, restored: Dataset, where: str) -> None:
+# DICOM JSON's InlineBinary is little endian (PS3.18 F.2.7): the word size of each VR
+_WORDS = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _as_json_bytes(elem: DataElement, little: bool) -> DataElement:
+    """``elem`` with the bytes DICOM JSON holds: words of a big endian file reversed."""
+    width = _WORDS.get(elem.VR, 1)
+    if little or width == 1 or not elem.value:
+        return elem
+    value = elem.value
+    whole = len(value) - len(value) % width
+    words = [value[i : i + width][::-1] for i in range(0, whole, width)]
+    return DataElement(elem.tag, elem.VR, b"".join(words) + value[whole:])
+
+
+def _assert_same(original: Dataset, restored: Dataset, where: str, little: bool) -> None:
     """Compare element by element; bulk elements must be absent from the restored set."""
     kept = [elem for elem in original if not _is_bulk(elem)]
     bulk = {elem.tag for elem in original if _is_bulk(elem)}
     assert {elem.tag for elem in kept} | bulk == set(restored.keys()), where
-    for elem in kept:
+    for elem in map(functools.partial(_as_json_bytes, little=little), kept):
         other = restored[elem.tag]
         label = f"{where}{elem.tag}"
         assert other.VR == elem.VR, label
         if elem.VR == "SQ":
             assert len(other.value) == len(elem.value), label
             for index, (a, b) in enumerate(zip(elem.value, other.value, strict=True)):
-                _assert_same(a, b, f"{label}[{index}].")
+                _assert_same(a, b, f"{label}[{index}].", little)
         elif elem.VR == "PN":
             assert str(other.value or "") == str(elem.value or ""), label
         elif elem.is_empty:
@@ -62,21 +78,21 @@ def test_header_json_round_trip(path: Path) -> None:
         warnings.simplefilter("ignore")
         restored = Dataset.from_json(text, bulk_data_uri_handler=handler)
     assert set(uris) <= {BULK_DATA_URI}
-    _assert_same(split.dataset, restored, "")
+    _assert_same(split.dataset, restored, "", split.dataset.original_encoding[1] is not False)
 
 
-def _pydicom_json(dataset: Dataset) -> dict:
+def _pydicom_json(dataset: Dataset, little: bool) -> dict:
     """The document pydicom's own per-element writer gives, with the same bulk rule."""
     out = {}
     for elem in sorted(dataset, key=lambda e: e.tag):
         key = f"{elem.tag:08X}"
         if elem.VR == "SQ":
-            out[key] = {"vr": "SQ", "Value": [_pydicom_json(item) for item in elem.value]}
+            out[key] = {"vr": "SQ", "Value": [_pydicom_json(item, little) for item in elem.value]}
         elif elem.tag in (0x7FE00008, 0x7FE00009, 0x7FE00010) or _is_bulk(elem):
             out[key] = {"vr": elem.VR, "BulkDataURI": BULK_DATA_URI}
         else:
             try:
-                out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
+                out[key] = _as_json_bytes(elem, little).to_json_dict(None, BULK_THRESHOLD)
             except Exception:
                 out[key] = None  # header_json keeps such a value as UN bytes instead
     return out
@@ -103,7 +119,8 @@ def test_header_json_matches_pydicom_writer(path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dataset = split_instance(path.read_bytes()).dataset
-        reference = json.loads(json.dumps(_pydicom_json(dataset)))
+        little = dataset.original_encoding[1] is not False
+        reference = json.loads(json.dumps(_pydicom_json(dataset, little)))
         ours = json.loads(header_json(dataset))
     _assert_matches(ours, reference, "")
 

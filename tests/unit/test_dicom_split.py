@@ -18,6 +18,7 @@ from pydicom.filereader import data_element_generator
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomlake.dicom import fragments_payload, split_instance, split_stream
+from dicomlake.dicom.promote import promoted_values
 from dicomlake.dicom.split import MAX_INFLATED, header_from_prefix
 from dicomlake.errors import DicomParseError
 
@@ -31,12 +32,9 @@ REJECTED = {
     "emri_small_jpeg_2k_lossless_too_short.dcm": "truncated",  # no sequence delimiter
     "badVR.dcm": "corrupt",  # NumberOfFrames '1A'
     "no_meta.dcm": "not_dicom",  # starts with a stray byte: no tag at offset 0
-    "UN_sequence.dcm": "no_sop_instance_uid",
     "empty_charset_LEI.dcm": "no_sop_instance_uid",
     "meta_missing_tsyntax.dcm": "no_sop_instance_uid",
     "nested_priv_SQ.dcm": "no_sop_instance_uid",
-    "no_meta_group_length.dcm": "no_sop_instance_uid",
-    "priv_SQ.dcm": "no_sop_instance_uid",
 }
 
 
@@ -69,7 +67,10 @@ def test_corpus_file_splits_or_is_rejected_as_expected(path: Path) -> None:
     split = split_instance(data)
     assert split.prefix + b"".join(split.frames) + split.suffix == data
     reference = read_reference(path)
-    assert split.dataset.SOPInstanceUID == reference.SOPInstanceUID
+    # The instance's name: its SOPInstanceUID, else its file meta's (as DCMTK reads it)
+    own = reference.get("SOPInstanceUID")
+    assert split.sop_uid_from_meta == (own is None)
+    assert split.dataset.get("SOPInstanceUID") == own
     assert not any(tag in split.dataset for tag in (0x7FE00008, 0x7FE00009, 0x7FE00010))
     header = read_reference(path, stop_before_pixels=True)
     # The split header holds pydicom's header, plus elements found after the pixel data
@@ -448,3 +449,33 @@ def test_a_file_that_shrinks_while_streamed_is_changed_while_reading(kept: int) 
         split = split_stream(_RangedReads(CT_SMALL[:kept]), len(CT_SMALL), limit=1 << 20)
         list(split.frames)
     assert info.value.reason == "changed_while_reading"
+
+
+@pytest.mark.parametrize("keep_meta_uid", [True, False], ids=["meta-uid", "no-uid"])
+def test_an_instance_without_sop_instance_uid_is_named_by_its_file_meta(
+    keep_meta_uid: bool,
+) -> None:
+    ds = read_reference(Path(get_testdata_file("CT_small.dcm")))
+    uid = str(ds.file_meta.MediaStorageSOPInstanceUID)
+    del ds.SOPInstanceUID
+    if not keep_meta_uid:
+        del ds.file_meta.MediaStorageSOPInstanceUID
+    out = pydicom.filebase.DicomBytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(out, enforce_file_format=False)
+    if not keep_meta_uid:
+        with pytest.raises(DicomParseError) as exc:
+            split_instance(out.getvalue())
+        assert exc.value.reason == "no_sop_instance_uid"
+        return
+    split = split_instance(out.getvalue())
+    assert split.sop_uid_from_meta and "SOPInstanceUID" not in split.dataset
+    assert promoted_values(split)["SOPInstanceUID"] == uid
+    assert (
+        len(split.frames) == 1 and split.prefix + split.frames[0] + split.suffix == out.getvalue()
+    )
+    # Plain CT_small is named by its own (0008,0018)
+    assert not split_instance(
+        Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    ).sop_uid_from_meta

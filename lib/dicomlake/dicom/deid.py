@@ -89,7 +89,13 @@ from pydicom.uid import UID_dictionary
 
 from dicomlake.config import DeidConfig
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING, SOURCE
-from dicomlake.dicom.values import BINARY_VRS, converted_element, get, values_of
+from dicomlake.dicom.values import (
+    BINARY_VRS,
+    converted_element,
+    get,
+    sop_instance_uid,
+    values_of,
+)
 
 PSEUDONYM_PURPOSE = "pseudonym"  # Keyring.secret_for(PSEUDONYM_PURPOSE)
 ALGORITHM = "dicomlake-deid-v1"
@@ -309,6 +315,8 @@ def deidentify(
         raise ValueError(f"deidentify: the secret must have at least 16 bytes, got {len(secret)}")
     options = options or DeidConfig()
     originals = {kw: _text(get(dataset, kw)) for kw in IDENTITY_KEYWORDS}
+    # An instance named by its file meta alone (`split.SplitInstance.sop_uid_from_meta`)
+    originals["SOPInstanceUID"] = sop_instance_uid(dataset)[0]
     shift = 0
     if options.dates == "shift":
         key = originals["PatientID"] or "study:" + (originals["StudyInstanceUID"] or "")
@@ -322,6 +330,7 @@ def deidentify(
     identities: dict[str, Any] = {f"original_{kw}": v for kw, v in originals.items()}
     for kw in PSEUDONYM_KEYWORDS:
         identities[kw] = _text(get(clean, kw))
+    identities["SOPInstanceUID"] = sop_instance_uid(clean)[0]
     identities["original_uids"] = json.dumps(ctx.uids, sort_keys=True)
     identities["date_shift_days"] = shift
     identities["deid_counts"] = ctx.counts

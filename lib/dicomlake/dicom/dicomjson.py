@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.jsonrep import convert_to_python_number
 from pydicom.valuerep import FLOAT_VR, INT_VR, VR
@@ -27,22 +28,26 @@ def header_json(dataset: Dataset) -> str:
     pydicom's own ``to_json`` compares its threshold with the base64 length and raises
     on an unconvertible value; this walk uses the byte length and keeps such a value as
     inline UN bytes instead.
+
+    ``InlineBinary`` is little endian (PS3.18 F.2.7), as DCMTK's ``dcm2json`` writes it: the
+    words of OW, OL, OF, OD and OV values read from a big endian dataset are swapped.
     """
-    return json.dumps(_json_dict(dataset), separators=(",", ":"))
+    little = getattr(dataset, "original_encoding", (None, None))[1] is not False
+    return json.dumps(_json_dict(dataset, little), separators=(",", ":"))
 
 
-def _json_dict(dataset: Dataset) -> dict[str, Any]:
+def _json_dict(dataset: Dataset, little: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for elem in elements(dataset):
         key = f"{elem.tag:08X}"
         if elem.VR == "SQ":
-            out[key] = {"vr": "SQ", "Value": [_json_dict(item) for item in elem.value]}
+            out[key] = {"vr": "SQ", "Value": [_json_dict(item, little) for item in elem.value]}
         elif elem.tag in PIXEL_TAGS or (
             elem.VR in BINARY_VRS and len(elem.value or b"") > BULK_THRESHOLD
         ):
             out[key] = {"vr": elem.VR, "BulkDataURI": BULK_DATA_URI}
         else:
-            out[key] = _element_json(elem)
+            out[key] = _element_json(elem, little)
     return out
 
 
@@ -53,6 +58,17 @@ _PLAIN_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
     | _NUMBER_VRS
 )
+
+
+# Bytes per word of the binary VRs whose byte order follows the dataset's
+_WORD_BYTES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _little_endian(value: bytes, width: int) -> bytes:
+    """Big endian words as little endian; a trailing partial word is kept as it is."""
+    whole = len(value) - len(value) % width
+    words = np.frombuffer(value, f">u{width}", whole // width).astype(f"<u{width}")
+    return words.tobytes() + value[whole:]
 
 
 def _numbers(values: list[Any], vr: str) -> list[Any]:
@@ -76,9 +92,12 @@ def _number_or_text(value: Any, vr: str) -> Any:
     return number if number is None or math.isfinite(number) else str(value)
 
 
-def _element_json(elem: Any) -> dict[str, Any]:
+def _element_json(elem: Any, little: bool) -> dict[str, Any]:
     try:
         vr = elem.VR
+        if not little and vr in _WORD_BYTES and elem.value:
+            swapped = _little_endian(elem.value, _WORD_BYTES[vr])
+            return {"vr": vr, "InlineBinary": base64.b64encode(swapped).decode("ascii")}
         if vr not in _PLAIN_VRS:
             return elem.to_json_dict(None, BULK_THRESHOLD)
         values = values_of(elem.value)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from dicomlake.dicom.split import SplitInstance
-from dicomlake.dicom.values import get, values_of
+from dicomlake.dicom.values import get, sop_instance_uid, values_of
 
 _STRING, _DATE, _INT, _DOUBLE = pa.string(), pa.date32(), pa.int32(), pa.float64()
 _DOUBLES = pa.list_(pa.float64())
@@ -121,7 +121,9 @@ def promoted_values(split: SplitInstance) -> dict[str, object]:
     """Return the promoted column values of one instance, typed as in `PROMOTED`.
 
     Missing or malformed values are None; multi-valued strings are joined with '\\'.
-    ``NumberOfFrames`` is 1 for pixel data without the attribute, and
+    ``SOPInstanceUID`` is the file meta's MediaStorageSOPInstanceUID when the dataset has
+    none (`SplitInstance.sop_uid_from_meta`), ``NumberOfFrames`` is 1 for pixel data without
+    the attribute, and
     ``TransferSyntaxUID`` comes from the file meta or the syntax implied by the encoding.
 
     Examples
@@ -137,6 +139,7 @@ def promoted_values(split: SplitInstance) -> dict[str, object]:
     for field in PROMOTED:
         value = get(dataset, field.name)
         row[field.name] = None if value is None else _CONVERTERS[field.type](value)
+    row["SOPInstanceUID"] = sop_instance_uid(dataset)[0]
     row["NumberOfFrames"] = split.number_of_frames or None
     row["TransferSyntaxUID"] = split.transfer_syntax_uid
     return row

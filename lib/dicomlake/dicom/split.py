@@ -29,7 +29,7 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
-from dicomlake.dicom.values import get
+from dicomlake.dicom.values import get, sop_instance_uid
 from dicomlake.dicom.walk import (
     ITEM,
     SEQUENCE_DELIMITER,
@@ -108,6 +108,8 @@ class SplitInstance:
     frame_spec: FrameSpec | None
     transfer_syntax_uid: str
     number_of_frames: int
+    # No (0008,0018) SOPInstanceUID: the instance is named by the file meta's (0002,0003)
+    sop_uid_from_meta: bool = False
 
 
 def split_instance(data: bytes, *, max_inflated: int = MAX_INFLATED) -> SplitInstance:
@@ -132,7 +134,9 @@ def split_instance(data: bytes, *, max_inflated: int = MAX_INFLATED) -> SplitIns
         With reason ``empty``, ``not_dicom``, ``truncated``, ``corrupt``, ``too_deep``
         (sequences nested more than `walk.MAX_DEPTH` deep), ``too_large`` (inflates to more
         than ``max_inflated``, or more than `MAX_FRAMES` frames), ``dicomdir`` or
-        ``no_sop_instance_uid``; any other failure of the parser is wrapped as ``corrupt``.
+        ``no_sop_instance_uid`` (neither SOPInstanceUID (0008,0018) nor, in the file meta,
+        MediaStorageSOPInstanceUID (0002,0003)); any other failure of the parser is wrapped as
+        ``corrupt``.
 
     Examples
     --------
@@ -199,9 +203,9 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
     _check_limit(limit, header_end, "the header" if pixel else "a file without pixel data")
     header = reader.read(0, header_end)
     dataset = _parse_header(header)
-    _check_identity(dataset)
+    from_meta = _check_identity(dataset)
     if pixel is None:
-        return SplitInstance(dataset, header, [], b"", False, None, syntax, 0)
+        return SplitInstance(dataset, header, [], b"", False, None, syntax, 0, from_meta)
 
     nframes = _int_attr(dataset, "NumberOfFrames") or 1
     if pixel.length == UNDEFINED:
@@ -236,6 +240,7 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
         spec,
         syntax,
         nframes,
+        from_meta,
     )
 
 
@@ -303,6 +308,24 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
     return dataset, spec
 
 
+def inflated_dataset(data: bytes, *, max_inflated: int = MAX_INFLATED) -> bytes:
+    """The dataset of a Deflated Explicit VR Little Endian file, inflated (at most
+    ``max_inflated`` bytes): a bare Explicit VR Little Endian dataset, which `split_instance`
+    cuts into frames like any other.
+
+    Raises
+    ------
+    DicomParseError
+        ``not_dicom`` when the file is not deflated; as `split_instance` otherwise.
+    """
+    meta_end, syntax, _, _ = _dataset_encoding(
+        Reader.of(data), 132 if data[128:132] == b"DICM" else 0
+    )
+    if syntax != DeflatedExplicitVRLittleEndian:
+        raise DicomParseError("not_dicom", f"transfer syntax {syntax}, not deflated")
+    return _inflate(memoryview(data)[meta_end:], max_inflated)
+
+
 def _split_deflated(data: bytes, meta_end: int, max_inflated: int) -> SplitInstance:
     """A Deflated Explicit VR Little Endian file, kept whole: its header, inflated at most
     ``max_inflated`` bytes and walked like any other dataset before pydicom parses it."""
@@ -316,11 +339,11 @@ def _split_deflated(data: bytes, meta_end: int, max_inflated: int) -> SplitInsta
         )
     header = FileDataset(io.BytesIO(), dataset, meta.preamble, meta.file_meta, False, True)
     header.set_original_encoding(False, True, dataset.original_character_set)
-    _check_identity(header)
+    from_meta = _check_identity(header)
     # Rows tells whether an image follows; its frames are not cut apart
     nframes = _int_attr(header, "NumberOfFrames") or (1 if "Rows" in header else 0)
     return SplitInstance(
-        header, data, [], b"", False, None, DeflatedExplicitVRLittleEndian, nframes
+        header, data, [], b"", False, None, DeflatedExplicitVRLittleEndian, nframes, from_meta
     )
 
 
@@ -486,14 +509,20 @@ def _tag(keyword: str) -> str:
     return tag_str(tag_for_keyword(keyword))
 
 
-def _check_identity(dataset: Dataset) -> None:
-    """Reject directories and instances without a SOP Instance UID."""
+def _check_identity(dataset: Dataset) -> bool:
+    """Reject directories and instances without a SOP Instance UID; return whether the UID is
+    the file meta's."""
     meta_class = get(dataset.file_meta, "MediaStorageSOPClassUID")
     if MediaStorageDirectoryStorage in (meta_class, get(dataset, "SOPClassUID")):
         raise DicomParseError("dicomdir", "Media Storage Directory (DICOMDIR), not an instance")
-    uid = get(dataset, "SOPInstanceUID")
-    if not uid or not str(uid).strip():
-        raise DicomParseError("no_sop_instance_uid", "SOPInstanceUID (0008,0018) is missing")
+    uid, from_meta = sop_instance_uid(dataset)
+    if uid is None:
+        raise DicomParseError(
+            "no_sop_instance_uid",
+            "SOPInstanceUID (0008,0018) is missing, and so is the file meta's "
+            "MediaStorageSOPInstanceUID (0002,0003)",
+        )
+    return from_meta
 
 
 def _required(dataset: Dataset, keyword: str, pixel: Element) -> int:

@@ -129,3 +129,19 @@ def get(dataset: Dataset, keyword: str) -> object:
 def _tag(keyword: str) -> BaseTag | None:
     tag = tag_for_keyword(keyword)
     return None if tag is None else BaseTag(tag)
+
+
+def sop_instance_uid(dataset: Dataset) -> tuple[str | None, bool]:
+    """The instance's SOP Instance UID, and whether it came from the file meta.
+
+    A dataset without (0008,0018) is still an instance when its file meta names it in
+    (0002,0003) MediaStorageSOPInstanceUID, as DCMTK reads it.
+    """
+    meta = getattr(dataset, "file_meta", None)
+    named = ((dataset, "SOPInstanceUID", False), (meta, "MediaStorageSOPInstanceUID", True))
+    for holder, keyword, from_meta in named:
+        value = None if holder is None else get(holder, keyword)
+        text = "" if value is None else "\\".join(str(v) for v in values_of(value))
+        if text.strip(" \x00"):
+            return text.strip(" \x00"), from_meta
+    return None, False

@@ -65,6 +65,9 @@ class IngestSummary:
     deid_removed: dict[str, int] = field(default_factory=dict)
     """What de-identification removed that no rule keeps: unknown attributes, private ones,
     text in safe-listed private slots (counted per instance)."""
+    sop_uid_from_meta: int = 0
+    """Instances without SOPInstanceUID (0008,0018), named by the file meta's
+    MediaStorageSOPInstanceUID (0002,0003)."""
     tables: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -235,6 +238,7 @@ def _run_locked(
         stage_seconds={k: round(v, 3) for k, v in sorted(stage.items())},
         reasons=dict(Counter(e["reason"] for e in errors)),
         deid_removed=dict(sum((r.deid_removed for r in results), Counter())),
+        sop_uid_from_meta=sum(r.sop_uid_from_meta for r in results),
         tables={
             **{name: layout.table(name) for name in schemas.SCHEMAS},
             "paths": layout.restricted("paths"),

@@ -106,6 +106,8 @@ class TaskResult:
     bytes_stored: int = 0
     # What de-identification removed for want of a rule that keeps it (`deidentify`'s counts)
     deid_removed: Counter[str] = field(default_factory=Counter)
+    # Instances named by the file meta's MediaStorageSOPInstanceUID, having no SOPInstanceUID
+    sop_uid_from_meta: int = 0
 
 
 def _ts(ms: int) -> datetime:
@@ -605,6 +607,7 @@ class _Task:
                     "source_sha256": sha,
                     "ingest_run_id": run_id,
                     "ingested_at": _ts(self.ctx.started_ms),
+                    "sop_uid_from_meta": split.sop_uid_from_meta,
                 }
             )
             # Each row becomes Arrow now, so a value that does not fit its column fails this
@@ -620,6 +623,7 @@ class _Task:
             self.identities.append(identities)
             self.result.deid_removed.update(identities["deid_counts"])
         self.result.bytes_stored += stored_total
+        self.result.sop_uid_from_meta += split.sop_uid_from_meta
         self.source_row(info, sha, "ingested", instance_id=sha, sop=sop)
 
     def write_fragments(self, close_packs: Callable[[], None]) -> None:

@@ -1,19 +1,24 @@
-"""Giving ingested instances back as their original files, byte for byte."""
+"""Giving ingested instances back as their original files, byte for byte: any stored version,
+chosen by UID, instance id, manifest or an SQL predicate over the instances table."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import duckdb
+import pyarrow as pa
 
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, uid_pseudonym
 from dicomlake.dicom.split import header_from_prefix
-from dicomlake.dicom.values import get, values_of
+from dicomlake.dicom.values import get, sop_instance_uid, values_of
 from dicomlake.errors import IntegrityError, LakeError
 from dicomlake.lake.delta import AsOf
 from dicomlake.lake.layout import LakeLayout
@@ -41,40 +46,118 @@ def version_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row["ingested_at"], row["source_mtime"], row["source_path_id"])
 
 
-def find_instances(
-    store: PixelStore,
+def read_manifest(path: Path) -> list[str]:
+    """The SOP Instance UIDs and instance ids a manifest file names: one a line, blank lines and
+    ``#`` comments (whole lines or line ends) left out."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LakeError(f"manifest {path} cannot be read: {exc}") from None
+    return [s for s in (line.split("#", 1)[0].strip() for line in text.splitlines()) if s]
+
+
+def where_ids(instances: pa.Table, predicate: str) -> set[str]:
+    """The instance ids of the rows of ``instances`` for which the SQL ``predicate`` holds.
+
+    DuckDB runs it as ``SELECT instance_id FROM instances WHERE (<predicate>)`` and nothing
+    else: one SELECT statement, on the in-memory table, with file and network access off (no
+    ``read_csv``, ``COPY`` or ``ATTACH``) and the configuration locked. Ids it returns that are
+    not the table's are dropped.
+    """
+    sql = f"SELECT instance_id FROM instances WHERE ({predicate})"
+    con = duckdb.connect(
+        ":memory:", config={"enable_external_access": False, "lock_configuration": True}
+    )
+    try:
+        statements = con.extract_statements(sql)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise duckdb.ParserException("more than one statement")
+        con.register("instances", instances)
+        found = {row[0] for row in con.execute(sql).fetchall()}
+    except duckdb.Error as exc:
+        reason = str(exc).splitlines()[0]
+        raise LakeError(
+            f"--where {predicate!r} is no predicate on the instances table ({reason})"
+        ) from None
+    finally:
+        con.close()
+    return found & set(instances["instance_id"].to_pylist())
+
+
+def select_instances(
+    instances: pa.Table,
     *,
     sop: str | None = None,
     series: str | None = None,
     study: str | None = None,
-    as_of: AsOf = None,
-) -> list[dict[str, Any]]:
-    """The latest version of every instance matching one of the UIDs (in the instances table as
-    of a table version or time, when given).
+    instance_ids: Sequence[str] = (),
+    manifest: Sequence[str] = (),
+    where: str | None = None,
+    all_versions: bool = False,
+) -> tuple[list[tuple[dict[str, Any], str]], list[str]]:
+    """The rows to export, each with its file name, and what was asked for but has no row.
 
-    The UIDs are the ones in the ``instances`` table: pseudonyms when the lake de-identifies
-    (``deid.enabled``). Key holders map originals to pseudonyms with ``dicomlake reidentify``;
-    the exported files themselves are the originals, byte for byte.
+    The selection is the union of what each argument names: ``sop``, ``series`` and ``study``
+    match the UIDs in the ``instances`` table (pseudonyms when the lake de-identifies:
+    ``dicomlake reidentify`` maps originals to them; the exported files are the originals,
+    byte for byte), ``instance_ids`` the ``instance_id`` column, a ``manifest`` line either
+    (a SOP Instance UID or an instance id), ``where`` is `where_ids`'s predicate. Each selected
+    SOP Instance UID gives its latest version (`version_key`), a row named by its instance id
+    that very version; ``all_versions`` gives every stored version of each.
     """
-    column, value = next(
-        (c, v)
-        for c, v in (
-            ("SOPInstanceUID", sop),
-            ("SeriesInstanceUID", series),
-            ("StudyInstanceUID", study),
-        )
-        if v
-    )
-    rows = read_table(store.fs, store.layout, "instances", _COLUMNS, as_of).to_pylist()
-    latest: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row[column] == value:
-            current = latest.get(row["SOPInstanceUID"])
-            if current is None or version_key(row) > version_key(current):
-                latest[row["SOPInstanceUID"]] = row
-    if not latest:
-        raise LakeError(f"no instance with {column}={value!r} in {store.layout.table('instances')}")
-    return sorted(latest.values(), key=lambda r: r["SOPInstanceUID"])
+    rows = instances.to_pylist()
+    # Per SOP Instance UID its versions, oldest first; the same bytes twice are one version
+    stored: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in sorted(rows, key=version_key):
+        stored.setdefault(row["SOPInstanceUID"], {})[row["instance_id"]] = row
+    versions = {uid: sorted(by_id.values(), key=version_key) for uid, by_id in stored.items()}
+
+    uids: set[str] = set()  # the latest (or every) version of these
+    named: set[tuple[str, str]] = set()  # these very versions: (SOPInstanceUID, instance_id)
+    requested = [
+        *((v, ("SOPInstanceUID",)) for v in [sop] if v),
+        *((v, ("SeriesInstanceUID",)) for v in [series] if v),
+        *((v, ("StudyInstanceUID",)) for v in [study] if v),
+        *((v, ("instance_id",)) for v in instance_ids),
+        *((v, ("SOPInstanceUID", "instance_id")) for v in manifest),
+    ]
+    if where is not None:
+        requested += [(i, ("where",)) for i in where_ids(instances, where)]
+    index = {c: _index(rows, c) for c in (*_UID_COLUMNS, "instance_id")}
+    index["where"] = index["instance_id"]  # a predicate's rows name their SOP Instance UIDs
+    missing: list[str] = []
+    for value, columns in requested:
+        hits = [(c, r) for c in columns for r in index[c].get(value, [])]
+        if not hits and value not in missing:
+            missing.append(value)
+        for column, row in hits:
+            if column == "instance_id":
+                named.add((row["SOPInstanceUID"], row["instance_id"]))
+            else:
+                uids.add(row["SOPInstanceUID"])
+    if all_versions:
+        uids |= {uid for uid, _ in named}
+
+    chosen: list[tuple[dict[str, Any], str]] = []
+    for uid in sorted(uids | {uid for uid, _ in named}, key=str):
+        for number, row in enumerate(versions[uid], 1):
+            latest = number == len(versions[uid])
+            if (uid in uids and (all_versions or latest)) or (uid, row["instance_id"]) in named:
+                chosen.append((row, version_name(uid, number, row["instance_id"], latest)))
+    return chosen, missing
+
+
+def version_name(uid: str | None, number: int, instance_id: str, latest: bool) -> str:
+    """The file name of the ``number``-th stored version (by `version_key`, from 1) of a SOP
+    Instance UID: the latest is `export_name`'s, an older one
+    ``<that name without .dcm>.v<number>-<first 12 hex digits of its instance_id>.dcm``, so
+    versions never share a name and none can be taken for a UID of the DICOM grammar.
+
+    >>> version_name("1.2.3", 1, "ab" * 32, False), version_name("1.2.3", 2, "cd" * 32, True)
+    ('1.2.3.v1-abababababab.dcm', '1.2.3.dcm')
+    """
+    name = export_name(uid)
+    return name if latest else f"{name.removesuffix('.dcm')}.v{number}-{instance_id[:12]}.dcm"
 
 
 def export_instances(
@@ -86,9 +169,13 @@ def export_instances(
     sop: str | None = None,
     series: str | None = None,
     study: str | None = None,
+    instance_ids: Sequence[str] = (),
+    manifest: Sequence[str] = (),
+    where: str | None = None,
+    all_versions: bool = False,
     as_of: AsOf = None,
 ) -> dict[str, Any]:
-    """Write the selected instances to ``out``, named by `export_name`, each checked first.
+    """Write the instances `select_instances` picks to ``out``, each checked first.
 
     The tables are not sealed, the chunks are: each file must hash to its row's instance_id and
     source_sha256, and the UIDs in its own header (out of the sealed prefix chunk) must be the
@@ -97,10 +184,25 @@ def export_instances(
 
     With ``as_of``, the instances are the ones the lake held then (stored chunks never change,
     so their frames and packs are read as they are now).
+
+    Returns the summary: files, bytes, files per StudyInstanceUID (``studies``) and the
+    requested UIDs and ids without a row (``not_found``; the others are still written).
     """
     store = PixelStore(lake, keyring, config)
-    instances = find_instances(store, sop=sop, series=series, study=study, as_of=as_of)
-    frames = store.frames_of(r["instance_id"] for r in instances).to_pylist()
+    # A predicate may name any column; otherwise the columns selection needs
+    columns = None if where is not None else _COLUMNS
+    table = read_table(store.fs, store.layout, "instances", columns, as_of)
+    instances, not_found = select_instances(
+        table,
+        sop=sop,
+        series=series,
+        study=study,
+        instance_ids=instance_ids,
+        manifest=manifest,
+        where=where,
+        all_versions=all_versions,
+    )
+    frames = store.frames_of(r["instance_id"] for r, _ in instances).to_pylist()
     by_instance: dict[str, list[dict[str, Any]]] = {}
     for row in frames:
         by_instance.setdefault(row["instance_id"], []).append(row)
@@ -109,11 +211,13 @@ def export_instances(
     written = 0
     checked: list[tuple[Path, Path]] = []
     try:
-        for inst in track(instances, len(instances), "export"):
-            what = f"instance {inst['SOPInstanceUID']!r} rebuilt from {lake}"
+        for inst, name in track(instances, len(instances), "export"):
+            what = (
+                f"instance {inst['SOPInstanceUID']!r} ({inst['instance_id']}) rebuilt from {lake}"
+            )
             # by_instance holds only rows of this instance_id: the id each chunk is sealed with
             chunks = store.rebuild(inst["instance_id"], by_instance.get(inst["instance_id"], []))
-            target = out / export_name(inst["SOPInstanceUID"])
+            target = out / name
             tmp = out / f".{target.name}.tmp"
             checked.append((tmp, target))
             written += _write_checked(_header_checked(chunks, inst, secret, what), tmp, inst, what)
@@ -128,6 +232,8 @@ def export_instances(
         "out": str(out),
         "files": len(instances),
         "bytes": written,
+        "studies": dict(Counter(r["StudyInstanceUID"] or "" for r, _ in instances)),
+        "not_found": not_found,
     }
 
 
@@ -156,7 +262,8 @@ def _header_checked(
     for column in _UID_COLUMNS:
         # As ingest made the row's value: values joined with '\\', stripped; pseudonyms of the
         # values stripped of spaces and NULs
-        values = [str(v) for v in values_of(get(dataset, column))]
+        value = sop_instance_uid(dataset)[0] if column == "SOPInstanceUID" else None
+        values = [str(v) for v in values_of(value or get(dataset, column))]
         own = "\\".join(values).strip()
         pseudonym = "\\".join(uid_pseudonym(secret, v) if v.strip(" \x00") else "" for v in values)
         if (inst[column] or "") not in (own, pseudonym):
@@ -188,3 +295,10 @@ def _write_checked(chunks: Iterable[bytes], tmp: Path, inst: dict[str, Any], wha
         tmp.unlink(missing_ok=True)
         raise
     return size
+
+
+def _index(rows: list[dict[str, Any]], column: str) -> dict[str, list[dict[str, Any]]]:
+    index: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        index.setdefault(row[column], []).append(row)
+    return index

@@ -1,7 +1,9 @@
-"""Reading chunks back from a lake's packs: whole instances byte for byte, or one frame.
+"""Reading chunks back from a lake's packs: whole instances byte for byte, one frame, or the
+frames of many instances.
 
 One frame costs one ranged read of the pack header (cached per pack) and one of the chunk:
-the other chunks of the pack are never touched.
+the other chunks of the pack are never touched. `PixelStore.iter_frames` reads chunks that lie
+one after another with one read.
 """
 
 from __future__ import annotations
@@ -9,17 +11,19 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pydicom
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.frames import encapsulated_frame_array, frame_array
-from dicomlake.dicom.split import FrameSpec, header_from_prefix
+from dicomlake.dicom.split import FrameSpec, header_from_prefix, inflated_dataset, split_instance
 from dicomlake.errors import LakeError
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import latest_packs, read_table
@@ -33,6 +37,11 @@ from dicomlake.pixels.pack import (
 from dicomlake.storage import filesystem_for
 
 ORDER = {"prefix": 0, "frame": 1, "suffix": 2}
+# The most bytes `PixelStore.iter_frames` fetches with one read, and the most between two of
+# its chunks that it reads and drops rather than start another read (an instance's header and
+# trailing chunks lie between its frames and the next instance's)
+BULK_READ_BYTES = 64 << 20
+BULK_GAP = 1 << 20
 
 
 class PixelStore:
@@ -66,9 +75,11 @@ class PixelStore:
 
         Frames stored with an image codec need the instance's ``spec`` to decode.
         """
+        sealed = self.fs.read(self.layout.absolute(row["pack_path"]), row["offset"], row["length"])
+        return self._open(row, sealed, spec)
+
+    def _open(self, row: dict[str, Any], sealed: bytes, spec: FrameSpec | None) -> bytes:
         pack_path = row["pack_path"]
-        key = self._data_key(pack_path)
-        sealed = self.fs.read(self.layout.absolute(pack_path), row["offset"], row["length"])
         record = ChunkRecord(
             instance=row["instance_id"],
             kind=row["chunk_kind"],
@@ -80,7 +91,11 @@ class PixelStore:
             raw_sha256=row["raw_sha256"],
         )
         return open_chunk(
-            sealed, data_key=key, pack_id=_pack_id(pack_path), record=record, spec=spec
+            sealed,
+            data_key=self._data_key(pack_path),
+            pack_id=_pack_id(pack_path),
+            record=record,
+            spec=spec,
         )
 
     def rebuild(
@@ -109,17 +124,94 @@ class PixelStore:
         rows = self.frames_of([instance_id]).to_pylist()
         if not rows or rows[0]["chunk_kind"] != "prefix":
             raise LakeError(f"instance {instance_id} is not in {self.layout.table('frames')}")
-        dataset, spec = header_from_prefix(self.chunk(rows[0]))
-        frames = [r for r in rows if r["chunk_kind"] == "frame"]
-        count = _frames_in(dataset)
-        if not frames or not 1 <= frame_number <= count:
+        prefix = self.chunk(rows[0])
+        layout = _Layout.of(prefix, rows)
+        if not 1 <= frame_number <= layout.count:
             raise LakeError(f"instance {instance_id} has no frame {frame_number}")
-        if len(frames) == count:  # one chunk per frame: read just that one
-            target = frames[frame_number - 1]
-            if spec is not None:
-                return frame_array(self.chunk(target, spec), spec)
-            if dataset.file_meta.TransferSyntaxUID.is_encapsulated:
-                return encapsulated_frame_array(self.chunk(target), dataset)
+        if layout.per_chunk:  # one chunk per frame: read just that one
+            target = layout.frames[frame_number - 1]
+            return layout.decode(self.chunk(target, layout.spec))
+        return self._whole(instance_id, rows, prefix, layout)[frame_number - 1]
+
+    def iter_frames(self, instance_ids: Iterable[str]) -> Iterator[tuple[str, int, np.ndarray]]:
+        """Every frame of the given instances as ``(instance_id, frame_number, array)``, each
+        array as `frame` gives it, in storage order: pack by pack, chunks by offset.
+
+        Chunks that lie one after another in a pack (an instance's frames are written so, and
+        the instances of a run next to each other), at most `BULK_GAP` bytes apart, come with
+        one ranged read of up to `BULK_READ_BYTES`, so a series costs a few reads rather than
+        one per frame. Frames not stored one per chunk (deflated files, frames that could
+        not be cut apart) follow, a whole instance at a time. Instances without pixel data
+        give nothing; an unknown instance id is a LakeError.
+        """
+        wanted = sorted(set(instance_ids))
+        by_instance: dict[str, list[dict[str, Any]]] = {i: [] for i in wanted}
+        for row in self.frames_of(wanted).to_pylist():
+            by_instance[row["instance_id"]].append(row)
+        missing = [
+            i for i, rows in by_instance.items() if not rows or rows[0]["chunk_kind"] != "prefix"
+        ]
+        if missing:
+            raise LakeError(f"instance {missing[0]} is not in {self.layout.table('frames')}")
+        prefixes = {
+            row["instance_id"]: data
+            for row, data in self._bulk([r[0] for r in by_instance.values()], {})
+        }
+        layouts = {i: _Layout.of(prefixes[i], rows) for i, rows in by_instance.items()}
+        specs = {i: lay.spec for i, lay in layouts.items()}
+        # 1-based frame numbers by (instance, stored index), as `frame` counts them
+        number = {
+            (row["instance_id"], row["frame_number"]): n
+            for lay in layouts.values()
+            if lay.per_chunk
+            for n, row in enumerate(lay.frames, 1)
+        }
+        per_chunk = [row for lay in layouts.values() if lay.per_chunk for row in lay.frames]
+        for row, data in self._bulk(per_chunk, specs):
+            i = row["instance_id"]
+            yield i, number[i, row["frame_number"]], layouts[i].decode(data)
+        for i, lay in layouts.items():
+            if lay.count and not lay.per_chunk:
+                for n, frame in enumerate(self._whole(i, by_instance[i], prefixes[i], lay), 1):
+                    yield i, n, frame
+
+    def _bulk(
+        self, rows: list[dict[str, Any]], specs: dict[str, FrameSpec | None]
+    ) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """``(row, chunk)`` for the chunks of ``rows`` in storage order, chunks that follow one
+        another in a pack (gaps up to `BULK_GAP`) fetched by one read; ``specs`` per instance
+        id, for image codecs."""
+        ordered = sorted(rows, key=lambda r: (r["pack_path"], r["offset"]))
+        run: list[dict[str, Any]] = []
+        for row in [*ordered, None]:
+            if run and (
+                row is None
+                or row["pack_path"] != run[0]["pack_path"]
+                or not 0 <= row["offset"] - (run[-1]["offset"] + run[-1]["length"]) <= BULK_GAP
+                or row["offset"] + row["length"] - run[0]["offset"] > BULK_READ_BYTES
+            ):
+                start = run[0]["offset"]
+                end = run[-1]["offset"] + run[-1]["length"]
+                sealed = self.fs.read(self.layout.absolute(run[0]["pack_path"]), start, end - start)
+                for r in run:
+                    piece = sealed[r["offset"] - start : r["offset"] - start + r["length"]]
+                    yield r, self._open(r, piece, specs.get(r["instance_id"]))
+                run = []
+            if row is not None:
+                run.append(row)
+
+    def _whole(
+        self, instance_id: str, rows: list[dict[str, Any]], prefix: bytes, layout: _Layout
+    ) -> np.ndarray:
+        """All frames of an instance whose frames are not stored one per chunk, as an array of
+        shape (frames, ...)."""
+        if layout.deflated:  # stored whole as its prefix: split the inflated dataset
+            split = split_instance(inflated_dataset(prefix))
+            if split.frame_spec is None or len(split.frames) != layout.count:
+                raise LakeError(
+                    f"instance {instance_id}: its inflated pixel data has no native frames"
+                )
+            return np.stack([frame_array(f, split.frame_spec) for f in split.frames])
         # Frames that could not be cut apart (bit-packed, odd big-endian words, fragments of
         # unknown frame) are stored as one chunk: pydicom decodes the rebuilt instance.
         with warnings.catch_warnings():
@@ -127,7 +219,7 @@ class PixelStore:
             pixels = pydicom.dcmread(
                 io.BytesIO(b"".join(self.rebuild(instance_id, rows))), force=True
             ).pixel_array
-        return pixels if count == 1 else pixels[frame_number - 1]
+        return pixels[np.newaxis] if layout.count == 1 else pixels
 
     def _data_key(self, pack_path: str) -> bytes:
         if pack_path not in self._keys:
@@ -139,6 +231,38 @@ class PixelStore:
                 header, self.keyring, self._rewrapped.get(pack_path)
             )
         return self._keys[pack_path]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How one instance's frames are stored, from its prefix chunk and frames-table rows."""
+
+    dataset: pydicom.Dataset
+    spec: FrameSpec | None
+    frames: list[dict[str, Any]]  # its frame chunks' rows, in frame order
+    count: int  # frames of pixel data (0 without)
+    deflated: bool  # stored whole as its prefix chunk
+
+    @classmethod
+    def of(cls, prefix: bytes, rows: list[dict[str, Any]]) -> _Layout:
+        dataset, spec = header_from_prefix(prefix)
+        frames = [r for r in rows if r["chunk_kind"] == "frame"]
+        deflated = dataset.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+        has_pixels = bool(frames) or (deflated and "Rows" in dataset)
+        return cls(dataset, spec, frames, _frames_in(dataset) if has_pixels else 0, deflated)
+
+    @property
+    def per_chunk(self) -> bool:
+        """Whether each frame is a chunk of its own that decodes alone."""
+        syntax = self.dataset.file_meta.get("TransferSyntaxUID")
+        decodable = self.spec is not None or (syntax is not None and syntax.is_encapsulated)
+        return bool(self.frames) and len(self.frames) == self.count and decodable
+
+    def decode(self, chunk: bytes) -> np.ndarray:
+        """One frame chunk (of a `per_chunk` layout) as an array."""
+        if self.spec is not None:
+            return frame_array(chunk, self.spec)
+        return encapsulated_frame_array(chunk, self.dataset)
 
 
 def _frames_in(dataset: pydicom.Dataset) -> int:

@@ -46,6 +46,9 @@ INSTANCES = pa.schema(
         pa.field("stored_bytes", pa.int64()),
     ]
     + LINEAGE
+    # True when the dataset has no SOPInstanceUID (0008,0018) and the instance is named by the
+    # file meta's MediaStorageSOPInstanceUID (0002,0003); null in rows written before
+    + [pa.field("sop_uid_from_meta", pa.bool_())]
 )
 
 # One row per stored chunk: the header bytes before the pixels ("prefix"), every frame, and the
