@@ -88,7 +88,8 @@ class Stack:
         proc = subprocess.run(
             cmd, env=env, cwd=self.spark.workdir, capture_output=True, text=True, timeout=900
         )
-        assert proc.returncode == 0, proc.stderr[-4000:]
+        # The driver's log goes to stdout (spark-submit merges its stderr into it)
+        assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-2000:])
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
