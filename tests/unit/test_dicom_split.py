@@ -285,6 +285,21 @@ def test_prefix_of_a_deflated_file_gives_its_header() -> None:
     assert (dataset.Rows, dataset.Columns) == (reference.Rows, reference.Columns)
 
 
+def test_a_deflated_file_keeps_the_elements_after_its_pixel_data(tmp_path: Path) -> None:
+    """pydicom reads the trailing padding back: the deflated header has it too."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.DataSetTrailingPadding = b"\0" * 8
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "dfl.dcm", enforce_file_format=True)
+    data = (tmp_path / "dfl.dcm").read_bytes()
+    reference = pydicom.dcmread(tmp_path / "dfl.dcm")
+    assert reference.DataSetTrailingPadding == b"\0" * 8
+    header = split_instance(data).dataset
+    assert header.DataSetTrailingPadding == reference.DataSetTrailingPadding
+    assert header.SOPInstanceUID == reference.SOPInstanceUID
+    assert "PixelData" not in header
+
+
 # --- split_stream: the same parts through ranged reads, in bounded memory ----------------------
 
 

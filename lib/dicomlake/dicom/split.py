@@ -337,6 +337,9 @@ def _split_deflated(data: bytes, meta_end: int, max_inflated: int) -> SplitInsta
         dataset = read_dataset(
             io.BytesIO(inflated[: pixel.offset] if pixel else inflated), False, True
         )
+    if pixel is not None:  # the elements after the pixel data (signatures, padding)
+        trailing = walker.end_of(pixel, False)
+        _merge_trailing(dataset, walker, inflated[trailing:], trailing, trailing, False)
     header = FileDataset(io.BytesIO(), dataset, meta.preamble, meta.file_meta, False, True)
     header.set_original_encoding(False, True, dataset.original_character_set)
     from_meta = _check_identity(header)
