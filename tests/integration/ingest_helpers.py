@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -82,3 +84,17 @@ def ingest_command(landing: Path, lake: Path, keyring: Path) -> list[str]:
         "--keyring",
         str(keyring),
     ]
+
+
+def run_export(
+    lake: Path, keyring: Path, conf: Path, out: Path, *selection: str
+) -> subprocess.CompletedProcess:
+    """``dicomlake export`` of ``selection`` into ``out``, as a person runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "dicomlake.cli", "export", "--lake", str(lake), *selection]
+        + ["--out", str(out), "--keyring", str(keyring), "--conf", str(conf)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "lib")},
+        timeout=300,
+    )

@@ -14,13 +14,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pydicom
 import pytest
-from ingest_helpers import sha256_file
+from ingest_helpers import run_export, sha256_file
 from pydicom.data import get_testdata_file
 
 from dicomlake.config import DeidConfig
@@ -29,7 +28,6 @@ from dicomlake.keys import save_keyring
 
 pytestmark = pytest.mark.spark
 
-REPO = Path(__file__).resolve().parents[2]
 FILES = ["CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "JPEG2000.dcm", "rtplan.dcm"]
 COHORT = "Modality IN ('CT', 'MR') AND StudyDate >= DATE '2004-01-01'"
 
@@ -57,14 +55,7 @@ def lake(tmp_path_factory, sc, config, keyring):
 
 def _export(lake, out: Path, *selection: str) -> subprocess.CompletedProcess:
     lake, keyring_path, conf, _ = lake
-    return subprocess.run(
-        [sys.executable, "-m", "dicomlake.cli", "export", "--lake", str(lake), *selection]
-        + ["--out", str(out), "--keyring", str(keyring_path), "--conf", str(conf)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
-        timeout=300,
-    )
+    return run_export(lake, keyring_path, conf, out, *selection)
 
 
 def _summary(proc: subprocess.CompletedProcess) -> dict:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from ingest_helpers import sha256_file, table
+from ingest_helpers import run_export, sha256_file, table
 from pydicom.data import get_testdata_file
 
 from dicomlake.config import DeidConfig
@@ -34,7 +31,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The value length:UserWarning"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 
 HOSTILE = [
     "../../escaped",
@@ -54,17 +50,6 @@ def _expected_name(uid: str) -> str:
     if len(uid) <= 64 and re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid):
         return f"{uid}.dcm"
     return "uid-" + hashlib.sha256(uid.encode()).hexdigest() + ".dcm"
-
-
-def _export(lake: Path, keyring_path: Path, conf: Path, out: Path, *selection: str):
-    return subprocess.run(
-        [sys.executable, "-m", "dicomlake.cli", "export", "--lake", str(lake), *selection]
-        + ["--out", str(out), "--keyring", str(keyring_path), "--conf", str(conf)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
-        timeout=300,
-    )
 
 
 def _files_under(root: Path) -> set[Path]:
@@ -108,7 +93,7 @@ def test_the_command_writes_a_hostile_uid_inside_out(hostile_lake, tmp_path, uid
     uid = str(root / "escaped-absolute") if uid == "<absolute>" else uid
     before = _files_under(root)
     out = tmp_path / "a" / "b" / "out"
-    proc = _export(lake, keyring_path, conf, out, "--sop", uid)
+    proc = run_export(lake, keyring_path, conf, out, "--sop", uid)
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in out.iterdir()] == [_expected_name(uid)]
     assert sha256_file(out / _expected_name(uid)) == sha256_file(files[uid])
@@ -177,19 +162,19 @@ def test_an_instance_row_pointed_at_another_file_is_refused(lake, tmp_path):
 
     # Untouched, X exports as its own file.
     out = tmp_path / "ok"
-    assert _export(lake, keyring_path, conf, out, "--sop", x["SOPInstanceUID"]).returncode == 0
+    assert run_export(lake, keyring_path, conf, out, "--sop", x["SOPInstanceUID"]).returncode == 0
     assert sha256_file(out / f"{x['SOPInstanceUID']}.dcm") == x["source_sha256"]
 
     _edit_rows(lake, "instances", point_x_at_y)
     out = tmp_path / "out"
-    proc = _export(lake, keyring_path, conf, out, "--sop", x["SOPInstanceUID"])
+    proc = run_export(lake, keyring_path, conf, out, "--sop", x["SOPInstanceUID"])
     assert proc.returncode == 1, proc.stderr
     assert "SOPInstanceUID" in proc.stderr and "row was changed" in proc.stderr
     assert list(out.iterdir()) == []
     assert sources[y["instance_id"]].exists()  # Y's own file is what the row pointed at
 
 
-def test_a_row_moved_into_another_study_fails_the_whole_export(lake, tmp_path):
+def test_a_row_moved_into_another_study_fails_the_wholerun_export(lake, tmp_path):
     lake, keyring_path, conf, (x, y), _ = lake
 
     def move_y_into_xs_study(row):
@@ -199,7 +184,7 @@ def test_a_row_moved_into_another_study_fails_the_whole_export(lake, tmp_path):
 
     _edit_rows(lake, "instances", move_y_into_xs_study)
     out = tmp_path / "out"
-    proc = _export(lake, keyring_path, conf, out, "--study", x["StudyInstanceUID"])
+    proc = run_export(lake, keyring_path, conf, out, "--study", x["StudyInstanceUID"])
     assert proc.returncode == 1, proc.stderr
     assert "StudyInstanceUID" in proc.stderr
     assert list(out.iterdir()) == []  # not even X's, which passed
@@ -220,7 +205,7 @@ def test_frames_rows_pointed_at_another_instances_chunks_are_refused(lake, tmp_p
 
     _edit_rows(lake, "frames", x_prefix_from_y)
     out = tmp_path / "out"
-    proc = _export(lake, keyring_path, conf, out, "--sop", x["SOPInstanceUID"])
+    proc = run_export(lake, keyring_path, conf, out, "--sop", x["SOPInstanceUID"])
     assert proc.returncode == 1, proc.stderr
     assert x["instance_id"] in proc.stderr  # the chunk does not open as X's
     assert list(out.iterdir()) == []
