@@ -13,10 +13,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 command -v java >/dev/null || { echo "Java 17 is needed for Spark (and HDFS): install a JDK" >&2; exit 1; }
-# Spark's classes for local jobs, ready-mapped (see dicomlake.spark_cds): made once per java
+# Spark's classes for local jobs, ready-mapped (see dicomlake.spark.cds): made once per java
 # and Spark; without it local Spark only starts ~1.7 s slower.
 mkdir -p .cache
-.venv/bin/python -m dicomlake.spark_cds 2>.cache/spark_cds.log ||
+.venv/bin/python -m dicomlake.spark.cds 2>.cache/spark_cds.log ||
   echo "note: no class-data sharing archive, local Spark starts without it: .cache/spark_cds.log" >&2
 # DCMTK: the tests compare the lake's headers and frames with this independent reader
 if ! command -v dcm2json >/dev/null; then

@@ -75,7 +75,7 @@ DELTA_SPARK_CONF = {
 @pytest.fixture(scope="session")
 def sc(kms_jar, delta_jars):
     """The Spark context dicomlake's jobs run on, local[2], one for the whole test session."""
-    from dicomlake.ingest.session import spark_context
+    from dicomlake.spark.context import spark_context
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     conf = {

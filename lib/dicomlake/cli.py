@@ -51,7 +51,7 @@ def _print(summary: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def _spark(args: argparse.Namespace, config: Config) -> Iterator[Any]:
     """spark-submit's Spark context (left running for it to stop), or one of our own."""
-    from dicomlake.ingest.session import spark_context
+    from dicomlake.spark.context import spark_context
 
     sc = spark_context(config, submitted=args.submitted)
     try:

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from dicomlake.spark_cds import archive_key, find_archive
+from dicomlake.spark.jvm import archive_key, find_archive
 
 pytestmark = pytest.mark.spark
 
 _MAPPED = """
 import subprocess
 from dicomlake.config import load_config
-from dicomlake.ingest.session import spark_context
-from dicomlake.spark_cds import java_binary
+from dicomlake.spark.context import spark_context
+from dicomlake.spark.jvm import java_binary
 sc = spark_context(load_config(env={}), submitted=False)
 pid = str(sc._jvm.java.lang.ProcessHandle.current().pid())
 jcmd = str(java_binary().parent / "jcmd")
@@ -52,12 +52,12 @@ def test_a_local_jvm_maps_the_archive_made_for_it(tmp_path):
     cache = tmp_path / "cache"
     assert _top_archive_bytes(cache) == 0  # no archive yet: the JDK's own only
 
-    made = _run(cache, "-m", "dicomlake.spark_cds")
+    made = _run(cache, "-m", "dicomlake.spark.cds")
     (archive,) = (cache / "dicomlake").iterdir()  # no partial file left
     size = archive.stat().st_size
     assert archive.name.endswith(f"-{size}.jsa") and size > 20 << 20 and str(archive) in made
     assert _top_archive_bytes(cache) > size // 2
-    assert _run(cache, "-m", "dicomlake.spark_cds") == ""  # made already: nothing to do
+    assert _run(cache, "-m", "dicomlake.spark.cds") == ""  # made already: nothing to do
 
     # cut short (a full disk, a copy cut off): HotSpot would crash on it; it is not used
     with archive.open("r+b") as f:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.spark
 RUN = """
 import sys
 from dicomlake.config import load_config
-from dicomlake.ingest.session import spark_context
+from dicomlake.spark.context import spark_context
 sc = spark_context(load_config(env={"DICOMLAKE_SPARK_MASTER": "local[1]"}), submitted=False)
 assert sc.parallelize(range(10), 2).map(lambda x: x * x).sum() == 285
 print("ready", flush=True)

@@ -228,3 +228,50 @@ def test_the_allow_list_names_one_file_only():
     source = "from dicomlake.config import DeidConfig"
     assert violations(source, "dicomlake/dicom/deid.py") == []
     assert violations(source, "dicomlake/dicom/promote.py")
+
+
+# The modules that may import pyspark or py4j: the Spark runtime, the two Spark jobs, and the
+# CLI, which hands `register` a SparkSession.
+SPARK_USERS = ("dicomlake.spark", "dicomlake.ingest", "dicomlake.backup", "dicomlake.cli")
+
+
+def _imports(tree: ast.AST, package: str) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.lineno, _resolve(node, package)))
+    return found
+
+
+def test_only_the_spark_runtime_and_jobs_import_pyspark():
+    found = []
+    for path in sorted((LIB / "dicomlake").rglob("*.py")):
+        relative = path.relative_to(LIB).as_posix()
+        module = relative.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+        if _within(module, SPARK_USERS):
+            continue
+        package = module if relative.endswith("__init__.py") else module.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"), relative)
+        found += [
+            f"{relative}:{line}: imports {name}"
+            for line, name in _imports(tree, package)
+            if _within(name, ("pyspark", "py4j"))
+        ]
+    assert not found, "pyspark belongs to dicomlake.spark and the jobs:\n" + "\n".join(found)
+
+
+def test_the_spark_runtime_has_no_cycle_with_the_jobs():
+    """`dicomlake.spark` is below ingest and backup: it imports neither."""
+    found = []
+    for path in sorted((LIB / "dicomlake" / "spark").rglob("*.py")):
+        relative = path.relative_to(LIB).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"), relative)
+        found += [
+            f"{relative}:{line}: imports {name}"
+            for line, name in _imports(tree, "dicomlake.spark")
+            if _within(name, ("dicomlake.ingest", "dicomlake.backup", "dicomlake.cli"))
+        ]
+    assert len(list((LIB / "dicomlake" / "spark").glob("*.py"))) >= 4
+    assert not found, "\n".join(found)

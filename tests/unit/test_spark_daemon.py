@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from dicomlake.spark_daemon import prefer_installed, zip_version
+from dicomlake.spark.daemon import prefer_installed, zip_version
 
 
 def _zip(tmp_path: Path, name: str, version_py: str | None) -> str:

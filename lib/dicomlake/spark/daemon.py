@@ -7,7 +7,7 @@ When the interpreter has the same pyspark version installed (a pip-installed pys
 executor environment built for the job), this daemon drops the zip from the path so workers
 import the installed, precompiled copy; otherwise it changes nothing.
 
-Used through ``spark.python.daemon.module`` (see `dicomlake.ingest.session`); standard library
+Used through ``spark.python.daemon.module`` (see `dicomlake.spark.context`); standard library
 only, since nothing may import pyspark before the path is settled.
 """
 

@@ -12,7 +12,7 @@ import sys
 from pyspark import SparkConf, SparkContext
 
 from dicomlake.config import Config
-from dicomlake.spark_cds import local_jvm_options
+from dicomlake.spark.jvm import local_jvm_options
 
 # Sensible defaults for these jobs: tasks are coarse and retried whole; speculation would run
 # the same files twice at once for nothing. The time zone is for SQL sessions built on the
@@ -41,9 +41,9 @@ def spark_context(config: Config, *, submitted: bool) -> SparkContext:
             conf.set("spark.driver.host", "127.0.0.1").set("spark.driver.bindAddress", "127.0.0.1")
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             # Workers run this interpreter, which can import dicomlake and its own pyspark:
-            # see dicomlake.spark_daemon (a second saved at every job's start).
-            conf.set("spark.python.daemon.module", "dicomlake.spark_daemon")
-            # This JVM is driver and executor for one short job: see dicomlake.spark_cds.
+            # see dicomlake.spark.daemon (a second saved at every job's start).
+            conf.set("spark.python.daemon.module", "dicomlake.spark.daemon")
+            # This JVM is driver and executor for one short job: see dicomlake.spark.jvm.
             conf.set("spark.driver.extraJavaOptions", local_jvm_options())
         # Executors of a local master run this same interpreter, with this package importable.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
