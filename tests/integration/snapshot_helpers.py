@@ -71,7 +71,7 @@ def backed_up(rel: str) -> bool:
     parts = rel.split("/")
     if any(p.startswith(("_", ".")) and p != "_delta_log" for p in parts):  # tables' logs kept
         return False
-    return not rel.endswith(("._COPYING_", ".tmp", "~"))
+    return not rel.endswith(("._COPYING_", ".tmp", ".part", ".crdownload", "~"))
 
 
 def tree(root: Path, only_backed_up: bool = True) -> dict[str, str]:

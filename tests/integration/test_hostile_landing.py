@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 GiB = 1 << 30
 RUN_TIMEOUT = 900  # seconds; a hang fails the test instead of stopping the suite
-HIDDEN_SUFFIXES = ("._COPYING_", ".tmp", ".part", ".crdownload")
+HIDDEN_SUFFIXES = ("._COPYING_", ".tmp", ".part", ".crdownload", "~")
 MAX_NAME_BYTES = 200
 
 

@@ -30,6 +30,8 @@ from dicomlake.errors import BackupError
         ("tables/frames/_delta_log/_commit_5f1e.json.tmp", False),
         ("quarantine/r1/x.tmp", False),
         ("quarantine/r1/x~", False),
+        ("quarantine/r1/x.part", False),
+        ("quarantine/r1/x.crdownload", False),
         (".snapshot/s1/pixels/r1/p.pack", False),
     ],
 )

@@ -41,7 +41,7 @@ def test_at_least_min_tasks_but_not_more_tasks_than_files() -> None:
 
 def test_candidates_skip_temporaries_and_hidden_files() -> None:
     assert is_candidate("/landing/a/IM0001.dcm")
-    for name in ("x._COPYING_", ".hidden", "_SUCCESS", "x.tmp", "x.part", "x.crdownload"):
+    for name in ("x._COPYING_", ".hidden", "_SUCCESS", "x.tmp", "x.part", "x.crdownload", "x.dcm~"):
         assert not is_candidate(f"/landing/a/{name}"), name
 
 

@@ -35,10 +35,11 @@ path, size and mtime as in the base and an mtime before ``scan_from`` is trusted
 
 Never backed up (counted in ``excluded``):
 
-- ``_staging/`` (a run's work before its commit) and any path with a component starting with
-  ``_`` or ``.`` (Hadoop's hidden-file rule, which Spark and Parquet readers follow, so a restored
-  lake reads the same: ``_temporary/``, ``_SUCCESS``, ``.crc`` files, ``.snapshot``);
-- names ending in ``._COPYING_`` (``hdfs dfs -put`` in progress), ``.tmp`` or ``~``;
+- ``_staging/`` (a run's work before its commit) and any path with a hidden component (see
+  :mod:`dicomlake.storage.names`; Spark and Parquet readers skip them too, so a restored lake
+  reads the same: ``_temporary/``, ``_SUCCESS``, ``.crc`` files, ``.snapshot``);
+- temporary names (files being written: ``._COPYING_``, ``.tmp``, ``.part``, ``.crdownload``,
+  ``~``);
 - ``_commits/<run>.json`` intents. A restored lake has no ``_staging/``, so an intent in it could
   not be rolled forward (recovery would fail). Instead a snapshot resolves each intent itself:
   when the ``runs`` table's commit of the run (the version after the one the intent records,
@@ -65,8 +66,8 @@ import pyarrow as pa
 from dicomlake.errors import BackupError, StorageError
 from dicomlake.lake import delta
 from dicomlake.storage import FileSystem, join
+from dicomlake.storage.names import is_hidden, is_temporary
 
-_TEMP_SUFFIXES = ("._COPYING_", ".tmp", "~")
 COMMITS = "_commits"
 DELTA_LOG = "_delta_log"
 
@@ -116,9 +117,9 @@ class Plan:
 def is_backed_up(relative: str) -> bool:
     """Whether a lake-relative path belongs in a snapshot (see the module docstring)."""
     parts = relative.split("/")
-    if any(p.startswith((".", "_")) and p != DELTA_LOG for p in parts):
+    if any(is_hidden(p) and p != DELTA_LOG for p in parts):
         return False
-    return not parts[-1].endswith(_TEMP_SUFFIXES)
+    return not is_temporary(parts[-1])
 
 
 def list_lake(fs: FileSystem, root: str, *, live: bool) -> LakeListing:

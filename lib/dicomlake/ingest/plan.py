@@ -8,9 +8,7 @@ from dataclasses import dataclass
 
 from dicomlake.lake.ledger import Ledger
 from dicomlake.storage import FileInfo
-
-# Files still being written or not meant for us: HDFS `-put` temporaries, hidden and temp files.
-_IGNORED_SUFFIXES = ("._COPYING_", ".tmp", ".part", ".crdownload")
+from dicomlake.storage.names import is_skipped
 
 MAX_NAME_BYTES = 200
 """Longer landing names are refused (``name_too_long``): the lake names a quarantine copy after
@@ -23,8 +21,7 @@ are ``skipped``: recorded once per (path, size, mtime), like a file."""
 
 def is_candidate(path: str) -> bool:
     """Whether a landing file should be considered (not a temporary or hidden file)."""
-    name = path.rsplit("/", 1)[-1]
-    return not name.startswith((".", "_")) and not name.endswith(_IGNORED_SUFFIXES)
+    return not is_skipped(path.rsplit("/", 1)[-1])
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dicomlake.storage import FileSystem
+from dicomlake.storage.names import is_hidden
 
 # zstd gives smaller files than snappy at little cost; every reader named in the docs has it.
 COMPRESSION = "zstd"
@@ -41,7 +42,7 @@ def parquet_files(fs: FileSystem, directory: str) -> list[str]:
     out = []
     for info in fs.list_files(directory):
         name = info.path.rsplit("/", 1)[-1]
-        if name.endswith(".parquet") and not name.startswith((".", "_")):
+        if name.endswith(".parquet") and not is_hidden(name):
             out.append(info.path)
     return out
 
