@@ -82,20 +82,41 @@ def take_snapshot(
         raise BackupError(f"bad snapshot mode {mode!r}: must be one of {', '.join(MODES)}")
     bfs = filesystem_for(backup, config.hdfs)
     with holding(bfs, backup, None, "snapshot", config.lock):
-        return _take_locked(lake, backup, mode, config, sc, now_label)
+        return _take_locked(lake, bfs, BackupLayout(backup), mode, config, sc, now_label)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Snapshot:
+    """One snapshot being taken: what it reads, where it writes, and what it compares with."""
+
+    lake: str
+    lake_fs: FileSystem
+    source_root: str | None
+    """The filesystem's own snapshot of the lake, read instead of the live lake when taken."""
+    bfs: FileSystem
+    layout: BackupLayout
+    sid: str
+    base_id: str | None
+    ids: list[str]
+    """The backup's committed snapshots, oldest first."""
+    config: Config
+    sc: SparkContext | None
+
+    @property
+    def read_root(self) -> str:
+        return self.source_root or self.lake
 
 
 def _take_locked(
     lake: str,
-    backup: str,
+    bfs: FileSystem,
+    layout: BackupLayout,
     mode: str,
     config: Config,
     sc: SparkContext | None,
     now_label: str | None,
 ) -> SnapshotResult:
     lake_fs = filesystem_for(lake, config.hdfs)
-    bfs = filesystem_for(backup, config.hdfs)
-    layout = BackupLayout(backup)
     ids = manifest.committed_ids(bfs, layout)
     label = now_label if now_label is not None else _clock_label(bfs, layout, ids)
     snapshot_id(label, mode)  # checks the label's form before it is compared
@@ -111,14 +132,15 @@ def _take_locked(
     sid = snapshot_id(label, mode if base_id or mode == "full" else "full")
     work = layout.work(sid)
     bfs.makedirs(work)  # marks the snapshot in progress (see retention)
-    hdfs_name = f"dicomlake-{sid}"
-    create = getattr(lake_fs, "create_snapshot", None)
-    source_root = create(lake, hdfs_name) if callable(create) else None
+    fs_snapshot = f"dicomlake-{sid}"
+    source_root = lake_fs.create_snapshot(lake, fs_snapshot)
     try:
-        info = _take(lake_fs, bfs, layout, sid, base_id, ids, lake, source_root, config, sc)
+        info = _take(
+            _Snapshot(lake, lake_fs, source_root, bfs, layout, sid, base_id, ids, config, sc)
+        )
     finally:
         if source_root is not None:
-            lake_fs.delete_snapshot(lake, hdfs_name)  # type: ignore[attr-defined]
+            lake_fs.delete_snapshot(lake, fs_snapshot)
     _drop_stale_work(bfs, layout, sid)
     log.info(
         "snapshot %s committed: %d files, %d objects copied (%d bytes)",
@@ -130,29 +152,19 @@ def _take_locked(
     return SnapshotResult(**_fields(info))
 
 
-def _take(
-    lake_fs: FileSystem,
-    bfs: FileSystem,
-    layout: BackupLayout,
-    sid: str,
-    base_id: str | None,
-    ids: list[str],
-    lake: str,
-    source_root: str | None,
-    config: Config,
-    sc: SparkContext | None,
-) -> SnapshotInfo:
-    listing = list_lake(lake_fs, source_root or lake, live=source_root is None)
+def _take(run: _Snapshot) -> SnapshotInfo:
+    bfs, layout, sid, base_id, ids = run.bfs, run.layout, run.sid, run.base_id, run.ids
+    listing = list_lake(run.lake_fs, run.read_root, live=run.source_root is None)
     latest_id = ids[-1] if ids else None
     latest = _entries(bfs, layout, latest_id)
     base = latest if base_id == latest_id else _entries(bfs, layout, base_id)
     scan_from = None
     if base_id is not None:
-        lag_ms = int(config.snapshot.lag_seconds * 1000)
+        lag_ms = int(run.config.snapshot.lag_seconds * 1000)
         scan_from = manifest.read_info(bfs, layout, base_id).watermark_ms - lag_ms
     plan = classify(listing.files, base if base_id else None, scan_from, latest)
-    job = CopyJob(source_root or lake, layout.root, layout.work(sid), config.hdfs)
-    copied = copy_files(job, plan.to_read, sc)
+    job = CopyJob(run.read_root, layout.root, layout.work(sid), run.config.hdfs)
+    copied = copy_files(job, plan.to_read, run.sc)
 
     rows = _rows(plan, copied)
     previous_wm = manifest.read_info(bfs, layout, latest_id).watermark_ms if latest_id else 0
@@ -166,8 +178,8 @@ def _take(
         mode=parse_snapshot_id(sid)[1],
         created=parse_snapshot_id(sid)[0],
         base=base_id,
-        lake=lake,
-        source="live" if source_root is None else "hdfs-snapshot",
+        lake=run.lake,
+        source="live" if run.source_root is None else "hdfs-snapshot",
         watermark_ms=max(previous_wm, listed_wm),
         scan_from_ms=scan_from,
         files=rows.num_rows,

@@ -64,7 +64,8 @@ class ReadStream:
 
 
 class FileSystem(abc.ABC):
-    """Read with ranges, write new files, publish by rename, list, delete."""
+    """Read with ranges, write new files, publish by rename, list, delete; and, where the
+    filesystem has them, take read-only snapshots of a directory (`create_snapshot`)."""
 
     scheme: str
     remote: bool = False
@@ -122,6 +123,20 @@ class FileSystem(abc.ABC):
     @abc.abstractmethod
     def makedirs(self, path: str) -> None:
         """Make a directory and its parents; an existing one is fine."""
+
+    def create_snapshot(self, path: str, name: str) -> str | None:
+        """A read-only snapshot, named ``name``, of the directory ``path``: the URI to read it
+        at, or None when there is none to take, and the caller reads ``path`` live.
+
+        Optional: a filesystem without snapshots (the default) takes none; HDFS takes one of a
+        directory an administrator made snapshottable. Each one taken is dropped with
+        `delete_snapshot`.
+        """
+        return None
+
+    def delete_snapshot(self, path: str, name: str) -> None:
+        """Drop the snapshot ``name`` of ``path`` that `create_snapshot` took."""
+        raise StorageError(f"{self.scheme}: no snapshot {name} of {path} (snapshots not supported)")
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write ``data`` as a new file at ``path``."""

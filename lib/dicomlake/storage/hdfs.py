@@ -265,11 +265,8 @@ class WebHdfsFileSystem(FileSystem):
             raise _error("make directory", path, exc) from exc
 
     def create_snapshot(self, path: str, name: str) -> str | None:
-        """Take an HDFS snapshot of the directory ``path``; its URI, or None if not allowed.
-
-        Only directories an administrator made snapshottable (``hdfs dfsadmin -allowSnapshot``)
-        can be snapshotted; for the others the caller copies live.
-        """
+        """An HDFS snapshot of ``path`` (``<path>/.snapshot/<name>``), or None for a directory
+        an administrator has not made snapshottable (``hdfs dfsadmin -allowSnapshot``)."""
         prefix, hpath = _split(path)
         try:
             self.client(path).create_snapshot(hpath, snapshotname=name)
