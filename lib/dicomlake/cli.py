@@ -27,7 +27,7 @@ from dicomlake.errors import (
     LockBusyError,
     PrivateKeyRequiredError,
 )
-from dicomlake.keys import load_keyring, save_keyring
+from dicomlake.keyring_file import load_keyring, save_keyring
 
 if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
@@ -161,7 +161,7 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
 
 def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict[str, int]:
     """Under the lake's lock: check the keyring is the lake's, keep it, re-wrap the lake."""
-    from dicomlake.lake.keys import bind_keyring, rewrap_lake
+    from dicomlake.lake.keyring_binding import bind_keyring, rewrap_lake
     from dicomlake.lake.layout import LakeLayout
     from dicomlake.lake.lock import holding
     from dicomlake.storage import filesystem_for

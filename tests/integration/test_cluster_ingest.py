@@ -23,7 +23,7 @@ from ingest_helpers import with_paths
 
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.keys import save_keyring
+from dicomlake.keyring_file import save_keyring
 from dicomlake.lake.export import export_instances, version_key
 from dicomlake.samples import build_sample_landing
 from dicomlake.storage.hdfs import WebHdfsFileSystem

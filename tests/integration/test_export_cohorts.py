@@ -24,7 +24,7 @@ from pydicom.data import get_testdata_file
 
 from dicomlake.config import DeidConfig
 from dicomlake.ingest.job import run_ingest
-from dicomlake.keys import save_keyring
+from dicomlake.keyring_file import save_keyring
 
 pytestmark = pytest.mark.spark
 

@@ -36,7 +36,7 @@ from dicomlake.cli import print_ingest_report
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.ingest.job import run_ingest
-from dicomlake.keys import save_keyring
+from dicomlake.keyring_file import save_keyring
 from dicomlake.lake.pixelstore import PixelStore
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]

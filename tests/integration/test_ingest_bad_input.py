@@ -134,7 +134,7 @@ def test_a_file_gone_before_reading_is_recorded_and_retried(tmp_path, config, ke
 
 def test_error_threshold_fails_the_run_after_committing_it(tmp_path, config):
     from dicomlake.cli import EXIT_THRESHOLD
-    from dicomlake.keys import save_keyring
+    from dicomlake.keyring_file import save_keyring
 
     landing = tmp_path / "landing"
     landing.mkdir()

@@ -14,7 +14,7 @@ from ingest_helpers import ingest_command, landing_files, table, with_paths
 
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.ingest.job import run_ingest
-from dicomlake.keys import save_keyring
+from dicomlake.keyring_file import save_keyring
 from dicomlake.samples import sample_files
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]

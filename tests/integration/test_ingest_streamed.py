@@ -27,7 +27,7 @@ from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import StorageError
 from dicomlake.ingest.worker import TaskContext, process_task
-from dicomlake.keys import save_keyring
+from dicomlake.keyring_file import save_keyring
 from dicomlake.lake.commit import staged
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.restricted import read_rows

@@ -16,7 +16,7 @@ from ingest_helpers import ingest_command, landing_files, table, with_paths
 from snapshot_helpers import make_lake
 
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.keys import save_keyring
+from dicomlake.keyring_file import save_keyring
 from dicomlake.samples import sample_files
 from dicomlake.storage.hdfs import WebHdfsFileSystem
 from lock_helpers import first_line, kill, start_takers, wait_all

@@ -33,7 +33,7 @@ from dicomlake.crypto import kms
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import MissingKeyError
 from dicomlake.ingest.job import run_ingest
-from dicomlake.keys import save_keyring
+from dicomlake.keyring_file import save_keyring
 from dicomlake.lake import schemas
 from dicomlake.lake.identities import read_identities
 from dicomlake.lake.paths import read_paths

@@ -19,7 +19,7 @@ from dicomlake.errors import (
 )
 from dicomlake.ingest.job import run_ingest
 from dicomlake.lake.export import export_instances
-from dicomlake.lake.keys import rewrap_lake
+from dicomlake.lake.keyring_binding import rewrap_lake
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.lake.pixelstore import PixelStore

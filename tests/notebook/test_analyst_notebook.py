@@ -13,7 +13,7 @@ import pytest
 from nbclient import NotebookClient
 
 from dicomlake.ingest.job import run_ingest
-from dicomlake.keys import save_keyring
+from dicomlake.keyring_file import save_keyring
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "analyst.ipynb"

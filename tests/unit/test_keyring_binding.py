@@ -9,7 +9,7 @@ import pytest
 from dicomlake.config import LockConfig
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringMismatchError, LakeError
-from dicomlake.lake.keys import bind_keyring
+from dicomlake.lake.keyring_binding import bind_keyring
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.storage.local import LocalFileSystem

@@ -6,7 +6,7 @@ import os
 import stat
 
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.keys import load_keyring, save_keyring
+from dicomlake.keyring_file import load_keyring, save_keyring
 
 
 def _mode(path) -> int:

@@ -187,7 +187,7 @@ def test_every_allowed_exception_is_still_used():
         "from dicomlake import backup",
         "from ..storage import join",
         "from dicomlake.config import load_config",  # allowed for deid.py only
-        "from dicomlake.keys import load_keyring",
+        "from dicomlake.keyring_file import load_keyring",
         "import pathlib",
         "from pathlib import Path",
         "import shutil",

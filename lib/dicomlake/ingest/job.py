@@ -25,7 +25,7 @@ from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, proce
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.identities import drop_instances
-from dicomlake.lake.keys import bind_keyring
+from dicomlake.lake.keyring_binding import bind_keyring
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_ledger
 from dicomlake.lake.lock import Lock, holding, new_run_id

@@ -1,4 +1,4 @@
-"""Which keyring a lake belongs to, and key rotation for a lake.
+"""The keyring a lake is bound to, and key rotation, which moves the binding to a new key.
 
 ``<lake>/keyring-binding.json`` records the keyring a lake was built with: its KEK ids, the
 active one, and its fingerprint (`Keyring.fingerprint`, never the secret). The first run writes
