@@ -28,6 +28,7 @@ from dicomlake.errors import (
     PrivateKeyRequiredError,
 )
 from dicomlake.keyring_file import load_keyring, save_keyring
+from dicomlake.vocab import SnapshotMode
 
 if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
@@ -443,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshot", parents=[common], help="back the lake up (Spark copies)")
     p.add_argument("--lake", required=True)
     p.add_argument("--backup", required=True, help="backup URI (path, file://, hdfs://)")
-    p.add_argument("--mode", choices=["full", "incremental", "differential"], required=True)
+    p.add_argument("--mode", choices=list(SnapshotMode), required=True)
     p.add_argument(
         "--label",
         help="snapshot time label YYYYMMDDTHHMMSSZ (default: the "

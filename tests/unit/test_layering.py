@@ -2,10 +2,10 @@
 
 `dicomlake.dicom`, `dicomlake.pixels` and `dicomlake.crypto` import no pyspark, none of
 dicomlake's storage, lake, ingest or backup packages (nor any other dicomlake module but each
-other and `dicomlake.errors`, bar `ALLOWED`), no filesystem or network module, and call no
-filesystem function (builtin ``open``, ``os.walk``, ``os.path.exists``...). Checked on the
-source text with `ast`, so the verdict depends on the files alone, not on what is installed or
-on import order.
+other, `dicomlake.errors` and `dicomlake.vocab`, bar `ALLOWED`), no filesystem or network
+module, and call no filesystem function (builtin ``open``, ``os.walk``, ``os.path.exists``...).
+Checked on the source text with `ast`, so the verdict depends on the files alone, not on what
+is installed or on import order.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pytest
 
 LIB = Path(__file__).resolve().parents[2] / "lib"
 PURE = ("dicomlake.dicom", "dicomlake.pixels", "dicomlake.crypto")
-# The dicomlake modules a pure package may import besides the pure packages themselves.
-SHARED = ("dicomlake.errors",)
+# The dicomlake modules a pure package may import besides the pure packages themselves: the
+# exceptions, and the stored vocabularies (enums, importing nothing).
+SHARED = ("dicomlake.errors", "dicomlake.vocab")
 # Modules whose only use is I/O (files, network, processes) or dynamic imports that would hide
 # a dependency from this check.
 FORBIDDEN_MODULES = (

@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 
 from dicomlake.errors import BackupError
 from dicomlake.storage import join
+from dicomlake.vocab import SnapshotMode
 
-MODES = ("full", "incremental", "differential")
 _LABEL = re.compile(r"\d{8}T\d{6}Z")
-_SNAPSHOT_ID = re.compile(r"(\d{8}T\d{6}Z)-(full|incremental|differential)")
+_SNAPSHOT_ID = re.compile(rf"(\d{{8}}T\d{{6}}Z)-({'|'.join(SnapshotMode)})")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -72,23 +72,30 @@ def sha_of_key(key: str) -> str | None:
     return digest if _SHA256.fullmatch(digest) and len(parts[1]) == 2 else None
 
 
+def snapshot_mode(mode: str) -> SnapshotMode:
+    """The `SnapshotMode` named ``mode``; a BackupError names the bad one."""
+    try:
+        return SnapshotMode(mode)
+    except ValueError:
+        names = ", ".join(SnapshotMode)
+        raise BackupError(f"bad snapshot mode {mode!r}: must be one of {names}") from None
+
+
 def snapshot_id(label: str, mode: str) -> str:
     """``<label>-<mode>``, after checking both."""
     if not _LABEL.fullmatch(label):
         raise BackupError(
             f"bad snapshot label {label!r}: expected UTC YYYYMMDDTHHMMSSZ, e.g. 20261127T031500Z"
         )
-    if mode not in MODES:
-        raise BackupError(f"bad snapshot mode {mode!r}: must be one of {', '.join(MODES)}")
-    return f"{label}-{mode}"
+    return f"{label}-{snapshot_mode(mode)}"
 
 
-def parse_snapshot_id(sid: str) -> tuple[datetime, str]:
+def parse_snapshot_id(sid: str) -> tuple[datetime, SnapshotMode]:
     """The time and mode a snapshot id names."""
     m = _SNAPSHOT_ID.fullmatch(sid)
     if not m:
         raise BackupError(f"bad snapshot id {sid!r}: expected e.g. 20261127T031500Z-incremental")
-    return label_time(m.group(1)), m.group(2)
+    return label_time(m.group(1)), SnapshotMode(m.group(2))
 
 
 def label_time(label: str) -> datetime:

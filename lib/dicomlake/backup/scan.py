@@ -67,6 +67,7 @@ from dicomlake.errors import BackupError, StorageError
 from dicomlake.lake import delta
 from dicomlake.storage import FileSystem, join
 from dicomlake.storage.names import is_hidden, is_temporary
+from dicomlake.vocab import ScanReason
 
 COMMITS = "_commits"
 DELTA_LOG = "_delta_log"
@@ -96,7 +97,7 @@ class ToRead:
     """A file the snapshot must read, why, and the SHA-256 it probably has (when known)."""
 
     file: Listed
-    reason: str
+    reason: ScanReason
     hint: str | None
 
 
@@ -210,7 +211,7 @@ def classify(
     for rel, f in sorted(files.items()):
         entry = None if base is None else base.get(rel)
         reason = _reason(f, entry, base is None, scan_from_ms)
-        if entry is not None and reason == "unchanged":
+        if entry is not None and reason == ScanReason.UNCHANGED:
             unchanged[rel] = entry
             continue
         seen = latest.get(rel)
@@ -220,14 +221,14 @@ def classify(
     return Plan(unchanged, to_read, deleted)
 
 
-def _reason(f: Listed, entry: Entry | None, full: bool, scan_from_ms: int | None) -> str:
+def _reason(f: Listed, entry: Entry | None, full: bool, scan_from_ms: int | None) -> ScanReason:
     recent = scan_from_ms is None or f.mtime_ms >= scan_from_ms
     if full:
-        return "full"
+        return ScanReason.FULL
     if entry is None:
-        return "new" if recent else "renamed_in"
+        return ScanReason.NEW if recent else ScanReason.RENAMED_IN
     if entry.mtime_ms != f.mtime_ms:
-        return "modified"
+        return ScanReason.MODIFIED
     if entry.size != f.size:
-        return "size_changed"
-    return "lag_window" if recent else "unchanged"
+        return ScanReason.SIZE_CHANGED
+    return ScanReason.LAG_WINDOW if recent else ScanReason.UNCHANGED

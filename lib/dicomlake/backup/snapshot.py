@@ -24,13 +24,13 @@ import pyarrow.compute as pc
 from dicomlake.backup import manifest
 from dicomlake.backup.copy import Copied, CopyJob, copy_files
 from dicomlake.backup.layout import (
-    MODES,
     BackupLayout,
     label_of,
     label_time,
     object_key,
     parse_snapshot_id,
     snapshot_id,
+    snapshot_mode,
 )
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.backup.scan import Entry, Plan, classify, entries, list_lake
@@ -39,6 +39,7 @@ from dicomlake.errors import BackupError
 from dicomlake.lake import delta
 from dicomlake.lake.lock import holding
 from dicomlake.storage import FileSystem, filesystem_for, join
+from dicomlake.vocab import ScanReason, SnapshotMode
 
 if TYPE_CHECKING:
     from pyspark import SparkContext
@@ -78,11 +79,10 @@ def take_snapshot(
         it, never the driver's clock. A label that has a committed snapshot returns that
         snapshot (the call is idempotent); a label older than the latest snapshot is an error.
     """
-    if mode not in MODES:
-        raise BackupError(f"bad snapshot mode {mode!r}: must be one of {', '.join(MODES)}")
+    checked = snapshot_mode(mode)
     bfs = filesystem_for(backup, config.hdfs)
     with holding(bfs, backup, None, "snapshot", config.lock):
-        return _take_locked(lake, bfs, BackupLayout(backup), mode, config, sc, now_label)
+        return _take_locked(lake, bfs, BackupLayout(backup), checked, config, sc, now_label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _take_locked(
     lake: str,
     bfs: FileSystem,
     layout: BackupLayout,
-    mode: str,
+    mode: SnapshotMode,
     config: Config,
     sc: SparkContext | None,
     now_label: str | None,
@@ -129,7 +129,7 @@ def _take_locked(
         raise BackupError(f"snapshot label {label} is older than the latest snapshot {ids[-1]}")
 
     base_id = _base(ids, mode)
-    sid = snapshot_id(label, mode if base_id or mode == "full" else "full")
+    sid = snapshot_id(label, mode if base_id else SnapshotMode.FULL)
     work = layout.work(sid)
     bfs.makedirs(work)  # marks the snapshot in progress (see retention)
     fs_snapshot = f"dicomlake-{sid}"
@@ -189,11 +189,11 @@ def _take(run: _Snapshot) -> SnapshotInfo:
         bytes_copied=sum(c.size for c in read if c.stored),
         objects_reused=sum(not c.stored for c in read),
         unchanged=len(plan.unchanged),
-        new=reasons["new"],
-        renamed_in=reasons["renamed_in"],
-        modified=reasons["modified"],
-        size_changed=reasons["size_changed"],
-        lag_window=reasons["lag_window"],
+        new=reasons[ScanReason.NEW],
+        renamed_in=reasons[ScanReason.RENAMED_IN],
+        modified=reasons[ScanReason.MODIFIED],
+        size_changed=reasons[ScanReason.SIZE_CHANGED],
+        lag_window=reasons[ScanReason.LAG_WINDOW],
         deleted=len(plan.deleted),
         vanished=len(copied) - len(read),
         excluded=listing.excluded,
@@ -214,7 +214,7 @@ def _rows(plan: Plan, copied: list[Copied]) -> pa.Table:
             "mtime_ms": e.mtime_ms,
             "sha256": e.sha256,
             "object": e.object,
-            "reason": "unchanged",
+            "reason": ScanReason.UNCHANGED,
         }
         for p, e in plan.unchanged.items()
     ]
@@ -236,12 +236,12 @@ def _rows(plan: Plan, copied: list[Copied]) -> pa.Table:
     return pa.Table.from_pylist(out, schema=manifest.MANIFEST_SCHEMA)
 
 
-def _base(ids: list[str], mode: str) -> str | None:
-    if mode == "full" or not ids:
+def _base(ids: list[str], mode: SnapshotMode) -> str | None:
+    if mode == SnapshotMode.FULL or not ids:
         return None
-    if mode == "incremental":
+    if mode == SnapshotMode.INCREMENTAL:
         return ids[-1]
-    fulls = [sid for sid in ids if parse_snapshot_id(sid)[1] == "full"]
+    fulls = [sid for sid in ids if parse_snapshot_id(sid)[1] == SnapshotMode.FULL]
     return fulls[-1] if fulls else None
 
 

@@ -32,6 +32,7 @@ from dicomlake.errors import BackupError, DicomLakeError, StorageError
 from dicomlake.lake.ledger import latest_packs
 from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for
+from dicomlake.vocab import ChunkKind
 
 if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
@@ -246,17 +247,17 @@ class _DeepCheck:
         for instance, recs in by_instance.items():
             # The prefix (written first) holds the header that image-codec frames decode with;
             # an instance without its suffix here goes on in another pack.
-            goes_on = not any(r.kind == "suffix" for r in recs)
-            needs_spec = goes_on or any(r.kind == "frame" for r in recs)
-            has_prefix = recs[0].kind == "prefix"
+            goes_on = not any(r.kind == ChunkKind.SUFFIX for r in recs)
+            needs_spec = goes_on or any(r.kind == ChunkKind.FRAME for r in recs)
+            has_prefix = recs[0].kind == ChunkKind.PREFIX
             spec = self._specs.get(instance)
             for rec in recs:
-                if rec.kind == "frame" and not has_prefix and instance not in self._specs:
+                if rec.kind == ChunkKind.FRAME and not has_prefix and instance not in self._specs:
                     self._waiting.append((opened, header.pack_id, data_key, rec))
                     continue
                 sealed = data[rec.offset : rec.offset + rec.length]
                 raw = self._open(problems, sealed, data_key, header.pack_id, rec, spec)
-                if raw is not None and rec.kind == "prefix" and needs_spec:
+                if raw is not None and rec.kind == ChunkKind.PREFIX and needs_spec:
                     try:
                         spec = header_from_prefix(raw)[1]
                     except DicomLakeError as exc:

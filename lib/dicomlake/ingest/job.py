@@ -32,6 +32,7 @@ from dicomlake.lake.lock import Lock, holding, new_run_id
 from dicomlake.lake.parquet import read_files, write_table
 from dicomlake.lake.paths import path_secret
 from dicomlake.storage import ENTRY_PROBLEMS, FileSystem, filesystem_for
+from dicomlake.vocab import SourceOutcome
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +179,10 @@ def _run_locked(
     summary_counts = dict(
         files_listed=listing.listed,
         files_seen=len(work),
-        ingested=outcomes["ingested"],
-        duplicates=outcomes["duplicate"],
-        quarantined=outcomes["quarantined"],
-        failed=outcomes["failed"],
+        ingested=outcomes[SourceOutcome.INGESTED],
+        duplicates=outcomes[SourceOutcome.DUPLICATE],
+        quarantined=outcomes[SourceOutcome.QUARANTINED],
+        failed=outcomes[SourceOutcome.FAILED],
         bytes_read=sum(r.bytes_read for r in results),
         bytes_stored=sum(r.bytes_stored for r in results),
         packs_written=sum(1 for p in packs if p["pack_path"].startswith("pixels/")),
@@ -230,7 +231,7 @@ def _run_locked(
         landing=landing,
         lake=lake,
         **summary_counts,
-        skipped=outcomes["skipped"],
+        skipped=outcomes[SourceOutcome.SKIPPED],
         files_hidden=listing.hidden,
         files_settling=listing.settling,
         skipped_reasons=dict(skipped),
@@ -284,11 +285,11 @@ def _drop_cross_task_duplicates(
     dropped: dict[int, set[str]] = defaultdict(set)
     for r in sorted(results, key=lambda r: r.task):
         for row in r.sources:
-            if row["outcome"] != "ingested":
+            if row["outcome"] != SourceOutcome.INGESTED:
                 continue
             sha = row["source_sha256"]
             if sha in owner:
-                row["outcome"] = "duplicate"
+                row["outcome"] = SourceOutcome.DUPLICATE
                 row["SOPInstanceUID"] = None
                 dropped[r.task].add(sha)
             else:

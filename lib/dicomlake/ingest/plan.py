@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from dicomlake.lake.ledger import Ledger
 from dicomlake.storage import FileInfo
 from dicomlake.storage.names import is_skipped
+from dicomlake.vocab import RejectReason
 
 MAX_NAME_BYTES = 200
 """Longer landing names are refused (``name_too_long``): the lake names a quarantine copy after
 its landing file, with a prefix, within the 255 bytes most filesystems (and HDFS) allow."""
 
-RETRIED = frozenset({"unreadable_dir"})
+RETRIED = frozenset({RejectReason.UNREADABLE_DIR})
 """Refusals recorded as ``failed``, so the next run looks again; the other refusals of an entry
 are ``skipped``: recorded once per (path, size, mtime), like a file."""
 
@@ -52,7 +53,7 @@ def plan_landing(
             continue
         listed += 1
         if f.problem is None and len(f.path.rsplit("/", 1)[-1].encode()) > MAX_NAME_BYTES:
-            f = f._replace(problem="name_too_long")
+            f = f._replace(problem=RejectReason.NAME_TOO_LONG)
         if not ledger.is_new(f.path, f.size, f.mtime_ms):
             continue
         if f.problem is None and settled_ms is not None and f.mtime_ms > settled_ms:

@@ -70,6 +70,7 @@ from dicomlake.lake.quarantine import BLOCK, copy_path, write_copy
 from dicomlake.lake.restricted import write_rows
 from dicomlake.pixels.pack import PackInfo, PackWriter
 from dicomlake.storage import ENTRY_PROBLEMS, FileInfo, FileSystem, ReadStream, filesystem_for
+from dicomlake.vocab import RejectReason, SourceOutcome
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +365,7 @@ class _Task:
                 "recorded_at": _ts(self.ctx.started_ms),
             }
         )
-        self.source_row(info, sha, "quarantined" if copy else "failed")
+        self.source_row(info, sha, SourceOutcome.QUARANTINED if copy else SourceOutcome.FAILED)
 
     def quarantine_copy(
         self, info: FileInfo, error_id: str, data: bytes | None, landing_fs: FileSystem | None
@@ -416,7 +417,7 @@ class _Task:
         except Exception as exc:  # noqa: BLE001 - the firewall: one file never stops a run
             message = describe(exc)
             log.warning("run %s: internal error on a landing file: %s", self.ctx.run_id, message)
-            self.reject(info, "internal_error", message, landing_fs=landing_fs)
+            self.reject(info, RejectReason.INTERNAL_ERROR, message, landing_fs=landing_fs)
 
     def refuse(self, info: FileInfo) -> None:
         """Record an entry the listing found unreadable as a file: no copy, and ``skipped``
@@ -426,7 +427,7 @@ class _Task:
         self.reject(info, info.problem, ENTRY_PROBLEMS[info.problem])
         # reject() records what it cannot copy as failed; its row is the last one
         if info.problem not in RETRIED:
-            self.result.sources[-1]["outcome"] = "skipped"
+            self.result.sources[-1]["outcome"] = SourceOutcome.SKIPPED
 
     def ingest_file(
         self,

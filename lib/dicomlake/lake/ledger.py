@@ -12,6 +12,7 @@ from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import parquet_files, read_files
 from dicomlake.lake.paths import path_id
 from dicomlake.storage import FileSystem
+from dicomlake.vocab import SourceOutcome
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,11 @@ def read_ledger(fs: FileSystem, layout: LakeLayout, secret: bytes) -> Ledger:
         strict=True,
     ):
         key = int(seen_at.timestamp() * 1000)
-        if outcome == "failed":
+        if outcome == SourceOutcome.FAILED:
             continue
         if path not in seen or seen[path][2] <= key:
             seen[path] = (size, int(mtime.timestamp() * 1000), key)
-        if outcome == "ingested":
+        if outcome == SourceOutcome.INGESTED:
             stored.add(sha)
     return Ledger({p: (s, m) for p, (s, m, _) in seen.items()}, frozenset(stored), secret)
 

@@ -35,8 +35,9 @@ from dicomlake.pixels.pack import (
     read_header,
 )
 from dicomlake.storage import filesystem_for
+from dicomlake.vocab import ChunkKind
 
-ORDER = {"prefix": 0, "frame": 1, "suffix": 2}
+ORDER = {ChunkKind.PREFIX: 0, ChunkKind.FRAME: 1, ChunkKind.SUFFIX: 2}
 # The most bytes `PixelStore.iter_frames` fetches with one read, and the most between two of
 # its chunks that it reads and drops rather than start another read (an instance's header and
 # trailing chunks lie between its frames and the next instance's)
@@ -108,13 +109,13 @@ class PixelStore:
         """
         if rows is None:
             rows = self.frames_of([instance_id]).to_pylist()
-        if not rows or rows[0]["chunk_kind"] != "prefix":
+        if not rows or rows[0]["chunk_kind"] != ChunkKind.PREFIX:
             raise LakeError(
                 f"instance {instance_id} has no chunks in {self.layout.table('frames')}"
             )
         prefix = self.chunk(rows[0])
         yield prefix
-        has_frames = any(r["chunk_kind"] == "frame" for r in rows)
+        has_frames = any(r["chunk_kind"] == ChunkKind.FRAME for r in rows)
         spec = header_from_prefix(prefix)[1] if has_frames else None
         for row in rows[1:]:
             yield self.chunk(row, spec)
@@ -122,7 +123,7 @@ class PixelStore:
     def frame(self, instance_id: str, frame_number: int) -> np.ndarray:
         """One frame (1-based) as pydicom's ``pixel_array`` would give it."""
         rows = self.frames_of([instance_id]).to_pylist()
-        if not rows or rows[0]["chunk_kind"] != "prefix":
+        if not rows or rows[0]["chunk_kind"] != ChunkKind.PREFIX:
             raise LakeError(f"instance {instance_id} is not in {self.layout.table('frames')}")
         prefix = self.chunk(rows[0])
         layout = _Layout.of(prefix, rows)
@@ -149,7 +150,9 @@ class PixelStore:
         for row in self.frames_of(wanted).to_pylist():
             by_instance[row["instance_id"]].append(row)
         missing = [
-            i for i, rows in by_instance.items() if not rows or rows[0]["chunk_kind"] != "prefix"
+            i
+            for i, rows in by_instance.items()
+            if not rows or rows[0]["chunk_kind"] != ChunkKind.PREFIX
         ]
         if missing:
             raise LakeError(f"instance {missing[0]} is not in {self.layout.table('frames')}")
@@ -246,7 +249,7 @@ class _Layout:
     @classmethod
     def of(cls, prefix: bytes, rows: list[dict[str, Any]]) -> _Layout:
         dataset, spec = header_from_prefix(prefix)
-        frames = [r for r in rows if r["chunk_kind"] == "frame"]
+        frames = [r for r in rows if r["chunk_kind"] == ChunkKind.FRAME]
         deflated = dataset.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
         has_pixels = bool(frames) or (deflated and "Rows" in dataset)
         return cls(dataset, spec, frames, _frames_in(dataset) if has_pixels else 0, deflated)

@@ -39,8 +39,8 @@ from dicomlake.pixels.pack import (
     read_index,
 )
 from dicomlake.storage import filesystem_for
+from dicomlake.vocab import ChunkKind
 
-KIND = "quarantine"
 BLOCK = 8 << 20
 """Bytes per sealed chunk of a copy."""
 
@@ -55,7 +55,12 @@ def write_copy(out: BinaryIO, error_id: str, keyring: Keyring, blocks: Iterable[
     writer = PackWriter(out, error_id, keyring)
     for index, block in enumerate(blocks):
         writer.add(
-            instance=error_id, kind=KIND, index=index, raw=block, codec=codecs.STORE, verify=False
+            instance=error_id,
+            kind=ChunkKind.QUARANTINE,
+            index=index,
+            raw=block,
+            codec=codecs.STORE,
+            verify=False,
         )
     return writer.close()
 
@@ -90,7 +95,7 @@ def get_copy(
     key = data_key_for(header, keyring, latest_wraps(layout, fs).get(relative))
     records = sorted(read_index(data, key, error_id), key=lambda r: r.index)
     if [(r.instance, r.kind, r.index) for r in records] != [
-        (error_id, KIND, i) for i in range(len(records))
+        (error_id, ChunkKind.QUARANTINE, i) for i in range(len(records))
     ]:
         raise IntegrityError(f"{relative}: its index is not the chunks of one quarantine copy")
     tmp = out.with_name(out.name + ".tmp")

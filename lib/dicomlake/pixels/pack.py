@@ -33,14 +33,15 @@ from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import CodecError, IntegrityError, TruncatedPackError
 from dicomlake.pixels import codecs
 from dicomlake.pixels.spec import FrameSpec
+from dicomlake.vocab import ChunkKind
 
 MAGIC = b"DLPACK1\0"
 END_MAGIC = b"DLPACKEND"
 FORMAT_VERSION = 1
-KINDS = ("prefix", "frame", "suffix", "quarantine")  # quarantine: lake.quarantine copies
 HEADER_READ_BYTES = 64 * 1024
 """Reading this many bytes from the start of a pack always suffices for `read_header`."""
 
+_KINDS = frozenset(ChunkKind)
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _MAX_HEADER_JSON = HEADER_READ_BYTES - len(MAGIC) - _U32.size
@@ -52,7 +53,7 @@ class ChunkRecord:
     """Where one chunk lives in its pack and how to turn it back into raw bytes."""
 
     instance: str
-    kind: str  # "prefix" | "frame" | "suffix"
+    kind: str  # a ChunkKind
     index: int
     offset: int
     length: int
@@ -135,8 +136,8 @@ class PackWriter:
         """Encode (see `codecs.encode`), seal and append one chunk; returns its record."""
         if self._data_key is None:
             raise ValueError(f"pack {self._pack_id} is closed")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
         if not instance or index < 0:
             raise ValueError(f"need a non-empty instance and index >= 0, got {instance!r}, {index}")
         if (instance, kind, index) in self._seen:

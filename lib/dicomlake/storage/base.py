@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, NamedTuple
 
 from dicomlake.errors import StorageError
+from dicomlake.vocab import RejectReason
 
 CALLS_AT_ONCE = 8
 """Calls a remote filesystem makes at once, in `FileSystem.run_all` and in listings (HdfsCLI's
@@ -30,18 +31,20 @@ class FileInfo(NamedTuple):
     path: str
     size: int
     mtime_ms: int
-    problem: str | None = None
+    problem: RejectReason | None = None
 
 
-ENTRY_PROBLEMS = {
-    "not_regular_file": "not a regular file (a FIFO, socket or device): not opened",
-    "symlink": "a symbolic link: not followed (ingest.follow_symlinks is off)",
-    "symlink_outside": "a symbolic link whose real target is outside the landing zone",
-    "symlink_loop": "a symbolic link that leads round in a loop",
-    "dangling_symlink": "a symbolic link to nothing",
-    "unreadable_dir": "a directory that cannot be listed: its files are not known yet",
-    "bad_name": "a name that is not valid UTF-8 (shown with its bytes escaped)",
-    "name_too_long": "a name or path too long for the lake to record and name a copy after",
+ENTRY_PROBLEMS: dict[RejectReason, str] = {
+    RejectReason.NOT_REGULAR_FILE: "not a regular file (a FIFO, socket or device): not opened",
+    RejectReason.SYMLINK: "a symbolic link: not followed (ingest.follow_symlinks is off)",
+    RejectReason.SYMLINK_OUTSIDE: "a symbolic link whose real target is outside the landing zone",
+    RejectReason.SYMLINK_LOOP: "a symbolic link that leads round in a loop",
+    RejectReason.DANGLING_SYMLINK: "a symbolic link to nothing",
+    RejectReason.UNREADABLE_DIR: "a directory that cannot be listed: its files are not known yet",
+    RejectReason.BAD_NAME: "a name that is not valid UTF-8 (shown with its bytes escaped)",
+    RejectReason.NAME_TOO_LONG: (
+        "a name or path too long for the lake to record and name a copy after"
+    ),
 }
 """The reason codes of listed entries that are not read, with the message they are recorded
 with (no part of the entry's name or content)."""

@@ -34,6 +34,7 @@ from hdfs import Client, HdfsError, InsecureClient
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import ConfigError, PublishConflictError, StorageError
 from dicomlake.storage.base import CALLS_AT_ONCE, FileInfo, FileSystem, ReadStream
+from dicomlake.vocab import RejectReason
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -129,7 +130,7 @@ class WebHdfsFileSystem(FileSystem):
                 continue
             directory, listing = level
             if listing is None:
-                yield FileInfo(prefix + directory, 0, 0, "unreadable_dir")
+                yield FileInfo(prefix + directory, 0, 0, RejectReason.UNREADABLE_DIR)
                 continue
             dirs = []
             # Files before subdirectories, each sorted by name, as LocalFileSystem's walk does.
@@ -412,7 +413,7 @@ def _split(uri: str) -> tuple[str, str]:
 
 def _entry(uri: str, st: dict[str, Any]) -> FileInfo:
     """A listed non-directory: a file, or a link (not followed)."""
-    problem = "symlink" if st["type"] == "SYMLINK" else None
+    problem = RejectReason.SYMLINK if st["type"] == "SYMLINK" else None
     return FileInfo(uri, st["length"], st["modificationTime"], problem)
 
 

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from dicomlake.errors import PublishConflictError, StorageError
 from dicomlake.storage.base import FileInfo, FileSystem, ReadStream
+from dicomlake.vocab import RejectReason
 
 
 def local_path(uri: str) -> str:
@@ -26,11 +27,12 @@ def _info(uri: str, st: os.stat_result) -> FileInfo:
     return FileInfo(uri, st.st_size, st.st_mtime_ns // 1_000_000)
 
 
-def _os_problem(exc: OSError, otherwise: str) -> str:
+def _os_problem(exc: OSError, otherwise: RejectReason) -> RejectReason:
     """The entry problem an OSError met while listing stands for."""
-    return {errno.ENAMETOOLONG: "name_too_long", errno.ELOOP: "symlink_loop"}.get(
-        exc.errno or 0, otherwise
-    )
+    return {
+        errno.ENAMETOOLONG: RejectReason.NAME_TOO_LONG,
+        errno.ELOOP: RejectReason.SYMLINK_LOOP,
+    }.get(exc.errno or 0, otherwise)
 
 
 class _Walk:
@@ -42,7 +44,9 @@ class _Walk:
         self._spelling = root  # a link's target is named below the root as the caller named it
         self._taken: set[str] = set()  # files listed (below the root), when links are followed
 
-    def entries(self, directory: str) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
+    def entries(
+        self, directory: str
+    ) -> Iterator[tuple[str, os.stat_result | None, RejectReason | None]]:
         """(path, lstat or target's stat, problem) of each entry of ``directory``, by name; an
         unlistable directory is one entry with its problem."""
         try:
@@ -51,7 +55,7 @@ class _Walk:
         except FileNotFoundError:  # deleted while listing
             return
         except OSError as exc:
-            yield directory, _lstat(directory), _os_problem(exc, "unreadable_dir")
+            yield directory, _lstat(directory), _os_problem(exc, RejectReason.UNREADABLE_DIR)
             return
         for name in names:
             full = os.path.join(directory, name)
@@ -60,10 +64,10 @@ class _Walk:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                yield full, None, _os_problem(exc, "unreadable_dir")
+                yield full, None, _os_problem(exc, RejectReason.UNREADABLE_DIR)
                 continue
             if not _utf8(name):
-                yield full, st, "bad_name"
+                yield full, st, RejectReason.BAD_NAME
             elif stat.S_ISLNK(st.st_mode):
                 yield from self._link(full, st)
             elif stat.S_ISDIR(st.st_mode):
@@ -73,31 +77,31 @@ class _Walk:
                 if not self._seen(os.path.relpath(full, self._spelling)):
                     yield full, st, None
             else:
-                yield full, st, "not_regular_file"
+                yield full, st, RejectReason.NOT_REGULAR_FILE
 
     def _link(
         self, full: str, st: os.stat_result
-    ) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
+    ) -> Iterator[tuple[str, os.stat_result | None, RejectReason | None]]:
         if not self._follow:
-            yield full, st, "symlink"
+            yield full, st, RejectReason.SYMLINK
             return
         try:
             target = os.stat(full)
         except FileNotFoundError:
-            yield full, st, "dangling_symlink"
+            yield full, st, RejectReason.DANGLING_SYMLINK
             return
         except OSError as exc:
-            yield full, st, _os_problem(exc, "dangling_symlink")
+            yield full, st, _os_problem(exc, RejectReason.DANGLING_SYMLINK)
             return
         real = os.path.realpath(full)
         if os.path.commonpath([self._root, real]) != self._root:
-            yield full, st, "symlink_outside"
+            yield full, st, RejectReason.SYMLINK_OUTSIDE
         elif stat.S_ISREG(target.st_mode):
             inside = os.path.relpath(real, self._root)
             if not self._seen(inside):
                 yield os.path.join(self._spelling, inside), target, None
         elif not stat.S_ISDIR(target.st_mode):  # a directory inside is walked as itself
-            yield full, st, "not_regular_file"
+            yield full, st, RejectReason.NOT_REGULAR_FILE
 
     def _seen(self, inside: str) -> bool:
         """Whether the file at ``inside`` (relative to the root) was listed already, reached
@@ -167,10 +171,10 @@ class LocalFileSystem(FileSystem):
         except FileNotFoundError:
             return
         except OSError as exc:
-            yield self._problem(path, root, None, _os_problem(exc, "unreadable_dir"))
+            yield self._problem(path, root, None, _os_problem(exc, RejectReason.UNREADABLE_DIR))
             return
         if not stat.S_ISDIR(st.st_mode):
-            problem = None if stat.S_ISREG(st.st_mode) else "not_regular_file"
+            problem = None if stat.S_ISREG(st.st_mode) else RejectReason.NOT_REGULAR_FILE
             yield self._problem(path, root, st, problem) if problem else _info(path, st)
             return
         walk = _Walk(root, follow_symlinks)
