@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -20,7 +22,7 @@ from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import options_json
 from dicomlake.errors import JobFailedError, LakeWriteError, StorageError
-from dicomlake.ingest.plan import RETRIED, bin_pack, plan_landing
+from dicomlake.ingest.plan import RETRIED, Landing, bin_pack, plan_landing
 from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
@@ -31,7 +33,7 @@ from dicomlake.lake.ledger import read_ledger
 from dicomlake.lake.lock import Lock, holding, new_run_id
 from dicomlake.lake.parquet import read_files, write_table
 from dicomlake.lake.paths import path_secret
-from dicomlake.storage import ENTRY_PROBLEMS, FileSystem, filesystem_for
+from dicomlake.storage import ENTRY_PROBLEMS, FileInfo, FileSystem, filesystem_for
 from dicomlake.vocab import SourceOutcome
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,52 @@ def run_ingest(
         return _run_locked(sc, landing, lake, config, keyring, lock, now)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One run's fixed facts, shared by its phases, and the seconds each stage took."""
+
+    run_id: str
+    landing: str
+    lake: str
+    layout: LakeLayout
+    lake_fs: FileSystem
+    config: Config
+    keyring: Keyring
+    lock: Lock
+    now: datetime
+    stage: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage[name] += time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the run will do: the landing zone sorted (`Landing`), the work split into tasks,
+    and the content the lake holds already (by SHA-256)."""
+
+    landing: Landing
+    tasks: list[list[FileInfo]]
+    stored_sha256: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Collected:
+    """The tasks' rows gathered on the driver, and the run's counts (its ``runs`` row and
+    summary)."""
+
+    sources: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    packs: list[dict[str, Any]]
+    staged: list[str]
+    counts: dict[str, int]
+
+
 def _run_locked(
     sc: SparkContext,
     landing: str,
@@ -109,141 +157,176 @@ def _run_locked(
     now: datetime,
 ) -> IngestSummary:
     start = time.perf_counter()
-    run_id = lock.run_id
-    layout = LakeLayout(lake)
     lake_fs = filesystem_for(lake, config.hdfs)
-    landing_fs = filesystem_for(landing, config.hdfs, landing=True)
-    stage: dict[str, float] = defaultdict(float)
+    run = _Run(lock.run_id, landing, lake, LakeLayout(lake), lake_fs, config, keyring, lock, now)
+    plan = _plan(run, sc.defaultParallelism)
+    results = _execute(sc, run, plan) if plan.tasks else []
+    collected = _collect(plan.landing, results)
+    if plan.tasks:
+        with run.timed("commit"):
+            _commit(run, plan.landing, collected)
+    return _summary(run, plan.landing, results, collected, time.perf_counter() - start)
 
-    t = time.perf_counter()
-    rolled, abandoned = recover(lake_fs, layout, lock)
-    if rolled or abandoned:
-        log.warning("recovered earlier runs: rolled forward %s, discarded %s", rolled, abandoned)
-    ledger = read_ledger(lake_fs, layout, path_secret(keyring))
-    settle_ms = int(config.ingest.settle_seconds * 1000)
-    settled_ms = _filesystem_now_ms(lake_fs, layout, run_id) - settle_ms if settle_ms else None
-    listing = plan_landing(
-        landing_fs.list_entries(landing, config.ingest.follow_symlinks), ledger, settled_ms
-    )
-    work = listing.work
-    stage["list"] = time.perf_counter() - t
+
+def _plan(run: _Run, min_tasks: int) -> _Plan:
+    """Recover earlier runs, read the ledger, list the landing zone and split the new work."""
+    config = run.config
+    landing_fs = filesystem_for(run.landing, config.hdfs, landing=True)
+    with run.timed("list"):
+        rolled, abandoned = recover(run.lake_fs, run.layout, run.lock)
+        if rolled or abandoned:
+            log.warning(
+                "recovered earlier runs: rolled forward %s, discarded %s", rolled, abandoned
+            )
+        ledger = read_ledger(run.lake_fs, run.layout, path_secret(run.keyring))
+        settle_ms = int(config.ingest.settle_seconds * 1000)
+        now_ms = _filesystem_now_ms(run.lake_fs, run.layout, run.run_id)
+        settled_ms = now_ms - settle_ms if settle_ms else None
+        entries = landing_fs.list_entries(run.landing, config.ingest.follow_symlinks)
+        listing = plan_landing(entries, ledger, settled_ms)
     log.info(
         "run %s: %d entries listed, %d new or changed, %d settling, %d hidden",
-        run_id,
+        run.run_id,
         listing.listed,
-        len(work),
+        len(listing.work),
         listing.settling,
         listing.hidden,
     )
+    tasks = bin_pack(listing.work, config.ingest.task_bytes, min_tasks)
+    return _Plan(listing, tasks, ledger.stored_sha256)
 
-    results: list[TaskResult] = []
-    if work:
-        tasks = bin_pack(work, config.ingest.task_bytes, sc.defaultParallelism)
-        ctx = TaskContext(
-            run_id=run_id,
-            lake=lake,
-            config=config,
-            keyring=_wrapping_keyring(keyring).to_bytes(),
-            started_ms=int(now.timestamp() * 1000),
-        )
-        stored = sc.broadcast(ledger.stored_sha256)
 
-        def run_task(items):
-            from pyspark import TaskContext as SparkTaskContext
+def _execute(sc: SparkContext, run: _Run, plan: _Plan) -> list[TaskResult]:
+    """Run the tasks on Spark (each stages its own files), then keep one copy of content two
+    tasks both stored."""
+    ctx = TaskContext(
+        run_id=run.run_id,
+        lake=run.lake,
+        config=run.config,
+        keyring=_wrapping_keyring(run.keyring).to_bytes(),
+        started_ms=int(run.now.timestamp() * 1000),
+    )
+    stored = sc.broadcast(plan.stored_sha256)
+    landing = run.landing
 
-            attempt = SparkTaskContext.get().attemptNumber()
-            for index, files in items:
-                yield process_task(index, attempt, files, landing, ctx, stored.value)
+    def run_task(items):
+        from pyspark import TaskContext as SparkTaskContext
 
-        sc.setJobDescription(f"dicomlake ingest {run_id}: {len(work)} files in {len(tasks)} tasks")
-        t = time.perf_counter()
+        attempt = SparkTaskContext.get().attemptNumber()
+        for index, files in items:
+            yield process_task(index, attempt, files, landing, ctx, stored.value)
+
+    tasks = plan.tasks
+    files = len(plan.landing.work)
+    sc.setJobDescription(f"dicomlake ingest {run.run_id}: {files} files in {len(tasks)} tasks")
+    with run.timed("tasks"):
         try:
             results = (
                 sc.parallelize(list(enumerate(tasks)), len(tasks)).mapPartitions(run_task).collect()
             )
         except Py4JJavaError as exc:
             raise JobFailedError(
-                f"run {run_id}: the Spark job failed after its task retries, nothing was "
+                f"run {run.run_id}: the Spark job failed after its task retries, nothing was "
                 f"committed and the next run redoes the work: {_first_cause(exc)}"
             ) from exc
-        stage["tasks"] = time.perf_counter() - t
-        stored.unpersist()
-        t = time.perf_counter()
-        _drop_cross_task_duplicates(lake_fs, layout, run_id, results, keyring)
-        stage["dedupe"] = time.perf_counter() - t
+    stored.unpersist()
+    with run.timed("dedupe"):
+        _drop_cross_task_duplicates(run.lake_fs, run.layout, run.run_id, results, run.keyring)
+    return results
 
+
+def _collect(listing: Landing, results: list[TaskResult]) -> _Collected:
+    """The tasks' rows, and what the run counts of them."""
     sources = [row for r in results for row in r.sources]
     outcomes = Counter(row["outcome"] for row in sources)
-    errors = [row for r in results for row in r.errors]
     packs = [row for r in results for row in r.packs]
-    summary_counts = dict(
+    counts = dict(
         files_listed=listing.listed,
-        files_seen=len(work),
+        files_seen=len(listing.work),
         ingested=outcomes[SourceOutcome.INGESTED],
         duplicates=outcomes[SourceOutcome.DUPLICATE],
         quarantined=outcomes[SourceOutcome.QUARANTINED],
         failed=outcomes[SourceOutcome.FAILED],
+        skipped=outcomes[SourceOutcome.SKIPPED],
         bytes_read=sum(r.bytes_read for r in results),
         bytes_stored=sum(r.bytes_stored for r in results),
         packs_written=sum(1 for p in packs if p["pack_path"].startswith("pixels/")),
     )
-    options = deid_options(config)
-    if work:
-        t = time.perf_counter()
-        files = [p for r in results for p in r.staged]
-        mtimes = [f.mtime_ms for f in work]
-        run_row = {
-            "run_id": run_id,
-            "landing": landing,
-            "started_at": now,
-            "committed_at": datetime.now(timezone.utc),
-            **summary_counts,
-            "watermark": datetime.fromtimestamp(max(mtimes) / 1000, tz=timezone.utc),
-            "dicomlake_version": dicomlake.__version__,
-            "deid_options": options_json(options) if options else json.dumps({"enabled": False}),
-        }
-        small_tables = {
-            "errors": (errors, schemas.ERRORS),
-            "packs": (packs, schemas.PACKS),
-            "sources": (sources, schemas.SOURCES),
-            "runs": ([run_row], schemas.RUNS),  # last: the commit publishes it last
-        }
-        writes = {
-            f"tables/{name}/part-{run_id}.parquet": pa.Table.from_pylist(rows, schema=schema)
-            for name, (rows, schema) in small_tables.items()
-            if rows
-        }
-        lake_fs.run_all(
-            functools.partial(write_table, lake_fs, staged(layout, run_id, relative), table)
-            for relative, table in writes.items()
-        )
-        files.extend(writes)
-        commit(lake_fs, layout, lock, files)
-        stage["commit"] = time.perf_counter() - t
+    return _Collected(
+        sources=sources,
+        errors=[row for r in results for row in r.errors],
+        packs=packs,
+        staged=[p for r in results for p in r.staged],
+        counts=counts,
+    )
+
+
+def _commit(run: _Run, listing: Landing, collected: _Collected) -> None:
+    """Stage the driver's small tables (``runs`` last) and commit them with the tasks' files."""
+    options = deid_options(run.config)
+    run_row = {
+        "run_id": run.run_id,
+        "landing": run.landing,
+        "started_at": run.now,
+        "committed_at": datetime.now(timezone.utc),
+        **{k: v for k, v in collected.counts.items() if k != "skipped"},
+        "watermark": datetime.fromtimestamp(
+            max(f.mtime_ms for f in listing.work) / 1000, tz=timezone.utc
+        ),
+        "dicomlake_version": dicomlake.__version__,
+        "deid_options": options_json(options) if options else json.dumps({"enabled": False}),
+    }
+    small_tables = {
+        "errors": (collected.errors, schemas.ERRORS),
+        "packs": (collected.packs, schemas.PACKS),
+        "sources": (collected.sources, schemas.SOURCES),
+        "runs": ([run_row], schemas.RUNS),  # last: the commit publishes it last
+    }
+    writes = {
+        f"tables/{name}/part-{run.run_id}.parquet": pa.Table.from_pylist(rows, schema=schema)
+        for name, (rows, schema) in small_tables.items()
+        if rows
+    }
+    fs, layout = run.lake_fs, run.layout
+    fs.run_all(
+        functools.partial(write_table, fs, staged(layout, run.run_id, relative), table)
+        for relative, table in writes.items()
+    )
+    commit(fs, layout, run.lock, [*collected.staged, *writes])
+
+
+def _summary(
+    run: _Run,
+    listing: Landing,
+    results: list[TaskResult],
+    collected: _Collected,
+    seconds: float,
+) -> IngestSummary:
     for r in results:
-        for name, seconds in r.seconds.items():
-            stage[f"task.{name}"] += seconds
+        for name, task_seconds in r.seconds.items():
+            run.stage[f"task.{name}"] += task_seconds
+    errors = collected.errors
     skipped = Counter(
         r["reason"] for r in errors if r["reason"] in ENTRY_PROBLEMS and r["reason"] not in RETRIED
     )
+    with_identities = deid_options(run.config) is not None
     return IngestSummary(
-        run_id=run_id,
-        landing=landing,
-        lake=lake,
-        **summary_counts,
-        skipped=outcomes[SourceOutcome.SKIPPED],
+        run_id=run.run_id,
+        landing=run.landing,
+        lake=run.lake,
+        **collected.counts,
         files_hidden=listing.hidden,
         files_settling=listing.settling,
         skipped_reasons=dict(skipped),
-        seconds=round(time.perf_counter() - start, 3),
-        stage_seconds={k: round(v, 3) for k, v in sorted(stage.items())},
+        seconds=round(seconds, 3),
+        stage_seconds={k: round(v, 3) for k, v in sorted(run.stage.items())},
         reasons=dict(Counter(e["reason"] for e in errors)),
         deid_removed=dict(sum((r.deid_removed for r in results), Counter())),
         sop_uid_from_meta=sum(r.sop_uid_from_meta for r in results),
         tables={
-            **{name: layout.table(name) for name in schemas.SCHEMAS},
-            "paths": layout.restricted("paths"),
-            **({"identities": layout.restricted("identities")} if options else {}),
+            **{name: run.layout.table(name) for name in schemas.SCHEMAS},
+            "paths": run.layout.restricted("paths"),
+            **({"identities": run.layout.restricted("identities")} if with_identities else {}),
         },
     )
 
