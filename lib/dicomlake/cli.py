@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from dicomlake import progress
 from dicomlake.config import Config, load_config
@@ -81,7 +81,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def print_ingest_report(s: dict[str, Any], out) -> None:
+def print_ingest_report(s: dict[str, Any], out: TextIO) -> None:
     """A few lines a person reads; the JSON line after it is for machines."""
     mb = s["bytes_read"] / 1e6
     print(
@@ -539,7 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(
                 "export needs --sop, --series, --study, --instance-id, --manifest or --where"
             )
-        return args.func(args, config)
+        code: int = args.func(args, config)
+        return code
     except ErrorThresholdExceeded as exc:
         log.error("%s", exc)
         return EXIT_THRESHOLD

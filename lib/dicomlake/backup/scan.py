@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -151,7 +152,9 @@ def _after(entry: tuple[str, int] | None, versions: dict[str, int]) -> bool:
     return entry is not None and entry[1] > versions.get(entry[0], entry[1])
 
 
-def _read_intents(fs: FileSystem, root: str, known: dict[str, dict]) -> dict[str, dict]:
+def _read_intents(
+    fs: FileSystem, root: str, known: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     out = dict(known)
     for f in fs.list_files(join(root, COMMITS)):
         name = f.path.rsplit("/", 1)[-1]

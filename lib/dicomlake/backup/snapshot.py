@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import uuid
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -207,7 +207,7 @@ def _take(run: _Snapshot) -> SnapshotInfo:
 
 
 def _rows(plan: Plan, copied: list[Copied]) -> pa.Table:
-    out = [
+    out: list[dict[str, Any]] = [
         {
             "path": p,
             "size": e.size,
@@ -270,5 +270,5 @@ def _drop_stale_work(fs: FileSystem, layout: BackupLayout, sid: str) -> None:
             fs.delete(work, recursive=True)
 
 
-def _fields(info: SnapshotInfo) -> dict[str, object]:
+def _fields(info: SnapshotInfo) -> dict[str, Any]:
     return {f.name: getattr(info, f.name) for f in dataclasses.fields(SnapshotInfo)}

@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import hmac
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -110,7 +111,7 @@ def _unwrap_legacy(keyring: Keyring, wrapped: str, identifier: str) -> bytes:
 def _kms_client_class() -> type:
     import pyarrow.parquet.encryption as pe
 
-    class KeyringKmsClient(pe.KmsClient):
+    class KeyringKmsClient(pe.KmsClient):  # type: ignore[misc]  # pyarrow ships no types
         """pyarrow's side of the KMS: wraps with the keyring's active KEK."""
 
         def __init__(self, keyring: Keyring) -> None:
@@ -129,7 +130,7 @@ def _kms_client_class() -> type:
     return KeyringKmsClient
 
 
-def crypto_factory(keyring: Keyring):
+def crypto_factory(keyring: Keyring) -> tuple[Any, Any]:
     """(pyarrow ``CryptoFactory``, ``KmsConnectionConfig``) for this keyring's KEKs."""
     import pyarrow.parquet.encryption as pe
 
@@ -139,7 +140,7 @@ def crypto_factory(keyring: Keyring):
     return pe.CryptoFactory(factory), config
 
 
-def encryption_properties(keyring: Keyring, encrypted_columns: list[str]):
+def encryption_properties(keyring: Keyring, encrypted_columns: list[str]) -> Any:
     """pyarrow ``FileEncryptionProperties``: ``encrypted_columns`` under `COLUMN_KEY_ID`,
     the other columns and the footer in clear (the footer signed with `FOOTER_KEY_ID`)."""
     import pyarrow.parquet.encryption as pe
@@ -158,7 +159,7 @@ def encryption_properties(keyring: Keyring, encrypted_columns: list[str]):
     return factory.file_encryption_properties(config, encryption)
 
 
-def decryption_properties(keyring: Keyring):
+def decryption_properties(keyring: Keyring) -> Any:
     """pyarrow ``FileDecryptionProperties`` that open files written by either side."""
     factory, config = crypto_factory(keyring)
     import pyarrow.parquet.encryption as pe
@@ -205,7 +206,10 @@ def java_keyring(keyring: Keyring) -> str:
     """The keyring as the Java twin reads it: ``mode;active;legacy;id,key,public;...``
     (base64 fields, empty when absent: a public-only KEK has no key; ``legacy`` is the older
     files' master key, given only to a keyring that can unwrap)."""
-    b64 = lambda raw: base64.b64encode(raw).decode("ascii") if raw else ""  # noqa: E731
+
+    def b64(raw: bytes | None) -> str:
+        return base64.b64encode(raw).decode("ascii") if raw else ""
+
     keks = ";".join(f"{k},{b64(secret)},{b64(public)}" for k, secret, public in keyring.keks())
     legacy = b64(keyring.secret_for(LEGACY_PURPOSE)) if keyring.can_unwrap else ""
     return f"{keyring.mode};{keyring.active_kek_id};{legacy};{keks}"

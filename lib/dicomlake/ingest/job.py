@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -209,10 +209,12 @@ def _execute(sc: SparkContext, run: _Run, plan: _Plan) -> list[TaskResult]:
     stored = sc.broadcast(plan.stored_sha256)
     landing = run.landing
 
-    def run_task(items):
+    def run_task(items: Iterable[tuple[int, list[FileInfo]]]) -> Iterator[TaskResult]:
         from pyspark import TaskContext as SparkTaskContext
 
-        attempt = SparkTaskContext.get().attemptNumber()
+        task = SparkTaskContext.get()
+        assert task is not None  # this runs in a Spark task
+        attempt = task.attemptNumber()
         for index, files in items:
             yield process_task(index, attempt, files, landing, ctx, stored.value)
 
@@ -356,7 +358,7 @@ def _first_cause(exc: Py4JJavaError) -> str:
 
 
 def _drop_cross_task_duplicates(
-    fs, layout: LakeLayout, run_id: str, results: list[TaskResult], keyring: Keyring
+    fs: FileSystem, layout: LakeLayout, run_id: str, results: list[TaskResult], keyring: Keyring
 ) -> None:
     """Keep one copy of content that two tasks of this run both stored.
 

@@ -34,7 +34,7 @@ from deltalake import (
     convert_to_deltalake,
 )
 from deltalake.exceptions import TableNotFoundError
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 
 from dicomlake.errors import ConfigError, LakeError
 from dicomlake.lake import schemas
@@ -183,7 +183,9 @@ def commit_run(
             raise LakeError(f"run {run_id}: table {layout.table(name)} is missing")
         if (table.transaction_version(APP_ID) or 0) >= sequence:
             continue  # committed before a crash
-        actions = [_add(fs, layout, name, inside) for inside in by_table[name]]
+        actions: list[AddAction | RemoveAction] = [
+            _add(fs, layout, name, inside) for inside in by_table[name]
+        ]
         table.create_write_transaction(
             actions,
             mode="append",

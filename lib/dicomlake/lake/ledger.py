@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -82,6 +83,6 @@ def read_ledger(fs: FileSystem, layout: LakeLayout, secret: bytes) -> Ledger:
     return Ledger({p: (s, m) for p, (s, m, _) in seen.items()}, frozenset(stored), secret)
 
 
-def latest_packs(rows: list[dict]) -> dict[str, dict]:
+def latest_packs(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per pack path, its newest ``packs`` row (key rotation adds newer ones)."""
     return {r["pack_path"]: r for r in sorted(rows, key=lambda r: r["wrapped_at"])}

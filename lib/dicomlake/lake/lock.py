@@ -171,7 +171,8 @@ class Lock:
                     raise
                 continue
             try:
-                return json.loads(data)
+                record: dict[str, object] = json.loads(data)
+                return record
             except ValueError:
                 raise LakeError(
                     f"{self.uri} is not a lock record: if no dicomlake command runs on "

@@ -44,7 +44,8 @@ def maintain_lake(lake: str, config: Config, lock: Lock) -> dict[str, Any]:
         before = len(table.file_uris())
         metrics = table.optimize.compact(
             target_size=config.maintain.target_file_bytes,
-            writer_properties=WriterProperties(compression=COMPRESSION.upper()),
+            # delta-rs types the codec as an upper-case Literal
+            writer_properties=WriterProperties(compression=COMPRESSION.upper()),  # type: ignore[arg-type]
             post_commithook_properties=PostCommitHookProperties(
                 create_checkpoint=False, cleanup_expired_logs=False
             ),

@@ -127,10 +127,11 @@ def find_paths(
 
     def rows(name: str, key: str, value: str | None, columns: list[str]) -> list[dict[str, Any]]:
         table = delta.read_snapshot(layout, name, columns)
-        return table.filter(pc.equal(table[key], value)).to_pylist()
+        found: list[dict[str, Any]] = table.filter(pc.equal(table[key], value)).to_pylist()
+        return found
 
     if path_id is not None:
-        found = [{"source_path_id": path_id}]
+        found: list[dict[str, Any]] = [{"source_path_id": path_id}]
     elif error_id is not None:
         found = rows("errors", "error_id", error_id, ["error_id", "source_path_id", "reason"])
     else:

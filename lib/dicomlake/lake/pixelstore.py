@@ -34,7 +34,7 @@ from dicomlake.pixels.pack import (
     open_chunk,
     read_header,
 )
-from dicomlake.storage import filesystem_for
+from dicomlake.storage import FileSystem, filesystem_for
 from dicomlake.vocab import ChunkKind
 
 ORDER = {ChunkKind.PREFIX: 0, ChunkKind.FRAME: 1, ChunkKind.SUFFIX: 2}
@@ -132,7 +132,8 @@ class PixelStore:
         if layout.per_chunk:  # one chunk per frame: read just that one
             target = layout.frames[frame_number - 1]
             return layout.decode(self.chunk(target, layout.spec))
-        return self._whole(instance_id, rows, prefix, layout)[frame_number - 1]
+        frame: np.ndarray = self._whole(instance_id, rows, prefix, layout)[frame_number - 1]
+        return frame
 
     def iter_frames(self, instance_ids: Iterable[str]) -> Iterator[tuple[str, int, np.ndarray]]:
         """Every frame of the given instances as ``(instance_id, frame_number, array)``, each
@@ -279,7 +280,7 @@ def _pack_id(pack_path: str) -> str:
     return pack_path.rsplit("/", 1)[-1].removesuffix(".pack")
 
 
-def latest_wraps(layout: LakeLayout, fs) -> dict[str, tuple[str, bytes]]:
+def latest_wraps(layout: LakeLayout, fs: FileSystem) -> dict[str, tuple[str, bytes]]:
     """Per pack path, the newest (kek id, wrapped data key) of the packs table."""
     latest = latest_packs(read_table(fs, layout, "packs").to_pylist())
     return {path: (r["kek_id"], r["wrapped_key"]) for path, r in latest.items()}

@@ -24,12 +24,14 @@ def _compressor() -> zstandard.ZstdCompressor:
     if not hasattr(_local, "compressor"):
         _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         _local.decompressor = zstandard.ZstdDecompressor()
-    return _local.compressor
+    compressor: zstandard.ZstdCompressor = _local.compressor
+    return compressor
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
     _compressor()
-    return _local.decompressor
+    decompressor: zstandard.ZstdDecompressor = _local.decompressor
+    return decompressor
 
 
 def zstd_encode(raw: bytes) -> bytes:

@@ -40,7 +40,9 @@ JPEG2K = "jpeg2k"
 
 # Image codecs: (encode unsigned array, decode to array). One thread each: Spark runs one
 # task per core already, and imagecodecs releases the GIL inside both calls.
-_IMAGE: dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]] = {
+_IMAGE: dict[
+    str, tuple[Callable[[np.ndarray], bytes | bytearray], Callable[[bytes], np.ndarray]]
+] = {
     JPEGXL: (
         lambda a: imagecodecs.jpegxl_encode(a, lossless=True, effort=1, numthreads=1),
         lambda d: imagecodecs.jpegxl_decode(d, numthreads=1),

@@ -64,6 +64,7 @@ def from_image(image: np.ndarray, spec: FrameSpec) -> bytes:
             f"decoded image {image.dtype}{image.shape} does not match the frame "
             f"({spec.bits_allocated}-bit, shape {shape})"
         )
+    assert udtype is not None  # the width check above
     values = image.reshape(shape)
     if spec.samples_per_pixel > 1 and spec.planar_configuration == 1:
         values = values.transpose(2, 0, 1)

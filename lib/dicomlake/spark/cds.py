@@ -86,9 +86,10 @@ def _run_job(config: Config, options: str) -> int:
     finally:
         sc.stop()
         gateway = SparkContext._gateway
+        assert gateway is not None  # the context above started it
         gateway.shutdown()
         gateway.proc.stdin.close()  # the JVM exits when its stdin closes
-    return gateway.proc.wait(timeout=600)
+    return int(gateway.proc.wait(timeout=600))
 
 
 def main(argv: list[str] | None = None) -> int:

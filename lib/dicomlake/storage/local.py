@@ -183,17 +183,19 @@ class LocalFileSystem(FileSystem):
         while pending:
             directory = pending.pop()
             subdirs = []
-            for full, st, problem in walk.entries(directory):
-                if problem is None and stat.S_ISDIR(st.st_mode):
+            for full, entry, problem in walk.entries(directory):
+                if problem is not None:
+                    yield self._problem(path, full, entry, problem)
+                    continue
+                assert entry is not None  # an entry without a problem was stat'ed
+                if stat.S_ISDIR(entry.st_mode):
                     subdirs.append(full)
-                elif problem is None:
-                    yield _info(self._uri(path, full), st)
                 else:
-                    yield self._problem(path, full, st, problem)
+                    yield _info(self._uri(path, full), entry)
             pending.extend(reversed(subdirs))
 
     def _problem(
-        self, template: str, os_path: str, st: os.stat_result | None, problem: str
+        self, template: str, os_path: str, st: os.stat_result | None, problem: RejectReason
     ) -> FileInfo:
         """An entry that is not read, named so that any name can be stored and printed."""
         printable = os.fsencode(os_path).decode("utf-8", "backslashreplace")
