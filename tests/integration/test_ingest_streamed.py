@@ -33,10 +33,8 @@ from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.restricted import read_rows
 from dicomlake.storage import FileInfo, ReadStream, filesystem_for
 from dicomlake.storage.local import LocalFileSystem
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from ingest_bench import MemoryPeak  # noqa: E402
-from synth_landing import build_huge_file  # noqa: E402
+from ingest_bench import MemoryPeak
+from synth_landing import build_huge_file
 
 MiB = 1 << 20
 

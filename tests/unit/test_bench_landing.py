@@ -5,7 +5,6 @@ Checked independently with pydicom on the written files, against the real templa
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -16,8 +15,7 @@ import pydicom.data
 import pytest
 from pydicom.uid import UID
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import synth_landing  # noqa: E402
+import synth_landing
 
 
 def _read(path: Path, pixels: bool = False) -> pydicom.Dataset:

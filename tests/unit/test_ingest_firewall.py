@@ -10,21 +10,18 @@ import dataclasses
 import hashlib
 import io
 import struct
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pydicom
 import pytest
+from hostile_corpus import _deflate_bomb, _sequence
 from pydicom.data import get_testdata_file
 
 from dicomlake.errors import LakeWriteError
 from dicomlake.ingest import worker
 from dicomlake.ingest.worker import TaskContext, TaskResult, process_task
 from dicomlake.storage import FileInfo
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from hostile_corpus import _deflate_bomb, _sequence  # noqa: E402
 
 CT = Path(get_testdata_file("CT_small.dcm"))
 MR = Path(get_testdata_file("MR_small.dcm"))
