@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -355,6 +355,11 @@ def cmd_retention(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+Command = Callable[[argparse.Namespace, Config], int]
+KEYRING_DEFAULT = "keyring file (default: keys.keyring)"
+KEYRING_PRIVATE = "keyring file with the private/secret key"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomlake", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -362,25 +367,47 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser(
-        "ingest", parents=[common], help="ingest new files of a landing zone into a lake"
+    def command(
+        name: str,
+        func: Command,
+        help: str,
+        *,
+        lake: bool = False,
+        backup: bool = False,
+        keyring: str | None = None,
+        submitted: bool = False,
+    ) -> argparse.ArgumentParser:
+        """A subcommand running ``func``, with the options several commands share."""
+        p = sub.add_parser(name, parents=[common], help=help)
+        p.set_defaults(func=func, submitted=False)
+        if lake:
+            p.add_argument("--lake", required=True, help="lake URI (path, file://, hdfs://)")
+        if backup:
+            p.add_argument("--backup", required=True, help="backup URI (path, file://, hdfs://)")
+        if keyring is not None:
+            p.add_argument("--keyring", help=keyring)
+        if submitted:
+            # Set by jobs/*.py: Spark's master and resources come from spark-submit.
+            p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)
+        return p
+
+    p = command(
+        "ingest",
+        cmd_ingest,
+        "ingest new files of a landing zone into a lake",
+        lake=True,
+        keyring=KEYRING_DEFAULT,
+        submitted=True,
     )
     p.add_argument("--landing", required=True, help="landing zone URI (path, file://, hdfs://)")
-    p.add_argument("--lake", required=True, help="lake URI (path, file://, hdfs://)")
-    p.add_argument("--keyring", help="keyring file (default: keys.keyring)")
-    # Set by jobs/ingest.py: Spark's master and resources come from spark-submit.
-    p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("demo", parents=[common], help="build the sample landing zone and ingest it")
+    p = command("demo", cmd_demo, "build the sample landing zone and ingest it")
     p.add_argument(
         "--workdir", default="data/demo", help="where landing/, lake/ and the keyring go"
     )
-    p.set_defaults(func=cmd_demo, submitted=False)
 
-    p = sub.add_parser("keys", parents=[common], help="create, rotate or prune the keyring")
+    p = command("keys", cmd_keys, "create, rotate or prune the keyring", keyring=KEYRING_DEFAULT)
     p.add_argument("action", choices=["init", "rotate", "drop"])
-    p.add_argument("--keyring", help="keyring file (default: keys.keyring)")
     p.add_argument(
         "--mode",
         choices=["symmetric", "x25519"],
@@ -391,12 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="init: replace an existing keyring")
     p.add_argument("--lake", help="rotate: re-wrap this lake's pack keys under the new key")
     p.add_argument("--kek-id", help="drop: the key to remove")
-    p.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser(
-        "export", parents=[common], help="write ingested instances back as their original files"
+    p = command(
+        "export",
+        cmd_export,
+        "write ingested instances back as their original files",
+        lake=True,
+        keyring=KEYRING_PRIVATE,
     )
-    p.add_argument("--lake", required=True)
     # The union of what the selection options name. The UIDs are the pseudonymised ones
     # analysts see; `dicomlake reidentify` maps them to the originals.
     p.add_argument("--sop", help="SOPInstanceUID (as in the instances table)")
@@ -415,80 +444,76 @@ def build_parser() -> argparse.ArgumentParser:
         help="every stored version of the selected instances, not only the latest",
     )
     p.add_argument("--out", required=True, help="directory for the files")
-    p.add_argument("--keyring", help="keyring file with the private/secret key")
     p.add_argument(
         "--as-of",
         help="the instances table as of a version (an integer) or an ISO 8601 time (UTC "
         "unless it has a zone), e.g. 2026-11-28T00:00:00Z",
     )
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser(
+    command(
         "maintain",
-        parents=[common],
-        help="compact the lake's tables, checkpoint their logs, vacuum replaced files",
+        cmd_maintain,
+        "compact the lake's tables, checkpoint their logs, vacuum replaced files",
+        lake=True,
     )
-    p.add_argument("--lake", required=True)
-    p.set_defaults(func=cmd_maintain)
 
-    p = sub.add_parser(
+    p = command(
         "register",
-        parents=[common],
-        help="register the lake's tables in the Spark catalog (needs Delta Lake's connector)",
+        cmd_register,
+        "register the lake's tables in the Spark catalog (needs Delta Lake's connector)",
+        lake=True,
+        submitted=True,
     )
-    p.add_argument("--lake", required=True)
     p.add_argument("--database", required=True, help="catalog database, created if missing")
-    p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_register)
 
-    p = sub.add_parser("snapshot", parents=[common], help="back the lake up (Spark copies)")
-    p.add_argument("--lake", required=True)
-    p.add_argument("--backup", required=True, help="backup URI (path, file://, hdfs://)")
+    p = command(
+        "snapshot",
+        cmd_snapshot,
+        "back the lake up (Spark copies)",
+        lake=True,
+        backup=True,
+        submitted=True,
+    )
     p.add_argument("--mode", choices=list(SnapshotMode), required=True)
     p.add_argument(
         "--label",
         help="snapshot time label YYYYMMDDTHHMMSSZ (default: the "
         "backup filesystem's clock); a scheduler passes its data interval end",
     )
-    p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_snapshot)
 
-    p = sub.add_parser("restore", parents=[common], help="rebuild a lake from a snapshot")
-    p.add_argument("--backup", required=True)
+    p = command("restore", cmd_restore, "rebuild a lake from a snapshot", backup=True)
     p.add_argument("--snapshot", required=True, help="snapshot id (see `dicomlake snapshots`)")
     p.add_argument("--target", required=True, help="an empty or missing directory")
-    p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser("verify", parents=[common], help="re-read and check a backup")
-    p.add_argument("--backup", required=True)
+    p = command(
+        "verify",
+        cmd_verify,
+        "re-read and check a backup",
+        backup=True,
+        keyring="--deep: keyring that can unwrap the pack keys",
+    )
     p.add_argument("--snapshot", help="one snapshot (default: all)")
     p.add_argument(
         "--deep",
         action="store_true",
         help="also open every encrypted chunk and check the frame hashes",
     )
-    p.add_argument("--keyring", help="--deep: keyring that can unwrap the pack keys")
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("snapshots", parents=[common], help="list a backup's snapshots")
-    p.add_argument("--backup", required=True)
-    p.set_defaults(func=cmd_snapshots)
-
-    p = sub.add_parser(
+    command("snapshots", cmd_snapshots, "list a backup's snapshots", backup=True)
+    command(
         "retention",
-        parents=[common],
-        help="drop snapshots past snapshot.keep_daily/keep_weekly, then GC",
+        cmd_retention,
+        "drop snapshots past snapshot.keep_daily/keep_weekly, then GC",
+        backup=True,
     )
-    p.add_argument("--backup", required=True)
-    p.set_defaults(func=cmd_retention)
 
-    p = sub.add_parser(
+    p = command(
         "reidentify",
-        parents=[common],
-        help="map pseudonyms back to the identified values (key holders only)",
+        cmd_reidentify,
+        "map pseudonyms back to the identified values (key holders only)",
+        lake=True,
+        keyring=KEYRING_DEFAULT,
     )
-    p.add_argument("--lake", required=True)
-    p.add_argument("--keyring", help="keyring file (default: keys.keyring)")
     group = p.add_mutually_exclusive_group()
     group.add_argument(
         "--pseudonym",
@@ -499,23 +524,20 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--instance-id", help="an instance_id: the landing path of every file with its content"
     )
-    p.set_defaults(func=cmd_reidentify)
 
-    p = sub.add_parser(
-        "quarantine", parents=[common], help="get a quarantined input back (key holders only)"
+    p = command(
+        "quarantine",
+        cmd_quarantine,
+        "get a quarantined input back (key holders only)",
+        lake=True,
+        keyring=KEYRING_PRIVATE,
     )
     p.add_argument("action", choices=["get"])
-    p.add_argument("--lake", required=True)
     p.add_argument("--error-id", required=True, help="the errors row's error_id")
     p.add_argument("--out", required=True, help="file to write (must not exist)")
-    p.add_argument("--keyring", help="keyring file with the private/secret key")
-    p.set_defaults(func=cmd_quarantine)
 
-    p = sub.add_parser(
-        "samples", parents=[common], help="build a landing zone of real sample DICOM files"
-    )
+    p = command("samples", cmd_samples, "build a landing zone of real sample DICOM files")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_samples)
     return parser
 
 

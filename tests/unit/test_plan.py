@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dicomlake.ingest.plan import bin_pack, is_candidate, plan_landing
+from dicomlake.ingest.plan import is_candidate, plan_landing, split_tasks
 from dicomlake.lake.ledger import Ledger
 from dicomlake.lake.paths import path_id
 from dicomlake.storage import FileInfo
@@ -16,7 +16,7 @@ def _files(sizes: list[int]) -> list[FileInfo]:
 
 def test_every_file_once_and_task_count() -> None:
     files = _files([3 * MB] * 40 + [100_000] * 500)
-    tasks = bin_pack(files, task_bytes=64 * MB, min_tasks=2)
+    tasks = split_tasks(files, task_bytes=64 * MB, min_tasks=2)
     assert sorted(f for t in tasks for f in t) == sorted(files)
     assert len(tasks) == -(-(40 * 3 * MB + 500 * 100_000) // (64 * MB))  # 3 tasks of <= 64 MB
     assert all(t == sorted(t, key=lambda f: f.path) for t in tasks)
@@ -27,16 +27,16 @@ def test_small_files_weigh_more_than_their_bytes() -> None:
     # get ten times the files of the other. Each file's fixed work (about half a megabyte of
     # pixel data's worth) must balance the tasks instead.
     files = _files([10 * MB] * 3 + [50_000] * 300)
-    tasks = bin_pack(files, task_bytes=256 * MB, min_tasks=2)
+    tasks = split_tasks(files, task_bytes=256 * MB, min_tasks=2)
     assert len(tasks) == 2
     costs = [sum(f.size + 512 * 1024 for f in t) for t in tasks]
     assert max(costs) / min(costs) < 1.02, costs
 
 
 def test_at_least_min_tasks_but_not_more_tasks_than_files() -> None:
-    assert len(bin_pack(_files([1000] * 5), task_bytes=256 * MB, min_tasks=2)) == 2
-    assert len(bin_pack(_files([1000]), task_bytes=256 * MB, min_tasks=2)) == 1
-    assert bin_pack([], task_bytes=256 * MB, min_tasks=2) == []
+    assert len(split_tasks(_files([1000] * 5), task_bytes=256 * MB, min_tasks=2)) == 2
+    assert len(split_tasks(_files([1000]), task_bytes=256 * MB, min_tasks=2)) == 1
+    assert split_tasks([], task_bytes=256 * MB, min_tasks=2) == []
 
 
 def test_candidates_skip_temporaries_and_hidden_files() -> None:

@@ -11,7 +11,6 @@ opens both filesystems itself and returns only small rows.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from dicomlake.backup.layout import BackupLayout, object_key
 from dicomlake.backup.scan import ToRead
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import PublishConflictError, StorageError
+from dicomlake.spark.tasks import bin_pack
 from dicomlake.storage import FileSystem, filesystem_for, join
 
 if TYPE_CHECKING:
@@ -58,23 +58,20 @@ def copy_files(job: CopyJob, items: list[ToRead], sc: SparkContext | None = None
     """
     if sc is None or not items:
         return list(_copy_many(job, items))
-    bins = _bins(items, max(sc.defaultParallelism, 1))
+    bins = bin_pack(
+        items,
+        size=_size,
+        cost=_size,
+        task_bytes=TASK_BYTES,
+        min_tasks=max(sc.defaultParallelism, 1),
+    )
     rdd = sc.parallelize(bins, len(bins))
     done = {c.path: c for c in rdd.flatMap(lambda b: _copy_many(job, b)).collect()}
     return [done[i.file.path] for i in items]
 
 
-def _bins(items: list[ToRead], parallelism: int) -> list[list[ToRead]]:
-    """Greedy bin-packing by size (largest first into the lightest bin)."""
-    total = sum(i.file.size for i in items)
-    n = min(len(items), max(parallelism, -(-total // TASK_BYTES)))
-    heap = [(0, k) for k in range(n)]
-    bins: list[list[ToRead]] = [[] for _ in range(n)]
-    for item in sorted(items, key=lambda i: -i.file.size):
-        load, k = heapq.heappop(heap)
-        bins[k].append(item)
-        heapq.heappush(heap, (load + item.file.size, k))
-    return bins
+def _size(item: ToRead) -> int:
+    return item.file.size
 
 
 def _copy_many(job: CopyJob, items: Iterable[ToRead]) -> Iterator[Copied]:

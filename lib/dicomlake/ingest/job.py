@@ -22,7 +22,7 @@ from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import options_json
 from dicomlake.errors import JobFailedError, LakeWriteError, StorageError
-from dicomlake.ingest.plan import RETRIED, Landing, bin_pack, plan_landing
+from dicomlake.ingest.plan import RETRIED, Landing, plan_landing, split_tasks
 from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
@@ -192,7 +192,7 @@ def _plan(run: _Run, min_tasks: int) -> _Plan:
         listing.settling,
         listing.hidden,
     )
-    tasks = bin_pack(listing.work, config.ingest.task_bytes, min_tasks)
+    tasks = split_tasks(listing.work, task_bytes=config.ingest.task_bytes, min_tasks=min_tasks)
     return _Plan(listing, tasks, ledger.stored_sha256)
 
 

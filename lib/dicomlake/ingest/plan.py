@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dicomlake.lake.ledger import Ledger
+from dicomlake.spark.tasks import bin_pack
 from dicomlake.storage import FileInfo
 from dicomlake.storage.names import is_skipped
 from dicomlake.vocab import RejectReason
@@ -73,24 +73,18 @@ def task_cost(f: FileInfo) -> int:
     return f.size + FILE_COST_BYTES
 
 
-def bin_pack(files: Iterable[FileInfo], task_bytes: int, min_tasks: int) -> list[list[FileInfo]]:
-    """Split files into tasks of about equal work (costliest first onto the lightest task).
+def split_tasks(
+    files: Iterable[FileInfo], *, task_bytes: int, min_tasks: int
+) -> list[list[FileInfo]]:
+    """Split files into tasks of about equal work (`dicomlake.spark.tasks.bin_pack`), each
+    task's files in path order.
 
-    There are at least ``min_tasks`` tasks when there are that many files, so a small run
-    still keeps every core busy, and about ``total bytes / task_bytes`` tasks for a large one.
     Work is `task_cost`, so a task of many small files gets fewer bytes than one of big files.
     """
-    ordered = sorted(files, key=lambda f: (-f.size, f.path))
-    if not ordered:
-        return []
-    total = sum(f.size for f in ordered)
-    n = min(len(ordered), max(min_tasks, -(-total // task_bytes)))
-    heap = [(0, i) for i in range(n)]
-    tasks: list[list[FileInfo]] = [[] for _ in range(n)]
-    for f in ordered:
-        load, i = heapq.heappop(heap)
-        tasks[i].append(f)
-        heapq.heappush(heap, (load + task_cost(f), i))
+    by_path = sorted(files, key=lambda f: f.path)
+    tasks = bin_pack(
+        by_path, size=lambda f: f.size, cost=task_cost, task_bytes=task_bytes, min_tasks=min_tasks
+    )
     for task in tasks:
         task.sort(key=lambda f: f.path)
     return tasks
