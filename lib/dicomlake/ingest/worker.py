@@ -297,7 +297,7 @@ class _Task:
         self.paths = PathRows(path_secret(self.keyring), ctx.run_id)
 
     @contextlib.contextmanager
-    def timed(self, stage: str):
+    def timed(self, stage: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
