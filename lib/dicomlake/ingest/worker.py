@@ -285,7 +285,7 @@ class _Task:
         self.lake_fs = filesystem_for(ctx.lake, ctx.config.hdfs)
         self.result = TaskResult(task, attempt)
         # Per partition directory: (sort key, the instance's row)
-        self.instances: dict[str, list[tuple[tuple, pa.RecordBatch]]] = defaultdict(list)
+        self.instances: dict[str, list[tuple[tuple[Any, ...], pa.RecordBatch]]] = defaultdict(list)
         self.frames: list[dict[str, Any]] = []
         self.elements = _ElementRows(ctx.run_id)
         self.identities: list[dict[str, Any]] = []
@@ -632,8 +632,8 @@ class _Task:
         r = self.result
         name = f"part-{self.ctx.run_id}-t{r.task:05d}-a{r.attempt}.parquet"
         fragments: list[tuple[str, pa.Table]] = []
-        for directory, rows in sorted(self.instances.items()):
-            batches = [batch for _, batch in sorted(rows, key=lambda row: row[0])]
+        for directory, keyed in sorted(self.instances.items()):
+            batches = [batch for _, batch in sorted(keyed, key=lambda row: row[0])]
             table = pa.Table.from_batches(batches, schema=_INSTANCE_FILE_SCHEMA)
             fragments.append((f"tables/instances/{directory}/{name}", table.combine_chunks()))
         if self.frames:
@@ -684,7 +684,7 @@ _INSTANCE_FILE_SCHEMA = pa.schema(
 )
 
 
-def _instance_order(values: dict[str, Any]) -> tuple:
+def _instance_order(values: dict[str, Any]) -> tuple[bool, Any, str]:
     """Where an instance goes in its fragment: by study date (none last), then series."""
     date = values.get("StudyDate")
     return (date is None, date or datetime.min.date(), values.get("SeriesInstanceUID") or "")
@@ -715,7 +715,7 @@ def _read_as(info: FileInfo, limits: IngestConfig) -> str:
     return "streamed" if info.size > limits.stream_bytes else "whole"
 
 
-class _SequentialReads(contextlib.AbstractContextManager):
+class _SequentialReads(contextlib.AbstractContextManager["_SequentialReads"]):
     """Ranged reads of a landing file, served from one open stream while each read starts where
     the last one ended (as a split reads: header, frames in order): on HDFS a ranged read is two
     round trips and a new DataNode stream, so 2 GB in 8 MiB reads took 10-13 s, against 3.5 s

@@ -26,7 +26,7 @@ import json
 import struct
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import BinaryIO
+from typing import Protocol
 
 from dicomlake.crypto.envelope import OVERHEAD, new_data_key, open_sealed, seal
 from dicomlake.crypto.keyring import Keyring
@@ -85,6 +85,12 @@ class PackInfo:
     size: int
 
 
+class Sink(Protocol):
+    """Where a pack is written: a binary stream, or anything with its ``write``."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 class PackWriter:
     """Writes one pack sequentially to `out` (never seeks): header now, chunks, then footer.
 
@@ -93,7 +99,7 @@ class PackWriter:
     >>> info = writer.close()
     """
 
-    def __init__(self, out: BinaryIO, pack_id: str, keyring: Keyring) -> None:
+    def __init__(self, out: Sink, pack_id: str, keyring: Keyring) -> None:
         if not pack_id:
             raise ValueError("pack_id must be a non-empty string")
         self._out = out
