@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -23,7 +22,7 @@ from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import options_json
 from dicomlake.errors import JobFailedError, LakeWriteError, StorageError
 from dicomlake.ingest.plan import RETRIED, Landing, plan_landing, split_tasks
-from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task
+from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task, timed
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.identities import drop_instances
@@ -116,14 +115,6 @@ class _Run:
     now: datetime
     stage: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
-    @contextlib.contextmanager
-    def timed(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stage[name] += time.perf_counter() - start
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -163,7 +154,7 @@ def _run_locked(
     results = _execute(sc, run, plan) if plan.tasks else []
     collected = _collect(plan.landing, results)
     if plan.tasks:
-        with run.timed("commit"):
+        with timed(run.stage, "commit"):
             _commit(run, plan.landing, collected)
     return _summary(run, plan.landing, results, collected, time.perf_counter() - start)
 
@@ -172,7 +163,7 @@ def _plan(run: _Run, min_tasks: int) -> _Plan:
     """Recover earlier runs, read the ledger, list the landing zone and split the new work."""
     config = run.config
     landing_fs = filesystem_for(run.landing, config.hdfs, landing=True)
-    with run.timed("list"):
+    with timed(run.stage, "list"):
         rolled, abandoned = recover(run.lake_fs, run.layout, run.lock)
         if rolled or abandoned:
             log.warning(
@@ -221,7 +212,7 @@ def _execute(sc: SparkContext, run: _Run, plan: _Plan) -> list[TaskResult]:
     tasks = plan.tasks
     files = len(plan.landing.work)
     sc.setJobDescription(f"dicomlake ingest {run.run_id}: {files} files in {len(tasks)} tasks")
-    with run.timed("tasks"):
+    with timed(run.stage, "tasks"):
         try:
             results = (
                 sc.parallelize(list(enumerate(tasks)), len(tasks)).mapPartitions(run_task).collect()
@@ -232,7 +223,7 @@ def _execute(sc: SparkContext, run: _Run, plan: _Plan) -> list[TaskResult]:
                 f"committed and the next run redoes the work: {_first_cause(exc)}"
             ) from exc
     stored.unpersist()
-    with run.timed("dedupe"):
+    with timed(run.stage, "dedupe"):
         _drop_cross_task_duplicates(run.lake_fs, run.layout, run.run_id, results, run.keyring)
     return results
 

@@ -156,6 +156,16 @@ class _NoCopy(Exception):
     was copied into quarantine."""
 
 
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the block's wall time to ``seconds[stage]`` (a ``defaultdict(float)``)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] += time.perf_counter() - start
+
+
 def partition_dir(values: dict[str, Any]) -> str:
     """Hive-style directory of an instance row, escaped the way Spark escapes partition values."""
     parts = []
@@ -296,13 +306,8 @@ class _Task:
         # Paths are pseudonymised whether or not headers are: a landing path is not a header
         self.paths = PathRows(path_secret(self.keyring), ctx.run_id)
 
-    @contextlib.contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.result.seconds[stage] += time.perf_counter() - start
+    def timed(self, stage: str) -> contextlib.AbstractContextManager[None]:
+        return timed(self.result.seconds, stage)
 
     def source_row(
         self,
