@@ -342,3 +342,8 @@ def test_summary_numbers_match_the_landing_zone_and_the_lake(corpus_lake):
     referenced = sum(r["length"] for r in table(lake, "frames").to_pylist())
     pack_bytes = sum(p.stat().st_size for p in lake.glob("pixels/**/*.pack"))
     assert referenced <= data["bytes_stored"] < pack_bytes
+    # every phase of the driver and every stage of a task is timed
+    stages = data["stage_seconds"]
+    assert {"list", "tasks", "dedupe", "commit", "task.read", "task.parse"} <= set(stages)
+    assert all(seconds >= 0 for seconds in stages.values())
+    assert stages["tasks"] <= data["seconds"]
