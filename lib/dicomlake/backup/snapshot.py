@@ -82,10 +82,12 @@ def take_snapshot(
     checked = snapshot_mode(mode)
     bfs = filesystem_for(backup, config.hdfs)
     with holding(bfs, backup, None, "snapshot", config.lock):
-        return _take_locked(lake, bfs, BackupLayout(backup), checked, config, sc, now_label)
+        return _take_locked(
+            lake, bfs, BackupLayout(backup), mode=checked, config=config, sc=sc, now_label=now_label
+        )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class _Snapshot:
     """One snapshot being taken: what it reads, where it writes, and what it compares with."""
 
@@ -111,6 +113,7 @@ def _take_locked(
     lake: str,
     bfs: FileSystem,
     layout: BackupLayout,
+    *,
     mode: SnapshotMode,
     config: Config,
     sc: SparkContext | None,
@@ -135,9 +138,19 @@ def _take_locked(
     fs_snapshot = f"dicomlake-{sid}"
     source_root = lake_fs.create_snapshot(lake, fs_snapshot)
     try:
-        info = _take(
-            _Snapshot(lake, lake_fs, source_root, bfs, layout, sid, base_id, ids, config, sc)
+        run = _Snapshot(
+            lake=lake,
+            lake_fs=lake_fs,
+            source_root=source_root,
+            bfs=bfs,
+            layout=layout,
+            sid=sid,
+            base_id=base_id,
+            ids=ids,
+            config=config,
+            sc=sc,
         )
+        info = _take(run)
     finally:
         if source_root is not None:
             lake_fs.delete_snapshot(lake, fs_snapshot)

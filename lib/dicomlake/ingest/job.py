@@ -97,10 +97,12 @@ def run_ingest(
     lake_fs = filesystem_for(lake, config.hdfs)
     with holding(lake_fs, lake, new_run_id(now), "ingest", config.lock) as lock:
         bind_keyring(lake_fs, LakeLayout(lake), keyring, lock)
-        return _run_locked(sc, landing, lake, config, keyring, lock, now)
+        return _run_locked(
+            sc, landing=landing, lake=lake, config=config, keyring=keyring, lock=lock, now=now
+        )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Run:
     """One run's fixed facts, shared by its phases, and the seconds each stage took."""
 
@@ -140,6 +142,7 @@ class _Collected:
 
 def _run_locked(
     sc: SparkContext,
+    *,
     landing: str,
     lake: str,
     config: Config,
@@ -149,7 +152,17 @@ def _run_locked(
 ) -> IngestSummary:
     start = time.perf_counter()
     lake_fs = filesystem_for(lake, config.hdfs)
-    run = _Run(lock.run_id, landing, lake, LakeLayout(lake), lake_fs, config, keyring, lock, now)
+    run = _Run(
+        run_id=lock.run_id,
+        landing=landing,
+        lake=lake,
+        layout=LakeLayout(lake),
+        lake_fs=lake_fs,
+        config=config,
+        keyring=keyring,
+        lock=lock,
+        now=now,
+    )
     plan = _plan(run, sc.defaultParallelism)
     results = _execute(sc, run, plan) if plan.tasks else []
     collected = _collect(plan.landing, results)
