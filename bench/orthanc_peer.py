@@ -34,6 +34,8 @@ from typing import Any
 
 import psutil
 
+from cpu_share import busy_cpu_seconds, other_cpu_share
+
 SETUP = Path(__file__).resolve().parent / "setup.sh"
 START_TIMEOUT = 60.0
 """Seconds Orthanc has to answer on its port once started."""
@@ -109,11 +111,11 @@ def running(work: Path, compression: bool, log: Path) -> Iterator[Orthanc]:
     port = _free_port()
     conf = work / "orthanc.json"
     conf.write_text(json.dumps(config(storage, port, compression), indent=1))
-    server = Orthanc(port, storage)
     with open(log, "w") as logf:
         proc = subprocess.Popen(
             [binary, str(conf)], cwd=work, stdout=logf, stderr=subprocess.STDOUT
         )
+    server = Orthanc(port, storage, proc.pid)
     try:
         _wait_until_up(server, proc, log)
         yield server
@@ -190,8 +192,13 @@ def measure(landing: Path, compression: bool, log: Path, clients: int = 2) -> di
     with tempfile.TemporaryDirectory(prefix="dicomlake-orthanc-") as work:
         with running(Path(work), compression, log) as server:
             orthanc = psutil.Process(server.pid)
-            cpu0, ours0 = sum(orthanc.cpu_times()[:2]), time.process_time()
+            cpu0, ours0, busy0 = (
+                sum(orthanc.cpu_times()[:2]),
+                time.process_time(),
+                busy_cpu_seconds(),
+            )
             result = upload(server, files, clients)
+            busy = busy_cpu_seconds() - busy0
             cpu = sum(orthanc.cpu_times()[:2]) - cpu0 + time.process_time() - ours0
         stored = server.stored_bytes()  # once Orthanc has stopped and closed its index
     return {
@@ -199,6 +206,7 @@ def measure(landing: Path, compression: bool, log: Path, clients: int = 2) -> di
         "compression": compression,
         "clients": clients,
         "cpu_seconds": cpu,  # Orthanc's and its clients'
+        "other_cpu_share": other_cpu_share(busy, cpu, result["seconds"]),
         "mb_per_s": result["bytes_read"] / 1e6 / result["seconds"],
         "files_per_s": result["files"] / result["seconds"],
         "stored_bytes": stored,
