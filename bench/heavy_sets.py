@@ -8,7 +8,8 @@ big header built from a real file, the copies written with new Study/Series/SOP 
 (see synth_landing.py):
 
 - ``SR``: pydicom's ``test-SR.dcm`` (a Comprehensive SR of DCMTK's), its content tree repeated
-  until the document has ``SR_ELEMENTS`` elements;
+  until the document has ``SR_ELEMENTS`` elements; ``SR-half``, the same with half as many, so
+  that the benchmark can tell whether time grows linearly with the element count;
 - ``RTSTRUCT``: pydicom's ``rtstruct.dcm`` (3 ROIs), grown to ``RT_ROIS`` ROIs of
   ``RT_CONTOURS`` contours each, one contour per 2.5 mm slice, each a real contour shifted;
 - ``enhanced-CT``: pydicom-data's ``eCT_Supplemental.dcm`` (an Enhanced CT of 2 frames), grown to
@@ -177,6 +178,7 @@ def grow_enhanced_ct(frames: int = CT_FRAMES) -> Dataset:
 
 HEAVY: dict[str, Callable[[int], Dataset]] = {
     "SR": lambda seed: grow_sr(),
+    "SR-half": lambda seed: grow_sr(SR_ELEMENTS // 2),  # against SR: time linear in elements?
     "RTSTRUCT": lambda seed: grow_rtstruct(seed=seed),
     "enhanced-CT": lambda seed: grow_enhanced_ct(),
 }

@@ -10,9 +10,10 @@ Three phases, all in this one invocation (``build_landings``, ``run_contenders``
 1. Builds (or reuses, from ``.cache/bench/``) deterministic synthetic landing zones made of the
    real images of pydicom, pydicom-data and deid-data with new UIDs (see synth_landing.py): one
    per size, a small-file case of ~100 KB files, and a huge-file case: one multi-frame CT of
-   ``--huge-gb`` GB, which dicomlake streams (it is over ``ingest.stream_bytes``); and three
+   ``--huge-gb`` GB, which dicomlake streams (it is over ``ingest.stream_bytes``); and the
    element-heavy sets of ``--heavy-files`` files each (heavy_sets.py: an SR of 150,000
-   elements, an RT structure set of 200 ROIs x 100 contours, an enhanced CT of 1,000 frames).
+   elements, an RT structure set of 200 ROIs x 100 contours, an enhanced CT of 1,000 frames,
+   and the SR again with half its elements, for linearity in the element count).
 2. Runs each contender in its own process (bench/ingest_runs.py: a fresh JVM each, Spark
    ``local[2]``, the same Spark settings), after reading the landing zone once so both start
    from a warm page cache (the benchmark cannot drop the OS cache without privileges). The
@@ -1048,7 +1049,7 @@ def heavy_figures(
 def report_heavy(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
     """The element-heavy sets: dicomlake's elements/s against dcm2json's and the target."""
     if not landings.heavy:
-        return [], {"element_heavy": None}
+        return [], {"element_heavy": None, "element_scaling": None}
     sets = {
         kind: heavy_figures(
             runs[f"dicomlake-heavy-{kind}"],
@@ -1083,6 +1084,10 @@ def report_heavy(args: argparse.Namespace, landings: Landings, runs: dict[str, d
             ("CPU share used by other processes, dcm2json", "dcm2json_other_cpu_share"),
         )
     ]
+    # The header path's core-seconds per element, at 150,000 and at 75,000 elements a file
+    full, half = (sets.get(k, {}).get("header_elements_per_s_per_core") for k in ("SR", "SR-half"))
+    growth = half / full if full and half else None
+    linear = growth is not None and 0.8 <= growth <= 1.2
     stage_names = list(dict.fromkeys(n for k in kinds for n in sets[k]["stages_seconds"]))
     stage_table = [
         [name, *(sets[k]["stages_seconds"].get(name) for k in kinds)] for name in stage_names
@@ -1095,8 +1100,15 @@ def report_heavy(args: argparse.Namespace, landings: Landings, runs: dict[str, d
         f"Where dicomlake's time goes on them (seconds, task stages summed over {args.cores} "
         "cores)",
         table(["stage", *kinds], stage_table, 2),
+        "",
+        "Header path seconds per element, SR (150,000 a file) / SR-half (75,000 a file): "
+        f"{_fmt(growth, 2)}: "
+        + ("linear (within ±20%)" if linear else "NOT linear (outside ±20%)"),
     ]
-    return out, {"element_heavy": sets}
+    return out, {
+        "element_heavy": sets,
+        "element_scaling": {"growth": round(growth, 3) if growth else None, "linear": linear},
+    }
 
 
 def report_orthanc(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
@@ -1214,6 +1226,16 @@ def report_targets(record: dict[str, Any], ours: dict[str, Any], small_ours: dic
                 f">= {TARGETS['over_baseline']:.0f}",
                 baseline_ratio,
                 checks["over_baseline"],
+            ]
+        )
+    if record["element_scaling"] is not None:
+        checks["linear_in_elements"] = record["element_scaling"]["linear"]
+        rows.append(
+            [
+                "linear in elements (SR / SR-half)",
+                "s/element ±20%",
+                record["element_scaling"]["growth"],
+                checks["linear_in_elements"],
             ]
         )
     for kind, f in heavy.items():
