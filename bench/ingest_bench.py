@@ -1,22 +1,30 @@
-"""Ingest benchmark: dicomlake versus a naive Spark job, on a synthetic landing zone of real images.
+"""Ingest benchmark: dicomlake versus a naive Spark job, dcm2json and Orthanc, on real images.
 
     .venv/bin/python bench/ingest_bench.py          # 0.5 and 1 GB, 3,000 small files, a 2 GB file
-    .venv/bin/python bench/ingest_bench.py --quick  # smoke run: 0.1, 0.2 GB, 500 small, 0.5 GB file
+    .venv/bin/python bench/ingest_bench.py --quick  # smoke: 0.1, 0.2 GB, 500 small, 0.5 GB, 2 heavy
     .venv/bin/python bench/ingest_bench.py --sizes 1,2 --small-files 5000 --seed 7 --repeat 2
     .venv/bin/python bench/ingest_bench.py --hdfs   # and the largest size again, on HDFS
 
-Steps, all in this one invocation:
+Three phases, all in this one invocation (``build_landings``, ``run_contenders``, ``report``):
 
 1. Builds (or reuses, from ``.cache/bench/``) deterministic synthetic landing zones made of the
    real images of pydicom, pydicom-data and deid-data with new UIDs (see synth_landing.py): one
    per size, a small-file case of ~100 KB files, and a huge-file case: one multi-frame CT of
-   ``--huge-gb`` GB, which dicomlake streams (it is over ``ingest.stream_bytes``).
+   ``--huge-gb`` GB, which dicomlake streams (it is over ``ingest.stream_bytes``); and the
+   element-heavy sets of ``--heavy-files`` files each (heavy_sets.py: an SR of 150,000
+   elements, an RT structure set of 200 ROIs x 100 contours, an enhanced CT of 1,000 frames,
+   and the SR again with half its elements, for linearity in the element count).
 2. Runs each contender in its own process (bench/ingest_runs.py: a fresh JVM each, Spark
    ``local[2]``, the same Spark settings), after reading the landing zone once so both start
    from a warm page cache (the benchmark cannot drop the OS cache without privileges). The
    process tree's RSS (driver Python, JVM, Python workers) is sampled every 0.2 s.
    - dicomlake: ``run_ingest`` into an empty lake, at every size, on the small files and on
-     the huge file;
+     the huge file, and on each element-heavy set;
+   - dcm2json (DCMTK) on each element-heavy set, file after file on one core: elements/s;
+   - Orthanc (orthanc_peer.py), started on a free port and fed by two client threads over its
+     REST API, without then with ``StorageCompression``, on the largest size, the small files
+     and each element-heavy set (``--no-orthanc`` skips it); bench/setup.sh installs DCMTK and
+     Orthanc when they are missing;
    - baseline: ``binaryFile`` source, pydicom in ``mapInPandas``, DICOM JSON without pixels,
      zlib level 6 then AES-256-GCM, written as Parquet; at the largest size and on the small files;
    - dicomlake again at the largest size and on the small files with ``pixels.verify: false``:
@@ -28,8 +36,9 @@ Steps, all in this one invocation:
      huge file), copied once into the dev HDFS (``dev/hdfs.py``: a NameNode and a DataNode on
      this machine, started for the benchmark unless they run already), writing their output
      there too.
-3. Prints the side-by-side table, where dicomlake's time goes, the small-file case, scaling and
-   the targets, and, as its last line, one JSON object with all the figures.
+3. Prints the side-by-side table, where dicomlake's time goes, the small-file case, scaling, the
+   element-heavy sets against dcm2json, Orthanc beside dicomlake (MB/s, files/s, stored size)
+   and the targets, and, as its last line, one JSON object with all the figures.
 
 Throughput is input bytes (or files) over the timed part: for dicomlake ``run_ingest`` from
 listing to commit, for the baseline from ``spark.read`` to the end of the Parquet write. JVM
@@ -65,10 +74,14 @@ from dicomlake.storage import FileSystem
 from dicomlake.storage.local import LocalFileSystem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synth_landing import GENERATOR_VERSION, cached_landing  # noqa: E402
+import orthanc_peer  # noqa: E402
+from cpu_share import busy_cpu_seconds, other_cpu_share  # noqa: E402
+from heavy_sets import HEAVY, HEAVY_VERSION, cached_heavy  # noqa: E402
+from synth_landing import GENERATOR_VERSION, Built, cached_landing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "ingest_runs.py"
+SETUP = Path(__file__).resolve().parent / "setup.sh"
 MiB = 1 << 20
 COPY_BLOCK = 8 * MiB
 """Bytes per read when the benchmark reads or copies a landing file."""
@@ -81,6 +94,8 @@ TARGETS = {
     "small_files_per_s": 800.0,
     "pixel_ratio": 3.5,  # on the native (not already-compressed) pixel data of the mix
     "peak_executor_mib": 2048.0,  # JVM + Python workers
+    "over_baseline": 5.0,  # input MB/s of dicomlake / the naive baseline's, largest size
+    "header_elements_per_s": 150_000.0,  # per core, element-heavy sets, and dcm2json's
 }
 
 
@@ -287,14 +302,14 @@ def run_contender(
         *extra,
     ]
     memory = MemoryPeak()
-    busy0 = _busy_cpu_seconds()
+    busy0 = busy_cpu_seconds()
     t0 = time.perf_counter()
     with open(log_file, "w") as logf:
         child = subprocess.Popen(command, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT)
         watcher = memory.watch(child.pid)
         code = child.wait()
     wall = time.perf_counter() - t0
-    busy = _busy_cpu_seconds() - busy0
+    busy = busy_cpu_seconds() - busy0
     memory.stop()
     watcher.join()
     if code != 0 or not result_file.exists():
@@ -304,9 +319,7 @@ def run_contender(
         )
     result = json.loads(result_file.read_text())
     result.update(memory.as_dict(), wall_seconds=round(wall, 2))
-    # CPU used by other processes on the machine while this ran: contention makes figures low.
-    others = max(0.0, busy - result["cpu_seconds"])
-    result["other_cpu_share"] = round(others / (wall * (os.cpu_count() or 1)), 3)
+    result["other_cpu_share"] = other_cpu_share(busy, result["cpu_seconds"], wall)
     result["mb_per_s"] = result["bytes_read"] / 1e6 / result["seconds"]
     result["files_per_s"] = result["files"] / result["seconds"]
     log(
@@ -318,11 +331,6 @@ def run_contender(
     return result
 
 
-def _busy_cpu_seconds() -> float:
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
-
-
 def best_of(repeat: int, *variants: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
     """Each variant's fastest of ``repeat`` runs (least disturbed by other load); peaks are the
     max. The variants take turns, so a slow spell of the machine does not favour one of them."""
@@ -331,7 +339,8 @@ def best_of(repeat: int, *variants: Callable[[], dict[str, Any]]) -> list[dict[s
     for runs in zip(*rounds, strict=True):
         best = min(runs, key=lambda r: r["seconds"])
         for key in ("peak_rss_mib", "peak_executor_mib", "peak_jvm_mib", "peak_python_workers_mib"):
-            best[key] = max(r[key] for r in runs)
+            if key in best:  # a Spark run's; dcm2json and Orthanc are not sampled
+                best[key] = max(r[key] for r in runs)
         best["all_seconds"] = [round(r["seconds"], 2) for r in runs]
         bests.append(best)
     return bests
@@ -343,6 +352,8 @@ def best_of(repeat: int, *variants: Callable[[], dict[str, Any]]) -> list[dict[s
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):  # a target met or not
+        return "yes" if value else "NO"
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
@@ -379,6 +390,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         "files_per_s": round(result["files_per_s"], 1),
         "pixel_ratio": round(result["pixels"]["all"]["ratio"] or 0, 3),
         "pixel_ratio_native": round(result["pixels"]["native"]["ratio"] or 0, 3),
+        "stored_mb": round(result["stored_bytes"] / 1e6, 1) if "stored_bytes" in result else None,
         "peak_rss_mib": result["peak_rss_mib"],
         "peak_executor_mib": result["peak_executor_mib"],
         "peak_jvm_mib": result["peak_jvm_mib"],
@@ -481,7 +493,7 @@ def stage_rows(
     return rows, {k: round(v, 3) for k, v in stages.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -493,16 +505,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--huge-gb", type=float, default=2.0, help="one file of this many GB (2; 0 skips it)"
     )
+    parser.add_argument(
+        "--heavy-files", type=int, default=4, help="files per element-heavy set (4; 0 skips them)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--profile-mb", type=float, default=64.0, help="input MB to profile")
     parser.add_argument(
-        "--quick", action="store_true", help="0.1,0.2 GB, 500 small files, a 0.5 GB file"
+        "--quick",
+        action="store_true",
+        help="0.1,0.2 GB, 500 small files, a 0.5 GB file, 2 files per element-heavy set",
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per contender, the fastest kept (1)"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline runs")
+    parser.add_argument("--no-orthanc", action="store_true", help="skip the Orthanc runs")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the lakes and outputs")
     parser.add_argument(
@@ -512,19 +530,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.small_files, args.profile_mb = "0.1,0.2", 500, 32.0
         args.huge_gb = min(args.huge_gb, 0.5)
-    sizes = sorted(float(s) for s in args.sizes.split(","))
+        args.heavy_files = min(args.heavy_files, 2)
+    args.size_list = sorted(float(s) for s in args.sizes.split(","))
     if args.size_gb:
-        sizes = [args.size_gb / 2, args.size_gb]
+        args.size_list = [args.size_gb / 2, args.size_gb]
     cores = int(args.master[len("local[") : -1]) if args.master.startswith("local[") else 0
-    cores = cores or os.cpu_count() or 1
-    work = args.cache / "runs"
-    work.mkdir(parents=True, exist_ok=True)
+    args.cores = cores or os.cpu_count() or 1
+    args.work = args.cache / "runs"
+    return args
 
+
+Landing = tuple[Path, Built]
+
+
+@dataclass(frozen=True)
+class Landings:
+    """Every landing zone of one benchmark run, built or taken from the cache."""
+
+    mix: dict[float, Landing]  # size in GB -> landing zone
+    small: Landing
+    startup: Landing
+    huge: Landing | None
+    heavy: dict[str, Landing]  # element-heavy set name -> landing zone
+    build_seconds: float
+
+    @property
+    def largest(self) -> float:
+        return max(self.mix)
+
+
+def build_landings(args: argparse.Namespace) -> Landings:
+    """Phase 1: the landing zones, from the cache or built deterministically."""
     t = time.perf_counter()
-    landings = {}
-    for size in sizes:
-        landings[size] = cached_landing(args.cache, size_bytes=int(size * 1e9), seed=args.seed)
-        log(f"landing {size} GB: {landings[size][1].files} files at {landings[size][0]}")
+    mix = {}
+    for size in args.size_list:
+        mix[size] = cached_landing(args.cache, size_bytes=int(size * 1e9), seed=args.seed)
+        log(f"landing {size} GB: {mix[size][1].files} files at {mix[size][0]}")
     small = cached_landing(args.cache, small_files=args.small_files, seed=args.seed)
     log(f"small-file landing: {small[1].files} files, {small[1].bytes / 1e6:.0f} MB")
     # A run of a few files measures what every run costs whatever its size (Spark's first
@@ -534,9 +575,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.huge_gb:
         huge = cached_landing(args.cache, huge_bytes=int(args.huge_gb * 1e9), seed=args.seed)
         log(f"huge-file landing: one file, {huge[1].bytes / 1e6:.0f} MB")
-    build_seconds = time.perf_counter() - t
+    heavy = {}
+    if args.heavy_files:
+        for kind in HEAVY:
+            heavy[kind] = cached_heavy(args.cache, kind, args.heavy_files, args.seed)
+            log(
+                f"element-heavy {kind}: {args.heavy_files} files, "
+                f"{heavy[kind][1].by_kind[kind]['elements']:,} elements"
+            )
+    return Landings(mix, small, startup, huge, heavy, time.perf_counter() - t)
 
-    largest = sizes[-1]
+
+def run_contenders(args: argparse.Namespace, landings: Landings) -> dict[str, dict[str, Any]]:
+    """Phase 2: every run, each contender in its own process; results by run name."""
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    largest = landings.largest
     runs: dict[str, dict[str, Any]] = {}
 
     def run(name: str, contender: str, landing: Path | str, extra: list[str] = (), **kw: Any):
@@ -545,17 +599,18 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     no_verify = ["--set", "pixels.verify=false"]
+    mix, small, huge = landings.mix, landings.small, landings.huge
     try:
         (runs["dicomlake-startup"],) = best_of(
-            args.repeat, run("dicomlake-startup", "dicomlake", startup[0])
+            args.repeat, run("dicomlake-startup", "dicomlake", landings.startup[0])
         )
-        for size in sizes[:-1]:
+        for size in args.size_list[:-1]:
             (runs[f"dicomlake-{size}"],) = best_of(
-                args.repeat, run(f"dicomlake-{size}gb", "dicomlake", landings[size][0])
+                args.repeat, run(f"dicomlake-{size}gb", "dicomlake", mix[size][0])
             )
         # The largest size and the small files also without the verify decode, in turns
         for key, name, landing in (
-            (f"dicomlake-{largest}", f"dicomlake-{largest}gb", landings[largest][0]),
+            (f"dicomlake-{largest}", f"dicomlake-{largest}gb", mix[largest][0]),
             ("dicomlake-small", "dicomlake-small", small[0]),
         ):
             runs[key], runs[f"{key}-noverify"] = best_of(
@@ -565,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not args.no_baseline:
             (runs["baseline"],) = best_of(
-                args.repeat, run(f"baseline-{largest}gb", "baseline", landings[largest][0])
+                args.repeat, run(f"baseline-{largest}gb", "baseline", mix[largest][0])
             )
             (runs["baseline-small"],) = best_of(
                 args.repeat, run("baseline-small", "baseline", small[0])
@@ -574,28 +629,27 @@ def main(argv: list[str] | None = None) -> int:
             (runs["dicomlake-huge"],) = best_of(
                 args.repeat, run("dicomlake-huge", "dicomlake", huge[0])
             )
+        for kind, (landing, _) in landings.heavy.items():
+            runs[f"dicomlake-heavy-{kind}"], runs[f"dcm2json-{kind}"] = best_of(
+                args.repeat,
+                run(f"dicomlake-heavy-{kind}", "dicomlake", landing),
+                functools.partial(run_dcm2json, landing),
+            )
+        if not args.no_orthanc:
+            cases = {"mix": mix[largest][0], "small": small[0]}
+            cases.update({f"heavy-{kind}": zone[0] for kind, zone in landings.heavy.items()})
+            for case, landing in cases.items():
+                for compression in (False, True):
+                    name = f"orthanc-{'zlib' if compression else 'raw'}-{case}"
+                    (runs[name],) = best_of(
+                        args.repeat,
+                        functools.partial(run_orthanc, landing, compression, work / f"{name}.log"),
+                    )
         if args.hdfs:
-            with DevHdfs.running() as hdfs:
-                try:
-                    target = hdfs.landing(landings[largest][0])
-                    for contender in ("dicomlake",) + (() if args.no_baseline else ("baseline",)):
-                        (runs[f"{contender}-hdfs"],) = best_of(
-                            args.repeat,
-                            run(f"{contender}-hdfs-{largest}gb", contender, target, hdfs=hdfs),
-                        )
-                    if huge is not None:
-                        (runs["dicomlake-hdfs-huge"],) = best_of(
-                            args.repeat,
-                            run(
-                                "dicomlake-hdfs-huge", "dicomlake", hdfs.landing(huge[0]), hdfs=hdfs
-                            ),
-                        )
-                finally:
-                    if not args.keep:
-                        hdfs.clean()
-        profile = run_contender(
+            run_on_hdfs(args, landings, run, runs)
+        runs["profile"] = run_contender(
             "profile",
-            landings[largest][0],
+            mix[largest][0],
             work,
             "profile",
             args.master,
@@ -608,24 +662,149 @@ def main(argv: list[str] | None = None) -> int:
                     if path.is_dir():
                         shutil.rmtree(path, ignore_errors=True)
             shutil.rmtree(work / "profile", ignore_errors=True)
+    return runs
 
-    main_run = runs[f"dicomlake-{largest}"]
-    ours = figures(main_run)
-    base = figures(runs["baseline"]) if "baseline" in runs else None
+
+def run_on_hdfs(
+    args: argparse.Namespace,
+    landings: Landings,
+    run: Callable[..., Callable[[], dict[str, Any]]],
+    runs: dict[str, dict[str, Any]],
+) -> None:
+    """Both contenders on the largest landing zone (and dicomlake on the huge file), on HDFS."""
+    largest = landings.largest
+    with DevHdfs.running() as hdfs:
+        try:
+            target = hdfs.landing(landings.mix[largest][0])
+            for contender in ("dicomlake",) + (() if args.no_baseline else ("baseline",)):
+                (runs[f"{contender}-hdfs"],) = best_of(
+                    args.repeat,
+                    run(f"{contender}-hdfs-{largest}gb", contender, target, hdfs=hdfs),
+                )
+            if landings.huge is not None:
+                huge = hdfs.landing(landings.huge[0])
+                (runs["dicomlake-hdfs-huge"],) = best_of(
+                    args.repeat, run("dicomlake-hdfs-huge", "dicomlake", huge, hdfs=hdfs)
+                )
+        finally:
+            if not args.keep:
+                hdfs.clean()
+
+
+def run_dcm2json(landing: Path) -> dict[str, Any]:
+    """DCMTK's dcm2json on every file, one after the other (one core), output discarded."""
+    binary = shutil.which("dcm2json")
+    if binary is None:
+        subprocess.run(["bash", str(SETUP)], stdout=sys.stderr, check=True)
+        binary = shutil.which("dcm2json")
+        assert binary is not None, "bench/setup.sh installs dcmtk"
+    files = sorted(p for p in landing.rglob("*") if p.is_file())
+    warmed = warm(LocalFileSystem(), str(landing))
+    log(f"dcm2json on {landing} (warmed in {warmed:.1f}s)")
+    before, busy0 = os.times(), busy_cpu_seconds()
+    t0 = time.perf_counter()
+    for path in files:
+        subprocess.run(
+            [binary, "--compact-code", str(path), os.devnull],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    seconds = time.perf_counter() - t0
+    after, busy = os.times(), busy_cpu_seconds() - busy0
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    log(f"dcm2json: {len(files)} files in {seconds:.2f}s ({cpu:.2f} CPU s)")
+    return {
+        "contender": "dcm2json",
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "other_cpu_share": other_cpu_share(busy, cpu, seconds),
+        "files": len(files),
+        "bytes_read": sum(p.stat().st_size for p in files),
+    }
+
+
+def run_orthanc(landing: Path, compression: bool, log_file: Path) -> dict[str, Any]:
+    """Orthanc storing the landing zone (bench/orthanc_peer.py), from a warm page cache."""
+    warmed = warm(LocalFileSystem(), str(landing))
+    what = "with" if compression else "without"
+    log(f"Orthanc {what} compression on {landing} (warmed in {warmed:.1f}s), log {log_file}")
+    result = orthanc_peer.measure(landing, compression, log_file)
+    log(
+        f"Orthanc {what} compression: {result['seconds']:.1f}s, {result['mb_per_s']:.1f} MB/s, "
+        f"{result['files_per_s']:.0f} files/s, stored {result['stored_bytes'] / 1e6:.0f} MB, "
+        f"other processes used {100 * result['other_cpu_share']:.0f}% of the CPUs"
+    )
+    return result
+
+
+def report(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
+    """Phase 3: the printed tables and the JSON record of every figure."""
+    largest = landings.largest
+    ours = figures(runs[f"dicomlake-{largest}"])
     small_ours = figures(runs["dicomlake-small"])
-    small_base = figures(runs["baseline-small"]) if "baseline-small" in runs else None
-    rows, stages = stage_rows(main_run["summary"], profile, cores)
-
-    out: list[str] = []
-    out.append(
+    out = [
         f"dicomlake ingest benchmark: Spark {args.master}, {os.cpu_count()} CPUs, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, local filesystem, warm page cache "
-        f"(each landing zone read once before each run)"
-    )
-    out.append("")
-    out.append(side_by_side(f"Mixed landing zone, {largest} GB", ours, base))
-    out.append("")
-    mix = landings[largest][1].by_kind
+        f"(each landing zone read once before each run)",
+        "",
+    ]
+    record: dict[str, Any] = {
+        "bench": "ingest",
+        "schema": 2,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git": _git_commit(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+            "master": args.master,
+        },
+        "params": {
+            "sizes_gb": args.size_list,
+            "small_files": args.small_files,
+            "huge_gb": args.huge_gb,
+            "heavy_files": args.heavy_files,
+            "seed": args.seed,
+            "generator_version": GENERATOR_VERSION,
+            "heavy_version": HEAVY_VERSION,
+            "landing_build_seconds": round(landings.build_seconds, 1),
+        },
+    }
+    for section in (
+        report_mix,
+        report_small,
+        report_huge,
+        report_hdfs,
+        report_scaling,
+        report_heavy,
+        report_orthanc,
+    ):
+        lines, figures_ = section(args, landings, runs)
+        if lines:
+            out += [*lines, ""]
+        record.update(figures_)
+    lines, figures_ = report_targets(record, ours, small_ours)
+    out += lines
+    record.update(figures_)
+    return "\n".join(out), record
+
+
+def _ratio(key: str, a: dict[str, Any], b: dict[str, Any] | None) -> float | None:
+    return round(a[key] / b[key], 3) if b and b[key] else None
+
+
+def report_mix(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
+    """The mixed landing zone against the baseline, where dicomlake's time goes, the profile."""
+    largest = landings.largest
+    main_run, profile = runs[f"dicomlake-{largest}"], runs["profile"]
+    ours = figures(main_run)
+    base = figures(runs["baseline"]) if "baseline" in runs else None
+    rows, stages = stage_rows(main_run["summary"], profile, args.cores)
+    out = [side_by_side(f"Mixed landing zone, {largest} GB", ours, base), ""]
+    mix = landings.mix[largest][1].by_kind
     out.append(
         "Mix: "
         + ", ".join(f"{k} {v['files']:,} files {v['bytes'] / 1e6:,.0f} MB" for k, v in mix.items())
@@ -638,8 +817,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     out.append("")
     out.append(
-        f"Where dicomlake's time goes ({largest} GB; task stages are summed over {cores} cores; "
-        "encode/encrypt split by the profile's proportions)"
+        f"Where dicomlake's time goes ({largest} GB; task stages are summed over {args.cores} "
+        "cores; encode/encrypt split by the profile's proportions)"
     )
     out.append(table(["stage", "seconds", "% of total", "MB/s per core"], rows, 2))
     spark_tasks = (main_run.get("spark_tasks") or {}).get("stages") or []
@@ -682,11 +861,29 @@ def main(argv: list[str] | None = None) -> int:
             "Baseline time per stage (summed over tasks): "
             + ", ".join(f"{k} {v:.1f}s" for k, v in b.items())
         )
-    out.append("")
-    out.append(side_by_side("Small-file case", small_ours, small_base))
+    return out, {
+        "dicomlake": ours,
+        "baseline": base,
+        "dicomlake_over_baseline": {
+            k: _ratio(k, ours, base)
+            for k in ("mb_per_s", "files_per_s", "pixel_ratio", "peak_rss_mib")
+        },
+        "stages_seconds": stages,
+        "spark_task_seconds": [st["durations"] for st in spark_tasks],
+        "profile_seconds": {k: round(v, 3) for k, v in profile["profiled_seconds"].items()},
+        "baseline_stage_seconds": runs["baseline"]["stage_seconds"] if base else None,
+    }
+
+
+def report_small(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
+    """The small-file case, and what the verify decode costs there and on the mix."""
+    largest = landings.largest
+    ours = figures(runs[f"dicomlake-{largest}"])
+    small_ours = figures(runs["dicomlake-small"])
+    small_base = figures(runs["baseline-small"]) if "baseline-small" in runs else None
     unverified = figures(runs[f"dicomlake-{largest}-noverify"])
     small_unverified = figures(runs["dicomlake-small-noverify"])
-    out.append("")
+    out = [side_by_side("Small-file case", small_ours, small_base), ""]
     out.append(
         "What the verify decode costs: dicomlake with pixels.verify false (each compressed chunk "
         "is then written without being decoded and compared; the baseline checks nothing)"
@@ -706,181 +903,96 @@ def main(argv: list[str] | None = None) -> int:
             2,
         )
     )
-    huge_file = huge_figures(runs["dicomlake-huge"], huge[1].bytes) if huge else None
-    if huge_file is not None:
-        out.append("")
-        out.append(
-            f"Huge-file case: one {huge_file['file_mb']:,.0f} MB multi-frame CT, streamed "
-            "(one Spark task; memory against the file's size)"
-        )
-        out.append(
-            table(
-                ["", "dicomlake"],
-                [
-                    ["file MB", huge_file["file_mb"]],
-                    ["timed seconds", huge_file["seconds"]],
-                    ["input MB/s", huge_file["mb_per_s"]],
-                    ["peak RSS, process tree (MiB)", huge_file["peak_rss_mib"]],
-                    ["peak RSS, JVM + Python workers (MiB)", huge_file["peak_executor_mib"]],
-                    ["peak RSS, Python workers (MiB)", huge_file["peak_python_workers_mib"]],
-                    ["peak executor RSS / file size", huge_file["peak_executor_over_file"]],
-                ],
-                2,
-            )
-        )
-    hdfs_ours = figures(runs["dicomlake-hdfs"]) if "dicomlake-hdfs" in runs else None
+    return out, {
+        "small_files": {
+            "dicomlake": small_ours,
+            "baseline": small_base,
+            "dicomlake_over_baseline_files_per_s": _ratio("files_per_s", small_ours, small_base),
+        },
+        "without_verify": {"dicomlake": unverified, "small_files": small_unverified},
+    }
+
+
+def report_huge(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
+    """The huge file: time and memory next to its size."""
+    if landings.huge is None:
+        return [], {"huge_file": None}
+    huge_file = huge_figures(runs["dicomlake-huge"], landings.huge[1].bytes)
+    out = [
+        f"Huge-file case: one {huge_file['file_mb']:,.0f} MB multi-frame CT, streamed "
+        "(one Spark task; memory against the file's size)",
+        table(
+            ["", "dicomlake"],
+            [
+                ["file MB", huge_file["file_mb"]],
+                ["timed seconds", huge_file["seconds"]],
+                ["input MB/s", huge_file["mb_per_s"]],
+                ["peak RSS, process tree (MiB)", huge_file["peak_rss_mib"]],
+                ["peak RSS, JVM + Python workers (MiB)", huge_file["peak_executor_mib"]],
+                ["peak RSS, Python workers (MiB)", huge_file["peak_python_workers_mib"]],
+                ["peak executor RSS / file size", huge_file["peak_executor_over_file"]],
+            ],
+            2,
+        ),
+    ]
+    return out, {"huge_file": huge_file}
+
+
+def report_hdfs(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
+    """Both contenders with input and output on the dev HDFS."""
+    if "dicomlake-hdfs" not in runs:
+        return [], {"hdfs": None}
+    hdfs_ours = figures(runs["dicomlake-hdfs"])
     hdfs_base = figures(runs["baseline-hdfs"]) if "baseline-hdfs" in runs else None
-    if hdfs_ours is not None:
-        out.append("")
-        out.append(
-            side_by_side(
-                f"HDFS case: the {largest} GB landing zone and the output on the dev HDFS, on this "
-                "machine (its NameNode and DataNode share the CPUs, their memory is not counted)",
-                hdfs_ours,
-                hdfs_base,
-            )
+    out = [
+        side_by_side(
+            f"HDFS case: the {landings.largest} GB landing zone and the output on the dev HDFS, "
+            "on this machine (its NameNode and DataNode share the CPUs, their memory is not "
+            "counted)",
+            hdfs_ours,
+            hdfs_base,
         )
-    hdfs_huge = (
-        huge_figures(runs["dicomlake-hdfs-huge"], huge[1].bytes)
-        if huge and "dicomlake-hdfs-huge" in runs
-        else None
-    )
-    if hdfs_huge is not None:
+    ]
+    hdfs_huge = None
+    if landings.huge is not None and "dicomlake-hdfs-huge" in runs:
+        hdfs_huge = huge_figures(runs["dicomlake-hdfs-huge"], landings.huge[1].bytes)
         out.append(
             f"Huge file on the dev HDFS: {hdfs_huge['mb_per_s']:.1f} MB/s "
             f"({hdfs_huge['seconds']:.1f} s), peak RSS of JVM + Python workers "
             f"{hdfs_huge['peak_executor_mib']:.0f} MiB"
         )
-    out.append("")
+    return out, {
+        "hdfs": {
+            "dicomlake": hdfs_ours,
+            "baseline": hdfs_base,
+            "dicomlake_over_baseline_mb_per_s": _ratio("mb_per_s", hdfs_ours, hdfs_base),
+            "huge_file": hdfs_huge,
+        }
+    }
+
+
+def report_scaling(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
+    """Seconds per GB beyond the start-up, at each size: equal when time is linear in size."""
     scale_rows = []
-    for size in sizes:
+    for size in args.size_list:
         r = runs[f"dicomlake-{size}"]
         gb = r["bytes_read"] / 1e9
         scale_rows.append(
             [f"{size} GB", r["files"], gb, r["seconds"], r["seconds"] / gb, r["mb_per_s"]]
         )
     startup_seconds = runs["dicomlake-startup"]["seconds"]
-    # Seconds per GB beyond the start-up a run of a few files takes: equal at both sizes when
-    # the time grows linearly with the input
     spg = [(row[3] - startup_seconds) / row[2] for row in scale_rows]
     growth = spg[-1] / spg[0] if len(spg) > 1 and spg[0] > 0 else None
     linear = growth is not None and 0.8 <= growth <= 1.2
-    out.append("Scaling (dicomlake)")
-    out.append(table(["size", "files", "GB", "seconds", "s/GB", "MB/s"], scale_rows, 2))
-    out.append(
+    out = [
+        "Scaling (dicomlake)",
+        table(["size", "files", "GB", "seconds", "s/GB", "MB/s"], scale_rows, 2),
         f"Start-up, a run of {STARTUP_FILES} small files: {startup_seconds:.1f} s. "
         f"Seconds per GB beyond it: {', '.join(f'{v:.1f}' for v in spg)}; "
-        f"at {sizes[-1]} GB / at {sizes[0]} GB = {_fmt(growth, 2)}: "
-        + ("linear (within ±20%)" if linear else "NOT linear (outside ±20%)")
-    )
-    # Every case counts, the huge file too: streaming keeps it within the same memory
-    peak_executor = max(
-        r["peak_executor_mib"] for r in (ours, small_ours, huge_file) if r is not None
-    )
-    checks = {
-        "mb_per_s": ours["mb_per_s"] >= TARGETS["mb_per_s"],
-        "small_files_per_s": small_ours["files_per_s"] >= TARGETS["small_files_per_s"],
-        "pixel_ratio": ours["pixel_ratio_native"] >= TARGETS["pixel_ratio"],
-        "peak_executor_mib": peak_executor < TARGETS["peak_executor_mib"],
-        "linear_scaling": linear,
-    }
-    out.append("")
-    out.append("Targets")
-    out.append(
-        table(
-            ["target", "wanted", "measured", "met"],
-            [
-                [
-                    "input MB/s",
-                    f">= {TARGETS['mb_per_s']:.0f}",
-                    ours["mb_per_s"],
-                    checks["mb_per_s"],
-                ],
-                [
-                    "small files/s",
-                    f">= {TARGETS['small_files_per_s']:.0f}",
-                    small_ours["files_per_s"],
-                    checks["small_files_per_s"],
-                ],
-                ["input MB/s, pixels.verify false", "(info)", unverified["mb_per_s"], "-"],
-                [
-                    "small files/s, pixels.verify false",
-                    "(info)",
-                    small_unverified["files_per_s"],
-                    "-",
-                ],
-                [
-                    "pixel ratio (native)",
-                    f">= {TARGETS['pixel_ratio']}",
-                    ours["pixel_ratio_native"],
-                    checks["pixel_ratio"],
-                ],
-                [
-                    "pixel ratio (all)",
-                    "(info)",
-                    ours["pixel_ratio"],
-                    "-",
-                ],
-                [
-                    "peak MiB per executor",
-                    f"< {TARGETS['peak_executor_mib']:.0f}",
-                    peak_executor,
-                    checks["peak_executor_mib"],
-                ],
-                ["linear scaling", "s/GB beyond start-up ±20%", growth, checks["linear_scaling"]],
-            ],
-            2,
-        )
-    )
-    print("\n".join(out), flush=True)
-
-    def ratio(key: str, a: dict[str, Any], b: dict[str, Any] | None) -> float | None:
-        return round(a[key] / b[key], 3) if b and b[key] else None
-
-    record = {
-        "bench": "ingest",
-        "schema": 1,
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git": _git_commit(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(),
-            "master": args.master,
-        },
-        "params": {
-            "sizes_gb": sizes,
-            "small_files": args.small_files,
-            "huge_gb": args.huge_gb,
-            "seed": args.seed,
-            "generator_version": GENERATOR_VERSION,
-            "landing_build_seconds": round(build_seconds, 1),
-        },
-        "dicomlake": ours,
-        "baseline": base,
-        "dicomlake_over_baseline": {
-            k: ratio(k, ours, base)
-            for k in ("mb_per_s", "files_per_s", "pixel_ratio", "peak_rss_mib")
-        },
-        "small_files": {
-            "dicomlake": small_ours,
-            "baseline": small_base,
-            "dicomlake_over_baseline_files_per_s": ratio("files_per_s", small_ours, small_base),
-        },
-        "without_verify": {"dicomlake": unverified, "small_files": small_unverified},
-        "huge_file": huge_file,
-        "hdfs": None
-        if hdfs_ours is None
-        else {
-            "dicomlake": hdfs_ours,
-            "baseline": hdfs_base,
-            "dicomlake_over_baseline_mb_per_s": ratio("mb_per_s", hdfs_ours, hdfs_base),
-            "huge_file": hdfs_huge,
-        },
-        "stages_seconds": stages,
-        "spark_task_seconds": [st["durations"] for st in spark_tasks],
-        "profile_seconds": {k: round(v, 3) for k, v in profile["profiled_seconds"].items()},
-        "baseline_stage_seconds": runs["baseline"]["stage_seconds"] if base else None,
+        f"at {args.size_list[-1]} GB / at {args.size_list[0]} GB = {_fmt(growth, 2)}: "
+        + ("linear (within ±20%)" if linear else "NOT linear (outside ±20%)"),
+    ]
+    return out, {
         "scaling": {
             "runs": [
                 {
@@ -895,10 +1007,270 @@ def main(argv: list[str] | None = None) -> int:
             "s_per_gb_beyond_startup": [round(v, 2) for v in spg],
             "growth": round(growth, 3) if growth else None,
             "linear": linear,
-        },
-        "targets": TARGETS,
-        "targets_met": checks,
+        }
     }
+
+
+def heavy_figures(
+    run: dict[str, Any], dcm2json: dict[str, Any], elements: int, cores: int
+) -> dict[str, Any]:
+    """One element-heavy set: dicomlake's elements/s (end to end, per core, header path per
+    core: the parse stage's core-seconds) next to dcm2json's on one core."""
+    ours = figures(run)
+    parse = run["summary"]["stage_seconds"].get("task.parse", 0.0)
+    header = elements / parse if parse else None
+    end_to_end = elements / (run["seconds"] * cores)
+    dcmtk = elements / dcm2json["seconds"]
+    return {
+        "files": ours["files"],
+        "input_mb": ours["input_mb"],
+        "elements": elements,
+        "seconds": ours["seconds"],
+        "files_per_s": round(run["files_per_s"], 3),
+        "mb_per_s": ours["mb_per_s"],
+        "stored_mb": ours["stored_mb"],
+        "other_cpu_share": ours["other_cpu_share"],
+        "peak_executor_mib": ours["peak_executor_mib"],
+        "elements_per_s": round(elements / run["seconds"], 1),
+        "elements_per_s_per_core": round(end_to_end, 1),
+        "header_elements_per_s_per_core": round(header, 1) if header else None,
+        "dcm2json_seconds": round(dcm2json["seconds"], 3),
+        "dcm2json_elements_per_s": round(dcmtk, 1),
+        "dcm2json_other_cpu_share": dcm2json["other_cpu_share"],
+        "header_over_target": round(header / TARGETS["header_elements_per_s"], 3)
+        if header
+        else None,
+        "header_over_dcm2json": round(header / dcmtk, 3) if header else None,
+        "per_core_over_dcm2json": round(end_to_end / dcmtk, 3),
+        "stages_seconds": stage_rows(run["summary"], None, cores)[1],
+    }
+
+
+def report_heavy(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
+    """The element-heavy sets: dicomlake's elements/s against dcm2json's and the target."""
+    if not landings.heavy:
+        return [], {"element_heavy": None, "element_scaling": None}
+    sets = {
+        kind: heavy_figures(
+            runs[f"dicomlake-heavy-{kind}"],
+            runs[f"dcm2json-{kind}"],
+            built.by_kind[kind]["elements"],
+            args.cores,
+        )
+        for kind, (_, built) in landings.heavy.items()
+    }
+    kinds = list(sets)
+    target = TARGETS["header_elements_per_s"]
+    rows = [
+        [label, *(sets[k][key] for k in kinds)]
+        for label, key in (
+            ("files", "files"),
+            ("input MB", "input_mb"),
+            ("elements (pydicom walk)", "elements"),
+            ("dicomlake timed seconds", "seconds"),
+            ("dicomlake files/s", "files_per_s"),
+            ("dicomlake input MB/s", "mb_per_s"),
+            ("dicomlake elements/s", "elements_per_s"),
+            (f"dicomlake elements/s per core (timed x {args.cores})", "elements_per_s_per_core"),
+            ("dicomlake header path elements/s per core (parse)", "header_elements_per_s_per_core"),
+            ("dcm2json seconds (sequential)", "dcm2json_seconds"),
+            ("dcm2json elements/s (one core)", "dcm2json_elements_per_s"),
+            (f"header path / target {target:,.0f}", "header_over_target"),
+            ("header path / dcm2json", "header_over_dcm2json"),
+            ("per core end to end / dcm2json", "per_core_over_dcm2json"),
+            ("dicomlake stored MB (whole lake)", "stored_mb"),
+            ("peak RSS, JVM + Python workers (MiB)", "peak_executor_mib"),
+            ("CPU share used by other processes, dicomlake", "other_cpu_share"),
+            ("CPU share used by other processes, dcm2json", "dcm2json_other_cpu_share"),
+        )
+    ]
+    # The header path's core-seconds per element, at 150,000 and at 75,000 elements a file
+    full, half = (sets.get(k, {}).get("header_elements_per_s_per_core") for k in ("SR", "SR-half"))
+    growth = half / full if full and half else None
+    linear = growth is not None and 0.8 <= growth <= 1.2
+    stage_names = list(dict.fromkeys(n for k in kinds for n in sets[k]["stages_seconds"]))
+    stage_table = [
+        [name, *(sets[k]["stages_seconds"].get(name) for k in kinds)] for name in stage_names
+    ]
+    out = [
+        "Element-heavy sets: dicomlake against DCMTK's dcm2json (each file converted to JSON, "
+        "one after the other, output discarded) on the same files in this run",
+        table(["", *kinds], rows, 2),
+        "",
+        f"Where dicomlake's time goes on them (seconds, task stages summed over {args.cores} "
+        "cores)",
+        table(["stage", *kinds], stage_table, 2),
+        "",
+        "Header path seconds per element, SR (150,000 a file) / SR-half (75,000 a file): "
+        f"{_fmt(growth, 2)}: "
+        + ("linear (within ±20%)" if linear else "NOT linear (outside ±20%)"),
+    ]
+    return out, {
+        "element_heavy": sets,
+        "element_scaling": {"growth": round(growth, 3) if growth else None, "linear": linear},
+    }
+
+
+def report_orthanc(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
+    """Orthanc storing each landing zone, raw and zlib, beside dicomlake's figures."""
+    cases = {"mix": f"dicomlake-{landings.largest}", "small": "dicomlake-small"}
+    cases.update({f"heavy-{kind}": f"dicomlake-heavy-{kind}" for kind in landings.heavy})
+    if args.no_orthanc:
+        return [], {"orthanc": None}
+    rows = []
+    figures_: dict[str, Any] = {}
+    for case, ours_name in cases.items():
+        ours = runs[ours_name]
+        ours = {  # unrounded: a few files a second on the element-heavy sets
+            "mb_per_s": round(ours["mb_per_s"], 3),
+            "files_per_s": round(ours["files_per_s"], 3),
+            "stored_mb": round(ours["stored_bytes"] / 1e6, 1),
+        }
+        raw = runs[f"orthanc-raw-{case}"]
+        zlib = runs[f"orthanc-zlib-{case}"]
+        figures_[case] = {
+            "dicomlake": ours,
+            **{
+                name: {
+                    "mb_per_s": round(r["mb_per_s"], 3),
+                    "files_per_s": round(r["files_per_s"], 3),
+                    "stored_mb": round(r["stored_bytes"] / 1e6, 1),
+                    "seconds": round(r["seconds"], 2),
+                    "other_cpu_share": r["other_cpu_share"],
+                }
+                for name, r in (("orthanc_raw", raw), ("orthanc_zlib", zlib))
+            },
+        }
+        f = figures_[case]
+        for label, key in (
+            ("MB/s", "mb_per_s"),
+            ("files/s", "files_per_s"),
+            ("stored MB", "stored_mb"),
+        ):
+            a, r, z = f["dicomlake"][key], f["orthanc_raw"][key], f["orthanc_zlib"][key]
+            rows.append([f"{case}: {label}", a, r, z, a / r if r else None, a / z if z else None])
+    out = [
+        "Orthanc (Debian's, REST API, 2 client threads, 127.0.0.1) storing the same landing zones: "
+        "dicomlake's lake holds the pixels compressed and encrypted, Orthanc's storage holds "
+        "whole files, zlib-compressed with StorageCompression",
+        table(["", "dicomlake", "Orthanc raw", "Orthanc zlib", "dl/raw", "dl/zlib"], rows, 2),
+        "CPU share used by other processes during the Orthanc runs: "
+        + ", ".join(
+            f"{case} {f[raw]['other_cpu_share']:.2f} (raw), {f[zlib]['other_cpu_share']:.2f} (zlib)"
+            for case, f in figures_.items()
+            for raw, zlib in [("orthanc_raw", "orthanc_zlib")]
+        ),
+    ]
+    return out, {"orthanc": figures_}
+
+
+def report_targets(record: dict[str, Any], ours: dict[str, Any], small_ours: dict[str, Any]):
+    """Each target, wanted and measured; every case counts for peak memory."""
+    huge_file = record["huge_file"]
+    heavy = record["element_heavy"] or {}
+    orthanc = record["orthanc"] or {}
+    peak_executor = max(
+        r["peak_executor_mib"]
+        for r in (ours, small_ours, huge_file, *heavy.values())
+        if r is not None
+    )
+    unverified = record["without_verify"]
+    checks = {
+        "mb_per_s": ours["mb_per_s"] >= TARGETS["mb_per_s"],
+        "small_files_per_s": small_ours["files_per_s"] >= TARGETS["small_files_per_s"],
+        "pixel_ratio": ours["pixel_ratio_native"] >= TARGETS["pixel_ratio"],
+        "peak_executor_mib": peak_executor < TARGETS["peak_executor_mib"],
+        "linear_scaling": record["scaling"]["linear"],
+    }
+    rows = [
+        ["input MB/s", f">= {TARGETS['mb_per_s']:.0f}", ours["mb_per_s"], checks["mb_per_s"]],
+        [
+            "small files/s",
+            f">= {TARGETS['small_files_per_s']:.0f}",
+            small_ours["files_per_s"],
+            checks["small_files_per_s"],
+        ],
+        ["input MB/s, pixels.verify false", "(info)", unverified["dicomlake"]["mb_per_s"], "-"],
+        [
+            "small files/s, pixels.verify false",
+            "(info)",
+            unverified["small_files"]["files_per_s"],
+            "-",
+        ],
+        [
+            "pixel ratio (native)",
+            f">= {TARGETS['pixel_ratio']}",
+            ours["pixel_ratio_native"],
+            checks["pixel_ratio"],
+        ],
+        ["pixel ratio (all)", "(info)", ours["pixel_ratio"], "-"],
+        [
+            "peak MiB per executor",
+            f"< {TARGETS['peak_executor_mib']:.0f}",
+            peak_executor,
+            checks["peak_executor_mib"],
+        ],
+        [
+            "linear scaling",
+            "s/GB beyond start-up ±20%",
+            record["scaling"]["growth"],
+            checks["linear_scaling"],
+        ],
+    ]
+    baseline_ratio = record["dicomlake_over_baseline"]["mb_per_s"]
+    if baseline_ratio is not None:
+        checks["over_baseline"] = baseline_ratio >= TARGETS["over_baseline"]
+        rows.append(
+            [
+                "input MB/s / baseline",
+                f">= {TARGETS['over_baseline']:.0f}",
+                baseline_ratio,
+                checks["over_baseline"],
+            ]
+        )
+    if record["element_scaling"] is not None:
+        checks["linear_in_elements"] = record["element_scaling"]["linear"]
+        rows.append(
+            [
+                "linear in elements (SR / SR-half)",
+                "s/element ±20%",
+                record["element_scaling"]["growth"],
+                checks["linear_in_elements"],
+            ]
+        )
+    for kind, f in heavy.items():
+        header = f["header_elements_per_s_per_core"] or 0.0
+        checks[f"header_{kind}"] = header >= max(
+            TARGETS["header_elements_per_s"], f["dcm2json_elements_per_s"]
+        )
+        rows.append(
+            [
+                f"{kind}: header elements/s per core",
+                f">= {TARGETS['header_elements_per_s']:,.0f} and dcm2json "
+                f"{f['dcm2json_elements_per_s']:,.0f}",
+                header,
+                checks[f"header_{kind}"],
+            ]
+        )
+    for case, f in orthanc.items():
+        # The same files, so MB/s and files/s give the same ratio
+        over_zlib = f["dicomlake"]["files_per_s"] / f["orthanc_zlib"]["files_per_s"]
+        checks[f"orthanc_zlib_{case}"] = over_zlib > 1
+        rows.append([f"{case}: files/s / Orthanc zlib", "> 1", over_zlib, over_zlib > 1])
+        if case != "mix":
+            over_raw = f["dicomlake"]["files_per_s"] / f["orthanc_raw"]["files_per_s"]
+            checks[f"orthanc_raw_{case}"] = over_raw > 1
+            rows.append([f"{case}: files/s / Orthanc raw", "> 1", over_raw, over_raw > 1])
+    out = ["Targets", table(["target", "wanted", "measured", "met"], rows, 2)]
+    return out, {"targets": TARGETS, "targets_met": checks}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    landings = build_landings(args)
+    runs = run_contenders(args, landings)
+    text, record = report(args, landings, runs)
+    print(text, flush=True)
     print(json.dumps(record, separators=(",", ":")), flush=True)
     return 0
 

@@ -26,12 +26,13 @@ import hashlib
 import itertools
 import json
 import random
+import shutil
 import struct
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import data_store
@@ -43,9 +44,9 @@ from pydicom.dataset import Dataset
 
 GENERATOR_VERSION = 2  # bump when the output for a given seed changes (invalidates caches)
 
-_PYDICOM = Path(pydicom.data.__file__).parent / "test_files"
-_DEID = Path(deid_data.__file__).parent / "data"
-_PYDICOM_DATA = Path(data_store.__file__).parent / "data"
+PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+DEID_DATA = Path(deid_data.__file__).parent / "data"
+PYDICOM_DATA = Path(data_store.__file__).parent / "data"
 
 
 @dataclass(frozen=True)
@@ -62,51 +63,51 @@ MIX = {"CT": 0.35, "MR": 0.20, "CR/DX": 0.15, "US": 0.15, "compressed": 0.15}
 
 TEMPLATES: dict[str, list[Template]] = {
     "CT": [
-        Template(_PYDICOM_DATA / "693_UNCR.dcm", (50, 300), (1, 2)),  # 512 x 512 x 16
-        Template(_PYDICOM_DATA / "693_UNCI.dcm", (50, 300), (1, 2)),  # implicit VR
-        Template(_PYDICOM_DATA / "eCT_Supplemental.dcm", (50, 120)),  # 2-frame enhanced CT
+        Template(PYDICOM_DATA / "693_UNCR.dcm", (50, 300), (1, 2)),  # 512 x 512 x 16
+        Template(PYDICOM_DATA / "693_UNCI.dcm", (50, 300), (1, 2)),  # implicit VR
+        Template(PYDICOM_DATA / "eCT_Supplemental.dcm", (50, 120)),  # 2-frame enhanced CT
     ],
     "MR": [
-        Template(_PYDICOM_DATA / "MR-SIEMENS-DICOM-WithOverlays.dcm", (50, 300), (2, 4)),
-        Template(_PYDICOM / "examples_overlay.dcm", (50, 300), (2, 4)),  # 300 x 484
-        Template(_PYDICOM_DATA / "MR2_UNCR.dcm", (50, 120), (1, 2)),  # 1024 x 1024
+        Template(PYDICOM_DATA / "MR-SIEMENS-DICOM-WithOverlays.dcm", (50, 300), (2, 4)),
+        Template(PYDICOM_TEST_FILES / "examples_overlay.dcm", (50, 300), (2, 4)),  # 300 x 484
+        Template(PYDICOM_DATA / "MR2_UNCR.dcm", (50, 120), (1, 2)),  # 1024 x 1024
     ],
     "CR/DX": [
-        Template(_PYDICOM_DATA / "RG1_UNCR.dcm", (1, 1), (1, 2)),  # CR 1955 x 1841
-        Template(_PYDICOM_DATA / "RG3_UNCR.dcm", (1, 1), (1, 2)),  # CR 1760 x 1760
-        Template(_DEID / "animals/cat.dcm", (1, 1)),  # DX 2614 x 3072
+        Template(PYDICOM_DATA / "RG1_UNCR.dcm", (1, 1), (1, 2)),  # CR 1955 x 1841
+        Template(PYDICOM_DATA / "RG3_UNCR.dcm", (1, 1), (1, 2)),  # CR 1760 x 1760
+        Template(DEID_DATA / "animals/cat.dcm", (1, 1)),  # DX 2614 x 3072
     ],
     "US": [
-        Template(_DEID / "ultrasounds/ultrasound-multiframe.dcm", (1, 1)),  # 30-frame cine
-        Template(_PYDICOM_DATA / "OBXXXX1A_2frame.dcm", (2, 6)),
-        Template(_PYDICOM_DATA / "US1_UNCR.dcm", (2, 10)),
-        Template(_DEID / "ultrasounds/GREYSCALE_IMAGE.dcm", (2, 10)),
-        Template(_DEID / "ultrasounds/RGB_IMAGE.dcm", (1, 4)),
-        Template(_PYDICOM / "examples_rgb_color.dcm", (2, 10)),
+        Template(DEID_DATA / "ultrasounds/ultrasound-multiframe.dcm", (1, 1)),  # 30-frame cine
+        Template(PYDICOM_DATA / "OBXXXX1A_2frame.dcm", (2, 6)),
+        Template(PYDICOM_DATA / "US1_UNCR.dcm", (2, 10)),
+        Template(DEID_DATA / "ultrasounds/GREYSCALE_IMAGE.dcm", (2, 10)),
+        Template(DEID_DATA / "ultrasounds/RGB_IMAGE.dcm", (1, 4)),
+        Template(PYDICOM_TEST_FILES / "examples_rgb_color.dcm", (2, 10)),
     ],
     "compressed": [
-        Template(_PYDICOM_DATA / "color3d_jpeg_baseline.dcm", (1, 3)),  # 120-frame JPEG cine
-        Template(_PYDICOM / "examples_ybr_color.dcm", (1, 5)),  # 30-frame JPEG cine
-        Template(_PYDICOM_DATA / "RG1_J2KR.dcm", (1, 1), (1, 2)),  # JPEG 2000 lossless CR
-        Template(_PYDICOM_DATA / "MR2_J2KR.dcm", (50, 120)),  # JPEG 2000 lossless MR
-        Template(_PYDICOM_DATA / "693_J2KR.dcm", (50, 300)),  # JPEG 2000 lossless CT
-        Template(_PYDICOM_DATA / "JPGLosslessP14SV1_1s_1f_8b.dcm", (2, 10)),  # JPEG lossless
-        Template(_DEID / "dicom-cookies/image1.dcm", (1, 3)),  # JPEG baseline, 2048 x 1536
+        Template(PYDICOM_DATA / "color3d_jpeg_baseline.dcm", (1, 3)),  # 120-frame JPEG cine
+        Template(PYDICOM_TEST_FILES / "examples_ybr_color.dcm", (1, 5)),  # 30-frame JPEG cine
+        Template(PYDICOM_DATA / "RG1_J2KR.dcm", (1, 1), (1, 2)),  # JPEG 2000 lossless CR
+        Template(PYDICOM_DATA / "MR2_J2KR.dcm", (50, 120)),  # JPEG 2000 lossless MR
+        Template(PYDICOM_DATA / "693_J2KR.dcm", (50, 300)),  # JPEG 2000 lossless CT
+        Template(PYDICOM_DATA / "JPGLosslessP14SV1_1s_1f_8b.dcm", (2, 10)),  # JPEG lossless
+        Template(DEID_DATA / "dicom-cookies/image1.dcm", (1, 3)),  # JPEG baseline, 2048 x 1536
     ],
 }
 
 # The small-file case: ~100 KB files. Crops are (template, rows, columns) of real slices.
 SMALL_CROP = 224
 SMALL_MIX: list[tuple[str, Path, float]] = [
-    ("crop", _PYDICOM_DATA / "693_UNCR.dcm", 0.40),  # CT, 224 x 224 x 16: ~100 KB
-    ("crop", _PYDICOM_DATA / "MR2_UNCR.dcm", 0.30),  # MR, 224 x 224 x 16: ~100 KB
-    ("whole", _PYDICOM_DATA / "emri_small.dcm", 0.15),  # MR, 10 frames 64 x 64: 84 KB
-    ("whole", _PYDICOM_DATA / "color-pl.dcm", 0.15),  # US RGB 120 x 256: 93 KB
+    ("crop", PYDICOM_DATA / "693_UNCR.dcm", 0.40),  # CT, 224 x 224 x 16: ~100 KB
+    ("crop", PYDICOM_DATA / "MR2_UNCR.dcm", 0.30),  # MR, 224 x 224 x 16: ~100 KB
+    ("whole", PYDICOM_DATA / "emri_small.dcm", 0.15),  # MR, 10 frames 64 x 64: 84 KB
+    ("whole", PYDICOM_DATA / "color-pl.dcm", 0.15),  # US RGB 120 x 256: 93 KB
 ]
 
 
 # The huge-file case: CT_small's 128 x 128 slice tiled HUGE_TILES x HUGE_TILES per frame.
-HUGE_TEMPLATE = _PYDICOM / "CT_small.dcm"
+HUGE_TEMPLATE = PYDICOM_TEST_FILES / "CT_small.dcm"
 HUGE_TILES = 4
 
 
@@ -122,7 +123,7 @@ class Built:
         return {"files": self.files, "bytes": self.bytes, "by_kind": self.by_kind}
 
 
-class _Uids:
+class Uids:
     """Deterministic UIDs (2.25 form) from the seed and a running counter."""
 
     def __init__(self, seed: int) -> None:
@@ -135,7 +136,7 @@ class _Uids:
 
 
 @lru_cache(maxsize=8)
-def _template(path: Path) -> Dataset:
+def read_template(path: Path) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pydicom.dcmread(path)
@@ -144,7 +145,7 @@ def _template(path: Path) -> Dataset:
 @lru_cache(maxsize=4)
 def _cropped(path: Path) -> Dataset:
     """A centre crop of a single-frame native slice, SMALL_CROP pixels square."""
-    ds = copy.deepcopy(_template(path))
+    ds = copy.deepcopy(read_template(path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         arr = ds.pixel_array
@@ -156,7 +157,7 @@ def _cropped(path: Path) -> Dataset:
     return ds
 
 
-def _write(ds: Dataset, target: Path) -> int:
+def write_file(ds: Dataset, target: Path) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -164,9 +165,9 @@ def _write(ds: Dataset, target: Path) -> int:
     return target.stat().st_size
 
 
-def _series(
+def write_series(
     ds: Dataset,
-    uids: _Uids,
+    uids: Uids,
     study: dict[str, str],
     series_number: int,
     count: int,
@@ -185,10 +186,10 @@ def _series(
         if getattr(ds, "file_meta", None) is not None:
             ds.file_meta.MediaStorageSOPInstanceUID = sop
         ds.InstanceNumber = n
-        yield _write(ds, target_dir / f"IM{n:05d}.dcm")
+        yield write_file(ds, target_dir / f"IM{n:05d}.dcm")
 
 
-def _new_study(rng: random.Random, uids: _Uids, number: int) -> dict[str, str]:
+def new_study(rng: random.Random, uids: Uids, number: int) -> dict[str, str]:
     day = dt.date(2015, 1, 1) + dt.timedelta(days=rng.randrange(3650))
     return {
         "PatientID": f"BENCH{number:06d}",
@@ -212,7 +213,7 @@ def build_landing(
     """
     mix = MIX if mix is None else mix
     rng = random.Random(seed)
-    uids = _Uids(seed)
+    uids = Uids(seed)
     done: dict[str, list[int]] = {kind: [0, 0] for kind in mix}  # files, bytes
     total = files = 0
     study_no = 0
@@ -220,11 +221,11 @@ def build_landing(
         kind = min(mix, key=lambda k: (done[k][1] / mix[k], k))
         tpl = rng.choice(TEMPLATES[kind])
         study_no += 1
-        study = _new_study(rng, uids, study_no)
+        study = new_study(rng, uids, study_no)
         study_dir = out / kind.replace("/", "") / f"P{study_no:06d}" / f"S{study_no:06d}"
-        ds = _template(tpl.path)  # mutated in place: every field changed is set for each file
+        ds = read_template(tpl.path)  # mutated in place: every field changed is set for each file
         series = (  # lazily: each series draws its slice count when the one before it is done
-            _series(ds, uids, study, n, rng.randint(*tpl.slices), study_dir / f"SE{n:03d}")
+            write_series(ds, uids, study, n, rng.randint(*tpl.slices), study_dir / f"SE{n:03d}")
             for n in range(1, rng.randint(*tpl.series) + 1)
         )
         for size in itertools.chain.from_iterable(series):
@@ -241,20 +242,20 @@ def build_small_files(out: Path, count: int, seed: int = 7) -> Built:
     """Write ``count`` ~100 KB files in series of 20-100 (crops of real CT/MR slices and small
     real files), for the small-file case."""
     rng = random.Random(seed * 1_000_003 + 1)
-    uids = _Uids(seed * 1_000_003 + 1)
+    uids = Uids(seed * 1_000_003 + 1)
     done: dict[str, list[int]] = {}
     total = files = study_no = 0
     weights = [w for _, _, w in SMALL_MIX]
     while files < count:
         how, path, _ = rng.choices(SMALL_MIX, weights)[0]
-        source = _cropped(path) if how == "crop" else _template(path)
+        source = _cropped(path) if how == "crop" else read_template(path)
         ds = copy.deepcopy(source)
         study_no += 1
-        study = _new_study(rng, uids, study_no)
+        study = new_study(rng, uids, study_no)
         n = min(rng.randint(20, 100), count - files)
         label = f"{how}:{path.name}"
         series_dir = out / f"P{study_no:06d}" / f"S{study_no:06d}" / "SE001"
-        for size in _series(ds, uids, study, 1, n, series_dir):
+        for size in write_series(ds, uids, study, 1, n, series_dir):
             total += size
             files += 1
             entry = done.setdefault(label, [0, 0])
@@ -270,7 +271,7 @@ def build_huge_file(target: Path, size_bytes: int, seed: int = 7) -> Built:
     frame and given seeded noise of +-8 grey levels, so that frames differ and compress about as
     much as real CT does, not to nothing. Native pixel data has a 32-bit length, hence the limit.
     """
-    ds = copy.deepcopy(_template(HUGE_TEMPLATE))
+    ds = copy.deepcopy(read_template(HUGE_TEMPLATE))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         base = np.tile(ds.pixel_array.astype("<i2"), (HUGE_TILES, HUGE_TILES))
@@ -279,7 +280,7 @@ def build_huge_file(target: Path, size_bytes: int, seed: int = 7) -> Built:
     if pixel_bytes >= 1 << 32:
         raise ValueError(f"{pixel_bytes} bytes of native pixel data do not fit a 32-bit length")
     del ds[0x7FE00010:]  # pixel data and the trailing padding after it
-    uids = _Uids(seed)
+    uids = Uids(seed)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = uids("study"), uids("series")
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uids("sop")
     ds.Rows, ds.Columns = base.shape
@@ -306,29 +307,30 @@ def cached_landing(
 
     One of ``size_bytes`` (the mix), ``small_files`` or ``huge_bytes`` (one huge file).
     """
+    version = f"seed{seed}-v{GENERATOR_VERSION}"
     if small_files:
-        key = f"small-{small_files}-seed{seed}-v{GENERATOR_VERSION}"
-    elif huge_bytes:
-        key = f"huge-{huge_bytes}-seed{seed}-v{GENERATOR_VERSION}"
-    else:
-        key = f"mix-{size_bytes}-seed{seed}-v{GENERATOR_VERSION}"
-    root = cache / key
+        build = partial(build_small_files, count=small_files, seed=seed)
+        return cached(cache / f"small-{small_files}-{version}", build)
+    if huge_bytes:
+        return cached(
+            cache / f"huge-{huge_bytes}-{version}",
+            lambda landing: build_huge_file(landing / "huge.dcm", huge_bytes, seed),
+        )
+    build = partial(build_landing, size_bytes=size_bytes, seed=seed)
+    return cached(cache / f"mix-{size_bytes}-{version}", build)
+
+
+def cached(root: Path, build: Callable[[Path], Built]) -> tuple[Path, Built]:
+    """``root/landing`` as ``build`` writes it, built once: a manifest marks it complete."""
     landing = root / "landing"
     manifest = root / "manifest.json"
     if manifest.exists():
         doc = json.loads(manifest.read_text())
         return landing, Built(doc["files"], doc["bytes"], doc["by_kind"])
     if root.exists():  # an interrupted build
-        import shutil
-
         shutil.rmtree(root)
     landing.mkdir(parents=True)
-    if small_files:
-        built = build_small_files(landing, small_files, seed)
-    elif huge_bytes:
-        built = build_huge_file(landing / "huge.dcm", huge_bytes, seed)
-    else:
-        built = build_landing(landing, size_bytes, seed)
+    built = build(landing)
     manifest.write_text(json.dumps(built.as_dict(), indent=1))
     return landing, built
 

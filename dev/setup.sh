@@ -18,12 +18,13 @@ command -v java >/dev/null || { echo "Java 17 is needed for Spark (and HDFS): in
 mkdir -p .cache
 .venv/bin/python -m dicomlake.spark.cds 2>.cache/spark_cds.log ||
   echo "note: no class-data sharing archive, local Spark starts without it: .cache/spark_cds.log" >&2
-# DCMTK: the tests compare the lake's headers and frames with this independent reader
-if ! command -v dcm2json >/dev/null; then
+# DCMTK: the tests compare the lake's headers and frames with this independent reader; and
+# Orthanc, the benchmark's peer (tests/unit/test_bench_orthanc.py). bench/setup.sh installs both.
+if ! command -v dcm2json >/dev/null || ! command -v Orthanc >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq dcmtk
+    bash bench/setup.sh
   else
-    echo "DCMTK is needed by the tests (dcm2json, dcmdjpeg...): install it as root," \
-      "e.g. 'apt-get install dcmtk' (tests/unit/test_dcmtk_fidelity.py fails without it)" >&2
+    echo "DCMTK and Orthanc are needed by the tests: run 'bash bench/setup.sh' as root" \
+      "(tests/unit/test_dcmtk_fidelity.py and test_bench_orthanc.py fail without them)" >&2
   fi
 fi
