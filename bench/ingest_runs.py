@@ -67,7 +67,7 @@ def _config(master: str, namenodes: str | None = None, settings: Sequence[str] =
 
 
 def _context(master: str, namenodes: str | None = None, settings: Sequence[str] = ()):
-    from dicomlake.ingest.session import spark_context
+    from dicomlake.spark.context import spark_context
 
     config = _config(master, namenodes, settings)
     sc = spark_context(config, submitted=False)

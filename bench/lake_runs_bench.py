@@ -44,7 +44,6 @@ from deltalake import DeltaTable, write_deltalake
 from dicomlake.config import LockConfig, load_config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.ingest.job import run_ingest
-from dicomlake.ingest.session import spark_context
 from dicomlake.ingest.worker import partition_dir
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, staged
@@ -54,6 +53,7 @@ from dicomlake.lake.lock import holding
 from dicomlake.lake.maintain import maintain_lake
 from dicomlake.lake.parquet import write_table
 from dicomlake.samples import build_sample_landing
+from dicomlake.spark.context import spark_context
 from dicomlake.storage.local import LocalFileSystem
 
 QUERIES = {
