@@ -67,6 +67,25 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Bytes per word of the binary VRs whose byte order follows the dataset's.
+fn word_bytes(vr: &[u8; 2]) -> Option<usize> {
+    match vr {
+        b"OW" => Some(2),
+        b"OL" | b"OF" => Some(4),
+        b"OD" | b"OV" => Some(8),
+        _ => None,
+    }
+}
+
+/// Big endian words as little endian; a trailing partial word is kept as it is.
+fn swapped(data: &[u8], width: usize) -> Vec<u8> {
+    let mut out = data.to_vec();
+    for word in out.chunks_exact_mut(width) {
+        word.reverse();
+    }
+    out
+}
+
 /// `str(value)` of one converted value.
 fn item_text(item: &Item) -> String {
     match item {
@@ -146,7 +165,11 @@ fn json_value(run: &Run, e: &Out, out: &mut String) -> Result<(), Decline> {
             Decoded::Binary(data) => {
                 if !data.is_empty() {
                     out.push_str(",\"InlineBinary\":\"");
-                    out.push_str(&base64(data));
+                    match word_bytes(&e.vr) {
+                        // InlineBinary is little endian (PS3.18 F.2.7), as dcm2json writes it
+                        Some(width) if !run.little => out.push_str(&base64(&swapped(data, width))),
+                        _ => out.push_str(&base64(data)),
+                    }
                     out.push('"');
                 }
             }

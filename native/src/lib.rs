@@ -139,6 +139,7 @@ struct Run<'a> {
     core: &'a Core,
     data: &'a [u8],
     implicit: bool,
+    little: bool,
     charset: Charset,
     pixel_representation: Option<i128>,
     plan: Option<Plan>,
@@ -221,20 +222,23 @@ impl Core {
         }
     }
 
-    /// Read one header: ``data`` is the file's prefix (preamble, file meta, the dataset up
-    /// to its pixel data), ``implicit`` its dataset's encoding (little endian), ``deid``
+    /// Read one header: ``prefix`` is the file's prefix (preamble, file meta, the dataset up
+    /// to its pixel data), ``suffix`` what follows the frames (elements after the pixel
+    /// data), ``implicit`` and ``little`` its dataset's encoding, ``deid``
     /// None or (secret, date shift days, keep_patient_characteristics, keep_descriptors,
     /// safe_private, marks). Returns (DICOM JSON, element-row buffers, number of rows,
     /// (removed_unknown, removed_private, removed_private_text), [(pseudonym, UID)], the
     /// top-level tags read). Raises `Declined` for anything not read exactly as pydicom does.
     #[allow(clippy::type_complexity)]
-    #[pyo3(signature = (prefix, suffix, implicit, deid=None))]
+    #[pyo3(signature = (prefix, suffix, implicit, little, deid=None))]
+    #[allow(clippy::too_many_arguments)]
     fn read<'py>(
         &self,
         py: Python<'py>,
         prefix: &[u8],
         suffix: &[u8],
         implicit: bool,
+        little: bool,
         deid: Option<(Vec<u8>, i64, bool, bool, bool, Vec<Mark>)>,
     ) -> PyResult<(
         String,
@@ -257,7 +261,7 @@ impl Core {
             ),
             None => (None, Vec::new()),
         };
-        let result = py.allow_threads(|| self.run(prefix, suffix, implicit, plan, &marks));
+        let result = py.allow_threads(|| self.run(prefix, suffix, implicit, little, plan, &marks));
         let (json, rows, counts, uids, top) =
             result.map_err(|d| Declined::new_err(d.0.to_string()))?;
         let n = rows.len();
@@ -284,6 +288,7 @@ impl Core {
         prefix: &[u8],
         suffix: &[u8],
         implicit: bool,
+        little: bool,
         plan: Option<Plan>,
         marks: &[Mark],
     ) -> Result<(String, emit::Rows, Counts, Vec<(String, String)>, Vec<u32>), Decline> {
@@ -292,6 +297,7 @@ impl Core {
         let reader = Reader {
             data: prefix,
             implicit,
+            little,
             is_sequence: &is_sequence,
         };
         let (mut elements, pixel_at) = reader.top_level(start)?;
@@ -307,6 +313,7 @@ impl Core {
             let reader = Reader {
                 data: &joined,
                 implicit,
+                little,
                 is_sequence: &is_sequence,
             };
             elements = reader.top_level(start)?.0;
@@ -317,6 +324,7 @@ impl Core {
             core: self,
             data,
             implicit,
+            little,
             charset: Charset::Latin1,
             pixel_representation: None,
             plan,
@@ -445,7 +453,8 @@ impl Run<'_> {
             }
             if let (PIXEL_REPRESENTATION, Value::Bytes(s, t)) = (e.tag, &e.value) {
                 let vr = if self.implicit { *b"US" } else { e.vr };
-                if let Ok(Decoded::Values(v)) = decode_value(self.bytes(*s, *t), &vr, self.charset)
+                if let Ok(Decoded::Values(v)) =
+                    decode_value(self.bytes(*s, *t), &vr, self.charset, self.little)
                 {
                     if let [Item::Int(n)] = v.as_slice() {
                         self.pixel_representation = Some(*n);
@@ -497,7 +506,7 @@ impl Run<'_> {
     }
 
     fn decoded<'d>(&'d self, vr: &Vr, start: usize, end: usize) -> Result<Decoded<'d>, Decline> {
-        decode_value(self.bytes(start, end), vr, self.charset)
+        decode_value(self.bytes(start, end), vr, self.charset, self.little)
     }
 
     fn check_item_charset(e: &Element, depth: usize) -> Result<(), Decline> {

@@ -1,7 +1,6 @@
-//! The data elements of a little endian dataset, read into a tree of byte ranges.
+//! The data elements of a dataset (either byte order), read into a tree of byte ranges.
 //!
-//! Anything this reader does not read exactly as pydicom does is a `Decline`: big endian,
-//! undefined lengths outside sequences, tags out of order, unknown VR bytes, a value running
+//! Anything this reader does not read exactly as pydicom does is a `Decline`: undefined lengths outside sequences, tags out of order, unknown VR bytes, a value running
 //! past the end, nesting deeper than `MAX_DEPTH`.
 
 use crate::Decline;
@@ -39,6 +38,7 @@ const SHORT_VRS: [&[u8; 2]; 21] = [
 pub struct Reader<'a> {
     pub data: &'a [u8],
     pub implicit: bool,
+    pub little: bool,
     /// Implicit VR: whether a tag is a sequence (from the data dictionary).
     pub is_sequence: &'a dyn Fn(u32) -> bool,
 }
@@ -82,6 +82,29 @@ pub fn dataset_start(data: &[u8]) -> Result<usize, Decline> {
 }
 
 impl Reader<'_> {
+    fn u16_at(&self, at: usize) -> u16 {
+        let b = [self.data[at], self.data[at + 1]];
+        if self.little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        let b = [
+            self.data[at],
+            self.data[at + 1],
+            self.data[at + 2],
+            self.data[at + 3],
+        ];
+        if self.little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    }
+
     fn need(&self, at: usize, count: usize) -> Result<(), Decline> {
         if at
             .checked_add(count)
@@ -122,9 +145,9 @@ impl Reader<'_> {
                 return Ok((out, at));
             }
             self.need(at, 8)?;
-            let tag = ((u16_at(self.data, at) as u32) << 16) | u16_at(self.data, at + 2) as u32;
+            let tag = ((self.u16_at(at) as u32) << 16) | self.u16_at(at + 2) as u32;
             if tag == ITEM_END {
-                if !delimited || u32_at(self.data, at + 4) != 0 {
+                if !delimited || self.u32_at(at + 4) != 0 {
                     return Err(Decline::new("stray item delimiter"));
                 }
                 return Ok((out, at + 8));
@@ -141,14 +164,14 @@ impl Reader<'_> {
                 }
             }
             let (vr, length, value_at) = if self.implicit {
-                ([0, 0], u32_at(self.data, at + 4), at + 8)
+                ([0, 0], self.u32_at(at + 4), at + 8)
             } else {
                 let vr = [self.data[at + 4], self.data[at + 5]];
                 if LONG_VRS.contains(&&vr) {
                     self.need(at, 12)?;
-                    (vr, u32_at(self.data, at + 8), at + 12)
+                    (vr, self.u32_at(at + 8), at + 12)
                 } else if SHORT_VRS.contains(&&vr) {
-                    (vr, u16_at(self.data, at + 6) as u32, at + 8)
+                    (vr, self.u16_at(at + 6) as u32, at + 8)
                 } else {
                     return Err(Decline::new("unknown VR"));
                 }
@@ -203,8 +226,8 @@ impl Reader<'_> {
                 return Ok((items, at));
             }
             self.need(at, 8)?;
-            let tag = ((u16_at(self.data, at) as u32) << 16) | u16_at(self.data, at + 2) as u32;
-            let item_length = u32_at(self.data, at + 4);
+            let tag = ((self.u16_at(at) as u32) << 16) | self.u16_at(at + 2) as u32;
+            let item_length = self.u32_at(at + 4);
             if tag == SEQUENCE_END && end == usize::MAX {
                 if item_length != 0 {
                     return Err(Decline::new("sequence delimiter with a length"));

@@ -149,7 +149,7 @@ fn name(item: &str) -> Result<Item, Decline> {
     Ok(Item::Name(item.to_string(), components))
 }
 
-fn numbers(bytes: &[u8], vr: &[u8; 2]) -> Result<Vec<Item>, Decline> {
+fn numbers(bytes: &[u8], vr: &[u8; 2], little: bool) -> Result<Vec<Item>, Decline> {
     let width = match vr {
         b"US" | b"SS" => 2,
         b"UL" | b"SL" | b"FL" => 4,
@@ -160,15 +160,23 @@ fn numbers(bytes: &[u8], vr: &[u8; 2]) -> Result<Vec<Item>, Decline> {
     }
     Ok(bytes
         .chunks_exact(width)
-        .map(|c| match vr {
-            b"US" => Item::Int(u16::from_le_bytes([c[0], c[1]]) as i128),
-            b"SS" => Item::Int(i16::from_le_bytes([c[0], c[1]]) as i128),
-            b"UL" => Item::Int(u32::from_le_bytes(c.try_into().unwrap()) as i128),
-            b"SL" => Item::Int(i32::from_le_bytes(c.try_into().unwrap()) as i128),
-            b"UV" => Item::Int(u64::from_le_bytes(c.try_into().unwrap()) as i128),
-            b"SV" => Item::Int(i64::from_le_bytes(c.try_into().unwrap()) as i128),
-            b"FL" => Item::Float(f32::from_le_bytes(c.try_into().unwrap()) as f64),
-            _ => Item::Float(f64::from_le_bytes(c.try_into().unwrap())),
+        .map(|raw| {
+            let mut b = [0u8; 8];
+            b[..width].copy_from_slice(raw);
+            if !little {
+                b[..width].reverse(); // now little endian
+            }
+            let c = &b[..width];
+            match vr {
+                b"US" => Item::Int(u16::from_le_bytes([c[0], c[1]]) as i128),
+                b"SS" => Item::Int(i16::from_le_bytes([c[0], c[1]]) as i128),
+                b"UL" => Item::Int(u32::from_le_bytes(c.try_into().unwrap()) as i128),
+                b"SL" => Item::Int(i32::from_le_bytes(c.try_into().unwrap()) as i128),
+                b"UV" => Item::Int(u64::from_le_bytes(c.try_into().unwrap()) as i128),
+                b"SV" => Item::Int(i64::from_le_bytes(c.try_into().unwrap()) as i128),
+                b"FL" => Item::Float(f32::from_le_bytes(c.try_into().unwrap()) as f64),
+                _ => Item::Float(f64::from_le_bytes(c.try_into().unwrap())),
+            }
         })
         .collect())
 }
@@ -179,6 +187,7 @@ pub fn decode_value<'a>(
     bytes: &'a [u8],
     vr: &[u8; 2],
     charset: Charset,
+    little: bool,
 ) -> Result<Decoded<'a>, Decline> {
     if BINARY_VRS.contains(&vr) {
         if vr == b"UN" {
@@ -190,7 +199,9 @@ pub fn decode_value<'a>(
         return Ok(Decoded::Values(Vec::new()));
     }
     let items = match vr {
-        b"US" | b"SS" | b"UL" | b"SL" | b"FL" | b"FD" | b"UV" | b"SV" => numbers(bytes, vr)?,
+        b"US" | b"SS" | b"UL" | b"SL" | b"FL" | b"FD" | b"UV" | b"SV" => {
+            numbers(bytes, vr, little)?
+        }
         b"AE" => {
             let text = decode(bytes, vr, charset)?;
             texts(text.split('\\').map(py_strip).collect())
@@ -242,8 +253,14 @@ pub fn decode_value<'a>(
             bytes
                 .chunks_exact(4)
                 .map(|c| {
-                    let group = u16::from_le_bytes([c[0], c[1]]) as u32;
-                    Item::Tag(group << 16 | u16::from_le_bytes([c[2], c[3]]) as u32)
+                    let half = |a: u8, b: u8| {
+                        if little {
+                            u16::from_le_bytes([a, b])
+                        } else {
+                            u16::from_be_bytes([a, b])
+                        }
+                    };
+                    Item::Tag((half(c[0], c[1]) as u32) << 16 | half(c[2], c[3]) as u32)
                 })
                 .collect()
         }

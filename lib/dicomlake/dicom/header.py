@@ -5,8 +5,8 @@
 JSON, the element rows and the de-identification of every element in that pass; Python then
 de-identifies only the few top-level elements that the promoted columns and the identities
 record need, with `deid.deidentify` itself, so those keep their exact semantics. Whatever the
-core does not read exactly as pydicom does (another character set, big endian, a deflated
-file, a value it cannot convert the same way, anything malformed) it declines, and the
+core does not read exactly as pydicom does (another character set, a deflated file, UN
+values, a value it cannot convert the same way, anything malformed) it declines, and the
 reference path runs: `deid.deidentify`, `dicomjson.header_json` and `elements.element_rows`
 over the whole pydicom dataset. Both give the same records; the tests hold them to that.
 """
@@ -98,12 +98,12 @@ def header_records(
 
 
 def _fast_possible(split: SplitInstance) -> bool:
-    encoding = getattr(split.dataset, "original_encoding", (None, None))
+    implicit, little = getattr(split.dataset, "original_encoding", (None, None))
     return (
         dicomlake_native is not None
         and split.transfer_syntax_uid != DeflatedExplicitVRLittleEndian
-        and encoding[1] is True
-        and encoding[0] is not None
+        and implicit is not None
+        and little is not None
     )
 
 
@@ -121,9 +121,9 @@ def _reference(split: SplitInstance, secret: bytes, options: DeidConfig | None) 
 
 def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> HeaderRecords:
     dataset = split.dataset
-    implicit = bool(dataset.original_encoding[0])
+    implicit, little = (bool(flag) for flag in dataset.original_encoding)
     if options is None:
-        text, buffers, n, _, _, top = _core().read(split.prefix, split.suffix, implicit)
+        text, buffers, n, _, _, top = _core().read(split.prefix, split.suffix, implicit, little)
         _check_top(dataset, top)
         return HeaderRecords(promoted_values(split), text, _batch(buffers, n), None, FAST)
     clean, identities = deidentify(_top_level(dataset), secret, options)
@@ -135,7 +135,9 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
         options.safe_private,
         _marks(clean),
     )
-    text, buffers, n, counts, uids, top = _core().read(split.prefix, split.suffix, implicit, plan)
+    text, buffers, n, counts, uids, top = _core().read(
+        split.prefix, split.suffix, implicit, little, plan
+    )
     _check_top(dataset, top)
     # The file meta's removals and UIDs (cleaned in Python), with the dataset's
     deid_counts = identities["deid_counts"]
