@@ -38,6 +38,8 @@ impl Decline {
     }
 }
 
+/// The actions of Table E.1-1, named as the standard writes them.
+#[allow(clippy::upper_case_acronyms)]
 #[derive(Clone, Copy, PartialEq)]
 enum Action {
     X,
@@ -147,6 +149,8 @@ struct Run<'a> {
     uids: Vec<(String, String)>,
 }
 
+/// (tag, dictionary VR or "", keyword, Table E.1-1 action, whether a class/syntax UID)
+type TagRow = (u32, String, Option<String>, Option<String>, bool);
 type Mark = (
     u32,
     String,
@@ -180,7 +184,7 @@ impl Core {
     /// the standard; `safe_private`: (creator, group, element byte, VR).
     #[new]
     fn new(
-        tags: Vec<(u32, String, Option<String>, Option<String>, bool)>,
+        tags: Vec<TagRow>,
         repeaters: Vec<(u32, u32, String)>,
         repeating_actions: Vec<(u32, u32, String)>,
         well_known: Vec<String>,
@@ -522,15 +526,7 @@ impl Run<'_> {
         for e in elements {
             Self::check_item_charset(e, depth)?;
             let vr = self.vr_of(e, depth)?;
-            let value = match &e.value {
-                Value::Bytes(s, t) => OutValue::Raw(*s, *t),
-                Value::Items(items) => OutValue::Items(
-                    items
-                        .iter()
-                        .map(|i| self.keep(i, depth + 1))
-                        .collect::<Result<_, _>>()?,
-                ),
-            };
+            let value = self.keep_value(e, depth)?;
             out.push(Out {
                 tag: e.tag,
                 vr,

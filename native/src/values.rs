@@ -155,7 +155,7 @@ fn numbers(bytes: &[u8], vr: &[u8; 2], little: bool) -> Result<Vec<Item>, Declin
         b"UL" | b"SL" | b"FL" => 4,
         _ => 8,
     };
-    if bytes.len() % width != 0 {
+    if !bytes.len().is_multiple_of(width) {
         return Err(Decline::new("binary number length"));
     }
     Ok(bytes
@@ -247,7 +247,7 @@ pub fn decode_value<'a>(
                 .collect::<Result<_, _>>()?
         }
         b"AT" => {
-            if bytes.len() % 4 != 0 {
+            if !bytes.len().is_multiple_of(4) {
                 return Err(Decline::new("AT length"));
             }
             bytes
