@@ -10,6 +10,7 @@ mod deid;
 mod emit;
 mod parse;
 mod values;
+mod walk;
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,6 +28,16 @@ create_exception!(
     PyException,
     "The header is left to pydicom."
 );
+create_exception!(
+    dicomlake_native,
+    Malformed,
+    PyException,
+    "A walk found the file malformed: args (reason, message) of a DicomParseError."
+);
+
+/// An element header found by `Core.find_pixel_data`: (tag, VR, offset, value offset,
+/// length, bad VR), as `walk.Element`.
+type ElementRow = (u32, Option<String>, u64, u64, u64, bool);
 
 /// Why the compiled path leaves a header to the reference path.
 #[derive(Debug)]
@@ -283,9 +294,92 @@ impl Core {
             top,
         ))
     }
+    /// `split._find_pixel_data` for a file held whole: walk the top-level elements from
+    /// ``offset``, each one's items and nested elements checked as `walk.Walker.end_of`
+    /// checks them. Returns the pixel data element (or None), how many elements were read,
+    /// and the top-level undefined-length sequences (tag, offset, value offset, end) when
+    /// the whole header reads as a well-formed tree (pydicom may then read them lazily).
+    /// Raises `Malformed` with a `DicomParseError`'s reason and message.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn find_pixel_data(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        offset: u64,
+        implicit: bool,
+        little: bool,
+        max_elements: u64,
+        max_depth: usize,
+    ) -> PyResult<(Option<ElementRow>, u64, Vec<(u32, u64, u64, u64)>)> {
+        py.allow_threads(|| {
+            self.walk_top_level(data, offset, implicit, little, max_elements, max_depth)
+        })
+        .map_err(|m| Malformed::new_err((m.0, m.1)))
+    }
 }
 
 impl Core {
+    #[allow(clippy::type_complexity)]
+    fn walk_top_level(
+        &self,
+        data: &[u8],
+        mut offset: u64,
+        implicit: bool,
+        little: bool,
+        max_elements: u64,
+        max_depth: usize,
+    ) -> Result<(Option<ElementRow>, u64, Vec<(u32, u64, u64, u64)>), walk::Malformed> {
+        let named = |tag: u32| self.is_sequence(tag);
+        let mut walker = walk::Walker {
+            data,
+            little,
+            elements: 0,
+            max_elements,
+            max_depth,
+            named_sequence: &named,
+        };
+        let start = offset as usize;
+        let mut lazy = Vec::new();
+        let mut pixel = None;
+        while offset < data.len() as u64 {
+            let elem = walker.element(offset, implicit)?;
+            if parse::PIXEL_TAGS.contains(&elem.tag) {
+                pixel = Some(elem);
+                break;
+            }
+            let end = walker.end_of(&elem, implicit)?;
+            let sequence = match elem.vr {
+                Some(vr) => &vr == b"SQ",
+                None => implicit && named(elem.tag),
+            };
+            if sequence && elem.length == walk::UNDEFINED {
+                lazy.push((elem.tag, elem.offset, elem.value_offset, end));
+            }
+            offset = end;
+        }
+        // Only where the whole header reads as a tree: otherwise pydicom reads it all now
+        let header_end = pixel.as_ref().map_or(data.len(), |p| p.offset as usize);
+        let is_sequence = |tag: u32| self.is_sequence(tag);
+        let tree = Reader {
+            data: &data[..header_end],
+            implicit,
+            little,
+            is_sequence: &is_sequence,
+        };
+        if !lazy.is_empty() && tree.top_level(start).is_err() {
+            lazy.clear();
+        }
+        let row = pixel.map(|e| {
+            let vr = e.vr.map(|v| String::from_utf8_lossy(&v).into_owned());
+            (e.tag, vr, e.offset, e.value_offset, e.length, e.bad_vr)
+        });
+        Ok((row, walker.elements, lazy))
+    }
+
+    fn is_sequence(&self, tag: u32) -> bool {
+        self.dictionary_vr(tag).0 == Some(*b"SQ")
+    }
+
     #[allow(clippy::type_complexity)]
     fn run(
         &self,
@@ -297,7 +391,7 @@ impl Core {
         marks: &[Mark],
     ) -> Result<(String, emit::Rows, Counts, Vec<(String, String)>, Vec<u32>), Decline> {
         let start = parse::dataset_start(prefix)?;
-        let is_sequence = |tag: u32| self.dictionary_vr(tag).0 == Some(*b"SQ");
+        let is_sequence = |tag: u32| self.is_sequence(tag);
         let reader = Reader {
             data: prefix,
             implicit,
@@ -857,5 +951,6 @@ impl Run<'_> {
 fn dicomlake_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add("Declined", m.py().get_type::<Declined>())?;
+    m.add("Malformed", m.py().get_type::<Malformed>())?;
     Ok(())
 }

@@ -18,11 +18,27 @@ from corpus import corpus_id, split_paths
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from dicomlake.config import DeidConfig
 from dicomlake.dicom import header
-from dicomlake.dicom.split import SplitInstance, split_instance
+from dicomlake.dicom.deid import deidentify
+from dicomlake.dicom.dicomjson import header_json
+from dicomlake.dicom.elements import element_rows
+from dicomlake.dicom.native import core
+from dicomlake.dicom.split import (
+    SplitInstance,
+    _dataset_encoding,
+    _find_pixel_data,
+    _parse_header,
+    _top_level,
+    split_instance,
+)
+from dicomlake.dicom.walk import Reader, Walker
 from dicomlake.errors import DicomParseError
 
 # The hostile landing zone's generator lives with the integration tests that ingest it
@@ -115,6 +131,67 @@ def test_the_core_reads_most_sample_files():
     assert share <= MAX_DECLINED_SHARE
 
 
+def _walker(data: bytes) -> tuple[Walker, int, bool]:
+    """A walker over the file's dataset, where it starts, and whether it is implicit VR."""
+    reader = Reader.of(data)
+    meta_end, _, implicit, little = _dataset_encoding(
+        reader, 132 if data[128:132] == b"DICM" else 0
+    )
+    walker = Walker(reader, little)
+    return walker, meta_end, walker.implicit_at(meta_end, implicit)
+
+
+def _walks(data: bytes) -> list[tuple]:
+    """The compiled and the Python walk of one file: each the pixel data element and the
+    element headers read, or the error (reason and message)."""
+    outcomes = []
+    for walk in (_top_level, _find_pixel_data):
+        try:
+            walker, start, implicit = _walker(data)
+            found = walk(walker, start, implicit)
+            pixel = found[0] if walk is _top_level else found
+            outcomes.append((pixel, walker._elements))
+        except DicomParseError as exc:
+            outcomes.append((exc.reason, exc.message))
+    return outcomes
+
+
+@pytest.mark.parametrize("path", split_paths(), ids=corpus_id)
+def test_the_compiled_walk_is_the_python_walk(path: Path):
+    compiled, python = _walks(path.read_bytes())
+    assert compiled == python
+
+
+def _lazy_and_eager(data: bytes) -> tuple[Dataset, Dataset, list]:
+    """The header parsed with its top-level undefined-length sequences left unread, and
+    parsed all at once."""
+    walker, start, implicit = _walker(data)
+    pixel, lazy = _top_level(walker, start, implicit)
+    header = data[: pixel.offset if pixel else len(data)]
+    return _parse_header(header, lazy), _parse_header(header), lazy
+
+
+def _same_reading(data: bytes) -> bool:
+    """Assert the unread sequences give what reading them at once gives; whether any was."""
+    if split_instance(data).transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        return False  # its dataset is inflated first
+    lazy, eager, sequences = _lazy_and_eager(data)
+    assert header_json(lazy) == header_json(eager)
+    assert element_rows(lazy) == element_rows(eager)
+    for options in OPTIONS.values():
+        if options is not None:
+            clean_lazy, ids_lazy = deidentify(lazy, SECRET, options)
+            clean_eager, ids_eager = deidentify(eager, SECRET, options)
+            assert ids_lazy == ids_eager
+            assert header_json(clean_lazy) == header_json(clean_eager)
+    return bool(sequences)
+
+
+def test_sequences_left_unread_read_as_pydicom_reads_them_at_once():
+    unread = [p for p in split_paths() if _same_reading(p.read_bytes())]
+    assert len(unread) >= 10  # real files with undefined-length sequences
+
+
 def test_hostile_inputs_give_the_reference_records_or_are_declined(tmp_path):
     make_hostile_landing(tmp_path / "landing", tmp_path / "outside", count=200, seed=23)
     fast = tried = 0
@@ -127,6 +204,9 @@ def test_hostile_inputs_give_the_reference_records_or_are_declined(tmp_path):
         except DicomParseError:
             continue
         tried += 1
+        compiled, python = _walks(data)
+        assert compiled == python
+        _same_reading(data)
         for options in (None, DeidConfig()):
             fast += _fast_or_declined(data, options)
     assert tried > 50 and fast > 0
@@ -168,7 +248,7 @@ def _nested(depth: int) -> Dataset:
 def test_a_truncated_element_is_declined():
     data = _file(_instance())
     with pytest.raises(native.Declined, match="truncated"):
-        header._core().read(data[:-3], b"", False, True)
+        core().read(data[:-3], b"", False, True)
 
 
 def test_undefined_length_sequences_and_items_read_as_pydicom_reads_them():
@@ -189,7 +269,7 @@ def test_undefined_length_sequences_and_items_read_as_pydicom_reads_them():
     )
     for options in OPTIONS.values():
         assert _fast_or_declined(bytes(rebuilt), options)
-    text, _, _, _, _, _ = header._core().read(bytes(rebuilt), b"", False, True)
+    text, _, _, _, _, _ = core().read(bytes(rebuilt), b"", False, True)
     doc = json.loads(text)
     item = doc["0040A730"]["Value"][0]
     assert item["00080104"] == {"vr": "LO", "Value": ["level"]}
@@ -200,12 +280,12 @@ def test_undefined_length_sequences_and_items_read_as_pydicom_reads_them():
 def test_nesting_is_read_to_its_depth_and_declined_beyond(implicit: bool):
     data = _file(_nested(20), implicit)
     assert _fast_or_declined(data, DeidConfig())
-    _, buffers, n, _, _, _ = header._core().read(data, b"", implicit, True)
+    _, buffers, n, _, _, _ = core().read(data, b"", implicit, True)
     depths = header._batch(buffers, n).column("depth").to_pylist()
     assert max(depths) == 20  # the innermost item's CodeMeaning
     deep = _file(_nested(80), implicit)
     with pytest.raises(native.Declined, match="deep"):
-        header._core().read(deep, b"", implicit, True)
+        core().read(deep, b"", implicit, True)
 
 
 @pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "ExplVR_BigEnd.dcm"])

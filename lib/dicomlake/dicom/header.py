@@ -14,34 +14,22 @@ over the whole pydicom dataset. Both give the same records; the tests hold them 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from typing import Any
 
 import pyarrow as pa
-from pydicom.datadict import DicomDictionary, RepeatersDictionary, masks, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian, UID_dictionary
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomlake.config import DeidConfig
-from dicomlake.dicom.deid import (
-    COUNTS,
-    IDENTITY_KEYWORDS,
-    SAFE_PRIVATE,
-    deidentify,
-    is_class_uid,
-)
-from dicomlake.dicom.deid_table import ACTIONS, REPEATING
+from dicomlake.dicom.deid import COUNTS, IDENTITY_KEYWORDS, deidentify
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import ELEMENT_SCHEMA, element_rows
+from dicomlake.dicom.native import core, dicomlake_native
 from dicomlake.dicom.promote import PROMOTED, promoted_values
 from dicomlake.dicom.split import SplitInstance
 from dicomlake.dicom.values import values_of
-
-try:
-    import dicomlake_native
-except ImportError:  # not built here: every header takes the reference path
-    dicomlake_native = None
 
 FAST, REFERENCE = "fast", "reference"
 
@@ -123,7 +111,7 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
     dataset = split.dataset
     implicit, little = (bool(flag) for flag in dataset.original_encoding)
     if options is None:
-        text, buffers, n, _, _, top = _core().read(split.prefix, split.suffix, implicit, little)
+        text, buffers, n, _, _, top = core().read(split.prefix, split.suffix, implicit, little)
         _check_top(dataset, top)
         return HeaderRecords(promoted_values(split), text, _batch(buffers, n), None, FAST)
     clean, identities = deidentify(_top_level(dataset), secret, options)
@@ -135,7 +123,7 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
         options.safe_private,
         _marks(clean),
     )
-    text, buffers, n, counts, uids, top = _core().read(
+    text, buffers, n, counts, uids, top = core().read(
         split.prefix, split.suffix, implicit, little, plan
     )
     _check_top(dataset, top)
@@ -198,16 +186,3 @@ def _batch(buffers: list[bytes | None], n: int) -> pa.RecordBatch:
         arrays.append(pa.Array.from_buffers(field.type, n, parts))
         i += width
     return pa.RecordBatch.from_arrays(arrays, schema=ELEMENT_SCHEMA)
-
-
-@functools.cache
-def _core() -> Any:
-    """The core, given the data dictionary and Table E.1-1 once per process."""
-    tags = []
-    for tag in DicomDictionary.keys() | ACTIONS.keys():
-        entry = DicomDictionary.get(tag)
-        vr, keyword = (entry[0], entry[4]) if entry else ("", None)
-        tags.append((tag, vr, keyword, ACTIONS.get(tag), is_class_uid(keyword or "")))
-    repeaters = [(m1, m2, RepeatersDictionary[mask][0]) for mask, (m1, m2) in masks.items()]
-    safe = [(creator, group, byte, vr) for (creator, group, byte), vr in SAFE_PRIVATE.items()]
-    return dicomlake_native.Core(tags, repeaters, list(REPEATING), list(UID_dictionary), safe)
