@@ -86,13 +86,19 @@ fn swapped(data: &[u8], width: usize) -> Vec<u8> {
     out
 }
 
-/// `str(value)` of one converted value.
-fn item_text(item: &Item) -> String {
+/// `str(value)` of one converted value, written to `out`.
+fn item_text(out: &mut String, item: &Item) {
     match item {
-        Item::Text(t) | Item::Decimal(t, _) | Item::Integer(t, _) | Item::Name(t, _) => t.clone(),
-        Item::Int(n) => n.to_string(),
-        Item::Float(f) => py_float(*f),
-        Item::Tag(t) => format!("({:04X},{:04X})", t >> 16, t & 0xFFFF),
+        Item::Text(t) | Item::Decimal(t, _) | Item::Integer(t, _) | Item::Name(t, _) => {
+            out.push_str(t)
+        }
+        Item::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Item::Float(f) => out.push_str(&py_float(*f)),
+        Item::Tag(t) => {
+            let _ = write!(out, "({:04X},{:04X})", t >> 16, t & 0xFFFF);
+        }
     }
 }
 
@@ -112,103 +118,211 @@ fn json_number(out: &mut String, item: &Item) {
     }
 }
 
-pub fn json(run: &Run, elements: &[Out]) -> Result<String, Decline> {
-    let mut out = String::with_capacity(run.data.len() * 2);
-    json_dataset(run, elements, &mut out)?;
-    Ok(out)
+/// The DICOM JSON and the element rows of the output header, in one walk over it: each
+/// value is converted once for both.
+pub fn emit(run: &Run, elements: &[Out]) -> Result<(String, Rows), Decline> {
+    let mut json = String::with_capacity(run.data.len() * 2);
+    let mut rows = Rows::default();
+    let mut path = String::new();
+    emit_dataset(run, elements, &mut path, 0, &mut json, &mut rows)?;
+    Ok((json, rows))
 }
 
-fn json_dataset(run: &Run, elements: &[Out], out: &mut String) -> Result<(), Decline> {
-    out.push('{');
+fn hex_tag(out: &mut String, tag: u32) {
+    let _ = write!(out, "{tag:08X}");
+}
+
+fn emit_dataset(
+    run: &Run,
+    elements: &[Out],
+    path: &mut String,
+    depth: i16,
+    json: &mut String,
+    rows: &mut Rows,
+) -> Result<(), Decline> {
+    json.push('{');
+    let parent = path.len();
     for (i, e) in elements.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            json.push(',');
         }
-        let _ = write!(out, "\"{:08X}\":{{\"vr\":", e.tag);
-        json_str(out, vr_str(&e.vr));
-        json_value(run, e, out)?;
-        out.push('}');
+        json.push('"');
+        hex_tag(json, e.tag);
+        json.push_str("\":{\"vr\":");
+        json_str(json, vr_str(&e.vr));
+        // Top-level pixel data has no row
+        let row = !(depth == 0 && PIXEL_TAGS.contains(&e.tag));
+        if row {
+            if parent > 0 {
+                path.push('.');
+            }
+            hex_tag(path, e.tag);
+            rows.tag.push_with(|d| hex_tag(d, e.tag));
+            rows.keyword.push(run.core.keyword(e.tag));
+            rows.vr.push(Some(vr_str(&e.vr)));
+            rows.path.push(Some(path));
+            rows.depth.push(depth);
+            rows.creator.push(creator(run, elements, e.tag)?.as_deref());
+        }
+        emit_value(run, e, path, depth, row, json, rows)?;
+        path.truncate(parent);
+        json.push('}');
     }
-    out.push('}');
+    json.push('}');
     Ok(())
 }
 
-fn json_value(run: &Run, e: &Out, out: &mut String) -> Result<(), Decline> {
+/// One element's value: its JSON after ``"vr":"..."``, and (when ``row``) the rest of its row.
+fn emit_value(
+    run: &Run,
+    e: &Out,
+    path: &mut String,
+    depth: i16,
+    row: bool,
+    json: &mut String,
+    rows: &mut Rows,
+) -> Result<(), Decline> {
     let binary = BINARY_VRS.contains(&&e.vr);
+    let numeric = NUMBER_VRS.contains(&&e.vr);
+    let bulk = PIXEL_TAGS.contains(&e.tag);
+    let text_row = |rows: &mut Rows, values: Option<&dyn Fn(&mut String)>, number, count| {
+        if row {
+            match values {
+                Some(write) => rows.text.push_with(write),
+                None => rows.text.push_null(),
+            }
+            rows.number.push(number);
+            rows.count.push(count);
+        }
+    };
     match &e.value {
         OutValue::Items(items) => {
-            out.push_str(",\"Value\":[");
+            text_row(rows, None, None, items.len() as i32);
+            json.push_str(",\"Value\":[");
+            let here = path.len();
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    json.push(',');
                 }
-                json_dataset(run, item, out)?;
+                let _ = write!(path, "[{i}]");
+                emit_dataset(run, item, path, depth + 1, json, rows)?;
+                path.truncate(here);
             }
-            out.push(']');
+            json.push(']');
         }
-        _ if PIXEL_TAGS.contains(&e.tag) => out.push_str(",\"BulkDataURI\":\"dicomlake:bulk\""),
-        OutValue::Raw(s, t) if binary && t - s > BULK_THRESHOLD => {
-            out.push_str(",\"BulkDataURI\":\"dicomlake:bulk\"")
+        OutValue::Empty => {
+            if bulk {
+                json.push_str(",\"BulkDataURI\":\"dicomlake:bulk\"");
+            }
+            text_row(rows, None, None, 0);
         }
-        OutValue::Empty => {}
         OutValue::Strings(values) => {
-            out.push_str(",\"Value\":[");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json_str(out, v);
+            if numeric {
+                return Err(Decline::new("new text in a number VR"));
             }
-            out.push(']');
-        }
-        OutValue::Raw(s, t) => match run.decoded(&e.vr, *s, *t)? {
-            Decoded::Binary(data) => {
-                if !data.is_empty() {
-                    out.push_str(",\"InlineBinary\":\"");
-                    match word_bytes(&e.vr) {
-                        // InlineBinary is little endian (PS3.18 F.2.7), as dcm2json writes it
-                        Some(width) if !run.little => out.push_str(&base64(&swapped(data, width))),
-                        _ => out.push_str(&base64(data)),
+            if bulk {
+                json.push_str(",\"BulkDataURI\":\"dicomlake:bulk\"");
+            } else {
+                json.push_str(",\"Value\":[");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        json.push(',');
                     }
-                    out.push('"');
+                    json_str(json, v);
                 }
+                json.push(']');
             }
-            Decoded::Values(items) if items.is_empty() => {}
-            Decoded::Values(items) => {
-                out.push_str(",\"Value\":[");
-                let number = NUMBER_VRS.contains(&&e.vr);
+            let join = |d: &mut String| d.push_str(&values.join("\\"));
+            text_row(rows, Some(&join), None, values.len() as i32);
+        }
+        OutValue::Raw(s, t) if binary => {
+            let data = run.bytes(*s, *t);
+            if bulk || data.len() > BULK_THRESHOLD {
+                json.push_str(",\"BulkDataURI\":\"dicomlake:bulk\"");
+            } else if !data.is_empty() {
+                json.push_str(",\"InlineBinary\":\"");
+                match word_bytes(&e.vr) {
+                    // InlineBinary is little endian (PS3.18 F.2.7), as dcm2json writes it
+                    Some(width) if !run.little => json.push_str(&base64(&swapped(data, width))),
+                    _ => json.push_str(&base64(data)),
+                }
+                json.push('"');
+            }
+            let hex = |d: &mut String| {
+                for b in data {
+                    let _ = write!(d, "{b:02x}");
+                }
+            };
+            let short = !data.is_empty() && data.len() <= SHORT_BINARY;
+            text_row(
+                rows,
+                short.then_some(&hex as &dyn Fn(&mut String)),
+                None,
+                (!data.is_empty()) as i32,
+            );
+        }
+        OutValue::Raw(s, t) => {
+            let Decoded::Values(items) = run.decoded(&e.vr, *s, *t)? else {
+                return Err(Decline::new("bytes of a text VR"));
+            };
+            if bulk {
+                json.push_str(",\"BulkDataURI\":\"dicomlake:bulk\"");
+            } else if !items.is_empty() {
+                json_values(json, &e.vr, &items)?;
+            }
+            let number = match items.first() {
+                Some(Item::Decimal(_, f) | Item::Float(f)) if numeric => Some(*f),
+                Some(Item::Integer(_, n)) if numeric => Some(*n as f64),
+                Some(Item::Int(n)) if numeric => Some(*n as f64),
+                _ => None,
+            };
+            let join = |d: &mut String| {
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        d.push('\\');
                     }
-                    match item {
-                        Item::Name(_, components) => {
-                            if components.len() > 3 {
-                                return Err(Decline::new("PN with more than 3 components"));
-                            }
-                            out.push('{');
-                            let keys = ["Alphabetic", "Ideographic", "Phonetic"];
-                            for (k, c) in keys.iter().zip(components) {
-                                if !out.ends_with('{') {
-                                    out.push(',');
-                                }
-                                let _ = write!(out, "\"{k}\":");
-                                json_str(out, c);
-                            }
-                            out.push('}');
-                        }
-                        Item::Tag(t) => {
-                            let _ = write!(out, "\"{t:08X}\"");
-                        }
-                        _ if number => json_number(out, item),
-                        Item::Text(t) if PLAIN_VRS.contains(&&e.vr) => json_str(out, t),
-                        _ => return Err(Decline::new("value not written as JSON")),
-                    }
+                    item_text(d, item);
                 }
-                out.push(']');
-            }
-        },
+            };
+            let text = (!items.is_empty()).then_some(&join as &dyn Fn(&mut String));
+            text_row(rows, text, number, items.len() as i32);
+        }
     }
+    Ok(())
+}
+
+fn json_values(json: &mut String, vr: &[u8; 2], items: &[Item]) -> Result<(), Decline> {
+    json.push_str(",\"Value\":[");
+    let number = NUMBER_VRS.contains(&vr);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        match item {
+            Item::Name(_, components) => {
+                if components.len() > 3 {
+                    return Err(Decline::new("PN with more than 3 components"));
+                }
+                json.push('{');
+                let keys = ["Alphabetic", "Ideographic", "Phonetic"];
+                for (k, (key, c)) in keys.iter().zip(components).enumerate() {
+                    if k > 0 {
+                        json.push(',');
+                    }
+                    let _ = write!(json, "\"{key}\":");
+                    json_str(json, c);
+                }
+                json.push('}');
+            }
+            Item::Tag(t) => {
+                let _ = write!(json, "\"{t:08X}\"");
+            }
+            _ if number => json_number(json, item),
+            Item::Text(t) if PLAIN_VRS.contains(&vr) => json_str(json, t),
+            _ => return Err(Decline::new("value not written as JSON")),
+        }
+    }
+    json.push(']');
     Ok(())
 }
 
@@ -216,19 +330,35 @@ fn json_value(run: &Run, e: &Out, out: &mut String) -> Result<(), Decline> {
 #[derive(Default)]
 struct Strings {
     offsets: Vec<i32>,
-    data: Vec<u8>,
+    data: String,
     valid: Vec<bool>,
 }
 
 impl Strings {
     fn push(&mut self, value: Option<&str>) {
+        match value {
+            Some(v) => self.push_with(|data| data.push_str(v)),
+            None => self.push_null(),
+        }
+    }
+
+    fn push_null(&mut self) {
+        self.end(false);
+    }
+
+    /// A value written by `write` straight into the column's data.
+    fn push_with(&mut self, write: impl FnOnce(&mut String)) {
+        let mut data = std::mem::take(&mut self.data);
+        write(&mut data);
+        self.data = data;
+        self.end(true);
+    }
+
+    fn end(&mut self, valid: bool) {
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
-        if let Some(v) = value {
-            self.data.extend_from_slice(v.as_bytes());
-        }
-        self.valid.push(value.is_some());
+        self.valid.push(valid);
         self.offsets.push(self.data.len() as i32);
     }
 }
@@ -280,7 +410,7 @@ impl Rows {
             }
             out.push(bitmap(&s.valid));
             out.push(Some(le(&offsets, i32::to_le_bytes)));
-            out.push(Some(s.data));
+            out.push(Some(s.data.into_bytes()));
         };
         strings(self.tag, &mut out);
         strings(self.keyword, &mut out);
@@ -301,12 +431,6 @@ impl Rows {
     }
 }
 
-pub fn rows(run: &Run, elements: &[Out]) -> Result<Rows, Decline> {
-    let mut rows = Rows::default();
-    add_rows(run, elements, "", 0, &mut rows)?;
-    Ok(rows)
-}
-
 /// `str(creator.value)` of the private creator of `tag` among `elements` (the output's).
 fn creator(run: &Run, elements: &[Out], tag: u32) -> Result<Option<String>, Decline> {
     let (group, element) = (tag >> 16, tag & 0xFFFF);
@@ -321,7 +445,7 @@ fn creator(run: &Run, elements: &[Out], tag: u32) -> Result<Option<String>, Decl
     let items = match &c.value {
         OutValue::Raw(s, t) => match run.decoded(&c.vr, *s, *t)? {
             Decoded::Values(items) => items,
-            Decoded::Binary(_) => return Err(Decline::new("binary private creator")),
+            Decoded::Binary => return Err(Decline::new("binary private creator")),
         },
         OutValue::Empty => Vec::new(),
         _ => return Err(Decline::new("private creator changed")),
@@ -331,87 +455,4 @@ fn creator(run: &Run, elements: &[Out], tag: u32) -> Result<Option<String>, Decl
         [Item::Text(t)] => Ok(Some(t.clone())),
         _ => Err(Decline::new("private creator value")),
     }
-}
-
-fn add_rows(
-    run: &Run,
-    elements: &[Out],
-    parent: &str,
-    depth: i16,
-    rows: &mut Rows,
-) -> Result<(), Decline> {
-    for e in elements {
-        if depth == 0 && PIXEL_TAGS.contains(&e.tag) {
-            continue;
-        }
-        let tag = format!("{:08X}", e.tag);
-        let path = if parent.is_empty() {
-            tag.clone()
-        } else {
-            format!("{parent}.{tag}")
-        };
-        rows.tag.push(Some(&tag));
-        rows.keyword.push(run.core.keyword(e.tag));
-        rows.vr.push(Some(vr_str(&e.vr)));
-        rows.path.push(Some(&path));
-        rows.depth.push(depth);
-        rows.creator.push(creator(run, elements, e.tag)?.as_deref());
-        let binary = BINARY_VRS.contains(&&e.vr);
-        let numeric = NUMBER_VRS.contains(&&e.vr);
-        match &e.value {
-            OutValue::Items(items) => {
-                rows.text.push(None);
-                rows.number.push(None);
-                rows.count.push(items.len() as i32);
-                for (i, item) in items.iter().enumerate() {
-                    add_rows(run, item, &format!("{path}[{i}]"), depth + 1, rows)?;
-                }
-            }
-            OutValue::Empty => {
-                rows.text.push(None);
-                rows.number.push(None);
-                rows.count.push(0);
-            }
-            OutValue::Strings(values) => {
-                rows.text.push(Some(&values.join("\\")));
-                rows.number.push(None);
-                rows.count.push(values.len() as i32);
-                if numeric {
-                    return Err(Decline::new("new text in a number VR"));
-                }
-            }
-            OutValue::Raw(s, t) if binary => {
-                let data = run.bytes(*s, *t);
-                let hex = (!data.is_empty() && data.len() <= SHORT_BINARY).then(|| {
-                    data.iter().fold(String::new(), |mut h, b| {
-                        let _ = write!(h, "{b:02x}");
-                        h
-                    })
-                });
-                rows.text.push(hex.as_deref());
-                rows.number.push(None);
-                rows.count.push(if data.is_empty() { 0 } else { 1 });
-            }
-            OutValue::Raw(s, t) => {
-                let Decoded::Values(items) = run.decoded(&e.vr, *s, *t)? else {
-                    return Err(Decline::new("bytes of a text VR"));
-                };
-                if items.is_empty() {
-                    rows.text.push(None);
-                } else {
-                    let texts: Vec<String> = items.iter().map(item_text).collect();
-                    rows.text.push(Some(&texts.join("\\")));
-                }
-                let number = match items.first() {
-                    Some(Item::Decimal(_, f) | Item::Float(f)) if numeric => Some(*f),
-                    Some(Item::Integer(_, n)) if numeric => Some(*n as f64),
-                    Some(Item::Int(n)) if numeric => Some(*n as f64),
-                    _ => None,
-                };
-                rows.number.push(number);
-                rows.count.push(items.len() as i32);
-            }
-        }
-    }
-    Ok(())
 }

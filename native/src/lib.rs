@@ -438,8 +438,7 @@ impl Core {
         if run.plan.is_some() {
             apply_marks(&mut out, marks)?;
         }
-        let json = emit::json(&run, &out)?;
-        let rows = emit::rows(&run, &out)?;
+        let (json, rows) = emit::emit(&run, &out)?;
         Ok((json, rows, run.counts, run.uids, top))
     }
 
@@ -603,7 +602,7 @@ impl Run<'_> {
             && self.core.tags.get(&tag).is_some_and(|i| i.us_or_ss)
     }
 
-    fn decoded<'d>(&'d self, vr: &Vr, start: usize, end: usize) -> Result<Decoded<'d>, Decline> {
+    fn decoded(&self, vr: &Vr, start: usize, end: usize) -> Result<Decoded, Decline> {
         decode_value(self.bytes(start, end), vr, self.charset, self.little)
     }
 
@@ -643,7 +642,7 @@ impl Run<'_> {
                     _ => Err(Decline::new("number where text was expected")),
                 })
                 .collect(),
-            Decoded::Binary(_) => Err(Decline::new("bytes where text was expected")),
+            Decoded::Binary => Err(Decline::new("bytes where text was expected")),
         }
     }
 
@@ -765,7 +764,7 @@ impl Run<'_> {
                         Item::Decimal(..) | Item::Integer(..) | Item::Int(_) | Item::Float(_)
                     )
                 }),
-                Decoded::Binary(_) => false,
+                Decoded::Binary => false,
             },
         };
         if vr != listed || !numbers {

@@ -18,9 +18,10 @@ pub enum Item {
     Name(String, Vec<String>),
 }
 
-pub enum Decoded<'a> {
+pub enum Decoded {
     Values(Vec<Item>),
-    Binary(&'a [u8]),
+    /// A binary VR: its bytes are the value.
+    Binary,
 }
 
 pub const BINARY_VRS: [&[u8; 2]; 7] = [b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"];
@@ -183,17 +184,17 @@ fn numbers(bytes: &[u8], vr: &[u8; 2], little: bool) -> Result<Vec<Item>, Declin
 
 /// The values of one element, as `values_of(elem.value)` holds them after pydicom's
 /// conversion.
-pub fn decode_value<'a>(
-    bytes: &'a [u8],
+pub fn decode_value(
+    bytes: &[u8],
     vr: &[u8; 2],
     charset: Charset,
     little: bool,
-) -> Result<Decoded<'a>, Decline> {
+) -> Result<Decoded, Decline> {
     if BINARY_VRS.contains(&vr) {
         if vr == b"UN" {
             return Err(Decline::new("UN element"));
         }
-        return Ok(Decoded::Binary(bytes));
+        return Ok(Decoded::Binary);
     }
     if bytes.is_empty() {
         return Ok(Decoded::Values(Vec::new()));
