@@ -8,6 +8,7 @@
 
 mod deid;
 mod emit;
+mod endian;
 mod parse;
 mod values;
 mod walk;

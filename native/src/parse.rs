@@ -3,6 +3,7 @@
 //! Anything this reader does not read exactly as pydicom does is a `Decline`: undefined lengths outside sequences, tags out of order, unknown VR bytes, a value running
 //! past the end, nesting deeper than `MAX_DEPTH`.
 
+use crate::endian;
 use crate::Decline;
 
 pub const MAX_DEPTH: usize = 64;
@@ -43,14 +44,6 @@ pub struct Reader<'a> {
     pub is_sequence: &'a dyn Fn(u32) -> bool,
 }
 
-fn u16_at(data: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([data[at], data[at + 1]])
-}
-
-fn u32_at(data: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
-}
-
 /// Where the dataset starts: after the preamble (if any) and the group 0002 elements.
 pub fn dataset_start(data: &[u8]) -> Result<usize, Decline> {
     let mut at = if data.len() >= 132 && &data[128..132] == b"DICM" {
@@ -58,15 +51,15 @@ pub fn dataset_start(data: &[u8]) -> Result<usize, Decline> {
     } else {
         0
     };
-    while at + 8 <= data.len() && u16_at(data, at) == 0x0002 {
+    while at + 8 <= data.len() && endian::u16_at(data, at, true) == 0x0002 {
         let vr = [data[at + 4], data[at + 5]];
         let (length, header) = if LONG_VRS.contains(&&vr) {
             if at + 12 > data.len() {
                 return Err(Decline::new("file meta truncated"));
             }
-            (u32_at(data, at + 8), 12)
+            (endian::u32_at(data, at + 8, true), 12)
         } else if SHORT_VRS.contains(&&vr) {
-            (u16_at(data, at + 6) as u32, 8)
+            (endian::u16_at(data, at + 6, true) as u32, 8)
         } else {
             return Err(Decline::new("file meta VR"));
         };
@@ -83,26 +76,11 @@ pub fn dataset_start(data: &[u8]) -> Result<usize, Decline> {
 
 impl Reader<'_> {
     fn u16_at(&self, at: usize) -> u16 {
-        let b = [self.data[at], self.data[at + 1]];
-        if self.little {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        }
+        endian::u16_at(self.data, at, self.little)
     }
 
     fn u32_at(&self, at: usize) -> u32 {
-        let b = [
-            self.data[at],
-            self.data[at + 1],
-            self.data[at + 2],
-            self.data[at + 3],
-        ];
-        if self.little {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }
+        endian::u32_at(self.data, at, self.little)
     }
 
     fn need(&self, at: usize, count: usize) -> Result<(), Decline> {

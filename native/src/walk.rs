@@ -1,6 +1,8 @@
 //! `dicomlake.dicom.walk.Walker` for a file held whole: the same walk over element and item
 //! headers, the same limits, and the same errors (reason and message), at compiled speed.
 
+use crate::endian;
+
 pub const UNDEFINED: u64 = 0xFFFF_FFFF;
 const ITEM: u32 = 0xFFFE_E000;
 const ITEM_DELIMITER: u32 = 0xFFFE_E00D;
@@ -52,27 +54,11 @@ impl Walker<'_> {
     }
 
     fn u16_at(&self, at: u64) -> u16 {
-        let b = [self.data[at as usize], self.data[at as usize + 1]];
-        if self.little {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        }
+        endian::u16_at(self.data, at as usize, self.little)
     }
 
     fn u32_at(&self, at: u64) -> u32 {
-        let a = at as usize;
-        let b = [
-            self.data[a],
-            self.data[a + 1],
-            self.data[a + 2],
-            self.data[a + 3],
-        ];
-        if self.little {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }
+        endian::u32_at(self.data, at as usize, self.little)
     }
 
     fn need(&self, offset: u64, count: u64, what: &str, tag: Option<u32>) -> Result<(), Malformed> {
