@@ -25,11 +25,12 @@ from pydicom.uid import (
 )
 
 from dicomlake.config import DeidConfig
-from dicomlake.dicom import header
+from dicomlake.dicom import header, split, walk
 from dicomlake.dicom.deid import deidentify
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import element_rows
 from dicomlake.dicom.native import core
+from dicomlake.dicom.native import dicomlake_native as native
 from dicomlake.dicom.split import (
     SplitInstance,
     _dataset_encoding,
@@ -44,8 +45,6 @@ from dicomlake.errors import DicomParseError
 # The hostile landing zone's generator lives with the integration tests that ingest it
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from hostile_corpus import make_hostile_landing  # noqa: E402
-
-native = header.dicomlake_native
 
 SECRET = bytes(range(32))
 OPTIONS = {
@@ -145,11 +144,11 @@ def _walks(data: bytes) -> list[tuple]:
     """The compiled and the Python walk of one file: each the pixel data element and the
     element headers read, or the error (reason and message)."""
     outcomes = []
-    for walk in (_top_level, _find_pixel_data):
+    for find in (_top_level, _find_pixel_data):
         try:
             walker, start, implicit = _walker(data)
-            found = walk(walker, start, implicit)
-            pixel = found[0] if walk is _top_level else found
+            found = find(walker, start, implicit)
+            pixel = found[0] if find is _top_level else found
             outcomes.append((pixel, walker._elements))
         except DicomParseError as exc:
             outcomes.append((exc.reason, exc.message))
@@ -160,6 +159,15 @@ def _walks(data: bytes) -> list[tuple]:
 def test_the_compiled_walk_is_the_python_walk(path: Path):
     compiled, python = _walks(path.read_bytes())
     assert compiled == python
+
+
+@pytest.mark.parametrize("limit", [10, 120])
+def test_the_compiled_walk_stops_where_the_python_walk_stops(monkeypatch, limit: int):
+    monkeypatch.setattr(walk, "MAX_ELEMENTS", limit)
+    monkeypatch.setattr(split, "MAX_ELEMENTS", limit)
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    compiled, python = _walks(data)
+    assert compiled == python and python[0] == "too_large"
 
 
 def _lazy_and_eager(data: bytes) -> tuple[Dataset, Dataset, list]:
