@@ -522,11 +522,11 @@ class _Task:
         """
         with self.timed("header"):
             records = header_records(split, self.secret, self.deid)
-        self.result.header_paths[records.path] += 1
         with self.timed("encode+encrypt"):
             chunks = self.seal(info, sha, split, packs, streamed, records.values["SOPInstanceUID"])
         with self.timed("rows"):
             self.keep_rows(info, sha, split, records, chunks)
+        self.result.header_paths[records.path] += 1
 
     def seal(
         self,
