@@ -41,6 +41,8 @@ from dicomlake.dicom.split import (
 )
 from dicomlake.dicom.walk import Reader, Walker
 from dicomlake.errors import DicomParseError
+from dicomlake.ingest.worker import TaskContext, process_task
+from dicomlake.storage import FileInfo
 
 # The hostile landing zone's generator lives with the integration tests that ingest it
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
@@ -331,3 +333,17 @@ def test_header_records_counts_its_path():
     data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     split: SplitInstance = split_instance(data)
     assert header.header_records(split, SECRET, DeidConfig()).path == header.FAST
+
+
+def test_a_task_counts_the_headers_each_way_took(tmp_path, config, keyring):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    files = []
+    for name in ("CT_small.dcm", "image_dfl.dcm"):  # the core reads the first, not the second
+        data = Path(get_testdata_file(name)).read_bytes()
+        (landing / name).write_bytes(data)
+        files.append(FileInfo(str(landing / name), len(data), 1_000))
+    ctx = TaskContext("r1", str(tmp_path / "lake"), config, keyring.to_bytes(), 1_700_000_000_000)
+    result = process_task(0, 0, files, str(landing), ctx, frozenset())
+    assert [row["outcome"] for row in result.sources] == ["ingested", "ingested"]
+    assert result.header_paths == {header.FAST: 1, header.REFERENCE: 1}
