@@ -1,10 +1,11 @@
 //! The header path of dicomlake in one pass over the raw elements: DICOM JSON, element rows
 //! and de-identification, from the header's bytes.
 //!
-//! The Python package (`dicomlake.dicom.header`) is the interface: it builds one `Core` per
-//! process from the data dictionary and Table E.1-1, and calls `Core.read` per file. Whatever
-//! this code cannot produce exactly as the pydicom path does raises `Declined`, and the file
-//! takes that path instead.
+//! `dicomlake.dicom.native` builds one `Core` per process from the data dictionary and
+//! Table E.1-1; `dicomlake.dicom.split` calls `Core.find_pixel_data` (the walk of
+//! `walk.Walker`, raising `Malformed` as it raises `DicomParseError`) and
+//! `dicomlake.dicom.header` calls `Core.read` per file. Whatever `read` cannot produce exactly
+//! as the pydicom path does raises `Declined`, and the file takes that path instead.
 
 mod deid;
 mod emit;
