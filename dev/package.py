@@ -7,15 +7,22 @@ Writes into DIR (default ``<repo>/dist``):
 
 - ``dicomlake-<version>-py3-none-any.whl``: the wheel, for ``pip install`` into an executor
   environment (or a packed venv given to ``--archives``);
-- ``dicomlake.zip``: the ``dicomlake`` package alone, for ``spark-submit --py-files``.
+- ``dicomlake.zip``: the ``dicomlake`` package alone, for ``spark-submit --py-files``;
+- ``dicomlake_native-<version>-cp311-abi3-<platform>.whl``: the compiled header path
+  (``native/``, built by maturin, for any CPython >= 3.11 on this platform). An extension module
+  cannot be imported from a zip: install this wheel into the executors' environment (or the
+  packed venv given to ``--archives``). Executors without it read every header the slower
+  pydicom way; the ingest summary counts the headers each way took.
 
 The wheel is built by pip from a copy of ``pyproject.toml`` and ``lib/``, so the source tree
-gets no ``build/`` or ``*.egg-info`` litter. Prints the two paths, one a line.
+gets no ``build/`` or ``*.egg-info`` litter. Prints the paths, one a line (the native wheel
+last, when it was built).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +33,7 @@ from pathlib import Path
 import _daemons as d
 
 PACKAGE = d.REPO / "lib" / "dicomlake"
+NATIVE = d.REPO / "native"
 
 
 def build_zip(dist: Path) -> Path:
@@ -64,6 +72,27 @@ def build_wheel(dist: Path, python: str) -> Path:
         return Path(shutil.copy2(wheel, dist))
 
 
+def build_native_wheel(dist: Path, python: str) -> Path | None:
+    """Build the ``dicomlake_native`` wheel with maturin (a release build of ``native/``);
+    None, with a note, where maturin or Rust is missing (executors then read headers with
+    pydicom)."""
+    cargo = shutil.which("cargo") or shutil.which("cargo", path=str(Path.home() / ".cargo/bin"))
+    has_maturin = subprocess.run([python, "-m", "maturin", "--version"], capture_output=True)
+    if cargo is None or has_maturin.returncode != 0:
+        print("note: no maturin or cargo: the native wheel is not built", file=sys.stderr)
+        return None
+    env = {**os.environ, "PATH": f"{Path(cargo).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with tempfile.TemporaryDirectory(prefix="dicomlake-native-") as tmp:
+        cmd = [python, "-m", "maturin", "build", "--release", "--quiet"]
+        cmd += ["-m", str(NATIVE / "Cargo.toml"), "-i", python, "-o", tmp]
+        if subprocess.run(cmd, env=env).returncode != 0:
+            d.fail("building the native wheel failed: " + " ".join(cmd))
+        (wheel,) = Path(tmp).glob("dicomlake_native-*.whl")
+        for old in dist.glob("dicomlake_native-*.whl"):
+            old.unlink()
+        return Path(shutil.copy2(wheel, dist))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -78,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args.dist.mkdir(parents=True, exist_ok=True)
     print(build_wheel(args.dist, args.python))
     print(build_zip(args.dist))
+    native = build_native_wheel(args.dist, args.python)
+    if native is not None:
+        print(native)
     return 0
 
 

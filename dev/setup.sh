@@ -12,6 +12,21 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e ".[spark,samples,test]"
   touch "$stamp"
 fi
+# The compiled header path (native/, Rust): rebuilt only when its sources change (a release
+# build takes about half a minute). Without it every header takes the slower pydicom path.
+native_stamp=.venv/.dicomlake-native-installed
+if [ ! -f "$native_stamp" ] ||
+  [ -n "$(find native -path native/target -prune -o -newer "$native_stamp" -type f -print -quit)" ]; then
+  command -v cargo >/dev/null || PATH="$HOME/.cargo/bin:$PATH"
+  command -v cargo >/dev/null ||
+    { echo "Rust is needed to build native/ (the header path): install it with rustup" >&2; exit 1; }
+  .venv/bin/python -m pip install --quiet "maturin>=1.5,<2"
+  rm -rf native/target/wheels
+  .venv/bin/python -m maturin build --release --quiet -m native/Cargo.toml -i .venv/bin/python \
+    -o native/target/wheels
+  .venv/bin/python -m pip install --quiet --force-reinstall --no-deps native/target/wheels/*.whl
+  touch "$native_stamp"
+fi
 command -v java >/dev/null || { echo "Java 17 is needed for Spark (and HDFS): install a JDK" >&2; exit 1; }
 # Spark's classes for local jobs, ready-mapped (see dicomlake.spark.cds): made once per java
 # and Spark; without it local Spark only starts ~1.7 s slower.

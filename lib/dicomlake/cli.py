@@ -118,6 +118,13 @@ def print_ingest_report(s: dict[str, Any], out: TextIO) -> None:
             "by the file meta's MediaStorageSOPInstanceUID (0002,0003)",
             file=out,
         )
+    if s["header_paths"].get("reference"):
+        paths = s["header_paths"]
+        print(
+            f"headers: {paths.get('fast', 0)} by the compiled core, {paths['reference']} by "
+            "pydicom (declined by the core, or the core is not installed)",
+            file=out,
+        )
     for name, path in s["tables"].items():
         print(f"  table {name:<10} {path}", file=out)
 

@@ -237,7 +237,7 @@ class SparkCluster:
 def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
     """One Spark standalone master + worker (2 cores) for the session, and the packaged project."""
     dist = tmp_path_factory.mktemp("dist")
-    wheel, py_files = _run_dev("package.py", "--dist", str(dist)).split()
+    wheel, py_files, *_ = _run_dev("package.py", "--dist", str(dist)).split()
     run = tmp_path_factory.mktemp("spark")
     master, ui, worker, worker_ui = _free_ports(4)
     env = dict(os.environ)

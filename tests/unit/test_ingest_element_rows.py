@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from pydicom.dataset import Dataset
 
-from dicomlake.dicom.elements import element_rows
+from dicomlake.dicom.elements import ELEMENT_SCHEMA, element_rows
 from dicomlake.ingest.worker import _ElementRows
 from dicomlake.lake import schemas
 
@@ -36,7 +36,8 @@ def test_one_table_in_order(monkeypatch: pytest.MonkeyPatch, batch: int) -> None
     gathered = _ElementRows("run")
     assert gathered.table() is None
     for n in range(5):
-        gathered.add(_instance(n), f"i{n}", f"s{n}")
+        rows = pa.RecordBatch.from_pydict(_instance(n), schema=ELEMENT_SCHEMA)
+        gathered.add(rows, f"i{n}", f"s{n}")
     table = gathered.table()
     assert table is not None and table.schema == schemas.ELEMENTS
     assert table.to_pylist() == _expected(5).to_pylist()

@@ -64,16 +64,16 @@ def _outcomes(result: TaskResult, files: list[FileInfo]) -> dict[str, tuple[str,
 def test_an_unexpected_error_is_recorded_by_type_and_the_task_goes_on(
     tmp_path, config, keyring, monkeypatch
 ):
-    # No real file makes dicomlake's own code fail at will: the DICOM JSON step is made to
-    # fail, with a message quoting a header value, for one file.
-    real = worker.header_json
+    # No real file makes dicomlake's own code fail at will: the header step is made to fail,
+    # with a message quoting a header value, for one file.
+    real = worker.header_records
 
-    def failing(dataset):
-        if dataset.get("Modality") == "CT":
+    def failing(split, secret, options):
+        if split.dataset.get("Modality") == "CT":
             raise ValueError("cannot convert PatientName='Doe^John'")
-        return real(dataset)
+        return real(split, secret, options)
 
-    monkeypatch.setattr(worker, "header_json", failing)
+    monkeypatch.setattr(worker, "header_records", failing)
     files = [_put(tmp_path, "ct.dcm", CT.read_bytes()), _put(tmp_path, "mr.dcm", MR.read_bytes())]
     result = _run(tmp_path, config, keyring, files)
     assert _outcomes(result, files) == {

@@ -63,6 +63,10 @@ ALLOWED = {
         "DeidConfig is the typed, frozen options record of de-identification; deid only reads "
         "its fields and never calls load_config, the part of dicomlake.config that reads a file"
     ),
+    ("dicomlake/dicom/header.py", "dicomlake.config"): (
+        "header_records takes the same DeidConfig and hands its fields to deid and the "
+        "compiled core; it never calls load_config"
+    ),
 }
 
 

@@ -19,8 +19,10 @@ from typing import overload
 
 import pydicom
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import read_dataset, read_partial
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -29,9 +31,12 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
+from dicomlake.dicom import native
 from dicomlake.dicom.values import get, sop_instance_uid
 from dicomlake.dicom.walk import (
     ITEM,
+    MAX_DEPTH,
+    MAX_ELEMENTS,
     SEQUENCE_DELIMITER,
     UNDEFINED,
     Element,
@@ -198,11 +203,11 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
 
     walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
-    pixel = _find_pixel_data(walker, meta_end, implicit)
+    pixel, lazy = _top_level(walker, meta_end, implicit)
     header_end = pixel.offset if pixel else size
     _check_limit(limit, header_end, "the header" if pixel else "a file without pixel data")
     header = reader.read(0, header_end)
-    dataset = _parse_header(header)
+    dataset = _parse_header(header, lazy)
     from_meta = _check_identity(dataset)
     if pixel is None:
         return SplitInstance(dataset, header, [], b"", False, None, syntax, 0, from_meta)
@@ -297,10 +302,10 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
         return _split_deflated(prefix, meta_end, MAX_INFLATED).dataset, None
     walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
-    pixel = _find_pixel_data(walker, meta_end, implicit)
+    pixel, lazy = _top_level(walker, meta_end, implicit)
     if pixel is None:
-        return _parse_header(prefix), None
-    dataset = _parse_header(prefix[: pixel.offset])
+        return _parse_header(prefix, lazy), None
+    dataset = _parse_header(prefix[: pixel.offset], lazy)
     if pixel.length == UNDEFINED:
         return dataset, None
     nframes = _int_attr(dataset, "NumberOfFrames") or 1
@@ -448,12 +453,51 @@ def _find_pixel_data(walker: Walker, offset: int, implicit: bool) -> Element | N
     return None
 
 
-def _parse_header(data: bytes) -> FileDataset:
-    """Parse preamble, file meta and dataset with pydicom, stopping before pixel data."""
-    with _parsing("the header"):
-        return read_partial(
-            io.BytesIO(data), stop_when=lambda tag, vr, length: tag in PIXEL_KEYWORDS, force=True
+def _top_level(
+    walker: Walker, offset: int, implicit: bool
+) -> tuple[Element | None, list[tuple[int, int, int, int]]]:
+    """`_find_pixel_data`, by the compiled walk where the file is held whole; and the
+    top-level undefined-length sequences that `_parse_header` may leave unread."""
+    data, core = walker.reader.whole, native.core()
+    if data is None or core is None:
+        return _find_pixel_data(walker, offset, implicit), []
+    try:
+        found, count, lazy = core.find_pixel_data(
+            data, offset, implicit, walker.little_endian, MAX_ELEMENTS, MAX_DEPTH
         )
+    except native.dicomlake_native.Malformed as exc:
+        raise DicomParseError(*exc.args) from None
+    walker.counted(count)
+    return (None if found is None else Element(*found)), lazy
+
+
+def _parse_header(data: bytes, lazy: Sequence[tuple[int, int, int, int]] = ()) -> FileDataset:
+    """Parse preamble, file meta and dataset with pydicom, stopping before pixel data.
+
+    ``lazy`` lists top-level undefined-length sequences (tag, offset, value offset, end) of a
+    header the compiled walk read whole as well-formed: pydicom would read every item of
+    them now (seconds for a dose report of 100,000 elements); they are left out of its
+    reading and added unread instead, as pydicom holds a defined-length sequence, so their
+    items are read when first used, and by the compiled path not at all.
+    """
+    kept, at = [], 0
+    for _, start, _, end in lazy:
+        kept.append(data[at:start])
+        at = end
+    with _parsing("the header"):
+        dataset = read_partial(
+            io.BytesIO(b"".join([*kept, data[at:]]) if lazy else data),
+            stop_when=lambda tag, vr, length: tag in PIXEL_KEYWORDS,
+            force=True,
+        )
+    implicit, little = dataset.original_encoding
+    for tag, _, value_offset, end in lazy:
+        items = data[value_offset : end - 8]  # without the sequence delimiter
+        vr = None if implicit else "SQ"
+        dataset[tag] = RawDataElement(
+            BaseTag(tag), vr, UNDEFINED, items, value_offset, implicit, little, True, False
+        )
+    return dataset
 
 
 @contextlib.contextmanager

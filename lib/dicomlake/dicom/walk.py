@@ -81,6 +81,11 @@ class Reader:
         reader._window = data
         return reader
 
+    @property
+    def whole(self) -> bytes | None:
+        """The file's bytes when it is held whole (`of`), else None."""
+        return self._window if len(self._window) == self.size and not self._start else None
+
     def view(self, offset: int, count: int) -> tuple[bytes, int]:
         """A buffer holding bytes ``[offset, offset + count)`` and the index they start at.
 
@@ -148,6 +153,10 @@ class Walker:
                 "truncated",
                 f"file ends at byte {self.size} inside {where} starting at offset {offset}",
             )
+
+    def counted(self, elements: int) -> None:
+        """Go on from ``elements`` element headers read (by another walk of the same file)."""
+        self._elements = elements
 
     def implicit_at(self, offset: int, assumed_implicit: bool) -> bool:
         """Decide implicit/explicit VR from the element at `offset`, like pydicom does."""

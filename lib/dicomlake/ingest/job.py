@@ -70,6 +70,9 @@ class IngestSummary:
     sop_uid_from_meta: int = 0
     """Instances without SOPInstanceUID (0008,0018), named by the file meta's
     MediaStorageSOPInstanceUID (0002,0003)."""
+    header_paths: dict[str, int] = field(default_factory=dict)
+    """Headers read by the compiled core (``fast``) and by pydicom (``reference``: what the
+    core declines, or every header where it is not installed)."""
     tables: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -329,6 +332,7 @@ def _summary(
         reasons=dict(Counter(e["reason"] for e in errors)),
         deid_removed=dict(sum((r.deid_removed for r in results), Counter())),
         sop_uid_from_meta=sum(r.sop_uid_from_meta for r in results),
+        header_paths=dict(sum((r.header_paths for r in results), Counter())),
         tables={
             **{name: run.layout.table(name) for name in schemas.SCHEMAS},
             "paths": run.layout.restricted("paths"),

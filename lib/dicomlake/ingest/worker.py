@@ -25,7 +25,6 @@ file, encrypted. Rejected files are copied into quarantine encrypted
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -47,10 +46,8 @@ from pydicom.config import disable_value_validation
 
 from dicomlake.config import Config, DeidConfig, IngestConfig
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, deidentify
-from dicomlake.dicom.dicomjson import header_json
-from dicomlake.dicom.elements import element_rows
-from dicomlake.dicom.promote import promoted_values
+from dicomlake.dicom.deid import PSEUDONYM_PURPOSE
+from dicomlake.dicom.header import HeaderRecords, header_records
 from dicomlake.dicom.split import SplitInstance, split_instance, split_stream
 from dicomlake.errors import (
     DicomLakeError,
@@ -109,6 +106,8 @@ class TaskResult:
     deid_removed: Counter[str] = field(default_factory=Counter)
     # Instances named by the file meta's MediaStorageSOPInstanceUID, having no SOPInstanceUID
     sop_uid_from_meta: int = 0
+    # Headers read by the compiled core ("fast") and by pydicom ("reference"): `header_records`
+    header_paths: Counter[str] = field(default_factory=Counter)
 
 
 def _ts(ms: int) -> datetime:
@@ -258,16 +257,16 @@ class _ElementRows:
         self._instances = 0
         self._tables: list[pa.Table] = []
 
-    def add(self, rows: dict[str, list[Any]], instance_id: str, sop: str | None) -> None:
-        """Add one instance's `element_rows` (nothing is added when they do not fit)."""
-        n = len(rows["tag"])
-        columns = {
-            **rows,
-            "instance_id": [instance_id] * n,
-            "SOPInstanceUID": [sop] * n,
-            "ingest_run_id": [self._run_id] * n,
-        }
-        self._batches.append(pa.RecordBatch.from_pydict(columns, schema=schemas.ELEMENTS))
+    def add(self, rows: pa.RecordBatch, instance_id: str, sop: str | None) -> None:
+        """Add one instance's element rows (`ELEMENT_SCHEMA`), naming the instance."""
+        n = rows.num_rows
+        columns = [
+            pa.array([instance_id] * n, pa.string()),
+            pa.array([sop] * n, pa.string()),
+            *rows.columns,
+            pa.array([self._run_id] * n, pa.string()),
+        ]
+        self._batches.append(pa.RecordBatch.from_arrays(columns, schema=schemas.ELEMENTS))
         self._rows += n
         self._instances += 1
         if self._rows >= self.BATCH_ROWS:
@@ -520,27 +519,33 @@ class _Task:
     def store(
         self, info: FileInfo, sha: str, split: SplitInstance, packs: _Packs, streamed: bool
     ) -> None:
-        """Seal the chunks of one instance and keep its rows.
+        """Seal the chunks of one instance and keep its rows: de-identify and read the header,
+        encode and seal the chunks, then keep the rows.
 
         A streamed file's frames are read here, as they are sealed, and hashed again: if that
         hash is not the first reading's, DicomParseError (changed_while_reading) is raised
         before any row of the file is kept.
         """
+        with self.timed("header"):
+            records = header_records(split, self.secret, self.deid)
+        with self.timed("encode+encrypt"):
+            chunks = self.seal(info, sha, split, packs, streamed, records.values["SOPInstanceUID"])
+        with self.timed("rows"):
+            self.keep_rows(info, sha, split, records, chunks)
+        self.result.header_paths[records.path] += 1
+
+    def seal(
+        self,
+        info: FileInfo,
+        sha: str,
+        split: SplitInstance,
+        packs: _Packs,
+        streamed: bool,
+        sop: str | None,
+    ) -> list[dict[str, Any]]:
+        """Encode and seal the instance's chunks (prefix, frames, suffix) into packs; return
+        their frames rows."""
         cfg, run_id = self.ctx.config, self.ctx.run_id
-        with self.timed("deid"):
-            if self.deid is not None:
-                clean, identities = deidentify(split.dataset, self.secret, self.deid)
-                identities.update(
-                    instance_id=sha, ingest_run_id=run_id, ingested_at=_ts(self.ctx.started_ms)
-                )
-                split_values = dataclasses.replace(split, dataset=clean)
-            else:
-                clean, identities, split_values = split.dataset, None, split
-        with self.timed("parse"):
-            values = promoted_values(split_values)
-            sop = values["SOPInstanceUID"]
-            header = header_json(clean)
-            elements = element_rows(clean)
         codec = "store" if split.encapsulated else cfg.pixels.codec
         chunks = itertools.chain(
             [("prefix", 0, split.prefix, None, "auto")],
@@ -549,82 +554,94 @@ class _Task:
         )
         reread = hashlib.sha256() if streamed else None
         rows = []
-        stored_total = stored_pixels = raw_pixels = 0
-        frame_codecs = set()
-        with self.timed("encode+encrypt"):
-            for kind, index, raw, spec, chunk_codec in chunks:
-                if streamed or kind == "prefix":
-                    # A file held whole goes into one pack; a streamed one rolls over between
-                    # its chunks, so its frames may go on in the task's next packs
-                    writer = packs.writer_for(len(raw) if streamed else info.size)
-                if reread is not None:
-                    reread.update(raw)
-                rec = writer.add(
-                    instance=sha,
-                    kind=kind,
-                    index=index,
-                    raw=raw,
-                    spec=spec,
-                    codec=chunk_codec,
-                    verify=cfg.pixels.verify,
-                )
-                stored_total += rec.length
-                if kind == "frame":
-                    stored_pixels += rec.length
-                    raw_pixels += rec.raw_length
-                    frame_codecs.add(rec.codec)
-                rows.append(
-                    {
-                        "instance_id": sha,
-                        "SOPInstanceUID": sop,
-                        "chunk_kind": kind,
-                        "frame_number": index,
-                        "pack_path": packs.relative,
-                        "offset": rec.offset,
-                        "length": rec.length,
-                        "codec": rec.codec,
-                        "kek_id": packs.kek_id,
-                        "raw_length": rec.raw_length,
-                        "raw_sha256": rec.raw_sha256,
-                        "ingest_run_id": run_id,
-                    }
-                )
+        for kind, index, raw, spec, chunk_codec in chunks:
+            if streamed or kind == "prefix":
+                # A file held whole goes into one pack; a streamed one rolls over between
+                # its chunks, so its frames may go on in the task's next packs
+                writer = packs.writer_for(len(raw) if streamed else info.size)
+            if reread is not None:
+                reread.update(raw)
+            rec = writer.add(
+                instance=sha,
+                kind=kind,
+                index=index,
+                raw=raw,
+                spec=spec,
+                codec=chunk_codec,
+                verify=cfg.pixels.verify,
+            )
+            rows.append(
+                {
+                    "instance_id": sha,
+                    "SOPInstanceUID": sop,
+                    "chunk_kind": kind,
+                    "frame_number": index,
+                    "pack_path": packs.relative,
+                    "offset": rec.offset,
+                    "length": rec.length,
+                    "codec": rec.codec,
+                    "kek_id": packs.kek_id,
+                    "raw_length": rec.raw_length,
+                    "raw_sha256": rec.raw_sha256,
+                    "ingest_run_id": run_id,
+                }
+            )
         if reread is not None and reread.hexdigest() != sha:
             raise DicomParseError(
                 "changed_while_reading",
                 f"SHA-256 {reread.hexdigest()} when split, {sha} when first read",
             )
-        with self.timed("rows"):
-            study_date = values.get("StudyDate")
-            values.update(
-                {
-                    "study_year": study_date.year if study_date is not None else None,
-                    "header_json": header,
-                    "pack_path": rows[0]["pack_path"],  # the prefix's pack
-                    "frame_chunks": len(split.frames),
-                    "pixel_codec": ",".join(sorted(frame_codecs)) or None,
-                    "raw_pixel_bytes": raw_pixels,
-                    "stored_pixel_bytes": stored_pixels,
-                    "stored_bytes": stored_total,
-                    "instance_id": sha,
-                    "source_path_id": self.paths.id_of(info.path),
-                    "source_size": info.size,
-                    "source_mtime": _ts(info.mtime_ms),
-                    "source_sha256": sha,
-                    "ingest_run_id": run_id,
-                    "ingested_at": _ts(self.ctx.started_ms),
-                    "sop_uid_from_meta": split.sop_uid_from_meta,
-                }
+        return rows
+
+    def keep_rows(
+        self,
+        info: FileInfo,
+        sha: str,
+        split: SplitInstance,
+        records: HeaderRecords,
+        chunks: list[dict[str, Any]],
+    ) -> None:
+        """Keep the instance's rows (instances, frames, elements, identities, ledger)."""
+        run_id = self.ctx.run_id
+        frames = [row for row in chunks if row["chunk_kind"] == "frame"]
+        values, identities = dict(records.values), records.identities
+        if identities is not None:
+            identities.update(
+                instance_id=sha, ingest_run_id=run_id, ingested_at=_ts(self.ctx.started_ms)
             )
-            # Each row becomes Arrow now, so a value that does not fit its column fails this
-            # file alone; the element rows are the last to be converted, and the first kept.
-            instance = pa.RecordBatch.from_pylist([values], schema=_INSTANCE_FILE_SCHEMA)
-            if identities is not None:
-                pa.RecordBatch.from_pylist([identities], schema=schemas.IDENTITIES)
-            directory = partition_dir(values)
-            self.elements.add(elements, sha, sop)
+        sop = values["SOPInstanceUID"]
+        study_date = values.get("StudyDate")
+        stored_pixels = sum(row["length"] for row in frames)
+        stored_total = sum(row["length"] for row in chunks)
+        values.update(
+            {
+                "study_year": study_date.year if study_date is not None else None,
+                "header_json": records.header_json,
+                "pack_path": chunks[0]["pack_path"],  # the prefix's pack
+                "frame_chunks": len(split.frames),
+                "pixel_codec": ",".join(sorted({row["codec"] for row in frames})) or None,
+                "raw_pixel_bytes": sum(row["raw_length"] for row in frames),
+                "stored_pixel_bytes": stored_pixels,
+                "stored_bytes": stored_total,
+                "instance_id": sha,
+                "source_path_id": self.paths.id_of(info.path),
+                "source_size": info.size,
+                "source_mtime": _ts(info.mtime_ms),
+                "source_sha256": sha,
+                "ingest_run_id": run_id,
+                "ingested_at": _ts(self.ctx.started_ms),
+                "sop_uid_from_meta": split.sop_uid_from_meta,
+            }
+        )
+        # Each row becomes Arrow now, so a value that does not fit its column fails this
+        # file alone; the element rows are the last to be converted, and the first kept.
+        instance = pa.RecordBatch.from_pylist([values], schema=_INSTANCE_FILE_SCHEMA)
+        if identities is not None:
+            pa.RecordBatch.from_pylist([identities], schema=schemas.IDENTITIES)
+        directory = partition_dir(values)
+        self.elements.add(records.elements, sha, sop)
         self.instances[directory].append((_instance_order(values), instance))
-        self.frames.extend(rows)
+        self.frames.extend(chunks)
         if identities is not None:
             self.identities.append(identities)
             self.result.deid_removed.update(identities["deid_counts"])

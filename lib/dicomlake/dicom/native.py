@@ -1,0 +1,33 @@
+"""The compiled core of the header path (`dicomlake_native`, built from ``native/``), if
+installed: one `Core` per process, given pydicom's data dictionary and Table E.1-1."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydicom.datadict import DicomDictionary, RepeatersDictionary, masks
+from pydicom.uid import UID_dictionary
+
+from dicomlake.dicom.deid import SAFE_PRIVATE, is_class_uid
+from dicomlake.dicom.deid_table import ACTIONS, REPEATING
+
+try:
+    import dicomlake_native
+except ImportError:  # not built here: headers take the pydicom path
+    dicomlake_native = None
+
+
+@functools.cache
+def core() -> Any:
+    """The core (None when the module is not installed), its tables made once per process."""
+    if dicomlake_native is None:
+        return None
+    tags = []
+    for tag in DicomDictionary.keys() | ACTIONS.keys():
+        entry = DicomDictionary.get(tag)
+        vr, keyword = (entry[0], entry[4]) if entry else ("", None)
+        tags.append((tag, vr, keyword, ACTIONS.get(tag), is_class_uid(keyword or "")))
+    repeaters = [(m1, m2, RepeatersDictionary[mask][0]) for mask, (m1, m2) in masks.items()]
+    safe = [(creator, group, byte, vr) for (creator, group, byte), vr in SAFE_PRIVATE.items()]
+    return dicomlake_native.Core(tags, repeaters, list(REPEATING), list(UID_dictionary), safe)

@@ -1,0 +1,957 @@
+//! The header path of dicomlake in one pass over the raw elements: DICOM JSON, element rows
+//! and de-identification, from the header's bytes.
+//!
+//! `dicomlake.dicom.native` builds one `Core` per process from the data dictionary and
+//! Table E.1-1; `dicomlake.dicom.split` calls `Core.find_pixel_data` (the walk of
+//! `walk.Walker`, raising `Malformed` as it raises `DicomParseError`) and
+//! `dicomlake.dicom.header` calls `Core.read` per file. Whatever `read` cannot produce exactly
+//! as the pydicom path does raises `Declined`, and the file takes that path instead.
+
+mod deid;
+mod emit;
+mod endian;
+mod parse;
+mod values;
+mod walk;
+
+use std::collections::{HashMap, HashSet};
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use parse::{Element, Reader, Value, Vr};
+use values::{decode_value, Charset, Decoded, Item};
+
+create_exception!(
+    dicomlake_native,
+    Declined,
+    PyException,
+    "The header is left to pydicom."
+);
+create_exception!(
+    dicomlake_native,
+    Malformed,
+    PyException,
+    "A walk found the file malformed: args (reason, message) of a DicomParseError."
+);
+
+/// An element header found by `Core.find_pixel_data`: (tag, VR, offset, value offset,
+/// length, bad VR), as `walk.Element`.
+type ElementRow = (u32, Option<String>, u64, u64, u64, bool);
+
+/// Why the compiled path leaves a header to the reference path.
+#[derive(Debug)]
+pub struct Decline(pub &'static str);
+
+impl Decline {
+    pub fn new(reason: &'static str) -> Self {
+        Decline(reason)
+    }
+}
+
+/// The actions of Table E.1-1, named as the standard writes them.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, PartialEq)]
+enum Action {
+    X,
+    XZ,
+    XD,
+    XZD,
+    Z,
+    ZD,
+    D,
+    U,
+    Other,
+}
+
+impl Action {
+    fn of(code: &str) -> Action {
+        match code {
+            "X" => Action::X,
+            "X/Z" => Action::XZ,
+            "X/D" => Action::XD,
+            "X/Z/D" => Action::XZD,
+            "Z" => Action::Z,
+            "Z/D" => Action::ZD,
+            "D" => Action::D,
+            "U" => Action::U,
+            _ => Action::Other,
+        }
+    }
+    fn removes(self) -> bool {
+        matches!(self, Action::X | Action::XZ | Action::XD | Action::XZD)
+    }
+    fn empties(self) -> bool {
+        matches!(self, Action::Z | Action::ZD | Action::D)
+    }
+    fn drops_sequence(self) -> bool {
+        self.removes() || self == Action::D
+    }
+}
+
+struct TagInfo {
+    vr: Option<Vr>, // None: not in the data dictionary (listed in Table E.1-1 only)
+    ambiguous: bool,
+    us_or_ss: bool,
+    keyword: Option<String>,
+    action: Option<Action>,
+    class_uid: bool,
+}
+
+const PATIENT_ID: u32 = 0x0010_0020;
+const ACCESSION_NUMBER: u32 = 0x0008_0050;
+const BIRTH: [u32; 2] = [0x0010_0030, 0x0010_0032];
+const CONTENT_SEQUENCE: u32 = 0x0040_A730;
+const CHARSET_TAG: u32 = 0x0008_0005;
+const PIXEL_REPRESENTATION: u32 = 0x0028_0103;
+const PATIENT_CHARACTERISTICS: [u32; 6] = [
+    0x0010_0040,
+    0x0010_1010,
+    0x0010_1020,
+    0x0010_1030,
+    0x0010_2203,
+    0x0010_21C0,
+];
+const DESCRIPTORS: [u32; 3] = [0x0008_1030, 0x0008_103E, 0x0018_1030];
+/// Strings a de-identified element may be given (`deid._with`): these VRs keep them as text.
+const STRING_VRS: [&[u8; 2]; 14] = [
+    b"AE", b"AS", b"CS", b"DA", b"DT", b"LO", b"LT", b"SH", b"ST", b"TM", b"UC", b"UI", b"UR",
+    b"UT",
+];
+
+/// One element of the output header: kept as read, or changed by de-identification.
+pub struct Out {
+    pub tag: u32,
+    pub vr: Vr,
+    pub value: OutValue,
+}
+
+pub enum OutValue {
+    Raw(usize, usize),
+    Strings(Vec<String>),
+    Empty,
+    Items(Vec<Vec<Out>>),
+}
+
+struct Plan {
+    secret: Vec<u8>,
+    shift: i64,
+    keep_characteristics: bool,
+    keep_descriptors: bool,
+    safe_private: bool,
+}
+
+#[derive(Default)]
+struct Counts {
+    unknown: u64,
+    private: u64,
+    private_text: u64,
+}
+
+struct Run<'a> {
+    core: &'a Core,
+    data: &'a [u8],
+    implicit: bool,
+    little: bool,
+    charset: Charset,
+    pixel_representation: Option<i128>,
+    plan: Option<Plan>,
+    counts: Counts,
+    uids: Vec<(String, String)>,
+}
+
+/// (tag, dictionary VR or "", keyword, Table E.1-1 action, whether a class/syntax UID)
+type TagRow = (u32, String, Option<String>, Option<String>, bool);
+type Mark = (
+    u32,
+    String,
+    Vec<String>,
+    Vec<Vec<(u32, String, Vec<String>)>>,
+);
+
+#[pyclass(frozen, module = "dicomlake_native")]
+struct Core {
+    tags: HashMap<u32, TagInfo>,
+    repeaters: Vec<(u32, u32, Vr, bool)>,
+    repeating_actions: Vec<(u32, u32, Action)>,
+    well_known: HashSet<String>,
+    safe_private: HashMap<(String, u16, u8), Vr>,
+}
+
+fn vr_bytes(text: &str) -> (Vr, bool) {
+    let b = text.as_bytes();
+    if b.len() == 2 {
+        ([b[0], b[1]], false)
+    } else {
+        ([0, 0], true) // "US or SS" and the like: resolved per element, or declined
+    }
+}
+
+#[pymethods]
+impl Core {
+    /// `tags`: (tag, dictionary VR or "", keyword or None, Table E.1-1 action or None, whether
+    /// a class/syntax UID); `repeaters`: pydicom's (mask1, mask2, VR) of repeating groups;
+    /// `repeating_actions`: Table E.1-1's (listed, mask, action); `well_known`: the UIDs of
+    /// the standard; `safe_private`: (creator, group, element byte, VR).
+    #[new]
+    fn new(
+        tags: Vec<TagRow>,
+        repeaters: Vec<(u32, u32, String)>,
+        repeating_actions: Vec<(u32, u32, String)>,
+        well_known: Vec<String>,
+        safe_private: Vec<(String, u16, u8, String)>,
+    ) -> Self {
+        let tags = tags
+            .into_iter()
+            .map(|(tag, vr, keyword, action, class_uid)| {
+                let (vr_b, ambiguous) = vr_bytes(&vr);
+                let info = TagInfo {
+                    vr: if vr.is_empty() { None } else { Some(vr_b) },
+                    ambiguous: !vr.is_empty() && ambiguous,
+                    us_or_ss: vr == "US or SS",
+                    keyword,
+                    action: action.as_deref().map(Action::of),
+                    class_uid,
+                };
+                (tag, info)
+            })
+            .collect();
+        Core {
+            tags,
+            repeaters: repeaters
+                .into_iter()
+                .map(|(m1, m2, vr)| {
+                    let (b, amb) = vr_bytes(&vr);
+                    (m1, m2, b, amb)
+                })
+                .collect(),
+            repeating_actions: repeating_actions
+                .into_iter()
+                .map(|(l, m, a)| (l, m, Action::of(&a)))
+                .collect(),
+            well_known: well_known.into_iter().collect(),
+            safe_private: safe_private
+                .into_iter()
+                .map(|(c, g, e, vr)| ((c, g, e), vr_bytes(&vr).0))
+                .collect(),
+        }
+    }
+
+    /// Read one header: ``prefix`` is the file's prefix (preamble, file meta, the dataset up
+    /// to its pixel data), ``suffix`` what follows the frames (elements after the pixel
+    /// data), ``implicit`` and ``little`` its dataset's encoding, ``deid``
+    /// None or (secret, date shift days, keep_patient_characteristics, keep_descriptors,
+    /// safe_private, marks). Returns (DICOM JSON, element-row buffers, number of rows,
+    /// (removed_unknown, removed_private, removed_private_text), [(pseudonym, UID)], the
+    /// top-level tags read). Raises `Declined` for anything not read exactly as pydicom does.
+    #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (prefix, suffix, implicit, little, deid=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        prefix: &[u8],
+        suffix: &[u8],
+        implicit: bool,
+        little: bool,
+        deid: Option<(Vec<u8>, i64, bool, bool, bool, Vec<Mark>)>,
+    ) -> PyResult<(
+        String,
+        Vec<Option<Bound<'py, PyBytes>>>,
+        usize,
+        (u64, u64, u64),
+        Vec<(String, String)>,
+        Vec<u32>,
+    )> {
+        let (plan, marks) = match deid {
+            Some((secret, shift, kc, kd, sp, marks)) => (
+                Some(Plan {
+                    secret,
+                    shift,
+                    keep_characteristics: kc,
+                    keep_descriptors: kd,
+                    safe_private: sp,
+                }),
+                marks,
+            ),
+            None => (None, Vec::new()),
+        };
+        let result = py.allow_threads(|| self.run(prefix, suffix, implicit, little, plan, &marks));
+        let (json, rows, counts, uids, top) =
+            result.map_err(|d| Declined::new_err(d.0.to_string()))?;
+        let n = rows.len();
+        let buffers = rows
+            .into_buffers()
+            .into_iter()
+            .map(|b| b.map(|bytes| PyBytes::new(py, &bytes)))
+            .collect();
+        Ok((
+            json,
+            buffers,
+            n,
+            (counts.unknown, counts.private, counts.private_text),
+            uids,
+            top,
+        ))
+    }
+    /// `split._find_pixel_data` for a file held whole: walk the top-level elements from
+    /// ``offset``, each one's items and nested elements checked as `walk.Walker.end_of`
+    /// checks them. Returns the pixel data element (or None), how many elements were read,
+    /// and the top-level undefined-length sequences (tag, offset, value offset, end) when
+    /// the whole header reads as a well-formed tree (pydicom may then read them lazily).
+    /// Raises `Malformed` with a `DicomParseError`'s reason and message.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn find_pixel_data(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        offset: u64,
+        implicit: bool,
+        little: bool,
+        max_elements: u64,
+        max_depth: usize,
+    ) -> PyResult<(Option<ElementRow>, u64, Vec<(u32, u64, u64, u64)>)> {
+        py.allow_threads(|| {
+            self.walk_top_level(data, offset, implicit, little, max_elements, max_depth)
+        })
+        .map_err(|m| Malformed::new_err((m.0, m.1)))
+    }
+}
+
+impl Core {
+    #[allow(clippy::type_complexity)]
+    fn walk_top_level(
+        &self,
+        data: &[u8],
+        mut offset: u64,
+        implicit: bool,
+        little: bool,
+        max_elements: u64,
+        max_depth: usize,
+    ) -> Result<(Option<ElementRow>, u64, Vec<(u32, u64, u64, u64)>), walk::Malformed> {
+        let named = |tag: u32| self.is_sequence(tag);
+        let mut walker = walk::Walker {
+            data,
+            little,
+            elements: 0,
+            max_elements,
+            max_depth,
+            named_sequence: &named,
+        };
+        let start = offset as usize;
+        let mut lazy = Vec::new();
+        let mut pixel = None;
+        while offset < data.len() as u64 {
+            let elem = walker.element(offset, implicit)?;
+            if parse::PIXEL_TAGS.contains(&elem.tag) {
+                pixel = Some(elem);
+                break;
+            }
+            let end = walker.end_of(&elem, implicit)?;
+            let sequence = match elem.vr {
+                Some(vr) => &vr == b"SQ",
+                None => implicit && named(elem.tag),
+            };
+            if sequence && elem.length == walk::UNDEFINED {
+                lazy.push((elem.tag, elem.offset, elem.value_offset, end));
+            }
+            offset = end;
+        }
+        // Only where the whole header reads as a tree: otherwise pydicom reads it all now
+        let header_end = pixel.as_ref().map_or(data.len(), |p| p.offset as usize);
+        let is_sequence = |tag: u32| self.is_sequence(tag);
+        let tree = Reader {
+            data: &data[..header_end],
+            implicit,
+            little,
+            is_sequence: &is_sequence,
+        };
+        if !lazy.is_empty() && tree.top_level(start).is_err() {
+            lazy.clear();
+        }
+        let row = pixel.map(|e| {
+            let vr = e.vr.map(|v| String::from_utf8_lossy(&v).into_owned());
+            (e.tag, vr, e.offset, e.value_offset, e.length, e.bad_vr)
+        });
+        Ok((row, walker.elements, lazy))
+    }
+
+    fn is_sequence(&self, tag: u32) -> bool {
+        self.dictionary_vr(tag).0 == Some(*b"SQ")
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        prefix: &[u8],
+        suffix: &[u8],
+        implicit: bool,
+        little: bool,
+        plan: Option<Plan>,
+        marks: &[Mark],
+    ) -> Result<(String, emit::Rows, Counts, Vec<(String, String)>, Vec<u32>), Decline> {
+        let start = parse::dataset_start(prefix)?;
+        let is_sequence = |tag: u32| self.is_sequence(tag);
+        let reader = Reader {
+            data: prefix,
+            implicit,
+            little,
+            is_sequence: &is_sequence,
+        };
+        let (mut elements, pixel_at) = reader.top_level(start)?;
+        // The elements after the pixel data (padding, signatures): read as if they followed
+        // the header, after an encapsulated pixel data's sequence delimiter
+        let delimiter = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00";
+        let trailing = suffix.strip_prefix(delimiter.as_slice()).unwrap_or(suffix);
+        let joined;
+        let data = if trailing.is_empty() {
+            prefix
+        } else {
+            joined = [&prefix[..pixel_at], trailing].concat();
+            let reader = Reader {
+                data: &joined,
+                implicit,
+                little,
+                is_sequence: &is_sequence,
+            };
+            elements = reader.top_level(start)?.0;
+            &joined
+        };
+        let top: Vec<u32> = elements.iter().map(|e| e.tag).collect();
+        let mut run = Run {
+            core: self,
+            data,
+            implicit,
+            little,
+            charset: Charset::Latin1,
+            pixel_representation: None,
+            plan,
+            counts: Counts::default(),
+            uids: Vec::new(),
+        };
+        run.top_level_settings(&elements)?;
+        let mut out = if run.plan.is_some() {
+            run.clean(&elements, 0)?
+        } else {
+            run.keep(&elements, 0)?
+        };
+        if run.plan.is_some() {
+            apply_marks(&mut out, marks)?;
+        }
+        let (json, rows) = emit::emit(&run, &out)?;
+        Ok((json, rows, run.counts, run.uids, top))
+    }
+
+    /// The data dictionary's VR of a standard tag (repeating groups included), and whether
+    /// the tag is known at all; None for private and unknown tags.
+    fn dictionary_vr(&self, tag: u32) -> (Option<Vr>, bool) {
+        if let Some(info) = self.tags.get(&tag) {
+            if info.vr.is_some() {
+                return (info.vr, info.ambiguous);
+            }
+        }
+        if (tag >> 16) % 2 == 1 {
+            return (None, false);
+        }
+        for &(m1, m2, vr, amb) in &self.repeaters {
+            if (tag ^ m1) & m2 == 0 {
+                return (Some(vr), amb);
+            }
+        }
+        (None, false)
+    }
+
+    fn action(&self, tag: u32) -> Option<Action> {
+        if let Some(action) = self.tags.get(&tag).and_then(|i| i.action) {
+            return Some(action);
+        }
+        self.repeating_actions
+            .iter()
+            .find(|(l, m, _)| tag & m == *l)
+            .map(|(_, _, a)| *a)
+    }
+
+    fn known(&self, tag: u32) -> bool {
+        self.action(tag).is_some()
+            || self.tags.get(&tag).is_some_and(|i| i.vr.is_some())
+            || self
+                .repeaters
+                .iter()
+                .any(|&(m1, m2, _, _)| (tag ^ m1) & m2 == 0)
+    }
+
+    pub fn keyword(&self, tag: u32) -> Option<&str> {
+        self.tags.get(&tag).and_then(|i| {
+            if i.vr.is_some() {
+                i.keyword.as_deref()
+            } else {
+                None
+            }
+        })
+    }
+}
+
+fn apply_marks(out: &mut Vec<Out>, marks: &[Mark]) -> Result<(), Decline> {
+    for (tag, vr, values, items) in marks {
+        let vr_b = vr_bytes(vr).0;
+        let value = if vr == "SQ" {
+            OutValue::Items(
+                items
+                    .iter()
+                    .map(|item| {
+                        item.iter()
+                            .map(|(t, v, vals)| Out {
+                                tag: *t,
+                                vr: vr_bytes(v).0,
+                                value: OutValue::Strings(vals.clone()),
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            )
+        } else {
+            OutValue::Strings(values.clone())
+        };
+        match out.binary_search_by_key(tag, |o| o.tag) {
+            Ok(i) => {
+                if out[i].vr != vr_b {
+                    return Err(Decline::new("marked element with another VR"));
+                }
+                out[i].value = value;
+            }
+            Err(i) => out.insert(
+                i,
+                Out {
+                    tag: *tag,
+                    vr: vr_b,
+                    value,
+                },
+            ),
+        }
+    }
+    Ok(())
+}
+
+impl Run<'_> {
+    fn bytes(&self, start: usize, end: usize) -> &[u8] {
+        &self.data[start..end]
+    }
+
+    fn top_level_settings(&mut self, elements: &[Element]) -> Result<(), Decline> {
+        for e in elements {
+            if let (CHARSET_TAG, Value::Bytes(s, t)) = (e.tag, &e.value) {
+                let raw = self.bytes(*s, *t);
+                let text = std::str::from_utf8(raw).map_err(|_| Decline::new("charset"))?;
+                self.charset = match text.trim_end_matches([' ', '\0']) {
+                    "" | "ISO_IR 6" | "ISO_IR 100" => Charset::Latin1,
+                    "ISO_IR 192" => Charset::Utf8,
+                    _ => return Err(Decline::new("character set not handled")),
+                };
+            }
+            if let (PIXEL_REPRESENTATION, Value::Bytes(s, t)) = (e.tag, &e.value) {
+                let vr = if self.implicit { *b"US" } else { e.vr };
+                if let Ok(Decoded::Values(v)) =
+                    decode_value(self.bytes(*s, *t), &vr, self.charset, self.little)
+                {
+                    if let [Item::Int(n)] = v.as_slice() {
+                        self.pixel_representation = Some(*n);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The VR an element is read with: its own (explicit), or the dictionary's (implicit).
+    fn vr_of(&self, e: &Element, depth: usize) -> Result<Vr, Decline> {
+        if !self.implicit {
+            if &e.vr == b"UN" {
+                // pydicom reads UN as the dictionary's VR where it knows the tag
+                return Err(Decline::new("UN element"));
+            }
+            return Ok(e.vr);
+        }
+        if matches!(e.value, Value::Items(_)) {
+            return Ok(*b"SQ");
+        }
+        let (group, element) = (e.tag >> 16, e.tag & 0xFFFF);
+        if group % 2 == 1 {
+            if (0x10..=0xFF).contains(&element) {
+                return Ok(*b"LO");
+            }
+            return Err(Decline::new("implicit private element"));
+        }
+        match self.core.dictionary_vr(e.tag) {
+            (Some(vr), false) => Ok(vr),
+            (Some(_), true) => {
+                // 'US or SS' of a top-level element: pydicom picks by PixelRepresentation
+                let us_ss = self.us_or_ss(e.tag);
+                match (us_ss, depth, self.pixel_representation) {
+                    (true, 0, Some(0)) => Ok(*b"US"),
+                    (true, 0, Some(1)) => Ok(*b"SS"),
+                    _ => Err(Decline::new("ambiguous VR")),
+                }
+            }
+            (None, _) => Err(Decline::new("implicit element not in the dictionary")),
+        }
+    }
+
+    fn us_or_ss(&self, tag: u32) -> bool {
+        // The LUT descriptors are converted by pydicom in a way of their own
+        !matches!(tag, 0x0028_1101 | 0x0028_1102 | 0x0028_1103 | 0x0028_3002)
+            && self.core.tags.get(&tag).is_some_and(|i| i.us_or_ss)
+    }
+
+    fn decoded(&self, vr: &Vr, start: usize, end: usize) -> Result<Decoded, Decline> {
+        decode_value(self.bytes(start, end), vr, self.charset, self.little)
+    }
+
+    fn check_item_charset(e: &Element, depth: usize) -> Result<(), Decline> {
+        if depth > 0 && e.tag == CHARSET_TAG {
+            return Err(Decline::new("character set in a sequence item"));
+        }
+        Ok(())
+    }
+
+    /// The header as it is (no de-identification).
+    fn keep(&self, elements: &[Element], depth: usize) -> Result<Vec<Out>, Decline> {
+        let mut out = Vec::with_capacity(elements.len());
+        for e in elements {
+            Self::check_item_charset(e, depth)?;
+            let vr = self.vr_of(e, depth)?;
+            let value = self.keep_value(e, depth)?;
+            out.push(Out {
+                tag: e.tag,
+                vr,
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The text values of an element (`str(v)` of each), or a decline when it holds others.
+    fn strings(&self, vr: &Vr, e: &Element) -> Result<Vec<String>, Decline> {
+        let Value::Bytes(s, t) = e.value else {
+            return Err(Decline::new("sequence where text was expected"));
+        };
+        match self.decoded(vr, s, t)? {
+            Decoded::Values(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    Item::Text(t) => Ok(t),
+                    _ => Err(Decline::new("number where text was expected")),
+                })
+                .collect(),
+            Decoded::Binary => Err(Decline::new("bytes where text was expected")),
+        }
+    }
+
+    fn uid(&mut self, value: &str) -> String {
+        let original = deid::norm(value);
+        if original.is_empty() {
+            return String::new();
+        }
+        let secret = &self.plan.as_ref().unwrap().secret;
+        let out = deid::uid_pseudonym(secret, original);
+        self.uids.push((out.clone(), original.to_string()));
+        out
+    }
+
+    /// `deid._clean`: the elements of one dataset that the rules keep, cleaned.
+    fn clean(&mut self, elements: &[Element], depth: usize) -> Result<Vec<Out>, Decline> {
+        let mut kept: Vec<Out> = Vec::with_capacity(elements.len());
+        let mut creators: Vec<u32> = Vec::new();
+        let mut kept_private: HashSet<u32> = HashSet::new();
+        for e in elements {
+            Self::check_item_charset(e, depth)?;
+            let (group, element) = (e.tag >> 16, e.tag & 0xFFFF);
+            if element == 0 {
+                continue;
+            }
+            if group % 2 == 1 {
+                if (0x10..=0xFF).contains(&element) {
+                    creators.push(e.tag);
+                    let vr = self.vr_of(e, depth)?;
+                    let Value::Bytes(s, t) = e.value else {
+                        return Err(Decline::new("private creator sequence"));
+                    };
+                    kept.push(Out {
+                        tag: e.tag,
+                        vr,
+                        value: OutValue::Raw(s, t),
+                    });
+                } else if self.safe_private(elements, e, depth)? {
+                    kept_private.insert((group << 16) | (element >> 8));
+                    let vr = self.vr_of(e, depth)?;
+                    let value = match &e.value {
+                        Value::Bytes(s, t) => OutValue::Raw(*s, *t),
+                        Value::Items(_) => return Err(Decline::new("safe private sequence")),
+                    };
+                    kept.push(Out {
+                        tag: e.tag,
+                        vr,
+                        value,
+                    });
+                }
+                continue;
+            }
+            if !self.core.known(e.tag) {
+                self.counts.unknown += 1;
+                continue;
+            }
+            if let Some(out) = self.clean_element(e, depth)? {
+                kept.push(out);
+            }
+        }
+        kept.retain(|o| !creators.contains(&o.tag) || kept_private.contains(&o.tag));
+        Ok(kept)
+    }
+
+    /// The private creator's text for the block of `tag`, among `elements`.
+    fn creator(
+        &self,
+        elements: &[Element],
+        tag: u32,
+        depth: usize,
+    ) -> Result<Option<String>, Decline> {
+        let creator_tag = (tag & 0xFFFF_0000) | ((tag & 0xFFFF) >> 8);
+        let Ok(i) = elements.binary_search_by_key(&creator_tag, |e| e.tag) else {
+            return Ok(None);
+        };
+        let c = &elements[i];
+        let vr = self.vr_of(c, depth)?;
+        if !STRING_VRS.contains(&&vr) {
+            return Err(Decline::new("private creator VR"));
+        }
+        let values = self.strings(&vr, c)?;
+        match values.len() {
+            0 => Ok(Some(String::new())),
+            1 => Ok(values.into_iter().next()),
+            _ => Err(Decline::new("multi-valued private creator")),
+        }
+    }
+
+    fn safe_private(
+        &mut self,
+        elements: &[Element],
+        e: &Element,
+        depth: usize,
+    ) -> Result<bool, Decline> {
+        let (group, element) = (e.tag >> 16, e.tag & 0xFFFF);
+        let plan = self.plan.as_ref().unwrap();
+        let mut listed = None;
+        if plan.safe_private && element >= 0x1000 {
+            if let Some(creator) = self.creator(elements, e.tag, depth)? {
+                let key = (
+                    deid::norm(&creator).to_string(),
+                    group as u16,
+                    (element & 0xFF) as u8,
+                );
+                listed = self.core.safe_private.get(&key).copied();
+            }
+        }
+        let Some(listed) = listed else {
+            self.counts.private += 1;
+            return Ok(false);
+        };
+        let vr = self.vr_of(e, depth)?;
+        let numbers = match &e.value {
+            Value::Items(_) => false,
+            Value::Bytes(s, t) => match self.decoded(&vr, *s, *t)? {
+                Decoded::Values(items) => items.iter().all(|i| {
+                    matches!(
+                        i,
+                        Item::Decimal(..) | Item::Integer(..) | Item::Int(_) | Item::Float(_)
+                    )
+                }),
+                Decoded::Binary => false,
+            },
+        };
+        if vr != listed || !numbers {
+            self.counts.private_text += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// `deid._with`: the element given these values, or emptied when they are all empty.
+    fn with(tag: u32, vr: Vr, values: Vec<String>) -> Result<Out, Decline> {
+        if !STRING_VRS.contains(&&vr) {
+            return Err(Decline::new("new text for a VR that is no text"));
+        }
+        let value = if values.iter().all(String::is_empty) {
+            OutValue::Empty
+        } else {
+            OutValue::Strings(values)
+        };
+        Ok(Out { tag, vr, value })
+    }
+
+    /// `deid._clean_element`: rules 2-9 for one standard element.
+    fn clean_element(&mut self, e: &Element, depth: usize) -> Result<Option<Out>, Decline> {
+        let tag = e.tag;
+        let vr = self.vr_of(e, depth)?;
+        let action = self.core.action(tag);
+        let plan = self.plan.as_ref().unwrap();
+        let raw = |e: &Element| -> Option<Out> {
+            match e.value {
+                Value::Bytes(s, t) => Some(Out {
+                    tag: e.tag,
+                    vr,
+                    value: OutValue::Raw(s, t),
+                }),
+                Value::Items(_) => None,
+            }
+        };
+        let keep_sequence = |run: &mut Self| -> Result<Option<Out>, Decline> {
+            if let Value::Items(items) = &e.value {
+                let cleaned = items
+                    .iter()
+                    .map(|i| run.clean(i, depth + 1))
+                    .collect::<Result<_, _>>()?;
+                return Ok(Some(Out {
+                    tag,
+                    vr,
+                    value: OutValue::Items(cleaned),
+                }));
+            }
+            Ok(raw(e))
+        };
+        if (plan.keep_characteristics && PATIENT_CHARACTERISTICS.contains(&tag))
+            || (plan.keep_descriptors && DESCRIPTORS.contains(&tag))
+        {
+            return if let Value::Items(_) = e.value {
+                // kept as it is: its items are not cleaned
+                Ok(Some(Out {
+                    tag,
+                    vr,
+                    value: self.keep_value(e, depth)?,
+                }))
+            } else {
+                Ok(raw(e))
+            };
+        }
+        if tag == PATIENT_ID || tag == ACCESSION_NUMBER {
+            let keyword = if tag == PATIENT_ID {
+                "PatientID"
+            } else {
+                "AccessionNumber"
+            };
+            let values = self.strings(&vr, e)?;
+            let secret = &plan.secret;
+            let out = values
+                .iter()
+                .map(|v| deid::text_pseudonym(secret, keyword, v))
+                .collect();
+            return Self::with(tag, vr, out).map(Some);
+        }
+        if matches!(&vr, b"DA" | b"DT" | b"TM") {
+            if BIRTH.contains(&tag) {
+                return Ok(None);
+            }
+            if &vr != b"TM" && plan.shift != 0 {
+                let shift = plan.shift;
+                let values = self.strings(&vr, e)?;
+                let moved = values
+                    .iter()
+                    .map(|v| deid::shift(v, &vr == b"DA", shift).ok_or(Decline::new("date form")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Self::with(tag, vr, moved).map(Some);
+            }
+            return Ok(raw(e));
+        }
+        if &vr == b"UI" {
+            if action.is_some_and(Action::removes) {
+                return Ok(None);
+            }
+            if matches!(action, Some(Action::Z | Action::ZD)) {
+                return Ok(Some(Out {
+                    tag,
+                    vr,
+                    value: OutValue::Empty,
+                }));
+            }
+            if action.is_none() && self.core.tags.get(&tag).is_some_and(|i| i.class_uid) {
+                return Ok(raw(e));
+            }
+            let values = self.strings(&vr, e)?;
+            if action.is_none()
+                && values
+                    .iter()
+                    .all(|v| self.core.well_known.contains(deid::norm(v)))
+            {
+                return Ok(raw(e));
+            }
+            let out = values.iter().map(|v| self.uid(v)).collect();
+            return Self::with(tag, vr, out).map(Some);
+        }
+        if &vr == b"SQ" {
+            if action == Some(Action::Z) {
+                return Ok(Some(Out {
+                    tag,
+                    vr,
+                    value: OutValue::Items(Vec::new()),
+                }));
+            }
+            if action.is_some_and(Action::drops_sequence) && tag != CONTENT_SEQUENCE {
+                return Ok(None);
+            }
+            return keep_sequence(self);
+        }
+        if &vr == b"PN" {
+            return Ok(if action == Some(Action::Z) {
+                Some(Out {
+                    tag,
+                    vr,
+                    value: OutValue::Empty,
+                })
+            } else {
+                None
+            });
+        }
+        if action.is_some_and(Action::removes) {
+            return Ok(None);
+        }
+        if action.is_some_and(Action::empties) {
+            return Ok(Some(Out {
+                tag,
+                vr,
+                value: OutValue::Empty,
+            }));
+        }
+        if action == Some(Action::U) {
+            let values = self.strings(&vr, e)?;
+            let out = values.iter().map(|v| self.uid(v)).collect();
+            return Self::with(tag, vr, out).map(Some);
+        }
+        if &vr == b"UN" {
+            return Ok(None);
+        }
+        if matches!(&vr, b"LT" | b"ST" | b"UT") && action.is_none() {
+            return Ok(None);
+        }
+        Ok(raw(e))
+    }
+
+    fn keep_value(&self, e: &Element, depth: usize) -> Result<OutValue, Decline> {
+        Ok(match &e.value {
+            Value::Bytes(s, t) => OutValue::Raw(*s, *t),
+            Value::Items(items) => OutValue::Items(
+                items
+                    .iter()
+                    .map(|i| self.keep(i, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+}
+
+#[pymodule]
+fn dicomlake_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    m.add("Declined", m.py().get_type::<Declined>())?;
+    m.add("Malformed", m.py().get_type::<Malformed>())?;
+    Ok(())
+}

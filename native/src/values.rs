@@ -1,0 +1,345 @@
+//! Element values as pydicom converts them (pydicom 3, default settings), or a `Decline`.
+
+use crate::Decline;
+
+/// One value of an element, as the JSON and the element rows need it.
+pub enum Item {
+    /// Text; for DS and IS the text as pydicom keeps it (``str(value)``).
+    Text(String),
+    /// A DS value: its text and number; an empty DS value in a list is `Text("")`.
+    Decimal(String, f64),
+    /// An IS value: its text and number.
+    Integer(String, i64),
+    Int(i128),
+    Float(f64),
+    /// An attribute tag (AT).
+    Tag(u32),
+    /// A person name: its text and its components (alphabetic, ideographic, phonetic).
+    Name(String, Vec<String>),
+}
+
+pub enum Decoded {
+    Values(Vec<Item>),
+    /// A binary VR: its bytes are the value.
+    Binary,
+}
+
+pub const BINARY_VRS: [&[u8; 2]; 7] = [b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"];
+/// VRs whose text is decoded with the dataset's character set.
+const CHARSET_VRS: [&[u8; 2]; 7] = [b"LO", b"LT", b"PN", b"SH", b"ST", b"UC", b"UT"];
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Charset {
+    Latin1,
+    Utf8,
+}
+
+/// Python's str.strip() whitespace for the characters a header holds.
+fn is_py_space(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c' | '\x1c'..='\x1f' | '\u{85}' | '\u{a0}'
+    ) || (c > '\u{a0}' && c.is_whitespace())
+}
+
+pub fn py_strip(s: &str) -> &str {
+    s.trim_matches(is_py_space)
+}
+
+fn rstrip_pad(s: &str) -> &str {
+    s.trim_end_matches([' ', '\0'])
+}
+
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+fn decode(bytes: &[u8], vr: &[u8; 2], charset: Charset) -> Result<String, Decline> {
+    if bytes.is_ascii() {
+        if bytes.contains(&0x1b) {
+            return Err(Decline::new("escape sequence in text"));
+        }
+        // SAFETY-free: ASCII is UTF-8
+        return Ok(String::from_utf8(bytes.to_vec()).unwrap());
+    }
+    if CHARSET_VRS.contains(&vr) && charset == Charset::Utf8 {
+        return String::from_utf8(bytes.to_vec()).map_err(|_| Decline::new("invalid UTF-8"));
+    }
+    Ok(latin1(bytes))
+}
+
+fn texts(values: Vec<&str>) -> Vec<Item> {
+    values
+        .into_iter()
+        .map(|v| Item::Text(v.to_string()))
+        .collect()
+}
+
+fn is_decimal(text: &str) -> bool {
+    // [+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?
+    let b = text.as_bytes();
+    let mut i = 0;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        i += 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let mut digits = i - int_start;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let frac = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        digits += i - frac;
+    }
+    if digits == 0 {
+        return false;
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        let exp = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == exp {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+fn decimal(item: &str) -> Result<Item, Decline> {
+    let text = py_strip(item);
+    if text.is_empty() {
+        return Ok(Item::Text(String::new()));
+    }
+    if !is_decimal(text) || text.len() > 32 {
+        return Err(Decline::new("DS value"));
+    }
+    let number: f64 = text.parse().map_err(|_| Decline::new("DS value"))?;
+    if !number.is_finite() {
+        return Err(Decline::new("DS value"));
+    }
+    Ok(Item::Decimal(text.to_string(), number))
+}
+
+fn integer(item: &str) -> Result<Item, Decline> {
+    let text = py_strip(item);
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Decline::new("IS value"));
+    }
+    let number: i64 = text.parse().map_err(|_| Decline::new("IS value"))?;
+    Ok(Item::Integer(text.to_string(), number))
+}
+
+fn name(item: &str) -> Result<Item, Decline> {
+    let mut components: Vec<String> = item.split('=').map(str::to_string).collect();
+    while components.last().is_some_and(|c| c.is_empty()) {
+        components.pop();
+    }
+    if components.is_empty() {
+        return Err(Decline::new("PN value without components"));
+    }
+    Ok(Item::Name(item.to_string(), components))
+}
+
+fn numbers(bytes: &[u8], vr: &[u8; 2], little: bool) -> Result<Vec<Item>, Decline> {
+    let width = match vr {
+        b"US" | b"SS" => 2,
+        b"UL" | b"SL" | b"FL" => 4,
+        _ => 8,
+    };
+    if !bytes.len().is_multiple_of(width) {
+        return Err(Decline::new("binary number length"));
+    }
+    Ok(bytes
+        .chunks_exact(width)
+        .map(|raw| {
+            let mut b = [0u8; 8];
+            b[..width].copy_from_slice(raw);
+            if !little {
+                b[..width].reverse(); // now little endian
+            }
+            let c = &b[..width];
+            match vr {
+                b"US" => Item::Int(u16::from_le_bytes([c[0], c[1]]) as i128),
+                b"SS" => Item::Int(i16::from_le_bytes([c[0], c[1]]) as i128),
+                b"UL" => Item::Int(u32::from_le_bytes(c.try_into().unwrap()) as i128),
+                b"SL" => Item::Int(i32::from_le_bytes(c.try_into().unwrap()) as i128),
+                b"UV" => Item::Int(u64::from_le_bytes(c.try_into().unwrap()) as i128),
+                b"SV" => Item::Int(i64::from_le_bytes(c.try_into().unwrap()) as i128),
+                b"FL" => Item::Float(f32::from_le_bytes(c.try_into().unwrap()) as f64),
+                _ => Item::Float(f64::from_le_bytes(c.try_into().unwrap())),
+            }
+        })
+        .collect())
+}
+
+/// The values of one element, as `values_of(elem.value)` holds them after pydicom's
+/// conversion.
+pub fn decode_value(
+    bytes: &[u8],
+    vr: &[u8; 2],
+    charset: Charset,
+    little: bool,
+) -> Result<Decoded, Decline> {
+    if BINARY_VRS.contains(&vr) {
+        if vr == b"UN" {
+            return Err(Decline::new("UN element"));
+        }
+        return Ok(Decoded::Binary);
+    }
+    if bytes.is_empty() {
+        return Ok(Decoded::Values(Vec::new()));
+    }
+    let items = match vr {
+        b"US" | b"SS" | b"UL" | b"SL" | b"FL" | b"FD" | b"UV" | b"SV" => {
+            numbers(bytes, vr, little)?
+        }
+        b"AE" => {
+            let text = decode(bytes, vr, charset)?;
+            texts(text.split('\\').map(py_strip).collect())
+        }
+        b"AS" | b"CS" | b"DA" | b"DT" | b"TM" | b"UI" => {
+            let text = decode(bytes, vr, charset)?;
+            let items: Vec<&str> = rstrip_pad(&text).split('\\').collect();
+            if vr == b"UI" && items.iter().any(|v| py_strip(v) != *v) {
+                return Err(Decline::new("UI value with spaces"));
+            }
+            texts(items)
+        }
+        b"UR" => {
+            let text = decode(bytes, vr, charset)?;
+            texts(vec![text.trim_end_matches(is_py_space)])
+        }
+        b"SH" | b"LO" | b"UC" => {
+            let text = decode(bytes, vr, charset)?;
+            texts(text.split('\\').map(rstrip_pad).collect())
+        }
+        b"ST" | b"LT" | b"UT" => {
+            let text = decode(bytes, vr, charset)?;
+            texts(vec![rstrip_pad(&text)])
+        }
+        b"DS" => {
+            let text = decode(bytes, vr, charset)?;
+            let stripped = rstrip_pad(py_strip(&text));
+            if stripped.is_empty() {
+                return Err(Decline::new("DS of padding"));
+            }
+            let parts: Vec<&str> = stripped.split('\\').collect();
+            parts.into_iter().map(decimal).collect::<Result<_, _>>()?
+        }
+        b"IS" => {
+            let text = decode(bytes, vr, charset)?;
+            let stripped = rstrip_pad(&text);
+            if stripped.is_empty() {
+                return Err(Decline::new("IS of padding"));
+            }
+            stripped
+                .split('\\')
+                .map(integer)
+                .collect::<Result<_, _>>()?
+        }
+        b"AT" => {
+            if !bytes.len().is_multiple_of(4) {
+                return Err(Decline::new("AT length"));
+            }
+            bytes
+                .chunks_exact(4)
+                .map(|c| {
+                    let half = |a: u8, b: u8| {
+                        if little {
+                            u16::from_le_bytes([a, b])
+                        } else {
+                            u16::from_be_bytes([a, b])
+                        }
+                    };
+                    Item::Tag((half(c[0], c[1]) as u32) << 16 | half(c[2], c[3]) as u32)
+                })
+                .collect()
+        }
+        b"PN" => {
+            let trimmed = &bytes[..bytes.len()
+                - bytes
+                    .iter()
+                    .rev()
+                    .take_while(|&&b| b == 0 || b == b' ')
+                    .count()];
+            let text = decode(trimmed, vr, charset)?;
+            if text.is_empty() {
+                return Ok(Decoded::Values(Vec::new()));
+            }
+            text.split('\\').map(name).collect::<Result<_, _>>()?
+        }
+        _ => return Err(Decline::new("VR not handled")),
+    };
+    // A value that pads to nothing reads as empty, as pydicom's "" does
+    if items.len() == 1 {
+        if let Item::Text(t) = &items[0] {
+            if t.is_empty() {
+                return Ok(Decoded::Values(Vec::new()));
+            }
+        }
+    }
+    Ok(Decoded::Values(items))
+}
+
+/// ``repr(float)`` of Python: shortest round-trip digits, exponent outside 1e-4..1e16.
+pub fn py_float(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
+    }
+    let mut sci = format!("{:e}", x.abs());
+    if sci.split_once('e').unwrap().0.len() > 17 {
+        // 17 digits: more than one string reads back; Python writes the nearest (ties even)
+        sci = format!("{:.16e}", x.abs());
+    }
+    let (mantissa, exp) = sci.split_once('e').unwrap();
+    let exp: i32 = exp.parse().unwrap();
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let decpt = exp + 1;
+    let n = digits.len() as i32;
+    let mut out = String::new();
+    if x < 0.0 {
+        out.push('-');
+    }
+    if decpt <= -4 || decpt > 16 {
+        out.push_str(&digits[..1]);
+        if n > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let e = decpt - 1;
+        out.push_str(&format!("e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()));
+    } else if decpt <= 0 {
+        out.push_str("0.");
+        out.push_str(&"0".repeat((-decpt) as usize));
+        out.push_str(&digits);
+    } else if decpt >= n {
+        out.push_str(&digits);
+        out.push_str(&"0".repeat((decpt - n) as usize));
+        out.push_str(".0");
+    } else {
+        out.push_str(&digits[..decpt as usize]);
+        out.push('.');
+        out.push_str(&digits[decpt as usize..]);
+    }
+    out
+}

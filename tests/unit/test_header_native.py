@@ -1,0 +1,349 @@
+"""The compiled header path (`dicomlake_native`, built from native/) gives exactly the records of
+the pydicom path, or declines: on every sample file and every hostile input the suite makes,
+with de-identification off and with each of its options."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import sys
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from corpus import corpus_id, split_paths
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from dicomlake.config import DeidConfig
+from dicomlake.dicom import header, split, walk
+from dicomlake.dicom.deid import deidentify
+from dicomlake.dicom.dicomjson import header_json
+from dicomlake.dicom.elements import element_rows
+from dicomlake.dicom.native import core
+from dicomlake.dicom.native import dicomlake_native as native
+from dicomlake.dicom.split import (
+    SplitInstance,
+    _dataset_encoding,
+    _find_pixel_data,
+    _parse_header,
+    _top_level,
+    split_instance,
+)
+from dicomlake.dicom.walk import Reader, Walker
+from dicomlake.errors import DicomParseError
+from dicomlake.ingest.worker import TaskContext, process_task
+from dicomlake.storage import FileInfo
+
+# The hostile landing zone's generator lives with the integration tests that ingest it
+sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+from hostile_corpus import make_hostile_landing  # noqa: E402
+
+SECRET = bytes(range(32))
+OPTIONS = {
+    "off": None,
+    "default": DeidConfig(),
+    "shifted": DeidConfig(dates="shift"),
+    "descriptors": DeidConfig(keep_descriptors=True, safe_private=False),
+    "no_characteristics": DeidConfig(keep_patient_characteristics=False),
+}
+# The sample files the core declines (default options), and why; deflated files are left to
+# pydicom before the core sees them.
+DECLINED = {
+    "data/OT-PAL-8-face.dcm",  # an implicit 'US or SS' palette descriptor
+    "data/bad_sequence.dcm",  # a sequence written as UN
+    "data/explicit_VR-UN.dcm",  # UN elements
+    "data/gdcm-US-ALOKA-16.dcm",  # an implicit 'US or SS' palette descriptor
+    "humans/ctbrain2.dcm",  # a private creator that is a sequence
+    "test_files/J2K_pixelrep_mismatch.dcm",  # another character set
+    "test_files/MR_small_padded.dcm",  # trailing padding out of tag order
+    "test_files/SC_rgb_jpeg.dcm",  # an unknown VR
+    "test_files/SC_rgb_small_odd.dcm",  # odd pixel data: its pad byte ahead of the padding
+    "test_files/SC_rgb_small_odd_big_endian.dcm",  # the same, big endian
+    "test_files/UN_sequence.dcm",  # an undefined-length UN sequence
+    "test_files/rtdose_rle.dcm",  # UN elements
+    "test_files/rtdose_rle_1frame.dcm",  # UN elements
+}
+MAX_DECLINED_SHARE = 0.08
+
+
+def test_the_core_is_installed():
+    assert native is not None, "dicomlake_native is not installed: run dev/setup.sh"
+
+
+def _rows(records: header.HeaderRecords) -> list[dict]:
+    rows = records.elements.to_pylist()
+    for row in rows:  # NaN equals nothing, itself included
+        number = row["value_number"]
+        if isinstance(number, float) and math.isnan(number):
+            row["value_number"] = "NaN"
+    return rows
+
+
+def _fast_or_declined(data: bytes, options: DeidConfig | None) -> bool:
+    """Assert the compiled path's records equal the reference path's; False if it declined."""
+    split = split_instance(data)
+    if not header._fast_possible(split):
+        return False
+    try:
+        fast = header._fast(split, SECRET, options)
+    except native.Declined:
+        return False
+    reference = header._reference(split_instance(data), SECRET, options)
+    assert fast.header_json == reference.header_json
+    assert _rows(fast) == _rows(reference)
+    assert fast.identities == reference.identities
+    assert fast.values == reference.values
+    assert fast.path == header.FAST and reference.path == header.REFERENCE
+    return True
+
+
+@pytest.mark.parametrize("path", split_paths(), ids=corpus_id)
+def test_sample_files_give_the_reference_records(path: Path):
+    data = path.read_bytes()
+    for options in OPTIONS.values():
+        _fast_or_declined(data, options)
+
+
+def test_the_core_reads_most_sample_files():
+    paths = split_paths()
+    declined = set()
+    for path in paths:
+        split = split_instance(path.read_bytes())
+        if not header._fast_possible(split):
+            continue
+        try:
+            header._fast(split, SECRET, DeidConfig())
+        except native.Declined:
+            declined.add(corpus_id(path))
+    refused = [p for p in paths if not header._fast_possible(split_instance(p.read_bytes()))]
+    share = (len(declined) + len(refused)) / len(paths)
+    print(f"reference path: {len(declined) + len(refused)} of {len(paths)} ({share:.1%})")
+    assert declined <= DECLINED, f"declined now: {sorted(declined - DECLINED)}"
+    assert share <= MAX_DECLINED_SHARE
+
+
+def _walker(data: bytes) -> tuple[Walker, int, bool]:
+    """A walker over the file's dataset, where it starts, and whether it is implicit VR."""
+    reader = Reader.of(data)
+    meta_end, _, implicit, little = _dataset_encoding(
+        reader, 132 if data[128:132] == b"DICM" else 0
+    )
+    walker = Walker(reader, little)
+    return walker, meta_end, walker.implicit_at(meta_end, implicit)
+
+
+def _walks(data: bytes) -> list[tuple]:
+    """The compiled and the Python walk of one file: each the pixel data element and the
+    element headers read, or the error (reason and message)."""
+    outcomes = []
+    for find in (_top_level, _find_pixel_data):
+        try:
+            walker, start, implicit = _walker(data)
+            found = find(walker, start, implicit)
+            pixel = found[0] if find is _top_level else found
+            outcomes.append((pixel, walker._elements))
+        except DicomParseError as exc:
+            outcomes.append((exc.reason, exc.message))
+    return outcomes
+
+
+@pytest.mark.parametrize("path", split_paths(), ids=corpus_id)
+def test_the_compiled_walk_is_the_python_walk(path: Path):
+    compiled, python = _walks(path.read_bytes())
+    assert compiled == python
+
+
+@pytest.mark.parametrize("limit", [10, 120])
+def test_the_compiled_walk_stops_where_the_python_walk_stops(monkeypatch, limit: int):
+    monkeypatch.setattr(walk, "MAX_ELEMENTS", limit)
+    monkeypatch.setattr(split, "MAX_ELEMENTS", limit)
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    compiled, python = _walks(data)
+    assert compiled == python and python[0] == "too_large"
+
+
+def _lazy_and_eager(data: bytes) -> tuple[Dataset, Dataset, list]:
+    """The header parsed with its top-level undefined-length sequences left unread, and
+    parsed all at once."""
+    walker, start, implicit = _walker(data)
+    pixel, lazy = _top_level(walker, start, implicit)
+    header = data[: pixel.offset if pixel else len(data)]
+    return _parse_header(header, lazy), _parse_header(header), lazy
+
+
+def _same_reading(data: bytes) -> bool:
+    """Assert the unread sequences give what reading them at once gives; whether any was."""
+    if split_instance(data).transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        return False  # its dataset is inflated first
+    lazy, eager, sequences = _lazy_and_eager(data)
+    assert header_json(lazy) == header_json(eager)
+    assert element_rows(lazy) == element_rows(eager)
+    for options in OPTIONS.values():
+        if options is not None:
+            clean_lazy, ids_lazy = deidentify(lazy, SECRET, options)
+            clean_eager, ids_eager = deidentify(eager, SECRET, options)
+            assert ids_lazy == ids_eager
+            assert header_json(clean_lazy) == header_json(clean_eager)
+    return bool(sequences)
+
+
+def test_sequences_left_unread_read_as_pydicom_reads_them_at_once():
+    unread = [p for p in split_paths() if _same_reading(p.read_bytes())]
+    assert len(unread) >= 10  # real files with undefined-length sequences
+
+
+def test_hostile_inputs_give_the_reference_records_or_are_declined(tmp_path):
+    make_hostile_landing(tmp_path / "landing", tmp_path / "outside", count=200, seed=23)
+    fast = tried = 0
+    for path in sorted((tmp_path / "landing").rglob("*")):
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 8 << 20:
+            continue
+        data = path.read_bytes()
+        try:
+            split_instance(data, max_inflated=8 << 20)
+        except DicomParseError:
+            continue
+        tried += 1
+        compiled, python = _walks(data)
+        assert compiled == python
+        _same_reading(data)
+        for options in (None, DeidConfig()):
+            fast += _fast_or_declined(data, options)
+    assert tried > 50 and fast > 0
+
+
+# -- the core's own edge cases, on headers written here
+
+
+def _file(ds: Dataset, implicit: bool = False) -> bytes:
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _instance() -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.PatientID = "P-1"
+    ds.StudyDate = "20240229"
+    return ds
+
+
+def _nested(depth: int) -> Dataset:
+    ds = _instance()
+    inner = ds
+    for _ in range(depth):
+        item = Dataset()
+        item.CodeMeaning = "level"
+        inner.ContentSequence = Sequence([item])
+        inner = item
+    return ds
+
+
+def test_a_truncated_element_is_declined():
+    data = _file(_instance())
+    with pytest.raises(native.Declined, match="truncated"):
+        core().read(data[:-3], b"", False, True)
+
+
+def test_undefined_length_sequences_and_items_read_as_pydicom_reads_them():
+    ds = _nested(3)
+    data = bytearray(_file(ds))
+    # Rewrite the outer sequence and its item with undefined lengths and delimiters
+    sq = data.find(b"\x40\x00\x30\xa7SQ")
+    length = struct.unpack_from("<I", data, sq + 8)[0]
+    item_length = struct.unpack_from("<I", data, sq + 16)[0]
+    assert item_length == length - 8
+    body = data[sq + 20 : sq + 12 + length]
+    rebuilt = (
+        data[: sq + 8]
+        + b"\xff\xff\xff\xff\xfe\xff\x00\xe0\xff\xff\xff\xff"
+        + body
+        + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        + data[sq + 12 + length :]
+    )
+    for options in OPTIONS.values():
+        assert _fast_or_declined(bytes(rebuilt), options)
+    text, _, _, _, _, _ = core().read(bytes(rebuilt), b"", False, True)
+    doc = json.loads(text)
+    item = doc["0040A730"]["Value"][0]
+    assert item["00080104"] == {"vr": "LO", "Value": ["level"]}
+    assert len(item["0040A730"]["Value"][0]["0040A730"]["Value"]) == 1
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_nesting_is_read_to_its_depth_and_declined_beyond(implicit: bool):
+    data = _file(_nested(20), implicit)
+    assert _fast_or_declined(data, DeidConfig())
+    _, buffers, n, _, _, _ = core().read(data, b"", implicit, True)
+    depths = header._batch(buffers, n).column("depth").to_pylist()
+    assert max(depths) == 20  # the innermost item's CodeMeaning
+    deep = _file(_nested(80), implicit)
+    with pytest.raises(native.Declined, match="deep"):
+        core().read(deep, b"", implicit, True)
+
+
+@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "ExplVR_BigEnd.dcm"])
+def test_big_endian_reads_as_pydicom_reads_it(name: str):
+    data = Path(get_testdata_file(name)).read_bytes()
+    for options in OPTIONS.values():
+        assert _fast_or_declined(data, options)
+
+
+def test_deflated_takes_the_reference_path():
+    data = Path(get_testdata_file("image_dfl.dcm")).read_bytes()
+    records = header.header_records(split_instance(data), SECRET, DeidConfig())
+    assert records.path == header.REFERENCE
+
+
+def test_values_with_odd_forms_are_written_as_pydicom_writes_them():
+    ds = _instance()
+    with warnings.catch_warnings(), pydicom.config.disable_value_validation():
+        warnings.simplefilter("ignore")
+        ds.add_new(0x00180050, "DS", "+0001.50\\ 2e3 \\\\-0")  # SliceThickness
+        ds.add_new(0x00200013, "IS", " 007 ")  # InstanceNumber
+        ds.add_new(0x00181030, "LO", 'tab\there "quoted" back\\slash ')  # ProtocolName
+        ds.add_new(0x00280030, "DS", "0.1\\1e-7")  # PixelSpacing
+        ds.add_new(0x00189345, "FD", [29.7696282, float("nan"), 1e16, 5e-324])
+        ds.add_new(0x00280009, "AT", [0x00180050, 0x00200013])
+        ds.add_new(0x00100010, "PN", "Doe^Jane=Ideo^Graphic=Pho^Netic\\Roe^Richard")
+        ds.add_new(0x00090010, "LO", "ACME 1.0")
+        ds.add_new(0x00091001, "US", [1, 65535])
+    data = _file(ds)
+    for options in OPTIONS.values():
+        assert _fast_or_declined(data, options)
+
+
+def test_header_records_counts_its_path():
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    split: SplitInstance = split_instance(data)
+    assert header.header_records(split, SECRET, DeidConfig()).path == header.FAST
+
+
+def test_a_task_counts_the_headers_each_way_took(tmp_path, config, keyring):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    files = []
+    for name in ("CT_small.dcm", "image_dfl.dcm"):  # the core reads the first, not the second
+        data = Path(get_testdata_file(name)).read_bytes()
+        (landing / name).write_bytes(data)
+        files.append(FileInfo(str(landing / name), len(data), 1_000))
+    ctx = TaskContext("r1", str(tmp_path / "lake"), config, keyring.to_bytes(), 1_700_000_000_000)
+    result = process_task(0, 0, files, str(landing), ctx, frozenset())
+    assert [row["outcome"] for row in result.sources] == ["ingested", "ingested"]
+    assert result.header_paths == {header.FAST: 1, header.REFERENCE: 1}
