@@ -308,9 +308,10 @@ def run_baseline(landing: str, out: str, master: str, namenodes: str | None) -> 
 PROFILED = {
     ("dicomlake/storage/local.py", "read"): "read",
     ("dicomlake/dicom/split.py", "split_instance"): "parse: split_instance",
-    ("dicomlake/dicom/promote.py", "promoted_values"): "parse: promoted_values",
-    ("dicomlake/dicom/dicomjson.py", "header_json"): "parse: header_json",
-    ("dicomlake/dicom/elements.py", "element_rows"): "parse: element_rows",
+    ("dicomlake/dicom/header.py", "header_records"): "header (JSON, rows, de-id)",
+    ("dicomlake/dicom/header.py", "_reference"): "  of which by pydicom (declined)",
+    ("dicomlake/dicom/promote.py", "promoted_values"): "  of which promoted_values",
+    ("dicomlake/dicom/deid.py", "deidentify"): "  of which deidentify",
     ("dicomlake/pixels/codecs.py", "encode"): "encode (incl. verify)",
     ("dicomlake/pixels/codecs.py", "decode"): "  of which verify decode",
     ("dicomlake/crypto/envelope.py", "seal"): "encrypt (AES-GCM seal)",
