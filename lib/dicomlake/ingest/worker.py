@@ -240,6 +240,11 @@ class _LakeStream:
             raise LakeWriteError(f"cannot write pack {self._relative}: {exc}") from exc
 
 
+def _repeat(value: str | None, n: int) -> pa.Array:
+    """One string ``n`` times, built in Arrow (a list of 150,000 took 0.25 s)."""
+    return pa.repeat(pa.scalar(value, pa.string()), n)
+
+
 class _ElementRows:
     """The element rows of a task's instances.
 
@@ -261,10 +266,10 @@ class _ElementRows:
         """Add one instance's element rows (`ELEMENT_SCHEMA`), naming the instance."""
         n = rows.num_rows
         columns = [
-            pa.array([instance_id] * n, pa.string()),
-            pa.array([sop] * n, pa.string()),
+            _repeat(instance_id, n),
+            _repeat(sop, n),
             *rows.columns,
-            pa.array([self._run_id] * n, pa.string()),
+            _repeat(self._run_id, n),
         ]
         self._batches.append(pa.RecordBatch.from_arrays(columns, schema=schemas.ELEMENTS))
         self._rows += n
