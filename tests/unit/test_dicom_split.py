@@ -208,6 +208,18 @@ def test_two_fragments_per_frame(has_bot: bool) -> None:
         assert split.frames == [data[len(split.prefix) : len(data) - 8]]
 
 
+def test_empty_pixel_data_of_a_compressed_syntax_is_one_empty_part() -> None:
+    ds, frames = _rle_frames()
+    encapsulated = _to_bytes(ds, encapsulate(frames))
+    # The pixel data element, last in the file, written again with a defined length of 0
+    pixel = b"\xe0\x7f\x10\x00OB\x00\x00"
+    data = encapsulated[: encapsulated.rindex(pixel + b"\xff\xff\xff\xff")] + pixel + bytes(4)
+    value_end = len(data)
+    split = split_instance(data)
+    assert split.frames == [b""] and split.prefix == data[:value_end]
+    assert split.prefix + b"".join(split.frames) + split.suffix == data
+
+
 def test_extended_offset_table() -> None:
     ds, frames = _rle_frames()
     pixels, offsets, lengths = encapsulate_extended(frames * 2)

@@ -222,10 +222,13 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
         # A compressed syntax with a defined length: one part, kept whole
         largest, count = layout or (pixel.length, 1)
         _check_frames(count)
-        # Equal frames one after another: their bounds as a range, not a list per frame
-        bounds = range(pixel.value_offset, pixel.value_offset + (count + 1) * largest, largest)
-        if not largest:
-            bounds = [pixel.value_offset] * 2
+        # Equal frames one after another: their bounds as a range, not a list per frame (an
+        # empty pixel data element is one empty part)
+        bounds = (
+            range(pixel.value_offset, pixel.value_offset + (count + 1) * largest, largest)
+            if largest
+            else [pixel.value_offset] * 2
+        )
         end = bounds[-1]
     first = bounds[0]
     _check_limit(limit, first, "the header")
@@ -467,6 +470,8 @@ def _top_level(
         )
     except native.dicomlake_native.Malformed as exc:
         raise DicomParseError(*exc.args) from None
+    except native.dicomlake_native.Declined:  # the core failed on it: the Python walk decides
+        return _find_pixel_data(walker, offset, implicit), []
     walker.counted(count)
     return (None if found is None else Element(*found)), lazy
 
