@@ -22,7 +22,8 @@ fn vr_str(vr: &[u8; 2]) -> &str {
     std::str::from_utf8(vr).unwrap_or("??")
 }
 
-/// A JSON string as Python's json.dumps (ensure_ascii) writes it.
+/// A JSON string as Python's json.dumps (ensure_ascii) writes it: only space to "~" as they
+/// are, DEL (0x7F) escaped too.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
@@ -34,7 +35,7 @@ fn json_str(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7F => {
+            c if (c as u32) < 0x20 || (c as u32) > 0x7E => {
                 let mut buf = [0u16; 2];
                 for unit in c.encode_utf16(&mut buf) {
                     let _ = write!(out, "\\u{:04x}", unit);

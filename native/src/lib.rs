@@ -37,6 +37,20 @@ create_exception!(
     "A walk found the file malformed: args (reason, message) of a DicomParseError."
 );
 
+/// ``f()``, or `Declined` if it panics: a bug the input found must not raise pyo3's
+/// PanicException (a BaseException, past the ingest's per-file firewall); the header is then
+/// left to the reference path, which reads it or records why not.
+fn contained<T>(f: impl FnOnce() -> T) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Declined::new_err(format!("the compiled core failed: {what}"))
+    })
+}
+
 /// An element header found by `Core.find_pixel_data`: (tag, VR, offset, value offset,
 /// length, bad VR), as `walk.Element`.
 type ElementRow = (u32, Option<String>, u64, u64, u64, bool);
@@ -278,7 +292,9 @@ impl Core {
             ),
             None => (None, Vec::new()),
         };
-        let result = py.allow_threads(|| self.run(prefix, suffix, implicit, little, plan, &marks));
+        let result = py.allow_threads(|| {
+            contained(|| self.run(prefix, suffix, implicit, little, plan, &marks))
+        })?;
         let (json, rows, counts, uids, top) =
             result.map_err(|d| Declined::new_err(d.0.to_string()))?;
         let n = rows.len();
@@ -314,8 +330,10 @@ impl Core {
         max_depth: usize,
     ) -> PyResult<(Option<ElementRow>, u64, Vec<(u32, u64, u64, u64)>)> {
         py.allow_threads(|| {
-            self.walk_top_level(data, offset, implicit, little, max_elements, max_depth)
-        })
+            contained(|| {
+                self.walk_top_level(data, offset, implicit, little, max_elements, max_depth)
+            })
+        })?
         .map_err(|m| Malformed::new_err((m.0, m.1)))
     }
 }

@@ -114,8 +114,18 @@ fn is_decimal(text: &str) -> bool {
     i == b.len()
 }
 
-fn decimal(item: &str) -> Result<Item, Decline> {
+/// A DS or IS value without its surrounding spaces; other whitespace (tabs, \x1c-\x1f, ...)
+/// around a number is left to pydicom, which does not read it as that number.
+fn number_text<'a>(item: &'a str, reason: &'static str) -> Result<&'a str, Decline> {
     let text = py_strip(item);
+    if item.trim_matches(' ') != text {
+        return Err(Decline::new(reason));
+    }
+    Ok(text)
+}
+
+fn decimal(item: &str) -> Result<Item, Decline> {
+    let text = number_text(item, "DS value with whitespace other than spaces")?;
     if text.is_empty() {
         return Ok(Item::Text(String::new()));
     }
@@ -130,7 +140,7 @@ fn decimal(item: &str) -> Result<Item, Decline> {
 }
 
 fn integer(item: &str) -> Result<Item, Decline> {
-    let text = py_strip(item);
+    let text = number_text(item, "IS value with whitespace other than spaces")?;
     let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
     if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Decline::new("IS value"));
@@ -147,7 +157,8 @@ fn name(item: &str) -> Result<Item, Decline> {
     if components.is_empty() {
         return Err(Decline::new("PN value without components"));
     }
-    Ok(Item::Name(item.to_string(), components))
+    // str(PersonName): its components joined, without the empty ones it ends with
+    Ok(Item::Name(components.join("="), components))
 }
 
 fn numbers(bytes: &[u8], vr: &[u8; 2], little: bool) -> Result<Vec<Item>, Decline> {
