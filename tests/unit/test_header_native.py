@@ -309,7 +309,7 @@ def test_undefined_length_sequences_and_items_read_as_pydicom_reads_them():
     )
     for options in OPTIONS.values():
         assert _fast_or_declined(bytes(rebuilt), options)
-    text, _, _, _, _, _ = core().read(bytes(rebuilt), b"", False, True)
+    text, *_ = core().read(bytes(rebuilt), b"", False, True)
     doc = json.loads(text)
     item = doc["0040A730"]["Value"][0]
     assert item["00080104"] == {"vr": "LO", "Value": ["level"]}
@@ -320,7 +320,7 @@ def test_undefined_length_sequences_and_items_read_as_pydicom_reads_them():
 def test_nesting_is_read_to_its_depth_and_declined_beyond(implicit: bool):
     data = _file(_nested(20), implicit)
     assert _fast_or_declined(data, DeidConfig())
-    _, buffers, n, _, _, _ = core().read(data, b"", implicit, True)
+    _, buffers, n, *_ = core().read(data, b"", implicit, True)
     depths = header._batch(buffers, n).column("depth").to_pylist()
     assert max(depths) == 20  # the innermost item's CodeMeaning
     deep = _file(_nested(80), implicit)

@@ -262,9 +262,13 @@ def profile_action(tag: int) -> str | None:
 
 
 @dataclasses.dataclass
-class _Context:
+class Context:
+    """One header's de-identification: what it needs before its elements are cleaned (the
+    identified values, the date shift) and what cleaning them records."""
+
     secret: bytes
     options: DeidConfig
+    originals: dict[str, str | None]  # `IDENTITY_KEYWORDS` -> text as read
     shift: int  # days; 0 when dates are kept
     uids: dict[str, str] = dataclasses.field(default_factory=dict)  # pseudonym -> original
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
@@ -311,6 +315,16 @@ def deidentify(
     >>> ids["original_PatientName"], str(clean.PatientName), clean.SOPInstanceUID[:5]
     ('CompressedSamples^CT1', '', '2.25.')
     """
+    ctx = start(dataset, secret, options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd values warn as they are converted or set
+        clean = _clean_copy(dataset, ctx)
+        set_marks(clean, marks(dataset, ctx.options))
+    return clean, identities(clean, ctx)
+
+
+def start(dataset: Dataset, secret: bytes, options: DeidConfig | None = None) -> Context:
+    """The first phase of `deidentify`: the identified values and the date shift."""
     if len(secret) < 16:
         raise ValueError(f"deidentify: the secret must have at least 16 bytes, got {len(secret)}")
     options = options or DeidConfig()
@@ -321,20 +335,25 @@ def deidentify(
     if options.dates == "shift":
         key = originals["PatientID"] or "study:" + (originals["StudyInstanceUID"] or "")
         shift = date_shift_days(secret, key, options.max_shift_days)
-    ctx = _Context(secret, options, shift)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # odd values warn as they are converted or set
-        clean = _clean_copy(dataset, ctx)
-        _set_age(clean, dataset, options)
-        _mark(clean, options)
-    identities: dict[str, Any] = {f"original_{kw}": v for kw, v in originals.items()}
+    return Context(secret, options, originals, shift)
+
+
+def clean_meta(dataset: Dataset, ctx: Context) -> FileMetaDataset | None:
+    """The cleaned file meta of ``dataset`` (None without one), by the rules of its elements."""
+    meta = getattr(dataset, "file_meta", None)
+    return None if meta is None else FileMetaDataset(_clean(meta, ctx, depth=0))
+
+
+def identities(clean: Dataset, ctx: Context) -> dict[str, Any]:
+    """The last phase of `deidentify`: the identities record of the clean header."""
+    record: dict[str, Any] = {f"original_{kw}": v for kw, v in ctx.originals.items()}
     for kw in PSEUDONYM_KEYWORDS:
-        identities[kw] = _text(get(clean, kw))
-    identities["SOPInstanceUID"] = sop_instance_uid(clean)[0]
-    identities["original_uids"] = json.dumps(ctx.uids, sort_keys=True)
-    identities["date_shift_days"] = shift
-    identities["deid_counts"] = ctx.counts
-    return clean, identities
+        record[kw] = _text(get(clean, kw))
+    record["SOPInstanceUID"] = sop_instance_uid(clean)[0]
+    record["original_uids"] = json.dumps(ctx.uids, sort_keys=True)
+    record["date_shift_days"] = ctx.shift
+    record["deid_counts"] = ctx.counts
+    return record
 
 
 def _text(value: object) -> str | None:
@@ -349,7 +368,8 @@ def _changed(elem: DataElement, value: Any) -> DataElement:
     return out
 
 
-def _with(elem: DataElement, values: list[Any]) -> DataElement:
+def with_values(elem: DataElement, values: list[Any]) -> DataElement:
+    """A copy of ``elem`` holding ``values`` (emptied when there are none, or all are empty)."""
     if not values or all(v == "" for v in values):
         return _emptied(elem)
     return _changed(elem, values[0] if len(values) == 1 else values)
@@ -374,26 +394,25 @@ def _assign(ds: Dataset, keyword: str, value: Any) -> None:
         setattr(ds, keyword, value)
 
 
-def _clean_copy(dataset: Dataset, ctx: _Context) -> Dataset:
+def _clean_copy(dataset: Dataset, ctx: Context) -> Dataset:
     """The clean copy of a whole header: same kind, encoding and preamble; file meta cleaned."""
-    meta = getattr(dataset, "file_meta", None)
-    clean_meta = None if meta is None else FileMetaDataset(_clean(meta, ctx, depth=0))
+    meta = clean_meta(dataset, ctx)
     elements = _clean(dataset, ctx, depth=0)
     if isinstance(dataset, FileDataset):
         implicit, little = dataset.original_encoding
         # An empty buffer: the identified bytes the input was read from are not kept
         clean = FileDataset(
-            io.BytesIO(), elements, dataset.preamble, clean_meta, bool(implicit), bool(little)
+            io.BytesIO(), elements, dataset.preamble, meta, bool(implicit), bool(little)
         )
         clean.set_original_encoding(implicit, little, dataset.original_character_set)
         return clean
     clean = Dataset(elements)
-    if clean_meta is not None:
-        clean.file_meta = clean_meta
+    if meta is not None:
+        clean.file_meta = meta
     return clean
 
 
-def _clean(ds: Dataset, ctx: _Context, depth: int) -> dict[int, DataElement]:
+def _clean(ds: Dataset, ctx: Context, depth: int) -> dict[int, DataElement]:
     """The elements of ``ds`` that the rules keep, cleaned, in tag order."""
     kept: dict[int, DataElement] = {}
     kept_private: set[int] = set()  # private creator tags that a kept element refers to
@@ -439,7 +458,7 @@ def _known(tag: int) -> bool:
     return True
 
 
-def _safe_private(ds: Dataset, elem: DataElement, ctx: _Context) -> bool:
+def _safe_private(ds: Dataset, elem: DataElement, ctx: Context) -> bool:
     """Whether a private element is kept: safe-listed, and holding numbers of the listed VR
     (a removal is counted)."""
     tag = int(elem.tag)
@@ -457,7 +476,7 @@ def _safe_private(ds: Dataset, elem: DataElement, ctx: _Context) -> bool:
     return True
 
 
-def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> DataElement | None:
+def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> DataElement | None:
     """Apply the rules to one standard element: ``elem`` kept, a changed copy, or None."""
     opts, vr = ctx.options, elem.VR
     action = profile_action(tag)
@@ -467,12 +486,14 @@ def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> Da
         return elem
     if tag in _PSEUDONYMISED_TEXT:
         keyword = _PSEUDONYMISED_TEXT[tag]
-        return _with(elem, [text_pseudonym(ctx.secret, keyword, v) for v in values_of(elem.value)])
+        return with_values(
+            elem, [text_pseudonym(ctx.secret, keyword, v) for v in values_of(elem.value)]
+        )
     if vr in ("DA", "DT", "TM"):
         if tag in _BIRTH:
             return None
         if vr != "TM" and ctx.shift:
-            return _with(elem, [_shift(str(v), vr, ctx.shift) for v in values_of(elem.value)])
+            return with_values(elem, [_shift(str(v), vr, ctx.shift) for v in values_of(elem.value)])
         return elem
     if vr == "UI":
         if action in _REMOVE:
@@ -484,7 +505,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> Da
         values = [str(v) for v in values_of(elem.value)]
         if action is None and all(is_well_known_uid(v) for v in values):
             return elem
-        return _with(elem, [ctx.uid(v) for v in values])
+        return with_values(elem, [ctx.uid(v) for v in values])
     if vr == "SQ":
         if action == "Z":
             return _emptied(elem)
@@ -499,7 +520,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: _Context, depth: int) -> Da
     if action in _EMPTY:
         return _emptied(elem)
     if action == "U":
-        return _with(elem, [ctx.uid(str(v)) for v in values_of(elem.value)])
+        return with_values(elem, [ctx.uid(str(v)) for v in values_of(elem.value)])
     if vr == "UN":
         return None  # a value not read as its VR: nothing says it is safe
     return elem if vr not in _FREE_TEXT_VRS or action is not None else None
@@ -548,28 +569,28 @@ def _cap_age(text: str, cap_years: int) -> str:
     return text
 
 
-def _set_age(clean: Dataset, original: Dataset, options: DeidConfig) -> None:
+def _age(original: Dataset, options: DeidConfig) -> str | None:
+    """The clean header's PatientAge, where it is set: the original's, capped (the rules keep
+    it with the patient characteristics), or computed from the birth and study dates."""
     if not options.keep_patient_characteristics:
-        return
-    current = _text(get(clean, "PatientAge"))
+        return None
+    current = _text(get(original, "PatientAge"))
     if current:
-        _assign(clean, "PatientAge", _cap_age(current, options.age_cap_years))
-        return
+        return _cap_age(current, options.age_cap_years)
     birth = _parse_date(str(get(original, "PatientBirthDate") or ""))
     if birth is None:
-        return
+        return None
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
         on = _parse_date(str(get(original, keyword) or ""))
         if on is not None:
-            age = age_string(birth, on, options.age_cap_years)
-            if age:
-                _assign(clean, "PatientAge", age)
-            return
+            return age_string(birth, on, options.age_cap_years)
+    return None
 
 
-def _mark(clean: Dataset, options: DeidConfig) -> None:
-    _assign(clean, "PatientIdentityRemoved", "YES")
-    _assign(clean, "DeidentificationMethod", _method(options))
+def marks(original: Dataset, options: DeidConfig) -> list[tuple[str, Any]]:
+    """What `deidentify` sets on the clean header of ``original`` after cleaning its
+    elements, by keyword: the PatientAge (where set) and the de-identification marks."""
+    age = _age(original, options)
     names = ["basic"]
     names.append("modified_dates" if options.dates == "shift" else "full_dates")
     if options.keep_patient_characteristics:
@@ -581,9 +602,19 @@ def _mark(clean: Dataset, options: DeidConfig) -> None:
         value, meaning = _CODES[name]
         code = zip(_CODE_TAGS, (value, "DCM", meaning), strict=True)
         items.append(Dataset({tag: DataElement(tag, vr, text) for (tag, vr), text in code}))
-    _assign(clean, "DeidentificationMethodCodeSequence", Sequence(items))
-    _assign(
-        clean,
-        "LongitudinalTemporalInformationModified",
-        "MODIFIED" if options.dates == "shift" else "UNMODIFIED",
-    )
+    return [
+        *([("PatientAge", age)] if age else []),
+        ("PatientIdentityRemoved", "YES"),
+        ("DeidentificationMethod", _method(options)),
+        ("DeidentificationMethodCodeSequence", Sequence(items)),
+        (
+            "LongitudinalTemporalInformationModified",
+            "MODIFIED" if options.dates == "shift" else "UNMODIFIED",
+        ),
+    ]
+
+
+def set_marks(clean: Dataset, marked: list[tuple[str, Any]]) -> None:
+    """Set `marks` on a clean header (changing copies of elements it has)."""
+    for keyword, value in marked:
+        _assign(clean, keyword, value)

@@ -2,9 +2,12 @@
 
 `header_records` is the one place that decides how they are made. The compiled core
 (`dicomlake_native`, built from ``native/``) reads the header's bytes once and writes the
-JSON, the element rows and the de-identification of every element in that pass; Python then
-de-identifies only the few top-level elements that the promoted columns and the identities
-record need, with `deid.deidentify` itself, so those keep their exact semantics. Whatever the
+JSON, the element rows and the de-identification of every element in that pass; it hands back
+how it cleaned the few top-level elements that the promoted columns and the identities record
+read, and Python makes those elements from that as `deid.deidentify` makes them, with its
+phases (`deid.start`, `deid.marks`, `deid.identities`), so they keep its exact semantics: the
+identified values, the date shift, the age and the marks come from the original header before
+the core runs, as `deidentify` computes them. Whatever the
 core does not read exactly as pydicom does (another character set, a deflated file, UN
 values, a value it cannot convert the same way, anything malformed) it declines, and the
 reference path runs: `deid.deidentify`, `dicomjson.header_json` and `elements.element_rows`
@@ -14,48 +17,36 @@ over the whole pydicom dataset. Both give the same records; the tests hold them 
 from __future__ import annotations
 
 import dataclasses
-import json
+import warnings
 from typing import Any
 
 import pyarrow as pa
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomlake.config import DeidConfig
-from dicomlake.dicom.deid import COUNTS, IDENTITY_KEYWORDS, deidentify
+from dicomlake.dicom import deid
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import ELEMENT_SCHEMA, element_rows
 from dicomlake.dicom.native import core, dicomlake_native
 from dicomlake.dicom.promote import PROMOTED, promoted_values
 from dicomlake.dicom.split import SplitInstance
-from dicomlake.dicom.values import values_of
+from dicomlake.dicom.values import converted_element, values_of
 
 FAST, REFERENCE = "fast", "reference"
 
-# The top-level elements `deidentify` sets after cleaning (`deid._set_age`, `deid._mark`)
-_MARKED = tuple(
-    tag_for_keyword(kw)
-    for kw in (
-        "PatientAge",
-        "PatientIdentityRemoved",
-        "DeidentificationMethod",
-        "DeidentificationMethodCodeSequence",
-        "LongitudinalTemporalInformationModified",
+# The top-level elements whose clean values the promoted columns and the identities read
+_WANTED = tuple(
+    sorted(
+        {
+            tag
+            for tag in map(tag_for_keyword, (*deid.IDENTITY_KEYWORDS, *PROMOTED.names))
+            if tag is not None
+        }
     )
-)
-# What the promoted columns, the identities record and the marks read: top-level elements
-_TOP_KEYWORDS = (
-    *IDENTITY_KEYWORDS,
-    *PROMOTED.names,
-    "SpecificCharacterSet",
-    "PatientBirthTime",
-    "SeriesDate",
-    "AcquisitionDate",
-    "ContentDate",
-)
-_TOP_TAGS = frozenset(
-    tag for tag in (*map(tag_for_keyword, _TOP_KEYWORDS), *_MARKED) if tag is not None
 )
 
 
@@ -99,7 +90,7 @@ def _reference(split: SplitInstance, secret: bytes, options: DeidConfig | None) 
     if options is None:
         clean, identities, with_clean = split.dataset, None, split
     else:
-        clean, identities = deidentify(split.dataset, secret, options)
+        clean, identities = deid.deidentify(split.dataset, secret, options)
         with_clean = dataclasses.replace(split, dataset=clean)
     rows = pa.RecordBatch.from_pydict(element_rows(clean), schema=ELEMENT_SCHEMA)
     return HeaderRecords(
@@ -111,29 +102,33 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
     dataset = split.dataset
     implicit, little = (bool(flag) for flag in dataset.original_encoding)
     if options is None:
-        text, buffers, n, _, _, top = core().read(split.prefix, split.suffix, implicit, little)
+        text, buffers, n, _, _, top, _ = core().read(split.prefix, split.suffix, implicit, little)
         _check_top(dataset, top)
         return HeaderRecords(promoted_values(split), text, _batch(buffers, n), None, FAST)
-    clean, identities = deidentify(_top_level(dataset), secret, options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd values warn as they are converted or set
+        ctx = deid.start(dataset, secret, options)
+        marked = deid.marks(dataset, options)
+        meta = deid.clean_meta(dataset, ctx)  # its removals and UIDs, with the dataset's below
     plan = (
         secret,
-        identities["date_shift_days"],
+        ctx.shift,
         options.keep_patient_characteristics,
         options.keep_descriptors,
         options.safe_private,
-        _marks(clean),
+        _core_marks(marked),
+        _WANTED,
     )
-    text, buffers, n, counts, uids, top = core().read(
+    text, buffers, n, counts, uids, top, wanted = core().read(
         split.prefix, split.suffix, implicit, little, plan
     )
     _check_top(dataset, top)
-    # The file meta's removals and UIDs (cleaned in Python), with the dataset's
-    deid_counts = identities["deid_counts"]
-    identities["deid_counts"] = {k: deid_counts[k] + c for k, c in zip(COUNTS, counts, strict=True)}
-    originals = {**json.loads(identities["original_uids"]), **dict(uids)}
-    identities["original_uids"] = json.dumps(originals, sort_keys=True)
+    for key, count in zip(deid.COUNTS, counts, strict=True):
+        ctx.counts[key] += count
+    ctx.uids.update(uids)
+    clean = _clean_top(dataset, wanted, meta, marked)
     values = promoted_values(dataclasses.replace(split, dataset=clean))
-    return HeaderRecords(values, text, _batch(buffers, n), identities, FAST)
+    return HeaderRecords(values, text, _batch(buffers, n), deid.identities(clean, ctx), FAST)
 
 
 def _check_top(dataset: Dataset, top: list[int]) -> None:
@@ -142,38 +137,49 @@ def _check_top(dataset: Dataset, top: list[int]) -> None:
         raise dicomlake_native.Declined("top-level elements differ from pydicom's")
 
 
-def _top_level(dataset: Dataset) -> Dataset:
-    """The top-level elements `deidentify` needs for the identities and promoted values, as
-    they were read (raw), with the file meta."""
-    top = Dataset()
-    for tag in _TOP_TAGS:
-        elem = dataset.get_item(tag, keep_deferred=True)
-        if elem is not None:
-            top[tag] = elem
-    top.file_meta = dataset.file_meta
-    return top
+def _clean_top(
+    dataset: Dataset,
+    wanted: list[tuple[int, list[str] | None]],
+    meta: FileMetaDataset | None,
+    marked: list[tuple[str, Any]],
+) -> Dataset:
+    """The clean header's `_WANTED` elements as `deidentify` makes them: kept as read, or
+    holding the values the core gave them; with the marks and the cleaned file meta."""
+    clean = Dataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd values warn as they are converted or set
+        for tag, values in wanted:
+            try:
+                elem = converted_element(dataset, BaseTag(tag))
+            except Exception:  # the core read what pydicom cannot convert
+                raise dicomlake_native.Declined("a value pydicom cannot convert") from None
+            clean[tag] = elem if values is None else deid.with_values(elem, values)
+        deid.set_marks(clean, marked)
+    if meta is not None:
+        clean.file_meta = meta
+    return clean
 
 
 def _text_values(value: object) -> list[str]:
     return [str(v) for v in values_of(value)]
 
 
-def _marks(clean: Dataset) -> list[tuple[int, str, list[str], list[list[tuple]]]]:
-    """The elements `deidentify` set on the clean header, for the core to set the same."""
-    marks = []
-    for tag in _MARKED:
-        elem = clean.get(tag)
-        if elem is None:
-            continue
-        if elem.VR == "SQ":
+def _core_marks(
+    marked: list[tuple[str, Any]],
+) -> list[tuple[int, str, list[str], list[list[tuple[int, str, list[str]]]]]]:
+    """`deid.marks` for the core to set the same elements, with the data dictionary's VR (it
+    declines where the header holds one of them with another VR)."""
+    out = []
+    for keyword, value in marked:
+        tag = tag_for_keyword(keyword)
+        if isinstance(value, Sequence):
             items = [
-                [(int(t), e.VR, _text_values(e.value)) for t, e in item.items()]
-                for item in elem.value
+                [(int(t), e.VR, _text_values(e.value)) for t, e in item.items()] for item in value
             ]
-            marks.append((tag, "SQ", [], items))
-        elif values_of(elem.value):
-            marks.append((tag, elem.VR, _text_values(elem.value), []))
-    return marks
+            out.append((tag, "SQ", [], items))
+        elif values_of(value):
+            out.append((tag, dictionary_VR(tag), _text_values(value), []))
+    return out
 
 
 def _batch(buffers: list[bytes | None], n: int) -> pa.RecordBatch:
