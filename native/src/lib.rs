@@ -257,10 +257,9 @@ impl Core {
     /// to its pixel data), ``suffix`` what follows the frames (elements after the pixel
     /// data), ``implicit`` and ``little`` its dataset's encoding, ``deid``
     /// None or (secret, date shift days, keep_patient_characteristics, keep_descriptors,
-    /// safe_private, marks, wanted tags). Returns (DICOM JSON, element-row buffers, number
-    /// of rows, (removed_unknown, removed_private, removed_private_text), [(pseudonym, UID)],
-    /// the top-level tags read, the clean top-level elements of the wanted tags). Raises
-    /// `Declined` for anything not read exactly as pydicom does.
+    /// safe_private, marks). Returns (DICOM JSON, element-row buffers, number of rows,
+    /// (removed_unknown, removed_private, removed_private_text), [(pseudonym, UID)], the
+    /// top-level tags read). Raises `Declined` for anything not read exactly as pydicom does.
     #[allow(clippy::type_complexity)]
     #[pyo3(signature = (prefix, suffix, implicit, little, deid=None))]
     #[allow(clippy::too_many_arguments)]
@@ -271,7 +270,7 @@ impl Core {
         suffix: &[u8],
         implicit: bool,
         little: bool,
-        deid: Option<(Vec<u8>, i64, bool, bool, bool, Vec<Mark>, Vec<u32>)>,
+        deid: Option<(Vec<u8>, i64, bool, bool, bool, Vec<Mark>)>,
     ) -> PyResult<(
         String,
         Vec<Option<Bound<'py, PyBytes>>>,
@@ -279,10 +278,9 @@ impl Core {
         (u64, u64, u64),
         Vec<(String, String)>,
         Vec<u32>,
-        Vec<Wanted>,
     )> {
-        let (plan, marks, wanted) = match deid {
-            Some((secret, shift, kc, kd, sp, marks, wanted)) => (
+        let (plan, marks) = match deid {
+            Some((secret, shift, kc, kd, sp, marks)) => (
                 Some(Plan {
                     secret,
                     shift,
@@ -291,14 +289,13 @@ impl Core {
                     safe_private: sp,
                 }),
                 marks,
-                wanted,
             ),
-            None => (None, Vec::new(), Vec::new()),
+            None => (None, Vec::new()),
         };
         let result = py.allow_threads(|| {
-            contained(|| self.run(prefix, suffix, implicit, little, plan, &marks, &wanted))
+            contained(|| self.run(prefix, suffix, implicit, little, plan, &marks))
         })?;
-        let (json, rows, counts, uids, top, clean) =
+        let (json, rows, counts, uids, top) =
             result.map_err(|d| Declined::new_err(d.0.to_string()))?;
         let n = rows.len();
         let buffers = rows
@@ -313,7 +310,6 @@ impl Core {
             (counts.unknown, counts.private, counts.private_text),
             uids,
             top,
-            clean,
         ))
     }
     /// `split._find_pixel_data` for a file held whole: walk the top-level elements from
@@ -404,7 +400,7 @@ impl Core {
         self.dictionary_vr(tag).0 == Some(*b"SQ")
     }
 
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    #[allow(clippy::type_complexity)]
     fn run(
         &self,
         prefix: &[u8],
@@ -413,18 +409,7 @@ impl Core {
         little: bool,
         plan: Option<Plan>,
         marks: &[Mark],
-        wanted: &[u32],
-    ) -> Result<
-        (
-            String,
-            emit::Rows,
-            Counts,
-            Vec<(String, String)>,
-            Vec<u32>,
-            Vec<Wanted>,
-        ),
-        Decline,
-    > {
+    ) -> Result<(String, emit::Rows, Counts, Vec<(String, String)>, Vec<u32>), Decline> {
         let start = parse::dataset_start(prefix)?;
         let is_sequence = |tag: u32| self.is_sequence(tag);
         let reader = Reader {
@@ -470,13 +455,11 @@ impl Core {
         } else {
             run.keep(&elements, 0)?
         };
-        // Before the marks: Python sets them on its elements as `deid.deidentify` does
-        let clean = wanted_values(&out, wanted)?;
         if run.plan.is_some() {
             apply_marks(&mut out, marks)?;
         }
         let (json, rows) = emit::emit(&run, &out)?;
-        Ok((json, rows, run.counts, run.uids, top, clean))
+        Ok((json, rows, run.counts, run.uids, top))
     }
 
     /// The data dictionary's VR of a standard tag (repeating groups included), and whether
@@ -526,24 +509,6 @@ impl Core {
             }
         })
     }
-}
-
-/// A clean top-level element Python reads: (tag, None where kept as read, else its values;
-/// none where emptied).
-type Wanted = (u32, Option<Vec<String>>);
-
-/// The clean top-level elements of the `wanted` tags (sorted), for the promoted columns and
-/// the identities record; an element that is absent was removed.
-fn wanted_values(out: &[Out], wanted: &[u32]) -> Result<Vec<Wanted>, Decline> {
-    out.iter()
-        .filter(|o| wanted.binary_search(&o.tag).is_ok())
-        .map(|o| match &o.value {
-            OutValue::Raw(..) => Ok((o.tag, None)),
-            OutValue::Strings(values) => Ok((o.tag, Some(values.clone()))),
-            OutValue::Empty => Ok((o.tag, Some(Vec::new()))),
-            OutValue::Items(_) => Err(Decline::new("a promoted or identity element is a sequence")),
-        })
-        .collect()
 }
 
 fn apply_marks(out: &mut Vec<Out>, marks: &[Mark]) -> Result<(), Decline> {

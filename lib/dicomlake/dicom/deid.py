@@ -319,8 +319,9 @@ def deidentify(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd values warn as they are converted or set
         clean = _clean_copy(dataset, ctx)
-        set_marks(clean, marks(dataset, ctx.options))
-    return clean, identities(clean, ctx)
+        _set_marks(clean, marks(dataset, ctx.options))
+    pseudonyms = {kw: _text(get(clean, kw)) for kw in PSEUDONYM_KEYWORDS}
+    return clean, identities(ctx, pseudonyms, sop_instance_uid(clean)[0])
 
 
 def start(dataset: Dataset, secret: bytes, options: DeidConfig | None = None) -> Context:
@@ -344,12 +345,12 @@ def clean_meta(dataset: Dataset, ctx: Context) -> FileMetaDataset | None:
     return None if meta is None else FileMetaDataset(_clean(meta, ctx, depth=0))
 
 
-def identities(clean: Dataset, ctx: Context) -> dict[str, Any]:
-    """The last phase of `deidentify`: the identities record of the clean header."""
+def identities(ctx: Context, pseudonyms: dict[str, str | None], sop: str | None) -> dict[str, Any]:
+    """The last phase of `deidentify`: the identities record, given the clean header's
+    `PSEUDONYM_KEYWORDS` texts and its SOP Instance UID (`values.sop_instance_uid`)."""
     record: dict[str, Any] = {f"original_{kw}": v for kw, v in ctx.originals.items()}
-    for kw in PSEUDONYM_KEYWORDS:
-        record[kw] = _text(get(clean, kw))
-    record["SOPInstanceUID"] = sop_instance_uid(clean)[0]
+    record.update(pseudonyms)
+    record["SOPInstanceUID"] = sop
     record["original_uids"] = json.dumps(ctx.uids, sort_keys=True)
     record["date_shift_days"] = ctx.shift
     record["deid_counts"] = ctx.counts
@@ -368,8 +369,7 @@ def _changed(elem: DataElement, value: Any) -> DataElement:
     return out
 
 
-def with_values(elem: DataElement, values: list[Any]) -> DataElement:
-    """A copy of ``elem`` holding ``values`` (emptied when there are none, or all are empty)."""
+def _with(elem: DataElement, values: list[Any]) -> DataElement:
     if not values or all(v == "" for v in values):
         return _emptied(elem)
     return _changed(elem, values[0] if len(values) == 1 else values)
@@ -486,14 +486,12 @@ def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> Dat
         return elem
     if tag in _PSEUDONYMISED_TEXT:
         keyword = _PSEUDONYMISED_TEXT[tag]
-        return with_values(
-            elem, [text_pseudonym(ctx.secret, keyword, v) for v in values_of(elem.value)]
-        )
+        return _with(elem, [text_pseudonym(ctx.secret, keyword, v) for v in values_of(elem.value)])
     if vr in ("DA", "DT", "TM"):
         if tag in _BIRTH:
             return None
         if vr != "TM" and ctx.shift:
-            return with_values(elem, [_shift(str(v), vr, ctx.shift) for v in values_of(elem.value)])
+            return _with(elem, [_shift(str(v), vr, ctx.shift) for v in values_of(elem.value)])
         return elem
     if vr == "UI":
         if action in _REMOVE:
@@ -505,7 +503,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> Dat
         values = [str(v) for v in values_of(elem.value)]
         if action is None and all(is_well_known_uid(v) for v in values):
             return elem
-        return with_values(elem, [ctx.uid(v) for v in values])
+        return _with(elem, [ctx.uid(v) for v in values])
     if vr == "SQ":
         if action == "Z":
             return _emptied(elem)
@@ -520,7 +518,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> Dat
     if action in _EMPTY:
         return _emptied(elem)
     if action == "U":
-        return with_values(elem, [ctx.uid(str(v)) for v in values_of(elem.value)])
+        return _with(elem, [ctx.uid(str(v)) for v in values_of(elem.value)])
     if vr == "UN":
         return None  # a value not read as its VR: nothing says it is safe
     return elem if vr not in _FREE_TEXT_VRS or action is not None else None
@@ -614,7 +612,7 @@ def marks(original: Dataset, options: DeidConfig) -> list[tuple[str, Any]]:
     ]
 
 
-def set_marks(clean: Dataset, marked: list[tuple[str, Any]]) -> None:
+def _set_marks(clean: Dataset, marked: list[tuple[str, Any]]) -> None:
     """Set `marks` on a clean header (changing copies of elements it has)."""
     for keyword, value in marked:
         _assign(clean, keyword, value)

@@ -70,16 +70,19 @@ def _add_rows(dataset: Dataset, parent: str, depth: int, rows: dict[str, list]) 
             for index, item in enumerate(value):
                 _add_rows(item, f"{path}[{index}]", depth + 1, rows)
             continue
-        if vr in BINARY_VRS or isinstance(value, bytes):
-            data = value or b""
-            texts.append(data.hex() if 0 < len(data) <= SHORT_BINARY else None)
-            numbers.append(None)
-            counts.append(1 if data else 0)
-            continue
-        values = values_of(value)
-        texts.append("\\".join(str(v) for v in values) if values else None)
-        numbers.append(_number(vr, values))
-        counts.append(len(values))
+        text, number, count = element_text(vr, value)
+        texts.append(text)
+        numbers.append(number)
+        counts.append(count)
+
+
+def element_text(vr: str, value: object) -> tuple[str | None, float | None, int]:
+    """A value's text, number and count as its element row holds them (not a sequence's)."""
+    if vr in BINARY_VRS or isinstance(value, bytes):
+        data = value or b""
+        return (data.hex() if 0 < len(data) <= SHORT_BINARY else None), None, int(bool(data))
+    values = values_of(value)
+    return ("\\".join(str(v) for v in values) if values else None), _number(vr, values), len(values)
 
 
 @functools.cache

@@ -2,12 +2,12 @@
 
 `header_records` is the one place that decides how they are made. The compiled core
 (`dicomlake_native`, built from ``native/``) reads the header's bytes once and writes the
-JSON, the element rows and the de-identification of every element in that pass; it hands back
-how it cleaned the few top-level elements that the promoted columns and the identities record
-read, and Python makes those elements from that as `deid.deidentify` makes them, with its
-phases (`deid.start`, `deid.marks`, `deid.identities`), so they keep its exact semantics: the
-identified values, the date shift, the age and the marks come from the original header before
-the core runs, as `deidentify` computes them. Whatever the
+JSON, the element rows and the de-identification of every element in that pass. What
+`deid.deidentify` computes from the original header (the identified values, the date shift,
+the age and the de-identification marks, the cleaned file meta) is computed by its own phases
+(`deid.start`, `deid.marks`, `deid.clean_meta`) before the core runs; the promoted columns and
+the identities' pseudonyms are read from the top-level element rows on both paths
+(`promote.top_level`). Whatever the
 core does not read exactly as pydicom does (another character set, a deflated file, UN
 values, a value it cannot convert the same way, anything malformed) it declines, and the
 reference path runs: `deid.deidentify`, `dicomjson.header_json` and `elements.element_rows`
@@ -22,9 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomlake.config import DeidConfig
@@ -32,22 +31,11 @@ from dicomlake.dicom import deid
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import ELEMENT_SCHEMA, element_rows
 from dicomlake.dicom.native import core, dicomlake_native
-from dicomlake.dicom.promote import PROMOTED, promoted_values
+from dicomlake.dicom.promote import Text, instance_uid, promoted_values, top_level
 from dicomlake.dicom.split import SplitInstance
-from dicomlake.dicom.values import converted_element, values_of
+from dicomlake.dicom.values import values_of
 
 FAST, REFERENCE = "fast", "reference"
-
-# The top-level elements whose clean values the promoted columns and the identities read
-_WANTED = tuple(
-    sorted(
-        {
-            tag
-            for tag in map(tag_for_keyword, (*deid.IDENTITY_KEYWORDS, *PROMOTED.names))
-            if tag is not None
-        }
-    )
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,18 +81,18 @@ def _reference(split: SplitInstance, secret: bytes, options: DeidConfig | None) 
         clean, identities = deid.deidentify(split.dataset, secret, options)
         with_clean = dataclasses.replace(split, dataset=clean)
     rows = pa.RecordBatch.from_pydict(element_rows(clean), schema=ELEMENT_SCHEMA)
-    return HeaderRecords(
-        promoted_values(with_clean), header_json(clean), rows, identities, REFERENCE
-    )
+    values = promoted_values(with_clean, top_level(rows))
+    return HeaderRecords(values, header_json(clean), rows, identities, REFERENCE)
 
 
 def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> HeaderRecords:
     dataset = split.dataset
     implicit, little = (bool(flag) for flag in dataset.original_encoding)
     if options is None:
-        text, buffers, n, _, _, top, _ = core().read(split.prefix, split.suffix, implicit, little)
-        _check_top(dataset, top)
-        return HeaderRecords(promoted_values(split), text, _batch(buffers, n), None, FAST)
+        text, buffers, n, _, _, tags = core().read(split.prefix, split.suffix, implicit, little)
+        _check_top(dataset, tags)
+        rows = _batch(buffers, n)
+        return HeaderRecords(promoted_values(split, top_level(rows)), text, rows, None, FAST)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd values warn as they are converted or set
         ctx = deid.start(dataset, secret, options)
@@ -117,18 +105,23 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
         options.keep_descriptors,
         options.safe_private,
         _core_marks(marked),
-        _WANTED,
     )
-    text, buffers, n, counts, uids, top, wanted = core().read(
+    text, buffers, n, counts, uids, tags = core().read(
         split.prefix, split.suffix, implicit, little, plan
     )
-    _check_top(dataset, top)
+    _check_top(dataset, tags)
     for key, count in zip(deid.COUNTS, counts, strict=True):
         ctx.counts[key] += count
     ctx.uids.update(uids)
-    clean = _clean_top(dataset, wanted, meta, marked)
-    values = promoted_values(dataclasses.replace(split, dataset=clean))
-    return HeaderRecords(values, text, _batch(buffers, n), deid.identities(clean, ctx), FAST)
+    rows = _batch(buffers, n)
+    top = top_level(rows)
+    named = Dataset()  # what names the instance where its header does not: the clean file meta
+    if meta is not None:
+        named.file_meta = meta
+    pseudonyms = {kw: _stripped(top.get(kw)) for kw in deid.PSEUDONYM_KEYWORDS}
+    identities = deid.identities(ctx, pseudonyms, instance_uid(top, named))
+    values = promoted_values(dataclasses.replace(split, dataset=named), top)
+    return HeaderRecords(values, text, rows, identities, FAST)
 
 
 def _check_top(dataset: Dataset, top: list[int]) -> None:
@@ -137,27 +130,9 @@ def _check_top(dataset: Dataset, top: list[int]) -> None:
         raise dicomlake_native.Declined("top-level elements differ from pydicom's")
 
 
-def _clean_top(
-    dataset: Dataset,
-    wanted: list[tuple[int, list[str] | None]],
-    meta: FileMetaDataset | None,
-    marked: list[tuple[str, Any]],
-) -> Dataset:
-    """The clean header's `_WANTED` elements as `deidentify` makes them: kept as read, or
-    holding the values the core gave them; with the marks and the cleaned file meta."""
-    clean = Dataset()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # odd values warn as they are converted or set
-        for tag, values in wanted:
-            try:
-                elem = converted_element(dataset, BaseTag(tag))
-            except Exception:  # the core read what pydicom cannot convert
-                raise dicomlake_native.Declined("a value pydicom cannot convert") from None
-            clean[tag] = elem if values is None else deid.with_values(elem, values)
-        deid.set_marks(clean, marked)
-    if meta is not None:
-        clean.file_meta = meta
-    return clean
+def _stripped(element: Text | None) -> str | None:
+    """An element's text as `deid.identities` keeps it."""
+    return (element[1].strip(" \x00") or None) if element else None
 
 
 def _text_values(value: object) -> list[str]:

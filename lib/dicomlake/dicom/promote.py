@@ -3,6 +3,11 @@
 Direct identifiers (names, birth date, institution) are not promoted: the analyst tables are
 built from de-identified headers (`dicomlake.dicom.deid`), and the identified values live in the
 restricted identities table.
+
+The values are read from the header's top-level element rows (`elements.element_rows`, or the
+compiled core's rows of the same schema), so both header paths type them the same way: a
+value's text is pydicom's ``str`` of each value joined with ``\\``, numbers are that text
+read as numbers. Binary values, sequences and AT values give no text: None.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ import math
 from collections.abc import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
+from pydicom.dataset import Dataset
 
+from dicomlake.dicom.elements import element_text
 from dicomlake.dicom.split import SplitInstance
-from dicomlake.dicom.values import get, sop_instance_uid, values_of
+from dicomlake.dicom.values import BINARY_VRS, elements, sop_instance_uid
 
 _STRING, _DATE, _INT, _DOUBLE = pa.string(), pa.date32(), pa.int32(), pa.float64()
 _DOUBLES = pa.list_(pa.float64())
@@ -68,14 +76,65 @@ PROMOTED: pa.Schema = pa.schema(
 )
 
 
-def _string(value: object) -> str | None:
-    text = "\\".join(str(v) for v in values_of(value)).strip()
-    return text or None
+Text = tuple[str, str, int]
+"""A top-level element's VR, text (its values' ``str`` joined with ``\\``) and value count."""
+TopLevel = dict[str, Text]
+"""The top-level elements with a value, as `Text`, by keyword."""
+
+# VRs whose single value pydicom gives as a ``str``: the ones a date is read from
+_STR_VRS = frozenset(
+    ["AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"]
+)
+# VRs whose values are no numbers, whatever their text reads
+_NOT_NUMBERS = frozenset(["PN", "AT"])
 
 
-def _date(value: object) -> datetime.date | None:
+def top_level(rows: pa.RecordBatch) -> TopLevel:
+    """The top-level elements of a header's element rows (`ELEMENT_SCHEMA`) that hold text."""
+    top = rows.filter(pc.equal(rows.column("depth"), 0))
+    columns = (top.column(name).to_pylist() for name in ("keyword", "vr", "value_text"))
+    counts = top.column("value_count").to_pylist()
+    return {
+        keyword: (vr, text, count)
+        for keyword, vr, text, count in zip(*columns, counts, strict=True)
+        if keyword is not None and text is not None and vr not in BINARY_VRS
+    }
+
+
+def _top_of(dataset: Dataset) -> TopLevel:
+    """`top_level` of a dataset's element rows, made from its top-level elements alone."""
+    top = {}
+    for elem in elements(dataset):
+        keyword = elem.keyword
+        if keyword and elem.VR != "SQ" and elem.VR not in BINARY_VRS:
+            text, _, count = element_text(elem.VR, elem.value)
+            if text is not None:
+                top[keyword] = (elem.VR, text, count)
+    return top
+
+
+def instance_uid(top: TopLevel, dataset: Dataset) -> str | None:
+    """The header's SOP Instance UID: its own, else the one its file meta names
+    (`values.sop_instance_uid`)."""
+    own = top.get("SOPInstanceUID")
+    return (own[1].strip(" \x00") if own else "") or sop_instance_uid(dataset)[0]
+
+
+def _values(element: Text) -> list[str]:
+    _, text, count = element
+    return text.split("\\") if count > 1 else [text]
+
+
+def _string(element: Text) -> str | None:
+    return element[1].strip() or None
+
+
+def _date(element: Text) -> datetime.date | None:
+    vr, text, count = element
+    if count != 1 or vr not in _STR_VRS:
+        return None
     # DA is YYYYMMDD; ACR-NEMA files may still use YYYY.MM.DD
-    text = str(value).strip().replace(".", "") if isinstance(value, str) else ""
+    text = text.strip().replace(".", "")
     if len(text) != 8 or not text.isdigit():
         return None
     try:
@@ -84,31 +143,36 @@ def _date(value: object) -> datetime.date | None:
         return None
 
 
-def _float(value: object) -> float | None:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+def _numbers(element: Text) -> list[float | None]:
+    if element[0] in _NOT_NUMBERS:
+        return [None]
+    out: list[float | None] = []
+    for text in _values(element):
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+        out.append(number if number is not None and math.isfinite(number) else None)
+    return out
 
 
-def _int(value: object) -> int | None:
-    number = _float(values_of(value)[0])
+def _int(element: Text) -> int | None:
+    number = _numbers(element)[0]
     if number is None or not number.is_integer() or abs(number) >= 2**31:
         return None
     return int(number)
 
 
-def _double(value: object) -> float | None:
-    return _float(values_of(value)[0])
+def _double(element: Text) -> float | None:
+    return _numbers(element)[0]
 
 
-def _double_list(value: object) -> list[float] | None:
-    numbers = [_float(v) for v in values_of(value)]
+def _double_list(element: Text) -> list[float] | None:
+    numbers = _numbers(element)
     return None if any(n is None for n in numbers) else numbers  # type: ignore[return-value]
 
 
-_CONVERTERS: dict[pa.DataType, Callable[[object], object]] = {
+_CONVERTERS: dict[pa.DataType, Callable[[Text], object]] = {
     _STRING: _string,
     _DATE: _date,
     _INT: _int,
@@ -117,10 +181,11 @@ _CONVERTERS: dict[pa.DataType, Callable[[object], object]] = {
 }
 
 
-def promoted_values(split: SplitInstance) -> dict[str, object]:
+def promoted_values(split: SplitInstance, top: TopLevel | None = None) -> dict[str, object]:
     """Return the promoted column values of one instance, typed as in `PROMOTED`.
 
-    Missing or malformed values are None; multi-valued strings are joined with '\\'.
+    ``top`` is `top_level` of the header's element rows, made from ``split.dataset`` when not
+    given. Missing or malformed values are None; multi-valued strings are joined with '\\'.
     ``SOPInstanceUID`` is the file meta's MediaStorageSOPInstanceUID when the dataset has
     none (`SplitInstance.sop_uid_from_meta`), ``NumberOfFrames`` is 1 for pixel data without
     the attribute, and
@@ -134,12 +199,13 @@ def promoted_values(split: SplitInstance) -> dict[str, object]:
     >>> promoted_values(split)["StudyDate"]
     datetime.date(2004, 1, 19)
     """
-    dataset = split.dataset
+    if top is None:
+        top = _top_of(split.dataset)
     row: dict[str, object] = {}
     for field in PROMOTED:
-        value = get(dataset, field.name)
-        row[field.name] = None if value is None else _CONVERTERS[field.type](value)
-    row["SOPInstanceUID"] = sop_instance_uid(dataset)[0]
+        element = top.get(field.name)
+        row[field.name] = None if element is None else _CONVERTERS[field.type](element)
+    row["SOPInstanceUID"] = instance_uid(top, split.dataset)
     row["NumberOfFrames"] = split.number_of_frames or None
     row["TransferSyntaxUID"] = split.transfer_syntax_uid
     return row
