@@ -2,15 +2,17 @@
 //! and de-identification, from the header's bytes.
 //!
 //! `dicomlake.dicom.native` builds one `Core` per process from the data dictionary and
-//! Table E.1-1; `dicomlake.dicom.split` calls `Core.find_pixel_data` (the walk of
-//! `walk.Walker`, raising `Malformed` as it raises `DicomParseError`) and
-//! `dicomlake.dicom.header` calls `Core.read` per file. Whatever `read` cannot produce exactly
-//! as the pydicom path does raises `Declined`, and the file takes that path instead.
+//! Table E.1-1; `dicomlake.dicom.split` calls `Core.top_level` (the walk of `walk.Walker`,
+//! raising `Malformed` as it raises `DicomParseError`, and the header's elements as pydicom
+//! reads them, or None where it would read them otherwise) and `dicomlake.dicom.header` calls
+//! `Core.read` per file. Whatever `read` cannot produce exactly as the pydicom path does
+//! raises `Declined`, and the file takes that path instead.
 
 mod deid;
 mod emit;
 mod endian;
 mod parse;
+mod raw;
 mod values;
 mod walk;
 
@@ -19,7 +21,8 @@ use std::collections::{HashMap, HashSet};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 
 use parse::{Element, Reader, Value, Vr};
 use values::{decode_value, Charset, Decoded, Item};
@@ -51,9 +54,15 @@ fn contained<T>(f: impl FnOnce() -> T) -> PyResult<T> {
     })
 }
 
-/// An element header found by `Core.find_pixel_data`: (tag, VR, offset, value offset,
-/// length, bad VR), as `walk.Element`.
+/// An element header found by `Core.top_level`: (tag, VR, offset, value offset, length, bad
+/// VR), as `walk.Element`.
 type ElementRow = (u32, Option<String>, u64, u64, u64, bool);
+/// A top-level undefined-length sequence: (tag, offset, value offset, end).
+type LazyRow = (u32, u64, u64, u64);
+
+static RAW_DATA_ELEMENT: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+static BASE_TAG: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+static EMPTY_VALUE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 
 /// Why the compiled path leaves a header to the reference path.
 #[derive(Debug)]
@@ -317,7 +326,8 @@ impl Core {
     /// checks them. Returns the pixel data element (or None), how many elements were read,
     /// and the top-level undefined-length sequences (tag, offset, value offset, end) when
     /// the whole header reads as a well-formed tree (pydicom may then read them lazily).
-    /// Raises `Malformed` with a `DicomParseError`'s reason and message.
+    /// Raises `Malformed` with a `DicomParseError`'s reason and message. The walk alone, for
+    /// callers that read the header themselves; `top_level` adds the header's elements.
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn find_pixel_data(
         &self,
@@ -328,7 +338,7 @@ impl Core {
         little: bool,
         max_elements: u64,
         max_depth: usize,
-    ) -> PyResult<(Option<ElementRow>, u64, Vec<(u32, u64, u64, u64)>)> {
+    ) -> PyResult<(Option<ElementRow>, u64, Vec<LazyRow>)> {
         py.allow_threads(|| {
             contained(|| {
                 self.walk_top_level(data, offset, implicit, little, max_elements, max_depth)
@@ -336,6 +346,100 @@ impl Core {
         })?
         .map_err(|m| Malformed::new_err((m.0, m.1)))
     }
+
+    /// `find_pixel_data`, and what pydicom's `read_partial` reads from the header (the file
+    /// up to its pixel data, the undefined-length sequences returned cut out of it, as
+    /// `split._parse_header` gives it to pydicom): the file meta's and the dataset's
+    /// `RawDataElement`s by tag, as `read_dataset` holds them, or None where pydicom would read
+    /// the header otherwise (`raw.read_partial`, or a dataset not as the walk reads it).
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn top_level<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        offset: u64,
+        implicit: bool,
+        little: bool,
+        max_elements: u64,
+        max_depth: usize,
+    ) -> PyResult<(
+        Option<ElementRow>,
+        u64,
+        Vec<LazyRow>,
+        Option<(Bound<'py, PyDict>, Bound<'py, PyDict>)>,
+    )> {
+        let (pixel, count, lazy, read) = py
+            .allow_threads(|| {
+                contained(|| {
+                    let (pixel, count, lazy) = self.walk_top_level(
+                        data,
+                        offset,
+                        implicit,
+                        little,
+                        max_elements,
+                        max_depth,
+                    )?;
+                    let end = pixel.as_ref().map_or(data.len(), |p| p.2 as usize);
+                    let mut header = Vec::new();
+                    let mut at = 0;
+                    for &(_, start, _, stop) in &lazy {
+                        header.extend_from_slice(&data[at..start as usize]);
+                        at = stop as usize;
+                    }
+                    let cut = !lazy.is_empty();
+                    if cut {
+                        header.extend_from_slice(&data[at..end]);
+                    }
+                    let read = raw::read_partial(if cut { &header } else { &data[..end] }, little)
+                        .ok()
+                        .filter(|h| h.meta_end as u64 == offset && h.implicit == implicit);
+                    Ok((pixel, count, lazy, read.map(|h| (h, cut.then_some(header)))))
+                })
+            })?
+            .map_err(|m: walk::Malformed| Malformed::new_err((m.0, m.1)))?;
+        let elements = match read {
+            Some((h, cut)) => {
+                // Offsets into the header pydicom reads: the file's own where nothing is cut
+                let header = cut.as_deref().unwrap_or(data);
+                Some((
+                    raw_elements(py, &h.meta, header, false, true)?,
+                    raw_elements(py, &h.dataset, header, implicit, little)?,
+                ))
+            }
+            None => None,
+        };
+        Ok((pixel, count, lazy, elements))
+    }
+}
+
+/// The dict `read_dataset` makes of `data_element_generator`'s `RawDataElement`s (a repeated
+/// tag keeps its place and takes the last value); an empty value is pydicom's for its VR.
+fn raw_elements<'py>(
+    py: Python<'py>,
+    rows: &[raw::Raw],
+    data: &[u8],
+    implicit: bool,
+    little: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let class = RAW_DATA_ELEMENT.import(py, "pydicom.dataelem", "RawDataElement")?;
+    let base_tag = BASE_TAG.import(py, "pydicom.tag", "BaseTag")?;
+    let empty = EMPTY_VALUE.import(py, "pydicom.dataelem", "empty_value_for_VR")?;
+    let new = py.get_type::<PyTuple>().getattr("__new__")?;
+    let out = PyDict::new(py);
+    for r in rows {
+        let tag = base_tag.call1((r.tag,))?;
+        let vr = r.vr.map(|v| std::str::from_utf8(v).unwrap_or_default());
+        let value = if r.length > 0 {
+            PyBytes::new(py, &data[r.at..r.at + r.length as usize]).into_any()
+        } else {
+            empty.call1((vr, true))?
+        };
+        let fields = (
+            &tag, vr, r.length, value, r.at, implicit, little, true, false,
+        );
+        out.set_item(&tag, new.call1((class, fields))?)?;
+    }
+    Ok(out)
 }
 
 impl Core {
@@ -348,7 +452,7 @@ impl Core {
         little: bool,
         max_elements: u64,
         max_depth: usize,
-    ) -> Result<(Option<ElementRow>, u64, Vec<(u32, u64, u64, u64)>), walk::Malformed> {
+    ) -> Result<(Option<ElementRow>, u64, Vec<LazyRow>), walk::Malformed> {
         let named = |tag: u32| self.is_sequence(tag);
         let mut walker = walk::Walker {
             data,

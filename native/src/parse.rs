@@ -28,10 +28,10 @@ pub enum Value {
     Items(Vec<Vec<Element>>),
 }
 
-const LONG_VRS: [&[u8; 2]; 13] = [
+pub const LONG_VRS: [&[u8; 2]; 13] = [
     b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV",
 ];
-const SHORT_VRS: [&[u8; 2]; 21] = [
+pub const SHORT_VRS: [&[u8; 2]; 21] = [
     b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
     b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];

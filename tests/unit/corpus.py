@@ -7,9 +7,12 @@ zips, JSON, ICC profiles) are kept on purpose: ingest must reject them as ``not_
 from __future__ import annotations
 
 import functools
+import random
+import struct
 from pathlib import Path
 
-from dicomlake.dicom.split import FrameSpec, split_instance
+from dicomlake.dicom.split import FrameSpec, _dataset_encoding, split_instance
+from dicomlake.dicom.walk import Reader, Walker
 from dicomlake.errors import DicomParseError
 from dicomlake.samples import sample_files
 
@@ -40,6 +43,29 @@ def _split_paths() -> tuple[Path, ...]:
             continue
         paths.append(path)
     return tuple(paths)
+
+
+def dataset_walker(data: bytes) -> tuple[Walker, int, bool]:
+    """A walker over the file's dataset, where it starts, and whether it is implicit VR."""
+    reader = Reader.of(data)
+    meta_end, _, implicit, little = _dataset_encoding(
+        reader, 132 if data[128:132] == b"DICM" else 0
+    )
+    walker = Walker(reader, little)
+    return walker, meta_end, walker.implicit_at(meta_end, implicit)
+
+
+def mutated(data: bytes, rng: random.Random) -> bytes:
+    """``data`` with a few bytes, or 32-bit words (lengths, counts), changed past the preamble."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(132, len(out) - 4)
+        if rng.random() < 0.6:
+            out[at] = rng.randrange(256)
+        else:
+            word = rng.choice([0, 1, 0xFFFFFFFF, rng.randrange(64), rng.randrange(1 << 16)])
+            out[at : at + 4] = struct.pack("<I", word)
+    return bytes(out)
 
 
 def frame_spec(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from corpus import corpus_id, split_paths
+from corpus import corpus_id, dataset_walker, mutated, split_paths
 from hostile_corpus import make_hostile_landing
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -34,13 +34,11 @@ from dicomlake.dicom.native import core
 from dicomlake.dicom.native import dicomlake_native as native
 from dicomlake.dicom.split import (
     SplitInstance,
-    _dataset_encoding,
     _find_pixel_data,
     _parse_header,
     _top_level,
     split_instance,
 )
-from dicomlake.dicom.walk import Reader, Walker
 from dicomlake.errors import DicomParseError
 from dicomlake.ingest.worker import TaskContext, process_task
 from dicomlake.storage import FileInfo
@@ -129,23 +127,13 @@ def test_the_core_reads_most_sample_files():
     assert share <= MAX_DECLINED_SHARE
 
 
-def _walker(data: bytes) -> tuple[Walker, int, bool]:
-    """A walker over the file's dataset, where it starts, and whether it is implicit VR."""
-    reader = Reader.of(data)
-    meta_end, _, implicit, little = _dataset_encoding(
-        reader, 132 if data[128:132] == b"DICM" else 0
-    )
-    walker = Walker(reader, little)
-    return walker, meta_end, walker.implicit_at(meta_end, implicit)
-
-
 def _walks(data: bytes) -> list[tuple]:
     """The compiled and the Python walk of one file: each the pixel data element and the
     element headers read, or the error (reason and message)."""
     outcomes = []
     for find in (_top_level, _find_pixel_data):
         try:
-            walker, start, implicit = _walker(data)
+            walker, start, implicit = dataset_walker(data)
             found = find(walker, start, implicit)
             pixel = found[0] if find is _top_level else found
             outcomes.append((pixel, walker._elements))
@@ -172,8 +160,8 @@ def test_the_compiled_walk_stops_where_the_python_walk_stops(monkeypatch, limit:
 def _lazy_and_eager(data: bytes) -> tuple[Dataset, Dataset, list]:
     """The header parsed with its top-level undefined-length sequences left unread, and
     parsed all at once."""
-    walker, start, implicit = _walker(data)
-    pixel, lazy = _top_level(walker, start, implicit)
+    walker, start, implicit = dataset_walker(data)
+    pixel, lazy, _ = _top_level(walker, start, implicit)
     header = data[: pixel.offset if pixel else len(data)]
     return _parse_header(header, lazy), _parse_header(header), lazy
 
@@ -219,19 +207,6 @@ def test_hostile_inputs_give_the_reference_records_or_are_declined(tmp_path):
     assert tried > 50 and fast > 0
 
 
-def _mutated(data: bytes, rng: random.Random) -> bytes:
-    """``data`` with a few bytes, or 32-bit words (lengths, counts), changed past the preamble."""
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        at = rng.randrange(132, len(out) - 4)
-        if rng.random() < 0.6:
-            out[at] = rng.randrange(256)
-        else:
-            word = rng.choice([0, 1, 0xFFFFFFFF, rng.randrange(64), rng.randrange(1 << 16)])
-            out[at : at + 4] = struct.pack("<I", word)
-    return bytes(out)
-
-
 def test_mutated_sample_files_give_the_reference_records_or_are_declined():
     """Seeded byte and length mutations of small sample files: the compiled walk and records
     equal the Python ones, or the core declines; nothing else (no panic) comes out of it."""
@@ -239,7 +214,7 @@ def test_mutated_sample_files_give_the_reference_records_or_are_declined():
     files = [p.read_bytes() for p in split_paths() if 1024 < p.stat().st_size < 300_000]
     tried = fast = 0
     for _ in range(1500):
-        data = _mutated(rng.choice(files), rng)
+        data = mutated(rng.choice(files), rng)
         try:
             split_instance(data)
         except DicomParseError:

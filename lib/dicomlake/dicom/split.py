@@ -3,6 +3,11 @@
 ``prefix + b"".join(frames) + suffix`` is always the input, so a file can be rebuilt byte
 for byte from its parts, while frames are stored and compressed on their own. `split_instance`
 takes the file's bytes; `split_stream` the same file through ranged reads, in bounded memory.
+
+The header is the FileDataset pydicom's read_partial gives. For a file held whole, the compiled
+core's walk (`native`) also reads its file meta and top-level elements as pydicom's
+data_element_generator does, and the dataset is built from those (`_from_walk`); streamed and
+deflated files, and headers pydicom would read otherwise, are read by pydicom.
 """
 
 from __future__ import annotations
@@ -12,15 +17,16 @@ import io
 import struct
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain, pairwise
 from typing import overload
 
 import pydicom
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filereader import read_dataset, read_partial
 from pydicom.tag import BaseTag
 from pydicom.uid import (
@@ -30,6 +36,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     MediaStorageDirectoryStorage,
 )
+from pydicom.values import convert_string, converters
 
 from dicomlake.dicom import native
 from dicomlake.dicom.values import get, sop_instance_uid
@@ -203,11 +210,11 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
 
     walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
-    pixel, lazy = _top_level(walker, meta_end, implicit)
+    pixel, lazy, walked = _top_level(walker, meta_end, implicit)
     header_end = pixel.offset if pixel else size
     _check_limit(limit, header_end, "the header" if pixel else "a file without pixel data")
     header = reader.read(0, header_end)
-    dataset = _parse_header(header, lazy)
+    dataset = _parse_header(header, lazy, walked)
     from_meta = _check_identity(dataset)
     if pixel is None:
         return SplitInstance(dataset, header, [], b"", False, None, syntax, 0, from_meta)
@@ -305,10 +312,10 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
         return _split_deflated(prefix, meta_end, MAX_INFLATED).dataset, None
     walker = Walker(reader, little)
     implicit = walker.implicit_at(meta_end, implicit)
-    pixel, lazy = _top_level(walker, meta_end, implicit)
+    pixel, lazy, walked = _top_level(walker, meta_end, implicit)
     if pixel is None:
-        return _parse_header(prefix, lazy), None
-    dataset = _parse_header(prefix[: pixel.offset], lazy)
+        return _parse_header(prefix, lazy, walked), None
+    dataset = _parse_header(prefix[: pixel.offset], lazy, walked)
     if pixel.length == UNDEFINED:
         return dataset, None
     nframes = _int_attr(dataset, "NumberOfFrames") or 1
@@ -456,42 +463,58 @@ def _find_pixel_data(walker: Walker, offset: int, implicit: bool) -> Element | N
     return None
 
 
+# The top-level undefined-length sequences of a header: (tag, offset, value offset, end)
+Lazy = tuple[int, int, int, int]
+# The compiled walk's reading of a header: the file meta's and the dataset's RawDataElements
+# by tag, as pydicom's read_dataset holds them; where the dataset starts, and whether it is
+# implicit VR and little endian
+Walked = tuple[dict[BaseTag, RawDataElement], dict[BaseTag, RawDataElement], int, bool, bool]
+
+
 def _top_level(
     walker: Walker, offset: int, implicit: bool
-) -> tuple[Element | None, list[tuple[int, int, int, int]]]:
-    """`_find_pixel_data`, by the compiled walk where the file is held whole; and the
-    top-level undefined-length sequences that `_parse_header` may leave unread."""
+) -> tuple[Element | None, list[Lazy], Walked | None]:
+    """`_find_pixel_data`, by the compiled walk where the file is held whole; the top-level
+    undefined-length sequences that `_parse_header` may leave unread; and the header's
+    elements as read by that walk (None where pydicom reads them)."""
     data, core = walker.reader.whole, native.core()
     if data is None or core is None:
-        return _find_pixel_data(walker, offset, implicit), []
+        return _find_pixel_data(walker, offset, implicit), [], None
     try:
-        found, count, lazy = core.find_pixel_data(
+        found, count, lazy, walked = core.top_level(
             data, offset, implicit, walker.little_endian, MAX_ELEMENTS, MAX_DEPTH
         )
     except native.dicomlake_native.Malformed as exc:
         raise DicomParseError(*exc.args) from None
     except native.dicomlake_native.Declined:  # the core failed on it: the Python walk decides
-        return _find_pixel_data(walker, offset, implicit), []
+        return _find_pixel_data(walker, offset, implicit), [], None
     walker.counted(count)
-    return (None if found is None else Element(*found)), lazy
+    if walked is not None:
+        walked = (*walked, offset, implicit, walker.little_endian)
+    return (None if found is None else Element(*found)), lazy, walked
 
 
-def _parse_header(data: bytes, lazy: Sequence[tuple[int, int, int, int]] = ()) -> FileDataset:
-    """Parse preamble, file meta and dataset with pydicom, stopping before pixel data.
+def _parse_header(
+    data: bytes, lazy: Sequence[Lazy] = (), walked: Walked | None = None
+) -> FileDataset:
+    """Parse preamble, file meta and dataset as pydicom's read_partial does, stopping before
+    pixel data: built from the elements the compiled walk read (``walked``) where it read
+    them and read_partial would take them as they are (`_from_walk`), else by read_partial.
 
-    ``lazy`` lists top-level undefined-length sequences (tag, offset, value offset, end) of a
-    header the compiled walk read whole as well-formed: pydicom would read every item of
-    them now (seconds for a dose report of 100,000 elements); they are left out of its
-    reading and added unread instead, as pydicom holds a defined-length sequence, so their
-    items are read when first used, and by the compiled path not at all.
+    ``lazy`` lists top-level undefined-length sequences of a header the compiled walk read
+    whole as well-formed: pydicom would read every item of them now (seconds for a dose
+    report of 100,000 elements); they are left out of its reading and added unread instead,
+    as pydicom holds a defined-length sequence, so their items are read when first used, and
+    by the compiled path not at all.
     """
     kept, at = [], 0
     for _, start, _, end in lazy:
         kept.append(data[at:start])
         at = end
+    read = b"".join([*kept, data[at:]]) if lazy else data
     with _parsing("the header"):
-        dataset = read_partial(
-            io.BytesIO(b"".join([*kept, data[at:]]) if lazy else data),
+        dataset = (None if walked is None else _from_walk(read, *walked)) or read_partial(
+            io.BytesIO(read),
             stop_when=lambda tag, vr, length: tag in PIXEL_KEYWORDS,
             force=True,
         )
@@ -503,6 +526,56 @@ def _parse_header(data: bytes, lazy: Sequence[tuple[int, int, int, int]] = ()) -
             BaseTag(tag), vr, UNDEFINED, items, value_offset, implicit, little, True, False
         )
     return dataset
+
+
+def _from_walk(
+    data: bytes,
+    meta_elements: dict[BaseTag, RawDataElement],
+    elements: dict[BaseTag, RawDataElement],
+    meta_end: int,
+    implicit: bool,
+    little: bool,
+) -> FileDataset | None:
+    """The FileDataset read_partial reads from ``data`` (see `_parse_header`), built as it
+    builds it (`_read_file_meta_info`, `read_dataset`) from the compiled walk's elements;
+    None where read_partial would re-read the file meta as implicit VR, or read the dataset
+    in another byte order than the walk's (a private transfer syntax, or a guess)."""
+    file_meta = FileMetaDataset(meta_elements)
+    file_meta.set_original_encoding(False, True, default_encoding)
+    if file_meta._dict:
+        # read_partial converts the first element (the group length, if any, which it logs
+        # if it is wrong) to tell whether the file meta is explicit VR
+        try:
+            file_meta[min(file_meta._dict)]
+        except NotImplementedError:
+            return None
+    # read_partial's encoding of the dataset, from its transfer syntax or guessed; the
+    # first element's VR bytes then decide whether read_dataset reads it as implicit VR
+    syntax = file_meta.get("TransferSyntaxUID")
+    if syntax is None:
+        group, _, vr = struct.unpack_from("<HH2s", data, meta_end)
+        explicit = vr.decode(default_encoding) in converters
+        assumed_implicit, assumed_little = not explicit, not (explicit and group >= 1024)
+    elif isinstance(syntax, str) and syntax not in pydicom.uid.PrivateTransferSyntaxes:
+        assumed_implicit = syntax == ImplicitVRLittleEndian
+        assumed_little = syntax != ExplicitVRBigEndian
+    else:
+        return None
+    if assumed_little != little:
+        return None
+    charset = elements.get(0x00080005)
+    encoding: str | MutableSequence[str] = default_encoding
+    if charset is not None:  # as data_element_generator, then read_dataset, convert it
+        convert_encodings(convert_string(charset.value or b"", little))
+        encoding = convert_encodings(convert_raw_data_element(charset).value)
+    dataset = Dataset(elements, parent_encoding=default_encoding)
+    dataset.set_original_encoding(implicit, little, encoding)
+    fileobj = io.BytesIO(data)
+    fileobj.seek(len(data))  # where read_partial stopped reading it
+    preamble = data[:128] if data[128:132] == b"DICM" else None
+    header = FileDataset(fileobj, dataset, preamble, file_meta, assumed_implicit, little)
+    header.set_original_encoding(assumed_implicit, little, dataset._character_set)
+    return header
 
 
 @contextlib.contextmanager

@@ -1,0 +1,187 @@
+"""Headers built from the compiled walk's elements (`split._from_walk`) are the datasets
+pydicom's read_partial gives (`split._parse_header` without them): element by element and
+attribute by attribute, on every sample file, hostile input and seeded mutation of a sample
+file; and split_instance cuts and rejects every one of them as it does on the pydicom path."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+from corpus import corpus_id, dataset_walker, mutated, split_paths
+from hostile_corpus import make_hostile_landing
+from pydicom.data import get_testdata_file
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from dicomlake.dicom import split
+from dicomlake.dicom.split import (
+    _from_walk,
+    _parse_header,
+    _top_level,
+    header_from_prefix,
+    split_instance,
+)
+from dicomlake.errors import DicomParseError
+
+# The sample files whose header pydicom reads rather than the compiled walk's elements
+READ_BY_PYDICOM = {
+    "test_files/UN_sequence.dcm",  # an undefined-length UN sequence, read as items at once
+}
+
+
+def _element(elem: Any) -> tuple:
+    """An element's fields; a converted sequence's items by their state (comparing datasets
+    would convert their elements)."""
+    if isinstance(elem, RawDataElement):
+        return ("raw", *((type(field), field) for field in elem))
+    fields = _attributes(elem)
+    if isinstance(elem.value, Sequence):
+        items = [_state(item) for item in elem.value]
+        fields["_value"] = _attributes(elem.value, "_list") | {"items": items}
+    return ("converted", type(elem), fields)
+
+
+def _attributes(obj: Any, *skip: str) -> dict[str, Any]:
+    """An object's attributes but ``skip`` and the back references to its parents."""
+    return {
+        k: v
+        for k, v in vars(obj).items()
+        if k not in skip and not isinstance(v, weakref.ReferenceType)
+    }
+
+
+def _state(ds: Dataset) -> dict[str, Any]:
+    """All a dataset holds: its attributes, its elements in their order, its file meta's, and
+    the buffer it was read from and where reading stopped."""
+    state = _attributes(ds, "_dict", "file_meta", "buffer")
+    state["elements"] = [(type(t), t, _element(e)) for t, e in ds._dict.items()]
+    if "file_meta" in vars(ds):
+        state["file_meta"] = _state(ds.file_meta)
+    if "buffer" in vars(ds):
+        state["buffer"] = (type(ds.buffer), ds.buffer.getvalue(), ds.buffer.tell())
+    return state
+
+
+def _header_both_ways(data: bytes, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Assert the header built from the walk's elements is the one pydicom reads; whether it
+    was built from them."""
+    walker, start, implicit = dataset_walker(data)
+    pixel, lazy, walked = _top_level(walker, start, implicit)
+    header = data[: pixel.offset if pixel else len(data)]
+    built = []
+    with monkeypatch.context() as m:
+        m.setattr(split, "_from_walk", lambda *a: built.append(_from_walk(*a)) or built[-1])
+        compiled = _parse_header(header, lazy, walked)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _state(compiled) == _state(_parse_header(header, lazy))
+    return built not in ([], [None])
+
+
+def _outcome(data: bytes) -> Any:
+    """split_instance's parts and header, and header_from_prefix's; or the error."""
+    try:
+        parts = split_instance(data, max_inflated=8 << 20)
+        dataset, spec = header_from_prefix(parts.prefix)
+    except DicomParseError as exc:
+        return exc.reason, exc.message
+    return vars(parts) | {"dataset": _state(parts.dataset), "from_prefix": (_state(dataset), spec)}
+
+
+def _deflated(data: bytes) -> bool:
+    return split_instance(data).transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+
+
+def _split_both_ways(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Assert split_instance gives the same parts, header and error on either path."""
+    compiled = _outcome(data)
+    with monkeypatch.context() as m:
+        m.setattr(split, "_from_walk", lambda *_: None)
+        reference = _outcome(data)
+    with warnings.catch_warnings():  # comparing sequences reads their items' odd values
+        warnings.simplefilter("ignore")
+        assert compiled == reference
+
+
+@pytest.mark.parametrize("path", split_paths(), ids=corpus_id)
+def test_sample_headers_are_built_as_pydicom_reads_them(path: Path, monkeypatch):
+    data = path.read_bytes()
+    _split_both_ways(data, monkeypatch)
+    if _deflated(data):  # its inflated dataset is read by pydicom
+        return
+    assert _header_both_ways(data, monkeypatch) or corpus_id(path) in READ_BY_PYDICOM
+
+
+def test_hostile_inputs_split_as_on_the_pydicom_path(tmp_path, monkeypatch):
+    make_hostile_landing(tmp_path / "landing", tmp_path / "outside", count=200, seed=23)
+    tried = built = 0
+    for path in sorted((tmp_path / "landing").rglob("*")):
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 8 << 20:
+            continue
+        data = path.read_bytes()
+        _split_both_ways(data, monkeypatch)
+        try:
+            if _deflated(data):
+                continue
+        except DicomParseError:
+            continue
+        tried += 1
+        built += _header_both_ways(data, monkeypatch)
+    assert tried > 50 and built > tried // 2
+
+
+def test_mutated_sample_files_split_as_on_the_pydicom_path(monkeypatch):
+    rng = random.Random(43)
+    files = [p.read_bytes() for p in split_paths() if 1024 < p.stat().st_size < 300_000]
+    split_ok = built = 0
+    for _ in range(1500):
+        data = mutated(rng.choice(files), rng)
+        _split_both_ways(data, monkeypatch)
+        try:
+            if _deflated(data):
+                continue
+        except DicomParseError:
+            continue
+        split_ok += 1
+        built += _header_both_ways(data, monkeypatch)
+    assert split_ok > 500 and built > split_ok // 2
+
+
+def _inserted(at: bytes, raw: bytes) -> bytes:
+    """CT_small.dcm with ``raw`` inserted before the first occurrence of ``at``."""
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    where = data.index(at)
+    return data[:where] + raw + data[where:]
+
+
+PATIENT_NAME = b"\x10\x00\x10\x00PN"
+# Made-up elements pydicom reads in its own way: each must give what it gives
+ODD = {
+    # read_dataset ends at a top-level item delimiter
+    "item_delimiter": _inserted(PATIENT_NAME, b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"),
+    # a command set element, read as implicit VR before the dataset
+    "command_set": _inserted(b"\x08\x00\x05\x00CS", b"\x00\x00\x00\x01UL\x04\x00\x07\x00\x00\x00"),
+    # VR bytes out of 'AA'-'ZZ': read as an implicit VR element
+    "vr_out_of_range": _inserted(PATIENT_NAME, b"\x09\x00\x10\x00\x04\x00\x00\x00abcd"),
+    # an unknown VR in that range: read with a 2-byte length
+    "unknown_vr": _inserted(PATIENT_NAME, b"\x09\x00\x10\x00QQ\x04\x00abcd"),
+    # an element in the file meta group after the dataset started
+    "late_meta_element": _inserted(PATIENT_NAME, b"\x02\x00\x99\x00UL\x04\x00\x01\x00\x00\x00"),
+}
+
+
+@pytest.mark.parametrize("name", list(ODD))
+def test_odd_elements_split_as_on_the_pydicom_path(name: str, monkeypatch):
+    data = ODD[name]
+    _split_both_ways(data, monkeypatch)
+    with contextlib.suppress(DicomParseError):
+        split_instance(data)
+        _header_both_ways(data, monkeypatch)
