@@ -72,6 +72,7 @@ import base64
 import copy
 import dataclasses
 import datetime
+import functools
 import hashlib
 import hmac
 import io
@@ -585,34 +586,49 @@ def _age(original: Dataset, options: DeidConfig) -> str | None:
     return None
 
 
+Code = tuple[tuple[int, str, str], ...]
+"""A code item of DeidentificationMethodCodeSequence: (tag, VR, text) of each element."""
+
+
 def marks(original: Dataset, options: DeidConfig) -> list[tuple[str, Any]]:
     """What `deidentify` sets on the clean header of ``original`` after cleaning its
-    elements, by keyword: the PatientAge (where set) and the de-identification marks."""
+    elements, by keyword: the PatientAge (where set) and the de-identification marks (the
+    code sequence as a tuple of `Code` items)."""
     age = _age(original, options)
+    return [*([("PatientAge", age)] if age else []), *_marks(options)]
+
+
+@functools.cache
+def _marks(options: DeidConfig) -> tuple[tuple[str, Any], ...]:
+    """The de-identification marks, the same for every header (made once per options)."""
     names = ["basic"]
     names.append("modified_dates" if options.dates == "shift" else "full_dates")
     if options.keep_patient_characteristics:
         names.append("patient_characteristics")
     if options.safe_private:
         names.append("safe_private")
-    items = []
+    codes = []
     for name in names:
         value, meaning = _CODES[name]
         code = zip(_CODE_TAGS, (value, "DCM", meaning), strict=True)
-        items.append(Dataset({tag: DataElement(tag, vr, text) for (tag, vr), text in code}))
-    return [
-        *([("PatientAge", age)] if age else []),
+        codes.append(tuple((int(tag), vr, text) for (tag, vr), text in code))
+    return (
         ("PatientIdentityRemoved", "YES"),
         ("DeidentificationMethod", _method(options)),
-        ("DeidentificationMethodCodeSequence", Sequence(items)),
+        ("DeidentificationMethodCodeSequence", tuple(codes)),
         (
             "LongitudinalTemporalInformationModified",
             "MODIFIED" if options.dates == "shift" else "UNMODIFIED",
         ),
-    ]
+    )
 
 
 def _set_marks(clean: Dataset, marked: list[tuple[str, Any]]) -> None:
     """Set `marks` on a clean header (changing copies of elements it has)."""
     for keyword, value in marked:
+        if isinstance(value, tuple):  # code items: new datasets for every header
+            value = Sequence(
+                Dataset({BaseTag(t): DataElement(t, vr, text) for t, vr, text in code})
+                for code in value
+            )
         _assign(clean, keyword, value)

@@ -23,7 +23,6 @@ from typing import Any
 import pyarrow as pa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomlake.config import DeidConfig
@@ -126,7 +125,7 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
 
 def _check_top(dataset: Dataset, top: list[int]) -> None:
     """The core must have read the very elements pydicom did (none after the pixel data)."""
-    if sorted(dataset.keys()) != top:
+    if sorted(map(int, dataset.keys())) != top:  # ints: a BaseTag compares in Python
         raise dicomlake_native.Declined("top-level elements differ from pydicom's")
 
 
@@ -147,10 +146,8 @@ def _core_marks(
     out = []
     for keyword, value in marked:
         tag = tag_for_keyword(keyword)
-        if isinstance(value, Sequence):
-            items = [
-                [(int(t), e.VR, _text_values(e.value)) for t, e in item.items()] for item in value
-            ]
+        if isinstance(value, tuple):  # `deid.Code` items
+            items = [[(t, vr, _text_values(text)) for t, vr, text in code] for code in value]
             out.append((tag, "SQ", [], items))
         elif values_of(value):
             out.append((tag, dictionary_VR(tag), _text_values(value), []))

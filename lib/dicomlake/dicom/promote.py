@@ -16,8 +16,8 @@ import datetime
 import math
 from collections.abc import Callable
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydicom.dataset import Dataset
 
 from dicomlake.dicom.elements import element_text
@@ -91,12 +91,14 @@ _NOT_NUMBERS = frozenset(["PN", "AT"])
 
 def top_level(rows: pa.RecordBatch) -> TopLevel:
     """The top-level elements of a header's element rows (`ELEMENT_SCHEMA`) that hold text."""
-    top = rows.filter(pc.equal(rows.column("depth"), 0))
-    columns = (top.column(name).to_pylist() for name in ("keyword", "vr", "value_text"))
-    counts = top.column("value_count").to_pylist()
+    at = np.flatnonzero(rows.column("depth").to_numpy() == 0)
+    keywords, vrs, texts, counts = (
+        rows.column(name).take(at).to_pylist()
+        for name in ("keyword", "vr", "value_text", "value_count")
+    )
     return {
         keyword: (vr, text, count)
-        for keyword, vr, text, count in zip(*columns, counts, strict=True)
+        for keyword, vr, text, count in zip(keywords, vrs, texts, counts, strict=True)
         if keyword is not None and text is not None and vr not in BINARY_VRS
     }
 

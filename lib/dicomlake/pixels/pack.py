@@ -24,7 +24,7 @@ import binascii
 import hashlib
 import json
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -168,7 +168,8 @@ class PackWriter:
         """Write the sealed index and trailer; the writer accepts nothing afterwards."""
         if self._data_key is None:
             raise ValueError(f"pack {self._pack_id} is closed")
-        index = json.dumps([asdict(r) for r in self._records]).encode()
+        # vars(), not asdict(): the records are flat, and asdict copies every value deeply
+        index = json.dumps([vars(r) for r in self._records]).encode()
         sealed = seal(self._data_key, index, _index_aad(self._pack_id, self._header))
         self._write(sealed + _U64.pack(len(sealed)) + END_MAGIC)
         self._data_key = None
