@@ -463,13 +463,14 @@ def stage_rows(
             share = seal / (seal + encode)
     stages: dict[str, float] = {"list (driver)": st.get("list", 0.0)}
     names = {
+        "task.start": "start (a worker's first conversions)",
         "task.read": "read",
         "task.hash": "hash (SHA-256)",
         "task.parse": "parse (split: walk, frames)",
         "task.header": "header (JSON, element rows, de-id, promoted values)",
         "task.write": "write (table fragments, closing the last pack)",
     }
-    for key in ("task.read", "task.hash", "task.parse", "task.header"):
+    for key in ("task.start", "task.read", "task.hash", "task.parse", "task.header"):
         stages[names[key]] = st.get(key, 0.0)
     if share is None:
         stages["encode+encrypt"] = enc

@@ -324,34 +324,13 @@ impl Core {
     /// `split._find_pixel_data` for a file held whole: walk the top-level elements from
     /// ``offset``, each one's items and nested elements checked as `walk.Walker.end_of`
     /// checks them. Returns the pixel data element (or None), how many elements were read,
-    /// and the top-level undefined-length sequences (tag, offset, value offset, end) when
-    /// the whole header reads as a well-formed tree (pydicom may then read them lazily).
-    /// Raises `Malformed` with a `DicomParseError`'s reason and message. The walk alone, for
-    /// callers that read the header themselves; `top_level` adds the header's elements.
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
-    fn find_pixel_data(
-        &self,
-        py: Python<'_>,
-        data: &[u8],
-        offset: u64,
-        implicit: bool,
-        little: bool,
-        max_elements: u64,
-        max_depth: usize,
-    ) -> PyResult<(Option<ElementRow>, u64, Vec<LazyRow>)> {
-        py.allow_threads(|| {
-            contained(|| {
-                self.walk_top_level(data, offset, implicit, little, max_elements, max_depth)
-            })
-        })?
-        .map_err(|m| Malformed::new_err((m.0, m.1)))
-    }
-
-    /// `find_pixel_data`, and what pydicom's `read_partial` reads from the header (the file
-    /// up to its pixel data, the undefined-length sequences returned cut out of it, as
-    /// `split._parse_header` gives it to pydicom): the file meta's and the dataset's
-    /// `RawDataElement`s by tag, as `read_dataset` holds them, or None where pydicom would read
-    /// the header otherwise (`raw.read_partial`, or a dataset not as the walk reads it).
+    /// the top-level undefined-length sequences (tag, offset, value offset, end) when the
+    /// whole header reads as a well-formed tree (pydicom may then read them lazily), and what
+    /// pydicom's `read_partial` reads from the header (the file up to its pixel data, those
+    /// sequences cut out of it, as `split._parse_header` gives it to pydicom): the file meta's
+    /// and the dataset's `RawDataElement`s by tag, as `read_dataset` holds them, or None where
+    /// pydicom would read the header otherwise (`raw.read_partial`, or a dataset not as the
+    /// walk reads it). Raises `Malformed` with a `DicomParseError`'s reason and message.
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn top_level<'py>(
         &self,

@@ -48,6 +48,7 @@ from dicomlake.config import Config, DeidConfig, IngestConfig
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE
 from dicomlake.dicom.header import HeaderRecords, header_records
+from dicomlake.dicom.native import core
 from dicomlake.dicom.split import SplitInstance, split_instance, split_stream
 from dicomlake.errors import (
     DicomLakeError,
@@ -797,6 +798,12 @@ def process_task(
 ) -> TaskResult:
     """Ingest ``files`` (one task's share); ``stored`` is the content the lake already has."""
     work = _Task(task, attempt, ctx)
+    with work.timed("start"):
+        # What a worker process pays once, in a stage of its own rather than in its first
+        # file's: pyarrow imports pandas on its first conversion (0.2-0.3 s), the compiled
+        # core builds its tables (25 ms)
+        pa.array([0])
+        core()
     landing_fs = filesystem_for(landing, ctx.config.hdfs, landing=True)
     packs = _Packs(work)
     # Local reads come from the page cache: there is no wait to overlap, only a thread to pay.
