@@ -5,6 +5,9 @@ Application Level Confidentiality Profile (Table E.1-1, in `deid_table`) removed
 and returns it with the identified values it took out, for the restricted identities table.
 The copy is built from what it keeps: unchanged elements are shared with the input, changed
 ones are copies, and every sequence item is a new dataset, so the input is never changed.
+It runs in phases that the compiled header path (`dicomlake.dicom.header`) runs around its
+own cleaning of the elements: `start` (identified values, date shift), `clean_meta`, `marks`
+(age and marks, from the original header), `identities`.
 
 What analysts keep, and how (the profile's options in brackets)
 ---------------------------------------------------------------

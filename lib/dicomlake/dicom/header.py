@@ -7,11 +7,11 @@ JSON, the element rows and the de-identification of every element in that pass. 
 the age and the de-identification marks, the cleaned file meta) is computed by its own phases
 (`deid.start`, `deid.marks`, `deid.clean_meta`) before the core runs; the promoted columns and
 the identities' pseudonyms are read from the top-level element rows on both paths
-(`promote.top_level`). Whatever the
-core does not read exactly as pydicom does (another character set, a deflated file, UN
-values, a value it cannot convert the same way, anything malformed) it declines, and the
-reference path runs: `deid.deidentify`, `dicomjson.header_json` and `elements.element_rows`
-over the whole pydicom dataset. Both give the same records; the tests hold them to that.
+(`promote.top_level`). Whatever the core does not read exactly as pydicom does (another
+character set, a deflated file, UN values, a value it cannot convert the same way, anything
+malformed) it declines, and the reference path runs: `deid.deidentify`,
+`dicomjson.header_json` and `elements.element_rows` over the whole pydicom dataset. Both give
+the same records; the tests hold them to that.
 """
 
 from __future__ import annotations
