@@ -20,8 +20,10 @@ from pathlib import Path
 import pydicom
 import pytest
 from corpus import corpus_id, split_paths
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicomlake.config import DeidConfig
@@ -301,6 +303,47 @@ def test_private_attributes_are_counted_and_safe_ones_kept_only_as_numbers() -> 
     assert counts["removed_private"] + counts["removed_private_text"] + len(kept) == len(
         _private_data(original)
     )
+
+
+def _raw(tag: int, vr: str, value: bytes) -> RawDataElement:
+    """An element as read from an explicit VR little endian file."""
+    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True)
+
+
+def _unreadable(elem: RawDataElement) -> bool:
+    try:
+        Dataset({elem.tag: elem})[elem.tag]
+    except Exception:
+        return True
+    return False
+
+
+def test_private_values_that_cannot_be_read_are_removed_and_counted() -> None:
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.3.4"
+    # The data elements before their creators: pydicom converts a private element it adds
+    # after its creator, as a reader would not
+    ds[0x00211093] = _raw(0x00211093, "FL", b"\x00" * 6)  # FL values come in 4 bytes
+    ds[0x00211094] = _raw(0x00211094, "LO", b"ABCD")
+    ds[0x0019100E] = _raw(0x0019100E, "FD", b"\x00" * 12)  # safe-listed, FD: 8 bytes each
+    ds[0x00210010] = _raw(0x00210010, "LO", b"GEMS_STDY_01")
+    ds[0x00190010] = _raw(0x00190010, "LO", b"SIEMENS MR HEADER ")
+    assert _unreadable(ds.get_item(0x00211093)) and _unreadable(ds.get_item(0x0019100E))
+    clean, ids = deidentify(ds, SECRET)
+    assert not [e for e in clean if e.tag.is_private]
+    counts = ids["deid_counts"]
+    assert (counts["removed_private"], counts["removed_private_text"]) == (2, 1)
+
+
+def test_pseudonymised_attributes_holding_no_text_are_removed() -> None:
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds[0x00100020] = _raw(0x00100020, "US", b"\x07\x00")  # PatientID read as a number
+    ds[0x0020000D] = _raw(0x0020000D, "DS", b"1.5 ")  # StudyInstanceUID (action U) as DS
+    clean, ids = deidentify(ds, SECRET)
+    assert 0x00100020 not in clean and 0x0020000D not in clean
+    assert (ids["original_PatientID"], ids["PatientID"]) == ("7", None)
+    assert (ids["original_StudyInstanceUID"], ids["StudyInstanceUID"]) == ("1.5", None)
 
 
 def test_uids_consistent_inside_sequences_and_across_files() -> None:

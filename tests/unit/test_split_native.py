@@ -166,6 +166,15 @@ def _inserted(at: bytes, raw: bytes) -> bytes:
     return data[:where] + raw + data[where:]
 
 
+def _group_length_as_sequence() -> bytes:
+    """CT_small.dcm with its file meta group length read as a sequence (VR UL made SQ): its
+    "items" are the file meta elements after it."""
+    data = bytearray(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    assert data[132:138] == b"\x02\x00\x00\x00UL"
+    data[136:138] = b"SQ"
+    return bytes(data)
+
+
 PATIENT_NAME = b"\x10\x00\x10\x00PN"
 # Made-up elements pydicom reads in its own way: each must give what it gives
 ODD = {
@@ -179,6 +188,8 @@ ODD = {
     "unknown_vr": _inserted(PATIENT_NAME, b"\x09\x00\x10\x00QQ\x04\x00abcd"),
     # an element in the file meta group after the dataset started
     "late_meta_element": _inserted(PATIENT_NAME, b"\x02\x00\x99\x00UL\x04\x00\x01\x00\x00\x00"),
+    # read_partial logs a group length that does not match, and fails formatting this one
+    "group_length_as_sequence": _group_length_as_sequence(),
 }
 
 

@@ -36,10 +36,11 @@ What analysts keep, and how (the profile's options in brackets)
 
 The rules applied to each element, first match wins
 ---------------------------------------------------
-1. unreadable value, group length (gggg,0000), unknown standard attribute: removed; private:
-   rule above.
+1. group length (gggg,0000): removed; private (but a creator): rule above, readable or not;
+   unreadable value, unknown standard attribute: removed.
 2. option overrides (patient characteristics, descriptors): kept.
-3. PatientID, AccessionNumber: `text_pseudonym`.
+3. PatientID, AccessionNumber: `text_pseudonym` (removed where their VR holds no text: a
+   pseudonym cannot take the value's place; so for action U below).
 4. VR DA/DT (not birth dates): kept or shifted; TM: kept; PatientBirthDate/Time: removed.
 5. VR UI: table action X/Z removes or empties; otherwise pseudonymised unless well known.
 6. VR SQ: X, X/Z, X/D, X/Z/D and D (but ContentSequence) removed; Z emptied; others (U,
@@ -98,6 +99,7 @@ from dicomlake.dicom.values import (
     converted_element,
     get,
     sop_instance_uid,
+    value_at,
     values_of,
 )
 
@@ -160,6 +162,10 @@ _DROP_SEQUENCE = frozenset({"X", "X/Z", "X/D", "X/Z/D", "D"})
 _REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
 _EMPTY = frozenset({"Z", "Z/D", "D"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+# VRs whose values are text: the only ones a pseudonym can replace a value of
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
 # CID 7050 De-identification Method, coding scheme DCM
 _CODES = {
@@ -422,21 +428,24 @@ def _clean(ds: Dataset, ctx: Context, depth: int) -> dict[int, DataElement]:
     kept_private: set[int] = set()  # private creator tags that a kept element refers to
     creators: list[int] = []
     for key in sorted(ds.keys()):
-        try:
-            elem = converted_element(ds, key)
-        except Exception:
-            continue  # unreadable: its value cannot be checked, so it is not kept
         tag = int(key)
         group, element = tag >> 16, tag & 0xFFFF
         if element == 0:
             continue  # group lengths are wrong once anything changes
-        if group % 2:
-            if 0x0010 <= element <= 0x00FF:
-                creators.append(tag)
-                kept[key] = elem
-            elif _safe_private(ds, elem, ctx):
+        if group % 2 and not 0x0010 <= element <= 0x00FF:
+            # The private rule, whether or not the value can be read (it is counted)
+            private = _safe_private(ds, key, ctx)
+            if private is not None:
                 kept_private.add((group << 16) | (element >> 8))
-                kept[key] = elem
+                kept[key] = private
+            continue
+        try:
+            elem = converted_element(ds, key)
+        except Exception:
+            continue  # unreadable: its value cannot be checked, so it is not kept
+        if group % 2:
+            creators.append(tag)
+            kept[key] = elem
             continue
         if not _known(tag):
             ctx.counts["removed_unknown"] += 1
@@ -462,22 +471,30 @@ def _known(tag: int) -> bool:
     return True
 
 
-def _safe_private(ds: Dataset, elem: DataElement, ctx: Context) -> bool:
-    """Whether a private element is kept: safe-listed, and holding numbers of the listed VR
-    (a removal is counted)."""
-    tag = int(elem.tag)
+def _safe_private(ds: Dataset, key: BaseTag, ctx: Context) -> DataElement | None:
+    """A private element (not a creator) if it is kept: safe-listed, and holding numbers of
+    the listed VR; else None, its removal counted."""
+    tag = int(key)
     group, element = tag >> 16, tag & 0xFFFF
-    creator = ds.get((group << 16) | (element >> 8))
     vr = None
-    if ctx.options.safe_private and creator is not None and element >= 0x1000:
-        vr = SAFE_PRIVATE.get((_norm(creator.value), group, element & 0xFF))
+    if ctx.options.safe_private and element >= 0x1000:
+        creator = _text(value_at(ds, BaseTag((group << 16) | (element >> 8))))
+        vr = SAFE_PRIVATE.get((creator or "", group, element & 0xFF))
     if vr is None:
         ctx.counts["removed_private"] += 1
-        return False
-    if vr != elem.VR or not all(isinstance(v, (int, float)) for v in values_of(elem.value)):
+        return None
+    try:
+        elem = converted_element(ds, key)
+    except Exception:  # unreadable: holds no numbers that can be checked
+        elem = None
+    if (
+        elem is None
+        or vr != elem.VR
+        or not all(isinstance(v, (int, float)) for v in values_of(elem.value))
+    ):
         ctx.counts["removed_private_text"] += 1
-        return False
-    return True
+        return None
+    return elem
 
 
 def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> DataElement | None:
@@ -489,6 +506,8 @@ def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> Dat
     ):
         return elem
     if tag in _PSEUDONYMISED_TEXT:
+        if vr not in _TEXT_VRS:
+            return None  # a pseudonym cannot take its place
         keyword = _PSEUDONYMISED_TEXT[tag]
         return _with(elem, [text_pseudonym(ctx.secret, keyword, v) for v in values_of(elem.value)])
     if vr in ("DA", "DT", "TM"):
@@ -522,6 +541,8 @@ def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> Dat
     if action in _EMPTY:
         return _emptied(elem)
     if action == "U":
+        if vr not in _TEXT_VRS:
+            return None  # a pseudonym cannot take its place
         return _with(elem, [ctx.uid(str(v)) for v in values_of(elem.value)])
     if vr == "UN":
         return None  # a value not read as its VR: nothing says it is safe

@@ -549,6 +549,12 @@ def _from_walk(
             file_meta[min(file_meta._dict)]
         except NotImplementedError:
             return None
+        # It logs a group length that does not match the file meta's, formatting the value:
+        # a value that cannot be shown (items that cannot be read) fails the read there
+        if "FileMetaInformationGroupLength" in file_meta:
+            length = file_meta.FileMetaInformationGroupLength
+            if length != meta_end - ((132 if data[128:132] == b"DICM" else 0) + 12):
+                str(length)
     # read_partial's encoding of the dataset, from its transfer syntax or guessed; the
     # first element's VR bytes then decide whether read_dataset reads it as implicit VR
     syntax = file_meta.get("TransferSyntaxUID")

@@ -108,8 +108,11 @@ def values_of(value: object) -> list[object]:
 def get(dataset: Dataset, keyword: str) -> object:
     """Return an element's value, or None when missing, empty or unreadable."""
     tag = _tag(keyword)
-    if tag is None:
-        return None
+    return None if tag is None else value_at(dataset, tag)
+
+
+def value_at(dataset: Dataset, tag: BaseTag) -> object:
+    """`get` by tag (a private element's, say)."""
     try:
         elem = dataset.get_item(tag, keep_deferred=True)
         if elem is None:
