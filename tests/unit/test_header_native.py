@@ -334,6 +334,14 @@ def test_values_with_odd_forms_are_written_as_pydicom_writes_them():
         assert _fast_or_declined(data, options)
 
 
+def test_a_patient_age_of_several_values_is_marked_as_pydicom_sets_it():
+    # deid keeps the age as its text, values joined with a backslash; set back on the clean
+    # header, pydicom splits it into values again, and so must the core's mark
+    ds = _instance()
+    ds.PatientAge = ["045Y", "046Y"]
+    assert _fast_or_declined(_file(ds), DeidConfig())
+
+
 def test_header_records_counts_its_path():
     data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     split: SplitInstance = split_instance(data)

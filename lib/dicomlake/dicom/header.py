@@ -17,11 +17,13 @@ the same records; the tests hold them to that.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any
 
 import pyarrow as pa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -147,11 +149,22 @@ def _core_marks(
     for keyword, value in marked:
         tag = tag_for_keyword(keyword)
         if isinstance(value, tuple):  # `deid.Code` items
-            items = [[(t, vr, _text_values(text)) for t, vr, text in code] for code in value]
+            items = [
+                [(t, vr, list(_set_values(vr, text))) for t, vr, text in code] for code in value
+            ]
             out.append((tag, "SQ", [], items))
-        elif values_of(value):
-            out.append((tag, dictionary_VR(tag), _text_values(value), []))
+        elif texts := _set_values(dictionary_VR(tag), value):
+            out.append((tag, dictionary_VR(tag), list(texts), []))
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _set_values(vr: str, value: str) -> tuple[str, ...]:
+    """The values of an element of ``vr`` set to ``value``, as pydicom holds them (a text
+    with backslashes is several values), each as text."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd values warn as they are set
+        return tuple(_text_values(DataElement(0, vr, value).value))
 
 
 def _batch(buffers: list[bytes | None], n: int) -> pa.RecordBatch:
