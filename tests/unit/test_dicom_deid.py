@@ -346,6 +346,16 @@ def test_pseudonymised_attributes_holding_no_text_are_removed() -> None:
     assert (ids["original_StudyInstanceUID"], ids["StudyInstanceUID"]) == ("1.5", None)
 
 
+def test_marks_replace_elements_read_with_another_vr() -> None:
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds[0x00120062] = _raw(0x00120062, "DS", b"1.0 ")  # PatientIdentityRemoved, CS
+    ds[0x00101010] = _raw(0x00101010, "DS", b"45")  # PatientAge, AS
+    clean, _ = deidentify(ds, SECRET)
+    assert (clean[0x00120062].VR, clean[0x00120062].value) == ("CS", "YES")
+    assert (clean[0x00101010].VR, clean[0x00101010].value) == ("AS", "45")
+
+
 def test_uids_consistent_inside_sequences_and_across_files() -> None:
     ds = Dataset()
     ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"

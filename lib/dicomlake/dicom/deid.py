@@ -396,12 +396,15 @@ def _emptied(elem: DataElement) -> DataElement:
 
 
 def _assign(ds: Dataset, keyword: str, value: Any) -> None:
-    """``setattr(ds, keyword, value)``, changing a copy of an existing element."""
+    """``setattr(ds, keyword, value)``, changing a copy of an existing element; one read with
+    another VR than the data dictionary's (a header that had it wrong) is replaced."""
     tag = _T[keyword]
-    if tag in ds:
+    if tag in ds and dictionary_VR(tag) == ds[tag].VR:
         ds[tag] = _changed(ds[tag], value)
-    else:
-        setattr(ds, keyword, value)
+        return
+    if tag in ds:
+        del ds[tag]
+    setattr(ds, keyword, value)
 
 
 def _clean_copy(dataset: Dataset, ctx: Context) -> Dataset:
