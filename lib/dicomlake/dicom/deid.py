@@ -96,6 +96,7 @@ from dicomlake.config import DeidConfig
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING, SOURCE
 from dicomlake.dicom.values import (
     BINARY_VRS,
+    TEXT_VRS,
     converted_element,
     get,
     sop_instance_uid,
@@ -162,10 +163,7 @@ _DROP_SEQUENCE = frozenset({"X", "X/Z", "X/D", "X/Z/D", "D"})
 _REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
 _EMPTY = frozenset({"Z", "Z/D", "D"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
-# VRs whose values are text: the only ones a pseudonym can replace a value of
-_TEXT_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
-)
+
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
 # CID 7050 De-identification Method, coding scheme DCM
 _CODES = {
@@ -509,7 +507,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> Dat
     ):
         return elem
     if tag in _PSEUDONYMISED_TEXT:
-        if vr not in _TEXT_VRS:
+        if vr not in TEXT_VRS:
             return None  # a pseudonym cannot take its place
         keyword = _PSEUDONYMISED_TEXT[tag]
         return _with(elem, [text_pseudonym(ctx.secret, keyword, v) for v in values_of(elem.value)])
@@ -544,7 +542,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> Dat
     if action in _EMPTY:
         return _emptied(elem)
     if action == "U":
-        if vr not in _TEXT_VRS:
+        if vr not in TEXT_VRS:
             return None  # a pseudonym cannot take its place
         return _with(elem, [ctx.uid(str(v)) for v in values_of(elem.value)])
     if vr == "UN":

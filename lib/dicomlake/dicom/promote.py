@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 
 from dicomlake.dicom.elements import element_text
 from dicomlake.dicom.split import SplitInstance
-from dicomlake.dicom.values import BINARY_VRS, elements, sop_instance_uid
+from dicomlake.dicom.values import BINARY_VRS, TEXT_VRS, elements, sop_instance_uid
 
 _STRING, _DATE, _INT, _DOUBLE = pa.string(), pa.date32(), pa.int32(), pa.float64()
 _DOUBLES = pa.list_(pa.float64())
@@ -81,10 +81,6 @@ Text = tuple[str, str, int]
 TopLevel = dict[str, Text]
 """The top-level elements with a value, as `Text`, by keyword."""
 
-# VRs whose single value pydicom gives as a ``str``: the ones a date is read from
-_STR_VRS = frozenset(
-    ["AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"]
-)
 # VRs whose values are no numbers, whatever their text reads
 _NOT_NUMBERS = frozenset(["PN", "AT"])
 
@@ -133,7 +129,7 @@ def _string(element: Text) -> str | None:
 
 def _date(element: Text) -> datetime.date | None:
     vr, text, count = element
-    if count != 1 or vr not in _STR_VRS:
+    if count != 1 or vr not in TEXT_VRS:
         return None
     # DA is YYYYMMDD; ACR-NEMA files may still use YYYY.MM.DD
     text = text.strip().replace(".", "")

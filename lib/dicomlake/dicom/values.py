@@ -16,6 +16,10 @@ from pydicom.valuerep import AMBIGUOUS_VR, BYTES_VR, CUSTOMIZABLE_CHARSET_VR
 from pydicom.values import convert_value
 
 BINARY_VRS = frozenset(str(vr) for vr in BYTES_VR)
+# VRs whose values are text, a single one held by pydicom as a ``str``
+TEXT_VRS = frozenset(
+    ["AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"]
+)
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 # Raw elements `element` leaves to pydicom's full conversion: VRs it looks up or corrects
