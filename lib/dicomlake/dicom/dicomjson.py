@@ -59,6 +59,7 @@ _PLAIN_VRS = frozenset(
     | _NUMBER_VRS
 )
 
+_VRS = frozenset(str(vr) for vr in VR)
 
 # Bytes per word of the binary VRs whose byte order follows the dataset's
 _WORD_BYTES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
@@ -93,8 +94,10 @@ def _number_or_text(value: Any, vr: str) -> Any:
 
 
 def _element_json(elem: Any, little: bool) -> dict[str, Any]:
+    vr = elem.VR
+    if vr not in _VRS:  # an item tag read as an element (pydicom's VR 'NONE'), say
+        return _unknown(elem)
     try:
-        vr = elem.VR
         if not little and vr in _WORD_BYTES and elem.value:
             swapped = _little_endian(elem.value, _WORD_BYTES[vr])
             return {"vr": vr, "InlineBinary": base64.b64encode(swapped).decode("ascii")}
@@ -106,8 +109,12 @@ def _element_json(elem: Any, little: bool) -> dict[str, Any]:
         if vr in _NUMBER_VRS:
             values = _numbers(values, vr)
         return {"vr": vr, "Value": values}
-    except Exception:
-        # A value pydicom read but cannot write back: keep its bytes as UN
-        value = elem.value
-        raw = value if isinstance(value, bytes) else "\\".join(map(str, values_of(value))).encode()
-        return {"vr": "UN", "InlineBinary": base64.b64encode(raw).decode("ascii")}
+    except Exception:  # a value pydicom read but cannot write back
+        return _unknown(elem)
+
+
+def _unknown(elem: Any) -> dict[str, Any]:
+    """The element as UN, its bytes (or its values' text) kept inline."""
+    value = elem.value
+    raw = value if isinstance(value, bytes) else "\\".join(map(str, values_of(value))).encode()
+    return {"vr": "UN", "InlineBinary": base64.b64encode(raw).decode("ascii")}

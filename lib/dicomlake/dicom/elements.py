@@ -94,8 +94,9 @@ def _private_creator(dataset: Dataset, tag: int) -> str | None:
     group, element = tag >> 16, tag & 0xFFFF
     if not group % 2 or element < 0x1000:
         return None
+    # Read by `elements` before the elements of its block; one it could not read is UN bytes
     creator = dataset.get((group << 16) | (element >> 8))
-    return None if creator is None else str(creator.value)
+    return None if creator is None or isinstance(creator.value, bytes) else str(creator.value)
 
 
 def _number(vr: str, values: list[object]) -> float | None:

@@ -522,7 +522,10 @@ def _parse_header(
     for tag, _, value_offset, end in lazy:
         items = data[value_offset : end - 8]  # without the sequence delimiter
         vr = None if implicit else "SQ"
-        dataset[tag] = RawDataElement(
+        # Held raw, as read_dataset holds what it reads: setting a private element through
+        # the dataset converts it at once, items and all, and reads its creator, which may
+        # not be readable
+        dataset._dict[BaseTag(tag)] = RawDataElement(
             BaseTag(tag), vr, UNDEFINED, items, value_offset, implicit, little, True, False
         )
     return dataset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 
@@ -52,7 +53,16 @@ def _element(dataset: Dataset, tag: BaseTag, elem: object) -> DataElement:
         return converted_element(dataset, tag)
     except Exception:
         value = elem.value if isinstance(elem, RawDataElement) else b""
-        return DataElement(tag, "UN", value if isinstance(value, bytes) else b"")
+        unread = DataElement(
+            tag, "OB", value if isinstance(value, bytes) else b"", already_converted=True
+        )
+        # Set after: given "UN", pydicom restores a known tag's dictionary VR (its
+        # replace_un_with_known_vr) and converts the bytes again, as it failed to here
+        unread.VR = "UN"
+        # Kept in the dataset, so every later reading sees the same: pydicom may have stored
+        # the element converted before failing (a sequence, as it read PixelRepresentation)
+        dataset._dict[tag] = unread
+        return unread
 
 
 def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
@@ -98,7 +108,9 @@ def _inheriting(dataset: Dataset, elem: DataElement) -> DataElement:
     its items are told here, in pydicom's own way, before their elements are converted.
     """
     if elem.VR == "SQ":
-        dataset._set_pixel_representation(elem)
+        # One pydicom cannot read (an unknown VR, a wrong length) tells the items nothing
+        with contextlib.suppress(Exception):
+            dataset._set_pixel_representation(elem)
     return elem
 
 

@@ -1,0 +1,165 @@
+"""Hostile headers that the compiled core declines: the pydicom path reads them without failing.
+
+An element that pydicom cannot convert is kept as UN with its bytes, in the JSON and the element
+rows alike. Each case here made `header_records` (or the split) raise before, so the worker
+quarantined the file as an internal error; they were found by mutating real files (random
+bytes, lengths and VRs) and are written out by hand here. Expected values come from the bytes
+each case puts in the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Iterator
+
+import pytest
+from crafted import CT, ITEM, ITEM_END, MR_IMPLICIT, SEQ_END, UNDEFINED, before_pixels
+from crafted import element_bytes as element
+from crafted import tag_bytes as tag
+from pydicom.config import disable_value_validation
+
+from dicomlake.config import DeidConfig
+from dicomlake.dicom.header import HeaderRecords, header_records
+from dicomlake.dicom.split import split_instance
+from dicomlake.lake.schemas import partition_text
+
+SECRET = bytes(range(32))
+OPTIONS = {"deid-off": None, "deid-default": DeidConfig()}
+
+
+def _records(data: bytes, options: DeidConfig | None) -> HeaderRecords:
+    with disable_value_validation():  # as the worker reads headers
+        return header_records(split_instance(data), SECRET, options)
+
+
+def _top_rows(records: HeaderRecords) -> dict[str, dict]:
+    rows = records.elements.to_pylist()
+    return {row["tag"]: row for row in rows if row["depth"] == 0}
+
+
+def _un(value: bytes) -> dict:
+    return {"vr": "UN", "InlineBinary": base64.b64encode(value).decode()}
+
+
+def _pixel_representation(vr: bytes) -> bytes:
+    """CT_small with its PixelRepresentation (US, 1) written with VR ``vr``, and a sequence."""
+    data = CT.read_bytes()
+    at = data.index(b"\x28\x00\x03\x01US")
+    data = data[:at] + b"\x28\x00\x03\x01" + vr + data[at + 6 :]
+    return before_pixels(data, element((0x0008, 0x1115), "SQ", tag(ITEM) + bytes(4)))
+
+
+# A known tag with a VR no reader knows, and a value its dictionary VR cannot hold: pydicom gave
+# the UN fallback its dictionary VR back and failed on the bytes again.
+UNKNOWN_VR = {
+    "uid-not-utf8": ((0x0008, 0x1150), b"\xa1\xa2"),
+    "sequence": ((0x0008, 0x1115), b"\x01\x02"),
+    "attribute-tag": ((0x0028, 0x0009), b"\x01\x02"),
+}
+
+HOSTILE = {
+    **{
+        f"unknown-vr-{name}": before_pixels(CT.read_bytes(), element(at, "ZZ", value))
+        for name, (at, value) in UNKNOWN_VR.items()
+    },
+    # An item tag where an element belongs (pydicom's VR 'NONE')
+    "item-tag-explicit": before_pixels(CT.read_bytes(), tag(ITEM) + struct.pack("<L", 4) + b"abcd"),
+    "item-tag-implicit": before_pixels(
+        MR_IMPLICIT.read_bytes(), tag(ITEM) + struct.pack("<L", 4) + b"abcd"
+    ),
+    "private-creator-unknown-vr": before_pixels(
+        CT.read_bytes(),
+        element((0x0045, 0x0010), "LF", b"ACME 1") + element((0x0045, 0x1001), "LO", b"text"),
+    ),
+    # Read as each sequence is converted, to tell its items
+    "pixel-representation-unknown-vr": _pixel_representation(b"HQ"),
+    "pixel-representation-wrong-length": _pixel_representation(b"SL"),  # SL: 4 bytes a value
+    # A top-level undefined-length private sequence, left unread by the split, whose creator
+    # (FD: 8 bytes a value) cannot be read
+    "private-sequence-creator-unreadable": before_pixels(
+        CT.read_bytes(),
+        element((0x0049, 0x0010), "FD", b"GEMS_CT_CARDIAC_001 ")
+        + tag((0x0049, 0x1001))
+        + b"SQ\0\0"
+        + struct.pack("<L", UNDEFINED)
+        + tag(ITEM)
+        + struct.pack("<L", UNDEFINED)
+        + element((0x0008, 0x0100), "SH", b"CODE")
+        + tag(ITEM_END)
+        + bytes(4)
+        + tag(SEQ_END)
+        + bytes(4),
+    ),
+}
+
+
+def _cases() -> Iterator[object]:
+    for name, data in HOSTILE.items():
+        for label, options in OPTIONS.items():
+            yield pytest.param(data, options, id=f"{name}-{label}")
+
+
+@pytest.mark.parametrize(("data", "options"), list(_cases()))
+def test_hostile_headers_give_json_and_rows_that_agree(
+    data: bytes, options: DeidConfig | None
+) -> None:
+    records = _records(data, options)
+    assert records.path == "reference"
+    document = json.loads(records.header_json)
+    rows = _top_rows(records)
+    # Every top-level element has its row, with the VR its JSON gives it
+    assert {key for key in document if not key.startswith("0002")} == set(rows) - {"7FE00010"}
+    for key, row in rows.items():
+        if key in document:
+            assert document[key]["vr"] == row["vr"], key
+
+
+@pytest.mark.parametrize("name", UNKNOWN_VR)
+def test_a_value_pydicom_cannot_convert_is_kept_as_un_bytes(name: str) -> None:
+    (group, number), value = UNKNOWN_VR[name]
+    records = _records(HOSTILE[f"unknown-vr-{name}"], None)
+    key = f"{group:04X}{number:04X}"
+    assert json.loads(records.header_json)[key] == _un(value)
+    row = _top_rows(records)[key]
+    assert (row["vr"], row["value_text"], row["value_count"]) == ("UN", value.hex(), 1)
+
+
+@pytest.mark.parametrize("name", ["item-tag-explicit", "item-tag-implicit"])
+def test_an_item_tag_read_as_an_element_is_un_in_the_json(name: str) -> None:
+    records = _records(HOSTILE[name], None)
+    assert json.loads(records.header_json)["FFFEE000"] == _un(b"abcd")
+
+
+def test_an_unreadable_private_creator_names_no_creator() -> None:
+    records = _records(HOSTILE["private-creator-unknown-vr"], None)
+    rows = _top_rows(records)
+    assert (rows["00450010"]["vr"], rows["00450010"]["value_text"]) == ("UN", b"ACME 1".hex())
+    assert (rows["00451001"]["value_text"], rows["00451001"]["private_creator"]) == ("text", None)
+
+
+def test_a_lazy_private_sequence_with_an_unreadable_creator_is_read() -> None:
+    records = _records(HOSTILE["private-sequence-creator-unreadable"], None)
+    sequence = json.loads(records.header_json)["00491001"]
+    assert sequence == {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["CODE"]}}]}
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("CT", "CT"),
+        ("CT\\MR", "CT\\MR"),
+        ("CT/..", "CT/.."),  # escaped in the directory name, as any value is
+        ("A" * 16, "A" * 16),
+        ("A" * 17, None),
+        ("CT" * 150, None),
+        ("CT\x00", None),
+        ("CT\n", None),
+        ("\u00c9CHO", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_only_a_short_printable_modality_names_a_partition(value: str | None, kept: str) -> None:
+    assert partition_text(value) == kept
