@@ -3,6 +3,7 @@
 `make_hostile_landing` writes ``count`` hostile inputs (plus a few good files) into a landing
 directory: byte flips, truncations, huge declared lengths, unclosed undefined-length sequences
 and items, sequences nested 1,200 deep, extreme NumberOfFrames, invalid VRs and character sets,
+elements swallowing the ones after them, Modality values no directory can be named after,
 deflate bombs, hostile names (not UTF-8, 250 bytes, control characters), symbolic links of every
 kind, a FIFO, empty and sparse files. The same seed makes the same landing zone, byte for byte.
 
@@ -178,6 +179,27 @@ class _Maker:
         depth = self.rng.choice([1_200, 2_000, 5_000])
         return _with_dataset_prefix(self.stock["mr"], _sequence(depth, closed=True))
 
+    def swallowing(self) -> bytes:
+        """A short-length element made to hold the next few elements: what a bad length does
+        to a header that still parses (a code string holding a name and IDs, say)."""
+        data = bytearray(self.base())
+        offsets = _elements(bytes(data))
+        short = [
+            i
+            for i, at in enumerate(offsets[1:-1], 1)
+            if bytes(data[at + 4 : at + 6]) not in _LONG_VRS
+        ]
+        first = self.rng.choice(short)
+        at, end = offsets[first], offsets[min(first + self.rng.randint(1, 6), len(offsets) - 1)]
+        data[at + 6 : at + 8] = struct.pack("<H", min(end - at - 8, 0xFFFF))
+        return bytes(data)
+
+    def modality(self, value: str) -> bytes:
+        """CT_small with ``value`` written as its Modality, unchecked."""
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds[0x00080060] = DataElement(0x00080060, "CS", value, validation_mode=0)
+        return _written(ds)
+
     def bad_vr(self) -> bytes:
         data = bytearray(self.base())
         at = self.rng.choice(_elements(bytes(data))[1:])
@@ -219,6 +241,7 @@ def make_hostile_landing(landing: Path, outside: Path, count: int, seed: int = 1
         m.huge_length,
         m.unclosed,
         m.bad_vr,
+        m.swallowing,
         m.frames,
         m.charset,
     ]
@@ -237,6 +260,10 @@ def make_hostile_landing(landing: Path, outside: Path, count: int, seed: int = 1
     m.put("l" * 246 + ".bin", os.urandom(100))
     m.put("line\nbreak\t.dcm", m.truncated())
     m.put("-rf --quote\"'.dcm", m.flips())
+    # Modality names a directory of the instances table: values no directory can be named
+    m.put("modality-long.dcm", m.modality("CT" * 150))
+    m.put("modality-control.dcm", m.modality("CT\x00\x1b/../\n"))
+    m.put("modality-multi.dcm", m.modality("CT\\MR"))
     secret = outside / "secret.dcm"
     secret.write_bytes(m.stock["ct"][:-2] + b"\x01\x02")
     (landing / "sub").mkdir()

@@ -6,7 +6,9 @@ files. What each landing entry must become is worked out here from the disk alon
 - every other entry has exactly one ``sources`` row, matched by its (size, mtime), which the
   corpus makes unique per entry;
 - links, the FIFO, names that are not UTF-8 and over-long names are skips with their reason;
-- every regular file is ingested, a duplicate or quarantined (never lost, never failed);
+- every regular file is ingested, a duplicate or quarantined (never lost, never failed, never
+  quarantined as an internal error);
+- a Modality no directory can be named after is kept as null, the partition it names;
 - every ingested file rebuilds byte for byte; a second run adds nothing;
 - no Python worker's peak resident memory (VmHWM, sampled from /proc while the run lasts)
   reaches 1 GiB.
@@ -194,11 +196,24 @@ def test_a_hostile_landing_zone_is_accounted_for_and_never_stops_a_run(tmp_path)
         what = expected[key]
         if what == "file":
             assert row["outcome"] in ("ingested", "duplicate", "quarantined"), (row, reasons[key])
+            # Quarantined for what is wrong with the file, never for a failure of the code
+            assert reasons.get(key) != "internal_error", (row, reasons[key])
         else:
             assert (row["outcome"], reasons.get(key)) == ("skipped", what), row
     assert summary["files_hidden"] == sum(1 for w in expected.values() if w == "hidden")
     assert summary["skipped"] == sum(1 for w in expected.values() if w not in ("file", "hidden"))
     assert summary["files_seen"] == len(wanted)
+
+    # A Modality no directory can be named after partitions as null; the others are kept
+    modality = {
+        (r["source_size"], int(r["source_mtime"].timestamp() * 1000)): r["Modality"]
+        for r in table(lake, "instances")
+        .select(["Modality", "source_size", "source_mtime"])
+        .to_pylist()
+    }
+    for name, kept in (("long", None), ("control", None), ("multi", "CT\\MR")):
+        st = (landing / f"modality-{name}.dcm").stat()
+        assert modality[(st.st_size, st.st_mtime_ns // 1_000_000)] == kept, name
 
     # Every ingested file rebuilds byte for byte (its instance_id is its SHA-256)
     on_disk = {

@@ -621,6 +621,7 @@ class _Task:
         stored_total = sum(row["length"] for row in chunks)
         values.update(
             {
+                "Modality": schemas.partition_text(values.get("Modality")),
                 "study_year": study_date.year if study_date is not None else None,
                 "header_json": records.header_json,
                 "pack_path": chunks[0]["pack_path"],  # the prefix's pack

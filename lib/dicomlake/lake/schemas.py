@@ -18,6 +18,19 @@ TS = pa.timestamp("ms", tz="UTC")
 INSTANCE_PARTITIONS = ("Modality", "study_year")
 # Hive's name for a null partition value; Spark, pyarrow and DuckDB read it back as null.
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+MAX_PARTITION_TEXT = 16  # characters: a code string's maximum, and Modality is one
+
+
+def partition_text(value: object) -> str | None:
+    """A text partition value (Modality) as ``instances`` keeps it: the value when it is 1-16
+    printable ASCII characters, else None (the null partition). The value names a directory:
+    a hostile header must not make that name too long for the file system, nor put control
+    characters or the elements a bad length swallowed into it."""
+    text = None if value is None else str(value)
+    if text and len(text) <= MAX_PARTITION_TEXT and text.isascii() and text.isprintable():
+        return text
+    return None
+
 
 LINEAGE = [
     pa.field("instance_id", pa.string(), nullable=False),  # sha256 of the source bytes
