@@ -13,6 +13,11 @@ fn mac(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
+/// `deid._CONTROL`: a C0 control character that no text VR allows (all but TAB, LF, FF, CR).
+pub fn is_forbidden_control(c: char) -> bool {
+    c < ' ' && !matches!(c, '\t' | '\n' | '\x0c' | '\r')
+}
+
 pub fn norm(value: &str) -> &str {
     value.trim_matches([' ', '\0'])
 }

@@ -171,6 +171,7 @@ struct Counts {
     unknown: u64,
     private: u64,
     private_text: u64,
+    invalid_text: u64,
 }
 
 struct Run<'a> {
@@ -267,8 +268,8 @@ impl Core {
     /// data), ``implicit`` and ``little`` its dataset's encoding, ``deid``
     /// None or (secret, date shift days, keep_patient_characteristics, keep_descriptors,
     /// safe_private, marks). Returns (DICOM JSON, element-row buffers, number of rows,
-    /// (removed_unknown, removed_private, removed_private_text), [(pseudonym, UID)], the
-    /// top-level tags read). Raises `Declined` for anything not read exactly as pydicom does.
+    /// (removed_unknown, removed_private, removed_private_text, removed_invalid_text),
+    /// [(pseudonym, UID)], the top-level tags read). Raises `Declined` for anything not read exactly as pydicom does.
     #[allow(clippy::type_complexity)]
     #[pyo3(signature = (prefix, suffix, implicit, little, deid=None))]
     #[allow(clippy::too_many_arguments)]
@@ -284,7 +285,7 @@ impl Core {
         String,
         Vec<Option<Bound<'py, PyBytes>>>,
         usize,
-        (u64, u64, u64),
+        (u64, u64, u64, u64),
         Vec<(String, String)>,
         Vec<u32>,
     )> {
@@ -316,7 +317,12 @@ impl Core {
             json,
             buffers,
             n,
-            (counts.unknown, counts.private, counts.private_text),
+            (
+                counts.unknown,
+                counts.private,
+                counts.private_text,
+                counts.invalid_text,
+            ),
             uids,
             top,
         ))
@@ -803,7 +809,11 @@ impl Run<'_> {
                 continue;
             }
             if let Some(out) = self.clean_element(e, depth)? {
-                kept.push(out);
+                if self.controlled(&out)? {
+                    self.counts.invalid_text += 1;
+                } else {
+                    kept.push(out);
+                }
             }
         }
         kept.retain(|o| !creators.contains(&o.tag) || kept_private.contains(&o.tag));
@@ -877,6 +887,31 @@ impl Run<'_> {
         Ok(true)
     }
 
+    /// `deid._control`: whether a text element the rules keep holds a control character no
+    /// text VR allows.
+    fn controlled(&self, out: &Out) -> Result<bool, Decline> {
+        if !STRING_VRS.contains(&&out.vr) {
+            return Ok(false);
+        }
+        let texts = match &out.value {
+            OutValue::Strings(values) => values.clone(),
+            OutValue::Raw(s, t) => match self.decoded(&out.vr, *s, *t)? {
+                Decoded::Values(items) => items
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        Item::Text(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect(),
+                Decoded::Binary => Vec::new(),
+            },
+            OutValue::Empty | OutValue::Items(_) => Vec::new(),
+        };
+        Ok(texts
+            .iter()
+            .any(|t| t.chars().any(deid::is_forbidden_control)))
+    }
+
     /// `deid._with`: the element given these values, or emptied when they are all empty.
     fn with(tag: u32, vr: Vr, values: Vec<String>) -> Result<Out, Decline> {
         if !STRING_VRS.contains(&&vr) {
@@ -890,7 +925,7 @@ impl Run<'_> {
         Ok(Out { tag, vr, value })
     }
 
-    /// `deid._clean_element`: rules 2-9 for one standard element.
+    /// `deid._by_rules`: rules 2-9 for one standard element.
     fn clean_element(&mut self, e: &Element, depth: usize) -> Result<Option<Out>, Decline> {
         let tag = e.tag;
         let vr = self.vr_of(e, depth)?;

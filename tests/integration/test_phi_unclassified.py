@@ -1,9 +1,11 @@
 """What de-identification cannot classify stays out of the analyst tables: identifiers in
-attributes the dictionary does not know and text in safe-listed private slots, ingested for
-real, with the run's counts of what was removed."""
+attributes the dictionary does not know, text in safe-listed private slots, and a name that a
+bad length made part of a kept code string, ingested for real, with the run's counts of what
+was removed."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.spark
 UNKNOWN_NAME = "Doemaker^Johnathan"
 PRIVATE_TEXT = "Smithfield^Alicia"
 NESTED_NAME = "Brownstone^Carlos"
+SWALLOWED_NAME = "Swallowfield^Marta"
 
 
 def _crafted(landing: Path) -> None:
@@ -35,21 +38,42 @@ def _crafted(landing: Path) -> None:
         item.add_new(0x00107778, "PN", NESTED_NAME)
         ds.add_new(0x00117010, "SQ", Sequence([item]))  # a private sequence, whole
         ds.save_as(landing / f"ct{n}.dcm", enforce_file_format=True)
+    # A fourth whose Modality length takes in every element up to the patient's name: the
+    # header still parses, and Modality (kept by the profile) holds the name
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.2.1125.9"
+    ds.PatientName = SWALLOWED_NAME
+    path = landing / "swallowed.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    written = pydicom.dcmread(path)
+    modality, name = written.get_item(0x00080060), written.get_item(0x00100010)
+    data = bytearray(path.read_bytes())
+    data[modality.value_tell - 2 : modality.value_tell] = struct.pack(
+        "<H", name.value_tell + name.length - modality.value_tell
+    )
+    path.write_bytes(data)
+    assert SWALLOWED_NAME in str(pydicom.dcmread(path).Modality)
 
 
 def test_unclassified_identifiers_are_removed_and_counted(tmp_path, sc, config, keyring):
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     _crafted(landing)
-    for path in landing.iterdir():  # the inputs do hold them
-        assert all(v.encode() in path.read_bytes() for v in (UNKNOWN_NAME, PRIVATE_TEXT))
+    for n in range(3):  # the inputs do hold them
+        held = (landing / f"ct{n}.dcm").read_bytes()
+        assert all(v.encode() in held for v in (UNKNOWN_NAME, PRIVATE_TEXT))
+    assert SWALLOWED_NAME.encode() in (landing / "swallowed.dcm").read_bytes()
     summary = run_ingest(sc, str(landing), str(lake), config, keyring)
-    assert summary.ingested == 3
+    assert summary.ingested == 4
     assert summary.deid_removed["removed_unknown"] == 3
     assert summary.deid_removed["removed_private_text"] == 3
+    assert summary.deid_removed["removed_invalid_text"] == 1
     assert summary.deid_removed["removed_private"] >= 3  # the sequence and its creator
     files = sorted((lake / "tables").rglob("*.parquet"))
     assert files
     for path in files:
         text = str(pq.read_table(path).to_pylist()) + str(pq.read_metadata(path).metadata)
-        for value in (UNKNOWN_NAME, PRIVATE_TEXT, NESTED_NAME):
+        text += str(path)  # the partition directories too
+        for value in (UNKNOWN_NAME, PRIVATE_TEXT, NESTED_NAME, SWALLOWED_NAME):
             assert value.split("^")[0] not in text, (value, path)
+    for log in (lake / "tables").rglob("_delta_log/*.json"):  # partition values, statistics
+        assert SWALLOWED_NAME.split("^")[0] not in log.read_text(), log

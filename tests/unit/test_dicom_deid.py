@@ -356,6 +356,38 @@ def test_marks_replace_elements_read_with_another_vr() -> None:
     assert (clean[0x00101010].VR, clean[0x00101010].value) == ("AS", "45")
 
 
+@pytest.mark.parametrize(
+    ("keyword", "vr", "value"),
+    [
+        ("Modality", "CS", b"CT\x08\x00p\x00LO\x02\x00GE"),  # a code string that swallowed
+        ("Manufacturer", "LO", b"ACME\x00Doe^Jane"),
+        ("StudyDescription", "LO", b"Head\x1b"),  # kept by keep_descriptors
+        ("ContentDate", "DA", b"20200101\x01"),
+        ("SOPClassUID", "UI", b"1.2.840.10008.5.1.4.1.1.2\x10"),  # a class: kept as it is
+    ],
+)
+def test_kept_text_holding_control_characters_is_removed_and_counted(
+    keyword: str, vr: str, value: bytes
+) -> None:
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.3.4"
+    tag = BaseTag(pydicom.datadict.tag_for_keyword(keyword))
+    ds[tag] = _raw(tag, vr, value + b" " * (len(value) % 2))
+    clean, ids = deidentify(ds, SECRET, DeidConfig(keep_descriptors=True))
+    assert tag not in clean
+    assert ids["deid_counts"]["removed_invalid_text"] == 1
+
+
+@pytest.mark.parametrize("text", ["line\r\nbreak", "tab\there", "form\x0cfeed", "plain"])
+def test_kept_text_holding_only_the_controls_text_allows_is_kept(text: str) -> None:
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.Manufacturer = text
+    clean, ids = deidentify(ds, SECRET)
+    assert clean.Manufacturer == text
+    assert ids["deid_counts"]["removed_invalid_text"] == 0
+
+
 def test_uids_consistent_inside_sequences_and_across_files() -> None:
     ds = Dataset()
     ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"

@@ -14,6 +14,7 @@ import json
 import struct
 from collections.abc import Iterator
 
+import pydicom
 import pytest
 from crafted import CT, ITEM, ITEM_END, MR_IMPLICIT, SEQ_END, UNDEFINED, before_pixels
 from crafted import element_bytes as element
@@ -21,6 +22,7 @@ from crafted import tag_bytes as tag
 from pydicom.config import disable_value_validation
 
 from dicomlake.config import DeidConfig
+from dicomlake.dicom import header
 from dicomlake.dicom.header import HeaderRecords, header_records
 from dicomlake.dicom.split import split_instance
 from dicomlake.lake.schemas import partition_text
@@ -143,6 +145,36 @@ def test_a_lazy_private_sequence_with_an_unreadable_creator_is_read() -> None:
     records = _records(HOSTILE["private-sequence-creator-unreadable"], None)
     sequence = json.loads(records.header_json)["00491001"]
     assert sequence == {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["CODE"]}}]}
+
+
+def _swallowing_modality() -> tuple[bytes, list[str]]:
+    """CT_small with a Modality length that takes in every element up to PatientName, and the
+    identifying values it swallowed (as pydicom reads the untouched file)."""
+    data = bytearray(CT.read_bytes())
+    original = pydicom.dcmread(CT)
+    modality, name = original.get_item(0x00080060), original.get_item(0x00100010)
+    end = name.value_tell + name.length
+    data[modality.value_tell - 2 : modality.value_tell] = struct.pack(
+        "<H", end - modality.value_tell
+    )
+    return bytes(data), [str(original.PatientName), str(original.InstitutionName)]
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_a_code_string_that_swallowed_a_name_is_removed(path: str) -> None:
+    data, identifying = _swallowing_modality()
+    with disable_value_validation():
+        split = split_instance(data)
+        read = header._fast if path == "fast" else header._reference
+        records = read(split, SECRET, DeidConfig())
+    assert "00080060" not in json.loads(records.header_json)
+    assert records.values["Modality"] is None
+    assert records.identities is not None
+    assert records.identities["deid_counts"]["removed_invalid_text"] == 1
+    texts = [t for t in records.elements.column("value_text").to_pylist() if t]
+    for value in identifying:
+        assert value not in records.header_json
+        assert not [t for t in texts if value in t]
 
 
 @pytest.mark.parametrize(

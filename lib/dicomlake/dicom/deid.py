@@ -50,11 +50,14 @@ The rules applied to each element, first match wins
    dummy value, and files are never rebuilt from them); U: pseudonymised as a UID.
 9. VR LT, ST, UT not listed: removed (free text not known to be safe); VR UN (a value not read
    as its attribute's VR): removed; everything else kept.
+10. Text kept by the rules above that holds a control character no text VR allows (below
+   0x20, but TAB, LF, FF and CR): removed. Such a value is what a bad length leaves, a code
+   string that swallowed the elements after it (a patient's name and IDs among them).
 
-Each removal of an unknown attribute, a private attribute and a safe-listed private attribute
-holding text is counted (``identities["deid_counts"]``). Then PatientIdentityRemoved=YES,
-DeidentificationMethod, its code sequence (CID 7050) and LongitudinalTemporalInformationModified
-are set.
+Each removal of an unknown attribute, a private attribute, a safe-listed private attribute
+holding text and text holding control characters is counted (``identities["deid_counts"]``).
+Then PatientIdentityRemoved=YES, DeidentificationMethod, its code sequence (CID 7050) and
+LongitudinalTemporalInformationModified are set.
 
 Pseudonym algorithms (version 1; reimplement with any HMAC-SHA256)
 ------------------------------------------------------------------
@@ -158,7 +161,10 @@ SAFE_PRIVATE: dict[tuple[str, int, int], str] = {
     ("GEMS_PARM_01", 0x0043, 0x39): "IS",  # slop_int_6..9 (b-value)
 }
 # The counts of what the allow-list rules removed, as ``identities["deid_counts"]``
-COUNTS = ("removed_unknown", "removed_private", "removed_private_text")
+COUNTS = ("removed_unknown", "removed_private", "removed_private_text", "removed_invalid_text")
+# A C0 control character that no text VR allows (PS3.5 6.1: LT, ST and UT take TAB, LF, FF
+# and CR, the others none; escape sequences are gone once the text is decoded)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f]")
 _DROP_SEQUENCE = frozenset({"X", "X/Z", "X/D", "X/Z/D", "D"})
 _REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
 _EMPTY = frozenset({"Z", "Z/D", "D"})
@@ -312,7 +318,8 @@ def deidentify(
         UID replaced in this header), ``date_shift_days``, and ``deid_counts``: a dict of
         `COUNTS` (``removed_unknown``: standard attributes no dictionary knows,
         ``removed_private``: private attributes, ``removed_private_text``: safe-listed private
-        attributes not holding numbers of their VR), each an int, sequences counted once.
+        attributes not holding numbers of their VR, ``removed_invalid_text``: text holding
+        control characters), each an int, sequences counted once.
 
     Examples
     --------
@@ -499,7 +506,22 @@ def _safe_private(ds: Dataset, key: BaseTag, ctx: Context) -> DataElement | None
 
 
 def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> DataElement | None:
-    """Apply the rules to one standard element: ``elem`` kept, a changed copy, or None."""
+    """Rules 2-10 for one standard element: ``elem`` kept, a changed copy, or None."""
+    cleaned = _by_rules(elem, tag, ctx, depth)
+    if cleaned is not None and _control(cleaned):
+        ctx.counts["removed_invalid_text"] += 1
+        return None
+    return cleaned
+
+
+def _control(elem: DataElement) -> bool:
+    """Whether a text element holds a control character that no text VR allows: what a value
+    holds when a bad length made it swallow the elements after it, a name among them."""
+    return elem.VR in TEXT_VRS and any(_CONTROL.search(str(v)) for v in values_of(elem.value))
+
+
+def _by_rules(elem: DataElement, tag: int, ctx: Context, depth: int) -> DataElement | None:
+    """Rules 2-9 for one standard element: ``elem`` kept, a changed copy, or None."""
     opts, vr = ctx.options, elem.VR
     action = profile_action(tag)
     if (opts.keep_patient_characteristics and tag in PATIENT_CHARACTERISTICS) or (
