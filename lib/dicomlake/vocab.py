@@ -40,6 +40,11 @@ class RejectReason(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+RETRIED = frozenset({RejectReason.UNREADABLE_DIR})
+"""Refusals recorded as ``failed``, so the next run looks again; the other refusals of an entry
+are ``skipped``: recorded once per (path, size, mtime), like a file."""
+
+
 class SourceOutcome(StrEnum):
     """A ``sources`` (ledger) row's ``outcome``: what a run did with a landing file."""
 

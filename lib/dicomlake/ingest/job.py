@@ -21,7 +21,7 @@ from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import options_json
 from dicomlake.errors import JobFailedError, LakeWriteError, StorageError
-from dicomlake.ingest.plan import RETRIED, Landing, plan_landing, split_tasks
+from dicomlake.ingest.plan import Landing, plan_landing, split_tasks
 from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task, timed
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
@@ -33,7 +33,7 @@ from dicomlake.lake.lock import Lock, holding, new_run_id
 from dicomlake.lake.parquet import read_files, write_table
 from dicomlake.lake.paths import path_secret
 from dicomlake.storage import ENTRY_PROBLEMS, FileInfo, FileSystem, filesystem_for
-from dicomlake.vocab import SourceOutcome
+from dicomlake.vocab import RETRIED, SourceOutcome
 
 log = logging.getLogger(__name__)
 

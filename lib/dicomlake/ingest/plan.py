@@ -15,10 +15,6 @@ MAX_NAME_BYTES = 200
 """Longer landing names are refused (``name_too_long``): the lake names a quarantine copy after
 its landing file, with a prefix, within the 255 bytes most filesystems (and HDFS) allow."""
 
-RETRIED = frozenset({RejectReason.UNREADABLE_DIR})
-"""Refusals recorded as ``failed``, so the next run looks again; the other refusals of an entry
-are ``skipped``: recorded once per (path, size, mtime), like a file."""
-
 
 def is_candidate(path: str) -> bool:
     """Whether a landing file should be considered (not a temporary or hidden file)."""

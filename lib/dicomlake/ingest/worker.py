@@ -57,7 +57,6 @@ from dicomlake.errors import (
     LakeWriteError,
     StorageError,
 )
-from dicomlake.ingest.plan import RETRIED
 from dicomlake.ingest.readahead import READ_MARGIN, ReadAhead
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import staged
@@ -68,7 +67,7 @@ from dicomlake.lake.quarantine import BLOCK, copy_path, write_copy
 from dicomlake.lake.restricted import write_rows
 from dicomlake.pixels.pack import PackInfo, PackWriter
 from dicomlake.storage import ENTRY_PROBLEMS, FileInfo, FileSystem, ReadStream, filesystem_for
-from dicomlake.vocab import RejectReason, SourceOutcome
+from dicomlake.vocab import RETRIED, RejectReason, SourceOutcome
 
 log = logging.getLogger(__name__)
 
