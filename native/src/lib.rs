@@ -25,7 +25,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 
 use parse::{Element, Reader, Value, Vr};
-use values::{decode_value, Charset, Decoded, Item};
+use values::{decode_value, Charset, Decoded, Item, BINARY_VRS};
 
 create_exception!(
     dicomlake_native,
@@ -121,6 +121,7 @@ struct TagInfo {
     keyword: Option<String>,
     action: Option<Action>,
     class_uid: bool,
+    most_values: usize, // the VM's most values; 0: any number
 }
 
 const PATIENT_ID: u32 = 0x0010_0020;
@@ -171,7 +172,7 @@ struct Counts {
     unknown: u64,
     private: u64,
     private_text: u64,
-    invalid_text: u64,
+    invalid: u64,
 }
 
 struct Run<'a> {
@@ -186,8 +187,9 @@ struct Run<'a> {
     uids: Vec<(String, String)>,
 }
 
-/// (tag, dictionary VR or "", keyword, Table E.1-1 action, whether a class/syntax UID)
-type TagRow = (u32, String, Option<String>, Option<String>, bool);
+/// (tag, dictionary VR or "", keyword, Table E.1-1 action, whether a class/syntax UID, the
+/// VM's most values or 0)
+type TagRow = (u32, String, Option<String>, Option<String>, bool, usize);
 type Mark = (
     u32,
     String,
@@ -198,7 +200,7 @@ type Mark = (
 #[pyclass(frozen, module = "dicomlake_native")]
 struct Core {
     tags: HashMap<u32, TagInfo>,
-    repeaters: Vec<(u32, u32, Vr, bool)>,
+    repeaters: Vec<(u32, u32, Vr, bool, usize)>,
     repeating_actions: Vec<(u32, u32, Action)>,
     well_known: HashSet<String>,
     safe_private: HashMap<(String, u16, u8), Vr>,
@@ -216,20 +218,21 @@ fn vr_bytes(text: &str) -> (Vr, bool) {
 #[pymethods]
 impl Core {
     /// `tags`: (tag, dictionary VR or "", keyword or None, Table E.1-1 action or None, whether
-    /// a class/syntax UID); `repeaters`: pydicom's (mask1, mask2, VR) of repeating groups;
+    /// a class/syntax UID, the VM's most values or 0); `repeaters`: pydicom's (mask1, mask2,
+    /// VR, the VM's most values or 0) of repeating groups;
     /// `repeating_actions`: Table E.1-1's (listed, mask, action); `well_known`: the UIDs of
     /// the standard; `safe_private`: (creator, group, element byte, VR).
     #[new]
     fn new(
         tags: Vec<TagRow>,
-        repeaters: Vec<(u32, u32, String)>,
+        repeaters: Vec<(u32, u32, String, usize)>,
         repeating_actions: Vec<(u32, u32, String)>,
         well_known: Vec<String>,
         safe_private: Vec<(String, u16, u8, String)>,
     ) -> Self {
         let tags = tags
             .into_iter()
-            .map(|(tag, vr, keyword, action, class_uid)| {
+            .map(|(tag, vr, keyword, action, class_uid, most_values)| {
                 let (vr_b, ambiguous) = vr_bytes(&vr);
                 let info = TagInfo {
                     vr: if vr.is_empty() { None } else { Some(vr_b) },
@@ -238,6 +241,7 @@ impl Core {
                     keyword,
                     action: action.as_deref().map(Action::of),
                     class_uid,
+                    most_values,
                 };
                 (tag, info)
             })
@@ -246,9 +250,9 @@ impl Core {
             tags,
             repeaters: repeaters
                 .into_iter()
-                .map(|(m1, m2, vr)| {
+                .map(|(m1, m2, vr, most)| {
                     let (b, amb) = vr_bytes(&vr);
-                    (m1, m2, b, amb)
+                    (m1, m2, b, amb, most)
                 })
                 .collect(),
             repeating_actions: repeating_actions
@@ -268,8 +272,9 @@ impl Core {
     /// data), ``implicit`` and ``little`` its dataset's encoding, ``deid``
     /// None or (secret, date shift days, keep_patient_characteristics, keep_descriptors,
     /// safe_private, marks). Returns (DICOM JSON, element-row buffers, number of rows,
-    /// (removed_unknown, removed_private, removed_private_text, removed_invalid_text),
-    /// [(pseudonym, UID)], the top-level tags read). Raises `Declined` for anything not read exactly as pydicom does.
+    /// (removed_unknown, removed_private, removed_private_text, removed_invalid),
+    /// [(pseudonym, UID)], the top-level tags read). Raises `Declined` for anything not read
+    /// exactly as pydicom does.
     #[allow(clippy::type_complexity)]
     #[pyo3(signature = (prefix, suffix, implicit, little, deid=None))]
     #[allow(clippy::too_many_arguments)]
@@ -321,7 +326,7 @@ impl Core {
                 counts.unknown,
                 counts.private,
                 counts.private_text,
-                counts.invalid_text,
+                counts.invalid,
             ),
             uids,
             top,
@@ -562,12 +567,25 @@ impl Core {
         if (tag >> 16) % 2 == 1 {
             return (None, false);
         }
-        for &(m1, m2, vr, amb) in &self.repeaters {
+        for &(m1, m2, vr, amb, _) in &self.repeaters {
             if (tag ^ m1) & m2 == 0 {
                 return (Some(vr), amb);
             }
         }
         (None, false)
+    }
+
+    /// `deid._most_values`: the most values the tag's VM allows; 0 for any number.
+    fn most_values(&self, tag: u32) -> usize {
+        if let Some(info) = self.tags.get(&tag) {
+            if info.vr.is_some() {
+                return info.most_values;
+            }
+        }
+        self.repeaters
+            .iter()
+            .find(|&&(m1, m2, _, _, _)| (tag ^ m1) & m2 == 0)
+            .map_or(0, |r| r.4)
     }
 
     fn action(&self, tag: u32) -> Option<Action> {
@@ -586,7 +604,7 @@ impl Core {
             || self
                 .repeaters
                 .iter()
-                .any(|&(m1, m2, _, _)| (tag ^ m1) & m2 == 0)
+                .any(|&(m1, m2, _, _, _)| (tag ^ m1) & m2 == 0)
     }
 
     pub fn keyword(&self, tag: u32) -> Option<&str> {
@@ -809,8 +827,8 @@ impl Run<'_> {
                 continue;
             }
             if let Some(out) = self.clean_element(e, depth)? {
-                if self.controlled(&out)? {
-                    self.counts.invalid_text += 1;
+                if self.invalid(&out)? {
+                    self.counts.invalid += 1;
                 } else {
                     kept.push(out);
                 }
@@ -887,29 +905,63 @@ impl Run<'_> {
         Ok(true)
     }
 
-    /// `deid._control`: whether a text element the rules keep holds a control character no
-    /// text VR allows.
-    fn controlled(&self, out: &Out) -> Result<bool, Decline> {
-        if !STRING_VRS.contains(&&out.vr) {
+    /// Rule 10 (`deid._control`, `deid._too_many`): whether a text element the rules keep
+    /// holds a control character no text VR allows, or an element kept as read holds more
+    /// values than its VM allows. Values are decoded only where the bytes cannot rule it out.
+    fn invalid(&self, out: &Out) -> Result<bool, Decline> {
+        let text = STRING_VRS.contains(&&out.vr);
+        let (s, t) = match &out.value {
+            OutValue::Strings(values) => {
+                return Ok(text
+                    && values
+                        .iter()
+                        .any(|v| v.chars().any(deid::is_forbidden_control)))
+            }
+            OutValue::Raw(s, t) if &out.vr != b"SQ" => (*s, *t),
+            _ => return Ok(false),
+        };
+        let bytes = self.bytes(s, t);
+        let most = self.core.most_values(out.tag);
+        // Decoding maps each byte below 0x80 to itself, so a control character comes from a
+        // control byte (one in the padding that decoding strips is a false alarm); and it
+        // gives at most one value per backslash plus one, or per width
+        let control = text && bytes.iter().any(|&b| deid::is_forbidden_control(b as char));
+        let many = most > 0 && Self::values_at_most(&out.vr, bytes) > most;
+        if !control && !many {
             return Ok(false);
         }
-        let texts = match &out.value {
-            OutValue::Strings(values) => values.clone(),
-            OutValue::Raw(s, t) => match self.decoded(&out.vr, *s, *t)? {
-                Decoded::Values(items) => items
-                    .into_iter()
-                    .filter_map(|i| match i {
-                        Item::Text(t) => Some(t),
-                        _ => None,
-                    })
-                    .collect(),
-                Decoded::Binary => Vec::new(),
-            },
-            OutValue::Empty | OutValue::Items(_) => Vec::new(),
+        let values = match self.decoded(&out.vr, s, t)? {
+            Decoded::Values(items) => items,
+            Decoded::Binary => Vec::new(),
         };
-        Ok(texts
-            .iter()
-            .any(|t| t.chars().any(deid::is_forbidden_control)))
+        if most > 0 && values.len() > most {
+            return Ok(true);
+        }
+        Ok(text
+            && values.iter().any(|i| match i {
+                Item::Text(t) => t.chars().any(deid::is_forbidden_control),
+                _ => false,
+            }))
+    }
+
+    /// The most values `bytes` of this VR can decode to.
+    fn values_at_most(vr: &Vr, bytes: &[u8]) -> usize {
+        match vr {
+            b"US" | b"SS" => bytes.len() / 2,
+            b"UL" | b"SL" | b"FL" | b"AT" => bytes.len() / 4,
+            b"FD" | b"UV" | b"SV" => bytes.len() / 8,
+            _ if BINARY_VRS.contains(&vr) => 1,
+            _ => bytes.iter().filter(|&&b| b == b'\\').count() + 1,
+        }
+    }
+
+    /// `deid._clean` reads every element before its rule, and removes one it cannot read,
+    /// even where the rule would empty it: declined here, for the Python path to do so.
+    fn readable(&self, e: &Element, vr: &Vr) -> Result<(), Decline> {
+        if let Value::Bytes(s, t) = e.value {
+            self.decoded(vr, s, t)?;
+        }
+        Ok(())
     }
 
     /// `deid._with`: the element given these values, or emptied when they are all empty.
@@ -1003,6 +1055,7 @@ impl Run<'_> {
                 return Ok(None);
             }
             if matches!(action, Some(Action::Z | Action::ZD)) {
+                self.readable(e, &vr)?;
                 return Ok(Some(Out {
                     tag,
                     vr,
@@ -1038,6 +1091,7 @@ impl Run<'_> {
         }
         if &vr == b"PN" {
             return Ok(if action == Some(Action::Z) {
+                self.readable(e, &vr)?;
                 Some(Out {
                     tag,
                     vr,
@@ -1051,6 +1105,7 @@ impl Run<'_> {
             return Ok(None);
         }
         if action.is_some_and(Action::empties) {
+            self.readable(e, &vr)?;
             return Ok(Some(Out {
                 tag,
                 vr,

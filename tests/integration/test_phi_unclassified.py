@@ -66,7 +66,7 @@ def test_unclassified_identifiers_are_removed_and_counted(tmp_path, sc, config, 
     assert summary.ingested == 4
     assert summary.deid_removed["removed_unknown"] == 3
     assert summary.deid_removed["removed_private_text"] == 3
-    assert summary.deid_removed["removed_invalid_text"] == 1
+    assert summary.deid_removed["removed_invalid"] == 1
     assert summary.deid_removed["removed_private"] >= 3  # the sequence and its creator
     files = sorted((lake / "tables").rglob("*.parquet"))
     assert files

@@ -375,7 +375,30 @@ def test_kept_text_holding_control_characters_is_removed_and_counted(
     ds[tag] = _raw(tag, vr, value + b" " * (len(value) % 2))
     clean, ids = deidentify(ds, SECRET, DeidConfig(keep_descriptors=True))
     assert tag not in clean
-    assert ids["deid_counts"]["removed_invalid_text"] == 1
+    assert ids["deid_counts"]["removed_invalid"] == 1
+
+
+@pytest.mark.parametrize(
+    ("tag", "vr", "count", "kept"),
+    [
+        (0x00280010, "US", 1, True),  # Rows, VM 1
+        (0x00280010, "US", 10, False),  # numbers that swallowed the elements after them
+        (0x00181310, "US", 4, True),  # AcquisitionMatrix, VM 4
+        (0x00181310, "US", 5, False),
+        (0x60000010, "US", 2, False),  # OverlayRows of a repeating group, VM 1
+        (0x00280120, "SS", 3, False),  # PixelPaddingValue, VM 1
+        (0x00189376, "US", 40, True),  # ReferencedXRayDetectorIndex: VM 1-n, any number
+    ],
+)
+def test_elements_kept_as_read_hold_no_more_values_than_their_vm(
+    tag: int, vr: str, count: int, kept: bool
+) -> None:
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds[tag] = _raw(tag, vr, bytes(range(2 * count)))
+    clean, ids = deidentify(ds, SECRET)
+    assert (tag in clean) == kept
+    assert ids["deid_counts"]["removed_invalid"] == (0 if kept else 1)
 
 
 @pytest.mark.parametrize("text", ["line\r\nbreak", "tab\there", "form\x0cfeed", "plain"])
@@ -385,7 +408,7 @@ def test_kept_text_holding_only_the_controls_text_allows_is_kept(text: str) -> N
     ds.Manufacturer = text
     clean, ids = deidentify(ds, SECRET)
     assert clean.Manufacturer == text
-    assert ids["deid_counts"]["removed_invalid_text"] == 0
+    assert ids["deid_counts"]["removed_invalid"] == 0
 
 
 def test_uids_consistent_inside_sequences_and_across_files() -> None:

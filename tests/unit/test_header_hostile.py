@@ -24,6 +24,7 @@ from pydicom.config import disable_value_validation
 from dicomlake.config import DeidConfig
 from dicomlake.dicom import header
 from dicomlake.dicom.header import HeaderRecords, header_records
+from dicomlake.dicom.native import dicomlake_native as native
 from dicomlake.dicom.split import split_instance
 from dicomlake.lake.schemas import partition_text
 
@@ -170,11 +171,79 @@ def test_a_code_string_that_swallowed_a_name_is_removed(path: str) -> None:
     assert "00080060" not in json.loads(records.header_json)
     assert records.values["Modality"] is None
     assert records.identities is not None
-    assert records.identities["deid_counts"]["removed_invalid_text"] == 1
+    assert records.identities["deid_counts"]["removed_invalid"] == 1
     texts = [t for t in records.elements.column("value_text").to_pylist() if t]
     for value in identifying:
         assert value not in records.header_json
         assert not [t for t in texts if value in t]
+
+
+def _swallowing_numbers() -> bytes:
+    """CT_small given a RequestingPhysician, with a PixelPaddingValue length (SS, VM 1) that
+    takes in every element up to that name: numbers holding the name's bytes."""
+    ds = pydicom.dcmread(CT)
+    ds.RequestingPhysician = "Numberfield^Olga"
+    out = pydicom.filebase.DicomBytesIO()
+    ds.save_as(out)
+    data = bytearray(out.getvalue())
+    written = pydicom.dcmread(pydicom.filebase.DicomBytesIO(bytes(data)))
+    padding, name = written.get_item(0x00280120), written.get_item(0x00321032)
+    data[padding.value_tell - 2 : padding.value_tell] = struct.pack(
+        "<H", name.value_tell + name.length - padding.value_tell
+    )
+    return bytes(data)
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_numbers_that_swallowed_a_name_are_removed(path: str) -> None:
+    with disable_value_validation():
+        split = split_instance(_swallowing_numbers())
+        read = header._fast if path == "fast" else header._reference
+        records = read(split, SECRET, DeidConfig())
+    assert "00280120" not in json.loads(records.header_json)
+    assert "00280120" not in _top_rows(records)
+    assert records.identities is not None
+    assert records.identities["deid_counts"]["removed_invalid"] == 1
+    # The name as the numbers held it, in any order of bytes, is nowhere
+    name = b"Numberfield^Olga"
+    for order in "<>":
+        numbers = [str(n) for n in struct.unpack(f"{order}8h", name)]
+        assert ",".join(numbers) not in records.header_json.replace(" ", "")
+
+
+def _retyped(at: int, vr: bytes, value: bytes) -> bytes:
+    """CT_small with the element at tag ``at`` given another VR and value (of its length)."""
+    data = bytearray(CT.read_bytes())
+    elem = pydicom.dcmread(CT).get_item(at)
+    assert len(value) == elem.length
+    data[elem.value_tell - 4 : elem.value_tell - 2] = vr
+    data[elem.value_tell : elem.value_tell + elem.length] = value
+    return bytes(data)
+
+
+# Found by comparing the two header paths over mutated files (VR swaps, swallowing lengths)
+RETYPED = {
+    # StudyID (action Z) as FD with 4 bytes: it cannot be read, so it is removed, not emptied
+    "unreadable-emptied": (0x00200010, b"FD", b"1CT1", 0),
+    # SeriesNumber as AE holding a NUL: AE keeps what is not white space, the NUL included
+    "ae-with-a-nul": (0x00200011, b"AE", b"1\x00", 1),
+}
+
+
+@pytest.mark.parametrize("name", RETYPED)
+def test_both_header_paths_remove_what_they_cannot_keep(name: str) -> None:
+    at, vr, value, invalid = RETYPED[name]
+    data = _retyped(at, vr, value)
+    with disable_value_validation():
+        reference = header._reference(split_instance(data), SECRET, DeidConfig())
+        try:
+            fast = header._fast(split_instance(data), SECRET, DeidConfig())
+        except native.Declined:
+            fast = reference
+    assert f"{at:08X}" not in json.loads(reference.header_json)
+    assert reference.identities is not None
+    assert reference.identities["deid_counts"]["removed_invalid"] == invalid
+    assert (fast.header_json, fast.identities) == (reference.header_json, reference.identities)
 
 
 @pytest.mark.parametrize(

@@ -51,11 +51,12 @@ The rules applied to each element, first match wins
 9. VR LT, ST, UT not listed: removed (free text not known to be safe); VR UN (a value not read
    as its attribute's VR): removed; everything else kept.
 10. Text kept by the rules above that holds a control character no text VR allows (below
-   0x20, but TAB, LF, FF and CR): removed. Such a value is what a bad length leaves, a code
-   string that swallowed the elements after it (a patient's name and IDs among them).
+   0x20, but TAB, LF, FF and CR), and an element kept as read that holds more values than its
+   attribute's VM allows: removed. Such a value is what a bad length leaves, a code string or
+   numbers that swallowed the elements after them (a patient's name and IDs among them).
 
 Each removal of an unknown attribute, a private attribute, a safe-listed private attribute
-holding text and text holding control characters is counted (``identities["deid_counts"]``).
+holding text and an invalid value (rule 10) is counted (``identities["deid_counts"]``).
 Then PatientIdentityRemoved=YES, DeidentificationMethod, its code sequence (CID 7050) and
 LongitudinalTemporalInformationModified are set.
 
@@ -88,7 +89,7 @@ import re
 import warnings
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, get_entry
+from pydicom.datadict import dictionary_VM, dictionary_VR, get_entry
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -161,7 +162,7 @@ SAFE_PRIVATE: dict[tuple[str, int, int], str] = {
     ("GEMS_PARM_01", 0x0043, 0x39): "IS",  # slop_int_6..9 (b-value)
 }
 # The counts of what the allow-list rules removed, as ``identities["deid_counts"]``
-COUNTS = ("removed_unknown", "removed_private", "removed_private_text", "removed_invalid_text")
+COUNTS = ("removed_unknown", "removed_private", "removed_private_text", "removed_invalid")
 # A C0 control character that no text VR allows (PS3.5 6.1: LT, ST and UT take TAB, LF, FF
 # and CR, the others none; escape sequences are gone once the text is decoded)
 _CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f]")
@@ -318,8 +319,8 @@ def deidentify(
         UID replaced in this header), ``date_shift_days``, and ``deid_counts``: a dict of
         `COUNTS` (``removed_unknown``: standard attributes no dictionary knows,
         ``removed_private``: private attributes, ``removed_private_text``: safe-listed private
-        attributes not holding numbers of their VR, ``removed_invalid_text``: text holding
-        control characters), each an int, sequences counted once.
+        attributes not holding numbers of their VR, ``removed_invalid``: text holding
+        control characters, values beyond the VM), each an int, sequences counted once.
 
     Examples
     --------
@@ -508,8 +509,8 @@ def _safe_private(ds: Dataset, key: BaseTag, ctx: Context) -> DataElement | None
 def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> DataElement | None:
     """Rules 2-10 for one standard element: ``elem`` kept, a changed copy, or None."""
     cleaned = _by_rules(elem, tag, ctx, depth)
-    if cleaned is not None and _control(cleaned):
-        ctx.counts["removed_invalid_text"] += 1
+    if cleaned is not None and (_control(cleaned) or (cleaned is elem and _too_many(elem, tag))):
+        ctx.counts["removed_invalid"] += 1
         return None
     return cleaned
 
@@ -518,6 +519,27 @@ def _control(elem: DataElement) -> bool:
     """Whether a text element holds a control character that no text VR allows: what a value
     holds when a bad length made it swallow the elements after it, a name among them."""
     return elem.VR in TEXT_VRS and any(_CONTROL.search(str(v)) for v in values_of(elem.value))
+
+
+def _too_many(elem: DataElement, tag: int) -> bool:
+    """Whether an element kept as read holds more values than its attribute's VM allows: what
+    numbers hold when a bad length made them swallow the elements after them."""
+    most = _most_values(tag)
+    return elem.VR != "SQ" and most > 0 and len(values_of(elem.value)) > most
+
+
+@functools.cache
+def _most_values(tag: int) -> int:
+    try:
+        return most_values(dictionary_VM(tag))
+    except KeyError:  # Table E.1-1 only: no VM to hold it to
+        return 0
+
+
+def most_values(vm: str) -> int:
+    """The most values a data dictionary VM allows ("1", "1-3", "2-2n"...); 0 for any number."""
+    most = vm.rsplit("-", 1)[-1]
+    return int(most) if most.isdigit() else 0
 
 
 def _by_rules(elem: DataElement, tag: int, ctx: Context, depth: int) -> DataElement | None:

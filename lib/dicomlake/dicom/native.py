@@ -9,7 +9,7 @@ from typing import Any
 from pydicom.datadict import DicomDictionary, RepeatersDictionary, masks
 from pydicom.uid import UID_dictionary
 
-from dicomlake.dicom.deid import SAFE_PRIVATE, is_class_uid
+from dicomlake.dicom.deid import SAFE_PRIVATE, is_class_uid, most_values
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING
 
 try:
@@ -26,8 +26,12 @@ def core() -> Any:
     tags = []
     for tag in DicomDictionary.keys() | ACTIONS.keys():
         entry = DicomDictionary.get(tag)
-        vr, keyword = (entry[0], entry[4]) if entry else ("", None)
-        tags.append((tag, vr, keyword, ACTIONS.get(tag), is_class_uid(keyword or "")))
-    repeaters = [(m1, m2, RepeatersDictionary[mask][0]) for mask, (m1, m2) in masks.items()]
+        vr, vm, keyword = (entry[0], entry[1], entry[4]) if entry else ("", "", None)
+        row = (tag, vr, keyword, ACTIONS.get(tag), is_class_uid(keyword or ""), most_values(vm))
+        tags.append(row)
+    repeaters = [
+        (m1, m2, RepeatersDictionary[mask][0], most_values(RepeatersDictionary[mask][1]))
+        for mask, (m1, m2) in masks.items()
+    ]
     safe = [(creator, group, byte, vr) for (creator, group, byte), vr in SAFE_PRIVATE.items()]
     return dicomlake_native.Core(tags, repeaters, list(REPEATING), list(UID_dictionary), safe)
