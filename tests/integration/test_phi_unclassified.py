@@ -5,12 +5,12 @@ was removed."""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pydicom
 import pytest
+from crafted import swallowing
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -45,13 +45,7 @@ def _crafted(landing: Path) -> None:
     ds.PatientName = SWALLOWED_NAME
     path = landing / "swallowed.dcm"
     ds.save_as(path, enforce_file_format=True)
-    written = pydicom.dcmread(path)
-    modality, name = written.get_item(0x00080060), written.get_item(0x00100010)
-    data = bytearray(path.read_bytes())
-    data[modality.value_tell - 2 : modality.value_tell] = struct.pack(
-        "<H", name.value_tell + name.length - modality.value_tell
-    )
-    path.write_bytes(data)
+    path.write_bytes(swallowing(path.read_bytes(), 0x00080060, 0x00100010))
     assert SWALLOWED_NAME in str(pydicom.dcmread(path).Modality)
 
 

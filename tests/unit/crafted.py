@@ -54,3 +54,16 @@ def rewritten(path: Path, **values: object) -> bytes:
         out = pydicom.filebase.DicomBytesIO()
         ds.save_as(out)
     return out.getvalue()
+
+
+def swallowing(data: bytes, first: int, last: int) -> bytes:
+    """``data`` (explicit VR little endian) with the 16-bit length of element ``first`` made to
+    take in every element after it up to ``last``: the header still parses, and ``first``
+    holds their bytes, as a bad length leaves it."""
+    read = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    start, end = read.get_item(first), read.get_item(last)
+    out = bytearray(data)
+    out[start.value_tell - 2 : start.value_tell] = struct.pack(
+        "<H", end.value_tell + end.length - start.value_tell
+    )
+    return bytes(out)

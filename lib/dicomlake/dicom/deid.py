@@ -170,7 +170,6 @@ _DROP_SEQUENCE = frozenset({"X", "X/Z", "X/D", "X/Z/D", "D"})
 _REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
 _EMPTY = frozenset({"Z", "Z/D", "D"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
-
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
 # CID 7050 De-identification Method, coding scheme DCM
 _CODES = {
