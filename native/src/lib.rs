@@ -140,6 +140,10 @@ const PATIENT_CHARACTERISTICS: [u32; 6] = [
 ];
 const DESCRIPTORS: [u32; 3] = [0x0008_1030, 0x0008_103E, 0x0018_1030];
 /// Strings a de-identified element may be given (`deid._with`): these VRs keep them as text.
+/// `deid._NUMBER_VRS`: numbers held as bytes.
+const BINARY_NUMBER_VRS: [&[u8; 2]; 9] = [
+    b"US", b"SS", b"UL", b"SL", b"FL", b"FD", b"UV", b"SV", b"AT",
+];
 const STRING_VRS: [&[u8; 2]; 14] = [
     b"AE", b"AS", b"CS", b"DA", b"DT", b"LO", b"LT", b"SH", b"ST", b"TM", b"UC", b"UI", b"UR",
     b"UT",
@@ -902,12 +906,19 @@ impl Run<'_> {
             self.counts.private_text += 1;
             return Ok(false);
         }
+        if let Value::Bytes(s, t) = e.value {
+            if self.swallowing(e.tag, &vr, self.bytes(s, t)) {
+                self.counts.invalid += 1;
+                return Ok(false);
+            }
+        }
         Ok(true)
     }
 
-    /// Rule 10 (`deid._control`, `deid._too_many`): whether a text element the rules keep
-    /// holds a control character no text VR allows, or an element kept as read holds more
-    /// values than its VM allows. Values are decoded only where the bytes cannot rule it out.
+    /// Rule 10 (`deid._control`, `deid._too_many`, `deid._swallowing`): whether a text
+    /// element the rules keep holds a control character no text VR allows, or an element kept
+    /// as read holds more values than its VM allows, or is binary data ending in elements.
+    /// Values are decoded only where the bytes cannot rule it out.
     fn invalid(&self, out: &Out) -> Result<bool, Decline> {
         let text = STRING_VRS.contains(&&out.vr);
         let (s, t) = match &out.value {
@@ -927,6 +938,10 @@ impl Run<'_> {
         // gives at most one value per backslash plus one, or per width
         let control = text && bytes.iter().any(|&b| deid::is_forbidden_control(b as char));
         let many = most > 0 && Self::values_at_most(&out.vr, bytes) > most;
+        if self.swallowing(out.tag, &out.vr, bytes) {
+            self.decoded(&out.vr, s, t)?; // one pydicom cannot read is removed uncounted
+            return Ok(true);
+        }
         if !control && !many {
             return Ok(false);
         }
@@ -942,6 +957,17 @@ impl Run<'_> {
                 Item::Text(t) => t.chars().any(deid::is_forbidden_control),
                 _ => false,
             }))
+    }
+
+    /// `deid._swallowing`: whether binary data kept as read ends in whole elements after
+    /// its own.
+    fn swallowing(&self, tag: u32, vr: &Vr, bytes: &[u8]) -> bool {
+        if !BINARY_VRS.contains(&vr) && !BINARY_NUMBER_VRS.contains(&vr) {
+            return false;
+        }
+        let known = |t: u32| self.core.known(t);
+        let named = |t: u32| self.core.is_sequence(t);
+        walk::ends_in_elements(bytes, tag, self.implicit, self.little, &known, &named)
     }
 
     /// The most values `bytes` of this VR can decode to.

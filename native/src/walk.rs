@@ -302,3 +302,79 @@ impl Walker<'_> {
         Ok(start)
     }
 }
+
+/// `walk.MAX_ELEMENTS` and `walk.MAX_DEPTH`, for a walk inside one value.
+const MAX_ELEMENTS: u64 = 500_000;
+const MAX_DEPTH: usize = 64;
+
+/// `walk.ends_in_elements`: whether `value` ends in whole data elements, tags ascending after
+/// `after` (each a private one or `known`), one of them not empty: what a value holds when a
+/// bad length made it swallow the elements that followed it.
+pub fn ends_in_elements(
+    value: &[u8],
+    after: u32,
+    implicit: bool,
+    little: bool,
+    known: &dyn Fn(u32) -> bool,
+    named_sequence: &dyn Fn(u32) -> bool,
+) -> bool {
+    if value.len() < 9 {
+        return false;
+    }
+    let mut walker = Walker {
+        data: value,
+        little,
+        elements: 0,
+        max_elements: MAX_ELEMENTS,
+        max_depth: MAX_DEPTH,
+        named_sequence,
+    };
+    (0..value.len() as u64 - 7).any(|k| {
+        let tag = walker.peek_tag(k);
+        if tag <= after || tag >> 16 == 0xFFFE {
+            return false;
+        }
+        if implicit {
+            let length = walker.u32_at(k + 4) as u64;
+            if length != UNDEFINED && length > value.len() as u64 - 8 - k {
+                return false;
+            }
+        } else if !is_vr(&value[k as usize + 4..k as usize + 6]) {
+            return false;
+        }
+        walker.elements = 0;
+        walker.runs_to_end(k, after, implicit, known)
+    })
+}
+
+impl Walker<'_> {
+    /// Whether whole elements run from `offset` to the end (see `ends_in_elements`).
+    fn runs_to_end(
+        &mut self,
+        mut offset: u64,
+        after: u32,
+        implicit: bool,
+        known: &dyn Fn(u32) -> bool,
+    ) -> bool {
+        let (mut previous, mut filled) = (after, false);
+        while offset < self.size() {
+            let Ok(elem) = self.element(offset, implicit) else {
+                return false;
+            };
+            let group = elem.tag >> 16;
+            if elem.tag <= previous
+                || elem.bad_vr
+                || group == 0xFFFE
+                || (group % 2 == 0 && !known(elem.tag))
+            {
+                return false;
+            }
+            let Ok(end) = self.end_of(&elem, implicit) else {
+                return false;
+            };
+            filled |= end > elem.value_offset;
+            (previous, offset) = (elem.tag, end);
+        }
+        filled
+    }
+}

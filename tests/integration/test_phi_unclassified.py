@@ -1,10 +1,11 @@
 """What de-identification cannot classify stays out of the analyst tables: identifiers in
-attributes the dictionary does not know, text in safe-listed private slots, and a name that a
-bad length made part of a kept code string, ingested for real, with the run's counts of what
-was removed."""
+attributes the dictionary does not know, text in safe-listed private slots, and names that a
+bad length made part of a kept code string or of kept binary data, ingested for real, with
+the run's counts of what was removed."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,6 +24,7 @@ UNKNOWN_NAME = "Doemaker^Johnathan"
 PRIVATE_TEXT = "Smithfield^Alicia"
 NESTED_NAME = "Brownstone^Carlos"
 SWALLOWED_NAME = "Swallowfield^Marta"
+WORDS_NAME = "Wordsworth^Petra"
 
 
 def _crafted(landing: Path) -> None:
@@ -47,6 +49,24 @@ def _crafted(landing: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
     path.write_bytes(swallowing(path.read_bytes(), 0x00080060, 0x00100010))
     assert SWALLOWED_NAME in str(pydicom.dcmread(path).Modality)
+    # A fifth whose palette data (OW, kept by the profile) takes in the requesting physician
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.2.1125.10"
+    ds.RedPaletteColorLookupTableData = bytes(8)
+    ds.RequestingPhysician = WORDS_NAME
+    path = landing / "swallowed-words.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    path.write_bytes(swallowing(path.read_bytes(), 0x00281201, 0x00321032))
+    assert WORDS_NAME.encode() in pydicom.dcmread(path).RedPaletteColorLookupTableData
+
+
+def _forms(landing: Path) -> list[str]:
+    """Each identifier as the tables could hold it: as text, and the swallowed words also as
+    the hex and base64 of the bytes that hold the name."""
+    words = pydicom.dcmread(landing / "swallowed-words.dcm").RedPaletteColorLookupTableData
+    surnames = [v.split("^")[0] for v in (UNKNOWN_NAME, PRIVATE_TEXT, NESTED_NAME, SWALLOWED_NAME)]
+    surname = WORDS_NAME.split("^")[0].encode()
+    return [*surnames, surname.decode(), surname.hex(), base64.b64encode(words).decode()]
 
 
 def test_unclassified_identifiers_are_removed_and_counted(tmp_path, sc, config, keyring):
@@ -57,17 +77,18 @@ def test_unclassified_identifiers_are_removed_and_counted(tmp_path, sc, config, 
         assert all(v.encode() in held for v in (UNKNOWN_NAME, PRIVATE_TEXT))
     assert SWALLOWED_NAME.encode() in (landing / "swallowed.dcm").read_bytes()
     summary = run_ingest(sc, str(landing), str(lake), config, keyring)
-    assert summary.ingested == 4
+    assert summary.ingested == 5
     assert summary.deid_removed["removed_unknown"] == 3
     assert summary.deid_removed["removed_private_text"] == 3
-    assert summary.deid_removed["removed_invalid"] == 1
+    assert summary.deid_removed["removed_invalid"] == 2
     assert summary.deid_removed["removed_private"] >= 3  # the sequence and its creator
     files = sorted((lake / "tables").rglob("*.parquet"))
     assert files
     for path in files:
         text = str(pq.read_table(path).to_pylist()) + str(pq.read_metadata(path).metadata)
         text += str(path)  # the partition directories too
-        for value in (UNKNOWN_NAME, PRIVATE_TEXT, NESTED_NAME, SWALLOWED_NAME):
-            assert value.split("^")[0] not in text, (value, path)
+        for form in _forms(landing):
+            assert form not in text, (form, path)
     for log in (lake / "tables").rglob("_delta_log/*.json"):  # partition values, statistics
-        assert SWALLOWED_NAME.split("^")[0] not in log.read_text(), log
+        for form in _forms(landing):
+            assert form not in log.read_text(), (form, log)

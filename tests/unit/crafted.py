@@ -17,6 +17,7 @@ CT = Path(get_testdata_file("CT_small.dcm"))  # explicit VR little endian
 MR_IMPLICIT = Path(get_testdata_file("MR_small_implicit.dcm"))
 ITEM, ITEM_END, SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
 UNDEFINED = 0xFFFFFFFF
+LONG_VRS = ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV")
 
 
 def tag_bytes(tag: tuple[int, int]) -> bytes:
@@ -28,7 +29,7 @@ def element_bytes(tag: tuple[int, int], vr: str, value: bytes, implicit: bool = 
     """One data element, little endian, explicit VR unless ``implicit``."""
     if implicit:
         return tag_bytes(tag) + struct.pack("<L", len(value)) + value
-    if vr in ("OB", "OW", "SQ", "UN", "UT", "UC", "UR"):
+    if vr in LONG_VRS:
         return tag_bytes(tag) + vr.encode() + b"\0\0" + struct.pack("<L", len(value)) + value
     return tag_bytes(tag) + vr.encode() + struct.pack("<H", len(value)) + value
 
@@ -57,13 +58,14 @@ def rewritten(path: Path, **values: object) -> bytes:
 
 
 def swallowing(data: bytes, first: int, last: int) -> bytes:
-    """``data`` (explicit VR little endian) with the 16-bit length of element ``first`` made to
-    take in every element after it up to ``last``: the header still parses, and ``first``
-    holds their bytes, as a bad length leaves it."""
+    """``data`` (little endian) with the length of element ``first`` made to take in every
+    element after it up to ``last``: the header still parses, and ``first`` holds their
+    bytes, as a bad length leaves it."""
     read = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
     start, end = read.get_item(first), read.get_item(last)
+    length = end.value_tell + end.length - start.value_tell
+    wide = start.is_implicit_VR or start.VR in LONG_VRS  # a 4-byte length
+    field = struct.pack("<L", length) if wide else struct.pack("<H", length)
     out = bytearray(data)
-    out[start.value_tell - 2 : start.value_tell] = struct.pack(
-        "<H", end.value_tell + end.length - start.value_tell
-    )
+    out[start.value_tell - len(field) : start.value_tell] = field
     return bytes(out)

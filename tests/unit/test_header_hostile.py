@@ -209,6 +209,74 @@ def test_numbers_that_swallowed_a_name_are_removed(path: str) -> None:
     assert ",".join(map(str, numbers[:8])) not in records.header_json
 
 
+# Binary data of any VM that a bad length made swallow the elements after it, a name
+# among them: (template, what the template is given, the swallowing tag, the last swallowed)
+SWALLOWING_BINARY = {
+    "numbers-of-any-vm": (CT, {"SimpleFrameList": [1, 2]}, 0x00081161, 0x00100040),
+    "words-explicit": (
+        CT,
+        {"RedPaletteColorLookupTableData": bytes(8), "RequestingPhysician": "Numberfield^Olga"},
+        0x00281201,
+        0x00321032,
+    ),
+    "words-implicit": (
+        MR_IMPLICIT,
+        {"RedPaletteColorLookupTableData": bytes(8), "RequestingPhysician": "Numberfield^Olga"},
+        0x00281201,
+        0x00321032,
+    ),
+}
+
+
+def _swallowing_binary(name: str) -> tuple[bytes, int, bytes]:
+    """The file, the swallowing tag, and the bytes of the last element it swallowed."""
+    template, values, first, last = SWALLOWING_BINARY[name]
+    ds = pydicom.dcmread(template)
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    out = pydicom.filebase.DicomBytesIO()
+    ds.save_as(out)
+    swallowed = ds[last].value
+    text = str(swallowed).encode() if not isinstance(swallowed, bytes) else swallowed
+    return swallowing(out.getvalue(), first, last), first, text
+
+
+def _swallowing_safe_private() -> tuple[bytes, int, bytes]:
+    """CT_small with a safe-listed private B_matrix (FD) that takes in every element up to an
+    ImageComments naming someone, padded to whole doubles so that the numbers read."""
+    for pad in range(0, 8, 2):
+        ds = pydicom.dcmread(CT)
+        block = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+        block.add_new(0x27, "FD", [1.0, 2.0])
+        ds.ImageComments = "Wordsworth^Petra" + "x" * pad
+        out = pydicom.filebase.DicomBytesIO()
+        ds.save_as(out)
+        data = swallowing(out.getvalue(), block.get_tag(0x27), 0x00204000)
+        read = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+        if read.get_item(block.get_tag(0x27)).length % 8 == 0:
+            return data, block.get_tag(0x27), b"Wordsworth^Petra"
+    raise AssertionError("no padding gives whole doubles")
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+@pytest.mark.parametrize("name", [*SWALLOWING_BINARY, "safe-private-numbers"])
+def test_binary_data_that_swallowed_a_name_is_removed(name: str, path: str) -> None:
+    if name == "safe-private-numbers":
+        data, first, name_bytes = _swallowing_safe_private()
+    else:
+        data, first, name_bytes = _swallowing_binary(name)
+    options = DeidConfig(safe_private=True)
+    with disable_value_validation():
+        split = split_instance(data)
+        assert name_bytes in split.dataset.get_item(first).value  # the name is in its bytes
+        read = header._fast if path == "fast" else header._reference
+        records = read(split, SECRET, options)
+    assert f"{first:08X}" not in json.loads(records.header_json)
+    assert f"{first:08X}" not in _top_rows(records)
+    assert records.identities is not None
+    assert records.identities["deid_counts"]["removed_invalid"] == 1
+
+
 def _retyped(at: int, vr: bytes, value: bytes) -> bytes:
     """CT_small with the element at tag ``at`` given another VR and value (of its length)."""
     data = bytearray(CT.read_bytes())

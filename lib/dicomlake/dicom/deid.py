@@ -51,9 +51,12 @@ The rules applied to each element, first match wins
 9. VR LT, ST, UT not listed: removed (free text not known to be safe); VR UN (a value not read
    as its attribute's VR): removed; everything else kept.
 10. Text kept by the rules above that holds a control character no text VR allows (below
-   0x20, but TAB, LF, FF and CR), and an element kept as read that holds more values than its
-   attribute's VM allows: removed. Such a value is what a bad length leaves, a code string or
-   numbers that swallowed the elements after them (a patient's name and IDs among them).
+   0x20, but TAB, LF, FF and CR), an element kept as read that holds more values than its
+   attribute's VM allows, and binary data kept as read (bytes, or numbers of any VM; a
+   safe-listed private attribute's too) that ends in whole data elements tagged after its own
+   (`walk.ends_in_elements`): removed. Such a value is what a bad length leaves, a code
+   string, numbers or bytes that swallowed the elements after them (a patient's name and IDs
+   among them).
 
 Each removal of an unknown attribute, a private attribute, a safe-listed private attribute
 holding text and an invalid value (rule 10) is counted (``identities["deid_counts"]``).
@@ -86,6 +89,7 @@ import hmac
 import io
 import json
 import re
+import struct
 import warnings
 from typing import Any
 
@@ -107,6 +111,7 @@ from dicomlake.dicom.values import (
     value_at,
     values_of,
 )
+from dicomlake.dicom.walk import ends_in_elements
 
 PSEUDONYM_PURPOSE = "pseudonym"  # Keyring.secret_for(PSEUDONYM_PURPOSE)
 ALGORITHM = "dicomlake-deid-v1"
@@ -171,6 +176,7 @@ _REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
 _EMPTY = frozenset({"Z", "Z/D", "D"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
+_PACKED = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
 # CID 7050 De-identification Method, coding scheme DCM
 _CODES = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
@@ -284,6 +290,8 @@ class Context:
     options: DeidConfig
     originals: dict[str, str | None]  # `IDENTITY_KEYWORDS` -> text as read
     shift: int  # days; 0 when dates are kept
+    implicit: bool = False  # the header's encoding, to read values kept as bytes
+    little: bool = True
     uids: dict[str, str] = dataclasses.field(default_factory=dict)  # pseudonym -> original
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
 
@@ -319,7 +327,8 @@ def deidentify(
         `COUNTS` (``removed_unknown``: standard attributes no dictionary knows,
         ``removed_private``: private attributes, ``removed_private_text``: safe-listed private
         attributes not holding numbers of their VR, ``removed_invalid``: text holding
-        control characters, values beyond the VM), each an int, sequences counted once.
+        control characters, values beyond the VM, binary data ending in elements), each an
+        int, sequences counted once.
 
     Examples
     --------
@@ -351,7 +360,9 @@ def start(dataset: Dataset, secret: bytes, options: DeidConfig | None = None) ->
     if options.dates == "shift":
         key = originals["PatientID"] or "study:" + (originals["StudyInstanceUID"] or "")
         shift = date_shift_days(secret, key, options.max_shift_days)
-    return Context(secret, options, originals, shift)
+    implicit, little = getattr(dataset, "original_encoding", (None, None))
+    encoding = {"implicit": bool(implicit), "little": little is not False}
+    return Context(secret, options, originals, shift, **encoding)
 
 
 def clean_meta(dataset: Dataset, ctx: Context) -> FileMetaDataset | None:
@@ -480,8 +491,8 @@ def _known(tag: int) -> bool:
 
 
 def _safe_private(ds: Dataset, key: BaseTag, ctx: Context) -> DataElement | None:
-    """A private element (not a creator) if it is kept: safe-listed, and holding numbers of
-    the listed VR; else None, its removal counted."""
+    """A private element (not a creator) if it is kept: safe-listed, holding numbers of the
+    listed VR, and not swallowing elements (rule 10); else None, its removal counted."""
     tag = int(key)
     group, element = tag >> 16, tag & 0xFFFF
     vr = None
@@ -502,13 +513,19 @@ def _safe_private(ds: Dataset, key: BaseTag, ctx: Context) -> DataElement | None
     ):
         ctx.counts["removed_private_text"] += 1
         return None
+    if _swallowing(elem, tag, ctx):
+        ctx.counts["removed_invalid"] += 1
+        return None
     return elem
 
 
 def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> DataElement | None:
     """Rules 2-10 for one standard element: ``elem`` kept, a changed copy, or None."""
     cleaned = _by_rules(elem, tag, ctx, depth)
-    if cleaned is not None and (_control(cleaned) or (cleaned is elem and _too_many(elem, tag))):
+    if cleaned is not None and (
+        _control(cleaned)
+        or (cleaned is elem and (_too_many(elem, tag) or _swallowing(elem, tag, ctx)))
+    ):
         ctx.counts["removed_invalid"] += 1
         return None
     return cleaned
@@ -525,6 +542,26 @@ def _too_many(elem: DataElement, tag: int) -> bool:
     numbers hold when a bad length made them swallow the elements after them."""
     most = _most_values(tag)
     return elem.VR != "SQ" and most > 0 and len(values_of(elem.value)) > most
+
+
+def _swallowing(elem: DataElement, tag: int, ctx: Context) -> bool:
+    """Whether binary data kept as read ends in whole elements after its own: what bytes or
+    numbers (of any VM) hold when a bad length made them swallow the elements after them."""
+    if elem.VR not in _NUMBER_VRS and elem.VR not in BINARY_VRS:
+        return False
+    data = _as_read(elem, ctx.little)
+    return ends_in_elements(data, tag, ctx.implicit, ctx.little, _known)
+
+
+def _as_read(elem: DataElement, little: bool) -> bytes:
+    """The bytes of a binary element's value (numbers packed again, as they were read)."""
+    if elem.VR not in _NUMBER_VRS:
+        return bytes(elem.value or b"")
+    numbers = values_of(elem.value)
+    if elem.VR == "AT":
+        numbers = [n for tag in numbers for n in (int(tag) >> 16, int(tag) & 0xFFFF)]
+    code = "<>"[not little] + _PACKED["US" if elem.VR == "AT" else elem.VR] * len(numbers)
+    return struct.pack(code, *numbers)
 
 
 @functools.cache

@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from pydicom.datadict import dictionary_VR
 
 from dicomlake.errors import DicomParseError
@@ -325,3 +326,58 @@ def _named_sequence(tag: int) -> bool:
         return dictionary_VR(tag) == "SQ"
     except KeyError:
         return False
+
+
+def ends_in_elements(
+    value: bytes, after: int, implicit: bool, little: bool, known: Callable[[int], bool]
+) -> bool:
+    """Whether ``value`` ends in whole data elements, tags ascending after ``after`` (each a
+    private one or ``known``), one of them not empty: what a value holds when a bad length
+    made it swallow the elements that followed it, a patient's name among them.
+
+    Every byte offset may start such a run; the tag, VR and first length of each are checked
+    over the whole value at once, and only the offsets that pass are walked.
+    """
+    count = len(value) - 7  # offsets with room for an element header
+    if count <= 1:
+        return False
+    data = np.frombuffer(value, np.uint8).astype(np.uint32)
+    low, high = (0, 1) if little else (1, 0)
+    group = data[low : low + count] | data[high : high + count] << 8
+    tags = group << 16 | data[2 + low : 2 + low + count] | data[2 + high : 2 + high + count] << 8
+    possible = (tags > after) & (group != 0xFFFE)
+    if implicit:
+        # The first element's 4-byte length must fit in what follows its header
+        parts = [data[4 + i : 4 + i + count] for i in range(4)]
+        parts = parts if little else parts[::-1]
+        length = parts[0] | parts[1] << 8 | parts[2] << 16 | parts[3] << 24
+        room = len(value) - 8 - np.arange(count, dtype=np.int64)
+        possible &= (length <= room) | (length == UNDEFINED)
+    else:
+        first, second = data[4 : 4 + count], data[5 : 5 + count]
+        possible &= (first > 0x40) & (first < 0x5B) & (second > 0x40) & (second < 0x5B)
+    walker = Walker(Reader.of(value), little)
+    starts = np.flatnonzero(possible).tolist()
+    return any(_run_to_end(walker, k, after, implicit, known) for k in starts)
+
+
+def _run_to_end(
+    walker: Walker, offset: int, after: int, implicit: bool, known: Callable[[int], bool]
+) -> bool:
+    """Whether whole elements run from ``offset`` to the end (see `ends_in_elements`)."""
+    previous, filled = after, False
+    walker.counted(0)
+    try:
+        while offset < walker.size:
+            elem = walker.element(offset, implicit)
+            group = elem.tag >> 16
+            if elem.tag <= previous or elem.bad_vr or group == 0xFFFE:
+                return False
+            if not (group % 2 or known(elem.tag)):
+                return False
+            offset = walker.end_of(elem, implicit)
+            filled = filled or offset > elem.value_offset
+            previous = elem.tag
+    except DicomParseError:
+        return False
+    return filled
