@@ -356,25 +356,22 @@ impl Walker<'_> {
         implicit: bool,
         known: &dyn Fn(u32) -> bool,
     ) -> bool {
-        let (mut previous, mut filled) = (after, false);
+        let (mut tags, mut filled) = (vec![after], false);
         while offset < self.size() {
             let Ok(elem) = self.element(offset, implicit) else {
                 return false;
             };
-            let group = elem.tag >> 16;
-            if elem.tag <= previous
-                || elem.bad_vr
-                || group == 0xFFFE
-                || (group % 2 == 0 && !known(elem.tag))
-            {
+            if elem.tag <= *tags.last().unwrap() || elem.bad_vr || elem.tag >> 16 == 0xFFFE {
                 return false;
             }
             let Ok(end) = self.end_of(&elem, implicit) else {
                 return false;
             };
             filled |= end > elem.value_offset;
-            (previous, offset) = (elem.tag, end);
+            tags.push(elem.tag);
+            offset = end;
         }
-        filled
+        // Last, as it costs most: few runs get this far
+        filled && tags[1..].iter().all(|&t| (t >> 16) % 2 == 1 || known(t))
     }
 }

@@ -36,7 +36,21 @@ BOMB_BYTES = 1536 << 20
 
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
 
 
 def _sample(name: str) -> bytes:
@@ -180,18 +194,18 @@ class _Maker:
         return _with_dataset_prefix(self.stock["mr"], _sequence(depth, closed=True))
 
     def swallowing(self) -> bytes:
-        """A short-length element made to hold the next few elements: what a bad length does
-        to a header that still parses (a code string holding a name and IDs, say)."""
+        """An element made to hold the next few elements: what a bad length does to a header
+        that still parses (a code string, numbers or bytes holding a name and IDs, say)."""
         data = bytearray(self.base())
         offsets = _elements(bytes(data))
-        short = [
-            i
-            for i, at in enumerate(offsets[1:-1], 1)
-            if bytes(data[at + 4 : at + 6]) not in _LONG_VRS
-        ]
-        first = self.rng.choice(short)
+        first = self.rng.choice(
+            [i for i, at in enumerate(offsets[1:-1], 1) if bytes(data[at + 4 : at + 6]) != b"SQ"]
+        )
         at, end = offsets[first], offsets[min(first + self.rng.randint(1, 6), len(offsets) - 1)]
-        data[at + 6 : at + 8] = struct.pack("<H", min(end - at - 8, 0xFFFF))
+        if bytes(data[at + 4 : at + 6]) in _LONG_VRS:
+            data[at + 8 : at + 12] = struct.pack("<L", end - at - 12)
+        else:
+            data[at + 6 : at + 8] = struct.pack("<H", min(end - at - 8, 0xFFFF))
         return bytes(data)
 
     def modality(self, value: str) -> bytes:

@@ -335,49 +335,58 @@ def ends_in_elements(
     private one or ``known``), one of them not empty: what a value holds when a bad length
     made it swallow the elements that followed it, a patient's name among them.
 
-    Every byte offset may start such a run; the tag, VR and first length of each are checked
-    over the whole value at once, and only the offsets that pass are walked.
+    Every byte offset may start such a run; only those that pass `_starts` are walked.
     """
-    count = len(value) - 7  # offsets with room for an element header
-    if count <= 1:
+    if len(value) <= 8:  # room for one element header, no value
         return False
-    data = np.frombuffer(value, np.uint8).astype(np.uint32)
+    walker = Walker(Reader.of(value), little)
+    return any(
+        _run_to_end(walker, k, after, implicit, known)
+        for base in range(0, len(value) - 7, _SCAN)
+        for k in _starts(value, base, after, implicit, little)
+    )
+
+
+_SCAN = 1 << 20  # offsets `_starts` checks at once: bounds its arrays for a long value
+
+
+def _starts(value: bytes, base: int, after: int, implicit: bool, little: bool) -> list[int]:
+    """The offsets from ``base`` on (up to `_SCAN` of them) where a run of elements may start:
+    a tag after ``after`` and no item's, then a VR (explicit) or a length that fits (implicit),
+    checked for all of them at once."""
+    count = min(_SCAN, len(value) - 7 - base)
+    data = np.frombuffer(value, np.uint8, count + 7, base).astype(np.uint32)
     low, high = (0, 1) if little else (1, 0)
     group = data[low : low + count] | data[high : high + count] << 8
     tags = group << 16 | data[2 + low : 2 + low + count] | data[2 + high : 2 + high + count] << 8
     possible = (tags > after) & (group != 0xFFFE)
     if implicit:
-        # The first element's 4-byte length must fit in what follows its header
         parts = [data[4 + i : 4 + i + count] for i in range(4)]
         parts = parts if little else parts[::-1]
         length = parts[0] | parts[1] << 8 | parts[2] << 16 | parts[3] << 24
-        room = len(value) - 8 - np.arange(count, dtype=np.int64)
+        room = len(value) - 8 - base - np.arange(count, dtype=np.int64)
         possible &= (length <= room) | (length == UNDEFINED)
     else:
         first, second = data[4 : 4 + count], data[5 : 5 + count]
         possible &= (first > 0x40) & (first < 0x5B) & (second > 0x40) & (second < 0x5B)
-    walker = Walker(Reader.of(value), little)
-    starts = np.flatnonzero(possible).tolist()
-    return any(_run_to_end(walker, k, after, implicit, known) for k in starts)
+    return (np.flatnonzero(possible) + base).tolist()
 
 
 def _run_to_end(
     walker: Walker, offset: int, after: int, implicit: bool, known: Callable[[int], bool]
 ) -> bool:
     """Whether whole elements run from ``offset`` to the end (see `ends_in_elements`)."""
-    previous, filled = after, False
+    tags, filled = [after], False
     walker.counted(0)
     try:
         while offset < walker.size:
             elem = walker.element(offset, implicit)
-            group = elem.tag >> 16
-            if elem.tag <= previous or elem.bad_vr or group == 0xFFFE:
-                return False
-            if not (group % 2 or known(elem.tag)):
+            if elem.tag <= tags[-1] or elem.bad_vr or elem.tag >> 16 == 0xFFFE:
                 return False
             offset = walker.end_of(elem, implicit)
             filled = filled or offset > elem.value_offset
-            previous = elem.tag
+            tags.append(elem.tag)
     except DicomParseError:
         return False
-    return filled
+    # Last, as it costs most: few runs get this far
+    return filled and all((tag >> 16) % 2 or known(tag) for tag in tags[1:])
