@@ -208,6 +208,18 @@ class _Maker:
             data[at + 6 : at + 8] = struct.pack("<H", min(end - at - 8, 0xFFFF))
         return bytes(data)
 
+    def bytes_swallowing(self) -> bytes:
+        """CT_small or MR_small given a RecordKey (OB, kept by the profile) whose length takes in
+        every element up to PatientName: the name held as bytes, no text to see it in."""
+        ds = pydicom.dcmread(io.BytesIO(self.stock[self.rng.choice(["ct", "mr"])]))
+        ds.add_new(0x0008041B, "OB", self.rng.randbytes(8))
+        data = bytearray(_written(ds))
+        offsets = _elements(bytes(data))
+        tags = [struct.unpack("<HH", data[at : at + 4]) for at in offsets]
+        at, name = offsets[tags.index((0x0008, 0x041B))], tags.index((0x0010, 0x0010))
+        data[at + 8 : at + 12] = struct.pack("<L", offsets[name + 1] - at - 12)
+        return bytes(data)
+
     def modality(self, value: str) -> bytes:
         """CT_small with ``value`` written as its Modality, unchecked."""
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
@@ -256,6 +268,7 @@ def make_hostile_landing(landing: Path, outside: Path, count: int, seed: int = 1
         m.unclosed,
         m.bad_vr,
         m.swallowing,
+        m.bytes_swallowing,
         m.frames,
         m.charset,
     ]

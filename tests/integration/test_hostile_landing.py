@@ -9,6 +9,8 @@ files. What each landing entry must become is worked out here from the disk alon
 - every regular file is ingested, a duplicate or quarantined (never lost, never failed, never
   quarantined as an internal error);
 - a Modality no directory can be named after is kept as null, the partition it names;
+- the names in the files the mutations start from reach no analyst table, in no form (text,
+  hex, base64), whatever element a bad length made swallow them;
 - every ingested file rebuilds byte for byte; a second run adds nothing;
 - no Python worker's peak resident memory (VmHWM, sampled from /proc while the run lasts)
   reaches 1 GiB.
@@ -16,6 +18,7 @@ files. What each landing entry must become is worked out here from the disk alon
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import hashlib
@@ -29,6 +32,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 from hostile_corpus import hostile_count, make_hostile_landing
 from ingest_helpers import ingest_command, table
@@ -47,6 +51,20 @@ GiB = 1 << 30
 RUN_TIMEOUT = 900  # seconds; a hang fails the test instead of stopping the suite
 HIDDEN_SUFFIXES = ("._COPYING_", ".tmp", ".part", ".crdownload", "~")
 MAX_NAME_BYTES = 200
+
+
+def _forms(value: bytes) -> list[str]:
+    """``value`` as a table could show it: text, hex, and base64 from each alignment (the
+    characters that depend only on its own bytes)."""
+    forms = [value.decode(), value.hex(), value.hex().upper()]
+    for pad in range(3):
+        encoded = base64.b64encode(bytes(pad) + value).decode()
+        forms.append(encoded[(pad * 4 + 2) // 3 + 1 : -4])
+    return forms
+
+
+# In CT_small and MR_small, which the mutations start from (pydicom reads them)
+IDENTIFYING_FORMS = [f for v in (b"CompressedSamples", b"JFK IMAGING") for f in _forms(v)]
 
 
 def _expected(landing: Path) -> dict[tuple[int, int], str]:
@@ -214,6 +232,14 @@ def test_a_hostile_landing_zone_is_accounted_for_and_never_stops_a_run(tmp_path)
     for name, kept in (("long", None), ("control", None), ("path", "CT/../MR")):
         st = (landing / f"modality-{name}.dcm").stat()
         assert modality[(st.st_size, st.st_mtime_ns // 1_000_000)] == kept, name
+
+    # The names the mutated files hold (a swallowing length may hide them in any element)
+    for path in sorted((lake / "tables").rglob("*")):
+        if path.suffix in (".parquet", ".json"):
+            text = str(pq.read_table(path).to_pylist()) if path.suffix == ".parquet" else ""
+            text += path.read_text(errors="replace") if path.suffix == ".json" else ""
+            found = [form for form in IDENTIFYING_FORMS if form in text]
+            assert not found, (path, found)
 
     # Every ingested file rebuilds byte for byte (its instance_id is its SHA-256)
     on_disk = {
