@@ -303,13 +303,13 @@ impl Walker<'_> {
     }
 }
 
-/// `walk.MAX_ELEMENTS` and `walk.MAX_DEPTH`, for a walk inside one value.
-const MAX_ELEMENTS: u64 = 500_000;
+/// `walk.MAX_DEPTH`, for a walk inside one value.
 const MAX_DEPTH: usize = 64;
 
 /// `walk.ends_in_elements`: whether `value` ends in whole data elements, tags ascending after
 /// `after` (each a private one or `known`), one of them not empty: what a value holds when a
-/// bad length made it swallow the elements that followed it.
+/// bad length made it swallow the elements that followed it. Runs that take more element
+/// headers to rule out than `walk.run_budget` allows count as such a value.
 pub fn ends_in_elements(
     value: &[u8],
     after: u32,
@@ -325,7 +325,7 @@ pub fn ends_in_elements(
         data: value,
         little,
         elements: 0,
-        max_elements: MAX_ELEMENTS,
+        max_elements: value.len() as u64 / 8 + 1024,
         max_depth: MAX_DEPTH,
         named_sequence,
     };
@@ -342,36 +342,39 @@ pub fn ends_in_elements(
         } else if !is_vr(&value[k as usize + 4..k as usize + 6]) {
             return false;
         }
-        walker.elements = 0;
-        walker.runs_to_end(k, after, implicit, known)
+        walker
+            .runs_to_end(k, after, implicit, known)
+            .unwrap_or(true)
     })
 }
 
 impl Walker<'_> {
-    /// Whether whole elements run from `offset` to the end (see `ends_in_elements`).
+    /// Whether whole elements run from `offset` to the end (see `ends_in_elements`); None
+    /// once the budget of element headers is spent.
     fn runs_to_end(
         &mut self,
         mut offset: u64,
         after: u32,
         implicit: bool,
         known: &dyn Fn(u32) -> bool,
-    ) -> bool {
+    ) -> Option<bool> {
         let (mut tags, mut filled) = (vec![after], false);
         while offset < self.size() {
-            let Ok(elem) = self.element(offset, implicit) else {
-                return false;
+            let elem = match self.element(offset, implicit) {
+                Ok(elem) => elem,
+                Err(Malformed(reason, _)) => return (reason != "too_large").then_some(false),
             };
             if elem.tag <= *tags.last().unwrap() || elem.bad_vr || elem.tag >> 16 == 0xFFFE {
-                return false;
+                return Some(false);
             }
-            let Ok(end) = self.end_of(&elem, implicit) else {
-                return false;
+            offset = match self.end_of(&elem, implicit) {
+                Ok(end) => end,
+                Err(Malformed(reason, _)) => return (reason != "too_large").then_some(false),
             };
-            filled |= end > elem.value_offset;
+            filled |= offset > elem.value_offset;
             tags.push(elem.tag);
-            offset = end;
         }
         // Last, as it costs most: few runs get this far
-        filled && tags[1..].iter().all(|&t| (t >> 16) % 2 == 1 || known(t))
+        Some(filled && tags[1..].iter().all(|&t| (t >> 16) % 2 == 1 || known(t)))
     }
 }

@@ -3,6 +3,7 @@ bad length made it swallow the elements after it), and real data that does not."
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 import warnings
@@ -10,11 +11,14 @@ import warnings
 import pydicom
 import pytest
 from corpus import corpus_id, split_paths
-from crafted import ITEM, SEQ_END, UNDEFINED
+from crafted import CT, ITEM, SEQ_END, UNDEFINED
 from crafted import element_bytes as element
 from crafted import tag_bytes as tag
 
+from dicomlake.config import DeidConfig
+from dicomlake.dicom import header
 from dicomlake.dicom.deid import _NUMBER_VRS, _as_read, _known
+from dicomlake.dicom.split import split_instance
 from dicomlake.dicom.values import BINARY_VRS
 from dicomlake.dicom.walk import ends_in_elements
 
@@ -97,3 +101,29 @@ def test_no_binary_element_of_a_real_file_ends_in_elements(path) -> None:
                 continue
             value = _as_read(elem, little)
             assert not ends_in_elements(value, at, implicit, little, _known), elem.tag
+
+
+def _long_run(count: int) -> bytes:
+    """``count`` empty private elements, tags ascending, then two stray bytes: each of them
+    starts a run that is read to the end before it fails."""
+    return b"".join(element((0x0033, 0x1000 + n), "LO", b"") for n in range(count)) + b"\0\0"
+
+
+def test_runs_too_long_to_rule_out_count_as_elements() -> None:
+    # Read from each start, these runs would take 20,000**2 / 2 element headers
+    assert _ends(bytes(8) + _long_run(20_000))
+    assert not _ends(bytes(8) + _long_run(20))  # within the budget: ruled out
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_a_value_of_long_runs_is_removed_by_both_header_paths(path: str) -> None:
+    ds = pydicom.dcmread(CT)
+    ds.add_new(0x0008041B, "OB", _long_run(20_000))  # RecordKey, kept by the profile
+    out = pydicom.filebase.DicomBytesIO()
+    ds.save_as(out)
+    split = split_instance(out.getvalue())
+    read = header._fast if path == "fast" else header._reference
+    records = read(split, bytes(32), DeidConfig())
+    assert "0008041B" not in json.loads(records.header_json)
+    assert records.identities is not None
+    assert records.identities["deid_counts"]["removed_invalid"] == 1

@@ -54,9 +54,9 @@ The rules applied to each element, first match wins
    0x20, but TAB, LF, FF and CR), an element kept as read that holds more values than its
    attribute's VM allows, and binary data kept as read (bytes, or numbers of any VM; a
    safe-listed private attribute's too) that ends in whole data elements tagged after its own
-   (`walk.ends_in_elements`): removed. Such a value is what a bad length leaves, a code
-   string, numbers or bytes that swallowed the elements after them (a patient's name and IDs
-   among them).
+   (`walk.ends_in_elements`; bytes crafted to take too long to rule out count too): removed.
+   Such a value is what a bad length leaves, a code string, numbers or bytes that swallowed
+   the elements after them (a patient's name and IDs among them).
 
 Each removal of an unknown attribute, a private attribute, a safe-listed private attribute
 holding text and an invalid value (rule 10) is counted (``identities["deid_counts"]``).

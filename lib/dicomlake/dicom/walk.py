@@ -335,16 +335,28 @@ def ends_in_elements(
     private one or ``known``), one of them not empty: what a value holds when a bad length
     made it swallow the elements that followed it, a patient's name among them.
 
-    Every byte offset may start such a run; only those that pass `_starts` are walked.
+    Every byte offset may start such a run; only those that pass `_starts` are walked, each
+    from its start. Runs that take more element headers to rule out than `run_budget` allows
+    (bytes crafted to repeat long runs) count as such a value.
     """
     if len(value) <= 8:  # room for one element header, no value
         return False
     walker = Walker(Reader.of(value), little)
-    return any(
-        _run_to_end(walker, k, after, implicit, known)
-        for base in range(0, len(value) - 7, _SCAN)
-        for k in _starts(value, base, after, implicit, little)
-    )
+    walker.counted(MAX_ELEMENTS - run_budget(len(value)))  # ``too_large`` past the budget
+    try:
+        return any(
+            _run_to_end(walker, k, after, implicit, known)
+            for base in range(0, len(value) - 7, _SCAN)
+            for k in _starts(value, base, after, implicit, little)
+        )
+    except DicomParseError:  # the budget spent (`_run_to_end` lets no other error out)
+        return True
+
+
+def run_budget(size: int) -> int:
+    """The element headers `ends_in_elements` reads at most in a value of ``size`` bytes: as
+    many as it could hold, and some; real data takes a small part of it."""
+    return size // 8 + 1024
 
 
 _SCAN = 1 << 20  # offsets `_starts` checks at once: bounds its arrays for a long value
@@ -377,7 +389,6 @@ def _run_to_end(
 ) -> bool:
     """Whether whole elements run from ``offset`` to the end (see `ends_in_elements`)."""
     tags, filled = [after], False
-    walker.counted(0)
     try:
         while offset < walker.size:
             elem = walker.element(offset, implicit)
@@ -386,7 +397,9 @@ def _run_to_end(
             offset = walker.end_of(elem, implicit)
             filled = filled or offset > elem.value_offset
             tags.append(elem.tag)
-    except DicomParseError:
+    except DicomParseError as exc:
+        if exc.reason == "too_large":
+            raise
         return False
     # Last, as it costs most: few runs get this far
     return filled and all((tag >> 16) % 2 or known(tag) for tag in tags[1:])
