@@ -139,11 +139,11 @@ const PATIENT_CHARACTERISTICS: [u32; 6] = [
     0x0010_21C0,
 ];
 const DESCRIPTORS: [u32; 3] = [0x0008_1030, 0x0008_103E, 0x0018_1030];
-/// Strings a de-identified element may be given (`deid._with`): these VRs keep them as text.
 /// `deid._NUMBER_VRS`: numbers held as bytes.
 const BINARY_NUMBER_VRS: [&[u8; 2]; 9] = [
     b"US", b"SS", b"UL", b"SL", b"FL", b"FD", b"UV", b"SV", b"AT",
 ];
+/// Strings a de-identified element may be given (`deid._with`): these VRs keep them as text.
 const STRING_VRS: [&[u8; 2]; 14] = [
     b"AE", b"AS", b"CS", b"DA", b"DT", b"LO", b"LT", b"SH", b"ST", b"TM", b"UC", b"UI", b"UR",
     b"UT",

@@ -361,8 +361,7 @@ def start(dataset: Dataset, secret: bytes, options: DeidConfig | None = None) ->
         key = originals["PatientID"] or "study:" + (originals["StudyInstanceUID"] or "")
         shift = date_shift_days(secret, key, options.max_shift_days)
     implicit, little = getattr(dataset, "original_encoding", (None, None))
-    encoding = {"implicit": bool(implicit), "little": little is not False}
-    return Context(secret, options, originals, shift, **encoding)
+    return Context(secret, options, originals, shift, bool(implicit), little is not False)
 
 
 def clean_meta(dataset: Dataset, ctx: Context) -> FileMetaDataset | None:
