@@ -1,4 +1,5 @@
-"""Local Spark workers import the installed pyspark, not a copy compiled again from Spark's zip."""
+"""Local Spark workers import the installed pyspark, not a copy compiled again from Spark's zip,
+and start from a daemon that already imported the ingest's code, out of the collector's sight."""
 
 from __future__ import annotations
 
@@ -14,6 +15,21 @@ def test_local_workers_import_the_installed_pyspark(sc) -> None:
     files = sc.parallelize(range(2), 2).mapPartitions(worker_pyspark).collect()
     assert ".zip" not in pyspark.__file__
     assert files == [pyspark.__file__] * 2, files
+
+
+def test_local_workers_are_forked_warm(sc) -> None:
+    def worker_state(_):
+        import gc
+        import sys
+
+        yield (
+            gc.get_freeze_count() > 10_000,  # only the daemon freezes: the heap it forked with
+            "dicomlake.ingest.worker" in sys.modules,
+            "pandas" in sys.modules,  # imported by pyarrow's first conversion, in the warm-up
+        )
+
+    states = sc.parallelize(range(2), 2).mapPartitions(worker_state).collect()
+    assert states == [(True, True, True)] * 2, states
 
 
 def test_local_jvm_runs_the_client_compiler_only(sc) -> None:

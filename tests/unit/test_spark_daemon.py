@@ -1,7 +1,10 @@
-"""The worker daemon drops Spark's pyspark.zip from the path only for the installed version."""
+"""The worker daemon drops Spark's pyspark.zip from the path only for the installed version, and
+its preload warms the ingest's code without ever stopping the daemon from starting."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -42,3 +45,33 @@ def test_zip_version_reads_both_spellings(tmp_path: Path) -> None:
     assert zip_version(_zip(tmp_path, "a/pyspark.zip", "__version__: str = '4.3.0'\n")) == "4.3.0"
     assert zip_version(_zip(tmp_path, "b/pyspark.zip", '__version__ = "3.5.1"\n')) == "3.5.1"
     assert zip_version(str(tmp_path / "none.zip")) is None
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+
+
+def test_preload_imports_and_warms_the_ingest() -> None:
+    out = _python(
+        "import sys\n"
+        "from dicomlake.spark.daemon import preload\n"
+        "preload()\n"
+        "from dicomlake.dicom.native import core\n"
+        "print('dicomlake.ingest.worker' in sys.modules, 'pandas' in sys.modules,"
+        " core.cache_info().currsize)\n"
+    )
+    assert out.stdout.split() == ["True", "True", "1"], out
+
+
+def test_a_failed_preload_is_reported_and_the_daemon_goes_on() -> None:
+    out = _python(
+        "import sys\n"
+        "sys.modules['dicomlake.ingest.worker'] = None  # importing it raises\n"
+        "from dicomlake.spark.daemon import preload\n"
+        "preload()\n"
+        "print('went on')\n"
+    )
+    assert out.stdout.strip() == "went on"
+    assert "preload failed: ModuleNotFoundError" in out.stderr, out.stderr

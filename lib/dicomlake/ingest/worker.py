@@ -788,6 +788,15 @@ class _SequentialReads(contextlib.AbstractContextManager["_SequentialReads"]):
         self._open.close()
 
 
+def warm_up() -> None:
+    """What a process pays once before its first file: pyarrow imports pandas on its first
+    conversion (0.2-0.3 s), the compiled core builds its tables (25 ms). Spark's worker daemon
+    calls it before it forks workers (`dicomlake.spark.daemon`); a task calls it in a stage of
+    its own, rather than in its first file's, where the daemon did not."""
+    pa.array([0])
+    core()
+
+
 def process_task(
     task: int,
     attempt: int,
@@ -799,11 +808,7 @@ def process_task(
     """Ingest ``files`` (one task's share); ``stored`` is the content the lake already has."""
     work = _Task(task, attempt, ctx)
     with work.timed("start"):
-        # What a worker process pays once, in a stage of its own rather than in its first
-        # file's: pyarrow imports pandas on its first conversion (0.2-0.3 s), the compiled
-        # core builds its tables (25 ms)
-        pa.array([0])
-        core()
+        warm_up()
     landing_fs = filesystem_for(landing, ctx.config.hdfs, landing=True)
     packs = _Packs(work)
     # Local reads come from the page cache: there is no wait to overlap, only a thread to pay.

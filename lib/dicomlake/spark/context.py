@@ -41,7 +41,7 @@ def spark_context(config: Config, *, submitted: bool) -> SparkContext:
             conf.set("spark.driver.host", "127.0.0.1").set("spark.driver.bindAddress", "127.0.0.1")
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             # Workers run this interpreter, which can import dicomlake and its own pyspark:
-            # see dicomlake.spark.daemon (a second saved at every job's start).
+            # see dicomlake.spark.daemon (workers forked warm, their collections kept short).
             conf.set("spark.python.daemon.module", "dicomlake.spark.daemon")
             # This JVM is driver and executor for one short job: see dicomlake.spark.jvm.
             conf.set("spark.driver.extraJavaOptions", local_jvm_options())
