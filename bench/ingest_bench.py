@@ -45,7 +45,8 @@ listing to commit, for the baseline from ``spark.read`` to the end of the Parque
 start-up is not in it (it is in ``wall_seconds``). Other load on the machine lowers every
 figure: each run reports the share of the CPUs other processes used meanwhile, and input MB per
 CPU second of its own process tree, which contention changes much less; ``--repeat N`` keeps
-the fastest of N runs.
+the fastest of N runs. Before each run the same single-core work is timed
+(machine_speed.py), and the report says how much the machine's own speed moved over the runs.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -74,6 +76,7 @@ from dicomlake.storage import FileSystem
 from dicomlake.storage.local import LocalFileSystem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine_speed  # noqa: E402
 import orthanc_peer  # noqa: E402
 from cpu_share import busy_cpu_seconds, other_cpu_share  # noqa: E402
 from heavy_sets import HEAVY, HEAVY_VERSION, cached_heavy  # noqa: E402
@@ -98,6 +101,9 @@ TARGETS = {
     "header_elements_per_s": 150_000.0,  # per core, element-heavy sets, and dcm2json's
 }
 
+
+MACHINE_SPREAD = 0.1
+"""A change of the machine's own speed between runs beyond which the report warns."""
 
 # The task stages that make up the header path (split, then the header's records)
 HEADER_STAGES = ("parse", "header")
@@ -338,7 +344,7 @@ def run_contender(
 def best_of(repeat: int, *variants: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
     """Each variant's fastest of ``repeat`` runs (least disturbed by other load); peaks are the
     max. The variants take turns, so a slow spell of the machine does not favour one of them."""
-    rounds = [[variant() for variant in variants] for _ in range(max(1, repeat))]
+    rounds = [[_probed(variant) for variant in variants] for _ in range(max(1, repeat))]
     bests = []
     for runs in zip(*rounds, strict=True):
         best = min(runs, key=lambda r: r["seconds"])
@@ -346,8 +352,17 @@ def best_of(repeat: int, *variants: Callable[[], dict[str, Any]]) -> list[dict[s
             if key in best:  # a Spark run's; dcm2json and Orthanc are not sampled
                 best[key] = max(r[key] for r in runs)
         best["all_seconds"] = [round(r["seconds"], 2) for r in runs]
+        best["all_probe_seconds"] = [r["probe_seconds"] for r in runs]
         bests.append(best)
     return bests
+
+
+def _probed(variant: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``variant``'s result, with the machine's speed just before it (`machine_speed.probe`)."""
+    speed = machine_speed.probe()
+    result = variant()
+    result["probe_seconds"] = round(speed, 4)
+    return result
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -787,6 +802,7 @@ def report(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[st
         report_scaling,
         report_heavy,
         report_orthanc,
+        report_machine,
     ):
         lines, figures_ = section(args, landings, runs)
         if lines:
@@ -1170,6 +1186,26 @@ def report_orthanc(args: argparse.Namespace, landings: Landings, runs: dict[str,
         ),
     ]
     return out, {"orthanc": figures_}
+
+
+def report_machine(args: argparse.Namespace, landings: Landings, runs: dict[str, dict[str, Any]]):
+    """How much the machine's own speed moved between the runs (bench/machine_speed.py)."""
+    probes = {name: r["all_probe_seconds"] for name, r in runs.items() if "all_probe_seconds" in r}
+    seconds = [p for each in probes.values() for p in each]
+    if not seconds:
+        return [], {"machine_speed": None}
+    moved = machine_speed.spread(seconds)
+    lines = [
+        f"Machine speed: the same single-core work took {min(seconds):.3f} to "
+        f"{max(seconds):.3f} s (median {statistics.median(seconds):.3f}) just before each of "
+        f"the {len(seconds)} runs: the machine was {100 * moved:.0f}% slower at its slowest"
+    ]
+    if moved > MACHINE_SPREAD:
+        lines.append(
+            "  so a ratio between two runs far apart in time carries up to that much noise; "
+            "--repeat N alternates the runs and keeps each one's fastest"
+        )
+    return lines, {"machine_speed": {"spread": round(moved, 3), "probe_seconds": probes}}
 
 
 def report_targets(record: dict[str, Any], ours: dict[str, Any], small_ours: dict[str, Any]):
