@@ -17,7 +17,9 @@ Three phases, all in this one invocation (``build_landings``, ``run_contenders``
 2. Runs each contender in its own process (bench/ingest_runs.py: a fresh JVM each, Spark
    ``local[2]``, the same Spark settings), after reading the landing zone once so both start
    from a warm page cache (the benchmark cannot drop the OS cache without privileges). The
-   process tree's RSS (driver Python, JVM, Python workers) is sampled every 0.2 s.
+   process tree's RSS (driver Python, JVM, Python workers) is sampled every 0.2 s. The
+   contenders of one case (the largest size, the small files, each element-heavy set) take
+   turns, so that a slow spell of the machine weighs on them alike.
    - dicomlake: ``run_ingest`` into an empty lake, at every size, on the small files and on
      the huge file, and on each element-heavy set;
    - dcm2json (DCMTK) on each element-heavy set, file after file on one core: elements/s;
@@ -621,51 +623,49 @@ def run_contenders(args: argparse.Namespace, landings: Landings) -> dict[str, di
 
     no_verify = ["--set", "pixels.verify=false"]
     mix, small, huge = landings.mix, landings.small, landings.huge
+
+    def orthanc(case: str, landing: Path) -> dict[str, Callable[[], dict[str, Any]]]:
+        if args.no_orthanc:
+            return {}
+        return {
+            f"orthanc-{kind}-{case}": functools.partial(
+                run_orthanc, landing, compression, work / f"orthanc-{kind}-{case}.log"
+            )
+            for kind, compression in (("raw", False), ("zlib", True))
+        }
+
+    def turns(variants: dict[str, Callable[[], dict[str, Any]]]) -> None:
+        runs.update(zip(variants, best_of(args.repeat, *variants.values()), strict=True))
+
     try:
-        (runs["dicomlake-startup"],) = best_of(
-            args.repeat, run("dicomlake-startup", "dicomlake", landings.startup[0])
-        )
+        turns({"dicomlake-startup": run("dicomlake-startup", "dicomlake", landings.startup[0])})
         for size in args.size_list[:-1]:
-            (runs[f"dicomlake-{size}"],) = best_of(
-                args.repeat, run(f"dicomlake-{size}gb", "dicomlake", mix[size][0])
-            )
-        # The largest size and the small files also without the verify decode, in turns
-        for key, name, landing in (
-            (f"dicomlake-{largest}", f"dicomlake-{largest}gb", mix[largest][0]),
-            ("dicomlake-small", "dicomlake-small", small[0]),
+            turns({f"dicomlake-{size}": run(f"dicomlake-{size}gb", "dicomlake", mix[size][0])})
+        # Every contender of a case in turns, so that a slow spell of the machine does not
+        # favour one of them; the largest size and the small files also without the verify
+        # decode
+        for case, key, label, base_key, landing in (
+            ("mix", f"dicomlake-{largest}", f"{largest}gb", "baseline", mix[largest][0]),
+            ("small", "dicomlake-small", "small", "baseline-small", small[0]),
         ):
-            runs[key], runs[f"{key}-noverify"] = best_of(
-                args.repeat,
-                run(name, "dicomlake", landing),
-                run(f"{name}-noverify", "dicomlake", landing, no_verify),
-            )
-        if not args.no_baseline:
-            (runs["baseline"],) = best_of(
-                args.repeat, run(f"baseline-{largest}gb", "baseline", mix[largest][0])
-            )
-            (runs["baseline-small"],) = best_of(
-                args.repeat, run("baseline-small", "baseline", small[0])
-            )
+            name = f"dicomlake-{label}"
+            variants = {
+                key: run(name, "dicomlake", landing),
+                f"{key}-noverify": run(f"{name}-noverify", "dicomlake", landing, no_verify),
+            }
+            if not args.no_baseline:
+                variants[base_key] = run(f"baseline-{label}", "baseline", landing)
+            turns({**variants, **orthanc(case, landing)})
         if huge is not None:
-            (runs["dicomlake-huge"],) = best_of(
-                args.repeat, run("dicomlake-huge", "dicomlake", huge[0])
-            )
+            turns({"dicomlake-huge": run("dicomlake-huge", "dicomlake", huge[0])})
         for kind, (landing, _) in landings.heavy.items():
-            runs[f"dicomlake-heavy-{kind}"], runs[f"dcm2json-{kind}"] = best_of(
-                args.repeat,
-                run(f"dicomlake-heavy-{kind}", "dicomlake", landing),
-                functools.partial(run_dcm2json, landing),
+            turns(
+                {
+                    f"dicomlake-heavy-{kind}": run(f"dicomlake-heavy-{kind}", "dicomlake", landing),
+                    f"dcm2json-{kind}": functools.partial(run_dcm2json, landing),
+                    **orthanc(f"heavy-{kind}", landing),
+                }
             )
-        if not args.no_orthanc:
-            cases = {"mix": mix[largest][0], "small": small[0]}
-            cases.update({f"heavy-{kind}": zone[0] for kind, zone in landings.heavy.items()})
-            for case, landing in cases.items():
-                for compression in (False, True):
-                    name = f"orthanc-{'zlib' if compression else 'raw'}-{case}"
-                    (runs[name],) = best_of(
-                        args.repeat,
-                        functools.partial(run_orthanc, landing, compression, work / f"{name}.log"),
-                    )
         if args.hdfs:
             run_on_hdfs(args, landings, run, runs)
         runs["profile"] = run_contender(
