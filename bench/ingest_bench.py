@@ -17,7 +17,7 @@ Three phases, all in this one invocation (``build_landings``, ``run_contenders``
 2. Runs each contender in its own process (bench/ingest_runs.py: a fresh JVM each, Spark
    ``local[2]``, the same Spark settings), after reading the landing zone once so both start
    from a warm page cache (the benchmark cannot drop the OS cache without privileges). The
-   process tree's RSS (driver Python, JVM, Python workers) is sampled every 0.2 s. The
+   process tree's memory (PSS: driver Python, JVM, Python workers) is sampled every 0.2 s. The
    contenders of one case (the largest size, the small files, each element-heavy set) take
    turns, so that a slow spell of the machine weighs on them alike.
    - dicomlake: ``run_ingest`` into an empty lake, at every size, on the small files and on
@@ -120,7 +120,12 @@ def log(message: str) -> None:
 
 @dataclass
 class MemoryPeak:
-    """Peak RSS of a process tree, sampled: total, the JVM, Python workers (not the driver)."""
+    """Peak memory of a process tree, sampled: total, the JVM, Python workers (not the driver).
+
+    Each process counts its proportional set size (PSS): a page that several processes share,
+    as the Python worker daemon's preloaded heap is shared with the workers it forks, counts
+    once in their sum, where their RSS would count it in each.
+    """
 
     tree: int = 0
     jvm: int = 0
@@ -144,17 +149,17 @@ class MemoryPeak:
                     return
                 for proc in procs:
                     try:
-                        rss = proc.memory_info().rss
+                        held = proc.memory_full_info().pss
                         name = proc.name()
                         times = proc.cpu_times()
                     except psutil.Error:
                         continue
                     self.cpu[proc.pid] = times.user + times.system
-                    tree += rss
+                    tree += held
                     if name == "java":
-                        jvm += rss
+                        jvm += held
                     elif proc.pid != pid:
-                        workers += rss
+                        workers += held
                 self.tree = max(self.tree, tree)
                 self.jvm = max(self.jvm, jvm)
                 self.workers = max(self.workers, workers)
@@ -171,7 +176,7 @@ class MemoryPeak:
 
     def as_dict(self) -> dict[str, float]:
         return {
-            "peak_rss_mib": round(self.tree / MiB, 1),
+            "peak_tree_mib": round(self.tree / MiB, 1),
             "peak_executor_mib": round(self.executor / MiB, 1),
             "peak_jvm_mib": round(self.jvm / MiB, 1),
             "peak_python_workers_mib": round(self.workers / MiB, 1),
@@ -343,6 +348,10 @@ def run_contender(
     return result
 
 
+PEAKS = ("peak_tree_mib", "peak_executor_mib", "peak_jvm_mib", "peak_python_workers_mib")
+"""A Spark run's peak memory figures, MiB."""
+
+
 def best_of(repeat: int, *variants: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
     """Each variant's fastest of ``repeat`` runs (least disturbed by other load); peaks are the
     max. The variants take turns, so a slow spell of the machine does not favour one of them."""
@@ -350,7 +359,7 @@ def best_of(repeat: int, *variants: Callable[[], dict[str, Any]]) -> list[dict[s
     bests = []
     for runs in zip(*rounds, strict=True):
         best = min(runs, key=lambda r: r["seconds"])
-        for key in ("peak_rss_mib", "peak_executor_mib", "peak_jvm_mib", "peak_python_workers_mib"):
+        for key in PEAKS:
             if key in best:  # a Spark run's; dcm2json and Orthanc are not sampled
                 best[key] = max(r[key] for r in runs)
         best["all_seconds"] = [round(r["seconds"], 2) for r in runs]
@@ -412,7 +421,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         "pixel_ratio": round(result["pixels"]["all"]["ratio"] or 0, 3),
         "pixel_ratio_native": round(result["pixels"]["native"]["ratio"] or 0, 3),
         "stored_mb": round(result["stored_bytes"] / 1e6, 1) if "stored_bytes" in result else None,
-        "peak_rss_mib": result["peak_rss_mib"],
+        "peak_tree_mib": result["peak_tree_mib"],
         "peak_executor_mib": result["peak_executor_mib"],
         "peak_jvm_mib": result["peak_jvm_mib"],
         "peak_python_workers_mib": result["peak_python_workers_mib"],
@@ -432,7 +441,7 @@ def huge_figures(result: dict[str, Any], file_bytes: int) -> dict[str, Any]:
         "file_mb": round(file_bytes / 1e6, 1),
         "seconds": round(result["seconds"], 2),
         "mb_per_s": round(result["mb_per_s"], 2),
-        "peak_rss_mib": result["peak_rss_mib"],
+        "peak_tree_mib": result["peak_tree_mib"],
         "peak_executor_mib": result["peak_executor_mib"],
         "peak_python_workers_mib": result["peak_python_workers_mib"],
         "peak_executor_over_file": round(result["peak_executor_mib"] * MiB / file_bytes, 3),
@@ -448,8 +457,8 @@ def side_by_side(title: str, ours: dict[str, Any], base: dict[str, Any] | None) 
         ("files/s", "files_per_s", True),
         ("pixel ratio, all pixel data", "pixel_ratio", True),
         ("pixel ratio, native pixel data", "pixel_ratio_native", True),
-        ("peak RSS, process tree (MiB)", "peak_rss_mib", False),
-        ("peak RSS, JVM + Python workers (MiB)", "peak_executor_mib", False),
+        ("peak memory (PSS), process tree (MiB)", "peak_tree_mib", False),
+        ("peak memory (PSS), JVM + Python workers (MiB)", "peak_executor_mib", False),
         ("timed seconds", "seconds", False),
         ("wall seconds, with JVM start", "wall_seconds", False),
         ("CPU share used by other processes", "other_cpu_share", False),
@@ -888,7 +897,7 @@ def report_mix(args: argparse.Namespace, landings: Landings, runs: dict[str, dic
         "baseline": base,
         "dicomlake_over_baseline": {
             k: _ratio(k, ours, base)
-            for k in ("mb_per_s", "files_per_s", "pixel_ratio", "peak_rss_mib")
+            for k in ("mb_per_s", "files_per_s", "pixel_ratio", "peak_tree_mib")
         },
         "stages_seconds": stages,
         "spark_task_seconds": [st["durations"] for st in spark_tasks],
@@ -949,10 +958,10 @@ def report_huge(args: argparse.Namespace, landings: Landings, runs: dict[str, di
                 ["file MB", huge_file["file_mb"]],
                 ["timed seconds", huge_file["seconds"]],
                 ["input MB/s", huge_file["mb_per_s"]],
-                ["peak RSS, process tree (MiB)", huge_file["peak_rss_mib"]],
-                ["peak RSS, JVM + Python workers (MiB)", huge_file["peak_executor_mib"]],
-                ["peak RSS, Python workers (MiB)", huge_file["peak_python_workers_mib"]],
-                ["peak executor RSS / file size", huge_file["peak_executor_over_file"]],
+                ["peak memory (PSS), process tree (MiB)", huge_file["peak_tree_mib"]],
+                ["peak memory (PSS), JVM + Python workers (MiB)", huge_file["peak_executor_mib"]],
+                ["peak memory (PSS), Python workers (MiB)", huge_file["peak_python_workers_mib"]],
+                ["peak executor memory / file size", huge_file["peak_executor_over_file"]],
             ],
             2,
         ),
@@ -980,7 +989,7 @@ def report_hdfs(args: argparse.Namespace, landings: Landings, runs: dict[str, di
         hdfs_huge = huge_figures(runs["dicomlake-hdfs-huge"], landings.huge[1].bytes)
         out.append(
             f"Huge file on the dev HDFS: {hdfs_huge['mb_per_s']:.1f} MB/s "
-            f"({hdfs_huge['seconds']:.1f} s), peak RSS of JVM + Python workers "
+            f"({hdfs_huge['seconds']:.1f} s), peak memory (PSS) of JVM + Python workers "
             f"{hdfs_huge['peak_executor_mib']:.0f} MiB"
         )
     return out, {
@@ -1103,7 +1112,7 @@ def report_heavy(args: argparse.Namespace, landings: Landings, runs: dict[str, d
             ("header path / dcm2json", "header_over_dcm2json"),
             ("per core end to end / dcm2json", "per_core_over_dcm2json"),
             ("dicomlake stored MB (whole lake)", "stored_mb"),
-            ("peak RSS, JVM + Python workers (MiB)", "peak_executor_mib"),
+            ("peak memory (PSS), JVM + Python workers (MiB)", "peak_executor_mib"),
             ("CPU share used by other processes, dicomlake", "other_cpu_share"),
             ("CPU share used by other processes, dcm2json", "dcm2json_other_cpu_share"),
         )

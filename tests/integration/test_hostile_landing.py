@@ -108,7 +108,7 @@ class _PeakMemory:
     """The highest VmHWM (peak resident set) of any Python process below ``pid``, the ingest
     command, sampled every 50 ms: Spark's Python workers are children of its JVM, itself a
     child of the command. Unlike a sampled RSS, VmHWM keeps a peak for as long as the process
-    lives, so a peak between two samples is still seen. (bench's MemoryPeak sums the RSS of
+    lives, so a peak between two samples is still seen. (bench's MemoryPeak sums the PSS of
     all workers at each instant instead.)"""
 
     def __init__(self, pid: int) -> None:

@@ -1,5 +1,6 @@
 """Local Spark workers import the installed pyspark, not a copy compiled again from Spark's zip,
-and start from a daemon that already imported the ingest's code, out of the collector's sight."""
+and start from a daemon that already imported the code the tasks read with, out of the
+collector's sight."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_local_workers_are_forked_warm(sc) -> None:
 
         yield (
             gc.get_freeze_count() > 10_000,  # only the daemon freezes: the heap it forked with
-            "dicomlake.ingest.worker" in sys.modules,
+            "dicomlake.dicom.header" in sys.modules and "imagecodecs" in sys.modules,
             "pandas" in sys.modules,  # imported by pyarrow's first conversion, in the warm-up
         )
 

@@ -1,5 +1,5 @@
 """The worker daemon drops Spark's pyspark.zip from the path only for the installed version, and
-its preload warms the ingest's code without ever stopping the daemon from starting."""
+its preload warms the code the tasks read with without ever stopping the daemon from starting."""
 
 from __future__ import annotations
 
@@ -53,22 +53,22 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_preload_imports_and_warms_the_ingest() -> None:
+def test_preload_imports_and_warms_what_the_tasks_read_with() -> None:
     out = _python(
         "import sys\n"
         "from dicomlake.spark.daemon import preload\n"
         "preload()\n"
         "from dicomlake.dicom.native import core\n"
-        "print('dicomlake.ingest.worker' in sys.modules, 'pandas' in sys.modules,"
+        "print(*(m in sys.modules for m in ('dicomlake.dicom.header', 'imagecodecs', 'pandas')),"
         " core.cache_info().currsize)\n"
     )
-    assert out.stdout.split() == ["True", "True", "1"], out
+    assert out.stdout.split() == ["True", "True", "True", "1"], out
 
 
 def test_a_failed_preload_is_reported_and_the_daemon_goes_on() -> None:
     out = _python(
         "import sys\n"
-        "sys.modules['dicomlake.ingest.worker'] = None  # importing it raises\n"
+        "sys.modules['dicomlake.dicom.header'] = None  # importing it raises\n"
         "from dicomlake.spark.daemon import preload\n"
         "preload()\n"
         "print('went on')\n"

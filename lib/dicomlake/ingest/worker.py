@@ -47,8 +47,7 @@ from pydicom.config import disable_value_validation
 from dicomlake.config import Config, DeidConfig, IngestConfig
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE
-from dicomlake.dicom.header import HeaderRecords, header_records
-from dicomlake.dicom.native import core
+from dicomlake.dicom.header import HeaderRecords, header_records, warm_up
 from dicomlake.dicom.split import SplitInstance, split_instance, split_stream
 from dicomlake.errors import (
     DicomLakeError,
@@ -788,15 +787,6 @@ class _SequentialReads(contextlib.AbstractContextManager["_SequentialReads"]):
         self._open.close()
 
 
-def warm_up() -> None:
-    """What a process pays once before its first file: pyarrow imports pandas on its first
-    conversion (0.2-0.3 s), the compiled core builds its tables (25 ms). Spark's worker daemon
-    calls it before it forks workers (`dicomlake.spark.daemon`); a task calls it in a stage of
-    its own, rather than in its first file's, where the daemon did not."""
-    pa.array([0])
-    core()
-
-
 def process_task(
     task: int,
     attempt: int,
@@ -808,6 +798,8 @@ def process_task(
     """Ingest ``files`` (one task's share); ``stored`` is the content the lake already has."""
     work = _Task(task, attempt, ctx)
     with work.timed("start"):
+        # In a stage of its own rather than in the first file's; nothing left to do where
+        # Spark's worker daemon did it before forking this worker (dicomlake.spark.daemon)
         warm_up()
     landing_fs = filesystem_for(landing, ctx.config.hdfs, landing=True)
     packs = _Packs(work)
