@@ -303,9 +303,6 @@ impl Walker<'_> {
     }
 }
 
-/// `walk.MAX_DEPTH`, for a walk inside one value.
-const MAX_DEPTH: usize = 64;
-
 /// `walk.ends_in_elements`: whether `value` ends in whole data elements, tags ascending after
 /// `after` (each a private one or `known`), one of them not empty: what a value holds when a
 /// bad length made it swallow the elements that followed it. Runs that take more element
@@ -326,7 +323,7 @@ pub fn ends_in_elements(
         little,
         elements: 0,
         max_elements: value.len() as u64 / 8 + 1024,
-        max_depth: MAX_DEPTH,
+        max_depth: crate::parse::MAX_DEPTH, // `walk.MAX_DEPTH`
         named_sequence,
     };
     (0..value.len() as u64 - 7).any(|k| {

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+from crafted import LONG_VRS
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 
@@ -36,21 +37,7 @@ BOMB_BYTES = 1536 << 20
 
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = {
-    b"OB",
-    b"OD",
-    b"OF",
-    b"OL",
-    b"OV",
-    b"OW",
-    b"SQ",
-    b"SV",
-    b"UC",
-    b"UN",
-    b"UR",
-    b"UT",
-    b"UV",
-}
+_LONG_VRS = {vr.encode() for vr in LONG_VRS}  # as the bytes of an element header
 
 
 def _sample(name: str) -> bytes:
