@@ -51,6 +51,16 @@ pub fn text_pseudonym(secret: &[u8], keyword: &str, value: &str) -> String {
         .collect()
 }
 
+/// `deid.date_shift_days`: the (negative) days every date of a patient moves by.
+pub fn date_shift_days(secret: &[u8], patient_key: &str, max_shift_days: u64) -> i64 {
+    let d = mac(
+        secret,
+        &[b"dicomlake-dateshift-v1\x00", patient_key.as_bytes()],
+    );
+    let n = u64::from_be_bytes(d[..8].try_into().unwrap());
+    -1 - (n % max_shift_days) as i64
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

@@ -355,6 +355,11 @@ impl Strings {
         self.end(true);
     }
 
+    fn get(&self, i: usize) -> Option<&str> {
+        let (start, end) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+        self.valid[i].then(|| &self.data[start..end])
+    }
+
     fn end(&mut self, valid: bool) {
         if self.offsets.is_empty() {
             self.offsets.push(0);
@@ -398,6 +403,14 @@ fn le<T: Copy, const N: usize>(values: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8
 impl Rows {
     pub fn len(&self) -> usize {
         self.depth.len()
+    }
+
+    /// The top-level rows in order: (keyword, VR, text, value count).
+    pub fn top_level(&self) -> impl Iterator<Item = (Option<&str>, &str, Option<&str>, i32)> {
+        (0..self.len()).filter(|&i| self.depth[i] == 0).map(|i| {
+            let vr = self.vr.get(i).unwrap_or_default();
+            (self.keyword.get(i), vr, self.text.get(i), self.count[i])
+        })
     }
 
     /// Per column, its validity bitmap (None: no nulls), then its offsets and data (strings)

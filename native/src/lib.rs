@@ -126,6 +126,7 @@ struct TagInfo {
 
 const PATIENT_ID: u32 = 0x0010_0020;
 const ACCESSION_NUMBER: u32 = 0x0008_0050;
+const STUDY_INSTANCE_UID: u32 = 0x0020_000D;
 const BIRTH: [u32; 2] = [0x0010_0030, 0x0010_0032];
 const CONTENT_SEQUENCE: u32 = 0x0040_A730;
 const CHARSET_TAG: u32 = 0x0008_0005;
@@ -165,7 +166,8 @@ pub enum OutValue {
 
 struct Plan {
     secret: Vec<u8>,
-    shift: i64,
+    max_shift_days: u64, // 0: dates are kept
+    shift: i64,          // days, from the original header's identity (`Run::originals`)
     keep_characteristics: bool,
     keep_descriptors: bool,
     safe_private: bool,
@@ -201,9 +203,31 @@ type Mark = (
     Vec<Vec<(u32, String, Vec<String>)>>,
 );
 
+/// A top-level element of the original header that `deid.start` reads: its keyword, VR and
+/// text as its element row holds them.
+struct Original {
+    tag: u32,
+    keyword: String,
+    vr: String,
+    text: Option<String>,
+}
+
+/// What `Core::run` gives: DICOM JSON, element rows, counts, UIDs replaced, the top-level tags
+/// read, and (with de-identification) the originals and the date shift.
+type Ran = (
+    String,
+    emit::Rows,
+    Counts,
+    Vec<(String, String)>,
+    Vec<u32>,
+    Vec<Original>,
+    i64,
+);
+
 #[pyclass(frozen, module = "dicomlake_native")]
 struct Core {
     tags: HashMap<u32, TagInfo>,
+    identity: HashSet<u32>,
     repeaters: Vec<(u32, u32, Vr, bool, usize)>,
     repeating_actions: Vec<(u32, u32, Action)>,
     well_known: HashSet<String>,
@@ -225,7 +249,8 @@ impl Core {
     /// a class/syntax UID, the VM's most values or 0); `repeaters`: pydicom's (mask1, mask2,
     /// VR, the VM's most values or 0) of repeating groups;
     /// `repeating_actions`: Table E.1-1's (listed, mask, action); `well_known`: the UIDs of
-    /// the standard; `safe_private`: (creator, group, element byte, VR).
+    /// the standard; `safe_private`: (creator, group, element byte, VR); `identity`: the tags
+    /// of `deid.IDENTITY_KEYWORDS`, whose original text `read` returns.
     #[new]
     fn new(
         tags: Vec<TagRow>,
@@ -233,6 +258,7 @@ impl Core {
         repeating_actions: Vec<(u32, u32, String)>,
         well_known: Vec<String>,
         safe_private: Vec<(String, u16, u8, String)>,
+        identity: Vec<u32>,
     ) -> Self {
         let tags = tags
             .into_iter()
@@ -252,6 +278,7 @@ impl Core {
             .collect();
         Core {
             tags,
+            identity: identity.into_iter().collect(),
             repeaters: repeaters
                 .into_iter()
                 .map(|(m1, m2, vr, most)| {
@@ -274,11 +301,14 @@ impl Core {
     /// Read one header: ``prefix`` is the file's prefix (preamble, file meta, the dataset up
     /// to its pixel data), ``suffix`` what follows the frames (elements after the pixel
     /// data), ``implicit`` and ``little`` its dataset's encoding, ``deid``
-    /// None or (secret, date shift days, keep_patient_characteristics, keep_descriptors,
-    /// safe_private, marks). Returns (DICOM JSON, element-row buffers, number of rows,
-    /// (removed_unknown, removed_private, removed_private_text, removed_invalid),
-    /// [(pseudonym, UID)], the top-level tags read). Raises `Declined` for anything not read
-    /// exactly as pydicom does.
+    /// None or (secret, max_shift_days or 0 where dates are kept,
+    /// keep_patient_characteristics, keep_descriptors, safe_private, marks). Returns (DICOM
+    /// JSON, element-row buffers, number of rows, (removed_unknown, removed_private,
+    /// removed_private_text, removed_invalid), [(pseudonym, UID)], the top-level tags read,
+    /// `promote.top_level` of the rows, {keyword: (VR, text)} of the original header's
+    /// identity elements, the date shift in days). The date shift is `deid.date_shift_days`
+    /// of the original PatientID, else of "study:" and the StudyInstanceUID. Raises
+    /// `Declined` for anything not read exactly as pydicom does.
     #[allow(clippy::type_complexity)]
     #[pyo3(signature = (prefix, suffix, implicit, little, deid=None))]
     #[allow(clippy::too_many_arguments)]
@@ -289,7 +319,7 @@ impl Core {
         suffix: &[u8],
         implicit: bool,
         little: bool,
-        deid: Option<(Vec<u8>, i64, bool, bool, bool, Vec<Mark>)>,
+        deid: Option<(Vec<u8>, u64, bool, bool, bool, Vec<Mark>)>,
     ) -> PyResult<(
         String,
         Vec<Option<Bound<'py, PyBytes>>>,
@@ -297,12 +327,16 @@ impl Core {
         (u64, u64, u64, u64),
         Vec<(String, String)>,
         Vec<u32>,
+        Bound<'py, PyDict>,
+        Bound<'py, PyDict>,
+        i64,
     )> {
         let (plan, marks) = match deid {
-            Some((secret, shift, kc, kd, sp, marks)) => (
+            Some((secret, max_shift_days, kc, kd, sp, marks)) => (
                 Some(Plan {
                     secret,
-                    shift,
+                    max_shift_days,
+                    shift: 0,
                     keep_characteristics: kc,
                     keep_descriptors: kd,
                     safe_private: sp,
@@ -314,8 +348,20 @@ impl Core {
         let result = py.allow_threads(|| {
             contained(|| self.run(prefix, suffix, implicit, little, plan, &marks))
         })?;
-        let (json, rows, counts, uids, top) =
+        let (json, rows, counts, uids, tags, originals, shift) =
             result.map_err(|d| Declined::new_err(d.0.to_string()))?;
+        let top = PyDict::new(py);
+        for (keyword, vr, text, count) in rows.top_level() {
+            if let (Some(keyword), Some(text)) = (keyword, text) {
+                if !values::is_binary(vr) {
+                    top.set_item(keyword, (vr, text, count))?;
+                }
+            }
+        }
+        let original = PyDict::new(py);
+        for o in originals {
+            original.set_item(o.keyword, (o.vr, o.text))?;
+        }
         let n = rows.len();
         let buffers = rows
             .into_buffers()
@@ -333,7 +379,10 @@ impl Core {
                 counts.invalid,
             ),
             uids,
+            tags,
             top,
+            original,
+            shift,
         ))
     }
     /// `split._find_pixel_data` for a file held whole: walk the top-level elements from
@@ -507,7 +556,7 @@ impl Core {
         little: bool,
         plan: Option<Plan>,
         marks: &[Mark],
-    ) -> Result<(String, emit::Rows, Counts, Vec<(String, String)>, Vec<u32>), Decline> {
+    ) -> Result<Ran, Decline> {
         let start = parse::dataset_start(prefix)?;
         let is_sequence = |tag: u32| self.is_sequence(tag);
         let reader = Reader {
@@ -548,6 +597,15 @@ impl Core {
             uids: Vec::new(),
         };
         run.top_level_settings(&elements)?;
+        let mut originals = Vec::new();
+        if let Some(plan) = &run.plan {
+            originals = run.originals(&elements)?;
+            if plan.max_shift_days > 0 {
+                let key = shift_key(&originals)?;
+                let shift = deid::date_shift_days(&plan.secret, &key, plan.max_shift_days);
+                run.plan.as_mut().unwrap().shift = shift;
+            }
+        }
         let mut out = if run.plan.is_some() {
             run.clean(&elements, 0)?
         } else {
@@ -557,7 +615,8 @@ impl Core {
             apply_marks(&mut out, marks)?;
         }
         let (json, rows) = emit::emit(&run, &out)?;
-        Ok((json, rows, run.counts, run.uids, top))
+        let shift = run.plan.as_ref().map_or(0, |p| p.shift);
+        Ok((json, rows, run.counts, run.uids, top, originals, shift))
     }
 
     /// The data dictionary's VR of a standard tag (repeating groups included), and whether
@@ -620,6 +679,27 @@ impl Core {
             }
         })
     }
+}
+
+/// `deid.start`'s date shift key: the original PatientID, else "study:" and the original
+/// StudyInstanceUID (declined where either is held as bytes or items: pydicom's text of them
+/// is not the row's).
+fn shift_key(originals: &[Original]) -> Result<String, Decline> {
+    let text = |tag: u32| -> Result<&str, Decline> {
+        match originals.iter().find(|o| o.tag == tag) {
+            None => Ok(""),
+            Some(o) if o.vr == "SQ" || values::is_binary(&o.vr) => {
+                Err(Decline::new("identity held as bytes"))
+            }
+            Some(o) => Ok(deid::norm(o.text.as_deref().unwrap_or_default())),
+        }
+    };
+    let patient = text(PATIENT_ID)?;
+    Ok(if patient.is_empty() {
+        format!("study:{}", text(STUDY_INSTANCE_UID)?)
+    } else {
+        patient.to_string()
+    })
 }
 
 fn apply_marks(out: &mut Vec<Out>, marks: &[Mark]) -> Result<(), Decline> {
@@ -746,18 +826,36 @@ impl Run<'_> {
 
     /// The header as it is (no de-identification).
     fn keep(&self, elements: &[Element], depth: usize) -> Result<Vec<Out>, Decline> {
-        let mut out = Vec::with_capacity(elements.len());
-        for e in elements {
-            Self::check_item_charset(e, depth)?;
-            let vr = self.vr_of(e, depth)?;
-            let value = self.keep_value(e, depth)?;
-            out.push(Out {
+        elements.iter().map(|e| self.keep_one(e, depth)).collect()
+    }
+
+    fn keep_one(&self, e: &Element, depth: usize) -> Result<Out, Decline> {
+        Self::check_item_charset(e, depth)?;
+        Ok(Out {
+            tag: e.tag,
+            vr: self.vr_of(e, depth)?,
+            value: self.keep_value(e, depth)?,
+        })
+    }
+
+    /// The original header's identity elements (`Core.identity`), as their rows hold them.
+    fn originals(&self, elements: &[Element]) -> Result<Vec<Original>, Decline> {
+        let picked = elements
+            .iter()
+            .filter(|e| self.core.identity.contains(&e.tag))
+            .map(|e| self.keep_one(e, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (_, rows) = emit::emit(self, &picked)?;
+        let originals = picked
+            .iter()
+            .zip(rows.top_level())
+            .map(|(e, (keyword, vr, text, _))| Original {
                 tag: e.tag,
-                vr,
-                value,
+                keyword: keyword.unwrap_or_default().to_string(),
+                vr: vr.to_string(),
+                text: text.map(str::to_string),
             });
-        }
-        Ok(out)
+        Ok(originals.collect())
     }
 
     /// The text values of an element (`str(v)` of each), or a decline when it holds others.

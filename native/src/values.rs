@@ -25,6 +25,11 @@ pub enum Decoded {
 }
 
 pub const BINARY_VRS: [&[u8; 2]; 7] = [b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"];
+
+/// Whether a VR named by its text is one of `BINARY_VRS`.
+pub fn is_binary(vr: &str) -> bool {
+    BINARY_VRS.iter().any(|b| b.as_slice() == vr.as_bytes())
+}
 /// VRs whose text is decoded with the dataset's character set.
 const CHARSET_VRS: [&[u8; 2]; 7] = [b"LO", b"LT", b"PN", b"SH", b"ST", b"UC", b"UT"];
 

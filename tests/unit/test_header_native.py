@@ -15,6 +15,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from corpus import corpus_id, dataset_walker, mutated, split_paths
+from crafted import CT, ITEM, element_bytes, tag_bytes
 from hostile_corpus import make_hostile_landing
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -360,3 +361,32 @@ def test_a_task_counts_the_headers_each_way_took(tmp_path, config, keyring):
     result = process_task(0, 0, files, str(landing), ctx, frozenset())
     assert [row["outcome"] for row in result.sources] == ["ingested", "ingested"]
     assert result.header_paths == {header.FAST: 1, header.REFERENCE: 1}
+
+
+def _as_other_vr(data: bytes, at: tuple[int, int], vr: str, value: bytes) -> bytes:
+    """``data`` (explicit VR) with its short-VR top-level element ``at`` written as ``vr``."""
+    start = data.index(tag_bytes(at) + pydicom.datadict.dictionary_VR(at).encode())
+    length = struct.unpack("<H", data[start + 6 : start + 8])[0]
+    return data[:start] + element_bytes(at, vr, value) + data[start + 8 + length :]
+
+
+IDENTITY_HELD_OTHERWISE = {
+    "name-as-bytes": ((0x0010, 0x0010), "OB", b"Doe^Jane"),
+    "institution-as-items": ((0x0008, 0x0080), "SQ", tag_bytes(ITEM) + bytes(4)),
+    "study-uid-as-bytes": ((0x0020, 0x000D), "OB", b"1.2.3.4"),
+}
+
+
+@pytest.mark.parametrize("case", IDENTITY_HELD_OTHERWISE)
+def test_identity_held_as_bytes_or_items_is_read_as_pydicom_reads_it(case: str):
+    """The identities keep pydicom's text of an identity element held as bytes or items (no
+    element row has text for it). A UID, or an ID, held so is left to pydicom's path: its
+    pseudonym needs text, and the date shift may take its key from it."""
+    at, vr, value = IDENTITY_HELD_OTHERWISE[case]
+    data = _as_other_vr(CT.read_bytes(), at, vr, value)
+    no_id = _as_other_vr(data, (0x0010, 0x0020), "LO", b"")  # the shift keyed on the study
+    assert vr == split_instance(data).dataset[at].VR  # the file holds what the case says
+    read = case != "study-uid-as-bytes"
+    for options in (DeidConfig(), DeidConfig(dates="shift")):
+        assert _fast_or_declined(data, options) is read
+        assert _fast_or_declined(no_id, options) is read

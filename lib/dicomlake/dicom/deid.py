@@ -348,12 +348,23 @@ def deidentify(
     return clean, identities(ctx, pseudonyms, sop_instance_uid(clean)[0])
 
 
-def start(dataset: Dataset, secret: bytes, options: DeidConfig | None = None) -> Context:
-    """The first phase of `deidentify`: the identified values and the date shift."""
+def start(
+    dataset: Dataset,
+    secret: bytes,
+    options: DeidConfig | None = None,
+    originals: dict[str, str | None] | None = None,
+) -> Context:
+    """The first phase of `deidentify`: the identified values and the date shift.
+
+    ``originals`` are the `IDENTITY_KEYWORDS`' `original` texts where the caller has read them
+    already (the compiled header path); they are read from ``dataset`` otherwise.
+    """
     if len(secret) < 16:
         raise ValueError(f"deidentify: the secret must have at least 16 bytes, got {len(secret)}")
     options = options or DeidConfig()
-    originals = {kw: _text(get(dataset, kw)) for kw in IDENTITY_KEYWORDS}
+    if originals is None:
+        originals = {kw: original(dataset, kw) for kw in IDENTITY_KEYWORDS}
+    originals = dict(originals)
     # An instance named by its file meta alone (`split.SplitInstance.sop_uid_from_meta`)
     originals["SOPInstanceUID"] = sop_instance_uid(dataset)[0]
     shift = 0
@@ -380,6 +391,12 @@ def identities(ctx: Context, pseudonyms: dict[str, str | None], sop: str | None)
     record["date_shift_days"] = ctx.shift
     record["deid_counts"] = ctx.counts
     return record
+
+
+def original(dataset: Dataset, keyword: str) -> str | None:
+    """An element's text as the identities keep it: its values' ``str`` joined with ``\\``,
+    stripped of spaces and NULs; None when missing, empty or unreadable."""
+    return _text(get(dataset, keyword))
 
 
 def _text(value: object) -> str | None:

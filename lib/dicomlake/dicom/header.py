@@ -2,16 +2,16 @@
 
 `header_records` is the one place that decides how they are made. The compiled core
 (`dicomlake_native`, built from ``native/``) reads the header's bytes once and writes the
-JSON, the element rows and the de-identification of every element in that pass. What
-`deid.deidentify` computes from the original header (the identified values, the date shift,
-the age and the de-identification marks, the cleaned file meta) is computed by its own phases
-(`deid.start`, `deid.marks`, `deid.clean_meta`) before the core runs; the promoted columns and
-the identities' pseudonyms are read from the top-level element rows on both paths
-(`promote.top_level`). Whatever the core does not read exactly as pydicom does (another
-character set, a deflated file, UN values, a value it cannot convert the same way, anything
-malformed) it declines, and the reference path runs: `deid.deidentify`,
-`dicomjson.header_json` and `elements.element_rows` over the whole pydicom dataset. Both give
-the same records; the tests hold them to that.
+JSON, the element rows and the de-identification of every element in that pass; it also
+gives the top-level rows (`promote.top_level`), and the original text of the identity
+elements with the date shift it takes from them. `deid.deidentify`'s other phases run around
+it: `deid.marks` (age and marks) before, `deid.start` (given those texts) and
+`deid.clean_meta` (the file meta) after. The promoted columns and the identities' pseudonyms
+are read from the top-level element rows on both paths. Whatever the core does not read
+exactly as pydicom does (another character set, a deflated file, UN values, a value it cannot
+convert the same way, anything malformed) it declines, and the reference path runs:
+`deid.deidentify`, `dicomjson.header_json` and `elements.element_rows` over the whole pydicom
+dataset. Both give the same records; the tests hold them to that.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dicomlake.dicom.elements import ELEMENT_SCHEMA, element_rows
 from dicomlake.dicom.native import core, dicomlake_native
 from dicomlake.dicom.promote import Text, instance_uid, promoted_values, top_level
 from dicomlake.dicom.split import SplitInstance
-from dicomlake.dicom.values import values_of
+from dicomlake.dicom.values import BINARY_VRS, values_of
 
 FAST, REFERENCE = "fast", "reference"
 
@@ -97,32 +97,36 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
     dataset = split.dataset
     implicit, little = (bool(flag) for flag in dataset.original_encoding)
     if options is None:
-        text, buffers, n, _, _, tags = core().read(split.prefix, split.suffix, implicit, little)
+        text, buffers, n, _, _, tags, top, _, _ = core().read(
+            split.prefix, split.suffix, implicit, little
+        )
         _check_top(dataset, tags)
-        rows = _batch(buffers, n)
-        return HeaderRecords(promoted_values(split, top_level(rows)), text, rows, None, FAST)
+        return HeaderRecords(promoted_values(split, top), text, _batch(buffers, n), None, FAST)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd values warn as they are converted or set
-        ctx = deid.start(dataset, secret, options)
         marked = deid.marks(dataset, options)
-        meta = deid.clean_meta(dataset, ctx)  # its removals and UIDs, with the dataset's below
     plan = (
         secret,
-        ctx.shift,
+        options.max_shift_days if options.dates == "shift" else 0,
         options.keep_patient_characteristics,
         options.keep_descriptors,
         options.safe_private,
         _core_marks(marked),
     )
-    text, buffers, n, counts, uids, tags = core().read(
+    text, buffers, n, counts, uids, tags, top, found, shift = core().read(
         split.prefix, split.suffix, implicit, little, plan
     )
     _check_top(dataset, tags)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctx = deid.start(dataset, secret, options, _originals(dataset, found))
+        meta = deid.clean_meta(dataset, ctx)  # its removals and UIDs, with the dataset's below
+    if ctx.shift != shift:
+        raise dicomlake_native.Declined("the core's date shift is not deid.start's")
     for key, count in zip(deid.COUNTS, counts, strict=True):
         ctx.counts[key] += count
     ctx.uids.update(uids)
     rows = _batch(buffers, n)
-    top = top_level(rows)
     named = Dataset()  # what names the instance where its header does not: the clean file meta
     if meta is not None:
         named.file_meta = meta
@@ -136,6 +140,19 @@ def _check_top(dataset: Dataset, top: list[int]) -> None:
     """The core must have read the very elements pydicom did (none after the pixel data)."""
     if sorted(map(int, dataset.keys())) != top:  # ints: a BaseTag compares in Python
         raise dicomlake_native.Declined("top-level elements differ from pydicom's")
+
+
+def _originals(dataset: Dataset, found: dict[str, tuple[str, str | None]]) -> dict[str, str | None]:
+    """`deid.start`'s originals from the core's rows of the identity elements; pydicom's
+    text (`deid.original`) where one holds bytes or items, which no row's text is."""
+    out = {}
+    for keyword in deid.IDENTITY_KEYWORDS:
+        vr, text = found.get(keyword, ("", None))
+        if vr == "SQ" or vr in BINARY_VRS:
+            out[keyword] = deid.original(dataset, keyword)
+        else:
+            out[keyword] = (text.strip(" \x00") or None) if text else None
+    return out
 
 
 def _stripped(element: Text | None) -> str | None:

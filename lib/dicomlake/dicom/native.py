@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from pydicom.datadict import DicomDictionary, RepeatersDictionary, masks
+from pydicom.datadict import DicomDictionary, RepeatersDictionary, masks, tag_for_keyword
 from pydicom.uid import UID_dictionary
 
-from dicomlake.dicom.deid import SAFE_PRIVATE, is_class_uid, most_values
+from dicomlake.dicom.deid import IDENTITY_KEYWORDS, SAFE_PRIVATE, is_class_uid, most_values
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING
 
 try:
@@ -34,4 +34,7 @@ def core() -> Any:
         for mask, (m1, m2) in masks.items()
     ]
     safe = [(creator, group, byte, vr) for (creator, group, byte), vr in SAFE_PRIVATE.items()]
-    return dicomlake_native.Core(tags, repeaters, list(REPEATING), list(UID_dictionary), safe)
+    identity = [tag_for_keyword(keyword) for keyword in IDENTITY_KEYWORDS]
+    return dicomlake_native.Core(
+        tags, repeaters, list(REPEATING), list(UID_dictionary), safe, identity
+    )
