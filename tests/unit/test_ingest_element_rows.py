@@ -41,3 +41,19 @@ def test_one_table_in_order(monkeypatch: pytest.MonkeyPatch, batch: int) -> None
     table = gathered.table()
     assert table is not None and table.schema == schemas.ELEMENTS
     assert table.to_pylist() == _expected(5).to_pylist()
+
+
+def test_instances_without_rows_or_sop_uid_are_named_right() -> None:
+    gathered = _ElementRows("run")
+    empty = pa.RecordBatch.from_pylist([], schema=ELEMENT_SCHEMA)
+    gathered.add(empty, "i0", "s0")
+    gathered.add(pa.RecordBatch.from_pydict(_instance(1), schema=ELEMENT_SCHEMA), "i1", None)
+    gathered.add(empty, "i2", None)
+    gathered.add(pa.RecordBatch.from_pydict(_instance(3), schema=ELEMENT_SCHEMA), "i3", "s3")
+    table = gathered.table()
+    assert table is not None
+    names = list(
+        zip(table["instance_id"].to_pylist(), table["SOPInstanceUID"].to_pylist(), strict=True)
+    )
+    k1, k3 = len(_instance(1)["tag"]), len(_instance(3)["tag"])
+    assert names == [("i1", None)] * k1 + [("i3", "s3")] * k3

@@ -17,6 +17,7 @@ from dicomlake.ingest.worker import (
     _INSTANCE_FILE_SCHEMA,
     _INSTANCE_STRUCT,
     _one_row,
+    _rows_table,
 )
 from dicomlake.lake import schemas
 
@@ -76,9 +77,9 @@ def test_one_row_converts_as_from_pylist(schema: pa.Schema, struct: pa.StructTyp
     assert failures > 50  # the odd values do reach the error paths
 
 
-def test_one_row_batches_make_a_table_of_the_schema() -> None:
+def test_one_row_rows_make_a_table_of_the_schema() -> None:
     row = {"instance_id": "a" * 64, "PatientID": "P", "Rows": 512, "PixelSpacing": [0.5, 0.5]}
-    batch = _one_row(row, _INSTANCE_STRUCT)
-    table = pa.Table.from_batches([batch, batch], schema=_INSTANCE_FILE_SCHEMA)
+    one = _one_row(row, _INSTANCE_STRUCT)
+    table = _rows_table([one, one], _INSTANCE_FILE_SCHEMA)
     assert table.schema.equals(_INSTANCE_FILE_SCHEMA, check_metadata=True)
     assert table.column("Rows").to_pylist() == [512, 512]
