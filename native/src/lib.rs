@@ -127,6 +127,7 @@ struct TagInfo {
 const PATIENT_ID: u32 = 0x0010_0020;
 const ACCESSION_NUMBER: u32 = 0x0008_0050;
 const STUDY_INSTANCE_UID: u32 = 0x0020_000D;
+const MEDIA_UID: &str = "MediaStorageSOPInstanceUID";
 const BIRTH: [u32; 2] = [0x0010_0030, 0x0010_0032];
 const CONTENT_SEQUENCE: u32 = 0x0040_A730;
 const CHARSET_TAG: u32 = 0x0008_0005;
@@ -186,6 +187,9 @@ struct Run<'a> {
     data: &'a [u8],
     implicit: bool,
     little: bool,
+    // The encoding of the elements after these where it is another (the dataset after the
+    // file meta): a value that swallowed some holds them in it
+    after: Option<(bool, bool)>,
     charset: Charset,
     pixel_representation: Option<i128>,
     plan: Option<Plan>,
@@ -212,8 +216,12 @@ struct Original {
     text: Option<String>,
 }
 
+/// The file meta as de-identification leaves it: the tags read, and the clean
+/// MediaStorageSOPInstanceUID's text (which names an instance without a SOPInstanceUID).
+type Meta = (Vec<u32>, Option<String>);
+
 /// What `Core::run` gives: DICOM JSON, element rows, counts, UIDs replaced, the top-level tags
-/// read, and (with de-identification) the originals and the date shift.
+/// read, and (with de-identification) the originals, the date shift and the clean file meta.
 type Ran = (
     String,
     emit::Rows,
@@ -222,6 +230,7 @@ type Ran = (
     Vec<u32>,
     Vec<Original>,
     i64,
+    Meta,
 );
 
 #[pyclass(frozen, module = "dicomlake_native")]
@@ -306,9 +315,11 @@ impl Core {
     /// JSON, element-row buffers, number of rows, (removed_unknown, removed_private,
     /// removed_private_text, removed_invalid), [(pseudonym, UID)], the top-level tags read,
     /// `promote.top_level` of the rows, {keyword: (VR, text)} of the original header's
-    /// identity elements, the date shift in days). The date shift is `deid.date_shift_days`
-    /// of the original PatientID, else of "study:" and the StudyInstanceUID. Raises
-    /// `Declined` for anything not read exactly as pydicom does.
+    /// identity elements, the date shift in days, the file meta's tags, the clean file meta's
+    /// MediaStorageSOPInstanceUID text or None). The date shift is `deid.date_shift_days` of
+    /// the original PatientID, else of "study:" and the StudyInstanceUID; the file meta is
+    /// cleaned as `deid.clean_meta` cleans it, its counts and UIDs with the dataset's.
+    /// Raises `Declined` for anything not read exactly as pydicom does.
     #[allow(clippy::type_complexity)]
     #[pyo3(signature = (prefix, suffix, implicit, little, deid=None))]
     #[allow(clippy::too_many_arguments)]
@@ -330,6 +341,8 @@ impl Core {
         Bound<'py, PyDict>,
         Bound<'py, PyDict>,
         i64,
+        Vec<u32>,
+        Option<String>,
     )> {
         let (plan, marks) = match deid {
             Some((secret, max_shift_days, kc, kd, sp, marks)) => (
@@ -348,7 +361,7 @@ impl Core {
         let result = py.allow_threads(|| {
             contained(|| self.run(prefix, suffix, implicit, little, plan, &marks))
         })?;
-        let (json, rows, counts, uids, tags, originals, shift) =
+        let (json, rows, counts, uids, tags, originals, shift, (meta_tags, meta_uid)) =
             result.map_err(|d| Declined::new_err(d.0.to_string()))?;
         let top = PyDict::new(py);
         for (keyword, vr, text, count) in rows.top_level() {
@@ -383,6 +396,8 @@ impl Core {
             top,
             original,
             shift,
+            meta_tags,
+            meta_uid,
         ))
     }
     /// `split._find_pixel_data` for a file held whole: walk the top-level elements from
@@ -590,6 +605,7 @@ impl Core {
             data,
             implicit,
             little,
+            after: None,
             charset: Charset::Latin1,
             pixel_representation: None,
             plan,
@@ -598,6 +614,7 @@ impl Core {
         };
         run.top_level_settings(&elements)?;
         let mut originals = Vec::new();
+        let mut meta = (Vec::new(), None);
         if let Some(plan) = &run.plan {
             originals = run.originals(&elements)?;
             if plan.max_shift_days > 0 {
@@ -605,6 +622,13 @@ impl Core {
                 let shift = deid::date_shift_days(&plan.secret, &key, plan.max_shift_days);
                 run.plan.as_mut().unwrap().shift = shift;
             }
+            let meta_reader = Reader {
+                data: &prefix[..start],
+                implicit: false,
+                little: true,
+                is_sequence: &is_sequence,
+            };
+            meta = run.clean_meta(&meta_reader.top_level(parse::meta_start(prefix))?.0)?;
         }
         let mut out = if run.plan.is_some() {
             run.clean(&elements, 0)?
@@ -616,7 +640,9 @@ impl Core {
         }
         let (json, rows) = emit::emit(&run, &out)?;
         let shift = run.plan.as_ref().map_or(0, |p| p.shift);
-        Ok((json, rows, run.counts, run.uids, top, originals, shift))
+        Ok((
+            json, rows, run.counts, run.uids, top, originals, shift, meta,
+        ))
     }
 
     /// The data dictionary's VR of a standard tag (repeating groups included), and whether
@@ -836,6 +862,30 @@ impl Run<'_> {
             vr: self.vr_of(e, depth)?,
             value: self.keep_value(e, depth)?,
         })
+    }
+
+    /// `deid.clean_meta`: the file meta's elements, read and cleaned as the explicit VR little
+    /// endian they are written in (a value that swallowed elements may hold the dataset's).
+    fn clean_meta(&mut self, elements: &[Element]) -> Result<Meta, Decline> {
+        let dataset = (self.implicit, self.little, self.charset);
+        self.after = Some((self.implicit, self.little));
+        (self.implicit, self.little, self.charset) = (false, true, Charset::Latin1);
+        let uid = self.clean(elements, 0).and_then(|out| {
+            let (_, rows) = emit::emit(self, &out)?;
+            let mut named = rows
+                .top_level()
+                .filter(|(keyword, ..)| *keyword == Some(MEDIA_UID));
+            match named.next() {
+                Some((_, vr, _, _)) if vr == "SQ" || values::is_binary(vr) => {
+                    Err(Decline::new("MediaStorageSOPInstanceUID held as bytes"))
+                }
+                Some((_, _, text, _)) => Ok(text.map(str::to_string)),
+                None => Ok(None),
+            }
+        });
+        (self.implicit, self.little, self.charset) = dataset;
+        self.after = None;
+        Ok((elements.iter().map(|e| e.tag).collect(), uid?))
     }
 
     /// The original header's identity elements (`Core.identity`), as their rows hold them.
@@ -1065,7 +1115,10 @@ impl Run<'_> {
         }
         let known = |t: u32| self.core.known(t);
         let named = |t: u32| self.core.is_sequence(t);
-        walk::ends_in_elements(bytes, tag, self.implicit, self.little, &known, &named)
+        let ends = |(implicit, little)| {
+            walk::ends_in_elements(bytes, tag, implicit, little, &known, &named)
+        };
+        ends((self.implicit, self.little)) || self.after.is_some_and(ends)
     }
 
     /// The most values `bytes` of this VR can decode to.

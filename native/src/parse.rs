@@ -44,13 +44,18 @@ pub struct Reader<'a> {
     pub is_sequence: &'a dyn Fn(u32) -> bool,
 }
 
-/// Where the dataset starts: after the preamble (if any) and the group 0002 elements.
-pub fn dataset_start(data: &[u8]) -> Result<usize, Decline> {
-    let mut at = if data.len() >= 132 && &data[128..132] == b"DICM" {
+/// Where the file meta starts: after the preamble, if any.
+pub fn meta_start(data: &[u8]) -> usize {
+    if data.len() >= 132 && &data[128..132] == b"DICM" {
         132
     } else {
         0
-    };
+    }
+}
+
+/// Where the dataset starts: after the preamble (if any) and the group 0002 elements.
+pub fn dataset_start(data: &[u8]) -> Result<usize, Decline> {
+    let mut at = meta_start(data);
     while at + 8 <= data.len() && endian::u16_at(data, at, true) == 0x0002 {
         let vr = [data[at + 4], data[at + 5]];
         let (length, header) = if LONG_VRS.contains(&&vr) {

@@ -15,7 +15,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from corpus import corpus_id, dataset_walker, mutated, split_paths
-from crafted import CT, ITEM, element_bytes, tag_bytes
+from crafted import CT, ITEM, LONG_VRS, MR_IMPLICIT, element_bytes, tag_bytes
 from hostile_corpus import make_hostile_landing
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -27,7 +27,7 @@ from pydicom.uid import (
 )
 
 from dicomlake.config import DeidConfig
-from dicomlake.dicom import header, split, walk
+from dicomlake.dicom import deid, header, split, walk
 from dicomlake.dicom.deid import deidentify
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import element_rows
@@ -390,3 +390,76 @@ def test_identity_held_as_bytes_or_items_is_read_as_pydicom_reads_it(case: str):
     for options in (DeidConfig(), DeidConfig(dates="shift")):
         assert _fast_or_declined(data, options) is read
         assert _fast_or_declined(no_id, options) is read
+
+
+def _meta_elements(data: bytes) -> list[tuple[int, int]]:
+    """The (start, end) of each file meta element of ``data`` (preamble, explicit VR)."""
+    out, at = [], 132
+    while data[at : at + 2] == b"\x02\x00":
+        vr = data[at + 4 : at + 6].decode()
+        if vr in LONG_VRS:
+            end = at + 12 + struct.unpack_from("<L", data, at + 8)[0]
+        else:
+            end = at + 8 + struct.unpack_from("<H", data, at + 6)[0]
+        out.append((at, end))
+        at = end
+    return out
+
+
+def _without_sop_uid(data: bytes) -> bytes:
+    """``data`` (explicit VR) without its dataset's SOPInstanceUID (0008,0018)."""
+    at = data.index(tag_bytes((0x0008, 0x0018)) + b"UI", _meta_elements(data)[-1][1])
+    return data[:at] + data[at + 8 + struct.unpack_from("<H", data, at + 6)[0] :]
+
+
+def _meta_version_swallowing(data: bytes, count: int) -> bytes:
+    """``data`` with its file meta's FileMetaInformationVersion (OB) taking in the ``count``
+    file meta elements after it, as a bad length would."""
+    meta = _meta_elements(data)
+    start, swallowed_end = meta[1][0], meta[1 + count][1]
+    assert data[start : start + 6] == tag_bytes((0x0002, 0x0001)) + b"OB"
+    length = swallowed_end - (start + 12)
+    return data[: start + 8] + struct.pack("<L", length) + data[start + 12 :]
+
+
+def _meta_swallowing_dataset(data: bytes, count: int) -> bytes:
+    """``data`` (implicit VR dataset) with a PrivateInformation (OB) added last to its file
+    meta, taking in the first ``count`` elements of the dataset, as a bad length would."""
+    meta_end = _meta_elements(data)[-1][1]
+    end = meta_end
+    for _ in range(count):  # implicit VR: tag, 4-byte length, value
+        end += 8 + struct.unpack_from("<L", data, end + 4)[0]
+    value = b"\x01\x02" + data[meta_end:end]
+    return data[:meta_end] + element_bytes((0x0002, 0x0102), "OB", value) + data[end:]
+
+
+def test_file_meta_values_that_swallowed_elements_are_removed_on_both_paths():
+    """A file meta value kept as read that ends in whole elements after it is removed and
+    counted (rule 10), on both paths: it took in more of the file meta (explicit VR little
+    endian, as a file meta is written, whatever the dataset's encoding) or the dataset's first
+    elements (in the dataset's encoding)."""
+    implicit = MR_IMPLICIT.read_bytes()
+    cases = {
+        "file-meta-elements": _meta_version_swallowing(implicit, 2),
+        "dataset-elements": _meta_swallowing_dataset(implicit, 2),
+    }
+    for name, data in cases.items():
+        split = split_instance(data)
+        assert split.dataset.original_encoding[0], name  # the dataset is implicit VR
+        options = DeidConfig()
+        assert _fast_or_declined(data, options), name
+        records = header.header_records(split, SECRET, options)
+        assert records.identities["deid_counts"]["removed_invalid"] == 1, name
+
+
+def test_an_instance_named_by_its_file_meta_is_named_by_its_pseudonym():
+    data = _without_sop_uid(CT.read_bytes())
+    dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    assert "SOPInstanceUID" not in dataset
+    meta_uid = dataset.file_meta.MediaStorageSOPInstanceUID
+    for options in OPTIONS.values():
+        assert _fast_or_declined(data, options)
+    records = header.header_records(split_instance(data), SECRET, DeidConfig())
+    assert records.values["SOPInstanceUID"] == deid.uid_pseudonym(SECRET, meta_uid)
+    assert records.identities["SOPInstanceUID"] == deid.uid_pseudonym(SECRET, meta_uid)
+    assert records.identities["original_SOPInstanceUID"] == meta_uid

@@ -54,7 +54,8 @@ The rules applied to each element, first match wins
    0x20, but TAB, LF, FF and CR), an element kept as read that holds more values than its
    attribute's VM allows, and binary data kept as read (bytes, or numbers of any VM; a
    safe-listed private attribute's too) that ends in whole data elements tagged after its own
-   (`walk.ends_in_elements`; bytes crafted to take too long to rule out count too): removed.
+   (`walk.ends_in_elements`, in the file meta as it is written or as the dataset after it
+   is; bytes crafted to take too long to rule out count too): removed.
    Such a value is what a bad length leaves, a code string, numbers or bytes that swallowed
    the elements after them (a patient's name and IDs among them).
 
@@ -292,6 +293,9 @@ class Context:
     shift: int  # days; 0 when dates are kept
     implicit: bool = False  # the header's encoding, to read values kept as bytes
     little: bool = True
+    # The encoding of the elements after these where it is another (the dataset after the file
+    # meta): a value that swallowed some holds them in it
+    after: tuple[bool, bool] | None = None
     uids: dict[str, str] = dataclasses.field(default_factory=dict)  # pseudonym -> original
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
 
@@ -376,9 +380,17 @@ def start(
 
 
 def clean_meta(dataset: Dataset, ctx: Context) -> FileMetaDataset | None:
-    """The cleaned file meta of ``dataset`` (None without one), by the rules of its elements."""
+    """The cleaned file meta of ``dataset`` (None without one), by the rules of its elements.
+    Its values are read as the explicit VR little endian a file meta is written in, whatever
+    the dataset's encoding; a value that swallowed elements (rule 10) may hold more of the file
+    meta's, or the dataset's first ones, in the dataset's encoding."""
     meta = getattr(dataset, "file_meta", None)
-    return None if meta is None else FileMetaDataset(_clean(meta, ctx, depth=0))
+    if meta is None:
+        return None
+    as_written = dataclasses.replace(  # counts and UIDs shared
+        ctx, implicit=False, little=True, after=(ctx.implicit, ctx.little)
+    )
+    return FileMetaDataset(_clean(meta, as_written, depth=0))
 
 
 def identities(ctx: Context, pseudonyms: dict[str, str | None], sop: str | None) -> dict[str, Any]:
@@ -566,7 +578,8 @@ def _swallowing(elem: DataElement, tag: int, ctx: Context) -> bool:
     if elem.VR not in _NUMBER_VRS and elem.VR not in BINARY_VRS:
         return False
     data = _as_read(elem, ctx.little)
-    return ends_in_elements(data, tag, ctx.implicit, ctx.little, _known)
+    encodings = [(ctx.implicit, ctx.little), *([ctx.after] if ctx.after else [])]
+    return any(ends_in_elements(data, tag, *encoding, _known) for encoding in encodings)
 
 
 def _as_read(elem: DataElement, little: bool) -> bytes:

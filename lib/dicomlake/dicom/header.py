@@ -24,7 +24,8 @@ from typing import Any
 import pyarrow as pa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomlake.config import DeidConfig
@@ -32,11 +33,12 @@ from dicomlake.dicom import deid
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import ELEMENT_SCHEMA, element_rows
 from dicomlake.dicom.native import core, dicomlake_native
-from dicomlake.dicom.promote import Text, instance_uid, promoted_values, top_level
+from dicomlake.dicom.promote import Text, TopLevel, instance_uid, promoted_values, top_level
 from dicomlake.dicom.split import SplitInstance
 from dicomlake.dicom.values import BINARY_VRS, values_of
 
 FAST, REFERENCE = "fast", "reference"
+_MEDIA_UID = tag_for_keyword("MediaStorageSOPInstanceUID")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +99,7 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
     dataset = split.dataset
     implicit, little = (bool(flag) for flag in dataset.original_encoding)
     if options is None:
-        text, buffers, n, _, _, tags, top, _, _ = core().read(
+        text, buffers, n, _, _, tags, top, *_ = core().read(
             split.prefix, split.suffix, implicit, little
         )
         _check_top(dataset, tags)
@@ -113,23 +115,23 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
         options.safe_private,
         _core_marks(marked),
     )
-    text, buffers, n, counts, uids, tags, top, found, shift = core().read(
+    text, buffers, n, counts, uids, tags, top, found, shift, meta_tags, meta_uid = core().read(
         split.prefix, split.suffix, implicit, little, plan
     )
     _check_top(dataset, tags)
+    meta = getattr(dataset, "file_meta", None)
+    if sorted(map(int, meta.keys()) if meta is not None else ()) != meta_tags:
+        raise dicomlake_native.Declined("file meta elements differ from pydicom's")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ctx = deid.start(dataset, secret, options, _originals(dataset, found))
-        meta = deid.clean_meta(dataset, ctx)  # its removals and UIDs, with the dataset's below
     if ctx.shift != shift:
         raise dicomlake_native.Declined("the core's date shift is not deid.start's")
-    for key, count in zip(deid.COUNTS, counts, strict=True):
+    for key, count in zip(deid.COUNTS, counts, strict=True):  # the file meta's and dataset's
         ctx.counts[key] += count
     ctx.uids.update(uids)
     rows = _batch(buffers, n)
-    named = Dataset()  # what names the instance where its header does not: the clean file meta
-    if meta is not None:
-        named.file_meta = meta
+    named = _named(top, meta_uid)
     pseudonyms = {kw: _stripped(top.get(kw)) for kw in deid.PSEUDONYM_KEYWORDS}
     identities = deid.identities(ctx, pseudonyms, instance_uid(top, named))
     values = promoted_values(dataclasses.replace(split, dataset=named), top)
@@ -140,6 +142,16 @@ def _check_top(dataset: Dataset, top: list[int]) -> None:
     """The core must have read the very elements pydicom did (none after the pixel data)."""
     if sorted(map(int, dataset.keys())) != top:  # ints: a BaseTag compares in Python
         raise dicomlake_native.Declined("top-level elements differ from pydicom's")
+
+
+def _named(top: TopLevel, meta_uid: str | None) -> Dataset:
+    """What names the instance where its header does not (`promote.instance_uid`): a dataset
+    whose file meta holds the clean MediaStorageSOPInstanceUID."""
+    named = Dataset()
+    if meta_uid is not None and not _stripped(top.get("SOPInstanceUID")):
+        uid = DataElement(_MEDIA_UID, "UI", meta_uid)
+        named.file_meta = FileMetaDataset({BaseTag(_MEDIA_UID): uid})
+    return named
 
 
 def _originals(dataset: Dataset, found: dict[str, tuple[str, str | None]]) -> dict[str, str | None]:
