@@ -61,8 +61,12 @@ def test_preload_imports_and_warms_what_the_tasks_read_with() -> None:
         "from dicomlake.dicom.native import core\n"
         "print(*(m in sys.modules for m in ('dicomlake.dicom.header', 'imagecodecs', 'pandas')),"
         " core.cache_info().currsize)\n"
+        "import pyarrow as pa\n"
+        "pa.array([1]), pa.scalar(1), pa.Table.from_pylist([{'a': 1}])\n"
+        "print('pandas' in sys.modules)\n"
+        "print(type(pa.table({'a': [1]}).to_pandas()).__name__)  # pandas where it is asked for\n"
     )
-    assert out.stdout.split() == ["True", "True", "True", "1"], out
+    assert out.stdout.split() == ["True", "True", "False", "1", "False", "DataFrame"], out
 
 
 def test_a_failed_preload_is_reported_and_the_daemon_goes_on() -> None:

@@ -7,9 +7,9 @@ When the interpreter has the same pyspark version installed (a pip-installed pys
 executor environment built for the job), this daemon drops the zip from the path so workers
 import the installed, precompiled copy; otherwise it changes nothing.
 
-It then imports and warms what dicomlake's Python tasks read with (`preload`) and freezes the
-collector's view of it (`gc.freeze`), so that each forked worker starts ready and collects only
-its own garbage.
+It then imports and warms what dicomlake's Python tasks read with (`preload`), pandas left out
+(`_pandas_hidden`), and freezes the collector's view of it (`gc.freeze`), so that each forked
+worker starts ready and collects only its own garbage.
 
 Used through ``spark.python.daemon.module`` (see `dicomlake.spark.context`); only the standard
 library at the top, since nothing may import pyspark before the path is settled.
@@ -17,10 +17,13 @@ library at the top, since nothing may import pyspark before the path is settled.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib.abc
 import re
 import sys
 import zipfile
+from collections.abc import Iterator
 from importlib import metadata
 
 _VERSION = re.compile(r"""__version__\s*(?::\s*str\s*)?=\s*["']([^"']+)["']""")
@@ -56,12 +59,39 @@ def _installed_version() -> str | None:
         return None
 
 
+class _NoPandas(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.partition(".")[0] == "pandas":
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by {__name__})")
+
+
+@contextlib.contextmanager
+def _pandas_hidden() -> Iterator[None]:
+    """pandas cannot be imported meanwhile.
+
+    pyarrow imports pandas (0.2 s, the daemon's largest import) the first time it converts a
+    Python list, only to ask whether the list is a pandas object: no task hands it one. Told
+    then that there is no pandas, it does not ask again; where pandas is really wanted
+    (``to_pandas``) it imports it then, as it would have.
+    """
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def preload() -> None:
     """Import and warm what dicomlake's Python tasks read with (the header path, the pixel
     codecs and ciphers, Arrow) once, before the daemon forks its workers: each of them then
     starts with it in memory instead of paying ~0.6 s of imports and first calls. A failure
     here costs only that: the worker importing the module again reports it in its task."""
     try:
+        with _pandas_hidden():
+            import pyarrow as pa
+
+            pa.array([0])
         import dicomlake.pixels.pack  # noqa: F401 - imported for its codecs and ciphers
         from dicomlake.dicom.header import warm_up
 
