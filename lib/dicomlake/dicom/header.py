@@ -3,10 +3,10 @@
 `header_records` is the one place that decides how they are made. The compiled core
 (`dicomlake_native`, built from ``native/``) reads the header's bytes once and writes the
 JSON, the element rows and the de-identification of every element in that pass; it also
-gives the top-level rows (`promote.top_level`), and the original text of the identity
-elements with the date shift it takes from them. `deid.deidentify`'s other phases run around
-it: `deid.marks` (age and marks) before, `deid.start` (given those texts) and
-`deid.clean_meta` (the file meta) after. The promoted columns and the identities' pseudonyms
+gives the top-level rows (`promote.top_level`), the original text of the identity elements
+with the date shift it takes from them, and the file meta cleaned as `deid.clean_meta` cleans
+it. `deid.deidentify`'s other phases run around it: `deid.marks` (age and marks) before,
+`deid.start` (given those texts) after. The promoted columns and the identities' pseudonyms
 are read from the top-level element rows on both paths. Whatever the core does not read
 exactly as pydicom does (another character set, a deflated file, UN values, a value it cannot
 convert the same way, anything malformed) it declines, and the reference path runs:
