@@ -411,9 +411,14 @@ def original(dataset: Dataset, keyword: str) -> str | None:
     return _text(get(dataset, keyword))
 
 
+def kept_text(text: str | None) -> str | None:
+    """A text (an element's values' ``str`` joined with ``\\``) as the identities keep it:
+    stripped of spaces and NULs, None when empty."""
+    return (text.strip(" \x00") or None) if text else None
+
+
 def _text(value: object) -> str | None:
-    text = "\\".join(str(v) for v in values_of(value))
-    return text.strip(" \x00") or None
+    return kept_text("\\".join(str(v) for v in values_of(value)))
 
 
 def _changed(elem: DataElement, value: Any) -> DataElement:

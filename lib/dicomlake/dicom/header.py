@@ -163,13 +163,13 @@ def _originals(dataset: Dataset, found: dict[str, tuple[str, str | None]]) -> di
         if vr == "SQ" or vr in BINARY_VRS:
             out[keyword] = deid.original(dataset, keyword)
         else:
-            out[keyword] = (text.strip(" \x00") or None) if text else None
+            out[keyword] = deid.kept_text(text)
     return out
 
 
 def _stripped(element: Text | None) -> str | None:
     """An element's text as `deid.identities` keeps it."""
-    return (element[1].strip(" \x00") or None) if element else None
+    return deid.kept_text(element[1] if element else None)
 
 
 def _text_values(value: object) -> list[str]:
