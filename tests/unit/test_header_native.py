@@ -15,7 +15,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from corpus import corpus_id, dataset_walker, mutated, split_paths
-from crafted import CT, ITEM, LONG_VRS, MR_IMPLICIT, element_bytes, tag_bytes
+from crafted import CT, ITEM, LONG_VRS, MR_IMPLICIT, before_pixels, element_bytes, tag_bytes
 from hostile_corpus import make_hostile_landing
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -27,7 +27,7 @@ from pydicom.uid import (
 )
 
 from dicomlake.config import DeidConfig
-from dicomlake.dicom import deid, header, split, walk
+from dicomlake.dicom import deid, header, promote, split, walk
 from dicomlake.dicom.deid import deidentify
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import element_rows
@@ -108,6 +108,32 @@ def test_sample_files_give_the_reference_records(path: Path):
     data = path.read_bytes()
     for options in OPTIONS.values():
         _fast_or_declined(data, options)
+
+
+def test_the_cores_top_level_rows_are_those_of_its_element_rows():
+    """`Core.read`'s top-level rows, which the fast path reads promoted values and pseudonyms
+    from, are `promote.top_level` of the element rows it returns, with and without
+    de-identification (a short binary value, whose row has hex text, is left out)."""
+    offsets = element_bytes((0x7FE0, 0x0001), "OV", bytes(range(8)))  # ExtendedOffsetTable
+    inputs = {corpus_id(p): p.read_bytes() for p in split_paths()}
+    inputs["binary-at-top"] = before_pixels(CT.read_bytes(), offsets)
+    compared = 0
+    for name, data in inputs.items():
+        split = split_instance(data)
+        if not header._fast_possible(split):
+            continue
+        implicit, little = (bool(flag) for flag in split.dataset.original_encoding)
+        for options in (None, DeidConfig(dates="shift")):
+            plan = () if options is None else (header._plan(split.dataset, SECRET, options),)
+            try:
+                _, buffers, n, *_, top, _, _, _, _ = core().read(
+                    split.prefix, split.suffix, implicit, little, *plan
+                )
+            except native.Declined:
+                continue
+            assert top == promote.top_level(header._batch(buffers, n)), name
+            compared += 1
+    assert compared > 300
 
 
 def test_the_core_reads_most_sample_files():

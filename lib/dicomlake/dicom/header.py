@@ -104,19 +104,8 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
         )
         _check_top(dataset, tags)
         return HeaderRecords(promoted_values(split, top), text, _batch(buffers, n), None, FAST)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # odd values warn as they are converted or set
-        marked = deid.marks(dataset, options)
-    plan = (
-        secret,
-        options.max_shift_days if options.dates == "shift" else 0,
-        options.keep_patient_characteristics,
-        options.keep_descriptors,
-        options.safe_private,
-        _core_marks(marked),
-    )
     text, buffers, n, counts, uids, tags, top, found, shift, meta_tags, meta_uid = core().read(
-        split.prefix, split.suffix, implicit, little, plan
+        split.prefix, split.suffix, implicit, little, _plan(dataset, secret, options)
     )
     _check_top(dataset, tags)
     meta = getattr(dataset, "file_meta", None)
@@ -136,6 +125,21 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
     identities = deid.identities(ctx, pseudonyms, instance_uid(top, named))
     values = promoted_values(dataclasses.replace(split, dataset=named), top)
     return HeaderRecords(values, text, rows, identities, FAST)
+
+
+def _plan(dataset: Dataset, secret: bytes, options: DeidConfig) -> tuple[Any, ...]:
+    """`Core.read`'s de-identification plan for the header ``dataset`` was read from."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd values warn as they are converted or set
+        marked = deid.marks(dataset, options)
+    return (
+        secret,
+        options.max_shift_days if options.dates == "shift" else 0,
+        options.keep_patient_characteristics,
+        options.keep_descriptors,
+        options.safe_private,
+        _core_marks(marked),
+    )
 
 
 def _check_top(dataset: Dataset, top: list[int]) -> None:
