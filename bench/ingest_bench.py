@@ -17,7 +17,7 @@ Three phases, all in this one invocation (``build_landings``, ``run_contenders``
 2. Runs each contender in its own process (bench/ingest_runs.py: a fresh JVM each, Spark
    ``local[2]``, the same Spark settings), after reading the landing zone once so both start
    from a warm page cache (the benchmark cannot drop the OS cache without privileges). The
-   process tree's memory (PSS: driver Python, JVM, Python workers) is sampled every 0.2 s. The
+   process tree's memory (PSS: driver Python, JVM, Python workers) is sampled every 0.5 s. The
    contenders of one case (the largest size, the small files, each element-heavy set) take
    turns, so that a slow spell of the machine weighs on them alike.
    - dicomlake: ``run_ingest`` into an empty lake, at every size, on the small files and on

@@ -53,8 +53,9 @@ class HeaderRecords:
 
 
 def warm_up() -> None:
-    """What a process pays once before its first header: pyarrow imports pandas on its first
-    conversion (0.2-0.3 s), and the compiled core builds its tables (25 ms)."""
+    """What a process pays once before its first header: pyarrow's first conversion of a list
+    (it imports pandas then, 0.2-0.3 s, unless the worker daemon hid it), and the compiled
+    core's tables (25 ms)."""
     pa.array([0])
     core()
 

@@ -88,14 +88,11 @@ def preload() -> None:
     starts with it in memory instead of paying ~0.6 s of imports and first calls. A failure
     here costs only that: the worker importing the module again reports it in its task."""
     try:
-        with _pandas_hidden():
-            import pyarrow as pa
-
-            pa.array([0])
         import dicomlake.pixels.pack  # noqa: F401 - imported for its codecs and ciphers
         from dicomlake.dicom.header import warm_up
 
-        warm_up()
+        with _pandas_hidden():  # around warm_up's first Arrow conversion, not the imports
+            warm_up()
     except Exception as exc:  # noqa: BLE001 - reported by the task that imports it again
         print(f"dicomlake.spark.daemon: preload failed: {exc!r}", file=sys.stderr)
 
