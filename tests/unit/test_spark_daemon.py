@@ -1,14 +1,17 @@
 """The worker daemon drops Spark's pyspark.zip from the path only for the installed version, and
-its preload warms the code the tasks read with without ever stopping the daemon from starting."""
+Spark's core jar always, with the importers Python made for them; its preload warms the code
+the tasks read with without ever stopping the daemon from starting."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
-from dicomlake.spark.daemon import prefer_installed, zip_version
+from dicomlake.spark.daemon import prefer_installed, without_spark_core, zip_version
 
 
 def _zip(tmp_path: Path, name: str, version_py: str | None) -> str:
@@ -47,9 +50,47 @@ def test_zip_version_reads_both_spellings(tmp_path: Path) -> None:
     assert zip_version(str(tmp_path / "none.zip")) is None
 
 
-def _python(code: str) -> subprocess.CompletedProcess[str]:
+def test_spark_core_jars_are_dropped_and_nothing_else() -> None:
+    path = [
+        "/spark/jars/spark-core_2.13-4.2.0.jar",
+        "/spark/jars/spark-core_2.12-3.5.1.jar",
+        "/spark/jars/spark-sql_2.13-4.2.0.jar",  # not the one Spark adds: kept
+        "/work/spark-core_2.13-4.2.0.jar/pkg",  # a directory inside one: kept
+        "/venv/site-packages",
+    ]
+    assert without_spark_core(path) == path[2:]
+
+
+def test_settled_path_and_importers_leave_out_what_was_dropped(tmp_path: Path) -> None:
+    installed = metadata.version("pyspark")
+    shipped = _zip(tmp_path, "lib/pyspark.zip", f"__version__ = {installed!r}\n")
+    core = _zip(tmp_path, f"jars/spark-core_2.13-{installed}.jar", None)
+    kept = _zip(tmp_path, "lib/py4j-0.10.9.9-src.zip", None)
+    out = _python(
+        "import sys, zipimport\n"
+        "from dicomlake.spark.daemon import settle_path\n"  # made importers for the zips
+        "before = {k for k, v in sys.path_importer_cache.items()"
+        " if isinstance(v, zipimport.zipimporter)}\n"
+        "settle_path()\n"
+        "after = {k for k, v in sys.path_importer_cache.items()"
+        " if isinstance(v, zipimport.zipimporter)}\n"
+        "print(sorted(before)); print(sorted(after))\n"
+        f"print([p for p in sys.path if p.startswith({str(tmp_path)!r})])\n",
+        PYTHONPATH=os.pathsep.join([shipped, core, kept]),
+    )
+    before, after, path = out.stdout.splitlines()
+    assert before == str(sorted([shipped, core, kept])), out
+    assert after == str([kept]) and path == str([kept]), out
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, **env},
     )
 
 
@@ -59,7 +100,7 @@ def test_preload_imports_and_warms_what_the_tasks_read_with() -> None:
         "from dicomlake.spark.daemon import preload\n"
         "preload()\n"
         "from dicomlake.dicom.native import core\n"
-        "print(*(m in sys.modules for m in ('dicomlake.dicom.header', 'imagecodecs', 'pandas')),"
+        "print(*(m in sys.modules for m in ('dicomlake.ingest.worker', 'imagecodecs', 'pandas')),"
         " core.cache_info().currsize)\n"
         "import pyarrow as pa\n"
         "pa.array([1]), pa.scalar(1), pa.Table.from_pylist([{'a': 1}])\n"

@@ -7,6 +7,11 @@ When the interpreter has the same pyspark version installed (a pip-installed pys
 executor environment built for the job), this daemon drops the zip from the path so workers
 import the installed, precompiled copy; otherwise it changes nothing.
 
+Spark also puts the jar of its own classes on that path (from when pyspark shipped inside it):
+spark-core holds no Python, but its ~6,000 entries are read again by every worker when the
+task's set-up adds its files directory to the path (``importlib.invalidate_caches``), 50 ms
+each. The daemon drops it too, and forgets the importers of what it dropped (`settle_path`).
+
 It then imports and warms what dicomlake's Python tasks read with (`preload`), pandas left out
 (`_pandas_hidden`), and freezes the collector's view of it (`gc.freeze`), so that each forked
 worker starts ready and collects only its own garbage.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.abc
+import os
 import re
 import sys
 import zipfile
@@ -27,11 +33,12 @@ from collections.abc import Iterator
 from importlib import metadata
 
 _VERSION = re.compile(r"""__version__\s*(?::\s*str\s*)?=\s*["']([^"']+)["']""")
+_SPARK_CORE = re.compile(r"spark-core_[0-9.]+-.+\.jar")
 
 
 def shipped_zips(path: list[str]) -> list[str]:
     """The entries of `path` that are a pyspark.zip."""
-    return [p for p in path if p.replace("\\", "/").rsplit("/", 1)[-1] == "pyspark.zip"]
+    return [p for p in path if _name(p) == "pyspark.zip"]
 
 
 def zip_version(archive: str) -> str | None:
@@ -52,11 +59,33 @@ def prefer_installed(path: list[str], installed: str | None) -> list[str]:
     return [p for p in path if p not in zips]
 
 
+def without_spark_core(path: list[str]) -> list[str]:
+    """`path` without the spark-core jars Spark adds to it."""
+    return [p for p in path if not _SPARK_CORE.fullmatch(_name(p))]
+
+
+def settle_path() -> None:
+    """Drop what `prefer_installed` and `without_spark_core` leave out of ``sys.path``, and
+    the importers Python made for those entries while it started (each one's directory is
+    read again whenever a worker invalidates the import caches)."""
+    kept = without_spark_core(prefer_installed(sys.path, _installed_version()))
+    dropped = [p for p in sys.path if p not in kept]
+    sys.path[:] = kept
+    for entry in list(sys.path_importer_cache):
+        if any(entry == p or entry.startswith((p + "/", p + os.sep)) for p in dropped):
+            del sys.path_importer_cache[entry]
+
+
+def _name(entry: str) -> str:
+    return entry.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def _installed_version() -> str | None:
-    try:
-        return metadata.version("pyspark")
-    except metadata.PackageNotFoundError:
-        return None
+    # Looked up in the path's directories alone: importlib.metadata.version would also read
+    # the directory of every zip and jar on it (60 ms with spark-core's)
+    directories = [p for p in sys.path if not os.path.isfile(p)]
+    found = next(iter(metadata.distributions(name="pyspark", path=directories)), None)
+    return None if found is None else found.version
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
@@ -83,12 +112,13 @@ def _pandas_hidden() -> Iterator[None]:
 
 
 def preload() -> None:
-    """Import and warm what dicomlake's Python tasks read with (the header path, the pixel
-    codecs and ciphers, Arrow) once, before the daemon forks its workers: each of them then
-    starts with it in memory instead of paying ~0.6 s of imports and first calls. A failure
-    here costs only that: the worker importing the module again reports it in its task."""
+    """Import and warm what dicomlake's Python tasks read with (the task's code, the header
+    path, the pixel codecs and ciphers, Arrow) once, before the daemon forks its workers:
+    each of them then starts with it in memory instead of paying ~0.7 s of imports and first
+    calls. A failure here costs only that: the worker importing the module again reports it
+    in its task."""
     try:
-        import dicomlake.pixels.pack  # noqa: F401 - imported for its codecs and ciphers
+        import dicomlake.ingest.worker  # noqa: F401 - the task's code, codecs and ciphers
         from dicomlake.dicom.header import warm_up
 
         with _pandas_hidden():  # around warm_up's first Arrow conversion, not the imports
@@ -98,11 +128,12 @@ def preload() -> None:
 
 
 if __name__ == "__main__":
-    sys.path[:] = prefer_installed(sys.path, _installed_version())
+    settle_path()
     from pyspark.daemon import manager
 
     preload()
-    # What the daemon holds now (~216,000 objects) lives as long as its workers: out of the
-    # collector's sight, their full collections skip it (60 ms each) and leave its pages shared
+    # What the daemon holds now (~70,000 tracked objects) lives as long as its workers: out
+    # of the collector's sight, their full collections skip it (12 ms each) and its pages
+    # stay shared
     gc.freeze()
     manager()
