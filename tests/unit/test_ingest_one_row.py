@@ -77,9 +77,17 @@ def test_one_row_converts_as_from_pylist(schema: pa.Schema, struct: pa.StructTyp
     assert failures > 50  # the odd values do reach the error paths
 
 
-def test_one_row_rows_make_a_table_of_the_schema() -> None:
-    row = {"instance_id": "a" * 64, "PatientID": "P", "Rows": 512, "PixelSpacing": [0.5, 0.5]}
-    one = _one_row(row, _INSTANCE_STRUCT)
-    table = _rows_table([one, one], _INSTANCE_FILE_SCHEMA)
+def test_rows_that_passed_one_row_make_the_table_from_pylist_makes() -> None:
+    rows = [
+        row
+        for seed in range(10)
+        for row in _rows(_INSTANCE_FILE_SCHEMA, seed=seed)
+        if not isinstance(_outcome(_one_row, row, _INSTANCE_STRUCT), type)
+    ]
+    rows.append({"instance_id": "a" * 64, "Rows": 512, "PixelSpacing": [0.5, 0.5]})
+    assert len(rows) > 100  # odd values of every kind among them
+    table = _rows_table(rows, _INSTANCE_FILE_SCHEMA)
+    expected = pa.Table.from_pylist(rows, schema=_INSTANCE_FILE_SCHEMA)
     assert table.schema.equals(_INSTANCE_FILE_SCHEMA, check_metadata=True)
-    assert table.column("Rows").to_pylist() == [512, 512]
+    assert repr(table.to_pylist()) == repr(expected.to_pylist())  # NaN as NaN
+    assert table.column("Rows").to_pylist()[-1] == 512
