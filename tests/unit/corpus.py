@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import struct
 from pathlib import Path
 
@@ -65,6 +66,43 @@ def mutated(data: bytes, rng: random.Random) -> bytes:
         else:
             word = rng.choice([0, 1, 0xFFFFFFFF, rng.randrange(64), rng.randrange(1 << 16)])
             out[at : at + 4] = struct.pack("<I", word)
+    return bytes(out)
+
+
+# Item, item delimiter and sequence delimiter tags (little endian), and an explicit SQ's VR
+_MARKERS = re.compile(rb"\xfe\xff(?:\x00\xe0|\x0d\xe0|\xdd\xe0)")
+_EXPLICIT_SQ = re.compile(rb"SQ\x00\x00")
+_LENGTHS = (0, 1, 2, 4, 7, 8, 0xFFFFFFFF, 0xFFFFFFFE, 0x7FFFFFFF)
+
+
+def sequence_mutated(data: bytes, rng: random.Random) -> bytes:
+    """``data`` with its sequences' structure changed in a few places: an item's, delimiter's
+    or explicit SQ's length (odd, off by a few bytes, undefined, huge), an item or delimiter
+    dropped or turned into another, an SQ's VR changed; ``data`` unchanged if it has no
+    sequence."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        marks = [(m.start(), False) for m in _MARKERS.finditer(out)]
+        marks += [(m.start() - 4, True) for m in _EXPLICIT_SQ.finditer(out) if m.start() >= 4]
+        if not marks:
+            break
+        at, sequence = rng.choice(marks)
+        length_at = at + 8 if sequence else at + 4
+        kind = rng.random()
+        if length_at + 4 > len(out):
+            continue
+        if kind < 0.35:
+            struct.pack_into("<I", out, length_at, rng.choice(_LENGTHS))
+        elif kind < 0.7:
+            (old,) = struct.unpack_from("<I", out, length_at)
+            step = rng.choice([-8, -4, -2, -1, 1, 2, 4, 8])
+            struct.pack_into("<I", out, length_at, (old + step) & 0xFFFFFFFF)
+        elif sequence:
+            out[at + 4 : at + 6] = rng.choice([b"UN", b"OB", b"LO"])
+        elif kind < 0.85:
+            del out[at : at + 8]
+        else:
+            out[at + 2 : at + 4] = rng.choice([b"\x00\xe0", b"\x0d\xe0", b"\xdd\xe0"])
     return bytes(out)
 
 
