@@ -100,7 +100,7 @@ def test_preload_imports_and_warms_what_the_tasks_read_with() -> None:
         "from dicomlake.spark.daemon import preload\n"
         "preload()\n"
         "from dicomlake.dicom.native import core\n"
-        "print(*(m in sys.modules for m in ('dicomlake.ingest.worker', 'imagecodecs', 'pandas')),"
+        "print(*(m in sys.modules for m in ('dicomlake.dicom.header', 'imagecodecs', 'pandas')),"
         " core.cache_info().currsize)\n"
         "import pyarrow as pa\n"
         "pa.array([1]), pa.scalar(1), pa.Table.from_pylist([{'a': 1}])\n"
@@ -108,6 +108,24 @@ def test_preload_imports_and_warms_what_the_tasks_read_with() -> None:
         "print(type(pa.table({'a': [1]}).to_pandas()).__name__)  # pandas where it is asked for\n"
     )
     assert out.stdout.split() == ["True", "True", "False", "1", "False", "DataFrame"], out
+
+
+def test_after_the_preload_a_task_imports_only_the_jobs_own_modules() -> None:
+    """A worker unpickling an ingest task (which refers to dicomlake.ingest.worker) then
+    imports dicomlake.ingest's modules and the standard library's, nothing of the layers below
+    or of the libraries: the daemon imported those before it forked."""
+    out = _python(
+        "import sys\n"
+        "from pyspark.daemon import manager\n"
+        "from dicomlake.spark.daemon import preload\n"
+        "preload()\n"
+        "before = set(sys.modules)\n"
+        "import dicomlake.ingest.worker\n"
+        "new = set(sys.modules) - before\n"
+        "print(sorted(m for m in new if not m.startswith('dicomlake.ingest')"
+        " and m.partition('.')[0] not in sys.stdlib_module_names))\n"
+    )
+    assert out.stdout.strip() == "[]", out
 
 
 def test_a_failed_preload_is_reported_and_the_daemon_goes_on() -> None:
