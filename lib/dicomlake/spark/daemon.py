@@ -12,9 +12,9 @@ spark-core holds no Python, but its ~6,000 entries are read again by every worke
 task's set-up adds its files directory to the path (``importlib.invalidate_caches``), 50 ms
 each. The daemon drops it too, and forgets the importers of what it dropped (`settle_path`).
 
-It then imports and warms what dicomlake's Python tasks read with (`preload`), pandas left out
-(`_pandas_hidden`), and freezes the collector's view of it (`gc.freeze`), so that each forked
-worker starts ready and collects only its own garbage.
+It then imports and warms what dicomlake's Python tasks read and write with (`preload`),
+pandas left out (`_pandas_hidden`), and freezes the collector's view of it (`gc.freeze`), so
+that each forked worker starts ready and collects only its own garbage.
 
 Used through ``spark.python.daemon.module`` (see `dicomlake.spark.context`); only the standard
 library at the top, since nothing may import pyspark before the path is settled.
