@@ -17,7 +17,6 @@ from dicomlake.ingest.worker import (
     _INSTANCE_FILE_SCHEMA,
     _INSTANCE_STRUCT,
     _one_row,
-    _rows_table,
 )
 from dicomlake.lake import schemas
 
@@ -75,19 +74,3 @@ def test_one_row_converts_as_from_pylist(schema: pa.Schema, struct: pa.StructTyp
         assert got == expected, row
         failures += isinstance(expected, type)
     assert failures > 50  # the odd values do reach the error paths
-
-
-def test_rows_that_passed_one_row_make_the_table_from_pylist_makes() -> None:
-    rows = [
-        row
-        for seed in range(10)
-        for row in _rows(_INSTANCE_FILE_SCHEMA, seed=seed)
-        if not isinstance(_outcome(_one_row, row, _INSTANCE_STRUCT), type)
-    ]
-    rows.append({"instance_id": "a" * 64, "Rows": 512, "PixelSpacing": [0.5, 0.5]})
-    assert len(rows) > 100  # odd values of every kind among them
-    table = _rows_table(rows, _INSTANCE_FILE_SCHEMA)
-    expected = pa.Table.from_pylist(rows, schema=_INSTANCE_FILE_SCHEMA)
-    assert table.schema.equals(_INSTANCE_FILE_SCHEMA, check_metadata=True)
-    assert repr(table.to_pylist()) == repr(expected.to_pylist())  # NaN as NaN
-    assert table.column("Rows").to_pylist()[-1] == 512
