@@ -75,6 +75,11 @@ _EXPLICIT_SQ = re.compile(rb"SQ\x00\x00")
 _LENGTHS = (0, 1, 2, 4, 7, 8, 0xFFFFFFFF, 0xFFFFFFFE, 0x7FFFFFFF)
 
 
+def has_sequences(data: bytes) -> bool:
+    """Whether ``data`` holds an item, a delimiter or an explicit SQ for `sequence_mutated`."""
+    return bool(_MARKERS.search(data) or _EXPLICIT_SQ.search(data))
+
+
 def sequence_mutated(data: bytes, rng: random.Random) -> bytes:
     """``data`` with its sequences' structure changed in a few places: an item's, delimiter's
     or explicit SQ's length (odd, off by a few bytes, undefined, huge), an item or delimiter
