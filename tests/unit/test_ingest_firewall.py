@@ -102,6 +102,22 @@ def test_a_file_larger_than_listed_is_read_only_one_byte_past_its_listed_size(
     assert result.bytes_read == len(data) - 5000 + 1
 
 
+def test_a_streamed_file_that_is_no_dicom_is_refused_from_its_first_bytes(
+    tmp_path, config, keyring
+):
+    # An archive dropped in the landing zone, over ingest.stream_bytes (1 GiB, sparse)
+    path = tmp_path / "landing" / "export.zip"
+    path.parent.mkdir()
+    with path.open("wb") as f:
+        f.write(b"PK\x03\x04" + bytes(200))
+        f.truncate(1 << 30)
+    archive = FileInfo(str(path), 1 << 30, 1_000)
+    assert archive.size > config.ingest.stream_bytes
+    result = _run(tmp_path, config, keyring, [archive])
+    assert _outcomes(result, [archive]) == {"export.zip": ("quarantined", "not_dicom")}
+    assert result.bytes_read == 0  # not hashed through
+
+
 def test_a_device_listed_as_a_file_is_not_read(tmp_path, config, keyring):
     (tmp_path / "landing").mkdir()
     zero = FileInfo("/dev/zero", 1 << 20, 1_000)

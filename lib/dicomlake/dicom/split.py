@@ -67,6 +67,8 @@ MAX_INFLATED = 256 << 20
 # The most frames (chunks) and encapsulated items of one instance: each costs a row and a
 # chunk, so a file of millions of tiny frames is refused rather than held as millions of parts
 MAX_FRAMES = 1 << 20
+# A Part 10 file's preamble and 'DICM': what tells whether a file is DICOM at all
+START_BYTES = 132
 _INFLATE_STEP = 1 << 20
 # The attributes that size frames, and the values they may take (US attributes; the number
 # of frames is kept as a 32-bit integer)
@@ -195,14 +197,9 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
     size = reader.size
     if not size:
         raise DicomParseError("empty", "the file has 0 bytes")
-    has_preamble = reader.read(128, 4) == b"DICM"
-    start = 132 if has_preamble else 0
-    if not has_preamble and not _looks_like_dataset(reader.read(0, 8)):
-        raise DicomParseError(
-            "not_dicom",
-            "no 'DICM' at offset 128 and bytes 0-3 are no tag of groups 0002-0008",
-        )
-    meta_end, syntax, implicit, little = _dataset_encoding(reader, start)
+    head = reader.read(0, START_BYTES)
+    check_start(head)
+    meta_end, syntax, implicit, little = _dataset_encoding(reader, _meta_start(head))
     if syntax == DeflatedExplicitVRLittleEndian:
         # The deflated stream cannot be cut without inflating it: keep it whole
         _check_limit(limit, size, "a deflated file (it cannot be cut without inflating it)")
@@ -305,9 +302,8 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
     including the pixel data element's own tag and length: enough to decode one frame without
     reading any other chunk.
     """
-    start = 132 if prefix[128:132] == b"DICM" else 0
     reader = Reader.of(prefix)
-    meta_end, syntax, implicit, little = _dataset_encoding(reader, start)
+    meta_end, syntax, implicit, little = _dataset_encoding(reader, _meta_start(prefix))
     if syntax == DeflatedExplicitVRLittleEndian:
         return _split_deflated(prefix, meta_end, MAX_INFLATED).dataset, None
     walker = Walker(reader, little)
@@ -333,9 +329,7 @@ def inflated_dataset(data: bytes, *, max_inflated: int = MAX_INFLATED) -> bytes:
     DicomParseError
         ``not_dicom`` when the file is not deflated; as `split_instance` otherwise.
     """
-    meta_end, syntax, _, _ = _dataset_encoding(
-        Reader.of(data), 132 if data[128:132] == b"DICM" else 0
-    )
+    meta_end, syntax, _, _ = _dataset_encoding(Reader.of(data), _meta_start(data))
     if syntax != DeflatedExplicitVRLittleEndian:
         raise DicomParseError("not_dicom", f"transfer syntax {syntax}, not deflated")
     return _inflate(memoryview(data)[meta_end:], max_inflated)
@@ -397,6 +391,21 @@ def _inflate(deflated: memoryview, limit: int) -> bytes:
             "truncated", f"the deflated dataset ends after {out.tell()} inflated bytes"
         )
     return out.getvalue()  # the buffer itself, not a copy
+
+
+def check_start(head: bytes) -> None:
+    """Raise ``not_dicom`` unless a file's first `START_BYTES` (all of it, when shorter) open
+    a DICOM file: 'DICM' after the preamble, or a dataset without a preamble."""
+    if head[128:132] != b"DICM" and not _looks_like_dataset(head[:8]):
+        raise DicomParseError(
+            "not_dicom",
+            "no 'DICM' at offset 128 and bytes 0-3 are no tag of groups 0002-0008",
+        )
+
+
+def _meta_start(head: bytes) -> int:
+    """Where the file meta starts: after the preamble and 'DICM', where the file has them."""
+    return START_BYTES if head[128:132] == b"DICM" else 0
 
 
 def _looks_like_dataset(data: bytes) -> bool:
@@ -556,7 +565,7 @@ def _from_walk(
         # a value that cannot be shown (items that cannot be read) fails the read there
         if "FileMetaInformationGroupLength" in file_meta:
             length = file_meta.FileMetaInformationGroupLength
-            if length != meta_end - ((132 if data[128:132] == b"DICM" else 0) + 12):
+            if length != meta_end - (_meta_start(data) + 12):
                 str(length)
     # read_partial's encoding of the dataset, from its transfer syntax or guessed; the
     # first element's VR bytes then decide whether read_dataset reads it as implicit VR

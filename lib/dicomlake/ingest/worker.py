@@ -50,7 +50,13 @@ from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE
 from dicomlake.dicom.elements import ELEMENT_SCHEMA
 from dicomlake.dicom.header import HeaderRecords, header_records, warm_up
-from dicomlake.dicom.split import SplitInstance, split_instance, split_stream
+from dicomlake.dicom.split import (
+    START_BYTES,
+    SplitInstance,
+    check_start,
+    split_instance,
+    split_stream,
+)
 from dicomlake.errors import (
     DicomLakeError,
     DicomParseError,
@@ -462,6 +468,9 @@ class _Task:
         except StorageError as exc:
             self.reject(info, "unreadable", str(exc))
             return
+        except DicomParseError as exc:  # a streamed file that is no DICOM, not read through
+            self.reject(info, exc.reason, exc.message, landing_fs=landing_fs)
+            return
         self.result.bytes_read += size
         if size != info.size:
             self.reject(
@@ -502,12 +511,20 @@ class _Task:
     def read_source(
         self, info: FileInfo, landing_fs: FileSystem, reads: ReadAhead, streamed: bool
     ) -> tuple[bytes | None, str, int]:
-        """The file's bytes (None when streamed: hashed block by block), SHA-256 and size."""
+        """The file's bytes (None when streamed: hashed block by block), SHA-256 and size.
+
+        A streamed file that does not open as DICOM files do is refused from its first bytes
+        (DicomParseError ``not_dicom``) rather than read through: a landing zone may hold
+        archives or videos of up to ``ingest.max_file_bytes``.
+        """
         if not streamed:
             with self.timed("read"):  # the wait: the read itself may have run ahead
                 data = reads.read(info)
             with self.timed("hash"):
                 return data, hashlib.sha256(data).hexdigest(), len(data)
+        with self.timed("read"):
+            head = landing_fs.read(info.path, 0, START_BYTES)
+        check_start(head)
         digest, size = hashlib.sha256(), 0
         # One stream, not ranged reads: on HDFS each of those is two round trips (2 GB: 3.5 s
         # streamed, 10-13 s in 8 MiB reads)
