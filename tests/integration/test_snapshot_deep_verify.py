@@ -14,7 +14,9 @@ from pydicom.data import get_testdata_file
 from snapshot_helpers import T0, write
 
 from dicomlake.backup import take_snapshot, verify
+from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.split import split_instance
+from dicomlake.errors import PrivateKeyRequiredError
 from dicomlake.lake.schemas import PACKS
 from dicomlake.pixels.pack import PackWriter
 
@@ -135,6 +137,19 @@ def test_an_instance_spanning_two_packs_verifies_in_either_order(
     deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=keyring, config=config)
     assert deep.problems == ()
     assert (deep.packs_checked, deep.chunks_checked, deep.chunks_hash_checked) == (2, 12, 12)
+
+
+def test_a_public_only_keyring_is_refused_before_any_pack_is_read(tmp_path, config):
+    lake, backup = tmp_path / "lake", tmp_path / "backup"
+    full = Keyring.generate("x25519")
+    write_spanning(lake, full, "pack-a", "pack-b")
+    snap = take_snapshot(
+        str(lake), str(backup), "full", config=config, now_label="20261101T010000Z"
+    )
+    with pytest.raises(PrivateKeyRequiredError, match="only public keys"):
+        verify(str(backup), snap.snapshot_id, deep=True, keyring=full.public_only(), config=config)
+    deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=full, config=config)
+    assert deep.ok and deep.packs_checked == 2
 
 
 def test_frames_whose_prefix_pack_is_missing_are_reported(tmp_path, config, keyring):

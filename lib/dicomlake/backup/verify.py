@@ -28,7 +28,7 @@ from dicomlake.backup.copy import CHUNK
 from dicomlake.backup.layout import BackupLayout
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.config import Config
-from dicomlake.errors import BackupError, DicomLakeError, StorageError
+from dicomlake.errors import BackupError, DicomLakeError, PrivateKeyRequiredError, StorageError
 from dicomlake.lake.ledger import latest_packs
 from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for
@@ -90,6 +90,12 @@ def verify(
     """Re-read the objects of one snapshot (or all) and report every bad one."""
     if deep and keyring is None:
         raise BackupError("deep verify opens encrypted pack chunks: it needs a keyring")
+    if deep and keyring is not None and not keyring.can_unwrap:
+        # Said once, before anything is read: not as every pack "unreadable"
+        raise PrivateKeyRequiredError(
+            "deep verify opens encrypted pack chunks: it needs the full keyring; this one "
+            "holds only public keys (an ingest host's), which cannot unwrap pack keys"
+        )
     fs = filesystem_for(backup, config.hdfs)
     layout = BackupLayout(backup)
     ids = manifest.committed_ids(fs, layout)
