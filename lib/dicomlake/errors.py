@@ -24,10 +24,12 @@ class PublishConflictError(StorageError):
 class DicomParseError(DicomLakeError):
     """The input is not readable DICOM; it is quarantined with the reason code in `reason`."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, over_limit: bool = False) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+        # ``too_large`` by the caller's limit on what is held at once, not a fixed one
+        self.over_limit = over_limit
 
 
 class CodecError(DicomLakeError):

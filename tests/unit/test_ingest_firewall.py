@@ -96,25 +96,63 @@ def test_a_file_larger_than_listed_is_read_only_one_byte_past_its_listed_size(
 ):
     data = CT.read_bytes()
     limits = dataclasses.replace(config.ingest, stream_bytes=1000 if streamed else 1 << 30)
-    grown = _put(tmp_path, "growing.dcm", data, listed_size=len(data) - 5000)
+    # Listed whole, then grown: bytes appended after the listing
+    grown = _put(tmp_path, "growing.dcm", data + bytes(5000), listed_size=len(data))
     result = _run(tmp_path, dataclasses.replace(config, ingest=limits), keyring, [grown])
     assert _outcomes(result, [grown]) == {"growing.dcm": ("quarantined", "changed_while_reading")}
-    assert result.bytes_read == len(data) - 5000 + 1
+    assert result.bytes_read == len(data) + 1
 
 
-def test_a_streamed_file_that_is_no_dicom_is_refused_from_its_first_bytes(
+def test_a_streamed_header_cut_short_when_listed_is_changed_while_reading(
     tmp_path, config, keyring
 ):
-    # An archive dropped in the landing zone, over ingest.stream_bytes (1 GiB, sparse)
-    path = tmp_path / "landing" / "export.zip"
-    path.parent.mkdir()
+    # Listed while its copy was under way: at its listed size its pixel data is cut short
+    data = CT.read_bytes()
+    limits = dataclasses.replace(config.ingest, stream_bytes=1000)
+    copying = _put(tmp_path, "copying.dcm", data, listed_size=len(data) - 5000)
+    result = _run(tmp_path, dataclasses.replace(config, ingest=limits), keyring, [copying])
+    assert _outcomes(result, [copying]) == {"copying.dcm": ("quarantined", "changed_while_reading")}
+    assert result.errors[0]["message"] == (
+        f"listed with {len(data) - 5000} bytes, {len(data)} bytes when its header was read"
+    )
+    assert result.bytes_read == 0  # refused on its header, not hashed through
+
+
+def _sparse(tmp_path: Path, name: str, head: bytes) -> FileInfo:
+    """A 1 GiB landing file (sparse): ``head``, then zeros."""
+    path = tmp_path / "landing" / name
+    path.parent.mkdir(exist_ok=True)
     with path.open("wb") as f:
-        f.write(b"PK\x03\x04" + bytes(200))
+        f.write(head)
         f.truncate(1 << 30)
-    archive = FileInfo(str(path), 1 << 30, 1_000)
-    assert archive.size > config.ingest.stream_bytes
-    result = _run(tmp_path, config, keyring, [archive])
-    assert _outcomes(result, [archive]) == {"export.zip": ("quarantined", "not_dicom")}
+    return FileInfo(str(path), 1 << 30, 1_000)
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "reason", "message"),
+    [
+        (  # an archive
+            "export.zip",
+            b"PK\x03\x04" + bytes(200),
+            "not_dicom",
+            "no 'DICM' at offset 128 and bytes 0-3 are no tag of groups 0002-0008",
+        ),
+        (  # a preamble, then empty elements: a fixed limit, not ingest.max_chunk_bytes
+            "zeros.dcm",
+            bytes(128) + b"DICM",
+            "too_large",
+            "more than 500000 data elements (at offset 4000132)",
+        ),
+    ],
+)
+def test_a_streamed_file_whose_header_fails_is_refused_without_being_read_through(
+    tmp_path, config, keyring, name, head, reason, message
+):
+    big = _sparse(tmp_path, name, head)
+    assert big.size > config.ingest.stream_bytes
+    result = _run(tmp_path, config, keyring, [big])
+    assert _outcomes(result, [big]) == {name: ("quarantined", reason)}
+    assert result.errors[0]["message"] == message
     assert result.bytes_read == 0  # not hashed through
 
 
@@ -155,9 +193,13 @@ def test_a_small_deflate_bomb_does_not_stop_the_task(tmp_path, config, keyring):
     small = dataclasses.replace(
         config, ingest=dataclasses.replace(config.ingest, max_chunk_bytes=16 << 20)
     )
-    outcomes = _outcomes(_run(tmp_path, small, keyring, files), files)
+    result = _run(tmp_path, small, keyring, files)
+    outcomes = _outcomes(result, files)
     assert outcomes["good.dcm"] == ("ingested", None)
     assert outcomes["bomb.dcm"] == ("quarantined", "too_large")
+    assert result.errors[0]["message"] == (
+        f"the deflated dataset inflates to more than {16 << 20} bytes (ingest.max_chunk_bytes)"
+    )
 
 
 def test_a_quarantine_copy_that_cannot_be_made_leaves_the_record(tmp_path, config, keyring):

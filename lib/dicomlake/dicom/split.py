@@ -198,7 +198,7 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
     if not size:
         raise DicomParseError("empty", "the file has 0 bytes")
     head = reader.read(0, START_BYTES)
-    check_start(head)
+    _check_start(head)
     meta_end, syntax, implicit, little = _dataset_encoding(reader, _meta_start(head))
     if syntax == DeflatedExplicitVRLittleEndian:
         # The deflated stream cannot be cut without inflating it: keep it whole
@@ -259,7 +259,9 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
 def _check_limit(limit: int | None, length: int, what: str) -> None:
     if limit is not None and length > limit:
         raise DicomParseError(
-            "too_large", f"{what}: {length} bytes, more than the {limit} bytes held at once"
+            "too_large",
+            f"{what}: {length} bytes, more than the {limit} bytes held at once",
+            over_limit=True,
         )
 
 
@@ -378,6 +380,7 @@ def _inflate(deflated: memoryview, limit: int) -> bytes:
                     raise DicomParseError(
                         "too_large",
                         f"the deflated dataset inflates to more than {limit} bytes",
+                        over_limit=True,
                     )
                 pending = inflater.unconsumed_tail
                 if not (pending or chunk):
@@ -393,7 +396,7 @@ def _inflate(deflated: memoryview, limit: int) -> bytes:
     return out.getvalue()  # the buffer itself, not a copy
 
 
-def check_start(head: bytes) -> None:
+def _check_start(head: bytes) -> None:
     """Raise ``not_dicom`` unless a file's first `START_BYTES` (all of it, when shorter) open
     a DICOM file: 'DICM' after the preamble, or a dataset without a preamble."""
     if head[128:132] != b"DICM" and not _looks_like_dataset(head[:8]):

@@ -4,8 +4,9 @@ Each task reads its own files through :mod:`dicomlake.storage` (big bytes never 
 JVM/Python boundary; on HDFS the next files are read ahead while one is processed, see
 :mod:`dicomlake.ingest.readahead`), splits each into header and frames, seals the chunks into
 pack files and writes its table fragments under the run's staging area. A file over
-``ingest.stream_bytes`` is never held whole: it is hashed as one stream, then split as a second
-stream is read and sealed frame by frame, its chunks rolling over into the task's next packs.
+``ingest.stream_bytes`` is never held whole: its header is split off, the file hashed as one
+stream, then its frames read on and sealed one by one, its chunks rolling over into the task's
+next packs.
 It returns only small rows (ledger, errors, packs) to the driver. Names carry the task's attempt
 number, so a retried task never overwrites what another attempt wrote; the driver commits only
 the files of successful attempts.
@@ -50,13 +51,7 @@ from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE
 from dicomlake.dicom.elements import ELEMENT_SCHEMA
 from dicomlake.dicom.header import HeaderRecords, header_records, warm_up
-from dicomlake.dicom.split import (
-    START_BYTES,
-    SplitInstance,
-    check_start,
-    split_instance,
-    split_stream,
-)
+from dicomlake.dicom.split import SplitInstance, split_instance, split_stream
 from dicomlake.errors import (
     DicomLakeError,
     DicomParseError,
@@ -463,68 +458,79 @@ class _Task:
             )
             return
         streamed = how == "streamed"
-        try:
-            data, sha, size = self.read_source(info, landing_fs, reads, streamed)
-        except StorageError as exc:
-            self.reject(info, "unreadable", str(exc))
-            return
-        except DicomParseError as exc:  # a streamed file that is no DICOM, not read through
-            self.reject(info, exc.reason, exc.message, landing_fs=landing_fs)
-            return
-        self.result.bytes_read += size
-        if size != info.size:
-            self.reject(
-                info,
-                "changed_while_reading",
-                f"listed with {info.size} bytes, read {size}",
-                data=data,
-                landing_fs=landing_fs,
-            )
-            return
-        if sha in stored or sha in self.seen_sha:
-            self.source_row(info, sha, "duplicate", instance_id=sha)
-            return
-        try:
-            with contextlib.ExitStack() as reading:
-                with self.timed("parse"):
-                    if data is None:
-                        read = reading.enter_context(_SequentialReads(landing_fs, info.path))
+        with contextlib.ExitStack() as reading:
+            split = None
+            if streamed:
+                # Its header before its hash: a file that is no DICOM, or whose header is
+                # broken, is refused having read its header, not up to max_file_bytes of it
+                read = reading.enter_context(_SequentialReads(landing_fs, info.path))
+                try:
+                    with self.timed("parse"):
                         split = split_stream(
                             read, info.size, limit=cfg.ingest.max_chunk_bytes, block=READ_BLOCK
                         )
-                    else:
+                except DicomParseError as exc:
+                    failure = _header_failure(info, landing_fs, exc)
+                    self.refuse_split(info, failure, landing_fs=landing_fs)
+                    return
+                read.release()  # idle while the file is hashed; its frames open it again
+            try:
+                data, sha, size = self.read_source(info, landing_fs, reads, streamed)
+            except StorageError as exc:
+                self.reject(info, "unreadable", str(exc))
+                return
+            self.result.bytes_read += size
+            if size != info.size:
+                self.reject(
+                    info,
+                    "changed_while_reading",
+                    f"listed with {info.size} bytes, read {size}",
+                    data=data,
+                    landing_fs=landing_fs,
+                )
+                return
+            if sha in stored or sha in self.seen_sha:
+                self.source_row(info, sha, "duplicate", instance_id=sha)
+                return
+            try:
+                if split is None:
+                    with self.timed("parse"):
                         split = split_instance(data, max_inflated=cfg.ingest.max_chunk_bytes)
                 self.store(info, sha, split, packs, streamed)  # reads a streamed file's frames
-        except DicomParseError as exc:
-            # A streamed file is still read while it is stored; store() keeps no row of a file
-            # it gives up on (the chunks it sealed stay in the pack, referenced by no row)
-            if exc.reason == "unreadable":  # no copy: the next run tries it again
-                self.reject(info, exc.reason, exc.message)
+            except DicomParseError as exc:
+                # store() keeps no row of a file it gives up on (the chunks it sealed stay in
+                # the pack, referenced by no row)
+                self.refuse_split(info, exc, data=data, sha=sha, landing_fs=landing_fs)
                 return
-            message = exc.message
-            if exc.reason == "too_large":  # a part of a streamed file too big to hold
-                message += " (ingest.max_chunk_bytes)"
-            self.reject(info, exc.reason, message, data=data, sha=sha, landing_fs=landing_fs)
-            return
         self.seen_sha.add(sha)
+
+    def refuse_split(
+        self,
+        info: FileInfo,
+        exc: DicomParseError,
+        *,
+        data: bytes | None = None,
+        sha: str | None = None,
+        landing_fs: FileSystem | None = None,
+    ) -> None:
+        """Record a file that did not split (or whose streamed frames could not be read)."""
+        if exc.reason == "unreadable":  # no copy: the next run tries it again
+            self.reject(info, exc.reason, exc.message)
+            return
+        message = exc.message
+        if exc.over_limit:  # a part too big to hold, a deflated file inflating past it
+            message += " (ingest.max_chunk_bytes)"
+        self.reject(info, exc.reason, message, data=data, sha=sha, landing_fs=landing_fs)
 
     def read_source(
         self, info: FileInfo, landing_fs: FileSystem, reads: ReadAhead, streamed: bool
     ) -> tuple[bytes | None, str, int]:
-        """The file's bytes (None when streamed: hashed block by block), SHA-256 and size.
-
-        A streamed file that does not open as DICOM files do is refused from its first bytes
-        (DicomParseError ``not_dicom``) rather than read through: a landing zone may hold
-        archives or videos of up to ``ingest.max_file_bytes``.
-        """
+        """The file's bytes (None when streamed: hashed block by block), SHA-256 and size."""
         if not streamed:
             with self.timed("read"):  # the wait: the read itself may have run ahead
                 data = reads.read(info)
             with self.timed("hash"):
                 return data, hashlib.sha256(data).hexdigest(), len(data)
-        with self.timed("read"):
-            head = landing_fs.read(info.path, 0, START_BYTES)
-        check_start(head)
         digest, size = hashlib.sha256(), 0
         # One stream, not ranged reads: on HDFS each of those is two round trips (2 GB: 3.5 s
         # streamed, 10-13 s in 8 MiB reads)
@@ -709,6 +715,25 @@ class _Task:
             r.staged.extend(writes)
 
 
+def _header_failure(
+    info: FileInfo, landing_fs: FileSystem, exc: DicomParseError
+) -> DicomParseError:
+    """Why a streamed file's header did not split: ``changed_while_reading`` where the file no
+    longer has its listed size (a header cut short by a copy still under way), else ``exc``."""
+    if exc.reason == "unreadable":  # a read that failed: the next run tries it again
+        return exc
+    try:
+        now = landing_fs.status(info.path)
+    except StorageError:
+        return exc
+    if now is not None and now.size == info.size:
+        return exc
+    found = "gone" if now is None else f"{now.size} bytes"
+    return DicomParseError(
+        "changed_while_reading", f"listed with {info.size} bytes, {found} when its header was read"
+    )
+
+
 def _bounded_blocks(
     stack: contextlib.ExitStack, landing_fs: FileSystem, path: str, limit: int
 ) -> Iterator[bytes]:
@@ -803,6 +828,11 @@ class _SequentialReads(contextlib.AbstractContextManager["_SequentialReads"]):
         except StorageError as exc:
             raise DicomParseError("unreadable", str(exc)) from exc
         return b"".join(parts)
+
+    def release(self) -> None:
+        """Close the stream; the next read opens it again, where that read starts."""
+        self._open.close()
+        self._stream = None
 
     def __exit__(self, *exc_info: object) -> None:
         self._open.close()
