@@ -327,16 +327,23 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
         absolute_uri(args.backup), args.snapshot, deep=args.deep, keyring=keyring, config=config
     )
     for problem in result.problems:
+        label = "UNCHECKED" if problem.unchecked else "BAD"
         print(
-            f"BAD {problem.snapshot_id} {problem.path} ({problem.object}): {problem.reason}",
+            f"{label} {problem.snapshot_id} {problem.path} ({problem.object}): {problem.reason}",
             file=sys.stderr,
         )
     _print(result.summary())
     if not result.ok:
-        raise BackupError(
-            f"{len(result.problems)} damaged or missing object(s) in "
-            f"{args.backup}; each is listed above"
-        )
+        unchecked = sum(p.unchecked for p in result.problems)
+        found = [
+            f"{count} {what}"
+            for count, what in (
+                (len(result.problems) - unchecked, "damaged or missing object(s)"),
+                (unchecked, "pack(s) this keyring cannot open (their key is not in it)"),
+            )
+            if count
+        ]
+        raise BackupError(f"{' and '.join(found)} in {args.backup}; each is listed above")
     return 0
 
 

@@ -77,8 +77,8 @@ def test_deep_verify_opens_every_chunk_with_rotated_keys(tmp_path, config, keyri
 
     assert verify(str(backup), config=config).ok  # the stored bytes are what the lake had
     deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=only_new, config=config)
-    assert [(p.path, p.snapshot_id) for p in deep.problems] == [
-        ("pixels/r1/pack-bad.pack", snap.snapshot_id)
+    assert [(p.path, p.snapshot_id, p.unchecked) for p in deep.problems] == [
+        ("pixels/r1/pack-bad.pack", snap.snapshot_id, False)
     ]
     assert "pack-bad chunk ct/frame/1" in deep.problems[0].reason
     # Every chunk is opened; all but the damaged one decode to their recorded hash.
@@ -95,7 +95,7 @@ def test_deep_verify_opens_every_chunk_with_rotated_keys(tmp_path, config, keyri
         "pixels/r1/pack-good.pack",
         "pixels/r1/pack-bad.pack",
     }
-    assert all("unreadable" in p.reason for p in no_table.problems)
+    assert all(p.unchecked and "is not in this keyring" in p.reason for p in no_table.problems)
 
 
 # A streamed instance: prefix and frames 1-4 in one pack, frames 5-10 and suffix in the next.
@@ -150,6 +150,24 @@ def test_a_public_only_keyring_is_refused_before_any_pack_is_read(tmp_path, conf
         verify(str(backup), snap.snapshot_id, deep=True, keyring=full.public_only(), config=config)
     deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=full, config=config)
     assert deep.ok and deep.packs_checked == 2
+
+
+def test_packs_another_keyring_cannot_open_are_unchecked_not_damaged(tmp_path, config, keyring):
+    lake, backup = tmp_path / "lake", tmp_path / "backup"
+    write_spanning(lake, keyring, "pack-a", "pack-b")
+    snap = take_snapshot(
+        str(lake), str(backup), "full", config=config, now_label="20261101T010000Z"
+    )
+    other = Keyring.generate("symmetric")
+    deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=other, config=config)
+    assert not deep.ok
+    assert [(p.path, p.unchecked) for p in deep.problems] == [
+        ("pixels/r1/pack-a.pack", True),
+        ("pixels/r1/pack-b.pack", True),
+    ]
+    assert all(
+        f"{keyring.active_kek_id!r} is not in this keyring" in p.reason for p in deep.problems
+    )
 
 
 def test_frames_whose_prefix_pack_is_missing_are_reported(tmp_path, config, keyring):

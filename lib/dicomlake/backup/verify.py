@@ -28,7 +28,13 @@ from dicomlake.backup.copy import CHUNK
 from dicomlake.backup.layout import BackupLayout
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.config import Config
-from dicomlake.errors import BackupError, DicomLakeError, PrivateKeyRequiredError, StorageError
+from dicomlake.errors import (
+    BackupError,
+    DicomLakeError,
+    MissingKeyError,
+    PrivateKeyRequiredError,
+    StorageError,
+)
 from dicomlake.lake.ledger import latest_packs
 from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for
@@ -42,12 +48,14 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class VerifyProblem:
-    """One lake file of one snapshot whose stored bytes are bad, and why."""
+    """One lake file of one snapshot whose stored bytes are bad, and why; or, ``unchecked``, a
+    pack whose key the keyring given cannot unwrap (its key-encryption key is not in it)."""
 
     snapshot_id: str
     path: str
     object: str
     reason: str
+    unchecked: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +154,8 @@ def verify(
         for sid, r, override in opened:
             reason = deep_check.reason(r["object"], override)
             if reason:
-                problems.append(VerifyProblem(sid, r["path"], r["object"], reason))
+                unchecked = deep_check.unchecked(r["object"], override)
+                problems.append(VerifyProblem(sid, r["path"], r["object"], reason, unchecked))
         packs, chunks, hashed = deep_check.packs, deep_check.chunks, deep_check.hashed
     return VerifyResult(
         tuple(ids),
@@ -192,6 +201,7 @@ class _DeepCheck:
     def __init__(self, fs: FileSystem, layout: BackupLayout, keyring: Keyring) -> None:
         self._fs, self._layout, self._keyring = fs, layout, keyring
         self._done: dict[_Opened, list[str]] = {}
+        self._keyless: set[_Opened] = set()  # packs whose key the keyring cannot unwrap
         # Frame geometry of the instances whose chunks go on past the pack of their prefix
         self._specs: dict[str, FrameSpec | None] = {}
         self._waiting: list[tuple[_Opened, str, bytes, ChunkRecord]] = []
@@ -231,6 +241,10 @@ class _DeepCheck:
         """Why the pack at ``key`` is bad, or "" when every chunk opened."""
         return "; ".join(self._done[(key, override)])
 
+    def unchecked(self, key: str, override: tuple[str, bytes] | None) -> bool:
+        """Whether the pack at ``key`` went unopened for want of its key in the keyring."""
+        return (key, override) in self._keyless
+
     def _open_all(self, opened: _Opened, path: str) -> list[str]:
         from dicomlake.dicom.split import header_from_prefix
         from dicomlake.pixels import pack
@@ -242,7 +256,11 @@ class _DeepCheck:
             stem = path.rsplit("/", 1)[-1][: -len(".pack")]
             if header.pack_id != stem:
                 return [f"pack file {path} holds pack {header.pack_id}"]
-            data_key = pack.data_key_for(header, self._keyring, opened[1])
+            try:
+                data_key = pack.data_key_for(header, self._keyring, opened[1])
+            except MissingKeyError as exc:
+                self._keyless.add(opened)  # a keyring problem: the pack may well be sound
+                return [f"pack not opened: {exc}"]
             records = pack.read_index(data, data_key, header.pack_id)
         except DicomLakeError as exc:
             return [f"pack unreadable: {exc}"]
