@@ -67,7 +67,7 @@ MAX_INFLATED = 256 << 20
 # The most frames (chunks) and encapsulated items of one instance: each costs a row and a
 # chunk, so a file of millions of tiny frames is refused rather than held as millions of parts
 MAX_FRAMES = 1 << 20
-# A Part 10 file's preamble and 'DICM': what tells whether a file is DICOM at all
+# A Part 10 file's preamble and 'DICM', before its file meta
 START_BYTES = 132
 _INFLATE_STEP = 1 << 20
 # The attributes that size frames, and the values they may take (US attributes; the number
@@ -198,8 +198,13 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
     if not size:
         raise DicomParseError("empty", "the file has 0 bytes")
     head = reader.read(0, START_BYTES)
-    _check_start(head)
-    meta_end, syntax, implicit, little = _dataset_encoding(reader, _meta_start(head))
+    start = _meta_start(head)
+    if not start and not _looks_like_dataset(head[:8]):
+        raise DicomParseError(
+            "not_dicom",
+            "no 'DICM' at offset 128 and bytes 0-3 are no tag of groups 0002-0008",
+        )
+    meta_end, syntax, implicit, little = _dataset_encoding(reader, start)
     if syntax == DeflatedExplicitVRLittleEndian:
         # The deflated stream cannot be cut without inflating it: keep it whole
         _check_limit(limit, size, "a deflated file (it cannot be cut without inflating it)")
@@ -394,16 +399,6 @@ def _inflate(deflated: memoryview, limit: int) -> bytes:
             "truncated", f"the deflated dataset ends after {out.tell()} inflated bytes"
         )
     return out.getvalue()  # the buffer itself, not a copy
-
-
-def _check_start(head: bytes) -> None:
-    """Raise ``not_dicom`` unless a file's first `START_BYTES` (all of it, when shorter) open
-    a DICOM file: 'DICM' after the preamble, or a dataset without a preamble."""
-    if head[128:132] != b"DICM" and not _looks_like_dataset(head[:8]):
-        raise DicomParseError(
-            "not_dicom",
-            "no 'DICM' at offset 128 and bytes 0-3 are no tag of groups 0002-0008",
-        )
 
 
 def _meta_start(head: bytes) -> int:
