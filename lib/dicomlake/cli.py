@@ -25,7 +25,6 @@ from dicomlake.errors import (
     DicomLakeError,
     ErrorThresholdExceeded,
     LockBusyError,
-    PrivateKeyRequiredError,
 )
 from dicomlake.keyring_file import load_keyring, save_keyring
 from dicomlake.vocab import SnapshotMode
@@ -237,11 +236,7 @@ def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.lake.paths import find_paths
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
-    if not keyring.can_unwrap:
-        raise PrivateKeyRequiredError(
-            "reidentify needs the full keyring: this one holds only public keys (an ingest "
-            "host's), which write the restricted table but cannot read it"
-        )
+    keyring.require_private("reidentify")
     by_path = {"path_id": args.path_id, "error_id": args.error_id, "instance_id": args.instance_id}
     if any(by_path.values()):
         found = find_paths(absolute_uri(args.lake), keyring, config, **by_path)

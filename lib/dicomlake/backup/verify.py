@@ -28,13 +28,7 @@ from dicomlake.backup.copy import CHUNK
 from dicomlake.backup.layout import BackupLayout
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.config import Config
-from dicomlake.errors import (
-    BackupError,
-    DicomLakeError,
-    MissingKeyError,
-    PrivateKeyRequiredError,
-    StorageError,
-)
+from dicomlake.errors import BackupError, DicomLakeError, MissingKeyError, StorageError
 from dicomlake.lake.ledger import latest_packs
 from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for
@@ -98,12 +92,9 @@ def verify(
     """Re-read the objects of one snapshot (or all) and report every bad one."""
     if deep and keyring is None:
         raise BackupError("deep verify opens encrypted pack chunks: it needs a keyring")
-    if deep and keyring is not None and not keyring.can_unwrap:
+    if deep and keyring is not None:
         # Said once, before anything is read: not as every pack "unreadable"
-        raise PrivateKeyRequiredError(
-            "deep verify opens encrypted pack chunks: it needs the full keyring; this one "
-            "holds only public keys (an ingest host's), which cannot unwrap pack keys"
-        )
+        keyring.require_private("deep verify, which opens encrypted pack chunks,")
     fs = filesystem_for(backup, config.hdfs)
     layout = BackupLayout(backup)
     ids = manifest.committed_ids(fs, layout)
@@ -256,12 +247,11 @@ class _DeepCheck:
             stem = path.rsplit("/", 1)[-1][: -len(".pack")]
             if header.pack_id != stem:
                 return [f"pack file {path} holds pack {header.pack_id}"]
-            try:
-                data_key = pack.data_key_for(header, self._keyring, opened[1])
-            except MissingKeyError as exc:
-                self._keyless.add(opened)  # a keyring problem: the pack may well be sound
-                return [f"pack not opened: {exc}"]
+            data_key = pack.data_key_for(header, self._keyring, opened[1])
             records = pack.read_index(data, data_key, header.pack_id)
+        except MissingKeyError as exc:
+            self._keyless.add(opened)  # a keyring problem: the pack may well be sound
+            return [f"pack not opened: {exc}"]
         except DicomLakeError as exc:
             return [f"pack unreadable: {exc}"]
         problems: list[str] = []

@@ -202,6 +202,15 @@ class Keyring:
         """False for a public-only keyring."""
         return all(k.secret is not None for k in self._keks.values())
 
+    def require_private(self, needs: str) -> None:
+        """Raise PrivateKeyRequiredError, saying what ``needs`` the private keys, for a
+        public-only keyring."""
+        if not self.can_unwrap:
+            raise PrivateKeyRequiredError(
+                f"{needs} needs the full keyring: this one holds only public keys (an ingest "
+                "host's), which write what is encrypted but cannot read it"
+            )
+
     # -- wrapping -------------------------------------------------------------------------
 
     def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:

@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.errors import IntegrityError, PrivateKeyRequiredError
+from dicomlake.errors import IntegrityError
 
 LEGACY_PURPOSE = "parquet-kms"  # Keyring.secret_for(LEGACY_PURPOSE): older files' master key
 FOOTER_KEY_ID = "dicomlake-footer"  # signs the plaintext footer
@@ -92,10 +92,7 @@ def unwrap_key(keyring: Keyring, wrapped: str, identifier: str) -> bytes:
 
 
 def _unwrap_legacy(keyring: Keyring, wrapped: str, identifier: str) -> bytes:
-    if not keyring.can_unwrap:
-        raise PrivateKeyRequiredError(
-            "keyring holds only public keys: reading the restricted table needs the full keyring"
-        )
+    keyring.require_private("reading the restricted table")
     master = keyring.secret_for(LEGACY_PURPOSE)
     try:
         raw = base64.b64decode(wrapped, validate=True)
