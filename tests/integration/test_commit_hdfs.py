@@ -1,10 +1,10 @@
 """The commit protocol on the real HDFS: the run's files are published several at once, then each
-table gets one Delta commit through the HDFS RPC client of ``deltalake``, ``runs`` last."""
+table gets one Delta commit through the HDFS RPC client of ``deltalake``, several at once too,
+``runs`` once all the others have ended."""
 
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 from datetime import datetime, timezone
@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 
 from dicomlake.config import LockConfig
 from dicomlake.lake import schemas
-from dicomlake.lake.commit import commit, staged
+from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.storage.hdfs import WebHdfsFileSystem
@@ -48,12 +48,34 @@ FILES = {
 }
 
 
-def test_a_run_is_published_then_committed_table_by_table(hdfs_cluster, hdfs_root, monkeypatch):
-    fs, layout = WebHdfsFileSystem(hdfs_cluster.hdfs_config), LakeLayout(f"{hdfs_root}/lake")
+def _staged_run(fs: WebHdfsFileSystem, layout: LakeLayout) -> None:
     fs.run_all(
         (lambda rel=rel, data=data: fs.write_bytes(staged(layout, "r1", rel), data))
         for rel, data in FILES.items()
     )
+
+
+def _recording_commits(monkeypatch, fails: str | None = None) -> list[tuple[str, float, float]]:
+    """(table, start, end) of each Delta commit from now on; the commit of table ``fails``
+    raises instead."""
+    commits: list[tuple[str, float, float]] = []
+    real = DeltaTable.create_write_transaction
+
+    def recording(table, *args, **kwargs):
+        name = table.table_uri.rstrip("/").rsplit("/", 1)[-1]
+        start = time.monotonic()
+        if name == fails:
+            raise OSError(f"{name}: the NameNode went away")
+        real(table, *args, **kwargs)
+        commits.append((name, start, time.monotonic()))
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", recording)
+    return commits
+
+
+def test_a_run_is_published_then_committed_table_by_table(hdfs_cluster, hdfs_root, monkeypatch):
+    fs, layout = WebHdfsFileSystem(hdfs_cluster.hdfs_config), LakeLayout(f"{hdfs_root}/lake")
+    _staged_run(fs, layout)
     in_flight = most = 0
     lock = threading.Lock()
     publish = fs.publish
@@ -70,6 +92,7 @@ def test_a_run_is_published_then_committed_table_by_table(hdfs_cluster, hdfs_roo
 
     with holding(fs, layout.root, "r1", "test", LockConfig()) as held:
         monkeypatch.setattr(fs, "publish", recording_publish)
+        commits = _recording_commits(monkeypatch)
         commit(fs, layout, held, list(FILES))
         monkeypatch.undo()  # the lock's own release is no part of the commit
     assert most > 1  # published several at once
@@ -80,15 +103,33 @@ def test_a_run_is_published_then_committed_table_by_table(hdfs_cluster, hdfs_roo
     assert sources["source_path_id"].to_pylist() == ["id-a"]
     assert DeltaTable(layout.table("runs")).to_pyarrow_table()["run_id"].to_pylist() == ["r1"]
 
-    # The runs table is committed after every other table of the run.
-    def committed_at(name: str) -> int:
-        entry = fs.read(f"{layout.table(name)}/_delta_log/{1:020d}.json").decode()
-        return next(
-            json.loads(line)["commitInfo"]["timestamp"]
-            for line in entry.splitlines()
-            if "commitInfo" in line
-        )
-
-    assert committed_at("runs") >= max(committed_at("frames"), committed_at("sources"))
+    # frames and sources are committed at once (each commit waits on the NameNode for the
+    # file it writes), runs once both have ended
+    (frames_commit, sources_commit), runs_commit = sorted(commits[:2]), commits[2]
+    assert [frames_commit[0], sources_commit[0], runs_commit[0]] == ["frames", "sources", "runs"]
+    assert max(frames_commit[1], sources_commit[1]) < min(frames_commit[2], sources_commit[2])
+    assert runs_commit[1] >= max(frames_commit[2], sources_commit[2])
     assert not fs.exists(layout.staging("r1"))
     assert fs.read(layout.absolute("pixels/r1/p.pack")) == b"sealed"
+
+
+def test_a_table_commit_that_fails_leaves_runs_behind_and_the_next_run_finishes_it(
+    hdfs_cluster, hdfs_root, monkeypatch
+):
+    fs, layout = WebHdfsFileSystem(hdfs_cluster.hdfs_config), LakeLayout(f"{hdfs_root}/lake")
+    _staged_run(fs, layout)
+    with holding(fs, layout.root, "r1", "test", LockConfig()) as held:
+        commits = _recording_commits(monkeypatch, fails="frames")
+        with pytest.raises(OSError, match="NameNode went away"):
+            commit(fs, layout, held, list(FILES))
+        monkeypatch.undo()
+    assert [name for name, *_ in commits] == ["sources"]  # committed beside the failed one
+    assert DeltaTable(layout.table("runs")).version() == 0  # created, never committed to
+    assert DeltaTable(layout.table("frames")).version() == 0
+
+    with holding(fs, layout.root, "r2", "test", LockConfig()) as held:
+        assert recover(fs, layout, held) == (["r1"], [])
+    frames = DeltaTable(layout.table("frames")).to_pyarrow_table()
+    assert sorted(frames["frame_number"].to_pylist()) == list(range(12))
+    assert DeltaTable(layout.table("sources")).version() == 1  # not committed twice
+    assert DeltaTable(layout.table("runs")).to_pyarrow_table()["run_id"].to_pylist() == ["r1"]

@@ -6,7 +6,8 @@ publishes an intent (``_commits/<run>.json``: the list of files, the run's seque
 every table's Delta version before it) by an atomic rename — the commit point — and then moves
 the staged files into place (several at once on a remote filesystem). A table file in place is
 not yet part of its table: each table then gets one Delta transaction adding the run's files
-(:mod:`dicomlake.lake.delta`), ``runs`` last.
+(:mod:`dicomlake.lake.delta`; several at once on a remote filesystem), ``runs`` once all the
+others are done.
 
 - A run that dies before the commit point leaves only ``_staging/<run>/``, which no reader looks
   at; the next run deletes it and redoes the work (its files are still new to the ledger).

@@ -16,6 +16,7 @@ restricted tables stay plain Parquet under ``restricted/``).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -126,9 +127,10 @@ def read_snapshot(
 def prepare(fs: FileSystem, layout: LakeLayout) -> tuple[dict[str, int], int]:
     """Create the tables that do not exist yet and add the columns a table lacks (nullable:
     older rows read them as null); returns every table's version and the next run's sequence
-    number."""
-    versions, sequence = {}, 0
-    for name in TABLES:
+    number. The tables are prepared at once on a remote filesystem (`FileSystem.run_all`)."""
+    versions, sequences = {}, {}
+
+    def one(name: str) -> None:
         table = open_table(layout, name) or _create(fs, layout, name)
         have = {f.name for f in table.schema().fields}
         missing = [f for f in schemas.SCHEMAS[name] if f.name not in have]
@@ -138,8 +140,10 @@ def prepare(fs: FileSystem, layout: LakeLayout) -> tuple[dict[str, int], int]:
             )
             table.update_incremental()
         versions[name] = table.version()
-        sequence = max(sequence, table.transaction_version(APP_ID) or 0)
-    return versions, sequence + 1
+        sequences[name] = table.transaction_version(APP_ID) or 0
+
+    fs.run_all(functools.partial(one, name) for name in TABLES)
+    return {name: versions[name] for name in TABLES}, max(sequences.values()) + 1
 
 
 def _create(fs: FileSystem, layout: LakeLayout, name: str) -> DeltaTable:
@@ -166,23 +170,25 @@ def _create(fs: FileSystem, layout: LakeLayout, name: str) -> DeltaTable:
 def commit_run(
     fs: FileSystem, layout: LakeLayout, run_id: str, sequence: int, files: Iterable[str]
 ) -> list[str]:
-    """Add a run's published table files (lake-relative) to their tables, ``runs`` last.
+    """Add a run's published table files (lake-relative) to their tables: the others at once on
+    a remote filesystem (each commit waits on the file it writes, `FileSystem.run_all`), then
+    ``runs``, once all of them hold the run.
 
     Tables that already hold the run (their transaction version is at ``sequence``) are left
-    alone; returns the tables committed now.
+    alone; returns the tables committed now, ``runs`` last.
     """
     by_table: dict[str, list[str]] = {}
     for relative in files:
         _, name, inside = relative.split("/", 2)
         by_table.setdefault(name, []).append(inside)
-    order = sorted(by_table, key=lambda n: (n == "runs", TABLES.index(n)))
-    committed = []
-    for name in order:
+    committed: set[str] = set()
+
+    def one(name: str) -> None:
         table = open_table(layout, name)
         if table is None:
             raise LakeError(f"run {run_id}: table {layout.table(name)} is missing")
         if (table.transaction_version(APP_ID) or 0) >= sequence:
-            continue  # committed before a crash
+            return  # committed before a crash
         actions: list[AddAction | RemoveAction] = [
             _add(fs, layout, name, inside) for inside in by_table[name]
         ]
@@ -197,8 +203,12 @@ def commit_run(
             ),
             post_commithook_properties=_NO_HOOKS,
         )
-        committed.append(name)
-    return committed
+        committed.add(name)
+
+    fs.run_all(functools.partial(one, name) for name in by_table if name != "runs")
+    if "runs" in by_table:
+        one("runs")
+    return sorted(committed, key=lambda n: (n == "runs", TABLES.index(n)))
 
 
 def replace_rows(fs: FileSystem, layout: LakeLayout, name: str, inside: str) -> None:
