@@ -8,6 +8,8 @@ to a byte codec that keeps every bit.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dicomlake.errors import CodecError
@@ -59,7 +61,7 @@ def from_image(image: np.ndarray, spec: FrameSpec) -> bytes:
     udtype = sample_dtype(spec)
     shape = image_shape(spec)
     width = udtype.itemsize if udtype is not None else 0
-    if image.dtype.kind != "u" or image.dtype.itemsize != width or image.size != np.prod(shape):
+    if image.dtype.kind != "u" or image.dtype.itemsize != width or image.size != math.prod(shape):
         raise CodecError(
             f"decoded image {image.dtype}{image.shape} does not match the frame "
             f"({spec.bits_allocated}-bit, shape {shape})"
