@@ -14,7 +14,8 @@ bench/ingest_bench.py starts these and samples their process tree's memory; by h
 useful to look at one contender. Both Spark contenders get the same Spark context: dicomlake's
 ``spark_context`` built from conf/local.yaml with the master from ``--master`` (local[2]); the
 baseline builds its SparkSession on it, before the clock starts.
-The timed part starts after Spark is up and ends when the output is written (dicomlake:
+The timed part starts after Spark is up, its Python workers too (their start is the result's
+``python_workers_seconds``), and ends when the output is written (dicomlake:
 ``run_ingest`` returned, so committed; baseline: the Parquet write finished). The figures in
 the result that need reading the output back (pixel ratios) are computed after the clock stops.
 """
@@ -67,12 +68,19 @@ def _config(master: str, namenodes: str | None = None, settings: Sequence[str] =
 
 
 def _context(master: str, namenodes: str | None = None, settings: Sequence[str] = ()):
+    """The config, a started context, and the seconds its Python workers took to start.
+
+    Both are started before the clock, as Orthanc is started before it is fed: the executors'
+    Python workers too (`start_python_workers`), whose start the result reports on its own."""
     from dicomlake.spark.context import spark_context
+    from dicomlake.spark.workers import start_python_workers
 
     config = _config(master, namenodes, settings)
     sc = spark_context(config, submitted=False)
     sc.setLogLevel("ERROR")
-    return config, sc
+    started = time.perf_counter()
+    start_python_workers(sc).join()
+    return config, sc, time.perf_counter() - started
 
 
 def _parquet_columns(config, root: str, columns: list[str]):
@@ -109,7 +117,7 @@ def run_dicomlake(
     from dicomlake.lake.delta import read_snapshot
     from dicomlake.lake.layout import LakeLayout
 
-    config, sc = _context(master, namenodes, settings)
+    config, sc, workers_seconds = _context(master, namenodes, settings)
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
     summary = run_ingest(sc, landing, out, config, Keyring.generate())
     wall = time.perf_counter() - t0
@@ -136,6 +144,7 @@ def run_dicomlake(
         "contender": "dicomlake",
         "seconds": wall,
         "cpu_seconds_timed": cpu,
+        "python_workers_seconds": workers_seconds,
         "spark_tasks": tasks,
         "summary": {k: v for k, v in doc.items() if k != "tables"},
         "files": doc["files_seen"],
@@ -251,7 +260,7 @@ def run_baseline(landing: str, out: str, master: str, namenodes: str | None) -> 
     import pyarrow.compute as pc
     from pyspark.sql import SparkSession
 
-    config, _ = _context(master, namenodes)
+    config, _, workers_seconds = _context(master, namenodes)
     spark = SparkSession.builder.getOrCreate()  # on dicomlake's context, with its settings
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
     files = (
@@ -294,6 +303,7 @@ def run_baseline(landing: str, out: str, master: str, namenodes: str | None) -> 
         "contender": "baseline",
         "seconds": wall,
         "cpu_seconds_timed": cpu,
+        "python_workers_seconds": workers_seconds,
         "files": table.num_rows,
         "errors": table.num_rows - pc.sum(pc.is_null(table["error"])).as_py(),
         "bytes_read": bytes_read,

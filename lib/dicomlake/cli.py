@@ -49,11 +49,19 @@ def _print(summary: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _spark(args: argparse.Namespace, config: Config) -> Iterator[Any]:
-    """spark-submit's Spark context (left running for it to stop), or one of our own."""
+def _spark(
+    args: argparse.Namespace, config: Config, *, python_tasks: bool = False
+) -> Iterator[Any]:
+    """spark-submit's Spark context (left running for it to stop), or one of our own.
+
+    With ``python_tasks``, the executors' Python workers start while the command plans
+    (`start_python_workers`)."""
     from dicomlake.spark.context import spark_context
+    from dicomlake.spark.workers import start_python_workers
 
     sc = spark_context(config, submitted=args.submitted)
+    if python_tasks:
+        start_python_workers(sc)
     try:
         yield sc
     finally:
@@ -65,7 +73,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.ingest.job import run_ingest
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
-    with _spark(args, config) as sc:
+    with _spark(args, config, python_tasks=True) as sc:
         summary = run_ingest(
             sc, absolute_uri(args.landing), absolute_uri(args.lake), config, keyring
         )
@@ -291,7 +299,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 def cmd_snapshot(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import take_snapshot
 
-    with _spark(args, config) as sc:
+    with _spark(args, config, python_tasks=True) as sc:
         result = take_snapshot(
             absolute_uri(args.lake),
             absolute_uri(args.backup),
