@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -137,3 +138,35 @@ def test_a_lock_file_that_is_no_lock_record_is_named_and_left_alone(tmp_path):
     ):
         pass
     assert (tmp_path / "_lock").read_bytes() == b"\x00 not json"
+
+
+def test_a_lock_taken_at_once_beats_once_and_one_taken_over_beats_again(tmp_path, monkeypatch):
+    # On HDFS each new file waits ~0.4 s to close: an uncontended lock writes no more than it
+    # needs (its heartbeat, then its record), and a taken-over one renews its lease after
+    fs, root = LocalFileSystem(), str(tmp_path)
+    written: list[str] = []
+    write_bytes = fs.write_bytes
+
+    def recording(path: str, data: bytes) -> None:
+        written.append(path.rsplit("/", 1)[-1])
+        write_bytes(path, data)
+
+    monkeypatch.setattr(fs, "write_bytes", recording)
+    with holding(fs, root, "run-a", "ingest", LockConfig()):
+        assert written == ["run-a.heartbeat", "run-a.new"]
+
+    # A holder that died: its record and a heartbeat older than lock.stale_seconds
+    (tmp_path / "_lock").write_text(json.dumps({"run_id": "run-dead", "command": "ingest"}))
+    beat = tmp_path / "_locks" / "run-dead.heartbeat"
+    beat.write_text("{}")
+    long_ago = time.time() - 2 * LockConfig().stale_seconds
+    os.utime(beat, (long_ago, long_ago))
+    written.clear()
+    with holding(fs, root, "run-b", "ingest", LockConfig()):
+        assert written == [
+            "run-b.heartbeat",
+            "run-b.new",  # refused: run-dead holds the lock
+            "run-dead.end.run-b.new",  # its end marker, then its lock removed
+            "run-b.new",
+            "run-b.heartbeat",  # the lease runs from the takeover
+        ]
