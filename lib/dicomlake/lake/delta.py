@@ -169,19 +169,18 @@ def _create(fs: FileSystem, layout: LakeLayout, name: str) -> DeltaTable:
 
 def commit_run(
     fs: FileSystem, layout: LakeLayout, run_id: str, sequence: int, files: Iterable[str]
-) -> list[str]:
+) -> None:
     """Add a run's published table files (lake-relative) to their tables: the others at once on
     a remote filesystem (each commit waits on the file it writes, `FileSystem.run_all`), then
     ``runs``, once all of them hold the run.
 
     Tables that already hold the run (their transaction version is at ``sequence``) are left
-    alone; returns the tables committed now, ``runs`` last.
+    alone.
     """
     by_table: dict[str, list[str]] = {}
     for relative in files:
         _, name, inside = relative.split("/", 2)
         by_table.setdefault(name, []).append(inside)
-    committed: set[str] = set()
 
     def one(name: str) -> None:
         table = open_table(layout, name)
@@ -203,12 +202,10 @@ def commit_run(
             ),
             post_commithook_properties=_NO_HOOKS,
         )
-        committed.add(name)
 
     fs.run_all(functools.partial(one, name) for name in by_table if name != "runs")
     if "runs" in by_table:
         one("runs")
-    return sorted(committed, key=lambda n: (n == "runs", TABLES.index(n)))
 
 
 def replace_rows(fs: FileSystem, layout: LakeLayout, name: str, inside: str) -> None:
