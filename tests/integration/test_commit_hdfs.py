@@ -55,14 +55,20 @@ def _staged_run(fs: WebHdfsFileSystem, layout: LakeLayout) -> None:
     )
 
 
-def _recording_commits(monkeypatch, fails: str | None = None) -> list[tuple[str, float, float]]:
+def _recording_commits(
+    monkeypatch, *, fails: str | None = None, together: tuple[str, ...] = ()
+) -> list[tuple[str, float, float]]:
     """(table, start, end) of each Delta commit from now on; the commit of table ``fails``
-    raises instead."""
+    raises instead. The commits of the tables ``together`` each wait until all of them have
+    begun (a commit never begun while another waits breaks the wait: BrokenBarrierError)."""
     commits: list[tuple[str, float, float]] = []
     real = DeltaTable.create_write_transaction
+    barrier = threading.Barrier(len(together) or 1, timeout=20)
 
     def recording(table, *args, **kwargs):
         name = table.table_uri.rstrip("/").rsplit("/", 1)[-1]
+        if name in together:
+            barrier.wait()
         start = time.monotonic()
         if name == fails:
             raise OSError(f"{name}: the NameNode went away")
@@ -92,7 +98,7 @@ def test_a_run_is_published_then_committed_table_by_table(hdfs_cluster, hdfs_roo
 
     with holding(fs, layout.root, "r1", "test", LockConfig()) as held:
         monkeypatch.setattr(fs, "publish", recording_publish)
-        commits = _recording_commits(monkeypatch)
+        commits = _recording_commits(monkeypatch, together=("frames", "sources"))
         commit(fs, layout, held, list(FILES))
         monkeypatch.undo()  # the lock's own release is no part of the commit
     assert most > 1  # published several at once
@@ -104,10 +110,9 @@ def test_a_run_is_published_then_committed_table_by_table(hdfs_cluster, hdfs_roo
     assert DeltaTable(layout.table("runs")).to_pyarrow_table()["run_id"].to_pylist() == ["r1"]
 
     # frames and sources are committed at once (each commit waits on the NameNode for the
-    # file it writes), runs once both have ended
+    # file it writes: their commits met at the barrier), runs once both have ended
     (frames_commit, sources_commit), runs_commit = sorted(commits[:2]), commits[2]
     assert [frames_commit[0], sources_commit[0], runs_commit[0]] == ["frames", "sources", "runs"]
-    assert max(frames_commit[1], sources_commit[1]) < min(frames_commit[2], sources_commit[2])
     assert runs_commit[1] >= max(frames_commit[2], sources_commit[2])
     assert not fs.exists(layout.staging("r1"))
     assert fs.read(layout.absolute("pixels/r1/p.pack")) == b"sealed"
@@ -119,7 +124,7 @@ def test_a_table_commit_that_fails_leaves_runs_behind_and_the_next_run_finishes_
     fs, layout = WebHdfsFileSystem(hdfs_cluster.hdfs_config), LakeLayout(f"{hdfs_root}/lake")
     _staged_run(fs, layout)
     with holding(fs, layout.root, "r1", "test", LockConfig()) as held:
-        commits = _recording_commits(monkeypatch, fails="frames")
+        commits = _recording_commits(monkeypatch, fails="frames", together=("frames", "sources"))
         with pytest.raises(OSError, match="NameNode went away"):
             commit(fs, layout, held, list(FILES))
         monkeypatch.undo()
