@@ -90,9 +90,9 @@ def verify(
     config: Config,
 ) -> VerifyResult:
     """Re-read the objects of one snapshot (or all) and report every bad one."""
-    if deep and keyring is None:
-        raise BackupError("deep verify opens encrypted pack chunks: it needs a keyring")
-    if deep and keyring is not None:
+    if deep:
+        if keyring is None:
+            raise BackupError("deep verify opens encrypted pack chunks: it needs a keyring")
         # Said once, before anything is read: not as every pack "unreadable"
         keyring.require_private("deep verify, which opens encrypted pack chunks,")
     fs = filesystem_for(backup, config.hdfs)
