@@ -188,15 +188,22 @@ def _core_marks(
     declines where the header holds one of them with another VR)."""
     out = []
     for keyword, value in marked:
-        tag = tag_for_keyword(keyword)
+        tag, vr = _dictionary(keyword)
         if isinstance(value, tuple):  # `deid.Code` items
             items = [
                 [(t, vr, list(_set_values(vr, text))) for t, vr, text in code] for code in value
             ]
             out.append((tag, "SQ", [], items))
-        elif texts := _set_values(dictionary_VR(tag), value):
-            out.append((tag, dictionary_VR(tag), list(texts), []))
+        elif texts := _set_values(vr, value):
+            out.append((tag, vr, list(texts), []))
     return out
+
+
+@functools.cache
+def _dictionary(keyword: str) -> tuple[int, str]:
+    """A keyword's tag and the data dictionary's VR."""
+    tag = tag_for_keyword(keyword)
+    return tag, dictionary_VR(tag)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -208,13 +215,16 @@ def _set_values(vr: str, value: str) -> tuple[str, ...]:
         return tuple(_text_values(DataElement(0, vr, value).value))
 
 
+# Each element-row column's type and how many of the core's buffers it takes
+_COLUMNS = tuple((f.type, 3 if pa.types.is_string(f.type) else 2) for f in ELEMENT_SCHEMA)
+
+
 def _batch(buffers: list[bytes | None], n: int) -> pa.RecordBatch:
     """The core's element-row buffers as a record batch (validity, then offsets and data or
     values, per column)."""
     arrays, i = [], 0
-    for field in ELEMENT_SCHEMA:
-        width = 3 if pa.types.is_string(field.type) else 2
+    for type_, width in _COLUMNS:
         parts = [None if b is None else pa.py_buffer(b) for b in buffers[i : i + width]]
-        arrays.append(pa.Array.from_buffers(field.type, n, parts))
+        arrays.append(pa.Array.from_buffers(type_, n, parts))
         i += width
     return pa.RecordBatch.from_arrays(arrays, schema=ELEMENT_SCHEMA)

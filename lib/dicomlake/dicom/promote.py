@@ -177,6 +177,9 @@ _CONVERTERS: dict[pa.DataType, Callable[[Text], object]] = {
     _DOUBLE: _double,
     _DOUBLES: _double_list,
 }
+# Each column's name and converter, looked up once: iterating a schema makes a Field object
+# per column, and hashing an Arrow type calls into Arrow
+_PROMOTERS = tuple((field.name, _CONVERTERS[field.type]) for field in PROMOTED)
 
 
 def promoted_values(split: SplitInstance, top: TopLevel | None = None) -> dict[str, object]:
@@ -200,9 +203,9 @@ def promoted_values(split: SplitInstance, top: TopLevel | None = None) -> dict[s
     if top is None:
         top = _top_of(split.dataset)
     row: dict[str, object] = {}
-    for field in PROMOTED:
-        element = top.get(field.name)
-        row[field.name] = None if element is None else _CONVERTERS[field.type](element)
+    for name, convert in _PROMOTERS:
+        element = top.get(name)
+        row[name] = None if element is None else convert(element)
     row["SOPInstanceUID"] = instance_uid(top, split.dataset)
     row["NumberOfFrames"] = split.number_of_frames or None
     row["TransferSyntaxUID"] = split.transfer_syntax_uid
