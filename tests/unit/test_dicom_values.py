@@ -1,4 +1,5 @@
-"""converted_element gives what pydicom's own Dataset[tag] gives, for every corpus element."""
+"""converted_element and value_at give what pydicom's own Dataset[tag] gives, for every corpus
+element and every binary integer, whatever its length and byte order."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pydicom
 import pytest
 from corpus import corpus_id, split_paths
 from pydicom.data import get_charset_files
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from dicomlake.dicom import split_instance
-from dicomlake.dicom.values import converted_element
+from dicomlake.dicom.values import converted_element, value_at
 
 
 def _pairs(ours: Dataset, theirs: Dataset, where: str):
@@ -57,3 +60,38 @@ def test_same_elements_as_pydicom(path: Path) -> None:
                 assert got.file_tell == expected.file_tell, where
                 assert got.is_undefined_length == expected.is_undefined_length, where
                 assert got.to_json_dict(None, 1024) == expected.to_json_dict(None, 1024), where
+
+
+def _pydicom_value(dataset: Dataset, tag: BaseTag) -> object:
+    """What value_at must give: pydicom's value, None where it is empty or does not convert."""
+    try:
+        value = dataset[tag].value
+    except Exception:
+        return None
+    return None if value is None or value == "" else value
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("path", PATHS[::7], ids=corpus_id)
+def test_value_at_gives_pydicom_values(path: Path) -> None:
+    ours = split_instance(path.read_bytes()).dataset if path not in CHARSET_FILES else None
+    ours = ours if ours is not None else pydicom.dcmread(path, force=True)
+    theirs = copy.deepcopy(ours)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for tag in list(theirs.keys()):
+            expected = _pydicom_value(theirs, tag)
+            if not isinstance(expected, pydicom.Sequence):
+                assert value_at(ours, tag) == expected, tag
+
+
+@pytest.mark.parametrize("vr", ["US", "SS", "UL", "SL", "UV", "SV", "AT", "OW"])
+@pytest.mark.parametrize("little", [True, False], ids=["little", "big"])
+def test_value_at_reads_binary_integers_as_pydicom(vr: str, little: bool) -> None:
+    tag = BaseTag(0x00280010)
+    for length in range(17):
+        data = bytes(range(0xF0, 0xF0 + length))  # high bits set: signed values are negative
+        raw = RawDataElement(tag, vr, length, data, 0, False, little)
+        expected = _pydicom_value(Dataset({tag: raw}), tag)
+        got = value_at(Dataset({tag: raw}), tag)
+        assert (type(got), got) == (type(expected), expected), (vr, length)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import struct
 import warnings
 
 from pydicom import config as pydicom_config
@@ -28,6 +29,8 @@ PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _PYDICOM_VRS = frozenset({"SQ", "UN", *AMBIGUOUS_VR})
 _LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 _CHARSET_VRS = frozenset(str(vr) for vr in CUSTOMIZABLE_CHARSET_VR)
+# The struct formats of pydicom's converters for the binary integer VRs
+_INTEGERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q"}
 
 
 def elements(dataset: Dataset) -> list[DataElement]:
@@ -134,6 +137,9 @@ def value_at(dataset: Dataset, tag: BaseTag) -> object:
         if elem is None:
             return None
         if not isinstance(elem, DataElement):
+            number = _one_integer(elem)
+            if number is not None:
+                return number
             with warnings.catch_warnings():
                 # Values outside their VR's rules warn as they are converted
                 warnings.simplefilter("ignore")
@@ -142,6 +148,19 @@ def value_at(dataset: Dataset, tag: BaseTag) -> object:
     except Exception:
         return None
     return None if value is None or value == "" else value
+
+
+def _one_integer(raw: RawDataElement) -> int | None:
+    """A raw element's value where it is one binary integer (explicit VR), unpacked as
+    pydicom's converter unpacks it but without making and keeping its DataElement, which
+    costs five times more (the frame geometry of every file is read so); else None."""
+    form = _INTEGERS.get(raw.VR)
+    if form is None or pydicom_config.data_element_callback is not None:
+        return None
+    value = raw.value
+    if not isinstance(value, bytes) or len(value) != struct.calcsize("=" + form):
+        return None
+    return struct.unpack(("<" if raw.is_little_endian else ">") + form, value)[0]
 
 
 @functools.cache
