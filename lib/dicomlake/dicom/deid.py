@@ -105,6 +105,7 @@ from dicomlake.config import DeidConfig
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING, SOURCE
 from dicomlake.dicom.values import (
     BINARY_VRS,
+    NUMBER_FORMATS,
     TEXT_VRS,
     converted_element,
     get,
@@ -176,8 +177,7 @@ _DROP_SEQUENCE = frozenset({"X", "X/Z", "X/D", "X/Z/D", "D"})
 _REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
 _EMPTY = frozenset({"Z", "Z/D", "D"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
-_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
-_PACKED = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
+_NUMBER_VRS = frozenset({*NUMBER_FORMATS, "AT"})
 # CID 7050 De-identification Method, coding scheme DCM
 _CODES = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
@@ -594,7 +594,7 @@ def _as_read(elem: DataElement, little: bool) -> bytes:
     numbers = values_of(elem.value)
     if elem.VR == "AT":
         numbers = [n for tag in numbers for n in (int(tag) >> 16, int(tag) & 0xFFFF)]
-    code = "<>"[not little] + _PACKED["US" if elem.VR == "AT" else elem.VR] * len(numbers)
+    code = "<>"[not little] + NUMBER_FORMATS["US" if elem.VR == "AT" else elem.VR] * len(numbers)
     return struct.pack(code, *numbers)
 
 

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import AMBIGUOUS_VR, BYTES_VR, CUSTOMIZABLE_CHARSET_VR
-from pydicom.values import convert_value
+from pydicom.values import convert_numbers, convert_value, converters
 
 BINARY_VRS = frozenset(str(vr) for vr in BYTES_VR)
 # VRs whose values are text, a single one held by pydicom as a ``str``
@@ -29,8 +29,8 @@ PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _PYDICOM_VRS = frozenset({"SQ", "UN", *AMBIGUOUS_VR})
 _LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 _CHARSET_VRS = frozenset(str(vr) for vr in CUSTOMIZABLE_CHARSET_VR)
-# The struct formats of pydicom's converters for the binary integer VRs
-_INTEGERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q"}
+NUMBER_FORMATS = {str(vr): c[1] for vr, c in converters.items() if isinstance(c, tuple)}
+"""The struct format of each binary number VR (US "H", FD "d", ...), from pydicom's converters."""
 
 
 def elements(dataset: Dataset) -> list[DataElement]:
@@ -137,7 +137,7 @@ def value_at(dataset: Dataset, tag: BaseTag) -> object:
         if elem is None:
             return None
         if not isinstance(elem, DataElement):
-            number = _one_integer(elem)
+            number = _one_number(elem)
             if number is not None:
                 return number
             with warnings.catch_warnings():
@@ -150,17 +150,18 @@ def value_at(dataset: Dataset, tag: BaseTag) -> object:
     return None if value is None or value == "" else value
 
 
-def _one_integer(raw: RawDataElement) -> int | None:
-    """A raw element's value where it is one binary integer (explicit VR), unpacked as
-    pydicom's converter unpacks it but without making and keeping its DataElement, which
-    costs five times more (the frame geometry of every file is read so); else None."""
-    form = _INTEGERS.get(raw.VR)
+def _one_number(raw: RawDataElement) -> int | float | None:
+    """A raw element's value where it is one binary number (explicit VR), read by pydicom's
+    own converter but without making and keeping its DataElement, which costs five times more
+    (the frame geometry of every file is read so); else None."""
+    form = NUMBER_FORMATS.get(raw.VR)
     if form is None or pydicom_config.data_element_callback is not None:
         return None
     value = raw.value
     if not isinstance(value, bytes) or len(value) != struct.calcsize("=" + form):
         return None
-    return struct.unpack(("<" if raw.is_little_endian else ">") + form, value)[0]
+    number: int | float = convert_numbers(value, raw.is_little_endian, form)
+    return number
 
 
 @functools.cache
