@@ -37,7 +37,7 @@ import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -60,6 +60,7 @@ from dicomlake.errors import (
     StorageError,
 )
 from dicomlake.ingest.readahead import READ_MARGIN, ReadAhead
+from dicomlake.ingest.rowcheck import RowCheck
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import staged
 from dicomlake.lake.layout import LakeLayout
@@ -750,63 +751,11 @@ def _bounded_blocks(
         raise _NoCopy from exc
 
 
-def _sure(type_: pa.DataType) -> Callable[[Any], bool]:
-    """A test of a value that passes only values `pa.array` surely converts to ``type_``
-    (text that encodes as UTF-8, an int in range, ...); it may fail values that convert."""
-    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
-        return lambda v: type(v) is str and (v.isascii() or _encodes(v))
-    if pa.types.is_integer(type_):
-        bits = type_.bit_width - pa.types.is_signed_integer(type_)
-        low = -(1 << bits) if pa.types.is_signed_integer(type_) else 0
-        return lambda v: type(v) is int and low <= v < 1 << bits
-    if pa.types.is_float64(type_):
-        return lambda v: type(v) is float
-    if pa.types.is_boolean(type_):
-        return lambda v: type(v) is bool
-    if pa.types.is_date(type_):
-        return lambda v: type(v) is date
-    if pa.types.is_timestamp(type_) and type_.unit != "ns":  # ns overflows past 2262
-        return lambda v: type(v) is datetime
-    if pa.types.is_list(type_):
-        item = _sure(type_.value_type)
-        return lambda v: type(v) is list and all(x is None or item(x) for x in v)
-    return lambda v: False
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates
-        return False
-    return True
-
-
-class _RowCheck:
-    """Fails a row as `pa.RecordBatch.from_pylist` with ``schema`` fails it (same errors), so
-    a value that does not fit its column fails its file alone, while it is stored.
-
-    A row whose every value is of a kind its column surely takes (`_sure`: 6 us a row of
-    the instances' 54 columns) is not converted; any other is converted in one pass, as
-    from_pylist converts it (55 us; from_pylist itself takes 0.54 ms, column by column).
-    """
-
-    def __init__(self, schema: pa.Schema) -> None:
-        self._struct = pa.struct(schema)
-        self._sure = tuple((f.name, _sure(f.type)) for f in schema)
-
-    def __call__(self, row: dict[str, Any]) -> None:
-        for name, sure in self._sure:
-            value = row.get(name)
-            if value is not None and not sure(value):
-                pa.array([row], type=self._struct)
-                return
-
-
 _INSTANCE_FILE_SCHEMA = pa.schema(
     [f for f in schemas.INSTANCES if f.name not in schemas.INSTANCE_PARTITIONS]
 )
-_check_instance = _RowCheck(_INSTANCE_FILE_SCHEMA)
-_check_identities = _RowCheck(schemas.IDENTITIES)
+_check_instance = RowCheck(_INSTANCE_FILE_SCHEMA)
+_check_identities = RowCheck(schemas.IDENTITIES)
 
 
 def _instance_order(values: dict[str, Any]) -> tuple[bool, Any, str]:
