@@ -21,7 +21,9 @@ from pydicom.data import get_testdata_file
 from dicomlake.errors import LakeWriteError
 from dicomlake.ingest import worker
 from dicomlake.ingest.worker import TaskContext, TaskResult, process_task
+from dicomlake.lake.restricted import read_rows
 from dicomlake.storage import FileInfo
+from dicomlake.storage.local import LocalFileSystem
 
 CT = Path(get_testdata_file("CT_small.dcm"))
 MR = Path(get_testdata_file("MR_small.dcm"))
@@ -88,6 +90,48 @@ def test_an_unexpected_error_is_recorded_by_type_and_the_task_goes_on(
         rows = [p for p in result.staged if p.startswith(f"tables/{table}/")]
         ids = set(pq.read_table(staging / rows[0]).column("instance_id").to_pylist())
         assert ids == {hashlib.sha256(MR.read_bytes()).hexdigest()}, table
+
+
+def test_a_row_value_that_does_not_fit_its_column_fails_its_file_alone(
+    tmp_path, config, keyring, monkeypatch
+):
+    # Headers give typed values that fit; two files are given values that do not: an integer
+    # past int32 in their instance row, and a lone surrogate in their identities row
+    real = worker.header_records
+
+    def unfit(split, secret, options):
+        records = real(split, secret, options)
+        if split.dataset.get("Modality") == "CT":
+            records.values["SeriesNumber"] = 2**40
+        elif split.dataset.get("Modality") == "MR":
+            assert records.identities is not None  # de-identification is on
+            records.identities["original_PatientName"] = "Doe\udc80"
+        return records
+
+    monkeypatch.setattr(worker, "header_records", unfit)
+    good = Path(get_testdata_file("JPEG2000.dcm")).read_bytes()
+    files = [
+        _put(tmp_path, "ct.dcm", CT.read_bytes()),
+        _put(tmp_path, "good.dcm", good),
+        _put(tmp_path, "mr.dcm", MR.read_bytes()),
+    ]
+    result = _run(tmp_path, config, keyring, files)
+    assert _outcomes(result, files) == {
+        "ct.dcm": ("quarantined", "internal_error"),
+        "good.dcm": ("ingested", None),
+        "mr.dcm": ("quarantined", "internal_error"),
+    }
+    assert "Doe" not in str(result.errors)
+    # The task's tables were written, with the good file's rows alone
+    staging = tmp_path / "lake" / "_staging" / "r1"
+    ids = {}
+    for table in ("frames", "elements", "instances"):
+        files = [staging / p for p in result.staged if p.startswith(f"tables/{table}/")]
+        ids[table] = set(pq.read_table(files[0]).column("instance_id").to_pylist())
+    identities = [str(staging / p) for p in result.staged if p.startswith("restricted/identities/")]
+    read = read_rows(LocalFileSystem(), identities, "identities", keyring, ["instance_id"])
+    ids["identities"] = set(read.column("instance_id").to_pylist())
+    assert ids == dict.fromkeys(ids, {hashlib.sha256(good).hexdigest()})
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
