@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 # argv: root, start-file, hold seconds, stale seconds, heartbeat seconds, webhdfs url.
-# Waits for start-file (so several start at once), takes the lock, prints one JSON line,
+# Says it is ready (<start-file>.ready.<pid>), waits for start-file (so several start at once:
+# `start_together`), takes the lock, prints one JSON line,
 # holds it for "hold" seconds (reading a line from stdin first when hold < 0), then checks its
 # lease and releases.
 TAKER = """
@@ -27,6 +28,7 @@ root, start, hold, stale, beat, webhdfs = sys.argv[1:]
 namenodes = {urlsplit(root).netloc: webhdfs} if root.startswith("hdfs:") else {}
 fs = filesystem_for(root, HdfsConfig(namenodes=namenodes))
 config = LockConfig(stale_seconds=float(stale), heartbeat_seconds=float(beat))
+open(f"{start}.ready.{os.getpid()}", "w").close()
 while not os.path.exists(start):
     time.sleep(0.005)
 try:
@@ -70,6 +72,18 @@ def start_takers(
         )
         for _ in range(count)
     ]
+
+
+def start_together(start: Path, procs: list[subprocess.Popen], timeout: float = 60) -> None:
+    """Make ``start`` once every one of ``procs`` (started with it) waits for it: a taker still
+    importing when the others go could take the lock after the winner has let it go."""
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        while not Path(f"{start}.ready.{proc.pid}").exists():
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, f"taker {proc.pid} not ready in {timeout} s"
+            time.sleep(0.01)
+    start.touch()
 
 
 def first_line(proc: subprocess.Popen) -> dict:

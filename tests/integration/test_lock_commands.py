@@ -19,7 +19,7 @@ from dicomlake.crypto.keyring import Keyring
 from dicomlake.keyring_file import save_keyring
 from dicomlake.samples import sample_files
 from dicomlake.storage.hdfs import WebHdfsFileSystem
-from lock_helpers import first_line, kill, start_takers, wait_all
+from lock_helpers import first_line, kill, start_takers, start_together, wait_all
 
 SNAPSHOT = [sys.executable, "-m", "dicomlake.cli", "snapshot"]
 
@@ -123,7 +123,7 @@ def test_the_lock_on_hdfs_one_of_many_and_stale_takeover(hdfs_cluster, hdfs_root
     fs = WebHdfsFileSystem(hdfs_cluster.hdfs_config)
     lake, start, webhdfs = f"{hdfs_root}/lake", tmp_path / "go", hdfs_cluster.webhdfs_url
     procs = start_takers(lake, start, 4, hold=2.0, webhdfs=webhdfs)
-    start.touch()
+    start_together(start, procs)
     codes = wait_all(procs)
     assert sorted(codes) == [0, 4, 4, 4], [p.stderr.read() for p in procs]
     assert not fs.exists(f"{lake}/_lock")
@@ -136,7 +136,9 @@ def test_the_lock_on_hdfs_one_of_many_and_stale_takeover(hdfs_cluster, hdfs_root
         start_takers(lake, start, 1, hold=0, stale=2.0, heartbeat=0.5, webhdfs=webhdfs)
     ) == [4]
     time.sleep(2.5)
-    takers = start_takers(lake, start, 4, hold=1.0, stale=2.0, heartbeat=0.5, webhdfs=webhdfs)
+    again = tmp_path / "go-again"  # four at once, again
+    takers = start_takers(lake, again, 4, hold=1.0, stale=2.0, heartbeat=0.5, webhdfs=webhdfs)
+    start_together(again, takers)
     codes = wait_all(takers)
     assert sorted(codes) == [0, 4, 4, 4], [p.stderr.read() for p in takers]
     logs = [p.stderr.read() for p in takers]

@@ -16,13 +16,13 @@ from dicomlake.config import LockConfig
 from dicomlake.errors import ConfigError, LakeError, LockBusyError
 from dicomlake.lake.lock import holding
 from dicomlake.storage.local import LocalFileSystem
-from lock_helpers import first_line, kill, start_takers, wait_all
+from lock_helpers import first_line, kill, start_takers, start_together, wait_all
 
 
 def test_takers_started_together_one_wins(tmp_path):
     lake, start = tmp_path / "lake", tmp_path / "go"
     procs = start_takers(str(lake), start, 6, hold=2.0)
-    start.touch()
+    start_together(start, procs)
     codes = wait_all(procs)
     assert sorted(codes) == [0, 4, 4, 4, 4, 4], [p.stderr.read() for p in procs]
     winner = procs[codes.index(0)]
@@ -79,7 +79,9 @@ def test_a_killed_holder_is_taken_over_by_exactly_one(tmp_path):
     fresh = start_takers(str(lake), start, 1, hold=0, stale=1.0, heartbeat=0.2)
     assert wait_all(fresh) == [4]  # not yet stale
     time.sleep(1.5)
-    takers = start_takers(str(lake), start, 5, hold=1.0, stale=1.0, heartbeat=0.2)
+    again = tmp_path / "go-again"  # five at once, again
+    takers = start_takers(str(lake), again, 5, hold=1.0, stale=1.0, heartbeat=0.2)
+    start_together(again, takers)
     codes = wait_all(takers)
     assert sorted(codes) == [0, 4, 4, 4, 4], [p.stderr.read() for p in takers]
     # The taker that removed the dead lock says whose it was (another may then have won it).
