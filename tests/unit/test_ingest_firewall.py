@@ -7,6 +7,7 @@ The tasks run here without Spark (`process_task` is what each Spark task calls),
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import io
 import struct
@@ -287,3 +288,84 @@ def test_a_lake_that_cannot_be_written_stops_the_task_naming_it(tmp_path, config
     blocked.write_bytes(b"")
     with pytest.raises(LakeWriteError, match="cannot write pack"):
         _run(tmp_path, config, keyring, [_put(tmp_path, "ct.dcm", CT.read_bytes())], blocked)
+
+
+def _copies(count: int) -> list[bytes]:
+    """``count`` distinct instances: CT_small under new SOP Instance UIDs."""
+    out = []
+    for n in range(count):
+        ds = pydicom.dcmread(CT)
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.{n + 1}"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
+
+
+def test_files_held_back_are_recorded_in_landing_order(tmp_path, config, keyring):
+    # Small files are held back and sealed together (worker.HELD_FILES at a time); the files
+    # refused meanwhile must not overtake them: rows follow the landing order
+    count = 2 * worker.HELD_FILES + 5
+    files, expected, good = [], {}, iter(_copies(count))
+    for n in range(count):
+        name = f"f{n:03d}.dcm"
+        if n % 7 == 3:
+            files.append(_put(tmp_path, name, b"not a DICOM file" * 10))
+            expected[name] = ("quarantined", "not_dicom")
+        else:
+            files.append(_put(tmp_path, name, next(good)))
+            expected[name] = ("ingested", None)
+    result = _run(tmp_path, config, keyring, files)
+    assert gc.isenabled()  # paused while the task ran, and on again
+    assert _outcomes(result, files) == expected
+    staging = tmp_path / "lake" / "_staging" / "r1"
+    rows = [p for p in result.staged if p.startswith("tables/instances/")]
+    stored = set(pq.read_table(staging / rows[0]).column("instance_id").to_pylist())
+    assert stored == {row["instance_id"] for row in result.sources if row["instance_id"]}
+
+
+def test_a_copy_of_a_file_still_held_back_is_a_duplicate(tmp_path, config, keyring):
+    # Both copies are small enough to be held back, the second read while the first is held
+    data = CT.read_bytes()
+    files = [_put(tmp_path, "a.dcm", data), _put(tmp_path, "b.dcm", data)]
+    result = _run(tmp_path, config, keyring, files)
+    assert _outcomes(result, files) == {
+        "a.dcm": ("ingested", None),
+        "b.dcm": ("duplicate", None),
+    }
+    staging = tmp_path / "lake" / "_staging" / "r1"
+    for table in ("frames", "instances"):
+        rows = [p for p in result.staged if p.startswith(f"tables/{table}/")]
+        kinds = pq.read_table(staging / rows[0]).to_pylist()
+        expected = 3 if table == "frames" else 1  # prefix, the one frame, suffix
+        assert len(kinds) == expected, table
+
+
+def test_a_held_file_whose_chunks_fail_to_encode_fails_alone(
+    tmp_path, config, keyring, monkeypatch
+):
+    real = worker.codecs.encode
+    ct_frame = pydicom.dcmread(CT).PixelData
+
+    def failing(raw, spec=None, codec="auto", verify=True):
+        if raw == ct_frame:
+            raise MemoryError
+        return real(raw, spec, codec=codec, verify=verify)
+
+    monkeypatch.setattr(worker.codecs, "encode", failing)
+    files = [_put(tmp_path, "ct.dcm", CT.read_bytes()), _put(tmp_path, "mr.dcm", MR.read_bytes())]
+    gc.disable()  # as in a task: what only the collector frees stays
+    try:
+        result = _run(tmp_path, config, keyring, files)
+        # The error and its traceback do not keep the held files alive in a cycle
+        assert not [o for o in gc.get_objects() if isinstance(o, worker._Held)]
+    finally:
+        gc.enable()
+    assert _outcomes(result, files) == {
+        "ct.dcm": ("quarantined", "internal_error"),
+        "mr.dcm": ("ingested", None),
+    }
+    assert result.errors[0]["message"].startswith("MemoryError (in "), result.errors[0]
+    # Its quarantine copy is the file as it was read
+    copy = result.errors[0]["quarantine_path"]
+    assert copy is not None and copy in result.staged

@@ -140,6 +140,14 @@ class PackWriter:
         verify: bool = True,
     ) -> ChunkRecord:
         """Encode (see `codecs.encode`), seal and append one chunk; returns its record."""
+        encoded = codecs.encode(raw, spec, codec=codec, verify=verify)
+        return self.add_encoded(instance=instance, kind=kind, index=index, raw=raw, encoded=encoded)
+
+    def add_encoded(
+        self, *, instance: str, kind: str, index: int, raw: bytes, encoded: tuple[str, bytes]
+    ) -> ChunkRecord:
+        """`add` for a chunk already encoded: ``encoded`` is `codecs.encode`'s result for
+        ``raw``."""
         if self._data_key is None:
             raise ValueError(f"pack {self._pack_id} is closed")
         if kind not in _KINDS:
@@ -148,18 +156,18 @@ class PackWriter:
             raise ValueError(f"need a non-empty instance and index >= 0, got {instance!r}, {index}")
         if (instance, kind, index) in self._seen:
             raise ValueError(f"pack {self._pack_id} already has chunk {instance}/{kind}/{index}")
-        codec_id, encoded = codecs.encode(raw, spec, codec=codec, verify=verify)
+        codec_id, data = encoded
         record = ChunkRecord(
             instance=instance,
             kind=kind,
             index=index,
             offset=self._written,
-            length=len(encoded) + OVERHEAD,
+            length=len(data) + OVERHEAD,
             codec=codec_id,
             raw_length=len(raw),
             raw_sha256=hashlib.sha256(raw).hexdigest(),
         )
-        self._write(seal(self._data_key, encoded, chunk_aad(self._pack_id, record)))
+        self._write(seal(self._data_key, data, chunk_aad(self._pack_id, record)))
         self._records.append(record)
         self._seen.add((instance, kind, index))
         return record
