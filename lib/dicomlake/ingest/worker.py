@@ -30,6 +30,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import itertools
 import logging
 import re
 import secrets
@@ -186,6 +187,24 @@ def partition_dir(values: dict[str, Any]) -> str:
         text = schemas.NULL_PARTITION if value in (None, "") else quote(str(value), safe="")
         parts.append(f"{name}={text}")
     return "/".join(parts)
+
+
+_Chunk = tuple[str, int, bytes, FrameSpec | None, str]
+"""One chunk of an instance: kind, index, raw bytes, frame description, codec."""
+
+
+def _groups(chunks: Iterable[_Chunk], limit: int) -> Iterator[list[_Chunk]]:
+    """``chunks`` in order, in lists of at least ``limit`` raw bytes (but the last)."""
+    group: list[_Chunk] = []
+    size = 0
+    for chunk in chunks:
+        group.append(chunk)
+        size += len(chunk[2])
+        if size >= limit:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 @dataclass
@@ -611,8 +630,7 @@ class _Task:
         with self.timed("encode+encrypt"):
             for file in held:
                 try:
-                    chunks = self.chunks(file.split)
-                    file.encoded = [self.encode(raw, spec, c) for *_, raw, spec, c in chunks]
+                    file.encoded = [self.encode(*c[2:]) for c in self.chunks(file.split)]
                 except Exception as exc:  # noqa: BLE001 - raised again behind its firewall
                     file.encoded = exc
         for file in held:
@@ -624,10 +642,8 @@ class _Task:
             # freed only by the collector, paused while the task runs (`_collector_paused`)
             file.encoded = None
 
-    def chunks(
-        self, split: SplitInstance
-    ) -> Iterator[tuple[str, int, bytes, FrameSpec | None, str]]:
-        """The instance's chunks: (kind, index, raw bytes, frame description, codec)."""
+    def chunks(self, split: SplitInstance) -> Iterator[_Chunk]:
+        """The instance's chunks, in order."""
         codec = "store" if split.encapsulated else self.ctx.config.pixels.codec
         yield "prefix", 0, split.prefix, None, "auto"
         for i, frame in enumerate(split.frames, 1):
@@ -647,24 +663,26 @@ class _Task:
         encoded: list[tuple[str, bytes]] | None,
     ) -> list[dict[str, Any]]:
         """Seal the instance's chunks (prefix, frames, suffix) into packs, as ``encoded`` or
-        encoded one by one; return their frames rows."""
+        encoded `HELD_BYTES` at a time, each group before any of it is sealed (as held files
+        are); return their frames rows."""
         packs, run_id = self.packs, self.ctx.run_id
         reread = hashlib.sha256() if streamed else None
         rows = []
-        for n, (kind, index, raw, spec, codec) in enumerate(self.chunks(split)):
+        if encoded is None:
+            groups: Iterable[list[tuple[_Chunk, tuple[str, bytes]]]] = (
+                [(chunk, self.encode(*chunk[2:])) for chunk in group]
+                for group in _groups(self.chunks(split), HELD_BYTES)
+            )
+        else:
+            groups = [list(zip(self.chunks(split), encoded, strict=True))]
+        for (kind, index, raw, _, _), coded in itertools.chain.from_iterable(groups):
             if streamed or kind == "prefix":
                 # A file held whole goes into one pack; a streamed one rolls over between
                 # its chunks, so its frames may go on in the task's next packs
                 writer = packs.writer_for(len(raw) if streamed else info.size)
             if reread is not None:
                 reread.update(raw)
-            rec = writer.add_encoded(
-                instance=sha,
-                kind=kind,
-                index=index,
-                raw=raw,
-                encoded=encoded[n] if encoded is not None else self.encode(raw, spec, codec),
-            )
+            rec = writer.add_encoded(instance=sha, kind=kind, index=index, raw=raw, encoded=coded)
             rows.append(
                 {
                     "instance_id": sha,
