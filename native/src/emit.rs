@@ -129,8 +129,23 @@ pub fn emit(run: &Run, elements: &[Out]) -> Result<(String, Rows), Decline> {
     Ok((json, rows))
 }
 
+const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `{tag:08X}`, without the formatting machinery (three times an element: 10% of a header).
 fn hex_tag(out: &mut String, tag: u32) {
-    let _ = write!(out, "{tag:08X}");
+    for shift in (0..32).step_by(4).rev() {
+        out.push(UPPER_HEX[(tag >> shift) as usize & 0xF] as char);
+    }
+}
+
+/// Each byte as `{b:02x}`.
+fn hex_bytes(out: &mut String, data: &[u8]) {
+    out.reserve(2 * data.len());
+    for b in data {
+        out.push(LOWER_HEX[(b >> 4) as usize] as char);
+        out.push(LOWER_HEX[(b & 0xF) as usize] as char);
+    }
 }
 
 fn emit_dataset(
@@ -249,11 +264,7 @@ fn emit_value(
                 }
                 json.push('"');
             }
-            let hex = |d: &mut String| {
-                for b in data {
-                    let _ = write!(d, "{b:02x}");
-                }
-            };
+            let hex = |d: &mut String| hex_bytes(d, data);
             let short = !data.is_empty() && data.len() <= SHORT_BINARY;
             text_row(
                 rows,
