@@ -353,7 +353,12 @@ def test_a_held_file_whose_chunks_fail_to_encode_fails_alone(
         return real(raw, spec, codec=codec, verify=verify)
 
     monkeypatch.setattr(worker.codecs, "encode", failing)
-    files = [_put(tmp_path, "ct.dcm", CT.read_bytes()), _put(tmp_path, "mr.dcm", MR.read_bytes())]
+    # A file refused while the CT is held: its errors row comes after the CT's
+    files = [
+        _put(tmp_path, "ct.dcm", CT.read_bytes()),
+        _put(tmp_path, "junk.dcm", b"not a DICOM file" * 10),
+        _put(tmp_path, "mr.dcm", MR.read_bytes()),
+    ]
     gc.disable()  # as in a task: what only the collector frees stays
     try:
         result = _run(tmp_path, config, keyring, files)
@@ -363,9 +368,11 @@ def test_a_held_file_whose_chunks_fail_to_encode_fails_alone(
         gc.enable()
     assert _outcomes(result, files) == {
         "ct.dcm": ("quarantined", "internal_error"),
+        "junk.dcm": ("quarantined", "not_dicom"),
         "mr.dcm": ("ingested", None),
     }
     assert result.errors[0]["message"].startswith("MemoryError (in "), result.errors[0]
+    assert result.errors[0]["source_sha256"] == hashlib.sha256(CT.read_bytes()).hexdigest()
     # Its quarantine copy is the file as it was read
     copy = result.errors[0]["quarantine_path"]
     assert copy is not None and copy in result.staged

@@ -191,6 +191,8 @@ def partition_dir(values: dict[str, Any]) -> str:
 
 _Chunk = tuple[str, int, bytes, FrameSpec | None, str]
 """One chunk of an instance: kind, index, raw bytes, frame description, codec."""
+_Encoded = list[tuple[_Chunk, tuple[str, bytes]]]
+"""Chunks, each with what `codecs.encode` made of it."""
 
 
 def _groups(chunks: Iterable[_Chunk], limit: int) -> Iterator[list[_Chunk]]:
@@ -216,7 +218,7 @@ class _Held:
     sha: str
     split: SplitInstance
     records: HeaderRecords
-    encoded: list[tuple[str, bytes]] | Exception | None = None  # its chunks, or why not
+    encoded: _Encoded | Exception | None = None  # its chunks, or why not
 
 
 class _Packs:
@@ -463,12 +465,17 @@ class _Task:
 
     @contextlib.contextmanager
     def firewall(
-        self, info: FileInfo, *, data: bytes | None = None, landing_fs: FileSystem | None = None
+        self,
+        info: FileInfo,
+        *,
+        data: bytes | None = None,
+        sha: str | None = None,
+        landing_fs: FileSystem | None = None,
     ) -> Iterator[None]:
         """Whatever goes wrong with a file (reading, parsing, de-identifying, encoding, its
-        rows) becomes its errors row, its copy from ``data`` or read again from ``landing_fs``,
-        and the task goes on. Only the lake failing (`LakeWriteError`, `KeyringError`) stops
-        the task."""
+        rows) becomes its errors row (with its SHA-256 ``sha`` where known), its copy from
+        ``data`` or read again from ``landing_fs``, and the task goes on. Only the lake failing
+        (`LakeWriteError`, `KeyringError`) stops the task."""
         try:
             yield
         except (LakeWriteError, KeyringError):
@@ -477,7 +484,12 @@ class _Task:
             message = describe(exc)
             log.warning("run %s: internal error on a landing file: %s", self.ctx.run_id, message)
             self.reject(
-                info, RejectReason.INTERNAL_ERROR, message, data=data, landing_fs=landing_fs
+                info,
+                RejectReason.INTERNAL_ERROR,
+                message,
+                data=data,
+                sha=sha,
+                landing_fs=landing_fs,
             )
 
     def refuse(self, info: FileInfo) -> None:
@@ -602,7 +614,7 @@ class _Task:
         split: SplitInstance,
         records: HeaderRecords,
         streamed: bool,
-        encoded: list[tuple[str, bytes]] | None = None,
+        encoded: _Encoded | None = None,
     ) -> None:
         """Seal the chunks of one instance (``encoded``, or encoded now) and keep its rows.
 
@@ -630,11 +642,11 @@ class _Task:
         with self.timed("encode+encrypt"):
             for file in held:
                 try:
-                    file.encoded = [self.encode(*c[2:]) for c in self.chunks(file.split)]
+                    file.encoded = self.encode(self.chunks(file.split))
                 except Exception as exc:  # noqa: BLE001 - raised again behind its firewall
                     file.encoded = exc
         for file in held:
-            with self.firewall(file.info, data=file.data):
+            with self.firewall(file.info, data=file.data, sha=file.sha):
                 if isinstance(file.encoded, Exception):
                     raise file.encoded
                 self.store(file.info, file.sha, file.split, file.records, False, file.encoded)
@@ -650,8 +662,10 @@ class _Task:
             yield "frame", i, frame, split.frame_spec, codec
         yield "suffix", 0, split.suffix, None, "auto"
 
-    def encode(self, raw: bytes, spec: FrameSpec | None, codec: str) -> tuple[str, bytes]:
-        return codecs.encode(raw, spec, codec=codec, verify=self.ctx.config.pixels.verify)
+    def encode(self, chunks: Iterable[_Chunk]) -> _Encoded:
+        """Each of ``chunks`` encoded, all before any is sealed (see `HELD_BYTES`)."""
+        verify = self.ctx.config.pixels.verify
+        return [(c, codecs.encode(c[2], c[3], codec=c[4], verify=verify)) for c in chunks]
 
     def seal(
         self,
@@ -660,7 +674,7 @@ class _Task:
         split: SplitInstance,
         streamed: bool,
         sop: str | None,
-        encoded: list[tuple[str, bytes]] | None,
+        encoded: _Encoded | None,
     ) -> list[dict[str, Any]]:
         """Seal the instance's chunks (prefix, frames, suffix) into packs, as ``encoded`` or
         encoded `HELD_BYTES` at a time, each group before any of it is sealed (as held files
@@ -668,13 +682,11 @@ class _Task:
         packs, run_id = self.packs, self.ctx.run_id
         reread = hashlib.sha256() if streamed else None
         rows = []
-        if encoded is None:
-            groups: Iterable[list[tuple[_Chunk, tuple[str, bytes]]]] = (
-                [(chunk, self.encode(*chunk[2:])) for chunk in group]
-                for group in _groups(self.chunks(split), HELD_BYTES)
-            )
-        else:
-            groups = [list(zip(self.chunks(split), encoded, strict=True))]
+        groups: Iterable[_Encoded] = (
+            [encoded]
+            if encoded is not None
+            else map(self.encode, _groups(self.chunks(split), HELD_BYTES))
+        )
         for (kind, index, raw, _, _), coded in itertools.chain.from_iterable(groups):
             if streamed or kind == "prefix":
                 # A file held whole goes into one pack; a streamed one rolls over between
