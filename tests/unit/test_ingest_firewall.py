@@ -290,21 +290,28 @@ def test_a_lake_that_cannot_be_written_stops_the_task_naming_it(tmp_path, config
         _run(tmp_path, config, keyring, [_put(tmp_path, "ct.dcm", CT.read_bytes())], blocked)
 
 
+def _with_uid(path: Path, n: int) -> bytes:
+    """The file at ``path`` under a new SOP Instance UID (the same length for every ``n``)."""
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.{1000 + n}"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def _copies(count: int) -> list[bytes]:
     """``count`` distinct instances: CT_small under new SOP Instance UIDs."""
-    out = []
-    for n in range(count):
-        ds = pydicom.dcmread(CT)
-        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.{n + 1}"
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        out.append(buffer.getvalue())
-    return out
+    return [_with_uid(CT, n) for n in range(count)]
 
 
-def test_files_held_back_are_recorded_in_landing_order(tmp_path, config, keyring):
-    # Small files are held back and sealed together (worker.HELD_FILES at a time); the files
-    # refused meanwhile must not overtake them: rows follow the landing order
+def test_files_held_back_are_recorded_in_landing_order(tmp_path, config, keyring, monkeypatch):
+    # Small files are held back and sealed together (worker.HELD_FILES at a time); neither the
+    # files refused meanwhile nor those too big to be held may overtake them: rows follow the
+    # landing order
+    # Up to three MRs held at a time, while the CTs, too big to be held, are stored as they come
+    held, big = 3 * len(_with_uid(MR, 0)), len(_with_uid(CT, 0))
+    assert held < big
+    monkeypatch.setattr(worker, "HELD_BYTES", held)
     count = 2 * worker.HELD_FILES + 5
     files, expected, good = [], {}, iter(_copies(count))
     for n in range(count):
@@ -312,16 +319,27 @@ def test_files_held_back_are_recorded_in_landing_order(tmp_path, config, keyring
         if n % 7 == 3:
             files.append(_put(tmp_path, name, b"not a DICOM file" * 10))
             expected[name] = ("quarantined", "not_dicom")
+        elif n % 5 == 1:
+            files.append(_put(tmp_path, name, _with_uid(MR, n)))
+            expected[name] = ("ingested", None)
         else:
             files.append(_put(tmp_path, name, next(good)))
             expected[name] = ("ingested", None)
     result = _run(tmp_path, config, keyring, files)
     assert gc.isenabled()  # paused while the task ran, and on again
     assert _outcomes(result, files) == expected
+    # Each row is its own file's, in the landing order (files of one outcome told apart)
+    hashes = [hashlib.sha256(Path(f.path).read_bytes()).hexdigest() for f in files]
+    assert [row["source_sha256"] for row in result.sources] == hashes
     staging = tmp_path / "lake" / "_staging" / "r1"
-    rows = [p for p in result.staged if p.startswith("tables/instances/")]
-    stored = set(pq.read_table(staging / rows[0]).column("instance_id").to_pylist())
-    assert stored == {row["instance_id"] for row in result.sources if row["instance_id"]}
+    stored = [  # one fragment per partition (the CTs', the MRs')
+        pq.read_table(staging / p).column("instance_id").to_pylist()
+        for p in result.staged
+        if p.startswith("tables/instances/")
+    ]
+    ids = [i for part in stored for i in part]
+    assert len(stored) == 2 and len(ids) == len(set(ids))
+    assert set(ids) == {row["instance_id"] for row in result.sources if row["instance_id"]}
 
 
 def test_a_copy_of_a_file_still_held_back_is_a_duplicate(tmp_path, config, keyring):
