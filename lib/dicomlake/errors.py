@@ -10,7 +10,15 @@ class ConfigError(DicomLakeError):
 
 
 class StorageError(DicomLakeError):
-    """A filesystem call failed: check the URI, permissions and that HDFS is reachable."""
+    """A filesystem call failed: check the URI, permissions and that HDFS is reachable.
+
+    ``detail`` says what failed without naming the path (an errno's name and text, a remote
+    exception's class): what a record about a landing file may keep.
+    """
+
+    def __init__(self, message: str, *, detail: str = "a filesystem call failed") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class LakeWriteError(StorageError):

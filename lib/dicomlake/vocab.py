@@ -52,7 +52,9 @@ class SourceOutcome(StrEnum):
     DUPLICATE = "duplicate"
     """Its content is in the lake already (same SHA-256)."""
     QUARANTINED = "quarantined"
-    """Rejected, with an encrypted copy in the lake."""
+    """Rejected for what it holds, for good: with an encrypted copy in the lake, unless it is
+    over ``ingest.quarantine_max_bytes`` (its errors row has no ``quarantine_path`` then; the
+    next run does not read it again)."""
     FAILED = "failed"
     """Rejected without a copy: the next run tries it again."""
     SKIPPED = "skipped"

@@ -296,6 +296,9 @@ def make_hostile_landing(landing: Path, outside: Path, count: int, seed: int = 1
     m.put(".hidden.dcm", m.stock["ct"])
     m.put("upload.dcm._COPYING_", m.stock["ct"])
     m.put("_SUCCESS", b"")
+    for hidden in ("_temporary", ".Trash"):  # a directory of half-written output, a bin
+        (landing / hidden).mkdir()
+        m.put("left.dcm", m.stock["ct"], landing / hidden)
     for path in good_samples():
         m.put(f"good-{path.parent.name}-{path.name}", path.read_bytes())
     # Spread over nested directories, as a real landing zone is

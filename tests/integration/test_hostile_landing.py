@@ -76,8 +76,9 @@ def _expected(landing: Path) -> dict[tuple[int, int], str]:
             st = os.lstat(os.path.join(directory, name))
             if stat.S_ISDIR(st.st_mode):
                 continue  # a directory is walked, not recorded (os.walk does not follow links)
-            if name.startswith((b".", b"_")) or name.endswith(
-                tuple(s.encode() for s in HIDDEN_SUFFIXES)
+            below = os.path.relpath(directory, os.fsencode(landing)).split(b"/")
+            if any(n.startswith((b".", b"_")) and n != b"." for n in [*below, name]) or (
+                name.endswith(tuple(s.encode() for s in HIDDEN_SUFFIXES))
             ):
                 what = "hidden"
             elif not _is_utf8(name):
@@ -221,6 +222,17 @@ def test_a_hostile_landing_zone_is_accounted_for_and_never_stops_a_run(tmp_path)
     assert summary["files_hidden"] == sum(1 for w in expected.values() if w == "hidden")
     assert summary["skipped"] == sum(1 for w in expected.values() if w not in ("file", "hidden"))
     assert summary["files_seen"] == len(wanted)
+    # The runs table keeps the whole count, as the sources rows add it up
+    (run,) = table(lake, "runs").to_pylist()
+    outcomes = collections.Counter(r["outcome"] for r in sources)
+    assert {k: run[k] for k in ("ingested", "duplicates", "quarantined", "failed", "skipped")} == {
+        "ingested": outcomes["ingested"],
+        "duplicates": outcomes["duplicate"],
+        "quarantined": outcomes["quarantined"],
+        "failed": outcomes["failed"],
+        "skipped": outcomes["skipped"],
+    }
+    assert (run["files_seen"], run["files_hidden"]) == (len(wanted), summary["files_hidden"])
 
     # A Modality no directory can be named after partitions as null; the others are kept
     modality = {

@@ -63,7 +63,8 @@ def _bad_files(landing: Path) -> dict[str, str]:
     # A length past the end of the file cannot be told from a file cut short; the message
     # names the element, its offset and the declared length.
     put("bad-length.dcm", bytes(bad_len), "truncated")
-    put("DICOMDIR", Path(get_testdata_file("DICOMDIR")).read_bytes(), "dicomdir")
+    # Named otherwise than its kind, which its message names
+    put("DICOMDIR.1", Path(get_testdata_file("DICOMDIR")).read_bytes(), "dicomdir")
     put("good.dcm", data, "")
     return expected
 
@@ -112,9 +113,24 @@ def test_each_bad_file_gets_its_reason_and_the_run_goes_on(tmp_path, sc, config,
     assert summary.quarantined == len(errors) == sum(1 for r in expected.values() if r) + 1
 
 
-def test_a_file_gone_before_reading_is_recorded_and_retried(tmp_path, config, keyring):
+@pytest.mark.parametrize(
+    ("directory", "scheme"),
+    [
+        ("DOE^JOHN_19650412/MRN12345678", ""),
+        # Names an OSError's text would quote escaped ("\\t", "\\\\", "\\xa0"), and short ones
+        ("DOE\tJOHN_19650412", ""),
+        ("DOE\\JOHN", ""),
+        ("DOE\xa0JOHN", ""),
+        ("DOE/JD", "file://"),
+    ],
+)
+def test_a_file_gone_before_reading_is_recorded_and_retried(
+    tmp_path, config, keyring, directory, scheme
+):
     lake = tmp_path / "lake"
-    ghost = FileInfo(str(tmp_path / "landing" / "ghost.dcm"), 1234, 1_700_000_000_000)
+    landing = tmp_path / "landing"
+    (landing / directory).mkdir(parents=True)
+    ghost = FileInfo(f"{scheme}{landing}/{directory}/ghost.dcm", 1234, 1_700_000_000_000)
     ctx = TaskContext(
         run_id="r1",
         lake=str(lake),
@@ -122,12 +138,10 @@ def test_a_file_gone_before_reading_is_recorded_and_retried(tmp_path, config, ke
         keyring=keyring.to_bytes(),
         started_ms=1_700_000_000_000,
     )
-    result = process_task(0, 0, [ghost], str(tmp_path / "landing"), ctx, frozenset())
+    result = process_task(0, 0, [ghost], f"{scheme}{landing}", ctx, frozenset())
     assert [e["reason"] for e in result.errors] == ["unreadable"]
     # the message says what failed, never where: the path is in the restricted table
-    assert "ghost" not in result.errors[0]["message"]
-    assert str(tmp_path) not in result.errors[0]["message"]
-    assert "<landing path>" in result.errors[0]["message"]
+    assert result.errors[0]["message"] == "cannot read the file: ENOENT: No such file or directory"
     # "failed" is not "seen": the ledger lets the next run try the file again.
     assert [s["outcome"] for s in result.sources] == ["failed"]
 
@@ -180,3 +194,27 @@ def test_a_file_that_grows_past_the_copy_limit_keeps_its_record_only(tmp_path, c
     assert [s["outcome"] for s in result.sources] == ["quarantined"]
     assert not [p for p in result.staged if p.startswith("quarantine/")] and not result.packs
     assert not list((lake / "_staging" / "r1").rglob("*.pack"))
+
+
+def test_a_refused_entry_keeps_its_message_whole_whatever_its_directories_are_called(
+    tmp_path, config, keyring
+):
+    from dicomlake.storage import ENTRY_PROBLEMS
+    from dicomlake.vocab import RejectReason
+
+    # Directories named like the words of the messages: nothing of the path is in them to mask
+    landing = tmp_path / "landing"
+    problems = [RejectReason.SYMLINK_OUTSIDE, RejectReason.NOT_REGULAR_FILE]
+    entries = [
+        FileInfo(f"{landing}/zone/file/name/{i}.dcm", 0, 1_700_000_000_000, problem)
+        for i, problem in enumerate(problems)
+    ]
+    ctx = TaskContext(
+        run_id="r1",
+        lake=str(tmp_path / "lake"),
+        config=config,
+        keyring=keyring.to_bytes(),
+        started_ms=1_700_000_000_000,
+    )
+    result = process_task(0, 0, entries, str(landing), ctx, frozenset())
+    assert [e["message"] for e in result.errors] == [ENTRY_PROBLEMS[p] for p in problems]

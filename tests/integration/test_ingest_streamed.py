@@ -44,7 +44,7 @@ class _ChangesOnceRead(LocalFileSystem):
     first reading of a streamed file, which hashes it, reads it as one stream)."""
 
     def __init__(self, victim: str, change: Callable[[Path], None]) -> None:
-        super().__init__(follow_links=False)
+        super().__init__(beneath=str(Path(victim).parent))
         self.victim, self.change = victim, change
         self.changed = False
 

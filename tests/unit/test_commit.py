@@ -38,6 +38,7 @@ RUNS = {
     "committed_at": [NOW],
     **{k: [n] for n, k in enumerate(["files_listed", "files_seen", "ingested"], 1)},
     **{k: [0] for k in ["duplicates", "quarantined", "bytes_read", "bytes_stored"]},
+    **{k: [0] for k in ["failed", "skipped", "files_hidden", "files_settling"]},
     "packs_written": [1],
     "watermark": [NOW],
     "dicomlake_version": ["0"],

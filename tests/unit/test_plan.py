@@ -40,9 +40,9 @@ def test_at_least_min_tasks_but_not_more_tasks_than_files() -> None:
 
 
 def test_candidates_skip_temporaries_and_hidden_files() -> None:
-    assert is_candidate("/landing/a/IM0001.dcm")
+    assert is_candidate("/landing/a/IM0001.dcm", "/landing")
     for name in ("x._COPYING_", ".hidden", "_SUCCESS", "x.tmp", "x.part", "x.crdownload", "x.dcm~"):
-        assert not is_candidate(f"/landing/a/{name}"), name
+        assert not is_candidate(f"/landing/a/{name}", "/landing"), name
 
 
 def test_a_listing_is_sorted_into_work_hidden_and_settling_entries() -> None:
@@ -53,6 +53,7 @@ def test_a_listing_is_sorted_into_work_hidden_and_settling_entries() -> None:
         FileInfo("/landing/fresh.dcm", 10, now - 1_000),  # written 1 s ago
         FileInfo("/landing/.hidden", 10, now - 60_000),
         FileInfo("/landing/x.dcm._COPYING_", 10, now - 1_000),
+        FileInfo("/landing/_temporary/0/part.dcm", 10, now - 60_000),
         FileInfo("/landing/" + "n" * 201, 10, now - 60_000),
         FileInfo("/landing/" + "é" * 100, 10, now - 60_000),  # 200 bytes: still fine
         FileInfo("/landing/fifo", 0, now - 1_000, "not_regular_file"),  # no settling: not read
@@ -60,13 +61,13 @@ def test_a_listing_is_sorted_into_work_hidden_and_settling_entries() -> None:
     ]
     secret = b"\1" * 32
     ledger = Ledger({path_id(secret, seen.path): (seen.size, seen.mtime_ms)}, frozenset(), secret)
-    planned = plan_landing(listing, ledger, settled_ms=now - 30_000)
+    planned = plan_landing(listing, "/landing", ledger, settled_ms=now - 30_000)
     assert [(f.path.rsplit("/", 1)[-1][:3], f.problem) for f in planned.work] == [
         ("old", None),
         ("nnn", "name_too_long"),
         ("ééé", None),
         ("fif", "not_regular_file"),
     ]
-    assert (planned.listed, planned.hidden, planned.settling) == (6, 2, 1)
+    assert (planned.listed, planned.hidden, planned.settling) == (6, 3, 1)
     # Without a settling time every file is work at once
-    assert plan_landing(listing, ledger).settling == 0
+    assert plan_landing(listing, "/landing", ledger).settling == 0

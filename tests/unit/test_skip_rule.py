@@ -29,7 +29,7 @@ NAMES = {
 
 @pytest.mark.parametrize(("name", "kept"), sorted(NAMES.items()))
 def test_landing_and_backup_skip_the_same_names(name, kept):
-    assert is_candidate(f"/landing/2024/{name}") is kept
+    assert is_candidate(f"/landing/2024/{name}", "/landing") is kept
     assert is_backed_up(f"quarantine/r1/{name}") is kept
 
 
@@ -42,9 +42,12 @@ def test_table_listings_skip_hidden_parquet_files(tmp_path):
     assert sorted(p.rsplit("/", 1)[-1] for p in found) == ["part-0.parquet"]
 
 
-def test_hidden_directories_are_skipped_by_the_backup_alone():
-    """The landing plan looks at the file's own name; the backup at every component but the
-    tables' `_delta_log`."""
-    assert is_candidate("/landing/_old/IM0001.dcm")
+def test_hidden_directories_are_skipped_below_the_landing_root_and_by_the_backup():
+    """Both look at every component below their root, the backup at all but the tables'
+    `_delta_log`; the landing root's own path may hold any names."""
+    assert not is_candidate("/landing/_temporary/0/IM0001.dcm", "/landing")
+    assert not is_candidate("/landing/a/.Trash/IM0001.dcm", "/landing/")
+    assert is_candidate("/data/_incoming/.x/landing/a/IM0001.dcm", "/data/_incoming/.x/landing")
+    assert is_candidate("/data/_in/IM0001.dcm", "/data/_in/IM0001.dcm")  # a zone of one file
     assert not is_backed_up("quarantine/_old/IM0001.dcm")
     assert is_backed_up("tables/frames/_delta_log/00000000000000000001.json")

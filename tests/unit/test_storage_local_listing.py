@@ -159,7 +159,7 @@ def _listed_as_nobody(zone: Path) -> str:
 
 def test_a_landing_read_opens_regular_files_only_and_never_waits(tmp_path):
     landing, _ = _landing(tmp_path)
-    fs = LocalFileSystem(follow_links=False)
+    fs = LocalFileSystem(beneath=str(landing))
     started = time.monotonic()
     for name in ("fifo", "zero", "alias.dcm", "loop"):
         with pytest.raises(StorageError, match=name):
@@ -170,6 +170,40 @@ def test_a_landing_read_opens_regular_files_only_and_never_waits(tmp_path):
     assert fs.read(str(landing / "a.dcm")) == b"a"
     # The lake's own reads (a keyring may be a link) still follow links
     assert LocalFileSystem().read(str(landing / "alias.dcm")) == b"a"
+
+
+def test_a_directory_swapped_for_a_link_after_the_listing_is_not_read_through(tmp_path):
+    landing, outside = _landing(tmp_path)
+    (outside / "b.dcm").write_bytes(b"outside")
+    (tmp_path / "b.dcm").write_bytes(b"outside")
+    fs = LocalFileSystem(beneath=str(landing))
+    assert fs.read(str(landing / "sub" / "b.dcm")) == b"bb"
+    # Listed as sub/b.dcm, then sub is moved away and a link to a directory outside put in
+    # its place, a link to the landing zone's own parent in another case
+    (landing / "sub").rename(landing / "moved")
+    for target in (outside, tmp_path):
+        (landing / "sub").unlink(missing_ok=True)
+        os.symlink(target, landing / "sub")
+        path = str(landing / "sub" / "b.dcm")
+        assert LocalFileSystem().read(path) == b"outside"  # what a plain open would read
+        with pytest.raises(StorageError, match="ELOOP|ENOTDIR") as raised:
+            fs.read(path)
+        assert "b.dcm" not in raised.value.detail and "sub" not in raised.value.detail
+        with pytest.raises(StorageError, match="ELOOP|ENOTDIR"):
+            fs.open_read(path).__enter__()
+        with pytest.raises(StorageError, match="ELOOP|ENOTDIR"):
+            fs.status(path)
+    # Nor a path that is not plainly below the root
+    for path in (f"{landing}/../outside/secret.dcm", str(outside / "secret.dcm")):
+        with pytest.raises(StorageError):
+            fs.read(path)
+
+
+def test_a_landing_zone_that_is_one_file_is_read_by_its_name(tmp_path):
+    (tmp_path / "one.dcm").write_bytes(b"one")
+    assert LocalFileSystem(beneath=str(tmp_path / "one.dcm")).read(str(tmp_path / "one.dcm")) == (
+        b"one"
+    )
 
 
 def test_every_problem_has_a_message_naming_nothing_of_the_entry():

@@ -20,7 +20,7 @@ import dicomlake
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import options_json
-from dicomlake.errors import JobFailedError, LakeWriteError, StorageError
+from dicomlake.errors import ConfigError, JobFailedError, LakeWriteError, StorageError
 from dicomlake.ingest.plan import Landing, plan_landing, split_tasks
 from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task, timed
 from dicomlake.lake import schemas
@@ -32,7 +32,14 @@ from dicomlake.lake.ledger import read_ledger
 from dicomlake.lake.lock import Lock, holding, new_run_id
 from dicomlake.lake.parquet import read_files, write_table
 from dicomlake.lake.paths import path_secret
-from dicomlake.storage import ENTRY_PROBLEMS, FileInfo, FileSystem, filesystem_for
+from dicomlake.storage import (
+    ENTRY_PROBLEMS,
+    FileInfo,
+    FileSystem,
+    canonical_uri,
+    filesystem_for,
+    overlap,
+)
 from dicomlake.vocab import RETRIED, SourceOutcome
 
 log = logging.getLogger(__name__)
@@ -96,6 +103,12 @@ def run_ingest(
 ) -> IngestSummary:
     """Ingest what is new in ``landing`` into ``lake`` as one committed run, holding the lake's
     lock (LockBusyError when another command holds it) and checking the lake's keyring first."""
+    landing, lake = canonical_uri(landing), canonical_uri(lake)
+    if overlap(landing, lake):
+        raise ConfigError(
+            f"the landing zone {landing} and the lake {lake} overlap: a run would ingest the "
+            "lake's own files, or the lake's files would be landing files; keep them apart"
+        )
     now = datetime.now(timezone.utc)
     lake_fs = filesystem_for(lake, config.hdfs)
     with holding(lake_fs, lake, new_run_id(now), "ingest", config.lock) as lock:
@@ -190,7 +203,7 @@ def _plan(run: _Run, min_tasks: int) -> _Plan:
         now_ms = _filesystem_now_ms(run.lake_fs, run.layout, run.run_id)
         settled_ms = now_ms - settle_ms if settle_ms else None
         entries = landing_fs.list_entries(run.landing, config.ingest.follow_symlinks)
-        listing = plan_landing(entries, ledger, settled_ms)
+        listing = plan_landing(entries, run.landing, ledger, settled_ms)
     log.info(
         "run %s: %d entries listed, %d new or changed, %d settling, %d hidden",
         run.run_id,
@@ -278,7 +291,9 @@ def _commit(run: _Run, listing: Landing, collected: _Collected) -> None:
         "landing": run.landing,
         "started_at": run.now,
         "committed_at": datetime.now(timezone.utc),
-        **{k: v for k, v in collected.counts.items() if k != "skipped"},
+        **collected.counts,
+        "files_hidden": listing.hidden,
+        "files_settling": listing.settling,
         "watermark": datetime.fromtimestamp(
             max(f.mtime_ms for f in listing.work) / 1000, tz=timezone.utc
         ),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from dicomlake.lake.ledger import Ledger
 from dicomlake.spark.tasks import bin_pack
 from dicomlake.storage import FileInfo
-from dicomlake.storage.names import is_skipped
+from dicomlake.storage.names import is_hidden, is_skipped
 from dicomlake.vocab import RejectReason
 
 MAX_NAME_BYTES = 200
@@ -16,9 +16,14 @@ MAX_NAME_BYTES = 200
 its landing file, with a prefix, within the 255 bytes most filesystems (and HDFS) allow."""
 
 
-def is_candidate(path: str) -> bool:
-    """Whether a landing file should be considered (not a temporary or hidden file)."""
-    return not is_skipped(path.rsplit("/", 1)[-1])
+def is_candidate(path: str, root: str) -> bool:
+    """Whether a file below the landing zone ``root`` should be considered: not a temporary
+    or hidden file, nor in a hidden directory below the root (Hadoop's rule, Spark's too: a
+    job's half-written ``_temporary/``, a ``.Trash``); the root's own path may have any names."""
+    prefix = root.rstrip("/") + "/"
+    inside = path[len(prefix) :] if path.startswith(prefix) else path.rsplit("/", 1)[-1]
+    *directories, name = inside.split("/")
+    return not is_skipped(name) and not any(map(is_hidden, directories))
 
 
 @dataclass(frozen=True)
@@ -36,15 +41,15 @@ class Landing:
 
 
 def plan_landing(
-    entries: Iterable[FileInfo], ledger: Ledger, settled_ms: int | None = None
+    entries: Iterable[FileInfo], root: str, ledger: Ledger, settled_ms: int | None = None
 ) -> Landing:
-    """Sort a listing into work, hidden names and files still settling (modified after
-    ``settled_ms``, by the filesystem's clock; none when None); entries the ledger has seen
-    are left out."""
+    """Sort the listing of the landing zone ``root`` into work, hidden names and files still
+    settling (modified after ``settled_ms``, by the filesystem's clock; none when None);
+    entries the ledger has seen are left out."""
     work: list[FileInfo] = []
     listed = hidden = settling = 0
     for f in entries:
-        if not is_candidate(f.path):
+        if not is_candidate(f.path, root):
             hidden += 1
             continue
         listed += 1

@@ -149,7 +149,9 @@ def pack_row(relative: str, info: PackInfo, ctx: TaskContext) -> dict[str, Any]:
 
 def without_path(message: str, path: str) -> str:
     """``message`` with the landing path, and each of its names (with and without extension)
-    of 4 characters or more, replaced: a storage error quotes the path it could not read."""
+    of 4 characters or more, replaced: for the text of an unexpected error, which may quote
+    the path (dicomlake's own messages name none, and are not masked: a landing directory
+    named like one of their words would blank it)."""
     names = {path}
     for name in path.split("/"):
         names |= {name, name.rsplit(".", 1)[0]}
@@ -397,8 +399,8 @@ class _Task:
         (``data``, or ``landing_fs`` to read it from) and it is within
         ``ingest.quarantine_max_bytes``; a copy that cannot be made (a landing file gone or
         changing while copied, a name the lake refuses) leaves the row without one, saying why.
-        ``message`` names tags, offsets, lengths and limits, never values; any mention of the
-        landing path is taken out of it."""
+        ``message`` names tags, offsets, lengths and limits, never values nor any part of the
+        landing path (`describe`, `unreadable`)."""
         self.finish_held()  # see source_row
         error_id = secrets.token_hex(16)
         copy = data is not None or landing_fs is not None
@@ -407,7 +409,7 @@ class _Task:
             if copy:
                 quarantine = self.quarantine_copy(info, error_id, data, landing_fs)
         except Exception as exc:  # noqa: BLE001 - a lake that fails for good fails the pack writes
-            message = f"{message}; no quarantine copy: {describe(exc)}"
+            message = f"{message}; no quarantine copy: {describe(exc, info.path)}"
             copy = False  # failed: the next run tries the file again
         self.result.errors.append(
             {
@@ -417,7 +419,7 @@ class _Task:
                 "source_mtime": _ts(info.mtime_ms),
                 "source_sha256": sha,
                 "reason": reason,
-                "message": without_path(message, info.path),
+                "message": message,
                 "quarantine_path": quarantine,
                 "ingest_run_id": self.ctx.run_id,
                 "recorded_at": _ts(self.ctx.started_ms),
@@ -481,7 +483,7 @@ class _Task:
         except (LakeWriteError, KeyringError):
             raise
         except Exception as exc:  # noqa: BLE001 - the firewall: one file never stops a run
-            message = describe(exc)
+            message = describe(exc, info.path)
             log.warning("run %s: internal error on a landing file: %s", self.ctx.run_id, message)
             self.reject(
                 info,
@@ -535,7 +537,7 @@ class _Task:
             try:
                 data, sha, size = self.read_source(info, landing_fs, reads, streamed)
             except StorageError as exc:
-                self.reject(info, "unreadable", str(exc))
+                self.reject(info, "unreadable", unreadable(exc))
                 return
             self.result.bytes_read += size
             if size != info.size:
@@ -879,12 +881,20 @@ _TOLD_AS_IS = (DicomLakeError, RecursionError, MemoryError)
 such as a conversion error quoting the value that did not fit, are told by type only."""
 
 
-def describe(exc: BaseException) -> str:
-    """An unexpected error, for an errors row: its type, where in dicomlake it was raised, and
-    its message only for `_TOLD_AS_IS` kinds."""
+def unreadable(exc: StorageError) -> str:
+    """The message of a landing file that could not be read (`StorageError.detail`: no path)."""
+    return f"cannot read the file: {exc.detail}"
+
+
+def describe(exc: BaseException, path: str) -> str:
+    """An unexpected error with the landing file at ``path``, for its errors row: its type,
+    where in dicomlake it was raised, and its message only for `_TOLD_AS_IS` kinds (without
+    the path, see `without_path`)."""
     text = type(exc).__name__
-    if isinstance(exc, _TOLD_AS_IS) and str(exc):
-        text += f": {str(exc)[:300]}"
+    if isinstance(exc, StorageError):
+        text += f": {exc.detail}"
+    elif isinstance(exc, _TOLD_AS_IS) and str(exc):
+        text += f": {without_path(str(exc), path)[:300]}"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "dicomlake" in f.filename]
     if frames:
         text += f" (in {frames[-1].name}, {Path(frames[-1].filename).name}:{frames[-1].lineno})"
@@ -928,7 +938,7 @@ class _SequentialReads(contextlib.AbstractContextManager["_SequentialReads"]):
                 length -= len(part)
                 self._at += len(part)
         except StorageError as exc:
-            raise DicomParseError("unreadable", str(exc)) from exc
+            raise DicomParseError("unreadable", unreadable(exc)) from exc
         return b"".join(parts)
 
     def release(self) -> None:

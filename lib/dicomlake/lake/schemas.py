@@ -142,6 +142,12 @@ RUNS = pa.schema(
         # The de-identification options of the run as JSON (dicom.deid.options_json), or
         # {"enabled": false}; null for runs before de-identification existed.
         pa.field("deid_options", pa.string()),
+        # The rest of the run's count (files_seen = ingested + duplicates + quarantined +
+        # failed + skipped), and the listed names it left alone; null for runs before these.
+        pa.field("failed", pa.int64()),
+        pa.field("skipped", pa.int64()),
+        pa.field("files_hidden", pa.int64()),
+        pa.field("files_settling", pa.int64()),
     ]
 )
 

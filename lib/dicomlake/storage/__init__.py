@@ -1,6 +1,15 @@
 """One small filesystem interface, chosen by URI scheme (``file://``, plain paths, ``hdfs://``)."""
 
 from dicomlake.storage.base import ENTRY_PROBLEMS, FileInfo, FileSystem, ReadStream
-from dicomlake.storage.registry import filesystem_for, join
+from dicomlake.storage.registry import canonical_uri, filesystem_for, join, overlap
 
-__all__ = ["ENTRY_PROBLEMS", "FileInfo", "FileSystem", "ReadStream", "filesystem_for", "join"]
+__all__ = [
+    "ENTRY_PROBLEMS",
+    "FileInfo",
+    "FileSystem",
+    "ReadStream",
+    "canonical_uri",
+    "filesystem_for",
+    "join",
+    "overlap",
+]

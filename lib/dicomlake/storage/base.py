@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, NamedTuple
@@ -63,7 +64,19 @@ class ReadStream:
         try:
             return self._raw.read() if size < 0 else self._raw.read(size)
         except self._failures as exc:
-            raise StorageError(f"cannot read {self._path}: {exc}") from exc
+            raise failure("read", self._path, exc) from exc
+
+
+def failure(action: str, path: str, exc: BaseException) -> StorageError:
+    """The StorageError of ``action`` on ``path`` failing with ``exc``; its `detail` is the
+    errno's name and text (an OSError's text quotes the path, escaped: no mask finds it), or
+    the remote exception's class, and its message that and the path."""
+    if isinstance(exc, OSError) and exc.errno:
+        detail = f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"
+        said: object = detail
+    else:
+        detail, said = getattr(exc, "exception", None) or type(exc).__name__, exc
+    return StorageError(f"cannot {action} {path}: {said}", detail=detail)
 
 
 class FileSystem(abc.ABC):

@@ -33,7 +33,7 @@ from hdfs import Client, HdfsError, InsecureClient
 
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import ConfigError, PublishConflictError, StorageError
-from dicomlake.storage.base import CALLS_AT_ONCE, FileInfo, FileSystem, ReadStream
+from dicomlake.storage.base import CALLS_AT_ONCE, FileInfo, FileSystem, ReadStream, failure
 from dicomlake.vocab import RejectReason
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,9 @@ class WebHdfsFileSystem(FileSystem):
         except HdfsError as exc:
             if exc.exception == _NOT_FOUND:  # missing, or deleted while we walked
                 return []
-            raise _error("list", path, exc) from exc
+            raise failure("list", path, exc) from exc
         except _CONNECTION as exc:
-            raise _error("list", path, exc) from exc
+            raise failure("list", path, exc) from exc
 
     def status(self, path: str) -> FileInfo | None:
         st = self._status(path, _split(path)[1])
@@ -179,7 +179,7 @@ class WebHdfsFileSystem(FileSystem):
         try:
             return cast("dict[str, Any] | None", self.client(path).status(hpath, strict=False))
         except _FAILED as exc:
-            raise _error("stat", path, exc) from exc
+            raise failure("stat", path, exc) from exc
 
     def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
         if offset < 0 or (length is not None and length < 0):
@@ -192,9 +192,9 @@ class WebHdfsFileSystem(FileSystem):
         except HdfsError as exc:
             if self._past_end(exc, path, offset):
                 return b""
-            raise _error("read", path, exc) from exc
+            raise failure("read", path, exc) from exc
         except _CONNECTION as exc:
-            raise _error("read", path, exc) from exc
+            raise failure("read", path, exc) from exc
 
     def _past_end(self, exc: HdfsError, path: str, offset: int) -> bool:
         """Whether WebHDFS refused ``offset`` for being at or past the file's end ("out of the
@@ -212,10 +212,10 @@ class WebHdfsFileSystem(FileSystem):
             body = stack.enter_context(self.client(path).read(_split(path)[1], offset=offset))
         except HdfsError as exc:
             if not self._past_end(exc, path, offset):
-                raise _error("open", path, exc) from exc
+                raise failure("open", path, exc) from exc
             body = io.BytesIO()
         except _CONNECTION as exc:
-            raise _error("open", path, exc) from exc
+            raise failure("open", path, exc) from exc
         with stack:
             yield ReadStream(body, path, _CONNECTION)
 
@@ -231,7 +231,7 @@ class WebHdfsFileSystem(FileSystem):
         try:
             self.client(path).write(_split(path)[1], data=data, overwrite=True)
         except _FAILED as exc:
-            raise _error("write", path, exc) from exc
+            raise failure("write", path, exc) from exc
 
     def publish(self, src: str, dst: str) -> None:
         (src_prefix, hsrc), (dst_prefix, hdst) = _split(src), _split(dst)
@@ -249,21 +249,21 @@ class WebHdfsFileSystem(FileSystem):
                 raise PublishConflictError(
                     f"cannot publish {src} to {dst}: target exists"
                 ) from None
-            raise _error(f"publish to {dst}:", src, exc) from exc
+            raise failure(f"publish to {dst}:", src, exc) from exc
         except _CONNECTION as exc:
-            raise _error(f"publish to {dst}:", src, exc) from exc
+            raise failure(f"publish to {dst}:", src, exc) from exc
 
     def delete(self, path: str, recursive: bool = False) -> None:
         try:
             self.client(path).delete(_split(path)[1], recursive=recursive)
         except _FAILED as exc:
-            raise _error("delete", path, exc) from exc
+            raise failure("delete", path, exc) from exc
 
     def makedirs(self, path: str) -> None:
         try:
             self.client(path).makedirs(_split(path)[1])
         except _FAILED as exc:
-            raise _error("make directory", path, exc) from exc
+            raise failure("make directory", path, exc) from exc
 
     def create_snapshot(self, path: str, name: str) -> str | None:
         """An HDFS snapshot of ``path`` (``<path>/.snapshot/<name>``), or None for a directory
@@ -275,9 +275,9 @@ class WebHdfsFileSystem(FileSystem):
             if exc.exception == _SNAPSHOT_REFUSED:
                 log.info("%s is not snapshottable: %s", path, exc)
                 return None
-            raise _error("snapshot", path, exc) from exc
+            raise failure("snapshot", path, exc) from exc
         except _CONNECTION as exc:
-            raise _error("snapshot", path, exc) from exc
+            raise failure("snapshot", path, exc) from exc
         return f"{prefix}{hpath}/.snapshot/{name}"
 
     def delete_snapshot(self, path: str, name: str) -> None:
@@ -285,7 +285,7 @@ class WebHdfsFileSystem(FileSystem):
         try:
             self.client(path).delete_snapshot(_split(path)[1], name)
         except _FAILED as exc:
-            raise _error(f"delete snapshot {name} of", path, exc) from exc
+            raise failure(f"delete snapshot {name} of", path, exc) from exc
 
 
 class _Upload:
@@ -322,7 +322,7 @@ class _Upload:
 
     def _raise_failure(self) -> None:
         if isinstance(self._error, _FAILED):
-            raise _error("write", self._path, self._error) from self._error
+            raise failure("write", self._path, self._error) from self._error
         if self._error is not None:
             raise self._error
 
@@ -415,7 +415,3 @@ def _entry(uri: str, st: dict[str, Any]) -> FileInfo:
     """A listed non-directory: a file, or a link (not followed)."""
     problem = RejectReason.SYMLINK if st["type"] == "SYMLINK" else None
     return FileInfo(uri, st["length"], st["modificationTime"], problem)
-
-
-def _error(action: str, path: str, exc: Exception) -> StorageError:
-    return StorageError(f"cannot {action} {path}: {exc}")

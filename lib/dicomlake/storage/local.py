@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from dicomlake.errors import PublishConflictError, StorageError
-from dicomlake.storage.base import FileInfo, FileSystem, ReadStream
+from dicomlake.errors import PublishConflictError
+from dicomlake.storage.base import FileInfo, FileSystem, ReadStream, failure
 from dicomlake.vocab import RejectReason
 
 
@@ -114,22 +114,57 @@ class _Walk:
         return False
 
 
-def _open_regular(os_path: str, follow_links: bool) -> BinaryIO:
-    """``os_path`` opened for reading if it is a regular file.
+def _open_regular(os_path: str, beneath: str | None) -> BinaryIO:
+    """``os_path`` opened for reading if it is a regular file (see `_parent`).
 
     O_NONBLOCK: opening a FIFO never waits for a writer; the check after opening holds for
     what was opened, whatever the path names by then.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
-    fd = os.open(os_path, flags)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if beneath is None else os.O_NOFOLLOW)
+    with _parent(os_path, beneath) as (parent, name):
+        fd = os.open(name, flags, dir_fd=parent)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", os_path)
+            raise OSError(errno.EINVAL, "not a regular file")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+@contextlib.contextmanager
+def _parent(os_path: str, beneath: str | None) -> Iterator[tuple[int | None, str]]:
+    """(directory fd or None, name) to open or stat ``os_path`` by.
+
+    Below ``beneath`` (a landing zone's root) the path is walked one directory at a time from
+    the root, and no symbolic link is followed on the way or at its end: a directory swapped
+    for a link after the listing cannot lead a read out of the landing zone (O_NOFOLLOW on
+    the whole path would guard its last name only). ``beneath`` None: any path, links
+    followed. A landing zone that is one file is that file, by the name it was given.
+    """
+    if beneath is None or os_path == beneath:
+        yield None, os_path
+        return
+    prefix = beneath.rstrip("/") + "/"
+    if not os_path.startswith(prefix):
+        raise OSError(errno.EXDEV, "not below the landing zone")
+    *dirs, name = os_path[len(prefix) :].split("/")
+    if any(part in ("", ".", "..") for part in (*dirs, name)):
+        raise OSError(errno.EINVAL, "not a plain path below the landing zone")
+    fd = os.open(beneath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in dirs:
+            step = os.open(part, _DIRECTORY_STEP, dir_fd=fd)
+            os.close(fd)
+            fd = step
+        yield fd, name
+    finally:
+        os.close(fd)
+
+
+# A directory below a landing root, opened only if it is one (no link, no FIFO)
+_DIRECTORY_STEP = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -149,16 +184,17 @@ def _utf8(name: str) -> bool:
 
 
 class LocalFileSystem(FileSystem):
-    """Local files; with ``follow_links=False`` (a landing zone's) a read refuses a path whose
-    last component is a symbolic link, so a link put in place after the listing is not read."""
+    """Local files; with ``beneath`` (a landing zone's root) a read or stat of a path below it
+    follows no symbolic link (see `_parent`), so a link put in place after the listing, for
+    the file or any directory on its way, is not read through."""
 
     scheme = "file"
 
-    def __init__(self, follow_links: bool = True) -> None:
-        self._follow_links = follow_links
+    def __init__(self, beneath: str | None = None) -> None:
+        self._beneath = None if beneath is None else local_path(beneath)
 
     def __repr__(self) -> str:
-        return f"LocalFileSystem(follow_links={self._follow_links})"
+        return f"LocalFileSystem(beneath={self._beneath!r})"
 
     def _uri(self, template: str, os_path: str) -> str:
         # Keep the caller's spelling: a file:// root lists file:// children.
@@ -212,25 +248,28 @@ class LocalFileSystem(FileSystem):
 
     def status(self, path: str) -> FileInfo | None:
         try:
-            st = os.stat(local_path(path))
+            with _parent(local_path(path), self._beneath) as (parent, name):
+                st = os.stat(name, dir_fd=parent, follow_symlinks=self._beneath is None)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise failure("stat", path, exc) from exc
         return FileInfo(path, st.st_size, st.st_mtime_ns // 1_000_000)
 
     def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
-            with _open_regular(local_path(path), self._follow_links) as f:
+            with _open_regular(local_path(path), self._beneath) as f:
                 f.seek(offset)
                 return f.read() if length is None else f.read(length)
         except OSError as exc:
-            raise StorageError(f"cannot read {path}: {exc}") from exc
+            raise failure("read", path, exc) from exc
 
     @contextlib.contextmanager
     def open_read(self, path: str, offset: int = 0) -> Iterator[ReadStream]:
         try:
-            f = _open_regular(local_path(path), self._follow_links)
+            f = _open_regular(local_path(path), self._beneath)
         except OSError as exc:
-            raise StorageError(f"cannot open {path}: {exc}") from exc
+            raise failure("open", path, exc) from exc
         with f:
             f.seek(offset)
             yield ReadStream(f, path, (OSError,))
@@ -263,7 +302,7 @@ class LocalFileSystem(FileSystem):
             os.rename(s, d)
             return
         except OSError as exc:
-            raise StorageError(f"cannot publish {src} to {dst}: {exc}") from exc
+            raise failure(f"publish to {dst}:", src, exc) from exc
         os.unlink(s)
 
     def delete(self, path: str, recursive: bool = False) -> None:
@@ -275,7 +314,7 @@ class LocalFileSystem(FileSystem):
                 else:
                     os.rmdir(p)
             except OSError as exc:
-                raise StorageError(f"cannot delete {path}: {exc}") from exc
+                raise failure("delete", path, exc) from exc
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)

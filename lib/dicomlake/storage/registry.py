@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 from dicomlake.config import HdfsConfig
@@ -16,14 +17,14 @@ def filesystem_for(
 
     An ``hdfs://`` URI whose authority has no WebHDFS address in ``hdfs.namenodes`` is a
     ConfigError here, before any I/O. A ``landing`` zone's local reads refuse symbolic links
-    (see `LocalFileSystem`).
+    below its root (see `LocalFileSystem`).
     """
     parts = urlsplit(uri)
     scheme = parts.scheme
     if scheme in ("", "file"):
         from dicomlake.storage.local import LocalFileSystem
 
-        return LocalFileSystem(follow_links=not landing)
+        return LocalFileSystem(beneath=uri if landing else None)
     if scheme == "hdfs":
         from dicomlake.storage.hdfs import WebHdfsFileSystem
 
@@ -41,3 +42,26 @@ def join(base: str, *parts: str) -> str:
     for part in parts:
         out += "/" + part.strip("/")
     return out
+
+
+def canonical_uri(uri: str) -> str:
+    """One spelling per place: local paths (plain or ``file://``) absolute and plain, other URIs
+    without a trailing '/'. Executors and the driver then agree, and a landing zone named
+    either way lists the same paths (which the ledger and the path ids are keyed on)."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        uri = parts.path
+    elif parts.scheme:
+        return uri.rstrip("/")
+    return os.path.abspath(uri)
+
+
+def overlap(a: str, b: str) -> bool:
+    """Whether one of two canonical URIs is the other or below it (local paths by their real
+    paths, so a link does not hide it)."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    if (pa.scheme, pa.netloc) != (pb.scheme, pb.netloc):
+        return False
+    x, y = (os.path.realpath(p) if not pa.scheme else p for p in (pa.path, pb.path))
+    x, y = x.rstrip("/") + "/", y.rstrip("/") + "/"
+    return x.startswith(y) or y.startswith(x)

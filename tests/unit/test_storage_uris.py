@@ -1,0 +1,66 @@
+"""One spelling per place (`canonical_uri`), and a lake never inside its landing zone nor the
+other way round (`overlap`): a run would ingest its own output, growing the lake each run."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dicomlake.config import load_config
+from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import ConfigError
+from dicomlake.ingest.job import run_ingest
+from dicomlake.storage import canonical_uri, overlap
+
+
+def test_a_local_place_has_one_spelling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spellings = ["landing", "./landing/", f"{tmp_path}/landing", f"file://{tmp_path}/landing/"]
+    spellings.append(f"file://{tmp_path}/x/../landing")
+    assert {canonical_uri(s) for s in spellings} == {f"{tmp_path}/landing"}
+    assert canonical_uri("hdfs://nn:8020/landing/") == "hdfs://nn:8020/landing"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("/data/landing", "/data/landing/lake", True),
+        ("/data/landing/lake", "/data/landing", True),
+        ("/data/landing", "/data/landing", True),
+        ("/data/landing", "/data/landing-lake", False),  # a shared prefix is not a parent
+        ("/data/landing", "/data/lake", False),
+        ("hdfs://nn/landing", "hdfs://nn/landing/lake", True),
+        ("hdfs://nn/landing", "hdfs://other/landing/lake", False),
+        ("hdfs://nn/landing", "/landing/lake", False),
+    ],
+)
+def test_overlap(a, b, expected):
+    assert overlap(a, b) is expected
+
+
+def test_a_link_does_not_hide_a_lake_inside_its_landing_zone(tmp_path):
+    (tmp_path / "landing" / "lake").mkdir(parents=True)
+    os.symlink(tmp_path / "landing" / "lake", tmp_path / "lake-link")
+    assert overlap(str(tmp_path / "landing"), str(tmp_path / "lake-link"))
+
+
+@pytest.mark.parametrize("lake", ["landing/lake", "."])
+def test_an_ingest_into_or_around_its_landing_zone_is_refused_before_any_write(
+    tmp_path, monkeypatch, lake
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "a.dcm").write_bytes(b"x")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match="overlap") as raised:
+        # No Spark context: the check comes before anything runs
+        run_ingest(
+            None,
+            "file://" + str(tmp_path / "landing"),
+            lake,
+            load_config(env={}),
+            Keyring.generate(),
+        )
+    assert str(tmp_path / "landing") in str(raised.value)
+    assert sorted(p for p in tmp_path.rglob("*")) == before
