@@ -24,9 +24,12 @@ from dicomlake.errors import (
     BackupError,
     DicomLakeError,
     ErrorThresholdExceeded,
+    KeyringError,
+    LakeError,
     LockBusyError,
 )
 from dicomlake.keyring_file import load_keyring, save_keyring
+from dicomlake.storage import canonical_uri
 from dicomlake.vocab import SnapshotMode
 
 if TYPE_CHECKING:
@@ -37,11 +40,17 @@ log = logging.getLogger("dicomlake")
 EXIT_ERROR, EXIT_USAGE, EXIT_THRESHOLD, EXIT_BUSY = 1, 2, 3, 4
 
 
-def absolute_uri(uri: str) -> str:
-    """Plain relative paths become absolute, so Spark executors and the driver agree."""
-    if "://" in uri:
-        return uri.rstrip("/")
-    return os.path.abspath(uri)
+def existing_lake(lake: str, config: Config) -> str:
+    """``lake`` canonical (`canonical_uri`), once it is a lake: a command other than ingest
+    on a mistyped --lake would find nothing, say it did nothing, and exit 0."""
+    from dicomlake.lake.keyring_binding import BINDING
+    from dicomlake.storage import filesystem_for, join
+
+    uri = canonical_uri(lake)
+    fs = filesystem_for(uri, config.hdfs)
+    if not (fs.exists(join(uri, "tables")) or fs.exists(join(uri, BINDING))):
+        raise LakeError(f"no lake at {uri} (neither tables/ nor {BINDING} there): check --lake")
+    return uri
 
 
 def _print(summary: dict[str, Any]) -> None:
@@ -75,7 +84,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
     with _spark(args, config, python_tasks=True) as sc:
         summary = run_ingest(
-            sc, absolute_uri(args.landing), absolute_uri(args.lake), config, keyring
+            sc, canonical_uri(args.landing), canonical_uri(args.lake), config, keyring
         )
     print_ingest_report(summary.as_dict(), sys.stderr)
     _print(summary.as_dict())
@@ -140,11 +149,13 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.crypto.keyring import Keyring
 
     path = args.keyring or config.keys.keyring
+    public: Keyring | None = None  # written at the end, where one is asked for
     if args.action == "init":
         if Path(path).exists() and not args.force:
             _print({"keyring": path, "created": False, "note": "exists; --force replaces it"})
             return 0
         keyring = Keyring.generate(args.mode)
+        public = keyring.public_only() if args.public_out else None  # refused before any write
         save_keyring(path, keyring, config)
         out = {
             "keyring": path,
@@ -152,30 +163,58 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
             "mode": args.mode,
             "active_kek_id": keyring.active_kek_id,
         }
-        if args.public_out:
-            save_keyring(args.public_out, keyring.public_only(), config)
-            out["public_keyring"] = args.public_out
-        _print(out)
-        return 0
-    if args.action == "rotate":
+    elif args.action == "public":
+        keyring = load_keyring(path, config)
+        public = keyring.public_only()
+        out = {"keyring": path, "active_kek_id": keyring.active_kek_id}
+    elif args.action == "rotate":
         keyring = load_keyring(path, config).rotate()
+        public = keyring.public_only() if args.public_out else None
         if not args.lake:
             save_keyring(path, keyring, config)
             counts = {}
         else:
-            counts = _rotate_lake(absolute_uri(args.lake), path, keyring, config)
-        _print({"keyring": path, "active_kek_id": keyring.active_kek_id, **counts})
-        return 0
-    if args.action == "drop":
+            counts = _rotate_lake(existing_lake(args.lake, config), path, keyring, config)
+        out = {"keyring": path, "active_kek_id": keyring.active_kek_id, **counts}
+    elif args.action == "drop":
         keyring = load_keyring(path, config).without(args.kek_id)
+        _check_unused(existing_lake(args.lake, config), keyring, args.kek_id, config)
         save_keyring(path, keyring, config)
-        _print({"keyring": path, "kek_ids": keyring.kek_ids})
-        return 0
-    raise AssertionError(args.action)
+        out = {"keyring": path, "kek_ids": keyring.kek_ids}
+    else:
+        raise AssertionError(args.action)
+    if public is not None:
+        save_keyring(args.public_out, public, config)
+        out["public_keyring"] = args.public_out
+    _print(out)
+    return 0
+
+
+def _check_unused(lake: str, keyring: Keyring, kek_id: str, config: Config) -> None:
+    """Under the lake's lock, its committed runs finished first: KeyringError unless
+    ``keyring`` (the keyring without ``kek_id``) still opens every data key of the lake."""
+    from dicomlake.lake.commit import recover
+    from dicomlake.lake.keyring_binding import needs_keys
+    from dicomlake.lake.layout import LakeLayout
+    from dicomlake.lake.lock import holding
+    from dicomlake.storage import filesystem_for
+
+    fs, layout = filesystem_for(lake, config.hdfs), LakeLayout(lake)
+    with holding(fs, lake, None, "keys drop", config.lock) as lock:
+        recover(fs, layout, lock)
+        needs = needs_keys(fs, layout, keyring)
+    if needs:
+        raise KeyringError(
+            f"keys drop: {lake} still needs {kek_id} for {'; '.join(needs)}: run "
+            f"`dicomlake keys rotate --lake {lake}` first (then `dicomlake maintain`); the "
+            "keyring is unchanged"
+        )
 
 
 def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict[str, int]:
-    """Under the lake's lock: check the keyring is the lake's, keep it, re-wrap the lake."""
+    """Under the lake's lock: finish the runs committed but not finished (their packs are
+    wrapped by the keys of then), check the keyring is the lake's, keep it, re-wrap the lake."""
+    from dicomlake.lake.commit import recover
     from dicomlake.lake.keyring_binding import bind_keyring, rewrap_lake
     from dicomlake.lake.layout import LakeLayout
     from dicomlake.lake.lock import holding
@@ -183,6 +222,7 @@ def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict
 
     fs, layout = filesystem_for(lake, config.hdfs), LakeLayout(lake)
     with holding(fs, lake, None, "keys rotate", config.lock) as lock:
+        recover(fs, layout, lock)
         bind_keyring(fs, layout, keyring, lock, rotating=True)
         save_keyring(path, keyring, config)
         return rewrap_lake(fs, layout, keyring, lock)
@@ -197,7 +237,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     as_of = parse_as_of(args.as_of) if args.as_of else None  # a bad value before any work
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
     result = export_instances(
-        absolute_uri(args.lake),
+        existing_lake(args.lake, config),
         keyring,
         config,
         Path(args.out),
@@ -219,7 +259,7 @@ def cmd_maintain(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.lake.maintain import maintain_lake
     from dicomlake.storage import filesystem_for
 
-    lake = absolute_uri(args.lake)
+    lake = existing_lake(args.lake, config)
     with holding(filesystem_for(lake, config.hdfs), lake, None, "maintain", config.lock) as lock:
         _print(maintain_lake(lake, config, lock))
     return 0
@@ -230,10 +270,11 @@ def cmd_register(args: argparse.Namespace, config: Config) -> int:
 
     from dicomlake.lake.catalog import register_tables
 
+    lake = existing_lake(args.lake, config)  # before Spark starts
     with _spark(args, config) as sc:
         spark = SparkSession(sc)
-        names = register_tables(spark, absolute_uri(args.lake), args.database)
-    _print({"lake": absolute_uri(args.lake), "database": args.database, "tables": names})
+        names = register_tables(spark, lake, args.database)
+    _print({"lake": lake, "database": args.database, "tables": names})
     return 0
 
 
@@ -245,18 +286,19 @@ def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
     keyring.require_private("reidentify")
+    lake = existing_lake(args.lake, config)
     by_path = {"path_id": args.path_id, "error_id": args.error_id, "instance_id": args.instance_id}
     if any(by_path.values()):
-        found = find_paths(absolute_uri(args.lake), keyring, config, **by_path)
+        found = find_paths(lake, keyring, config, **by_path)
         for row in found:
             _print(row)
         asked = {k: v for k, v in by_path.items() if v}
-        _print({"lake": absolute_uri(args.lake), **asked, "rows": len(found)})
+        _print({"lake": lake, **asked, "rows": len(found)})
         return 0
-    rows = reidentify(read_identities(absolute_uri(args.lake), keyring, config), args.pseudonym)
+    rows = reidentify(read_identities(lake, keyring, config), args.pseudonym)
     for row in rows:
         _print(row)
-    _print({"lake": absolute_uri(args.lake), "pseudonym": args.pseudonym, "rows": len(rows)})
+    _print({"lake": lake, "pseudonym": args.pseudonym, "rows": len(rows)})
     return 0
 
 
@@ -265,7 +307,8 @@ def cmd_quarantine(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.lake.quarantine import get_copy
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
-    _print(get_copy(absolute_uri(args.lake), keyring, config, args.error_id, Path(args.out)))
+    lake = existing_lake(args.lake, config)
+    _print(get_copy(lake, keyring, config, args.error_id, Path(args.out)))
     return 0
 
 
@@ -301,8 +344,8 @@ def cmd_snapshot(args: argparse.Namespace, config: Config) -> int:
 
     with _spark(args, config, python_tasks=True) as sc:
         result = take_snapshot(
-            absolute_uri(args.lake),
-            absolute_uri(args.backup),
+            existing_lake(args.lake, config),
+            canonical_uri(args.backup),
             args.mode,
             config=config,
             sc=sc,
@@ -316,7 +359,7 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import restore
 
     result = restore(
-        absolute_uri(args.backup), args.snapshot, absolute_uri(args.target), config=config
+        canonical_uri(args.backup), args.snapshot, canonical_uri(args.target), config=config
     )
     _print(result.summary())
     return 0
@@ -327,7 +370,7 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config) if args.deep else None
     result = verify(
-        absolute_uri(args.backup), args.snapshot, deep=args.deep, keyring=keyring, config=config
+        canonical_uri(args.backup), args.snapshot, deep=args.deep, keyring=keyring, config=config
     )
     for problem in result.problems:
         label = "UNCHECKED" if problem.unchecked else "BAD"
@@ -353,7 +396,7 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
 def cmd_snapshots(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import list_snapshots
 
-    snapshots = list_snapshots(absolute_uri(args.backup), config=config)
+    snapshots = list_snapshots(canonical_uri(args.backup), config=config)
     for info in snapshots:
         s = info.summary()
         print(
@@ -361,14 +404,14 @@ def cmd_snapshots(args: argparse.Namespace, config: Config) -> int:
             f"bytes={s['bytes_total']:<14} copied={s['bytes_copied']}",
             file=sys.stderr,
         )
-    _print({"backup": absolute_uri(args.backup), "snapshots": [i.summary() for i in snapshots]})
+    _print({"backup": canonical_uri(args.backup), "snapshots": [i.summary() for i in snapshots]})
     return 0
 
 
 def cmd_retention(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import apply_retention
 
-    _print(apply_retention(absolute_uri(args.backup), config=config).summary())
+    _print(apply_retention(canonical_uri(args.backup), config=config).summary())
     return 0
 
 
@@ -424,16 +467,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("keys", cmd_keys, "create, rotate or prune the keyring", keyring=KEYRING_DEFAULT)
-    p.add_argument("action", choices=["init", "rotate", "drop"])
+    p.add_argument("action", choices=["init", "public", "rotate", "drop"])
     p.add_argument(
         "--mode",
         choices=["symmetric", "x25519"],
         default="symmetric",
         help="init: x25519 lets ingest hosts hold only the public key",
     )
-    p.add_argument("--public-out", help="init: also write the public-only keyring here")
+    p.add_argument(
+        "--public-out",
+        help="init, rotate: also write the public-only keyring here; public: write it here",
+    )
     p.add_argument("--force", action="store_true", help="init: replace an existing keyring")
-    p.add_argument("--lake", help="rotate: re-wrap this lake's pack keys under the new key")
+    p.add_argument(
+        "--lake",
+        help="rotate: re-wrap this lake's pack keys under the new key; drop: the lake whose "
+        "keys must no longer need the dropped one",
+    )
     p.add_argument("--kek-id", help="drop: the key to remove")
 
     p = command(
@@ -571,8 +621,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         config = load_config(args.conf)
-        if args.command == "keys" and args.action == "drop" and not args.kek_id:
-            parser.error("keys drop needs --kek-id")
+        if args.command == "keys" and args.action == "drop" and not (args.kek_id and args.lake):
+            parser.error("keys drop needs --kek-id, and --lake: the lake it checks first")
+        if args.command == "keys" and args.action == "public" and not args.public_out:
+            parser.error("keys public needs --public-out")
         selection = ("sop", "series", "study", "instance_id", "manifest", "where")
         if args.command == "export" and not any(getattr(args, s) for s in selection):
             parser.error(

@@ -21,9 +21,13 @@ def load_keyring(uri: str, config: Config) -> Keyring:
             f"--keyring {uri}` or point keys.keyring / --keyring at yours"
         )
     try:
-        return Keyring.from_bytes(fs.read(uri))
+        data = fs.read(uri)
     except StorageError as exc:
         raise KeyringError(f"cannot read keyring {uri!r}: {exc}") from exc
+    try:
+        return Keyring.from_bytes(data)
+    except KeyringError as exc:  # its own messages say what is wrong, not which file
+        raise KeyringError(f"keyring {uri!r}: {str(exc).removeprefix('keyring: ')}") from exc
 
 
 def save_keyring(uri: str, keyring: Keyring, config: Config) -> None:

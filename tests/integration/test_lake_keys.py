@@ -95,7 +95,7 @@ def test_spark_wraps_with_the_public_half_and_pyarrow_unwraps(tmp_path, spark):
 
 
 def test_the_lake_refuses_another_keyring_and_follows_rotation(
-    tmp_path, sc, config, keyring, capsys
+    tmp_path, sc, config, keyring, capsys, caplog
 ):
     lake = tmp_path / "lake"
     run_ingest(sc, str(_landing(tmp_path, FILES[:1])), str(lake), config, keyring)
@@ -135,8 +135,25 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
     # The keyring from before the rotation is now an older one: refused, naming the KEKs.
     with pytest.raises(KeyringMismatchError, match="unknown KEK.*older KEK"):
         run_ingest(sc, str(more), str(lake), config, keyring)
-    # The old KEK dropped: the identities were rewritten under the new one.
+    # Dropping a KEK names the lake it checks first; the old KEK, re-wrapped away, goes
+    drop = ["keys", "drop", "--keyring", str(keyring_path), "--kek-id", keyring.active_kek_id]
+    with pytest.raises(SystemExit):
+        main(drop)
+    assert main([*drop, "--lake", str(lake)]) == 0
     only_new = rotated.without(keyring.active_kek_id)
+    assert Keyring.from_bytes(keyring_path.read_bytes()).kek_ids == only_new.kek_ids
+    # A keyring rotated without its lake: the lake's KEK still wraps every pack, and is kept
+    elsewhere = tmp_path / "rotated-alone.json"
+    save_keyring(str(elsewhere), only_new, config)
+    assert main(["keys", "rotate", "--keyring", str(elsewhere)]) == 0
+    before_drop = elsewhere.read_bytes()
+    capsys.readouterr()
+    refused = ["keys", "drop", "--keyring", str(elsewhere), "--kek-id", rotated.active_kek_id]
+    caplog.clear()
+    assert main([*refused, "--lake", str(lake)]) == EXIT_ERROR
+    assert "still needs" in caplog.text
+    assert elsewhere.read_bytes() == before_drop
+    # The old KEK dropped: the identities were rewritten under the new one.
     assert read_identities(str(lake), only_new, config).num_rows == 1
     landing_path = str(tmp_path / "landing" / FILES[0])
     assert list(read_paths(str(lake), only_new, config).values()) == [landing_path]

@@ -42,3 +42,25 @@ def test_a_damaged_record_is_named(tmp_path, bind):
     (tmp_path / "keyring-binding.json").write_text('{"fingerprint": "x"}')
     with pytest.raises(LakeError, match="keyring-binding.json is not a keyring record"):
         bind(Keyring.generate("symmetric"))
+
+
+def test_a_rotation_stopped_while_it_replaced_the_record_is_finished_not_forgotten(tmp_path, bind):
+    keyring = Keyring.generate("symmetric")
+    bind(keyring)
+    rotated = keyring.rotate()
+    # Stopped with the new record in place and the old one deleted: the lake is not left
+    # unbound, for any keyring to take over
+    next_record = {
+        "fingerprint": rotated.fingerprint,
+        "active_kek_id": rotated.active_kek_id,
+        "kek_ids": rotated.kek_ids,
+    }
+    (tmp_path / "keyring-binding.next.json").write_text(json.dumps(next_record))
+    (tmp_path / "keyring-binding.json").unlink()
+    with pytest.raises(KeyringMismatchError, match="fingerprint mismatch"):
+        bind(Keyring.generate("symmetric"))
+    assert json.loads((tmp_path / "keyring-binding.json").read_text()) == next_record
+    assert not (tmp_path / "keyring-binding.next.json").exists()
+    bind(rotated)  # the rotated keyring is the lake's
+    with pytest.raises(KeyringMismatchError, match="unknown KEK"):
+        bind(keyring)

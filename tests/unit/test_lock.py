@@ -132,14 +132,34 @@ def test_the_command_exits_4_naming_the_holder_and_changes_nothing(tmp_path):
     assert proc.stdout == ""
 
 
-def test_a_lock_file_that_is_no_lock_record_is_named_and_left_alone(tmp_path):
-    (tmp_path / "_lock").write_bytes(b"\x00 not json")
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"\x00 not json",
+        b"[1, 2]",
+        b'"x"',
+        b"null",
+        b"{}",
+        # A run id is a file name in _locks/: one that is a path is no run id
+        b'{"run_id": "../../victim/data", "host": "h", "pid": 1}',
+        b'{"run_id": "a/b"}',
+        b'{"run_id": ".."}',
+    ],
+)
+def test_a_lock_file_that_is_no_lock_record_is_named_and_left_alone(tmp_path, record):
+    lake = tmp_path / "lake"
+    (lake / "_locks").mkdir(parents=True)
+    (tmp_path / "victim.heartbeat").write_bytes(b"keep")
+    (lake / "_lock").write_bytes(record)
+    os.utime(lake / "_lock", (1, 1))  # stale by any clock: judged, were it a record
     with (
         pytest.raises(LakeError, match="_lock is not a lock record"),
-        holding(LocalFileSystem(), str(tmp_path), "run-b", "ingest", LockConfig()),
+        holding(LocalFileSystem(), str(lake), "run-b", "ingest", LockConfig()),
     ):
         pass
-    assert (tmp_path / "_lock").read_bytes() == b"\x00 not json"
+    assert (lake / "_lock").read_bytes() == record
+    assert (tmp_path / "victim.heartbeat").read_bytes() == b"keep"
+    assert not list(tmp_path.glob("victim*.end"))
 
 
 def test_a_lock_taken_at_once_beats_once_and_one_taken_over_beats_again(tmp_path, monkeypatch):

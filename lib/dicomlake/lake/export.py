@@ -188,6 +188,9 @@ def export_instances(
     Returns the summary: files, bytes, files per StudyInstanceUID (``studies``) and the
     requested UIDs and ids without a row (``not_found``; the others are still written).
     """
+    keyring.require_private("export")  # before anything is read or --out is made
+    if out.exists() and not out.is_dir():
+        raise LakeError(f"--out {out} exists and is not a directory")
     store = PixelStore(lake, keyring, config)
     # A predicate may name any column; otherwise the columns selection needs
     columns = None if where is not None else _COLUMNS
@@ -207,7 +210,10 @@ def export_instances(
     for row in frames:
         by_instance.setdefault(row["instance_id"], []).append(row)
     secret = keyring.secret_for(PSEUDONYM_PURPOSE)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LakeError(f"cannot make --out {out}: {exc.strerror}") from exc
     written = 0
     checked: list[tuple[Path, Path]] = []
     try:

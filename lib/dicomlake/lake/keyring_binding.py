@@ -33,6 +33,10 @@ from dicomlake.lake.parquet import parquet_files, write_table
 from dicomlake.storage import FileSystem, join
 
 BINDING = "keyring-binding.json"
+NEXT_BINDING = "keyring-binding.next.json"
+"""A rotation's new record, in place once every data key is re-wrapped: `_roll_forward`
+makes it the binding, so a crash while the binding is replaced never leaves the lake unbound
+(a lake without a record is bound by the next keyring that comes)."""
 
 
 def _record(keyring: Keyring) -> dict[str, object]:
@@ -43,11 +47,21 @@ def _record(keyring: Keyring) -> dict[str, object]:
     }
 
 
-def _publish_record(fs: FileSystem, layout: LakeLayout, keyring: Keyring, run_id: str) -> None:
-    tmp = join(layout.staging(run_id), BINDING)
+def _publish_record(
+    fs: FileSystem, layout: LakeLayout, keyring: Keyring, run_id: str, name: str = BINDING
+) -> None:
+    tmp = join(layout.staging(run_id), name)
     fs.write_bytes(tmp, json.dumps(_record(keyring), indent=2).encode())
-    fs.publish(tmp, layout.absolute(BINDING))
+    fs.publish(tmp, layout.absolute(name))
     fs.delete(layout.staging(run_id), recursive=True)  # holds nothing else at these points
+
+
+def _roll_forward(fs: FileSystem, layout: LakeLayout) -> None:
+    """Finish a rotation that stopped while it replaced the binding (`NEXT_BINDING`)."""
+    pending = layout.absolute(NEXT_BINDING)
+    if fs.exists(pending):
+        fs.delete(layout.absolute(BINDING))
+        fs.publish(pending, layout.absolute(BINDING))
 
 
 def _read_record(fs: FileSystem, uri: str) -> dict[str, Any]:
@@ -66,6 +80,7 @@ def bind_keyring(
     """Record ``keyring`` as the lake's on its first run; else raise KeyringMismatchError
     unless it is the lake's: the same fingerprint and, for an ingest, the same active KEK (for
     a rotation, one that still holds the lake's active KEK)."""
+    _roll_forward(fs, layout)
     uri = layout.absolute(BINDING)
     if not fs.exists(uri):
         try:
@@ -130,8 +145,21 @@ def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock
         fs.publish(new, target)
         for uri in old:
             fs.delete(uri)
-    # Replaced under the lock; a crash between these two leaves no record, and the next run
-    # records its keyring again.
-    fs.delete(layout.absolute(BINDING))
-    _publish_record(fs, layout, keyring, lock.run_id)
+    _publish_record(fs, layout, keyring, lock.run_id, NEXT_BINDING)
+    _roll_forward(fs, layout)
     return counts
+
+
+def needs_keys(fs: FileSystem, layout: LakeLayout, keyring: Keyring) -> list[str]:
+    """What of the lake ``keyring`` lacks the KEK for: its active KEK, the data keys of packs.
+    (The restricted tables are rewritten under the active KEK by the rotation that re-wraps
+    the packs, and before it records the new KEK as active.)"""
+    needs = []
+    uri = layout.absolute(BINDING)
+    if fs.exists(uri) and (active := _read_record(fs, uri)["active_kek_id"]) not in keyring.kek_ids:
+        needs.append(f"its active KEK {active} ({BINDING})")
+    latest = latest_packs(read_table(fs, layout, "packs").to_pylist()).values()
+    wrapped = sum(1 for row in latest if row["kek_id"] not in keyring.kek_ids)
+    if wrapped:
+        needs.append(f"the data keys of {wrapped} packs")
+    return needs

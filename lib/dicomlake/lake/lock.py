@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -50,6 +51,10 @@ log = logging.getLogger(__name__)
 
 TAKEOVER_TRIES = 3
 """Rounds of read-judge-take before a taker gives up as busy (each round sees a changed lock)."""
+
+
+# What a run id may be: one plain file name (it names the files in _locks/)
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def new_run_id(now: datetime) -> str:
@@ -135,7 +140,9 @@ class Lock:
         if age is not None and age <= self.config.stale_seconds:
             raise LockBusyError(
                 f"{self.root} is busy: locked by {describe(owner)}, heartbeat {age:.0f} s ago; "
-                "try again when it has finished"
+                "try again when it has finished (a holder that died is taken over once its "
+                f"heartbeat is lock.stale_seconds={self.config.stale_seconds} s old, in "
+                f"{self.config.stale_seconds - age:.0f} s)"
             )
         ended = self._end(holder)
         if ended is False:
@@ -174,13 +181,17 @@ class Lock:
                     raise
                 continue
             try:
-                record: dict[str, object] = json.loads(data)
-                return record
+                record = json.loads(data)
             except ValueError:
-                raise LakeError(
-                    f"{self.uri} is not a lock record: if no dicomlake command runs on "
-                    f"{self.root}, delete it by hand"
-                ) from None
+                record = None
+            # Its run id names the holder's marker files: one plain name, never a path
+            run_id = record.get("run_id") if isinstance(record, dict) else None
+            if isinstance(run_id, str) and _RUN_ID.fullmatch(run_id):
+                return dict(record)
+            raise LakeError(
+                f"{self.uri} is not a lock record: if no dicomlake command runs on "
+                f"{self.root}, delete it by hand"
+            )
 
     def _end(self, holder: str) -> bool | None:
         """Remove ``holder``'s lock: True when done, False when another process is removing it,

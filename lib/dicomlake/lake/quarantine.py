@@ -87,6 +87,8 @@ def get_copy(
         )
     if out.exists():
         raise LakeError(f"{out} exists already; choose another --out")
+    if not out.parent.is_dir():
+        raise LakeError(f"--out {out}: {out.parent} is no directory")
     relative = row["quarantine_path"]
     data = fs.read(layout.absolute(relative))
     header = read_header(data, name=relative)

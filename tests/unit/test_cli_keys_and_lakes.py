@@ -1,0 +1,112 @@
+"""The keys commands write whole results or nothing, the public half whenever asked; commands
+on a lake refuse a --lake that is no lake; a bad keyring file or --out is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicomlake.cli import EXIT_ERROR, main
+from dicomlake.crypto.keyring import Keyring
+
+
+def _logged(caplog) -> str:
+    text = caplog.text
+    caplog.clear()
+    return text
+
+
+def test_a_symmetric_init_asked_for_a_public_half_writes_nothing(tmp_path, caplog):
+    keyring, public = tmp_path / "k.json", tmp_path / "pub.json"
+    argv = ["keys", "init", "--keyring", str(keyring), "--public-out", str(public)]
+    assert main(argv) == EXIT_ERROR
+    assert "no public half" in _logged(caplog)
+    assert not keyring.exists() and not public.exists()
+    assert main([*argv, "--mode", "x25519"]) == 0
+    assert not Keyring.from_bytes(public.read_bytes()).can_unwrap
+
+
+def test_the_public_half_is_written_again_and_after_a_rotation(tmp_path, caplog):
+    keyring, public = tmp_path / "k.json", tmp_path / "pub.json"
+    assert main(["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]) == 0
+    assert main(["keys", "public", "--keyring", str(keyring), "--public-out", str(public)]) == 0
+    full = Keyring.from_bytes(keyring.read_bytes())
+    first = Keyring.from_bytes(public.read_bytes())
+    assert (first.kek_ids, first.can_unwrap) == (full.kek_ids, False)
+    assert main(["keys", "rotate", "--keyring", str(keyring), "--public-out", str(public)]) == 0
+    rotated, half = (Keyring.from_bytes(p.read_bytes()) for p in (keyring, public))
+    assert half.active_kek_id == rotated.active_kek_id != full.active_kek_id
+    assert half.kek_ids == rotated.kek_ids and not half.can_unwrap
+    with pytest.raises(SystemExit):
+        main(["keys", "public", "--keyring", str(keyring)])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["maintain", "--lake", "LAKE"],
+        ["export", "--where", "true", "--out", "OUT", "--lake", "LAKE", "--keyring", "KEYRING"],
+        ["reidentify", "--pseudonym", "x", "--lake", "LAKE", "--keyring", "KEYRING"],
+        [
+            "quarantine",
+            "get",
+            "--error-id",
+            "e",
+            "--out",
+            "OUT/q",
+            "--lake",
+            "LAKE",
+            "--keyring",
+            "KEYRING",
+        ],
+        ["keys", "rotate", "--lake", "LAKE", "--keyring", "KEYRING"],
+    ],
+)
+def test_a_lake_that_is_not_there_is_named_and_nothing_made(tmp_path, caplog, command):
+    keyring = tmp_path / "k.json"
+    assert main(["keys", "init", "--keyring", str(keyring)]) == 0
+    before = sorted(tmp_path.rglob("*"))
+    nolake = tmp_path / "nolake"
+    places = {"LAKE": str(nolake), "KEYRING": str(keyring), "OUT": str(tmp_path / "out")}
+    argv = [places.get(c, c).replace("OUT", places["OUT"]) for c in command]
+    caplog.clear()
+    assert main(argv) == EXIT_ERROR
+    assert f"no lake at {nolake}" in _logged(caplog)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(b"{not json", "not valid JSON"), (b"", "not valid JSON"), (b"[1]", "")],
+)
+def test_a_damaged_keyring_is_named(tmp_path, caplog, content, says):
+    keyring = tmp_path / "k.json"
+    keyring.write_bytes(content)
+    lake = tmp_path / "lake"
+    (lake / "tables").mkdir(parents=True)
+    argv = ["export", "--lake", str(lake), "--where", "true", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--keyring", str(keyring)]) == EXIT_ERROR
+    err = _logged(caplog)
+    assert f"keyring '{keyring}'" in err and says in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_to_a_file_or_with_the_public_half_makes_no_out(tmp_path, caplog):
+    keyring, public = tmp_path / "k.json", tmp_path / "pub.json"
+    assert main(["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]) == 0
+    assert main(["keys", "public", "--keyring", str(keyring), "--public-out", str(public)]) == 0
+    lake = tmp_path / "lake"
+    (lake / "tables").mkdir(parents=True)
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")
+    export = ["export", "--lake", str(lake), "--where", "true"]
+    caplog.clear()
+    assert main([*export, "--out", str(afile), "--keyring", str(keyring)]) == EXIT_ERROR
+    assert "is not a directory" in _logged(caplog)
+    assert main([*export, "--out", str(afile / "sub"), "--keyring", str(keyring)]) == EXIT_ERROR
+    assert "cannot make --out" in _logged(caplog)
+    out = tmp_path / "out"
+    assert main([*export, "--out", str(out), "--keyring", str(public)]) == EXIT_ERROR
+    assert "needs the full keyring" in _logged(caplog)
+    assert not out.exists() and Path(afile).read_bytes() == b"x"
