@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 
@@ -10,6 +11,8 @@ from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringError, StorageError
 from dicomlake.storage import filesystem_for
+
+log = logging.getLogger(__name__)
 
 
 def load_keyring(uri: str, config: Config) -> Keyring:
@@ -20,6 +23,8 @@ def load_keyring(uri: str, config: Config) -> Keyring:
             f"no keyring at {uri!r}: create one with `dicomlake keys init "
             f"--keyring {uri}` or point keys.keyring / --keyring at yours"
         )
+    if fs.scheme == "file":
+        _check_private(uri.removeprefix("file://"))
     try:
         data = fs.read(uri)
     except StorageError as exc:
@@ -28,6 +33,21 @@ def load_keyring(uri: str, config: Config) -> Keyring:
         return Keyring.from_bytes(data)
     except KeyringError as exc:  # its own messages say what is wrong, not which file
         raise KeyringError(f"keyring {uri!r}: {str(exc).removeprefix('keyring: ')}") from exc
+
+
+def _check_private(path: str) -> None:
+    """Refuse a local keyring every user may read or write, as ssh refuses such a private key:
+    any keyring holds the pseudonym secret (with it, pseudonyms of guessed identifiers can be
+    computed), a full one the keys of every pack. Group access is the operator's choice (an
+    ingest service may share the public half): logged."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o007:
+        raise KeyringError(
+            f"keyring {path!r} is open to every user (mode {mode:04o}); it holds the pseudonym "
+            f"secret and keys: chmod 600 {path}"
+        )
+    if mode & 0o070:
+        log.warning("keyring %s is open to its group (mode %04o)", path, mode)
 
 
 def save_keyring(uri: str, keyring: Keyring, config: Config) -> None:

@@ -83,6 +83,7 @@ def test_a_lake_that_is_not_there_is_named_and_nothing_made(tmp_path, caplog, co
 def test_a_damaged_keyring_is_named(tmp_path, caplog, content, says):
     keyring = tmp_path / "k.json"
     keyring.write_bytes(content)
+    keyring.chmod(0o600)
     lake = tmp_path / "lake"
     (lake / "tables").mkdir(parents=True)
     argv = ["export", "--lake", str(lake), "--where", "true", "--out", str(tmp_path / "o")]
@@ -110,3 +111,42 @@ def test_export_to_a_file_or_with_the_public_half_makes_no_out(tmp_path, caplog)
     assert main([*export, "--out", str(out), "--keyring", str(public)]) == EXIT_ERROR
     assert "needs the full keyring" in _logged(caplog)
     assert not out.exists() and Path(afile).read_bytes() == b"x"
+
+
+def test_a_keyring_open_to_every_user_is_refused_one_open_to_its_group_is_used(tmp_path, caplog):
+    keyring = tmp_path / "k.json"
+    assert main(["keys", "init", "--keyring", str(keyring)]) == 0
+    lake = tmp_path / "lake"
+    (lake / "tables").mkdir(parents=True)
+    reidentify = ["reidentify", "--lake", str(lake), "--pseudonym", "x", "--keyring", str(keyring)]
+    for mode in (0o644, 0o606, 0o602):
+        keyring.chmod(mode)
+        caplog.clear()
+        assert main(reidentify) == EXIT_ERROR
+        assert f"open to every user (mode {mode:04o})" in caplog.text
+        assert f"chmod 600 {keyring}" in caplog.text
+    keyring.chmod(0o640)
+    caplog.clear()
+    assert main(reidentify) == 0
+    assert "open to its group (mode 0640)" in caplog.text
+
+
+def test_export_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog):
+    from dicomlake.config import LockConfig
+    from dicomlake.lake.keyring_binding import bind_keyring
+    from dicomlake.lake.layout import LakeLayout
+    from dicomlake.lake.lock import holding
+    from dicomlake.storage.local import LocalFileSystem
+
+    lake, fs = tmp_path / "lake", LocalFileSystem()
+    (lake / "tables").mkdir(parents=True)
+    with holding(fs, str(lake), None, "test", LockConfig()) as lock:
+        bind_keyring(fs, LakeLayout(str(lake)), Keyring.generate("symmetric"), lock)
+    other = tmp_path / "other.json"
+    assert main(["keys", "init", "--keyring", str(other)]) == 0
+    out = tmp_path / "out"
+    argv = ["export", "--lake", str(lake), "--where", "true", "--out", str(out)]
+    caplog.clear()
+    assert main([*argv, "--keyring", str(other)]) == EXIT_ERROR
+    assert "keyring fingerprint mismatch" in caplog.text
+    assert not out.exists()

@@ -21,6 +21,7 @@ from dicomlake.dicom.split import header_from_prefix
 from dicomlake.dicom.values import get, sop_instance_uid, values_of
 from dicomlake.errors import IntegrityError, LakeError
 from dicomlake.lake.delta import AsOf
+from dicomlake.lake.keyring_binding import check_fingerprint
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.pixelstore import PixelStore
@@ -192,6 +193,7 @@ def export_instances(
     if out.exists() and not out.is_dir():
         raise LakeError(f"--out {out} exists and is not a directory")
     store = PixelStore(lake, keyring, config)
+    check_fingerprint(store.fs, store.layout, keyring)  # its pseudonyms name the instances
     # A predicate may name any column; otherwise the columns selection needs
     columns = None if where is not None else _COLUMNS
     table = read_table(store.fs, store.layout, "instances", columns, as_of)

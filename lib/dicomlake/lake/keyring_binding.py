@@ -88,13 +88,8 @@ def bind_keyring(
             return
         except PublishConflictError:
             pass  # written meanwhile (a lake without a lock file): compare with it
-    bound = _read_record(fs, uri)
-    if bound["fingerprint"] != keyring.fingerprint:
-        raise KeyringMismatchError(
-            f"keyring fingerprint mismatch: {layout.root} belongs to the keyring with fingerprint "
-            f"{bound['fingerprint']}, this one has {keyring.fingerprint} (another keyring's "
-            f"secret: its packs and pseudonyms would not match the lake's); see {uri}"
-        )
+    bound = check_fingerprint(fs, layout, keyring)
+    assert bound is not None  # there is a record: it was published or found above
     active = bound["active_kek_id"]
     if rotating and active not in keyring.kek_ids:
         raise KeyringMismatchError(
@@ -108,6 +103,25 @@ def bind_keyring(
             f"{layout.root}, whose active KEK is {active} (rotated since): use the lake's "
             "current keyring (or its public half)"
         )
+
+
+def check_fingerprint(
+    fs: FileSystem, layout: LakeLayout, keyring: Keyring
+) -> dict[str, Any] | None:
+    """The lake's record, once ``keyring`` has its secret (KeyringMismatchError otherwise);
+    None for a lake without one. Readers check this much: any of the lake's keyrings, older
+    or newer, has its secret."""
+    uri = layout.absolute(BINDING)
+    if not fs.exists(uri):
+        return None
+    bound = _read_record(fs, uri)
+    if bound["fingerprint"] != keyring.fingerprint:
+        raise KeyringMismatchError(
+            f"keyring fingerprint mismatch: {layout.root} belongs to the keyring with fingerprint "
+            f"{bound['fingerprint']}, this one has {keyring.fingerprint} (another keyring's "
+            f"secret: its packs and pseudonyms would not match the lake's); see {uri}"
+        )
+    return bound
 
 
 def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock) -> dict[str, int]:

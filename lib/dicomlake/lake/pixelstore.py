@@ -8,6 +8,7 @@ one after another with one read.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from collections.abc import Iterable, Iterator
@@ -24,7 +25,7 @@ from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.frames import encapsulated_frame_array, frame_array
 from dicomlake.dicom.split import FrameSpec, header_from_prefix, inflated_dataset, split_instance
-from dicomlake.errors import LakeError
+from dicomlake.errors import CodecError, DicomLakeError, LakeError
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import latest_packs, read_table
 from dicomlake.pixels.pack import (
@@ -131,7 +132,9 @@ class PixelStore:
             raise LakeError(f"instance {instance_id} has no frame {frame_number}")
         if layout.per_chunk:  # one chunk per frame: read just that one
             target = layout.frames[frame_number - 1]
-            return layout.decode(self.chunk(target, layout.spec))
+            chunk = self.chunk(target, layout.spec)
+            with _decoding(instance_id, frame_number):
+                return layout.decode(chunk)
         frame: np.ndarray = self._whole(instance_id, rows, prefix, layout)[frame_number - 1]
         return frame
 
@@ -172,8 +175,10 @@ class PixelStore:
         }
         per_chunk = [row for lay in layouts.values() if lay.per_chunk for row in lay.frames]
         for row, data in self._bulk(per_chunk, specs):
-            i = row["instance_id"]
-            yield i, number[i, row["frame_number"]], layouts[i].decode(data)
+            i, n = row["instance_id"], number[row["instance_id"], row["frame_number"]]
+            with _decoding(i, n):
+                frame = layouts[i].decode(data)
+            yield i, n, frame
         for i, lay in layouts.items():
             if lay.count and not lay.per_chunk:
                 for n, frame in enumerate(self._whole(i, by_instance[i], prefixes[i], lay), 1):
@@ -218,7 +223,7 @@ class PixelStore:
             return np.stack([frame_array(f, split.frame_spec) for f in split.frames])
         # Frames that could not be cut apart (bit-packed, odd big-endian words, fragments of
         # unknown frame) are stored as one chunk: pydicom decodes the rebuilt instance.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _decoding(instance_id, None):
             warnings.simplefilter("ignore")
             pixels = pydicom.dcmread(
                 io.BytesIO(b"".join(self.rebuild(instance_id, rows))), force=True
@@ -267,6 +272,22 @@ class _Layout:
         if self.spec is not None:
             return frame_array(chunk, self.spec)
         return encapsulated_frame_array(chunk, self.dataset)
+
+
+@contextlib.contextmanager
+def _decoding(instance_id: str, frame_number: int | None) -> Iterator[None]:
+    """A stored frame that no decoder here reads (a JPEG process neither imagecodecs nor
+    pydicom has, say) is a CodecError naming it, not the decoder's own error type."""
+    try:
+        yield
+    except DicomLakeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types
+        which = f"frame {frame_number}" if frame_number else "its frames"
+        raise CodecError(
+            f"instance {instance_id}, {which}: the stored pixel data does not decode here "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _frames_in(dataset: pydicom.Dataset) -> int:
