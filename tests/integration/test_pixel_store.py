@@ -12,6 +12,7 @@ from pydicom.data import get_testdata_file
 
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import (
+    KeyringMismatchError,
     MissingKeyError,
     PrivateKeyRequiredError,
     TamperedChunkError,
@@ -91,9 +92,15 @@ def test_truncated_pack_is_detected(lake, config, keyring):
 
 
 def test_another_keyring_is_a_clear_error(lake, config, tmp_path):
+    # Another secret: named by the lake's keyring record before anything is read
+    with pytest.raises(KeyringMismatchError, match="fingerprint mismatch"):
+        _export_all(lake, Keyring.generate(), config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # not even a partly written file
+    # Without the record, the packs' wrapped keys tell it
+    (lake / "keyring-binding.json").rename(lake / "moved.json")
     with pytest.raises(MissingKeyError):
         _export_all(lake, Keyring.generate(), config, tmp_path / "out")
-    assert list((tmp_path / "out").iterdir()) == []  # not even a partly written file
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_public_key_mode_ingests_without_being_able_to_read(tmp_path, sc, config):
