@@ -6,11 +6,13 @@ HDFS over WebHDFS; the HDFS-only tests below them check what has no local counte
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import http.server
 import ipaddress
 import json
+import os
 import pickle
 import ssl
 import threading
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
@@ -25,8 +28,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from dicomlake.config import HdfsConfig
-from dicomlake.errors import ConfigError, PublishConflictError, StorageError
+from dicomlake.config import HdfsConfig, load_config
+from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import ConfigError, KeyringError, PublishConflictError, StorageError
+from dicomlake.keyring_file import load_keyring, save_keyring
 from dicomlake.storage.base import CALLS_AT_ONCE, FileInfo, FileSystem
 from dicomlake.storage.hdfs import UPLOAD_PIECE, UPLOAD_QUEUE, WebHdfsFileSystem
 from dicomlake.storage.local import LocalFileSystem
@@ -67,6 +72,37 @@ def test_write_then_read_whole_and_ranges(root: Root) -> None:
     assert root.fs.read(root("a", "b", "f.bin"), 10_000) == data[10_000:]
     assert root.fs.read(root("a", "b", "f.bin"), 10_000, 1_000) == data[10_000:]  # clipped
     assert root.fs.read(root("a", "b", "f.bin"), len(data)) == b""
+
+
+def test_write_private_replaces_a_file_whole_at_mode_600(root: Root) -> None:
+    path = root("keys", "k.json")
+    root.fs.write_bytes(path, b"made the ordinary way first")
+    root.fs.write_private(path, b"secret")
+    assert (root.fs.read(path), root.fs.mode(path)) == (b"secret", 0o600)
+    root.fs.write_private(root("keys", "new.json"), b"new")  # and where nothing was
+    assert root.fs.mode(root("keys", "new.json")) == 0o600
+    names = sorted(f.path.rsplit("/", 1)[-1] for f in root.fs.list_files(root("keys")))
+    assert names == ["k.json", "new.json"]  # no temporary file left
+    with pytest.raises(StorageError, match="cannot stat"):
+        root.fs.mode(root("keys", "missing.json"))
+
+
+def test_a_keyring_open_to_every_user_is_refused_here_too(
+    root: Root, request: pytest.FixtureRequest
+) -> None:
+    config = load_config(env={})
+    if isinstance(root.fs, WebHdfsFileSystem):
+        hdfs = request.getfixturevalue("hdfs_cluster").hdfs_config
+        config = dataclasses.replace(config, hdfs=hdfs)
+    path = root("k.json")
+    save_keyring(path, Keyring.generate(), config)
+    assert load_keyring(path, config).kek_ids
+    if isinstance(root.fs, WebHdfsFileSystem):
+        root.fs.client(path).set_permission(urlsplit(path).path, "644")
+    else:
+        os.chmod(path.removeprefix("file://"), 0o644)
+    with pytest.raises(KeyringError, match="open to every user"):
+        load_keyring(path, config)
 
 
 def test_read_missing_file_raises_with_the_path(root: Root) -> None:

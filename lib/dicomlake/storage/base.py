@@ -159,6 +159,15 @@ class FileSystem(abc.ABC):
         with self.open_write(path) as out:
             out.write(data)
 
+    @abc.abstractmethod
+    def write_private(self, path: str, data: bytes) -> None:
+        """Write ``data`` at ``path``, replacing what is there, whole or not at all, readable
+        and writable by its owner only from the moment it exists (a keyring)."""
+
+    @abc.abstractmethod
+    def mode(self, path: str) -> int:
+        """The permission bits of the file at ``path`` (``0o644``, say)."""
+
     def exists(self, path: str) -> bool:
         """Whether anything is at ``path``."""
         return self.status(path) is not None

@@ -21,6 +21,7 @@ import logging
 import os
 import posixpath
 import queue
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -232,6 +233,27 @@ class WebHdfsFileSystem(FileSystem):
             self.client(path).write(_split(path)[1], data=data, overwrite=True)
         except _FAILED as exc:
             raise failure("write", path, exc) from exc
+
+    def write_private(self, path: str, data: bytes) -> None:
+        # Created at mode 600 under a fresh name, then renamed over the target (rename2 with
+        # OVERWRITE: atomic), so a reader never sees it partly written or open to others
+        client, hpath = self.client(path), _split(path)[1]
+        tmp = posixpath.join(
+            posixpath.dirname(hpath), f".{posixpath.basename(hpath)}.{secrets.token_hex(8)}.tmp"
+        )
+        try:
+            client.write(tmp, data=data, overwrite=False, permission="600")
+            client._rename(tmp, destination=hpath, renameoptions="OVERWRITE")
+        except _FAILED as exc:
+            with contextlib.suppress(*_FAILED):
+                client.delete(tmp)
+            raise failure("write", path, exc) from exc
+
+    def mode(self, path: str) -> int:
+        st = self._status(path, _split(path)[1])
+        if st is None:
+            raise StorageError(f"cannot stat {path}: no such file", detail="FileNotFoundException")
+        return int(st["permission"], 8)
 
     def publish(self, src: str, dst: str) -> None:
         (src_prefix, hsrc), (dst_prefix, hdst) = _split(src), _split(dst)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
 import stat
 from collections.abc import Iterator
@@ -321,3 +322,37 @@ class LocalFileSystem(FileSystem):
 
     def makedirs(self, path: str) -> None:
         os.makedirs(local_path(path), exist_ok=True)
+
+    def write_private(self, path: str, data: bytes) -> None:
+        _write_private(local_path(path), data)
+
+    def mode(self, path: str) -> int:
+        try:
+            return os.stat(local_path(path)).st_mode & 0o777
+        except OSError as exc:
+            raise failure("stat", path, exc) from exc
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """A new file at a fresh random name (never one that exists, nor a symlink: O_EXCL and
+    O_NOFOLLOW), mode 0600 from its creation, synced, then renamed over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash
+    finally:
+        os.close(dir_fd)
