@@ -25,7 +25,6 @@ from dicomlake.errors import (
     DicomLakeError,
     ErrorThresholdExceeded,
     KeyringError,
-    LakeError,
     LockBusyError,
 )
 from dicomlake.keyring_file import load_keyring, save_keyring
@@ -34,6 +33,9 @@ from dicomlake.vocab import SnapshotMode
 
 if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
+    from dicomlake.lake.layout import LakeLayout
+    from dicomlake.lake.lock import Lock
+    from dicomlake.storage import FileSystem
 
 log = logging.getLogger("dicomlake")
 
@@ -41,15 +43,12 @@ EXIT_ERROR, EXIT_USAGE, EXIT_THRESHOLD, EXIT_BUSY = 1, 2, 3, 4
 
 
 def existing_lake(lake: str, config: Config) -> str:
-    """``lake`` canonical (`canonical_uri`), once it is a lake: a command other than ingest
-    on a mistyped --lake would find nothing, say it did nothing, and exit 0."""
-    from dicomlake.lake.keyring_binding import BINDING
-    from dicomlake.storage import filesystem_for, join
+    """``lake`` canonical (`canonical_uri`), once it is a lake (`layout.require_lake`)."""
+    from dicomlake.lake.layout import LakeLayout, require_lake
+    from dicomlake.storage import filesystem_for
 
     uri = canonical_uri(lake)
-    fs = filesystem_for(uri, config.hdfs)
-    if not (fs.exists(join(uri, "tables")) or fs.exists(join(uri, BINDING))):
-        raise LakeError(f"no lake at {uri} (neither tables/ nor {BINDING} there): check --lake")
+    require_lake(filesystem_for(uri, config.hdfs), LakeLayout(uri))
     return uri
 
 
@@ -83,9 +82,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
 
     keyring = load_keyring(args.keyring or config.keys.keyring, config)
     with _spark(args, config, python_tasks=True) as sc:
-        summary = run_ingest(
-            sc, canonical_uri(args.landing), canonical_uri(args.lake), config, keyring
-        )
+        summary = run_ingest(sc, args.landing, args.lake, config, keyring)
     print_ingest_report(summary.as_dict(), sys.stderr)
     _print(summary.as_dict())
     if summary.error_share > config.ingest.error_threshold:
@@ -190,18 +187,29 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _check_unused(lake: str, keyring: Keyring, kek_id: str, config: Config) -> None:
-    """Under the lake's lock, its committed runs finished first: KeyringError unless
-    ``keyring`` (the keyring without ``kek_id``) still opens every data key of the lake."""
+@contextlib.contextmanager
+def _lake_locked(
+    lake: str, command: str, config: Config
+) -> Iterator[tuple[FileSystem, LakeLayout, Lock]]:
+    """The lake's lock held for ``command``, the runs committed but not finished finished
+    first (their packs are wrapped by the keys of then)."""
     from dicomlake.lake.commit import recover
-    from dicomlake.lake.keyring_binding import needs_keys
     from dicomlake.lake.layout import LakeLayout
     from dicomlake.lake.lock import holding
     from dicomlake.storage import filesystem_for
 
     fs, layout = filesystem_for(lake, config.hdfs), LakeLayout(lake)
-    with holding(fs, lake, None, "keys drop", config.lock) as lock:
+    with holding(fs, lake, None, command, config.lock) as lock:
         recover(fs, layout, lock)
+        yield fs, layout, lock
+
+
+def _check_unused(lake: str, keyring: Keyring, kek_id: str, config: Config) -> None:
+    """KeyringError unless ``keyring`` (the keyring without ``kek_id``) still opens every data
+    key of the lake."""
+    from dicomlake.lake.keyring_binding import needs_keys
+
+    with _lake_locked(lake, "keys drop", config) as (fs, layout, _):
         needs = needs_keys(fs, layout, keyring)
     if needs:
         raise KeyringError(
@@ -212,17 +220,10 @@ def _check_unused(lake: str, keyring: Keyring, kek_id: str, config: Config) -> N
 
 
 def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict[str, int]:
-    """Under the lake's lock: finish the runs committed but not finished (their packs are
-    wrapped by the keys of then), check the keyring is the lake's, keep it, re-wrap the lake."""
-    from dicomlake.lake.commit import recover
+    """Under the lake's lock: check the keyring is the lake's, keep it, re-wrap the lake."""
     from dicomlake.lake.keyring_binding import bind_keyring, rewrap_lake
-    from dicomlake.lake.layout import LakeLayout
-    from dicomlake.lake.lock import holding
-    from dicomlake.storage import filesystem_for
 
-    fs, layout = filesystem_for(lake, config.hdfs), LakeLayout(lake)
-    with holding(fs, lake, None, "keys rotate", config.lock) as lock:
-        recover(fs, layout, lock)
+    with _lake_locked(lake, "keys rotate", config) as (fs, layout, lock):
         bind_keyring(fs, layout, keyring, lock, rotating=True)
         save_keyring(path, keyring, config)
         return rewrap_lake(fs, layout, keyring, lock)

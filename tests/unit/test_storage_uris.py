@@ -11,7 +11,7 @@ from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import ConfigError
 from dicomlake.ingest.job import run_ingest
-from dicomlake.storage import canonical_uri, overlap
+from dicomlake.storage import below, canonical_uri, overlap
 
 
 def test_a_local_place_has_one_spelling(tmp_path, monkeypatch):
@@ -64,3 +64,18 @@ def test_an_ingest_into_or_around_its_landing_zone_is_refused_before_any_write(
         )
     assert str(tmp_path / "landing") in str(raised.value)
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "expected"),
+    [
+        ("/data/landing/a/b.dcm", "/data/landing", "a/b.dcm"),
+        ("/data/landing/a/b.dcm", "/data/landing/", "a/b.dcm"),
+        ("/data/landing", "/data/landing/", ""),
+        ("/data/landing-2/b.dcm", "/data/landing", None),
+        ("/data", "/data/landing", None),
+        ("hdfs://nn/landing/x", "hdfs://nn/landing", "x"),
+    ],
+)
+def test_below(path, root, expected):
+    assert below(path, root) == expected

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from dicomlake.lake.ledger import Ledger
 from dicomlake.spark.tasks import bin_pack
-from dicomlake.storage import FileInfo
+from dicomlake.storage import FileInfo, below
 from dicomlake.storage.names import is_hidden, is_skipped
 from dicomlake.vocab import RejectReason
 
@@ -20,8 +20,7 @@ def is_candidate(path: str, root: str) -> bool:
     """Whether a file below the landing zone ``root`` should be considered: not a temporary
     or hidden file, nor in a hidden directory below the root (Hadoop's rule, Spark's too: a
     job's half-written ``_temporary/``, a ``.Trash``); the root's own path may have any names."""
-    prefix = root.rstrip("/") + "/"
-    inside = path[len(prefix) :] if path.startswith(prefix) else path.rsplit("/", 1)[-1]
+    inside = below(path, root) or path.rsplit("/", 1)[-1]  # a zone of one file: its name
     *directories, name = inside.split("/")
     return not is_skipped(name) and not any(map(is_hidden, directories))
 

@@ -26,13 +26,12 @@ import pyarrow as pa
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringMismatchError, LakeError, PublishConflictError
 from dicomlake.lake import delta, restricted, schemas
-from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.layout import BINDING, LakeLayout
 from dicomlake.lake.ledger import latest_packs, read_table
 from dicomlake.lake.lock import Lock
 from dicomlake.lake.parquet import parquet_files, write_table
 from dicomlake.storage import FileSystem, join
 
-BINDING = "keyring-binding.json"
 NEXT_BINDING = "keyring-binding.next.json"
 """A rotation's new record, in place once every data key is re-wrapped: `_roll_forward`
 makes it the binding, so a crash while the binding is replaced never leaves the lake unbound

@@ -11,16 +11,19 @@
     <lake>/restricted/paths/       landing paths behind the tables' source_path_id, encrypted
     <lake>/_staging/<run>/...      a run's work before its commit: never read, never backed up
     <lake>/_commits/<run>.json     a run's commit intent, present only while it is being published
+    <lake>/keyring-binding.json    the keyring the lake is bound to (`keyring_binding`)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dicomlake.storage import join
+from dicomlake.errors import LakeError
+from dicomlake.storage import FileSystem, join
 
 TABLES = ("instances", "frames", "elements", "errors", "sources", "runs", "packs")
 RESTRICTED = ("identities", "paths")
+BINDING = "keyring-binding.json"
 
 
 @dataclass(frozen=True)
@@ -69,3 +72,10 @@ class LakeLayout:
 
     def absolute(self, relative: str) -> str:
         return join(self.root, relative)
+
+
+def require_lake(fs: FileSystem, layout: LakeLayout) -> None:
+    """LakeError unless ``layout.root`` holds a lake (its tables or its keyring record): a
+    command on a mistyped lake would otherwise find nothing, say it did nothing, and succeed."""
+    if not (fs.exists(join(layout.root, "tables")) or fs.exists(layout.absolute(BINDING))):
+        raise LakeError(f"no lake at {layout.root} (neither tables/ nor {BINDING} there)")

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from dicomlake.errors import PublishConflictError
 from dicomlake.storage.base import FileInfo, FileSystem, ReadStream, failure
+from dicomlake.storage.registry import below
 from dicomlake.vocab import RejectReason
 
 
@@ -144,13 +145,13 @@ def _parent(os_path: str, beneath: str | None) -> Iterator[tuple[int | None, str
     the whole path would guard its last name only). ``beneath`` None: any path, links
     followed. A landing zone that is one file is that file, by the name it was given.
     """
-    if beneath is None or os_path == beneath:
+    inside = None if beneath is None else below(os_path, beneath)
+    if beneath is None or inside == "":
         yield None, os_path
         return
-    prefix = beneath.rstrip("/") + "/"
-    if not os_path.startswith(prefix):
+    if inside is None:
         raise OSError(errno.EXDEV, "not below the landing zone")
-    *dirs, name = os_path[len(prefix) :].split("/")
+    *dirs, name = inside.split("/")
     if any(part in ("", ".", "..") for part in (*dirs, name)):
         raise OSError(errno.EINVAL, "not a plain path below the landing zone")
     fd = os.open(beneath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

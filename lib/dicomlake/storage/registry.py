@@ -56,6 +56,15 @@ def canonical_uri(uri: str) -> str:
     return os.path.abspath(uri)
 
 
+def below(path: str, root: str) -> str | None:
+    """The part of ``path`` below ``root`` ("" for the root itself), None when it is not
+    there (``/data/landing-2`` is not below ``/data/landing``)."""
+    root = root.rstrip("/")
+    if path.rstrip("/") == root:
+        return ""
+    return path[len(root) + 1 :] if path.startswith(root + "/") else None
+
+
 def overlap(a: str, b: str) -> bool:
     """Whether one of two canonical URIs is the other or below it (local paths by their real
     paths, so a link does not hide it)."""
@@ -63,5 +72,4 @@ def overlap(a: str, b: str) -> bool:
     if (pa.scheme, pa.netloc) != (pb.scheme, pb.netloc):
         return False
     x, y = (os.path.realpath(p) if not pa.scheme else p for p in (pa.path, pb.path))
-    x, y = x.rstrip("/") + "/", y.rstrip("/") + "/"
-    return x.startswith(y) or y.startswith(x)
+    return below(x, y) is not None or below(y, x) is not None
