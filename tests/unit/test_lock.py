@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,25 +73,87 @@ def test_heartbeat_keeps_a_live_holder(tmp_path):
     assert json.loads(holder.stdout.readline()) == {"lease": "ok"}
 
 
-def test_a_killed_holder_is_taken_over_by_exactly_one(tmp_path):
+def test_a_killed_holder_here_is_taken_over_at_once_by_exactly_one(tmp_path):
     lake, start = tmp_path / "lake", tmp_path / "go"
-    (holder,) = start_takers(str(lake), start, 1, hold=60, stale=1.0, heartbeat=0.2)
+    (holder,) = start_takers(str(lake), start, 1, hold=60)  # stale only after 600 s
     start.touch()
     dead = first_line(holder)["held"]
     kill(holder)
-    fresh = start_takers(str(lake), start, 1, hold=0, stale=1.0, heartbeat=0.2)
-    assert wait_all(fresh) == [4]  # not yet stale
-    time.sleep(1.5)
-    again = tmp_path / "go-again"  # five at once, again
-    takers = start_takers(str(lake), again, 5, hold=1.0, stale=1.0, heartbeat=0.2)
+    again = tmp_path / "go-again"  # five at once
+    takers = start_takers(str(lake), again, 5, hold=1.0)
     start_together(again, takers)
     codes = wait_all(takers)
     assert sorted(codes) == [0, 4, 4, 4, 4], [p.stderr.read() for p in takers]
     # The taker that removed the dead lock says whose it was (another may then have won it).
     logs = [p.stderr.read() for p in takers]
-    assert sum(f"taking over the stale lock of run {dead}" in log for log in logs) == 1, logs
+    gone = f"taking over the stale lock of run {dead} .*: its process is gone"
+    assert sum(bool(re.search(gone, log)) for log in logs) == 1, logs
     assert not (lake / "_lock").exists()
     assert list((lake / "_locks").iterdir()) == []
+
+
+def test_a_dead_holder_elsewhere_is_taken_over_once_its_heartbeat_is_stale(tmp_path):
+    lake, start = tmp_path / "lake", tmp_path / "go"
+    (holder,) = start_takers(str(lake), start, 1, hold=60, stale=1.0, heartbeat=0.2)
+    start.touch()
+    dead = first_line(holder)["held"]
+    kill(holder)
+    # As if it had run on another machine (or in another container): its pid says nothing here
+    record = json.loads((lake / "_lock").read_text())
+    record["process"]["boot_id"] = "another-machine"
+    (lake / "_lock").write_text(json.dumps(record))
+    (fresh,) = start_takers(str(lake), start, 1, hold=0, stale=1.0, heartbeat=0.2)
+    assert wait_all([fresh]) == [4]  # not yet stale
+    assert "locked by run " + dead in first_line(fresh)["busy"]
+    time.sleep(1.5)
+    (late,) = start_takers(str(lake), start, 1, hold=0, stale=1.0, heartbeat=0.2)
+    assert wait_all([late]) == [0]
+    assert re.search(f"stale lock of run {dead} .*: no heartbeat for \\d+ s", late.stderr.read())
+
+
+def _record(run_id: str, pid: int, **process: object) -> str:
+    """A lock record of ``pid``, as this process would write it but for ``process``."""
+    me = json.loads(_held_record())["process"]
+    return json.dumps({"run_id": run_id, "pid": pid, "process": {**me, **process}})
+
+
+def _held_record() -> str:
+    with (
+        tempfile.TemporaryDirectory() as root,
+        holding(LocalFileSystem(), root, "probe", "test", LockConfig()),
+    ):
+        return (Path(root) / "_lock").read_text()
+
+
+@pytest.mark.parametrize(
+    ("record", "taken"),
+    [
+        (lambda: _record("run-old", os.getpid()), False),  # this very process: alive
+        # Its pid is this process's now, which started at another time: the pid was reused
+        (lambda: _record("run-old", os.getpid(), pid_started=1), True),
+        (lambda: _record("run-old", 2**22 + 1), True),  # above pid_max: no such process
+        (lambda: _record("run-old", 2**22 + 1, pid_namespace=1), False),  # another namespace
+        (lambda: _record("run-old", 2**22 + 1, boot_id="x"), False),  # another kernel
+        # Written before records named their process, or by a machine without /proc
+        (lambda: json.dumps({"run_id": "run-old", "pid": 2**22 + 1, "process": None}), False),
+        (lambda: json.dumps({"run_id": "run-old", "pid": "1", "process": {}}), False),
+    ],
+)
+def test_a_holder_is_taken_over_at_once_only_when_its_process_is_surely_gone(
+    tmp_path, record, taken
+):
+    (tmp_path / "_locks").mkdir()
+    (tmp_path / "_lock").write_text(record())
+    (tmp_path / "_locks" / "run-old.heartbeat").write_text("{}")  # beating
+    fs, root = LocalFileSystem(), str(tmp_path)
+    if taken:
+        with holding(fs, root, "run-new", "ingest", LockConfig()) as lock:
+            lock.check()
+    else:
+        busy = pytest.raises(LockBusyError, match="locked by run run-old")
+        with busy, holding(fs, root, "run-new", "ingest", LockConfig()):
+            pass
+        assert json.loads((tmp_path / "_lock").read_text())["run_id"] == "run-old"
 
 
 def test_a_stalled_holder_loses_its_lease(tmp_path):

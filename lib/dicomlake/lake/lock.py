@@ -2,8 +2,8 @@
 
 ::
 
-    <root>/_lock                     {"run_id", "host", "pid", "command", "started"}; made with an
-                                     exclusive publish, never rewritten while held
+    <root>/_lock                     {"run_id", "host", "pid", "process", "command", "started"};
+                                     made with an exclusive publish, never rewritten while held
     <root>/_locks/<run>.heartbeat    {"run_id", "heartbeat"}; rewritten every
                                      lock.heartbeat_seconds by a thread of the holder
     <root>/_locks/<run>.end          made (exclusively) by whoever removes <run>'s lock
@@ -11,7 +11,12 @@
 The lock is held from the exclusive publish of ``_lock`` until it is removed. A lock whose
 heartbeat file is older than ``lock.stale_seconds`` is stale: its holder died (or stalled that
 long). Ages are measured by the filesystem's own clock (the mtime of a file the taker has just
-written), never by comparing two hosts' clocks.
+written), never by comparing two hosts' clocks. A holder that ran under the very kernel and PID
+namespace of its taker (the same boot id and namespace in ``process``), and whose process is
+gone (no process has its pid, or the one that has it started at another time), is taken over
+at once, without waiting for its heartbeat to age: a killed run's next run need not wait
+``stale_seconds``. A hostname alone would not tell: two machines, or two containers on one,
+may share one.
 
 Removing ``<run>``'s lock — its holder's release or a takeover — first creates
 ``_locks/<run>.end`` exclusively, so exactly one process removes it, and only while ``_lock``
@@ -26,6 +31,7 @@ taker can have judged it stale. A holder that stalled past that refuses to commi
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -36,6 +42,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 from dicomlake.config import LockConfig
 from dicomlake.errors import (
@@ -85,6 +92,7 @@ class Lock:
             "run_id": run_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "process": _this_process(),
             "command": command,
             "started": _now(),
         }
@@ -137,11 +145,13 @@ class Lock:
             return  # released meanwhile: try again
         holder = str(owner.get("run_id"))
         age = self._age_of(holder)
-        if age is not None and age <= self.config.stale_seconds:
+        gone = _gone(owner)
+        if not gone and age is not None and age <= self.config.stale_seconds:
             raise LockBusyError(
                 f"{self.root} is busy: locked by {describe(owner)}, heartbeat {age:.0f} s ago; "
-                "try again when it has finished (a holder that died is taken over once its "
-                f"heartbeat is lock.stale_seconds={self.config.stale_seconds} s old, in "
+                "try again when it has finished (a holder that died is taken over at once "
+                "where it ran on this machine, else once its heartbeat is "
+                f"lock.stale_seconds={self.config.stale_seconds} s old, in "
                 f"{self.config.stale_seconds - age:.0f} s)"
             )
         ended = self._end(holder)
@@ -150,11 +160,13 @@ class Lock:
         if ended is None:
             return  # it changed hands meanwhile: judge the new holder
         log.warning(
-            "taking over the stale lock of %s in %s: no heartbeat for %s s (lock.stale_seconds=%s)",
+            "taking over the stale lock of %s in %s: %s",
             describe(owner),
             self.root,
-            "?" if age is None else f"{age:.0f}",
-            self.config.stale_seconds,
+            "its process is gone"
+            if gone
+            else f"no heartbeat for {'?' if age is None else f'{age:.0f}'} s "
+            f"(lock.stale_seconds={self.config.stale_seconds})",
         )
 
     def _age_of(self, holder: str) -> float | None:
@@ -261,6 +273,48 @@ class Lock:
             log.info("lock %s released by run %s", self.uri, self.run_id)
         else:
             log.warning("run %s: its lock on %s was taken over", self.run_id, self.root)
+
+
+@functools.cache
+def _this_process() -> dict[str, object] | None:
+    """What tells this process from any other on any machine, with its pid (`_gone`): the
+    kernel's boot id, its PID namespace and its start time; None where /proc does not say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        started = _started(os.getpid())
+    except (OSError, ValueError, IndexError):
+        return None
+    return {"boot_id": boot, "pid_namespace": namespace, "pid_started": started}
+
+
+def _started(pid: int) -> int:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of /proc/<pid>/stat,
+    counted after the command name, which may hold spaces and parentheses)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def _gone(owner: dict[str, object]) -> bool:
+    """Whether the lock's holder has surely ended: it ran under this kernel and PID namespace,
+    and no process has its pid, or the one that has it started at another time (the pid was
+    used again). Anything unknown (another machine, a record without ``process``, a process
+    that cannot be looked at) says no: its heartbeat decides."""
+    theirs, mine, pid = owner.get("process"), _this_process(), owner.get("pid")
+    if not isinstance(theirs, dict) or mine is None or type(pid) is not int or pid <= 0:
+        return False
+    if any(theirs.get(key) != mine[key] for key in ("boot_id", "pid_namespace")):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # another user's: it exists; its start time, where it can be read, tells more
+    try:
+        return _started(pid) != theirs.get("pid_started")
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 @contextlib.contextmanager
