@@ -130,6 +130,21 @@ const STUDY_INSTANCE_UID: u32 = 0x0020_000D;
 const MEDIA_UID: &str = "MediaStorageSOPInstanceUID";
 const BIRTH: [u32; 2] = [0x0010_0030, 0x0010_0032];
 const CONTENT_SEQUENCE: u32 = 0x0040_A730;
+/// `deid._CODE_ADDRESSES`: CodingSchemeURL, URNCodeValue
+const CODE_ADDRESSES: [u32; 2] = [0x0008_010E, 0x0008_0120];
+
+/// `deid._KINDS`: what the rules read an attribute as, by its VR.
+fn kind(vr: &Vr) -> Option<u8> {
+    match vr {
+        b"PN" => Some(0),
+        b"LT" | b"ST" | b"UT" => Some(1),
+        b"UR" => Some(2),
+        b"UI" => Some(3),
+        b"SQ" => Some(4),
+        b"DA" | b"DT" => Some(5),
+        _ => None,
+    }
+}
 const CHARSET_TAG: u32 = 0x0008_0005;
 const PIXEL_REPRESENTATION: u32 = 0x0028_0103;
 const PATIENT_CHARACTERISTICS: [u32; 6] = [
@@ -664,6 +679,14 @@ impl Core {
         (None, false)
     }
 
+    /// `deid._not_its_kind`: written with a VR of another kind than its dictionary VR's.
+    fn not_its_kind(&self, tag: u32, vr: &Vr) -> bool {
+        match self.dictionary_vr(tag) {
+            (Some(dictionary), false) => kind(&dictionary).is_some_and(|k| kind(vr) != Some(k)),
+            _ => false,
+        }
+    }
+
     /// `deid._most_values`: the most values the tag's VM allows; 0 for any number.
     fn most_values(&self, tag: u32) -> usize {
         if let Some(info) = self.tags.get(&tag) {
@@ -1158,6 +1181,10 @@ impl Run<'_> {
     fn clean_element(&mut self, e: &Element, depth: usize) -> Result<Option<Out>, Decline> {
         let tag = e.tag;
         let vr = self.vr_of(e, depth)?;
+        if self.core.not_its_kind(tag, &vr) {
+            self.counts.invalid += 1;
+            return Ok(None);
+        }
         let action = self.core.action(tag);
         let plan = self.plan.as_ref().unwrap();
         let raw = |e: &Element| -> Option<Out> {
@@ -1297,7 +1324,10 @@ impl Run<'_> {
         if &vr == b"UN" {
             return Ok(None);
         }
-        if matches!(&vr, b"LT" | b"ST" | b"UT") && action.is_none() {
+        if matches!(&vr, b"LT" | b"ST" | b"UT" | b"UR")
+            && action.is_none()
+            && !CODE_ADDRESSES.contains(&tag)
+        {
             return Ok(None);
         }
         Ok(raw(e))

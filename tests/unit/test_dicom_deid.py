@@ -27,7 +27,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicomlake.config import DeidConfig
-from dicomlake.dicom import split_instance
+from dicomlake.dicom import header, split_instance
 from dicomlake.dicom.deid import deidentify, options_json
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING
 from dicomlake.errors import ConfigError
@@ -516,3 +516,106 @@ def test_bad_options_name_the_key() -> None:
     with pytest.raises(ConfigError, match="deid.max_shift_days"):
         DeidConfig(max_shift_days=0)
     assert json.loads(options_json(DeidConfig(dates="shift")))["dates"] == "shift"
+
+
+def _item(**elements: tuple[str, object]) -> Dataset:
+    item = Dataset()
+    for keyword, (vr, value) in elements.items():
+        item.add_new(pydicom.datadict.tag_for_keyword(keyword), vr, value)
+    return item
+
+
+def _encoded_item(item: Dataset) -> bytes:
+    """An item as a writer puts it in a sequence (explicit VR little endian)."""
+    out = pydicom.filebase.DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(out, item)
+    body = out.getvalue()
+    return b"\xfe\xff\x00\xe0" + len(body).to_bytes(4, "little") + body
+
+
+# Identifiers planted where a header may hold them outside the attributes Table E.1-1 lists
+# (keyword: (VR as written, value)); each value holds "ZZLEAK", or the planted UID or date
+PLANTED_UID, PLANTED_DATE = "1.2.826.0.1.3680043.9.424242", "19421231"
+LEAKS = {
+    # Dates of birth and death in another calendar (not in the table)
+    "birth-date-alternative-calendar": {
+        "PatientBirthDateInAlternativeCalendar": ("LO", "ZZLEAK 1942-03-15")
+    },
+    "death-date-alternative-calendar": {
+        "PatientDeathDateInAlternativeCalendar": ("LO", "ZZLEAK 2020-01-02")
+    },
+    # Attributes written with a VR of another kind than their dictionary VR's
+    "name-written-as-LO": {"EvaluatorName": ("LO", "ZZLEAK^EVALUATOR")},
+    "free-text-written-as-LO": {"DetectorDescription": ("LO", "ZZLEAK detector")},
+    "free-text-written-as-OB": {"ImageFilterDescription": ("OB", b"ZZLEAK filter")},
+    "uid-written-as-LO": {"StudyInstanceUID": ("LO", PLANTED_UID)},
+    "date-written-as-LO": {"StudyDate": ("LO", PLANTED_DATE)},
+    "sequence-written-as-OB": {
+        "ReferencedPatientSequence": (
+            "OB",
+            _encoded_item(_item(PatientName=("PN", "ZZLEAK^NAME"))),
+        )
+    },
+    "text-item-written-as-LO": {
+        "ContentSequence": ("SQ", [_item(TextValue=("LO", "ZZLEAK report text"))])
+    },
+    # Addresses (UR) the table does not list
+    "retrieve-url": {"RetrieveURL": ("UR", f"https://pacs/studies/{PLANTED_UID}?PatientID=ZZLEAK")},
+    "retrieve-url-in-an-item": {
+        "ReferencedSeriesSequence": (
+            "SQ",
+            [_item(RetrieveURL=("UR", "https://pacs/series?PatientID=ZZLEAK"))],
+        )
+    },
+    "file-access-uri": {"FileAccessURI": ("UR", "file:///archive/ZZLEAK/1.dcm")},
+}
+
+
+def _planted_file(elements: dict[str, tuple[str, object]]) -> bytes:
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    for keyword, (vr, value) in elements.items():
+        tag = pydicom.datadict.tag_for_keyword(keyword)
+        ds.add_new(tag, vr, Sequence(value) if vr == "SQ" else value)
+    out = pydicom.filebase.DicomBytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("case", LEAKS)
+@pytest.mark.parametrize("dates", ["keep", "shift"])
+def test_identifiers_outside_the_table_reach_no_analyst_row(case: str, dates: str) -> None:
+    data = _planted_file(LEAKS[case])
+    marks = ["ZZLEAK", PLANTED_UID, PLANTED_DATE]
+    assert any(m.encode() in data for m in marks)  # the file holds it
+    options = DeidConfig(dates=dates)
+    for records in (
+        header.header_records(split_instance(data), SECRET, options),
+        header._reference(split_instance(data), SECRET, options),
+    ):
+        text = records.header_json + json.dumps(records.elements.to_pylist())
+        binary = b"".join(_inline_binaries(json.loads(records.header_json)))
+        for mark in marks:
+            assert mark.lower() not in text.lower(), (records.path, mark)
+            assert mark.encode().hex() not in text.lower(), (records.path, mark)
+            assert mark.encode() not in binary, (records.path, mark)
+
+
+def _inline_binaries(node: object) -> list[bytes]:
+    """Every InlineBinary value of a DICOM JSON document, decoded."""
+    if isinstance(node, dict):
+        found = [base64.b64decode(node["InlineBinary"])] if "InlineBinary" in node else []
+        return found + [b for value in node.values() for b in _inline_binaries(value)]
+    if isinstance(node, list):
+        return [b for value in node for b in _inline_binaries(value)]
+    return []
+
+
+def test_code_addresses_are_kept() -> None:
+    scheme = "http://snomed.info/sct"
+    data = _planted_file({"CodingSchemeURL": ("UR", scheme)})
+    for records in (
+        header.header_records(split_instance(data), SECRET, DeidConfig()),
+        header._reference(split_instance(data), SECRET, DeidConfig()),
+    ):
+        assert scheme in records.header_json

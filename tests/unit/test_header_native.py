@@ -466,16 +466,19 @@ IDENTITY_HELD_OTHERWISE = {
 @pytest.mark.parametrize("case", IDENTITY_HELD_OTHERWISE)
 def test_identity_held_as_bytes_or_items_is_read_as_pydicom_reads_it(case: str):
     """The identities keep pydicom's text of an identity element held as bytes or items (no
-    element row has text for it). A UID, or an ID, held so is left to pydicom's path: its
-    pseudonym needs text, and the date shift may take its key from it."""
+    element row has text for it). The clean header has none of them: a name or a UID held as
+    bytes is not of its kind (deid rule 1). A date shift keyed on a UID held so is left to
+    pydicom's path."""
     at, vr, value = IDENTITY_HELD_OTHERWISE[case]
     data = _as_other_vr(CT.read_bytes(), at, vr, value)
     no_id = _as_other_vr(data, (0x0010, 0x0020), "LO", b"")  # the shift keyed on the study
     assert vr == split_instance(data).dataset[at].VR  # the file holds what the case says
-    read = case != "study-uid-as-bytes"
     for options in (DeidConfig(), DeidConfig(dates="shift")):
-        assert _fast_or_declined(data, options) is read
-        assert _fast_or_declined(no_id, options) is read
+        assert _fast_or_declined(data, options)
+        keyed = case == "study-uid-as-bytes" and options.dates == "shift"
+        assert _fast_or_declined(no_id, options) is not keyed
+        clean = header.header_records(split_instance(no_id), SECRET, options)
+        assert f"{at[0]:04X}{at[1]:04X}" not in {row["tag"] for row in _rows(clean)}
 
 
 def _meta_elements(data: bytes) -> list[tuple[int, int]]:

@@ -1,7 +1,8 @@
 """De-identification of one header: PS3.15 Annex E with keyed, stable pseudonyms (pure).
 
 `deidentify` builds a clean copy of a pydicom header with the attributes of the Basic
-Application Level Confidentiality Profile (Table E.1-1, in `deid_table`) removed or replaced,
+Application Level Confidentiality Profile (Table E.1-1, in `deid_table`, and the attributes it
+does not list that hold a patient's dates or an identifier, `SUPPLEMENT`) removed or replaced,
 and returns it with the identified values it took out, for the restricted identities table.
 The copy is built from what it keeps: unchanged elements are shared with the input, changed
 ones are copies, and every sequence item is a new dataset, so the input is never changed.
@@ -37,7 +38,10 @@ What analysts keep, and how (the profile's options in brackets)
 The rules applied to each element, first match wins
 ---------------------------------------------------
 1. group length (gggg,0000): removed; private (but a creator): rule above, readable or not;
-   unreadable value, unknown standard attribute: removed.
+   unreadable value, unknown standard attribute: removed; an attribute written with a VR of
+   another kind than its data dictionary VR (kinds: a name PN; free text LT/ST/UT; an
+   address UR; a UID UI; items SQ; dates DA/DT), such as a name written as LO, a UID as LO,
+   free text as OB or a sequence as bytes, which would escape the rule of its kind: removed.
 2. option overrides (patient characteristics, descriptors): kept.
 3. PatientID, AccessionNumber: `text_pseudonym` (removed where their VR holds no text: a
    pseudonym cannot take the value's place; so for action U below).
@@ -48,8 +52,9 @@ The rules applied to each element, first match wins
 7. VR PN: emptied where the table says Z (PatientName), removed otherwise (listed or not).
 8. Table action X, X/Z, X/D, X/Z/D: removed; Z, Z/D, D: emptied (the analyst tables need no
    dummy value, and files are never rebuilt from them); U: pseudonymised as a UID.
-9. VR LT, ST, UT not listed: removed (free text not known to be safe); VR UN (a value not read
-   as its attribute's VR): removed; everything else kept.
+9. VR LT, ST, UT, UR not listed: removed (free text and addresses not known to be safe; a URL
+   may hold a patient ID or a study's original UID), but CodingSchemeURL and URNCodeValue
+   (codes); VR UN (a value not read as its attribute's VR): removed; everything else kept.
 10. Text kept by the rules above that holds a control character no text VR allows (below
    0x20, but TAB, LF, FF and CR), an element kept as read that holds more values than its
    attribute's VM allows, and binary data kept as read (bytes, or numbers of any VM; a
@@ -60,8 +65,9 @@ The rules applied to each element, first match wins
    the elements after them (a patient's name and IDs among them).
 
 Each removal of an unknown attribute, a private attribute, a safe-listed private attribute
-holding text and an invalid value (rule 10) is counted (``identities["deid_counts"]``).
-Then PatientIdentityRemoved=YES, DeidentificationMethod, its code sequence (CID 7050) and
+holding text and an invalid value (rule 1's of a VR of another kind, and rule 10's) is
+counted (``identities["deid_counts"]``). Then PatientIdentityRemoved=YES,
+DeidentificationMethod, its code sequence (CID 7050) and
 LongitudinalTemporalInformationModified are set.
 
 Pseudonym algorithms (version 1; reimplement with any HMAC-SHA256)
@@ -176,7 +182,35 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f]")
 _DROP_SEQUENCE = frozenset({"X", "X/Z", "X/D", "X/Z/D", "D"})
 _REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
 _EMPTY = frozenset({"Z", "Z/D", "D"})
-_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+# Free text and addresses (a URL may hold a patient's ID, or the original UIDs of a study)
+_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+# Addresses that name a code's scheme or value, never anyone: kept
+_CODE_ADDRESSES = frozenset(int(Tag(kw)) for kw in ("CodingSchemeURL", "URNCodeValue"))
+# What the rules read an attribute as, by its VR: a name, free text or an address, a UID,
+# items, dates. A standard attribute written with a VR of another kind than its data
+# dictionary VR's (a name as LO, a UID as LO, free text as OB, a sequence as bytes) would
+# escape the rule its kind has: it is removed.
+_KINDS = {
+    "PN": "name",
+    "LT": "text",
+    "ST": "text",
+    "UT": "text",
+    "UR": "address",
+    "UI": "uid",
+    "SQ": "items",
+    "DA": "date",
+    "DT": "date",
+}
+# Attributes that Table E.1-1 (`SOURCE`) does not list and that hold a patient's dates or an
+# identifier: removed, as the table's X removes
+SUPPLEMENT = {
+    0x00100033: "X",  # Patient's Birth Date in Alternative Calendar
+    0x00100034: "X",  # Patient's Death Date in Alternative Calendar
+    0x00100035: "X",  # Patient's Alternative Calendar (of those dates)
+    0x00102295: "X",  # Breed Registration Number (an animal's identifier)
+}
+PROFILE = {**ACTIONS, **SUPPLEMENT}
+"""The actions by tag: Table E.1-1 and `SUPPLEMENT`."""
 _NUMBER_VRS = frozenset({*NUMBER_FORMATS, "AT"})
 # CID 7050 De-identification Method, coding scheme DCM
 _CODES = {
@@ -223,7 +257,13 @@ PSEUDONYM_KEYWORDS = (
 def options_json(options: DeidConfig) -> str:
     """The options, the profile table's source and the algorithm version, as JSON (per run)."""
     doc = dataclasses.asdict(options)
-    doc.update({"profile": SOURCE, "algorithm": ALGORITHM})
+    doc.update(
+        {
+            "profile": SOURCE,
+            "supplement": {f"{tag:08X}": action for tag, action in sorted(SUPPLEMENT.items())},
+            "algorithm": ALGORITHM,
+        }
+    )
     return json.dumps(doc, sort_keys=True)
 
 
@@ -273,7 +313,7 @@ def is_well_known_uid(value: str) -> bool:
 
 def profile_action(tag: int) -> str | None:
     """The Table E.1-1 action for ``tag``, None when the table does not list it."""
-    action = ACTIONS.get(tag)
+    action = PROFILE.get(tag)
     if action is not None:
         return action
     for listed, mask, repeating in REPEATING:
@@ -554,6 +594,9 @@ def _safe_private(ds: Dataset, key: BaseTag, ctx: Context) -> DataElement | None
 
 def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> DataElement | None:
     """Rules 2-10 for one standard element: ``elem`` kept, a changed copy, or None."""
+    if _not_its_kind(elem.VR, tag):  # rule 1
+        ctx.counts["removed_invalid"] += 1
+        return None
     cleaned = _by_rules(elem, tag, ctx, depth)
     if cleaned is not None and (
         _control(cleaned)
@@ -562,6 +605,21 @@ def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> Dat
         ctx.counts["removed_invalid"] += 1
         return None
     return cleaned
+
+
+def _not_its_kind(vr: str, tag: int) -> bool:
+    """Whether an attribute is written with a VR of another kind (`_KINDS`) than its data
+    dictionary VR's."""
+    kind = _dictionary_kind(tag)
+    return kind is not None and _KINDS.get(vr) != kind
+
+
+@functools.cache
+def _dictionary_kind(tag: int) -> str | None:
+    try:
+        return _KINDS.get(dictionary_VR(tag))
+    except KeyError:  # not in the dictionary: no kind to hold it to
+        return None
 
 
 def _control(elem: DataElement) -> bool:
@@ -661,7 +719,9 @@ def _by_rules(elem: DataElement, tag: int, ctx: Context, depth: int) -> DataElem
         return _with(elem, [ctx.uid(str(v)) for v in values_of(elem.value)])
     if vr == "UN":
         return None  # a value not read as its VR: nothing says it is safe
-    return elem if vr not in _FREE_TEXT_VRS or action is not None else None
+    if vr in _FREE_TEXT_VRS and action is None and tag not in _CODE_ADDRESSES:
+        return None
+    return elem
 
 
 def _parse_date(text: str) -> datetime.date | None:

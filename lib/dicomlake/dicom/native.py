@@ -9,8 +9,14 @@ from typing import Any
 from pydicom.datadict import DicomDictionary, RepeatersDictionary, masks, tag_for_keyword
 from pydicom.uid import UID_dictionary
 
-from dicomlake.dicom.deid import IDENTITY_KEYWORDS, SAFE_PRIVATE, is_class_uid, most_values
-from dicomlake.dicom.deid_table import ACTIONS, REPEATING
+from dicomlake.dicom.deid import (
+    IDENTITY_KEYWORDS,
+    PROFILE,
+    SAFE_PRIVATE,
+    is_class_uid,
+    most_values,
+)
+from dicomlake.dicom.deid_table import REPEATING
 
 try:
     import dicomlake_native
@@ -24,10 +30,10 @@ def core() -> Any:
     if dicomlake_native is None:
         return None
     tags = []
-    for tag in DicomDictionary.keys() | ACTIONS.keys():
+    for tag in DicomDictionary.keys() | PROFILE.keys():
         entry = DicomDictionary.get(tag)
         vr, vm, keyword = (entry[0], entry[1], entry[4]) if entry else ("", "", None)
-        row = (tag, vr, keyword, ACTIONS.get(tag), is_class_uid(keyword or ""), most_values(vm))
+        row = (tag, vr, keyword, PROFILE.get(tag), is_class_uid(keyword or ""), most_values(vm))
         tags.append(row)
     repeaters = [
         (m1, m2, RepeatersDictionary[mask][0], most_values(RepeatersDictionary[mask][1]))
