@@ -16,6 +16,7 @@ from pydicom.valuerep import BYTES_VR
 
 from dicomlake.dicom import header_json, split_instance
 from dicomlake.dicom.dicomjson import BULK_DATA_URI, BULK_THRESHOLD
+from dicomlake.dicom.elements import element_rows
 
 
 def _is_bulk(elem) -> bool:
@@ -134,3 +135,24 @@ def test_an_is_value_that_is_no_number_is_kept_as_its_text() -> None:
     dataset[0x00200013] = RawDataElement(Tag(0x00200013), "IS", len(raw), raw, 0, False, True)
     doc = json.loads(header_json(dataset))
     assert doc == {"00200013": {"vr": "IS", "Value": [1, "x"]}}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(
+    ("raw", "json_value", "number"),
+    [
+        (b"+1e2", "+1e2", None),  # pydicom reads 100; IS is a sign and digits (PS3.5 6.2)
+        (b"3.0 ", "3.0", None),
+        (b" -7 ", -7, -7.0),
+        (b"+12", 12, 12.0),
+    ],
+)
+def test_an_is_value_is_a_number_only_by_the_standards_grammar(
+    raw: bytes, json_value: object, number: float | None
+) -> None:
+    dataset = Dataset()
+    dataset[0x00181150] = RawDataElement(Tag(0x00181150), "IS", len(raw), raw, 0, False, True)
+    doc = json.loads(header_json(dataset))
+    assert doc["00181150"]["Value"] == [json_value]
+    (row,) = element_rows(dataset)["value_number"]
+    assert row == number

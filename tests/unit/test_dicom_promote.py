@@ -96,7 +96,10 @@ def test_malformed_and_multi_values() -> None:
     # an IS that pydicom cannot even build, as read from a damaged file
     ds[0x00200011] = RawDataElement(BaseTag(0x00200011), "IS", 2, b"x1", 0, False, True)
     ds[0x00280030] = RawDataElement(BaseTag(0x00280030), "DS", 8, b"1.5\\abc", 0, False, True)
+    # pydicom reads 100; an IS is a sign and digits (PS3.5 6.2), as DCMTK reads it
+    ds[0x00181150] = RawDataElement(BaseTag(0x00181150), "IS", 4, b"+1e2", 0, False, True)
     row = promoted_values(split)
+    assert row["ExposureTime"] is None
     assert row["StudyDate"] is None
     assert row["SeriesNumber"] is None
     assert row["SpecificCharacterSet"] == "ISO 2022 IR 6\\ISO 2022 IR 100"

@@ -12,7 +12,13 @@ from pydicom.dataset import Dataset
 from pydicom.jsonrep import convert_to_python_number
 from pydicom.valuerep import FLOAT_VR, INT_VR, VR
 
-from dicomlake.dicom.values import BINARY_VRS, PIXEL_TAGS, elements, values_of
+from dicomlake.dicom.values import (
+    BINARY_VRS,
+    PIXEL_TAGS,
+    elements,
+    is_integer_string,
+    values_of,
+)
 
 BULK_DATA_URI = "dicomlake:bulk"
 BULK_THRESHOLD = 1024  # binary values longer than this many bytes are left out
@@ -74,18 +80,26 @@ def _little_endian(value: bytes, width: int) -> bytes:
 
 def _numbers(values: list[Any], vr: str) -> list[Any]:
     """The values as JSON numbers; one that is no finite number (a DS or IS string such as
-    ``1.06,0.206``, a NaN) stays the string it is, as DCMTK's dcm2json writes it, so that the
-    element keeps its VR rather than becoming bytes."""
+    ``1.06,0.206``, a NaN, an IS such as ``1e2``) stays the string it is, as DCMTK's dcm2json
+    writes it, so that the element keeps its VR rather than becoming bytes."""
     try:
         numbers = convert_to_python_number(values, vr)
-        if all(n is None or math.isfinite(n) for n in numbers):
+        if all(n is None or math.isfinite(n) for n in numbers) and not any(
+            _not_an_integer(value, vr) for value in values
+        ):
             return numbers
     except (TypeError, ValueError, OverflowError):
         pass
     return [_number_or_text(value, vr) for value in values]
 
 
+def _not_an_integer(value: Any, vr: str) -> bool:
+    return vr == VR.IS and not is_integer_string(str(value))
+
+
 def _number_or_text(value: Any, vr: str) -> Any:
+    if _not_an_integer(value, vr):
+        return str(value)
     try:
         number = convert_to_python_number(value, vr)
     except (TypeError, ValueError, OverflowError):

@@ -8,7 +8,13 @@ import pyarrow as pa
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword
 from pydicom.dataset import Dataset
 
-from dicomlake.dicom.values import BINARY_VRS, PIXEL_TAGS, elements, values_of
+from dicomlake.dicom.values import (
+    BINARY_VRS,
+    PIXEL_TAGS,
+    elements,
+    is_integer_string,
+    values_of,
+)
 
 ELEMENT_SCHEMA: pa.Schema = pa.schema(
     [
@@ -102,6 +108,8 @@ def _private_creator(dataset: Dataset, tag: int) -> str | None:
 def _number(vr: str, values: list[object]) -> float | None:
     if vr not in _NUMERIC_VRS or not values:
         return None
+    if vr == "IS" and not is_integer_string(str(values[0])):
+        return None  # text such as "1e2", which the JSON keeps as text too
     try:
         return float(values[0])  # type: ignore[arg-type]
     except (TypeError, ValueError):

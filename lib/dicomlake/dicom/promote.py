@@ -22,7 +22,13 @@ from pydicom.dataset import Dataset
 
 from dicomlake.dicom.elements import element_text
 from dicomlake.dicom.split import SplitInstance
-from dicomlake.dicom.values import BINARY_VRS, TEXT_VRS, elements, sop_instance_uid
+from dicomlake.dicom.values import (
+    BINARY_VRS,
+    TEXT_VRS,
+    elements,
+    is_integer_string,
+    sop_instance_uid,
+)
 
 _STRING, _DATE, _INT, _DOUBLE = pa.string(), pa.date32(), pa.int32(), pa.float64()
 _DOUBLES = pa.list_(pa.float64())
@@ -147,7 +153,7 @@ def _numbers(element: Text) -> list[float | None]:
     out: list[float | None] = []
     for text in _values(element):
         try:
-            number = float(text)
+            number = None if element[0] == "IS" and not is_integer_string(text) else float(text)
         except ValueError:
             number = None
         out.append(number if number is not None and math.isfinite(number) else None)

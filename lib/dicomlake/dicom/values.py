@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import struct
 import warnings
 
@@ -115,6 +116,16 @@ def _inheriting(dataset: Dataset, elem: DataElement) -> DataElement:
         with contextlib.suppress(Exception):
             dataset._set_pixel_representation(elem)
     return elem
+
+
+# PS3.5 6.2: an IS value is an optional sign and digits, padded with spaces (pydicom also
+# reads "1e2" or "3.0" as integers; DCMTK and the standard keep them as the text they are)
+_INTEGER_STRING = re.compile(r" *[+-]?[0-9]+ *")
+
+
+def is_integer_string(text: str) -> bool:
+    """Whether ``text`` is one IS value by the standard's grammar."""
+    return _INTEGER_STRING.fullmatch(text) is not None
 
 
 def values_of(value: object) -> list[object]:
