@@ -63,6 +63,7 @@ type LazyRow = (u32, u64, u64, u64);
 static RAW_DATA_ELEMENT: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 static BASE_TAG: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 static EMPTY_VALUE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+static TUPLE_NEW: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 
 /// Why the compiled path leaves a header to the reference path.
 #[derive(Debug)]
@@ -429,18 +430,14 @@ impl Core {
     fn top_level<'py>(
         &self,
         py: Python<'py>,
-        data: &[u8],
+        file: &Bound<'py, PyBytes>,
         offset: u64,
         implicit: bool,
         little: bool,
         max_elements: u64,
         max_depth: usize,
-    ) -> PyResult<(
-        Option<ElementRow>,
-        u64,
-        Vec<LazyRow>,
-        Option<(Bound<'py, PyDict>, Bound<'py, PyDict>)>,
-    )> {
+    ) -> PyResult<(Option<ElementRow>, u64, Vec<LazyRow>, Option<Walked>)> {
+        let data = file.as_bytes();
         let (pixel, count, lazy, read) = py
             .allow_threads(|| {
                 contained(|| {
@@ -470,18 +467,57 @@ impl Core {
                 })
             })?
             .map_err(|m: walk::Malformed| Malformed::new_err((m.0, m.1)))?;
-        let elements = match read {
-            Some((h, cut)) => {
-                // Offsets into the header pydicom reads: the file's own where nothing is cut
-                let header = cut.as_deref().unwrap_or(data);
-                Some((
-                    raw_elements(py, &h.meta, header, false, true)?,
-                    raw_elements(py, &h.dataset, header, implicit, little)?,
-                ))
-            }
-            None => None,
+        // Offsets into the header pydicom reads: the file's own where nothing is cut
+        let walked = read.map(|(h, cut)| Walked {
+            header: cut.map_or_else(|| file.clone().unbind(), |c| PyBytes::new(py, &c).unbind()),
+            meta: h.meta,
+            dataset: h.dataset,
+            implicit,
+            little,
+        });
+        Ok((pixel, count, lazy, walked))
+    }
+}
+
+/// What pydicom's `read_partial` reads from a header (`Core.top_level`), its `RawDataElement`s
+/// made only when asked for: one of the dataset's by tag (`raw`), or all of the file meta's or
+/// the dataset's, as `read_dataset`'s dict holds them (`elements`).
+#[pyclass(frozen, module = "dicomlake_native")]
+struct Walked {
+    header: Py<PyBytes>,
+    meta: Vec<raw::Raw>,
+    dataset: Vec<raw::Raw>,
+    implicit: bool,
+    little: bool,
+}
+
+#[pymethods]
+impl Walked {
+    /// The dataset's `RawDataElement` the dict holds under ``tag`` (a repeated tag's last).
+    fn raw<'py>(&self, py: Python<'py>, tag: u32) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(r) = self.dataset.iter().rev().find(|r| r.tag == tag) else {
+            return Ok(None);
         };
-        Ok((pixel, count, lazy, elements))
+        let header = self.header.bind(py).as_bytes();
+        raw_element(py, r, header, self.implicit, self.little).map(Some)
+    }
+
+    /// The dataset's tags, ascending, each once (the dict's keys, sorted).
+    fn tags(&self) -> Vec<u32> {
+        let mut tags: Vec<u32> = self.dataset.iter().map(|r| r.tag).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        tags
+    }
+
+    /// The dict `read_dataset` makes of the file meta's (``meta``) or the dataset's elements.
+    fn elements<'py>(&self, py: Python<'py>, meta: bool) -> PyResult<Bound<'py, PyDict>> {
+        let header = self.header.bind(py).as_bytes();
+        if meta {
+            raw_elements(py, &self.meta, header, false, true)
+        } else {
+            raw_elements(py, &self.dataset, header, self.implicit, self.little)
+        }
     }
 }
 
@@ -494,25 +530,42 @@ fn raw_elements<'py>(
     implicit: bool,
     little: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    for r in rows {
+        let elem = raw_element(py, r, data, implicit, little)?;
+        out.set_item(elem.get_item(0)?, elem)?;
+    }
+    Ok(out)
+}
+
+/// One `RawDataElement`, as `data_element_generator` yields it; an empty value is pydicom's
+/// for its VR.
+fn raw_element<'py>(
+    py: Python<'py>,
+    r: &raw::Raw,
+    data: &[u8],
+    implicit: bool,
+    little: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let class = RAW_DATA_ELEMENT.import(py, "pydicom.dataelem", "RawDataElement")?;
     let base_tag = BASE_TAG.import(py, "pydicom.tag", "BaseTag")?;
     let empty = EMPTY_VALUE.import(py, "pydicom.dataelem", "empty_value_for_VR")?;
-    let new = py.get_type::<PyTuple>().getattr("__new__")?;
-    let out = PyDict::new(py);
-    for r in rows {
-        let tag = base_tag.call1((r.tag,))?;
-        let vr = r.vr.map(|v| std::str::from_utf8(v).unwrap_or_default());
-        let value = if r.length > 0 {
-            PyBytes::new(py, &data[r.at..r.at + r.length as usize]).into_any()
-        } else {
-            empty.call1((vr, true))?
-        };
-        let fields = (
-            &tag, vr, r.length, value, r.at, implicit, little, true, false,
-        );
-        out.set_item(&tag, new.call1((class, fields))?)?;
-    }
-    Ok(out)
+    let new = TUPLE_NEW.get_or_try_init(py, || {
+        py.get_type::<PyTuple>()
+            .getattr("__new__")
+            .map(Bound::unbind)
+    })?;
+    let tag = base_tag.call1((r.tag,))?;
+    let vr = r.vr.map(|v| std::str::from_utf8(v).unwrap_or_default());
+    let value = if r.length > 0 {
+        PyBytes::new(py, &data[r.at..r.at + r.length as usize]).into_any()
+    } else {
+        empty.call1((vr, true))?
+    };
+    let fields = (
+        tag, vr, r.length, value, r.at, implicit, little, true, false,
+    );
+    new.bind(py).call1((class, fields))
 }
 
 impl Core {
@@ -1349,6 +1402,7 @@ impl Run<'_> {
 #[pymodule]
 fn dicomlake_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_class::<Walked>()?;
     m.add("Declined", m.py().get_type::<Declined>())?;
     m.add("Malformed", m.py().get_type::<Malformed>())?;
     Ok(())

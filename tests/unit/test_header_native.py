@@ -198,7 +198,7 @@ def _lazy_and_eager(data: bytes) -> tuple[Dataset, Dataset, list]:
     walker, start, implicit = dataset_walker(data)
     pixel, lazy, _ = _top_level(walker, start, implicit)
     header = data[: pixel.offset if pixel else len(data)]
-    return _parse_header(header, lazy), _parse_header(header), lazy
+    return _parse_header(header, lazy).dataset, _parse_header(header).dataset, lazy
 
 
 def _same_reading(data: bytes) -> bool:

@@ -83,7 +83,7 @@ def _header_both_ways(data: bytes, monkeypatch: pytest.MonkeyPatch) -> bool:
         compiled = _parse_header(header, lazy, walked)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert _state(compiled) == _state(_parse_header(header, lazy))
+        assert _state(compiled.dataset) == _state(_parse_header(header, lazy).dataset)
     return built not in ([], [None])
 
 
@@ -94,7 +94,8 @@ def _outcome(data: bytes) -> Any:
         dataset, spec = header_from_prefix(parts.prefix)
     except DicomParseError as exc:
         return exc.reason, exc.message
-    return vars(parts) | {"dataset": _state(parts.dataset), "from_prefix": (_state(dataset), spec)}
+    read = {k: v for k, v in vars(parts).items() if k != "original"}
+    return read | {"dataset": _state(parts.dataset), "from_prefix": (_state(dataset), spec)}
 
 
 def _deflated(data: bytes) -> bool:

@@ -109,6 +109,7 @@ from pydicom.uid import UID_dictionary
 
 from dicomlake.config import DeidConfig
 from dicomlake.dicom.deid_table import ACTIONS, REPEATING, SOURCE
+from dicomlake.dicom.original import Original
 from dicomlake.dicom.values import (
     BINARY_VRS,
     NUMBER_FORMATS,
@@ -383,17 +384,18 @@ def deidentify(
     >>> ids["original_PatientName"], str(clean.PatientName), clean.SOPInstanceUID[:5]
     ('CompressedSamples^CT1', '', '2.25.')
     """
-    ctx = start(dataset, secret, options)
+    original = Original.of(dataset)
+    ctx = start(original, secret, options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd values warn as they are converted or set
         clean = _clean_copy(dataset, ctx)
-        _set_marks(clean, marks(dataset, ctx.options))
+        _set_marks(clean, marks(original, ctx.options))
     pseudonyms = {kw: _text(get(clean, kw)) for kw in PSEUDONYM_KEYWORDS}
     return clean, identities(ctx, pseudonyms, sop_instance_uid(clean)[0])
 
 
 def start(
-    dataset: Dataset,
+    header: Original,
     secret: bytes,
     options: DeidConfig | None = None,
     originals: dict[str, str | None] | None = None,
@@ -401,21 +403,21 @@ def start(
     """The first phase of `deidentify`: the identified values and the date shift.
 
     ``originals`` are the `IDENTITY_KEYWORDS`' `original` texts where the caller has read them
-    already (the compiled header path); they are read from ``dataset`` otherwise.
+    already (the compiled header path); they are read from ``header`` otherwise.
     """
     if len(secret) < 16:
         raise ValueError(f"deidentify: the secret must have at least 16 bytes, got {len(secret)}")
     options = options or DeidConfig()
     if originals is None:
-        originals = {kw: original(dataset, kw) for kw in IDENTITY_KEYWORDS}
+        originals = {kw: original(header, kw) for kw in IDENTITY_KEYWORDS}
     originals = dict(originals)
     # An instance named by its file meta alone (`split.SplitInstance.sop_uid_from_meta`)
-    originals["SOPInstanceUID"] = sop_instance_uid(dataset)[0]
+    originals["SOPInstanceUID"] = header.sop_instance_uid()[0]
     shift = 0
     if options.dates == "shift":
         key = originals["PatientID"] or "study:" + (originals["StudyInstanceUID"] or "")
         shift = date_shift_days(secret, key, options.max_shift_days)
-    implicit, little = getattr(dataset, "original_encoding", (None, None))
+    implicit, little = header.encoding
     return Context(secret, options, originals, shift, bool(implicit), little is not False)
 
 
@@ -445,10 +447,10 @@ def identities(ctx: Context, pseudonyms: dict[str, str | None], sop: str | None)
     return record
 
 
-def original(dataset: Dataset, keyword: str) -> str | None:
+def original(header: Original, keyword: str) -> str | None:
     """An element's text as the identities keep it: its values' ``str`` joined with ``\\``,
     stripped of spaces and NULs; None when missing, empty or unreadable."""
-    return _text(get(dataset, keyword))
+    return _text(header.get(keyword))
 
 
 def kept_text(text: str | None) -> str | None:
@@ -767,19 +769,19 @@ def _cap_age(text: str, cap_years: int) -> str:
     return text
 
 
-def _age(original: Dataset, options: DeidConfig) -> str | None:
+def _age(header: Original, options: DeidConfig) -> str | None:
     """The clean header's PatientAge, where it is set: the original's, capped (the rules keep
     it with the patient characteristics), or computed from the birth and study dates."""
     if not options.keep_patient_characteristics:
         return None
-    current = _text(get(original, "PatientAge"))
+    current = _text(header.get("PatientAge"))
     if current:
         return _cap_age(current, options.age_cap_years)
-    birth = _parse_date(str(get(original, "PatientBirthDate") or ""))
+    birth = _parse_date(str(header.get("PatientBirthDate") or ""))
     if birth is None:
         return None
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
-        on = _parse_date(str(get(original, keyword) or ""))
+        on = _parse_date(str(header.get(keyword) or ""))
         if on is not None:
             return age_string(birth, on, options.age_cap_years)
     return None
@@ -789,11 +791,11 @@ Code = tuple[tuple[int, str, str], ...]
 """A code item of DeidentificationMethodCodeSequence: (tag, VR, text) of each element."""
 
 
-def marks(original: Dataset, options: DeidConfig) -> list[tuple[str, Any]]:
-    """What `deidentify` sets on the clean header of ``original`` after cleaning its
-    elements, by keyword: the PatientAge (where set) and the de-identification marks (the
-    code sequence as a tuple of `Code` items)."""
-    age = _age(original, options)
+def marks(header: Original, options: DeidConfig) -> list[tuple[str, Any]]:
+    """What `deidentify` sets on the clean header of ``header`` after cleaning its elements,
+    by keyword: the PatientAge (where set) and the de-identification marks (the code sequence
+    as a tuple of `Code` items)."""
+    age = _age(header, options)
     return [*([("PatientAge", age)] if age else []), *_marks(options)]
 
 

@@ -24,8 +24,6 @@ from typing import Any
 import pyarrow as pa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomlake.config import DeidConfig
@@ -33,12 +31,12 @@ from dicomlake.dicom import deid
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import ELEMENT_SCHEMA, element_rows
 from dicomlake.dicom.native import core, dicomlake_native
-from dicomlake.dicom.promote import Text, TopLevel, instance_uid, promoted_values, top_level
+from dicomlake.dicom.original import Original
+from dicomlake.dicom.promote import Text, instance_uid, promoted_values, top_level
 from dicomlake.dicom.split import SplitInstance
 from dicomlake.dicom.values import BINARY_VRS, values_of
 
 FAST, REFERENCE = "fast", "reference"
-_MEDIA_UID = tag_for_keyword("MediaStorageSOPInstanceUID")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +74,7 @@ def header_records(
 
 
 def _fast_possible(split: SplitInstance) -> bool:
-    implicit, little = getattr(split.dataset, "original_encoding", (None, None))
+    implicit, little = split.original.encoding
     return (
         dicomlake_native is not None
         and split.transfer_syntax_uid != DeflatedExplicitVRLittleEndian
@@ -90,83 +88,74 @@ def _reference(split: SplitInstance, secret: bytes, options: DeidConfig | None) 
         clean, identities, with_clean = split.dataset, None, split
     else:
         clean, identities = deid.deidentify(split.dataset, secret, options)
-        with_clean = dataclasses.replace(split, dataset=clean)
+        with_clean = dataclasses.replace(split, original=Original.of(clean))
     rows = pa.RecordBatch.from_pydict(element_rows(clean), schema=ELEMENT_SCHEMA)
     values = promoted_values(with_clean, top_level(rows))
     return HeaderRecords(values, header_json(clean), rows, identities, REFERENCE)
 
 
 def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> HeaderRecords:
-    dataset = split.dataset
-    implicit, little = (bool(flag) for flag in dataset.original_encoding)
+    original = split.original
+    implicit, little = (bool(flag) for flag in original.encoding)
     if options is None:
         text, buffers, n, _, _, tags, top, *_ = core().read(
             split.prefix, split.suffix, implicit, little
         )
-        _check_top(dataset, tags)
+        _check_top(original, tags)
         return HeaderRecords(promoted_values(split, top), text, _batch(buffers, n), None, FAST)
     text, buffers, n, counts, uids, tags, top, found, shift, meta_tags, meta_uid = core().read(
-        split.prefix, split.suffix, implicit, little, _plan(dataset, secret, options)
+        split.prefix, split.suffix, implicit, little, _plan(original, secret, options)
     )
-    _check_top(dataset, tags)
-    meta = getattr(dataset, "file_meta", None)
-    if sorted(map(int, meta.keys()) if meta is not None else ()) != meta_tags:
+    _check_top(original, tags)
+    if original.meta_tags() != meta_tags:
         raise dicomlake_native.Declined("file meta elements differ from pydicom's")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ctx = deid.start(dataset, secret, options, _originals(dataset, found))
+        ctx = deid.start(original, secret, options, _originals(original, found))
     if ctx.shift != shift:
         raise dicomlake_native.Declined("the core's date shift is not deid.start's")
     for key, count in zip(deid.COUNTS, counts, strict=True):  # the file meta's and dataset's
         ctx.counts[key] += count
     ctx.uids.update(uids)
     rows = _batch(buffers, n)
-    named = _named(top, meta_uid)
+    media = functools.partial(deid.kept_text, meta_uid)  # the clean file meta's
     pseudonyms = {kw: _stripped(top.get(kw)) for kw in deid.PSEUDONYM_KEYWORDS}
-    identities = deid.identities(ctx, pseudonyms, instance_uid(top, named))
-    values = promoted_values(dataclasses.replace(split, dataset=named), top)
+    identities = deid.identities(ctx, pseudonyms, instance_uid(top, media))
+    values = promoted_values(split, top, media)
     return HeaderRecords(values, text, rows, identities, FAST)
 
 
-def _plan(dataset: Dataset, secret: bytes, options: DeidConfig) -> tuple[Any, ...]:
-    """`Core.read`'s de-identification plan for the header ``dataset`` was read from."""
+def _plan(original: Original, secret: bytes, options: DeidConfig) -> tuple[Any, ...]:
+    """`Core.read`'s de-identification plan for the header ``original``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd values warn as they are converted or set
-        marked = deid.marks(dataset, options)
+        marked = deid.marks(original, options)
     return (
         secret,
         options.max_shift_days if options.dates == "shift" else 0,
         options.keep_patient_characteristics,
         options.keep_descriptors,
         options.safe_private,
-        _core_marks(marked),
+        _core_marks(tuple(marked)),
     )
 
 
-def _check_top(dataset: Dataset, top: list[int]) -> None:
+def _check_top(original: Original, top: list[int]) -> None:
     """The core must have read the very elements pydicom did (none after the pixel data)."""
-    if sorted(map(int, dataset.keys())) != top:  # ints: a BaseTag compares in Python
+    if original.tags() != top:
         raise dicomlake_native.Declined("top-level elements differ from pydicom's")
 
 
-def _named(top: TopLevel, meta_uid: str | None) -> Dataset:
-    """What names the instance where its header does not (`promote.instance_uid`): a dataset
-    whose file meta holds the clean MediaStorageSOPInstanceUID."""
-    named = Dataset()
-    if meta_uid is not None and not _stripped(top.get("SOPInstanceUID")):
-        uid = DataElement(_MEDIA_UID, "UI", meta_uid)
-        named.file_meta = FileMetaDataset({BaseTag(_MEDIA_UID): uid})
-    return named
-
-
-def _originals(dataset: Dataset, found: dict[str, tuple[str, str | None]]) -> dict[str, str | None]:
+def _originals(
+    original: Original, found: dict[str, tuple[str, str | None]]
+) -> dict[str, str | None]:
     """`deid.start`'s originals from the core's rows of the identity elements; pydicom's
     text (`deid.original`) where one holds bytes or items, which no row's text is."""
     out = {}
     for keyword in deid.IDENTITY_KEYWORDS:
         vr, text = found.get(keyword, ("", None))
         if vr == "SQ" or vr in BINARY_VRS:
-            out[keyword] = deid.original(dataset, keyword)
+            out[keyword] = deid.original(original, keyword)
         else:
             out[keyword] = deid.kept_text(text)
     return out
@@ -181,11 +170,13 @@ def _text_values(value: object) -> list[str]:
     return [str(v) for v in values_of(value)]
 
 
+@functools.lru_cache(maxsize=1024)
 def _core_marks(
-    marked: list[tuple[str, Any]],
+    marked: tuple[tuple[str, Any], ...],
 ) -> list[tuple[int, str, list[str], list[list[tuple[int, str, list[str]]]]]]:
     """`deid.marks` for the core to set the same elements, with the data dictionary's VR (it
-    declines where the header holds one of them with another VR)."""
+    declines where the header holds one of them with another VR). Made once per options and
+    PatientAge: the core only reads it."""
     out = []
     for keyword, value in marked:
         tag, vr = _dictionary(keyword)

@@ -13,6 +13,7 @@ read as numbers. Binary values, sequences and AT values give no text: None.
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 from collections.abc import Callable
 
@@ -27,7 +28,7 @@ from dicomlake.dicom.values import (
     TEXT_VRS,
     elements,
     is_integer_string,
-    sop_instance_uid,
+    named_instance,
 )
 
 _STRING, _DATE, _INT, _DOUBLE = pa.string(), pa.date32(), pa.int32(), pa.float64()
@@ -117,11 +118,11 @@ def _top_of(dataset: Dataset) -> TopLevel:
     return top
 
 
-def instance_uid(top: TopLevel, dataset: Dataset) -> str | None:
-    """The header's SOP Instance UID: its own, else the one its file meta names
-    (`values.sop_instance_uid`)."""
+def instance_uid(top: TopLevel, media: Callable[[], object]) -> str | None:
+    """The header's SOP Instance UID: its own, else the one its file meta names (``media``:
+    its MediaStorageSOPInstanceUID, read only then; `values.sop_instance_uid`)."""
     own = top.get("SOPInstanceUID")
-    return (own[1].strip(" \x00") if own else "") or sop_instance_uid(dataset)[0]
+    return named_instance(own[1] if own else None, media)[0]
 
 
 def _values(element: Text) -> list[str]:
@@ -188,11 +189,15 @@ _CONVERTERS: dict[pa.DataType, Callable[[Text], object]] = {
 _PROMOTERS = tuple((field.name, _CONVERTERS[field.type]) for field in PROMOTED)
 
 
-def promoted_values(split: SplitInstance, top: TopLevel | None = None) -> dict[str, object]:
+def promoted_values(
+    split: SplitInstance, top: TopLevel | None = None, media: Callable[[], object] | None = None
+) -> dict[str, object]:
     """Return the promoted column values of one instance, typed as in `PROMOTED`.
 
     ``top`` is `top_level` of the header's element rows, made from ``split.dataset`` when not
-    given. Missing or malformed values are None; multi-valued strings are joined with '\\'.
+    given; ``media`` gives its file meta's MediaStorageSOPInstanceUID (``split``'s when not
+    given), read only where the header has no SOPInstanceUID.
+    Missing or malformed values are None; multi-valued strings are joined with '\\'.
     ``SOPInstanceUID`` is the file meta's MediaStorageSOPInstanceUID when the dataset has
     none (`SplitInstance.sop_uid_from_meta`), ``NumberOfFrames`` is 1 for pixel data without
     the attribute, and
@@ -212,7 +217,9 @@ def promoted_values(split: SplitInstance, top: TopLevel | None = None) -> dict[s
     for name, convert in _PROMOTERS:
         element = top.get(name)
         row[name] = None if element is None else convert(element)
-    row["SOPInstanceUID"] = instance_uid(top, split.dataset)
+    if media is None:
+        media = functools.partial(split.original.get, "MediaStorageSOPInstanceUID", meta=True)
+    row["SOPInstanceUID"] = instance_uid(top, media)
     row["NumberOfFrames"] = split.number_of_frames or None
     row["TransferSyntaxUID"] = split.transfer_syntax_uid
     return row

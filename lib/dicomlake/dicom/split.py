@@ -4,10 +4,11 @@
 for byte from its parts, while frames are stored and compressed on their own. `split_instance`
 takes the file's bytes; `split_stream` the same file through ranged reads, in bounded memory.
 
-The header is the FileDataset pydicom's read_partial gives. For a file held whole, the compiled
-core's walk (`native`) also reads its file meta and top-level elements as pydicom's
-data_element_generator does, and the dataset is built from those (`_from_walk`); streamed and
-deflated files, and headers pydicom would read otherwise, are read by pydicom.
+The header is the FileDataset pydicom's read_partial gives (`SplitInstance.original`). For a
+file held whole, the compiled core's walk (`native`) also reads its file meta and top-level
+elements as pydicom's data_element_generator does: the split reads its values from those, and
+the dataset is built from them only when something needs it (`original.Original`, `_from_walk`);
+streamed and deflated files, and headers pydicom would read otherwise, are read by pydicom.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import zlib
 from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain, pairwise
-from typing import overload
+from typing import Any, overload
 
 import pydicom
 from pydicom.charset import convert_encodings, default_encoding
@@ -39,7 +40,8 @@ from pydicom.uid import (
 from pydicom.values import convert_string, converters
 
 from dicomlake.dicom import native
-from dicomlake.dicom.values import get, sop_instance_uid
+from dicomlake.dicom.original import Original
+from dicomlake.dicom.values import converted_element
 from dicomlake.dicom.walk import (
     ITEM,
     MAX_DEPTH,
@@ -70,6 +72,8 @@ MAX_FRAMES = 1 << 20
 # A Part 10 file's preamble and 'DICM', before its file meta
 START_BYTES = 132
 _INFLATE_STEP = 1 << 20
+_GROUP_LENGTH = BaseTag(0x00020000)
+_SYNTAX = BaseTag(0x00020010)
 # The attributes that size frames, and the values they may take (US attributes; the number
 # of frames is kept as a 32-bit integer)
 _RANGES = {
@@ -114,7 +118,7 @@ class SplitInstance:
     accessed.
     """
 
-    dataset: Dataset
+    original: Original
     prefix: bytes
     frames: Sequence[bytes]
     suffix: bytes
@@ -124,6 +128,11 @@ class SplitInstance:
     number_of_frames: int
     # No (0008,0018) SOPInstanceUID: the instance is named by the file meta's (0002,0003)
     sop_uid_from_meta: bool = False
+
+    @property
+    def dataset(self) -> Dataset:
+        """The header as pydicom reads it (`Original.dataset`: built now if not yet)."""
+        return self.original.dataset
 
 
 def split_instance(data: bytes, *, max_inflated: int = MAX_INFLATED) -> SplitInstance:
@@ -216,18 +225,18 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
     header_end = pixel.offset if pixel else size
     _check_limit(limit, header_end, "the header" if pixel else "a file without pixel data")
     header = reader.read(0, header_end)
-    dataset = _parse_header(header, lazy, walked)
-    from_meta = _check_identity(dataset)
+    original = _parse_header(header, lazy, walked)
+    from_meta = _check_identity(original)
     if pixel is None:
-        return SplitInstance(dataset, header, [], b"", False, None, syntax, 0, from_meta)
+        return SplitInstance(original, header, [], b"", False, None, syntax, 0, from_meta)
 
-    nframes = _int_attr(dataset, "NumberOfFrames") or 1
+    nframes = _int_attr(original, "NumberOfFrames") or 1
     if pixel.length == UNDEFINED:
-        bounds, end = _encapsulated_frames(walker, pixel, dataset, nframes)
+        bounds, end = _encapsulated_frames(walker, pixel, original, nframes)
         trailing, spec, largest = end + 8, None, max(b - a for a, b in pairwise(bounds))
     else:
         trailing = walker.end_of(pixel, implicit)
-        spec, layout = _native_layout(dataset, pixel, little, nframes, syntax)
+        spec, layout = _native_layout(original, pixel, little, nframes, syntax)
         # A compressed syntax with a defined length: one part, kept whole
         largest, count = layout or (pixel.length, 1)
         _check_frames(count)
@@ -247,9 +256,11 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
     # was read, even if the file changes meanwhile (the caller's second hash catches that)
     prefix = header + reader.read(header_end, first - header_end)
     suffix = reader.read(end, size - end)
-    _merge_trailing(dataset, walker, suffix, end, trailing, implicit)
+    after = _trailing(walker, suffix, end, trailing, implicit)
+    if after is not None:
+        original.merge(after)
     return SplitInstance(
-        dataset,
+        original,
         prefix,
         _Frames(reader, bounds),
         suffix,
@@ -317,13 +328,13 @@ def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
     implicit = walker.implicit_at(meta_end, implicit)
     pixel, lazy, walked = _top_level(walker, meta_end, implicit)
     if pixel is None:
-        return _parse_header(prefix, lazy, walked), None
-    dataset = _parse_header(prefix[: pixel.offset], lazy, walked)
+        return _parse_header(prefix, lazy, walked).dataset, None
+    original = _parse_header(prefix[: pixel.offset], lazy, walked)
     if pixel.length == UNDEFINED:
-        return dataset, None
-    nframes = _int_attr(dataset, "NumberOfFrames") or 1
-    spec, _ = _native_layout(dataset, pixel, little, nframes, syntax)
-    return dataset, spec
+        return original.dataset, None
+    nframes = _int_attr(original, "NumberOfFrames") or 1
+    spec, _ = _native_layout(original, pixel, little, nframes, syntax)
+    return original.dataset, spec
 
 
 def inflated_dataset(data: bytes, *, max_inflated: int = MAX_INFLATED) -> bytes:
@@ -348,21 +359,24 @@ def _split_deflated(data: bytes, meta_end: int, max_inflated: int) -> SplitInsta
     inflated = _inflate(memoryview(data)[meta_end:], max_inflated)
     walker = Walker(Reader.of(inflated), little_endian=True)
     pixel = _find_pixel_data(walker, 0, walker.implicit_at(0, False))
-    meta = _parse_header(data[:meta_end])
+    meta = _parse_header(data[:meta_end]).dataset
     with _parsing("the inflated dataset"):
         dataset = read_dataset(
             io.BytesIO(inflated[: pixel.offset] if pixel else inflated), False, True
         )
     if pixel is not None:  # the elements after the pixel data (signatures, padding)
         trailing = walker.end_of(pixel, False)
-        _merge_trailing(dataset, walker, inflated[trailing:], trailing, trailing, False)
+        after = _trailing(walker, inflated[trailing:], trailing, trailing, False)
+        if after is not None:
+            dataset.update(after)
     header = FileDataset(io.BytesIO(), dataset, meta.preamble, meta.file_meta, False, True)
     header.set_original_encoding(False, True, dataset.original_character_set)
-    from_meta = _check_identity(header)
+    original = Original.of(header)
+    from_meta = _check_identity(original)
     # Rows tells whether an image follows; its frames are not cut apart
-    nframes = _int_attr(header, "NumberOfFrames") or (1 if "Rows" in header else 0)
+    nframes = _int_attr(original, "NumberOfFrames") or (1 if "Rows" in header else 0)
     return SplitInstance(
-        header, data, [], b"", False, None, DeflatedExplicitVRLittleEndian, nframes, from_meta
+        original, data, [], b"", False, None, DeflatedExplicitVRLittleEndian, nframes, from_meta
     )
 
 
@@ -472,10 +486,10 @@ def _find_pixel_data(walker: Walker, offset: int, implicit: bool) -> Element | N
 
 # The top-level undefined-length sequences of a header: (tag, offset, value offset, end)
 Lazy = tuple[int, int, int, int]
-# The compiled walk's reading of a header: the file meta's and the dataset's RawDataElements
-# by tag, as pydicom's read_dataset holds them; where the dataset starts, and whether it is
-# implicit VR and little endian
-Walked = tuple[dict[BaseTag, RawDataElement], dict[BaseTag, RawDataElement], int, bool, bool]
+# The compiled walk's reading of a header (`dicomlake_native.Walked`: the file meta's and the
+# dataset's RawDataElements, as pydicom's read_dataset holds them), where the dataset starts,
+# and whether it is implicit VR and little endian
+Walked = tuple[Any, int, bool, bool]
 
 
 def _top_level(
@@ -496,17 +510,14 @@ def _top_level(
     except native.dicomlake_native.Declined:  # the core failed on it: the Python walk decides
         return _find_pixel_data(walker, offset, implicit), [], None
     walker.counted(count)
-    if walked is not None:
-        walked = (*walked, offset, implicit, walker.little_endian)
-    return (None if found is None else Element(*found)), lazy, walked
+    read = None if walked is None else (walked, offset, implicit, walker.little_endian)
+    return (None if found is None else Element(*found)), lazy, read
 
 
-def _parse_header(
-    data: bytes, lazy: Sequence[Lazy] = (), walked: Walked | None = None
-) -> FileDataset:
+def _parse_header(data: bytes, lazy: Sequence[Lazy] = (), walked: Walked | None = None) -> Original:
     """Parse preamble, file meta and dataset as pydicom's read_partial does, stopping before
-    pixel data: built from the elements the compiled walk read (``walked``) where it read
-    them and read_partial would take them as they are (`_from_walk`), else by read_partial.
+    pixel data: from the elements the compiled walk read (``walked``) where it read them and
+    read_partial would take them as they are (`_from_walk`), else by read_partial.
 
     ``lazy`` lists top-level undefined-length sequences of a header the compiled walk read
     whole as well-formed: pydicom would read every item of them now (seconds for a dose
@@ -520,11 +531,20 @@ def _parse_header(
         at = end
     read = b"".join([*kept, data[at:]]) if lazy else data
     with _parsing("the header"):
-        dataset = (None if walked is None else _from_walk(read, *walked)) or read_partial(
+        original = None if walked is None else _from_walk(read, data, lazy, *walked)
+        if original is not None:
+            return original
+        dataset = read_partial(
             io.BytesIO(read),
             stop_when=lambda tag, vr, length: tag in PIXEL_KEYWORDS,
             force=True,
         )
+    _add_lazy(dataset, data, lazy)
+    return Original.of(dataset)
+
+
+def _add_lazy(dataset: Dataset, data: bytes, lazy: Sequence[Lazy]) -> None:
+    """Add the ``lazy`` sequences of ``data`` to ``dataset`` unread (see `_parse_header`)."""
     implicit, little = dataset.original_encoding
     for tag, _, value_offset, end in lazy:
         items = data[value_offset : end - 8]  # without the sequence delimiter
@@ -535,41 +555,45 @@ def _parse_header(
         dataset._dict[BaseTag(tag)] = RawDataElement(
             BaseTag(tag), vr, UNDEFINED, items, value_offset, implicit, little, True, False
         )
-    return dataset
 
 
 def _from_walk(
+    read: bytes,
     data: bytes,
-    meta_elements: dict[BaseTag, RawDataElement],
-    elements: dict[BaseTag, RawDataElement],
+    lazy: Sequence[Lazy],
+    walked: Any,
     meta_end: int,
     implicit: bool,
     little: bool,
-) -> FileDataset | None:
-    """The FileDataset read_partial reads from ``data`` (see `_parse_header`), built as it
-    builds it (`_read_file_meta_info`, `read_dataset`) from the compiled walk's elements;
-    None where read_partial would re-read the file meta as implicit VR, or read the dataset
-    in another byte order than the walk's (a private transfer syntax, or a guess)."""
-    file_meta = FileMetaDataset(meta_elements)
+) -> Original | None:
+    """The FileDataset read_partial reads from ``read`` (``data`` without the ``lazy``
+    sequences, see `_parse_header`), as it builds it (`_read_file_meta_info`,
+    `read_dataset`) from the compiled walk's elements: read now as far as read_partial would
+    fail on it, built when first used; None where read_partial would re-read the file meta as
+    implicit VR, or read the dataset in another byte order than the walk's (a private
+    transfer syntax, or a guess)."""
+    file_meta = FileMetaDataset(walked.elements(True))
     file_meta.set_original_encoding(False, True, default_encoding)
+    # Its elements converted as read_partial converts them (`converted_element`: what
+    # ``file_meta[tag]`` gives, at a third of its cost)
     if file_meta._dict:
         # read_partial converts the first element (the group length, if any, which it logs
         # if it is wrong) to tell whether the file meta is explicit VR
         try:
-            file_meta[min(file_meta._dict)]
+            converted_element(file_meta, min(file_meta._dict))
         except NotImplementedError:
             return None
         # It logs a group length that does not match the file meta's, formatting the value:
         # a value that cannot be shown (items that cannot be read) fails the read there
-        if "FileMetaInformationGroupLength" in file_meta:
-            length = file_meta.FileMetaInformationGroupLength
-            if length != meta_end - (_meta_start(data) + 12):
+        if _GROUP_LENGTH in file_meta._dict:
+            length = converted_element(file_meta, _GROUP_LENGTH).value
+            if length != meta_end - (_meta_start(read) + 12):
                 str(length)
     # read_partial's encoding of the dataset, from its transfer syntax or guessed; the
     # first element's VR bytes then decide whether read_dataset reads it as implicit VR
-    syntax = file_meta.get("TransferSyntaxUID")
+    syntax = converted_element(file_meta, _SYNTAX).value if _SYNTAX in file_meta._dict else None
     if syntax is None:
-        group, _, vr = struct.unpack_from("<HH2s", data, meta_end)
+        group, _, vr = struct.unpack_from("<HH2s", read, meta_end)
         explicit = vr.decode(default_encoding) in converters
         assumed_implicit, assumed_little = not explicit, not (explicit and group >= 1024)
     elif isinstance(syntax, str) and syntax not in pydicom.uid.PrivateTransferSyntaxes:
@@ -579,19 +603,28 @@ def _from_walk(
         return None
     if assumed_little != little:
         return None
-    charset = elements.get(0x00080005)
+    charset = walked.raw(0x00080005)
     encoding: str | MutableSequence[str] = default_encoding
     if charset is not None:  # as data_element_generator, then read_dataset, convert it
         convert_encodings(convert_string(charset.value or b"", little))
         encoding = convert_encodings(convert_raw_data_element(charset).value)
-    dataset = Dataset(elements, parent_encoding=default_encoding)
-    dataset.set_original_encoding(implicit, little, encoding)
-    fileobj = io.BytesIO(data)
-    fileobj.seek(len(data))  # where read_partial stopped reading it
-    preamble = data[:128] if data[128:132] == b"DICM" else None
-    header = FileDataset(fileobj, dataset, preamble, file_meta, assumed_implicit, little)
-    header.set_original_encoding(assumed_implicit, little, dataset._character_set)
-    return header
+
+    def build() -> FileDataset:
+        dataset = Dataset(walked.elements(False), parent_encoding=default_encoding)
+        dataset.set_original_encoding(implicit, little, encoding)
+        fileobj = io.BytesIO(read)
+        fileobj.seek(len(read))  # where read_partial stopped reading it
+        preamble = read[:128] if read[128:132] == b"DICM" else None
+        header = FileDataset(fileobj, dataset, preamble, file_meta, assumed_implicit, little)
+        with warnings.catch_warnings():
+            # The character set converted again, as above (where it warned, and would fail)
+            warnings.simplefilter("ignore")
+            header.set_original_encoding(assumed_implicit, little, dataset._character_set)
+        _add_lazy(header, data, lazy)
+        return header
+
+    tags = frozenset(tag for tag, *_ in lazy)
+    return Original.walked(build, walked, file_meta, tags, (assumed_implicit, little))
 
 
 @contextlib.contextmanager
@@ -609,29 +642,29 @@ def _parsing(what: str) -> Iterator[None]:
         raise DicomParseError("corrupt", f"{what} does not parse ({type(exc).__name__})") from exc
 
 
-def _merge_trailing(
-    dataset: Dataset, walker: Walker, suffix: bytes, start: int, offset: int, implicit: bool
-) -> None:
-    """Add the elements after the pixel data (signatures, padding) to the header.
+def _trailing(
+    walker: Walker, suffix: bytes, start: int, offset: int, implicit: bool
+) -> Dataset | None:
+    """The elements after the pixel data (signatures, padding), None where there are none.
 
     ``suffix`` holds the file's bytes from ``start`` on; the elements begin at ``offset``.
     """
     if offset >= walker.size:
-        return
+        return None
     end = offset
     while end < walker.size:
         end = walker.end_of(walker.element(end, implicit), implicit)
     with _parsing(f"the elements after the pixel data, at offset {offset},"):
-        trailing = read_dataset(
+        trailing: Dataset = read_dataset(
             io.BytesIO(suffix[offset - start :]), implicit, walker.little_endian
         )
-    dataset.update(trailing)
+    return trailing
 
 
-def _int_attr(dataset: Dataset, keyword: str) -> int | None:
+def _int_attr(original: Original, keyword: str) -> int | None:
     """Return an integer attribute; None if absent; corrupt if present but not a number, or
     out of its range in `_RANGES`."""
-    value = get(dataset, keyword)
+    value = original.get(keyword)
     if value is None or value == "":
         return None
     try:
@@ -650,13 +683,13 @@ def _tag(keyword: str) -> str:
     return tag_str(tag_for_keyword(keyword))
 
 
-def _check_identity(dataset: Dataset) -> bool:
+def _check_identity(original: Original) -> bool:
     """Reject directories and instances without a SOP Instance UID; return whether the UID is
     the file meta's."""
-    meta_class = get(dataset.file_meta, "MediaStorageSOPClassUID")
-    if MediaStorageDirectoryStorage in (meta_class, get(dataset, "SOPClassUID")):
+    meta_class = original.get("MediaStorageSOPClassUID", meta=True)
+    if MediaStorageDirectoryStorage in (meta_class, original.get("SOPClassUID")):
         raise DicomParseError("dicomdir", "Media Storage Directory (DICOMDIR), not an instance")
-    uid, from_meta = sop_instance_uid(dataset)
+    uid, from_meta = original.sop_instance_uid()
     if uid is None:
         raise DicomParseError(
             "no_sop_instance_uid",
@@ -666,8 +699,8 @@ def _check_identity(dataset: Dataset) -> bool:
     return from_meta
 
 
-def _required(dataset: Dataset, keyword: str, pixel: Element) -> int:
-    value = _int_attr(dataset, keyword)
+def _required(original: Original, keyword: str, pixel: Element) -> int:
+    value = _int_attr(original, keyword)
     if value is None:
         raise DicomParseError(
             "corrupt", f"{tag_str(pixel.tag)} at offset {pixel.offset} but {keyword} is missing"
@@ -676,24 +709,25 @@ def _required(dataset: Dataset, keyword: str, pixel: Element) -> int:
 
 
 def _native_layout(
-    dataset: Dataset, pixel: Element, little: bool, nframes: int, syntax: str
+    original: Original, pixel: Element, little: bool, nframes: int, syntax: str
 ) -> tuple[FrameSpec | None, tuple[int, int] | None]:
     """Return the frame spec (None if not an image), and the stored bytes of a frame and the
     number of frames (None if not an image)."""
     if syntax not in _NATIVE and syntax in pydicom.uid.AllTransferSyntaxes:
         return None, None
     spec = FrameSpec(
-        rows=_required(dataset, "Rows", pixel),
-        columns=_required(dataset, "Columns", pixel),
-        samples_per_pixel=_int_attr(dataset, "SamplesPerPixel") or 1,
-        bits_allocated=_required(dataset, "BitsAllocated", pixel),
-        bits_stored=_int_attr(dataset, "BitsStored") or _required(dataset, "BitsAllocated", pixel),
-        pixel_representation=_int_attr(dataset, "PixelRepresentation") or 0,
-        planar_configuration=_int_attr(dataset, "PlanarConfiguration") or 0,
-        photometric_interpretation=str(get(dataset, "PhotometricInterpretation") or ""),
+        rows=_required(original, "Rows", pixel),
+        columns=_required(original, "Columns", pixel),
+        samples_per_pixel=_int_attr(original, "SamplesPerPixel") or 1,
+        bits_allocated=_required(original, "BitsAllocated", pixel),
+        bits_stored=_int_attr(original, "BitsStored")
+        or _required(original, "BitsAllocated", pixel),
+        pixel_representation=_int_attr(original, "PixelRepresentation") or 0,
+        planar_configuration=_int_attr(original, "PlanarConfiguration") or 0,
+        photometric_interpretation=str(original.get("PhotometricInterpretation") or ""),
         little_endian=little,
         pixel_keyword=PIXEL_KEYWORDS[pixel.tag],
-        pixel_vr=pixel.vr or _implicit_pixel_vr(pixel.tag, dataset),
+        pixel_vr=pixel.vr or _implicit_pixel_vr(pixel.tag, original),
     )
     ba = spec.bits_allocated
     if ba not in (1, 8, 16, 32, 64):
@@ -719,14 +753,14 @@ def _native_layout(
     return spec, (frame_length, nframes)
 
 
-def _implicit_pixel_vr(tag: int, dataset: Dataset) -> str:
+def _implicit_pixel_vr(tag: int, original: Original) -> str:
     if tag != 0x7FE00010:
         return "OF" if tag == 0x7FE00008 else "OD"
-    return "OB" if (_int_attr(dataset, "BitsAllocated") or 16) <= 8 else "OW"
+    return "OB" if (_int_attr(original, "BitsAllocated") or 16) <= 8 else "OW"
 
 
 def _encapsulated_frames(
-    walker: Walker, pixel: Element, dataset: Dataset, nframes: int
+    walker: Walker, pixel: Element, original: Original, nframes: int
 ) -> tuple[list[int], int]:
     """Return the offsets where each frame's items start, then where the last one ends, and
     the sequence delimiter's offset."""
@@ -767,7 +801,7 @@ def _encapsulated_frames(
         raise DicomParseError(
             "truncated", f"encapsulated {tag_str(pixel.tag)} has no fragments, {nframes} declared"
         )
-    groups = _group_fragments(reader, bot, fragments, dataset, nframes)
+    groups = _group_fragments(reader, bot, fragments, original, nframes)
     return [group[0][0] for group in groups] + [fragments[-1][1]], offset
 
 
@@ -775,7 +809,7 @@ def _group_fragments(
     reader: Reader,
     bot: tuple[int, int],
     fragments: list[tuple[int, int]],
-    dataset: Dataset,
+    original: Original,
     nframes: int,
 ) -> list[list[tuple[int, int]]]:
     """Assign fragments to frames; one group of all fragments when it can't be told."""
@@ -783,7 +817,7 @@ def _group_fragments(
         return [[fragment] for fragment in fragments]
     if nframes == 1 or len(fragments) < nframes:
         return [fragments]
-    offsets = _offset_table(reader, bot, dataset)
+    offsets = _offset_table(reader, bot, original)
     base = fragments[0][0]
     starts = {start - base: index for index, (start, _) in enumerate(fragments)}
     usable = offsets and len(offsets) == nframes and offsets[0] == 0
@@ -803,9 +837,9 @@ def _group_fragments(
     return [fragments]
 
 
-def _offset_table(reader: Reader, bot: tuple[int, int], dataset: Dataset) -> list[int]:
+def _offset_table(reader: Reader, bot: tuple[int, int], original: Original) -> list[int]:
     """Frame offsets from the Extended Offset Table, else the Basic Offset Table."""
-    extended = get(dataset, "ExtendedOffsetTable")
+    extended = original.get("ExtendedOffsetTable")
     if extended:
         return list(struct.unpack(f"<{len(extended) // 8}Q", extended))
     start, end = bot

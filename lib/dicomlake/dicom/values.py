@@ -7,6 +7,7 @@ import functools
 import re
 import struct
 import warnings
+from collections.abc import Callable
 
 from pydicom import config as pydicom_config
 from pydicom.charset import default_encoding
@@ -81,16 +82,9 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
     raw = dataset.get_item(tag, keep_deferred=True)
     if isinstance(raw, DataElement):
         return _inheriting(dataset, raw)
-    vr, value = raw.VR, raw.value
-    if (
-        vr is None
-        or vr in _PYDICOM_VRS
-        or value is None
-        or tag in _LUT_DESCRIPTORS
-        or pydicom_config.data_element_callback is not None
-        or (vr in _CHARSET_VRS and (not value.isascii() or b"\x1b" in value))
-    ):
+    if not _direct(raw):
         return _inheriting(dataset, dataset[tag])
+    vr = raw.VR
     converted = DataElement(
         tag,
         vr,
@@ -101,6 +95,22 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
     )
     dataset[tag] = converted
     return converted
+
+
+def _direct(raw: RawDataElement) -> bool:
+    """Whether pydicom's value converter alone gives what ``Dataset.__getitem__`` gives for
+    ``raw``: not for VRs it looks up or corrects (`_PYDICOM_VRS`), the LUT descriptors whose
+    first value it fixes, a callback's elements, nor text whose decoding depends on the
+    character set (anything but ASCII without escape sequences)."""
+    vr, value = raw.VR, raw.value
+    return not (
+        vr is None
+        or vr in _PYDICOM_VRS
+        or value is None
+        or raw.tag in _LUT_DESCRIPTORS
+        or pydicom_config.data_element_callback is not None
+        or (vr in _CHARSET_VRS and (not value.isascii() or b"\x1b" in value))
+    )
 
 
 def _inheriting(dataset: Dataset, elem: DataElement) -> DataElement:
@@ -137,7 +147,7 @@ def values_of(value: object) -> list[object]:
 
 def get(dataset: Dataset, keyword: str) -> object:
     """Return an element's value, or None when missing, empty or unreadable."""
-    tag = _tag(keyword)
+    tag = tag_of(keyword)
     return None if tag is None else value_at(dataset, tag)
 
 
@@ -148,9 +158,9 @@ def value_at(dataset: Dataset, tag: BaseTag) -> object:
         if elem is None:
             return None
         if not isinstance(elem, DataElement):
-            number = _one_number(elem)
-            if number is not None:
-                return number
+            value = raw_value(elem)
+            if value is not IN_DATASET:
+                return value
             with warnings.catch_warnings():
                 # Values outside their VR's rules warn as they are converted
                 warnings.simplefilter("ignore")
@@ -161,10 +171,31 @@ def value_at(dataset: Dataset, tag: BaseTag) -> object:
     return None if value is None or value == "" else value
 
 
+IN_DATASET = object()
+"""`raw_value` of an element that pydicom reads its dataset's way."""
+
+
+def raw_value(raw: RawDataElement) -> object:
+    """`value_at` of a raw element whose value its converter alone gives (see `_direct`),
+    without making and keeping its DataElement, which costs as much again (the identity and
+    frame geometry of every file are read so); `IN_DATASET` for any other."""
+    number = _one_number(raw)
+    if number is not None:
+        return number
+    if not _direct(raw):
+        return IN_DATASET
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = convert_value(raw.VR, raw, default_encoding)
+    except Exception:
+        return None
+    return None if value is None or value == "" else value
+
+
 def _one_number(raw: RawDataElement) -> int | float | None:
     """A raw element's value where it is one binary number (explicit VR), read by pydicom's
-    own converter but without making and keeping its DataElement, which costs five times more
-    (the frame geometry of every file is read so); else None."""
+    own converter (a tenth of the cost of its conversion of any value); else None."""
     form = NUMBER_FORMATS.get(raw.VR)
     if form is None or pydicom_config.data_element_callback is not None:
         return None
@@ -176,7 +207,7 @@ def _one_number(raw: RawDataElement) -> int | float | None:
 
 
 @functools.cache
-def _tag(keyword: str) -> BaseTag | None:
+def tag_of(keyword: str) -> BaseTag | None:
     tag = tag_for_keyword(keyword)
     return None if tag is None else BaseTag(tag)
 
@@ -188,10 +219,21 @@ def sop_instance_uid(dataset: Dataset) -> tuple[str | None, bool]:
     (0002,0003) MediaStorageSOPInstanceUID, as DCMTK reads it.
     """
     meta = getattr(dataset, "file_meta", None)
-    named = ((dataset, "SOPInstanceUID", False), (meta, "MediaStorageSOPInstanceUID", True))
-    for holder, keyword, from_meta in named:
-        value = None if holder is None else get(holder, keyword)
-        text = "" if value is None else "\\".join(str(v) for v in values_of(value))
-        if text.strip(" \x00"):
-            return text.strip(" \x00"), from_meta
-    return None, False
+    return named_instance(
+        get(dataset, "SOPInstanceUID"),
+        lambda: None if meta is None else get(meta, "MediaStorageSOPInstanceUID"),
+    )
+
+
+def named_instance(own: object, media: Callable[[], object]) -> tuple[str | None, bool]:
+    """`sop_instance_uid` given the SOPInstanceUID's value and (read when that is empty) the
+    file meta's MediaStorageSOPInstanceUID."""
+    text = _uid_text(own)
+    if text:
+        return text, False
+    text = _uid_text(media())
+    return (text, True) if text else (None, False)
+
+
+def _uid_text(value: object) -> str:
+    return "\\".join(str(v) for v in values_of(value)).strip(" \x00")
