@@ -385,7 +385,11 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
         found = [
             f"{count} {what}"
             for count, what in (
-                (len(result.problems) - unchecked, "damaged or missing object(s)"),
+                (
+                    len(result.problems) - unchecked,
+                    "bad entries (damaged or missing objects, "
+                    "rows a restore refuses, unreadable manifests)",
+                ),
                 (unchecked, "pack(s) this keyring cannot open (their key is not in it)"),
             )
             if count

@@ -388,3 +388,106 @@ def test_retention_leaves_objects_of_an_unfinished_snapshot(tmp_path, lake, cfg)
     result = apply_retention(str(backup), config=cfg, today=dt.date(2026, 11, 2))
     assert stray.exists() and result.objects_deleted == 0
     assert "20261102T010000Z-incremental" in (result.gc_skipped or "")
+
+
+def _rewrite_record(backup: Path, sid: str, **changes) -> None:
+    """Change keys of a manifest's snapshot record (its footer), keeping its rows."""
+    uri = backup / "manifests" / f"{sid}.parquet"
+    table = pq.read_table(uri)
+    record = {**json.loads(table.schema.metadata[b"dicomlake.snapshot"]), **changes}
+    pq.write_table(table.replace_schema_metadata({"dicomlake.snapshot": json.dumps(record)}), uri)
+
+
+def _same_size_and_mtime(path: Path, data: bytes) -> None:
+    st = os.stat(path)
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns))
+
+
+def test_a_file_from_the_future_does_not_raise_the_watermark(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    at_watermark = newest(lake)  # before the future file: the newest of the present
+    expected_wm = os.stat(lake / at_watermark).st_mtime_ns // 1_000_000
+    future = dt.datetime.now(dt.timezone.utc).timestamp() + 2 * 86400
+    write(lake, "tables/runs/_delta_log/00000000000000000001.json", blob("log1"), future)
+    full = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    assert full.watermark_ms == expected_wm
+    _same_size_and_mtime(lake / at_watermark, blob("again", (lake / at_watermark).stat().st_size))
+
+    inc = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
+    )
+    rows = manifest(backup, inc.snapshot_id)
+    assert inc.watermark_ms == expected_wm
+    assert rows[at_watermark]["reason"] == "lag_window"
+    assert rows[at_watermark]["sha256"] == tree(lake)[at_watermark]
+    # Read again, as long as its mtime is ahead
+    assert rows["tables/runs/_delta_log/00000000000000000001.json"]["reason"] == "lag_window"
+
+
+def test_a_full_starts_its_watermark_afresh_and_a_base_past_its_start_is_not_trusted(
+    tmp_path, lake, cfg
+):
+    backup = tmp_path / "backup"
+    gone = write(lake, "pixels/r9/gone.pack", blob("gone"), T0 + 5000)
+    take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    gone.unlink()
+    full = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261102T010000Z")
+    assert full.watermark_ms == os.stat(lake / newest(lake)).st_mtime_ns // 1_000_000
+
+    # A watermark two days ahead (as one written before files from the future were left out)
+    ahead = int((dt.datetime.now(dt.timezone.utc).timestamp() + 2 * 86400) * 1000)
+    _rewrite_record(backup, full.snapshot_id, watermark_ms=ahead)
+    far = lake / "tables/frames/part-r1-0.parquet"  # below the watermark: trusted, else
+    _same_size_and_mtime(far, blob("sources-again"))
+    inc = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261103T010000Z"
+    )
+    assert inc.scan_from_ms is None and inc.files_read == inc.files == len(tree(lake))
+    assert manifest(backup, inc.snapshot_id)[far.relative_to(lake).as_posix()]["sha256"] == (
+        hashlib.sha256(blob("sources-again")).hexdigest()
+    )
+    assert inc.watermark_ms == full.watermark_ms
+
+
+def test_a_label_later_than_now_is_refused(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    now = dt.datetime.now(dt.timezone.utc)
+    label = (now + dt.timedelta(hours=2)).strftime("%Y%m%dT%H%M%SZ")
+    with pytest.raises(BackupError, match=f"label {label} is later than this host's clock .*1 h"):
+        take_snapshot(str(lake), str(backup), "full", config=cfg, now_label=label)
+    assert not backup.exists()
+    soon = (now + dt.timedelta(minutes=30)).strftime("%Y%m%dT%H%M%SZ")
+    assert take_snapshot(str(lake), str(backup), "full", config=cfg, now_label=soon).files
+
+    # A backup that holds a label from the future already: no label is made after it.
+    shutil.copy(
+        backup / "manifests" / f"{soon}-full.parquet",
+        backup / "manifests" / "20300101T000000Z-full.parquet",
+    )
+    with pytest.raises(BackupError, match="20300101T000000Z-full is labelled in the future"):
+        take_snapshot(str(lake), str(backup), "incremental", config=cfg)
+
+
+def test_a_label_taken_by_another_mode_or_lake_is_refused(tmp_path, lake, cfg):
+    backup = tmp_path / "backup"
+    first = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261101T010000Z"
+    )
+    # The same call again: the full it became (it had no base) is the answer.
+    again = take_snapshot(
+        str(lake), str(backup), "incremental", config=cfg, now_label="20261101T010000Z"
+    )
+    assert again.already_committed and again.snapshot_id == first.snapshot_id
+    take_snapshot(str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z")
+    other = tmp_path / "other-lake"
+    make_lake(other)
+    for lake_given, mode in [(lake, "full"), (lake, "differential"), (other, "incremental")]:
+        with pytest.raises(BackupError) as err:
+            take_snapshot(
+                str(lake_given), str(backup), mode, config=cfg, now_label="20261102T010000Z"
+            )
+        assert (
+            f"taken by 20261102T010000Z-incremental of {lake}; this call asks for a {mode} "
+            f"snapshot of {lake_given}"
+        ) in str(err.value)

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
-from dicomlake.backup.layout import object_key, parse_snapshot_id, sha_of_key, snapshot_id
+from dicomlake.backup.layout import (
+    BackupLayout,
+    object_key,
+    parse_snapshot_id,
+    sha_of_key,
+    snapshot_id,
+)
+from dicomlake.backup.manifest import entry_problems
 from dicomlake.backup.retention import select_kept
 from dicomlake.backup.scan import Entry, Listed, classify, is_backed_up
 from dicomlake.errors import BackupError
@@ -117,3 +125,46 @@ def test_names():
     for bad in (("2026-11-27", "full"), ("20261127T031500Z", "weekly")):
         with pytest.raises(BackupError, match="bad snapshot"):
             snapshot_id(*bad)
+
+
+@pytest.mark.parametrize(
+    "sid",
+    [
+        "20261399T010000Z-full",  # no such month
+        "20261127T031500Z-weekly",
+        "../20261127T031500Z-full",
+        "20261127T031500Z-full/..",
+        "notes",
+    ],
+)
+def test_only_snapshot_ids_name_paths(sid):
+    with pytest.raises(BackupError, match=f"bad snapshot id {re.escape(repr(sid))}"):
+        parse_snapshot_id(sid)
+    for path_of in (BackupLayout("/b").manifest, BackupLayout("/b").work):
+        with pytest.raises(BackupError, match="bad snapshot id"):
+            path_of(sid)
+
+
+def test_a_label_must_name_a_time():
+    with pytest.raises(BackupError, match="bad snapshot label '20261399T010000Z'"):
+        snapshot_id("20261399T010000Z", "full")
+
+
+def test_rows_a_restore_cannot_write():
+    def row(path, sha="a" * 64):
+        return {"path": path, "sha256": sha, "object": f"objects/{sha[:2]}/{sha[2:]}"}
+
+    rows = [
+        row("a/b"),
+        row("a/b/c"),  # below a file
+        row("a/b"),  # twice
+        row("a/bc"),  # beside it: fine
+        row("../x"),
+        {**row("k"), "object": "objects/aa/" + "b" * 62},  # key of another hash
+    ]
+    assert entry_problems(rows) == {
+        1: "path below 'a/b', which another row writes as a file",
+        2: "path listed twice",
+        4: "empty, '.' or '..' component in path",
+        5: f"object key does not name the recorded sha256 {'a' * 64}",
+    }

@@ -184,6 +184,7 @@ def test_stale_must_be_three_heartbeats():
 
 def test_the_command_exits_4_naming_the_holder_and_changes_nothing(tmp_path):
     backup = tmp_path / "backup"
+    (backup / "manifests").mkdir(parents=True)  # a backup: retention refuses other places
     with holding(LocalFileSystem(), str(backup), "run-a", "snapshot", LockConfig()):
         before = sorted(p.relative_to(backup) for p in backup.rglob("*"))
         proc = subprocess.run(

@@ -9,17 +9,25 @@
                                            manifest temp files); its presence blocks object GC
 
 Snapshot ids are ``<label>-<mode>`` with a UTC label ``YYYYMMDDTHHMMSSZ``, so they sort by time.
+A backup is a directory holding ``objects/`` or ``manifests/``; a command given a snapshot id
+takes only the id of a committed snapshot (`require_snapshot`), and no path is ever made of
+anything else.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from dicomlake.errors import BackupError
-from dicomlake.storage import join
+from dicomlake.errors import BackupError, StorageError
+from dicomlake.storage import FileSystem, below, join
+from dicomlake.storage.names import is_hidden
 from dicomlake.vocab import SnapshotMode
+
+log = logging.getLogger(__name__)
 
 _LABEL = re.compile(r"\d{8}T\d{6}Z")
 _SNAPSHOT_ID = re.compile(rf"(\d{{8}}T\d{{6}}Z)-({'|'.join(SnapshotMode)})")
@@ -46,9 +54,11 @@ class BackupLayout:
 
     def work(self, snapshot_id: str) -> str:
         """The temp area of one snapshot in progress."""
+        parse_snapshot_id(snapshot_id)  # a path is made of a snapshot id only
         return join(self.tmp, snapshot_id)
 
     def manifest(self, snapshot_id: str) -> str:
+        parse_snapshot_id(snapshot_id)
         return join(self.manifests, snapshot_id + ".parquet")
 
     def uri(self, key: str) -> str:
@@ -83,25 +93,94 @@ def snapshot_mode(mode: str) -> SnapshotMode:
 
 def snapshot_id(label: str, mode: str) -> str:
     """``<label>-<mode>``, after checking both."""
-    if not _LABEL.fullmatch(label):
-        raise BackupError(
-            f"bad snapshot label {label!r}: expected UTC YYYYMMDDTHHMMSSZ, e.g. 20261127T031500Z"
-        )
+    label_time(label)
     return f"{label}-{snapshot_mode(mode)}"
 
 
 def parse_snapshot_id(sid: str) -> tuple[datetime, SnapshotMode]:
     """The time and mode a snapshot id names."""
     m = _SNAPSHOT_ID.fullmatch(sid)
-    if not m:
-        raise BackupError(f"bad snapshot id {sid!r}: expected e.g. 20261127T031500Z-incremental")
-    return label_time(m.group(1)), SnapshotMode(m.group(2))
+    if m:
+        with contextlib.suppress(BackupError):
+            return label_time(m.group(1)), SnapshotMode(m.group(2))
+    raise BackupError(f"bad snapshot id {sid!r}: expected e.g. 20261127T031500Z-incremental")
 
 
 def label_time(label: str) -> datetime:
-    return datetime.strptime(label, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    """The UTC time a label names; a BackupError names a label of another form or no time."""
+    try:
+        if _LABEL.fullmatch(label):
+            return datetime.strptime(label, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        pass  # a month 13, say
+    raise BackupError(
+        f"bad snapshot label {label!r}: expected UTC YYYYMMDDTHHMMSSZ, e.g. 20261127T031500Z"
+    )
 
 
 def label_of(ms: int) -> str:
     """The label of a filesystem time in milliseconds since the epoch (UTC)."""
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def committed_ids(fs: FileSystem, layout: BackupLayout) -> list[str]:
+    """Ids of the committed snapshots, oldest first: the files ``<snapshot id>.parquet`` right
+    in ``manifests/``. Anything else there (a subdirectory's files, another name) is no
+    snapshot: skipped with a warning naming it; hidden names (``.``, ``_``) silently."""
+    ids = []
+    for f in fs.list_files(layout.manifests):
+        name = below(f.path, layout.manifests)
+        if not name or is_hidden(name):
+            continue
+        sid = name.removesuffix(".parquet")
+        try:
+            parse_snapshot_id(sid)
+        except BackupError:
+            log.warning("%s is no snapshot manifest (manifests/<snapshot id>.parquet)", f.path)
+            continue
+        ids.append(sid)
+    return sorted(ids)
+
+
+def require_snapshot(fs: FileSystem, layout: BackupLayout, sid: str) -> None:
+    """BackupError unless ``sid`` is the id of a committed snapshot of the backup: the one check
+    of a snapshot id a command is given, made before anything is read by it or written."""
+    parse_snapshot_id(sid)
+    ids = committed_ids(fs, layout)
+    if sid not in ids:
+        known = ", ".join(ids) or "none"
+        raise BackupError(f"no snapshot {sid} in {layout.root} (snapshots: {known})")
+
+
+def backup_problem(fs: FileSystem, layout: BackupLayout) -> str:
+    """Why ``layout.root`` holds no backup, or "" when it does (``objects/`` or ``manifests/``)."""
+    try:
+        if fs.exists(layout.manifests) or fs.exists(layout.objects):
+            return ""
+    except StorageError as exc:  # the root is a file, say
+        return f"neither manifests/ nor objects/ there: {exc}"
+    return "neither manifests/ nor objects/ there"
+
+
+def require_backup(fs: FileSystem, layout: BackupLayout) -> None:
+    """BackupError unless ``layout.root`` holds a backup: a command on a mistyped backup would
+    otherwise find no snapshot, report nothing wrong and succeed, and its lock would make the
+    directory."""
+    if problem := backup_problem(fs, layout):
+        raise BackupError(f"no backup at {layout.root} ({problem})")
+
+
+def require_backup_or_new(fs: FileSystem, layout: BackupLayout) -> None:
+    """BackupError unless ``layout.root`` holds a backup or nothing yet: missing, or a directory
+    with hidden entries only (a lock, a killed first snapshot's work area). A first snapshot
+    then makes a backup in a place of its own, never in a file or among other files."""
+    if not backup_problem(fs, layout):
+        return
+    for f in fs.list_entries(layout.root):
+        inside = below(f.path, layout.root)
+        if not inside or not is_hidden(inside.split("/")[0]):
+            what = "a file" if not inside else f"a directory of other files ({f.path})"
+            raise BackupError(
+                f"no backup at {layout.root} and it is {what}: give a backup, or a new or "
+                "empty directory"
+            )

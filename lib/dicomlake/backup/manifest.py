@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dicomlake.backup.layout import BackupLayout, parse_snapshot_id, sha_of_key
+from dicomlake.backup.layout import BackupLayout, sha_of_key
 from dicomlake.errors import BackupError, StorageError
 from dicomlake.storage import FileSystem
 
@@ -120,16 +120,25 @@ def key_problem(key: str, sha256: str) -> str:
     return ""
 
 
-def committed_ids(fs: FileSystem, layout: BackupLayout) -> list[str]:
-    """Ids of the committed snapshots, oldest first."""
-    ids = []
-    for f in fs.list_files(layout.manifests):
-        name = f.path.rsplit("/", 1)[-1]
-        if name.endswith(".parquet") and not name.startswith((".", "_")):
-            sid = name[: -len(".parquet")]
-            parse_snapshot_id(sid)
-            ids.append(sid)
-    return sorted(ids)
+def entry_problems(entries: list[dict[str, Any]]) -> dict[int, str]:
+    """The rows of a manifest a restore cannot write, by index, each with why: a path leaving
+    the target (`path_problem`), an object key not named by its hash (`key_problem`), or a
+    path another row writes too (listed twice, or below a path another row writes as a file)."""
+    paths = {r["path"] for r in entries}
+    seen: set[str] = set()
+    out = {}
+    for n, r in enumerate(entries):
+        path = r["path"]
+        reason = path_problem(path) or key_problem(r["object"], r["sha256"])
+        if not reason and path in seen:
+            reason = "path listed twice"
+        parents = ["/".join(path.split("/")[:k]) for k in range(1, path.count("/") + 1)]
+        if not reason and (file := next((p for p in parents if p in paths), None)):
+            reason = f"path below {file!r}, which another row writes as a file"
+        seen.add(path)
+        if reason:
+            out[n] = reason
+    return out
 
 
 def read_info(fs: FileSystem, layout: BackupLayout, sid: str) -> SnapshotInfo:
@@ -147,12 +156,30 @@ def read_info(fs: FileSystem, layout: BackupLayout, sid: str) -> SnapshotInfo:
 def read_rows(
     fs: FileSystem, layout: BackupLayout, sid: str, columns: list[str] | None = None
 ) -> pa.Table:
-    """A snapshot's manifest rows."""
+    """A snapshot's manifest rows (``columns``, default all), each column of its type in
+    `MANIFEST_SCHEMA` and without nulls: a BackupError names the manifest otherwise."""
     uri = layout.manifest(sid)
+    fields = [MANIFEST_SCHEMA.field(c) for c in columns or MANIFEST_SCHEMA.names]
     try:
-        return pq.read_table(io.BytesIO(fs.read(uri)), columns=columns)
+        file = pq.ParquetFile(io.BytesIO(fs.read(uri)))
+        present = set(file.schema_arrow.names)
+        table = file.read(columns=[f.name for f in fields if f.name in present])
     except (OSError, pa.ArrowInvalid, StorageError) as exc:
         raise BackupError(f"snapshot {sid}: manifest {uri} is unreadable: {exc}") from exc
+    bad = [f"{f.name} {why}" for f in fields if (why := _column_problem(table, f))]
+    if bad:
+        raise BackupError(f"snapshot {sid}: manifest {uri} is unreadable: {'; '.join(bad)}")
+    return table
+
+
+def _column_problem(table: pa.Table, field: pa.Field) -> str:
+    if field.name not in table.column_names:
+        return "missing"
+    if (got := table.schema.field(field.name).type) != field.type:
+        return f"of type {got}, expected {field.type}"
+    if nulls := table[field.name].null_count:
+        return f"has {nulls} nulls"
+    return ""
 
 
 class _RangeFile(io.RawIOBase):

@@ -15,7 +15,8 @@ from typing import Any
 
 from dicomlake.backup import manifest
 from dicomlake.backup.copy import CHUNK
-from dicomlake.backup.layout import BackupLayout
+from dicomlake.backup.layout import BackupLayout, require_backup, require_snapshot
+from dicomlake.backup.places import check_target
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, StorageError
 from dicomlake.lake.lock import holding
@@ -41,29 +42,31 @@ class RestoreResult:
 def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> RestoreResult:
     """Write the files of snapshot ``snapshot_id`` of ``backup`` into ``target``.
 
-    ``target`` must be missing or an empty directory; every manifest path must stay inside it
-    (`manifest.path_problem`), checked before anything is written; every file's content is
-    checked against its manifest's SHA-256 and size, and a mismatch names the file and object.
-    Holds the backup's lock, so no retention removes the objects it reads.
+    ``backup`` must hold a backup and ``snapshot_id`` name one of its committed snapshots;
+    ``target`` must be missing or an empty directory, outside every backup and lake
+    (`places.check_target`): all checked before anything is read or written. Every manifest
+    path must stay inside the target (`manifest.entry_problems`), checked before anything is
+    written; every file's content is checked against its manifest's SHA-256 and size, and a
+    mismatch names the file and object. Holds the backup's lock, so no retention removes the
+    objects it reads.
     """
-    bfs = filesystem_for(backup, config.hdfs)
+    bfs, tfs = filesystem_for(backup, config.hdfs), filesystem_for(target, config.hdfs)
+    layout = BackupLayout(backup)
+    require_backup(bfs, layout)
+    require_snapshot(bfs, layout, snapshot_id)
+    check_target(tfs, target, backup)
+    target = target.rstrip("/")
+    _check_empty(tfs, target)
     with holding(bfs, backup, None, "restore", config.lock):
-        return _restore_locked(bfs, backup, snapshot_id, target, config)
+        return _restore_locked(bfs, tfs, layout, snapshot_id, target)
 
 
 def _restore_locked(
-    bfs: FileSystem, backup: str, snapshot_id: str, target: str, config: Config
+    bfs: FileSystem, tfs: FileSystem, layout: BackupLayout, snapshot_id: str, target: str
 ) -> RestoreResult:
-    tfs = filesystem_for(target, config.hdfs)
-    layout = BackupLayout(backup)
-    if not bfs.exists(layout.manifest(snapshot_id)):
-        known = ", ".join(manifest.committed_ids(bfs, layout)) or "none"
-        raise BackupError(f"no snapshot {snapshot_id} in {backup} (snapshots: {known})")
     rows = manifest.read_rows(bfs, layout, snapshot_id, ["path", "size", "sha256", "object"])
     entries = rows.to_pylist()
     _check_entries(snapshot_id, layout.manifest(snapshot_id), entries)
-    target = target.rstrip("/")
-    _check_empty(tfs, target)
     parent, name = target.rsplit("/", 1) if "/" in target else (".", target)
     staging = join(parent, f".{name}.restore-{snapshot_id}")
     tfs.delete(staging, recursive=True)  # a killed restore's leftovers
@@ -84,16 +87,9 @@ def _restore_locked(
 
 
 def _check_entries(sid: str, uri: str, entries: list[dict[str, Any]]) -> None:
-    """Refuse, before anything is written, a manifest with a path that would not stay inside the
-    target or an object key not named by its hash."""
-    bad = [
-        f"{r['path']!r} ({reason})"
-        for r in entries
-        if (
-            reason := manifest.path_problem(r["path"])
-            or manifest.key_problem(r["object"], r["sha256"])
-        )
-    ]
+    """Refuse, before anything is written, a manifest with a row a restore cannot write
+    (`manifest.entry_problems`)."""
+    bad = [f"{entries[n]['path']!r} ({why})" for n, why in manifest.entry_problems(entries).items()]
     if bad:
         raise BackupError(
             f"snapshot {sid}: manifest {uri} has {len(bad)} entries a restore cannot write, "

@@ -4,7 +4,8 @@
 ``keep_weekly``: the same for the M most recent ISO weeks (restic's and borg's rules: when
 backups stop for a while, what is left is not deleted for being old). Days are those of the
 snapshot labels (UTC). Snapshots labelled after ``today`` are always kept and not counted: a
-label in the future is a clock or caller mistake, not a reason to delete older ones.
+label in the future is a clock or caller mistake (a snapshot refuses one more than an hour
+ahead), not a reason to delete older ones.
 
 Every manifest lists every file, so any manifest may go. Manifests are deleted first; then every
 object no kept manifest refers to is deleted. Object collection is skipped while a snapshot is
@@ -20,7 +21,7 @@ import logging
 from typing import Any
 
 from dicomlake.backup import manifest
-from dicomlake.backup.layout import BackupLayout, parse_snapshot_id
+from dicomlake.backup.layout import BackupLayout, committed_ids, parse_snapshot_id, require_backup
 from dicomlake.config import Config
 from dicomlake.lake.lock import holding
 from dicomlake.storage import FileSystem, filesystem_for
@@ -68,6 +69,7 @@ def apply_retention(
     """Delete the snapshots retention does not keep, then the objects only they used (holding
     the backup's lock)."""
     fs = filesystem_for(backup, config.hdfs)
+    require_backup(fs, BackupLayout(backup))
     with holding(fs, backup, None, "retention", config.lock):
         return _apply(fs, backup, config, today)
 
@@ -75,7 +77,7 @@ def apply_retention(
 def _apply(fs: FileSystem, backup: str, config: Config, today: dt.date | None) -> RetentionResult:
     layout = BackupLayout(backup)
     today = today or dt.datetime.now(dt.timezone.utc).date()
-    ids = manifest.committed_ids(fs, layout)
+    ids = committed_ids(fs, layout)
     kept = select_kept(ids, config.snapshot.keep_daily, config.snapshot.keep_weekly, today)
     removed = [sid for sid in ids if sid not in kept]
     for sid in removed:

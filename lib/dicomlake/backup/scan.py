@@ -28,10 +28,15 @@ Files in the base but not listed now are deletions: they are simply absent from 
 (counted in ``deleted``). A listed file deleted before it could be read is left out too
 (``vanished``).
 
-The watermark is the highest mtime ever listed, taken from the filesystem's own clock (the listed
-mtimes, NameNode times on HDFS), never the driver's; it never goes down. A file with the same
-path, size and mtime as in the base and an mtime before ``scan_from`` is trusted to be unchanged
-(rsync's quick check); everything else above is re-read.
+The watermark is the highest mtime listed, taken from the filesystem's own clock (the listed
+mtimes, NameNode times on HDFS), never the driver's, but for files modified after the snapshot
+started (by the backup filesystem's clock: a probe file's mtime), from a skewed clock or a
+``touch``: those count in no watermark, so they are in every later lag window and read again
+until their mtime has passed. An incremental or differential keeps the previous watermark when
+no file listed now is newer; a full starts afresh. A base watermark past the snapshot's start
+(raised by such a file before this rule) is not trusted: every file is read again. A file with
+the same path, size and mtime as in the base and an mtime before ``scan_from`` is trusted to be
+unchanged (rsync's quick check); everything else above is re-read.
 
 Never backed up (counted in ``excluded``):
 

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import uuid
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -25,20 +26,23 @@ from dicomlake.backup import manifest
 from dicomlake.backup.copy import Copied, CopyJob, copy_files
 from dicomlake.backup.layout import (
     BackupLayout,
+    committed_ids,
     label_of,
     label_time,
     object_key,
     parse_snapshot_id,
+    require_backup_or_new,
     snapshot_id,
     snapshot_mode,
 )
 from dicomlake.backup.manifest import SnapshotInfo
-from dicomlake.backup.scan import Entry, Plan, classify, entries, list_lake
+from dicomlake.backup.places import check_apart
+from dicomlake.backup.scan import Entry, Listed, Plan, classify, entries, list_lake
 from dicomlake.config import Config
 from dicomlake.errors import BackupError
 from dicomlake.lake import delta
 from dicomlake.lake.lock import holding
-from dicomlake.storage import FileSystem, filesystem_for, join
+from dicomlake.storage import FileSystem, canonical_uri, filesystem_for, join
 from dicomlake.vocab import ScanReason, SnapshotMode
 
 if TYPE_CHECKING:
@@ -76,11 +80,20 @@ def take_snapshot(
     now_label
         The snapshot's UTC label ``YYYYMMDDTHHMMSSZ`` (e.g. the scheduler's data interval end).
         When absent, the backup filesystem's clock (the mtime of a probe file it writes) gives
-        it, never the driver's clock. A label that has a committed snapshot returns that
-        snapshot (the call is idempotent); a label older than the latest snapshot is an error.
+        it, never the driver's clock. A label that has a committed snapshot of this lake and
+        mode returns that snapshot (the call is idempotent); one of another lake or mode, a
+        label older than the latest snapshot, or one later than this host's clock by more than
+        `LABEL_AHEAD_HOURS`, is an error.
+
+    The backup must be a backup or nothing yet (`layout.require_backup_or_new`), and apart from
+    the lake (`places.check_apart`).
     """
     checked = snapshot_mode(mode)
+    if now_label is not None:
+        _check_not_ahead(now_label, "pass the time the snapshot is of")
+    check_apart(lake, backup)
     bfs = filesystem_for(backup, config.hdfs)
+    require_backup_or_new(bfs, BackupLayout(backup))
     with holding(bfs, backup, None, "snapshot", config.lock):
         return _take_locked(
             lake, bfs, BackupLayout(backup), mode=checked, config=config, sc=sc, now_label=now_label
@@ -101,6 +114,8 @@ class _Snapshot:
     base_id: str | None
     ids: list[str]
     """The backup's committed snapshots, oldest first."""
+    started_ms: int
+    """When the snapshot started, by the backup filesystem's clock."""
     config: Config
     sc: SparkContext | None
 
@@ -120,13 +135,25 @@ def _take_locked(
     now_label: str | None,
 ) -> SnapshotResult:
     lake_fs = filesystem_for(lake, config.hdfs)
-    ids = manifest.committed_ids(bfs, layout)
-    label = now_label if now_label is not None else _clock_label(bfs, layout, ids)
+    ids = committed_ids(bfs, layout)
+    started_ms = _clock_ms(bfs, layout)
+    label = now_label
+    if label is None:
+        after_latest = int(label_time(ids[-1][:16]).timestamp() * 1000) + 1000 if ids else 0
+        label = label_of(max(started_ms, after_latest))
+        _check_not_ahead(
+            label,
+            f"the latest snapshot {ids[-1]} is labelled in the future (remove its manifest if "
+            "that is a mistake)"
+            if after_latest > started_ms
+            else "the backup filesystem's clock is ahead of this host's: set them right",
+        )
     snapshot_id(label, mode)  # checks the label's form before it is compared
     done = [sid for sid in ids if sid.startswith(label + "-")]
     if done:
         log.info("snapshot %s is committed already", done[0])
         info = manifest.read_info(bfs, layout, done[0])
+        _check_retry(info, lake, mode, [sid for sid in ids if sid < label])
         return SnapshotResult(**_fields(info), already_committed=True)
     if ids and label < ids[-1]:
         raise BackupError(f"snapshot label {label} is older than the latest snapshot {ids[-1]}")
@@ -147,6 +174,7 @@ def _take_locked(
             sid=sid,
             base_id=base_id,
             ids=ids,
+            started_ms=started_ms,
             config=config,
             sc=sc,
         )
@@ -173,15 +201,19 @@ def _take(run: _Snapshot) -> SnapshotInfo:
     base = latest if base_id == latest_id else _entries(bfs, layout, base_id)
     scan_from = None
     if base_id is not None:
-        lag_ms = int(run.config.snapshot.lag_seconds * 1000)
-        scan_from = manifest.read_info(bfs, layout, base_id).watermark_ms - lag_ms
+        base_wm = manifest.read_info(bfs, layout, base_id).watermark_ms
+        # Past this start, the base's watermark was raised by a file from the future (before
+        # such files were kept out of it): no file can be trusted unchanged by it.
+        if base_wm <= run.started_ms:
+            scan_from = base_wm - int(run.config.snapshot.lag_seconds * 1000)
     plan = classify(listing.files, base if base_id else None, scan_from, latest)
     job = CopyJob(run.read_root, layout.root, layout.work(sid), run.config.hdfs)
     copied = copy_files(job, plan.to_read, run.sc)
 
     rows = _rows(plan, copied)
-    previous_wm = manifest.read_info(bfs, layout, latest_id).watermark_ms if latest_id else 0
-    listed_wm = max((f.mtime_ms for f in listing.files.values()), default=0)
+    previous_wm = 0  # a full starts afresh
+    if base_id is not None and latest_id is not None:
+        previous_wm = manifest.read_info(bfs, layout, latest_id).watermark_ms
     reasons = Counter(
         t.reason for t, c in zip(plan.to_read, copied, strict=True) if c.sha256 is not None
     )
@@ -193,7 +225,7 @@ def _take(run: _Snapshot) -> SnapshotInfo:
         base=base_id,
         lake=run.lake,
         source="live" if run.source_root is None else "hdfs-snapshot",
-        watermark_ms=max(previous_wm, listed_wm),
+        watermark_ms=_watermark(listing.files, previous_wm, run.started_ms),
         scan_from_ms=scan_from,
         files=rows.num_rows,
         bytes_total=pc.sum(rows["size"]).as_py() or 0,
@@ -262,18 +294,60 @@ def _entries(fs: FileSystem, layout: BackupLayout, sid: str | None) -> dict[str,
     return {} if sid is None else entries(manifest.read_rows(fs, layout, sid))
 
 
-def _clock_label(fs: FileSystem, layout: BackupLayout, ids: list[str]) -> str:
-    """A label from the backup filesystem's clock, later than every committed snapshot's."""
+def _clock_ms(fs: FileSystem, layout: BackupLayout) -> int:
+    """Now by the backup filesystem's clock: the mtime of a probe file written in its work area
+    (as the lock measures ages), never the driver's clock."""
     probe = join(layout.tmp, f".clock-{uuid.uuid4().hex}")
     fs.write_bytes(probe, b"")
     status = fs.status(probe)
     fs.delete(probe)
     if status is None:
         raise BackupError(f"clock probe {probe} vanished right after it was written")
-    ms = status.mtime_ms
-    if ids:
-        ms = max(ms, int(label_time(ids[-1][:16]).timestamp() * 1000) + 1000)
-    return label_of(ms)
+    return status.mtime_ms
+
+
+LABEL_AHEAD_HOURS = 1
+"""How far a label may be past this host's clock (clocks and schedulers differ a little). A
+label further ahead would be the latest snapshot for long: every unlabelled snapshot would be
+labelled after it, a scheduler's labels refused as older, and retention keeps it uncounted."""
+
+
+def _check_not_ahead(label: str, remedy: str) -> None:
+    now = datetime.now(timezone.utc)
+    if label_time(label) > now + timedelta(hours=LABEL_AHEAD_HOURS):
+        raise BackupError(
+            f"snapshot label {label} is later than this host's clock ({now:%Y%m%dT%H%M%SZ}) "
+            f"by more than {LABEL_AHEAD_HOURS} h: {remedy}"
+        )
+
+
+def _check_retry(info: SnapshotInfo, lake: str, mode: SnapshotMode, earlier: list[str]) -> None:
+    """BackupError unless the snapshot committed at a label is what this call would have
+    taken: of the same lake, and of the mode asked (or a full where it had no base)."""
+    became = mode if _base(earlier, mode) else SnapshotMode.FULL
+    if info.mode not in (mode, became) or canonical_uri(info.lake) != canonical_uri(lake):
+        raise BackupError(
+            f"snapshot label {info.snapshot_id[:16]} is taken by {info.snapshot_id} of "
+            f"{info.lake}; this call asks for a {mode} snapshot of {lake}: give another label"
+        )
+
+
+def _watermark(files: dict[str, Listed], previous_ms: int, started_ms: int) -> int:
+    """The highest mtime listed, not counting files modified after the snapshot started (a
+    skewed clock, a touch): those are in no watermark, so every snapshot reads them again
+    until that time has passed. Never below ``previous_ms`` unless that one is past the start."""
+    future = sorted(f.path for f in files.values() if f.mtime_ms > started_ms)
+    if future:
+        log.warning(
+            "%d lake files are modified after the snapshot's start (%s by the backup "
+            "filesystem's clock), e.g. %s: left out of its watermark, read again by every "
+            "snapshot until then",
+            len(future),
+            label_of(started_ms),
+            future[0],
+        )
+    listed = [f.mtime_ms for f in files.values() if f.mtime_ms <= started_ms]
+    return max([*listed, previous_ms if previous_ms <= started_ms else 0])
 
 
 def _drop_stale_work(fs: FileSystem, layout: BackupLayout, sid: str) -> None:

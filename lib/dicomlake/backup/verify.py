@@ -1,8 +1,9 @@
 """Check a backup: every object's SHA-256 and size, every manifest path (one a restore would
 refuse is a problem too), and with ``deep`` every chunk of every pack.
 
-Objects are checked once however many snapshots and paths refer to them; a bad one is reported
-for each (snapshot, lake path) that uses it, so the report says what a restore would lose.
+Objects are read once however many snapshots and paths refer to them, and every manifest row is
+checked against what was read; a bad one is reported for each (snapshot, lake path) it fails,
+so the report says what a restore would lose.
 Repair: delete the named object and take a full snapshot (it stores the content again if the
 lake still has it).
 
@@ -25,7 +26,13 @@ import pyarrow.parquet as pq
 
 from dicomlake.backup import manifest
 from dicomlake.backup.copy import CHUNK
-from dicomlake.backup.layout import BackupLayout
+from dicomlake.backup.layout import (
+    BackupLayout,
+    committed_ids,
+    require_backup,
+    require_snapshot,
+    sha_of_key,
+)
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, DicomLakeError, MissingKeyError, StorageError
@@ -43,7 +50,8 @@ if TYPE_CHECKING:
 @dataclasses.dataclass(frozen=True)
 class VerifyProblem:
     """One lake file of one snapshot whose stored bytes are bad, and why; or, ``unchecked``, a
-    pack whose key the keyring given cannot unwrap (its key-encryption key is not in it)."""
+    pack whose key the keyring given cannot unwrap (its key-encryption key is not in it); or a
+    snapshot's manifest that cannot be read (``path`` empty, ``object`` the manifest's URI)."""
 
     snapshot_id: str
     path: str
@@ -78,7 +86,8 @@ def list_snapshots(backup: str, *, config: Config) -> list[SnapshotInfo]:
     """The committed snapshots of ``backup``, oldest first, from their manifests."""
     fs = filesystem_for(backup, config.hdfs)
     layout = BackupLayout(backup)
-    return [manifest.read_info(fs, layout, sid) for sid in manifest.committed_ids(fs, layout)]
+    require_backup(fs, layout)
+    return [manifest.read_info(fs, layout, sid) for sid in committed_ids(fs, layout)]
 
 
 def verify(
@@ -89,7 +98,12 @@ def verify(
     keyring: Keyring | None = None,
     config: Config,
 ) -> VerifyResult:
-    """Re-read the objects of one snapshot (or all) and report every bad one."""
+    """Re-read the objects of one snapshot (or all) and report every bad one.
+
+    Each manifest row is checked against its object (each object is read once): a row whose
+    size or SHA-256 is not the object's is a problem of that row, whichever snapshot it is
+    in. A manifest that cannot be read is a problem too; the others are checked all the same.
+    """
     if deep:
         if keyring is None:
             raise BackupError("deep verify opens encrypted pack chunks: it needs a keyring")
@@ -97,47 +111,37 @@ def verify(
         keyring.require_private("deep verify, which opens encrypted pack chunks,")
     fs = filesystem_for(backup, config.hdfs)
     layout = BackupLayout(backup)
-    ids = manifest.committed_ids(fs, layout)
+    require_backup(fs, layout)
     if snapshot_id is not None:
-        if snapshot_id not in ids:
-            raise BackupError(
-                f"no snapshot {snapshot_id} in {backup} (snapshots: {', '.join(ids) or 'none'})"
-            )
-        ids = [snapshot_id]
-    rows = {sid: manifest.read_rows(fs, layout, sid).to_pylist() for sid in ids}
-    users: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    expected: dict[str, tuple[str, int]] = {}
+        require_snapshot(fs, layout, snapshot_id)
+    ids = [snapshot_id] if snapshot_id is not None else committed_ids(fs, layout)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    problems = []
+    for sid in ids:
+        try:
+            rows[sid] = manifest.read_rows(fs, layout, sid).to_pylist()
+        except BackupError as exc:
+            problems.append(VerifyProblem(sid, "", layout.manifest(sid), str(exc)))
+    keys = sorted({r["object"] for e in rows.values() for r in e if sha_of_key(r["object"])})
+    found = {key: _read_object(fs, layout, key) for key in track(keys, len(keys), "verify")}
     for sid, entries in rows.items():
-        for r in entries:
-            users[r["object"]].append((sid, r["path"]))
-            expected[r["object"]] = (r["sha256"], r["size"])
-    bad: dict[str, str] = {}
-    checked_bytes = 0
-    for key in track(sorted(expected), len(expected), "verify objects"):
-        reason = _check_object(fs, layout, key, *expected[key])
-        checked_bytes += expected[key][1]
-        if reason:
-            bad[key] = reason
-    problems = [
-        VerifyProblem(sid, path, key, reason)
-        for key, reason in bad.items()
-        for sid, path in users[key]
-    ]
-    # A path a restore would refuse loses its file as surely as a damaged object
-    problems += [
-        VerifyProblem(sid, r["path"], r["object"], reason)
-        for sid, entries in rows.items()
-        for r in entries
-        if (reason := manifest.path_problem(r["path"]))
-    ]
+        # A row a restore would refuse loses its file as surely as a damaged object
+        refused = manifest.entry_problems(entries)
+        problems += [
+            VerifyProblem(sid, r["path"], r["object"], reason)
+            for n, r in enumerate(entries)
+            if (reason := refused.get(n) or _row_problem(found.get(r["object"]), r))
+        ]
+    # Deep checks open only objects holding the content their key names
+    sound = {k for k, got in found.items() if not isinstance(got, str) and got[0] == sha_of_key(k)}
     packs = chunks = hashed = 0
     if deep and keyring is not None:
         deep_check = _DeepCheck(fs, layout, keyring)
         opened = []
         for sid, entries in rows.items():
-            overrides = deep_check.wrapped_keys(entries, bad)
+            overrides = deep_check.wrapped_keys(entries, sound)
             for r in entries:
-                if r["path"].endswith(".pack") and r["object"] not in bad:
+                if r["path"].endswith(".pack") and r["object"] in sound:
                     override = overrides.get(r["path"])
                     deep_check.pack(r["object"], r["path"], override)
                     opened.append((sid, r, override))
@@ -150,8 +154,8 @@ def verify(
         packs, chunks, hashed = deep_check.packs, deep_check.chunks, deep_check.hashed
     return VerifyResult(
         tuple(ids),
-        len(expected),
-        checked_bytes,
+        len(keys),
+        sum(got[1] for got in found.values() if not isinstance(got, str)),
         packs,
         chunks,
         hashed,
@@ -159,9 +163,8 @@ def verify(
     )
 
 
-def _check_object(fs: FileSystem, layout: BackupLayout, key: str, sha: str, size: int) -> str:
-    if reason := manifest.key_problem(key, sha):
-        return reason
+def _read_object(fs: FileSystem, layout: BackupLayout, key: str) -> tuple[str, int] | str:
+    """The SHA-256 and size of an object's content, or why it cannot be read."""
     h = hashlib.sha256()
     got = 0
     try:
@@ -171,10 +174,17 @@ def _check_object(fs: FileSystem, layout: BackupLayout, key: str, sha: str, size
                 got += len(chunk)
     except StorageError as exc:
         return "missing" if not fs.exists(layout.uri(key)) else f"unreadable: {exc}"
-    if got != size:
-        return f"size {got}, expected {size}"
-    if h.hexdigest() != sha:
-        return f"sha256 {h.hexdigest()}, expected {sha}"
+    return h.hexdigest(), got
+
+
+def _row_problem(got: tuple[str, int] | str | None, row: dict[str, Any]) -> str:
+    """Why the object read (`_read_object`; None: not read) does not hold a row's content."""
+    if got is None or isinstance(got, str):
+        return got or ""
+    if got[1] != row["size"]:
+        return f"size {got[1]}, expected {row['size']}"
+    if got[0] != row["sha256"]:
+        return f"sha256 {got[0]}, expected {row['sha256']}"
     return ""
 
 
@@ -199,7 +209,7 @@ class _DeepCheck:
         self.packs = self.chunks = self.hashed = 0
 
     def wrapped_keys(
-        self, entries: list[dict[str, Any]], bad: dict[str, str]
+        self, entries: list[dict[str, Any]], sound: set[str]
     ) -> dict[str, tuple[str, bytes]]:
         """pack path -> (kek_id, wrapped key) from the snapshot's ``tables/packs`` files."""
         rows: list[dict[str, Any]] = []
@@ -208,7 +218,7 @@ class _DeepCheck:
                 continue
             if "/_delta_log/" in r["path"]:  # checkpoints; the data files hold every row
                 continue
-            if r["object"] in bad:
+            if r["object"] not in sound:
                 continue
             data = self._fs.read(self._layout.uri(r["object"]))
             rows += pq.read_table(io.BytesIO(data)).to_pylist()

@@ -74,8 +74,13 @@ class LakeLayout:
         return join(self.root, relative)
 
 
+def is_lake(fs: FileSystem, layout: LakeLayout) -> bool:
+    """Whether ``layout.root`` holds a lake: its tables or its keyring record."""
+    return fs.exists(join(layout.root, "tables")) or fs.exists(layout.absolute(BINDING))
+
+
 def require_lake(fs: FileSystem, layout: LakeLayout) -> None:
-    """LakeError unless ``layout.root`` holds a lake (its tables or its keyring record): a
-    command on a mistyped lake would otherwise find nothing, say it did nothing, and succeed."""
-    if not (fs.exists(join(layout.root, "tables")) or fs.exists(layout.absolute(BINDING))):
+    """LakeError unless ``layout.root`` holds a lake (`is_lake`): a command on a mistyped lake
+    would otherwise find nothing, say it did nothing, and succeed."""
+    if not is_lake(fs, layout):
         raise LakeError(f"no lake at {layout.root} (neither tables/ nor {BINDING} there)")
