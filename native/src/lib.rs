@@ -422,10 +422,10 @@ impl Core {
     /// the top-level undefined-length sequences (tag, offset, value offset, end) when the
     /// whole header reads as a well-formed tree (pydicom may then read them lazily), and what
     /// pydicom's `read_partial` reads from the header (the file up to its pixel data, those
-    /// sequences cut out of it, as `split._parse_header` gives it to pydicom): the file meta's
-    /// and the dataset's `RawDataElement`s by tag, as `read_dataset` holds them, or None where
-    /// pydicom would read the header otherwise (`raw.read_partial`, or a dataset not as the
-    /// walk reads it). Raises `Malformed` with a `DicomParseError`'s reason and message.
+    /// sequences cut out of it, as `split._parse_header` gives it to pydicom) as a `Walked`,
+    /// or None where pydicom would read the header otherwise (`raw.read_partial`, or a
+    /// dataset not as the walk reads it). Raises `Malformed` with a `DicomParseError`'s reason
+    /// and message.
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn top_level<'py>(
         &self,
@@ -1399,8 +1399,14 @@ impl Run<'_> {
     }
 }
 
+/// The version of this module's interface to `dicomlake.dicom` (`native.INTERFACE`): raised
+/// with every change to what it takes or gives, so a module built from other sources than the
+/// Python code calling it is refused rather than called wrongly.
+const INTERFACE: u32 = 2;
+
 #[pymodule]
 fn dicomlake_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("INTERFACE", INTERFACE)?;
     m.add_class::<Core>()?;
     m.add_class::<Walked>()?;
     m.add("Declined", m.py().get_type::<Declined>())?;

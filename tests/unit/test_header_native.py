@@ -4,11 +4,14 @@ with de-identification off and with each of its options."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
 import random
 import struct
+import sys
+import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +39,7 @@ from pydicom.uid import (
 
 from dicomlake.config import DeidConfig
 from dicomlake.dicom import deid, header, promote, split, walk
+from dicomlake.dicom import native as native_module
 from dicomlake.dicom.deid import deidentify
 from dicomlake.dicom.dicomjson import header_json
 from dicomlake.dicom.elements import element_rows
@@ -552,3 +556,21 @@ def test_an_instance_named_by_its_file_meta_is_named_by_its_pseudonym():
     assert records.values["SOPInstanceUID"] == deid.uid_pseudonym(SECRET, meta_uid)
     assert records.identities["SOPInstanceUID"] == deid.uid_pseudonym(SECRET, meta_uid)
     assert records.identities["original_SOPInstanceUID"] == meta_uid
+
+
+def test_the_built_core_has_the_interface_this_code_calls():
+    assert native is not None and native.INTERFACE == native_module.INTERFACE
+
+
+def test_a_core_built_from_other_sources_is_not_called(monkeypatch, caplog):
+    """A compiled module of another interface (an older wheel on an executor) is refused when
+    the header path is imported, with a warning: headers then take the pydicom path."""
+    stale = types.ModuleType("dicomlake_native")
+    stale.INTERFACE = native_module.INTERFACE - 1  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dicomlake_native", stale)
+    spec = importlib.util.find_spec("dicomlake.dicom.native")
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    assert fresh.dicomlake_native is None and fresh.core() is None
+    assert f"needs {native_module.INTERFACE}" in caplog.text

@@ -4,6 +4,7 @@ installed: one `Core` per process, given pydicom's data dictionary and Table E.1
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from pydicom.datadict import DicomDictionary, RepeatersDictionary, masks, tag_for_keyword
@@ -18,9 +19,25 @@ from dicomlake.dicom.deid import (
 )
 from dicomlake.dicom.deid_table import REPEATING
 
+INTERFACE = 2
+"""The interface of the compiled core this code calls (``INTERFACE`` in native/src/lib.rs)."""
+
+log = logging.getLogger(__name__)
+
 try:
     import dicomlake_native
 except ImportError:  # not built here: headers take the pydicom path
+    dicomlake_native = None
+if dicomlake_native is not None and getattr(dicomlake_native, "INTERFACE", None) != INTERFACE:
+    # Built from other sources than this code (an older wheel on an executor, say): calling it
+    # would fail on every header, so headers take the pydicom path, slower but the same
+    log.warning(
+        "dicomlake_native at %s has interface %s, this dicomlake needs %s: headers are read by "
+        "pydicom; build the module from this version (dev/setup.sh, dev/package.py)",
+        getattr(dicomlake_native, "__file__", "?"),
+        getattr(dicomlake_native, "INTERFACE", None),
+        INTERFACE,
+    )
     dicomlake_native = None
 
 
