@@ -6,8 +6,9 @@ the compiled header path read (identity, frame geometry, what de-identification 
 come from the walk's raw elements one by one, as the dataset would give them
 (`values.raw_value`), and the dataset is built from those elements only for what needs it:
 the reference header path, a value pydicom reads its dataset's way (implicit VR, a character
-set, a sequence), the elements after the pixel data. Building it costs more than the values a
-header's split and compiled path read (about 0.1 ms against a few µs each).
+set, a sequence), or one of the elements after the pixel data (kept apart until then,
+`merge`). Building it costs more than the values a header's split and compiled path read
+(about 0.1 ms against a few µs each).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Original:
         self._file_meta = file_meta
         self._lazy = lazy  # top-level sequences the dataset holds unread, not in the walk's
         self._encoding = encoding
+        self._trailing: Dataset | None = None  # `merge`'s
 
     @classmethod
     def of(cls, dataset: Dataset) -> Original:
@@ -60,7 +62,10 @@ class Original:
     @functools.cached_property
     def dataset(self) -> Dataset:
         """The pydicom dataset (a FileDataset, file meta attached, where read from a file)."""
-        return self._build()
+        dataset = self._build()
+        if self._trailing is not None:
+            dataset.update(self._trailing)
+        return dataset
 
     @property
     def encoding(self) -> tuple[bool | None, bool | None]:
@@ -80,7 +85,7 @@ class Original:
         tag = tag_of(keyword)
         if tag is None:
             return None
-        if tag in self._lazy:
+        if tag in self._lazy or (self._trailing is not None and tag in self._trailing):
             return get(self.dataset, keyword)
         raw = self._walked.raw(tag)
         if raw is None:
@@ -93,7 +98,8 @@ class Original:
         if self._walked is None:
             return sorted(map(int, self.dataset.keys()))
         tags: list[int] = self._walked.tags()
-        return sorted({*tags, *self._lazy}) if self._lazy else tags
+        more = [*self._lazy, *map(int, self._trailing.keys() if self._trailing else ())]
+        return sorted({*tags, *more}) if more else tags
 
     def meta_tags(self) -> list[int]:
         """The file meta's tags, ascending (none without a file meta)."""
@@ -108,7 +114,8 @@ class Original:
         )
 
     def merge(self, trailing: Dataset) -> None:
-        """Add ``trailing`` (the elements after the pixel data) to the dataset; values are read
-        from the dataset from then on."""
-        self.dataset.update(trailing)
-        self._walked = None
+        """Add ``trailing`` (the elements after the pixel data) to the dataset, which holds them
+        over any of its own of the same tags (its values are read from the dataset)."""
+        if "dataset" in vars(self):  # built already
+            self.dataset.update(trailing)
+        self._trailing = trailing
