@@ -603,10 +603,35 @@ def test_reidentify_gives_landing_paths_back(phi_lake, keyring, config, spark, t
     secret = keyring.secret_for("pseudonym")
     every = read_paths(str(lake), keyring, config)
     files = [str(p) for p in landing.rglob("*") if p.is_file()]
-    assert every == {ref_path_id(secret, f): f for f in files}
+    assert every == {ref_path_id(secret, f): f for f in [str(landing), *files]}
     # Spark reads it as it reads the identities (the KMS jar on its classpath)
     df = spark.read.options(**kms.spark_options(keyring)).parquet(str(lake / "restricted/paths"))
     assert dict(df.select("source_path_id", "source_path").collect()) == every
+
+
+def test_a_landing_zone_named_after_a_patient_is_named_by_its_id(
+    phi_lake, sc, config, keyring, tmp_path, capsys
+):
+    """A landing zone of its own per patient or study (a folder per import): the runs table
+    names it by its path id, and its filesystem; reidentify gives the path back."""
+    landing, _ = phi_lake
+    root = tmp_path / "DOE^JANE_19650412-MRN77654033"
+    root.mkdir()
+    for path in sorted(landing.rglob("*.dcm"))[:3]:
+        shutil.copy(path, root / path.name)
+    lake = tmp_path / "lake"
+    run_ingest(sc, str(root), str(lake), config, keyring)
+    (run,) = table(lake, "runs").to_pylist()
+    assert run["landing"] == "file"
+    assert run["landing_path_id"] == ref_path_id(keyring.secret_for("pseudonym"), str(root))
+    for path in (lake / "tables").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"DOE^JANE" not in data and b"77654033" not in data, path
+    ring = str(_saved(keyring, tmp_path, config))
+    command = ["reidentify", "--lake", str(lake), "--keyring", ring]
+    code, rows = _command_rows(capsys, [*command, "--path-id", run["landing_path_id"]])
+    assert code == 0 and rows[0]["source_path"] == str(root)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 from py4j.protocol import Py4JJavaError
@@ -31,7 +32,8 @@ from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_ledger
 from dicomlake.lake.lock import Lock, holding, new_run_id
 from dicomlake.lake.parquet import read_files, write_table
-from dicomlake.lake.paths import path_secret
+from dicomlake.lake.paths import PathRows, path_secret
+from dicomlake.lake.restricted import write_rows
 from dicomlake.storage import (
     ENTRY_PROBLEMS,
     FileInfo,
@@ -286,9 +288,13 @@ def _collect(listing: Landing, results: list[TaskResult]) -> _Collected:
 def _commit(run: _Run, listing: Landing, collected: _Collected) -> None:
     """Stage the driver's small tables (``runs`` last) and commit them with the tasks' files."""
     options = deid_options(run.config)
+    # A landing zone's own path may name a patient or a study (a folder per import), as its
+    # files' paths do: the runs table names it by its path id, its filesystem alone in clear
+    paths = PathRows(path_secret(run.keyring), run.run_id)
     run_row = {
         "run_id": run.run_id,
-        "landing": run.landing,
+        "landing": _filesystem(run.landing),
+        "landing_path_id": paths.id_of(run.landing),
         "started_at": run.now,
         "committed_at": datetime.now(timezone.utc),
         **collected.counts,
@@ -312,11 +318,26 @@ def _commit(run: _Run, listing: Landing, collected: _Collected) -> None:
         if rows
     }
     fs, layout = run.lake_fs, run.layout
+    restricted = f"restricted/paths/part-{run.run_id}.parquet"
+    target = functools.partial(staged, layout, run.run_id)
     fs.run_all(
-        functools.partial(write_table, fs, staged(layout, run.run_id, relative), table)
-        for relative, table in writes.items()
+        [
+            *(
+                functools.partial(write_table, fs, target(relative), table)
+                for relative, table in writes.items()
+            ),
+            functools.partial(
+                write_rows, fs, target(restricted), "paths", paths.rows(), run.keyring
+            ),
+        ]
     )
-    commit(fs, layout, run.lock, [*collected.staged, *writes])
+    commit(fs, layout, run.lock, [*collected.staged, *writes, restricted])
+
+
+def _filesystem(uri: str) -> str:
+    """The filesystem a URI is on: ``scheme://authority``, or ``file`` for a local path."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme not in ("", "file") else "file"
 
 
 def _summary(

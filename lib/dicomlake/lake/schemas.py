@@ -148,6 +148,9 @@ RUNS = pa.schema(
         pa.field("skipped", pa.int64()),
         pa.field("files_hidden", pa.int64()),
         pa.field("files_settling", pa.int64()),
+        # The landing zone's path id (`lake.paths`; its path is in restricted/paths); since
+        # then `landing` holds only its filesystem (``file``, ``hdfs://nn``), null before
+        pa.field("landing_path_id", pa.string()),
     ]
 )
 
