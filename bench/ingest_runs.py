@@ -116,6 +116,7 @@ def run_dicomlake(
     from dicomlake.ingest.job import run_ingest
     from dicomlake.lake.delta import read_snapshot
     from dicomlake.lake.layout import LakeLayout
+    from dicomlake.storage import filesystem_for
 
     config, sc, workers_seconds = _context(master, namenodes, settings)
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
@@ -127,7 +128,10 @@ def run_dicomlake(
     sc.stop()
     lake_bytes = _tree_bytes(config, out)  # the whole lake: tables, packs, log
     table = read_snapshot(
-        LakeLayout(out), "instances", ["raw_pixel_bytes", "stored_pixel_bytes", "pixel_codec"]
+        filesystem_for(out, config.hdfs),
+        LakeLayout(out),
+        "instances",
+        ["raw_pixel_bytes", "stored_pixel_bytes", "pixel_codec"],
     )
     native = pc.not_equal(pc.fill_null(table["pixel_codec"], ""), "store")
     ratios: dict[str, Any] = {}

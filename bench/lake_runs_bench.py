@@ -41,7 +41,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
-from dicomlake.config import LockConfig, load_config
+from dicomlake.config import LockConfig, MaintainConfig, load_config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.ingest.job import run_ingest
 from dicomlake.ingest.worker import partition_dir
@@ -67,7 +67,7 @@ def source_rows(work: Path, sc: Any) -> list[dict[str, Any]]:
     landing, lake = work / "landing", work / "source-lake"
     build_sample_landing(landing)
     run_ingest(sc, str(landing), str(lake), load_config(env={}), Keyring.generate())
-    return read_snapshot(LakeLayout(str(lake)), "instances").to_pylist()
+    return read_snapshot(LocalFileSystem(), LakeLayout(str(lake)), "instances").to_pylist()
 
 
 def commit_runs(lake: Path, rows: list[dict], runs: int, per_run: int, tasks: int) -> float:
@@ -109,7 +109,7 @@ def commit_runs(lake: Path, rows: list[dict], runs: int, per_run: int, tasks: in
             fs, staged(layout, run_id, relative), pa.Table.from_pylist([run_row], schemas.RUNS)
         )
         with holding(fs, layout.root, run_id, "bench", LockConfig()) as lock:
-            commit(fs, layout, lock, [*files, relative])
+            commit(fs, layout, lock, [*files, relative], MaintainConfig().retention_hours)
     return time.perf_counter() - started
 
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         maintain_seconds = time.perf_counter() - t
         after = measure(table, args.repeat, spark, last)
         single = work / "single" / "instances"
-        everything = read_snapshot(LakeLayout(str(lake)), "instances")
+        everything = read_snapshot(LocalFileSystem(), LakeLayout(str(lake)), "instances")
         write_deltalake(str(single), everything, partition_by=list(schemas.INSTANCE_PARTITIONS))
         once = measure(single, args.repeat, spark, last)
         session.stop()

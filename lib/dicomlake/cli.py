@@ -518,8 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the files")
     p.add_argument(
         "--as-of",
-        help="the instances table as of a version (an integer) or an ISO 8601 time (UTC "
-        "unless it has a zone), e.g. 2026-11-28T00:00:00Z",
+        help="the instances table as of a version (digits 0-9) or an ISO 8601 time (UTC "
+        "unless it has a zone; by the commit times in the log), e.g. 2026-11-28T00:00:00Z; "
+        "digits that are also a date (20261128) are refused as ambiguous",
     )
 
     command(

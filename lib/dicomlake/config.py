@@ -158,7 +158,8 @@ class LockConfig:
 class MaintainConfig:
     # Compaction rewrites a partition's small files into files of about this size.
     target_file_bytes: int = 128 * MiB
-    # Files a compaction replaced are deleted this long after (time travel reaches this far).
+    # Files a compaction replaced are deleted this long after (time travel reaches this far),
+    # counted in whole seconds rounded up; the tables' Delta retention properties follow it.
     retention_hours: float = 168.0
 
     def __post_init__(self) -> None:

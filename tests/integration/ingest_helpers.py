@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -98,3 +100,47 @@ def run_export(
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "lib")},
         timeout=300,
     )
+
+
+def dangling_references(lake: Path) -> list[str]:
+    """What a reader of the tables' latest versions (deltalake) sees referred to but cannot
+    see: an instance without its frames, elements or packs rows, a frames or errors row whose
+    pack has no packs row, a sources row whose instance is not visible."""
+    names = ("instances", "frames", "elements", "errors", "sources", "packs")
+    rows = {name: table(lake, name).to_pylist() for name in names}
+    packs = {r["pack_path"] for r in rows["packs"]}
+    instances = {r["instance_id"] for r in rows["instances"]}
+    found = []
+    for r in rows["instances"]:
+        for name in ("frames", "elements"):
+            if not any(c["instance_id"] == r["instance_id"] for c in rows[name]):
+                found.append(f"instance {r['instance_id']} has no {name} rows")
+        if r["pack_path"] not in packs:
+            found.append(f"instance {r['instance_id']}: no packs row for {r['pack_path']}")
+    for name, column in (("frames", "pack_path"), ("errors", "quarantine_path")):
+        found += [
+            f"{name} row: no packs row for {r[column]}"
+            for r in rows[name]
+            if r[column] is not None and r[column] not in packs
+        ]
+    found += [
+        f"sources row: instance {r['instance_id']} is not visible"
+        for r in rows["sources"]
+        if r["instance_id"] is not None and r["instance_id"] not in instances
+    ]
+    return found
+
+
+def date_back_removals(table_dir: Path, hours: float) -> None:
+    """Make the log's removals look ``hours`` old (what waiting that long would do)."""
+    stamp = int((time.time() - hours * 3600) * 1000)
+    for entry in sorted((table_dir / "_delta_log").glob("*.json")):
+        actions = [json.loads(line) for line in entry.read_text().splitlines() if line]
+        if not any("remove" in a for a in actions):
+            continue
+        for a in actions:
+            if "remove" in a:
+                a["remove"]["deletionTimestamp"] = stamp
+        entry.write_text("".join(json.dumps(a) + "\n" for a in actions))
+    for checkpoint in (table_dir / "_delta_log").glob("*checkpoint*"):
+        checkpoint.unlink()  # it holds the old dates; readers replay the log instead

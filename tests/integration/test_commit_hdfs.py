@@ -1,6 +1,6 @@
 """The commit protocol on the real HDFS: the run's files are published several at once, then each
-table gets one Delta commit through the HDFS RPC client of ``deltalake``, several at once too,
-``runs`` once all the others have ended."""
+table gets one Delta commit through the HDFS RPC client of ``deltalake``, the tables of a group
+of ``delta.COMMIT_ORDER`` at once, ``runs`` once all the others have ended."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from dicomlake.storage.hdfs import WebHdfsFileSystem
 pytestmark = pytest.mark.hdfs
 
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)
+RETENTION_HOURS = 168.0
 
 
 def _parquet(schema: pa.Schema, **values) -> bytes:
@@ -43,7 +44,7 @@ FRAMES = [f"tables/frames/part-r1-t{i:05d}.parquet" for i in range(12)]
 FILES = {
     **{rel: _parquet(schemas.FRAMES, frame_number=i) for i, rel in enumerate(FRAMES)},
     "pixels/r1/p.pack": b"sealed",
-    "tables/sources/part-r1.parquet": _parquet(schemas.SOURCES, source_path_id="id-a"),
+    "tables/errors/part-r1.parquet": _parquet(schemas.ERRORS, error_id="e-a"),
     "tables/runs/part-r1.parquet": _parquet(schemas.RUNS, run_id="r1"),
 }
 
@@ -98,22 +99,22 @@ def test_a_run_is_published_then_committed_table_by_table(hdfs_cluster, hdfs_roo
 
     with holding(fs, layout.root, "r1", "test", LockConfig()) as held:
         monkeypatch.setattr(fs, "publish", recording_publish)
-        commits = _recording_commits(monkeypatch, together=("frames", "sources"))
-        commit(fs, layout, held, list(FILES))
+        commits = _recording_commits(monkeypatch, together=("frames", "errors"))
+        commit(fs, layout, held, list(FILES), RETENTION_HOURS)
         monkeypatch.undo()  # the lock's own release is no part of the commit
     assert most > 1  # published several at once
 
     frames = DeltaTable(layout.table("frames")).to_pyarrow_table()
     assert sorted(frames["frame_number"].to_pylist()) == list(range(12))
-    sources = DeltaTable(layout.table("sources")).to_pyarrow_table()
-    assert sources["source_path_id"].to_pylist() == ["id-a"]
+    errors = DeltaTable(layout.table("errors")).to_pyarrow_table()
+    assert errors["error_id"].to_pylist() == ["e-a"]
     assert DeltaTable(layout.table("runs")).to_pyarrow_table()["run_id"].to_pylist() == ["r1"]
 
-    # frames and sources are committed at once (each commit waits on the NameNode for the
-    # file it writes: their commits met at the barrier), runs once both have ended
-    (frames_commit, sources_commit), runs_commit = sorted(commits[:2]), commits[2]
-    assert [frames_commit[0], sources_commit[0], runs_commit[0]] == ["frames", "sources", "runs"]
-    assert runs_commit[1] >= max(frames_commit[2], sources_commit[2])
+    # frames and errors, one group, are committed at once (each commit waits on the NameNode
+    # for the file it writes: their commits met at the barrier), runs once both have ended
+    (errors_commit, frames_commit), runs_commit = sorted(commits[:2]), commits[2]
+    assert [errors_commit[0], frames_commit[0], runs_commit[0]] == ["errors", "frames", "runs"]
+    assert runs_commit[1] >= max(errors_commit[2], frames_commit[2])
     assert not fs.exists(layout.staging("r1"))
     assert fs.read(layout.absolute("pixels/r1/p.pack")) == b"sealed"
 
@@ -124,11 +125,11 @@ def test_a_table_commit_that_fails_leaves_runs_behind_and_the_next_run_finishes_
     fs, layout = WebHdfsFileSystem(hdfs_cluster.hdfs_config), LakeLayout(f"{hdfs_root}/lake")
     _staged_run(fs, layout)
     with holding(fs, layout.root, "r1", "test", LockConfig()) as held:
-        commits = _recording_commits(monkeypatch, fails="frames", together=("frames", "sources"))
+        commits = _recording_commits(monkeypatch, fails="frames", together=("frames", "errors"))
         with pytest.raises(OSError, match="NameNode went away"):
-            commit(fs, layout, held, list(FILES))
+            commit(fs, layout, held, list(FILES), RETENTION_HOURS)
         monkeypatch.undo()
-    assert [name for name, *_ in commits] == ["sources"]  # committed beside the failed one
+    assert [name for name, *_ in commits] == ["errors"]  # committed beside the failed one
     assert DeltaTable(layout.table("runs")).version() == 0  # created, never committed to
     assert DeltaTable(layout.table("frames")).version() == 0
 
@@ -136,5 +137,5 @@ def test_a_table_commit_that_fails_leaves_runs_behind_and_the_next_run_finishes_
         assert recover(fs, layout, held) == (["r1"], [])
     frames = DeltaTable(layout.table("frames")).to_pyarrow_table()
     assert sorted(frames["frame_number"].to_pylist()) == list(range(12))
-    assert DeltaTable(layout.table("sources")).version() == 1  # not committed twice
+    assert DeltaTable(layout.table("errors")).version() == 1  # not committed twice
     assert DeltaTable(layout.table("runs")).to_pyarrow_table()["run_id"].to_pylist() == ["r1"]

@@ -1,4 +1,6 @@
-"""A run killed with SIGKILL leaves nothing visible; the next run accounts for each file once."""
+"""A run killed with SIGKILL leaves nothing visible; a run killed between its tables' commits
+never shows an instance without what it refers to; the next run accounts for each file once. A
+damaged table stops a run before it does any work."""
 
 from __future__ import annotations
 
@@ -10,13 +12,20 @@ import time
 from pathlib import Path
 
 import pytest
-from ingest_helpers import ingest_command, landing_files, table, with_paths
+from deltalake import DeltaTable
+from ingest_helpers import dangling_references, ingest_command, landing_files, table, with_paths
+from test_commit import dies_after
 
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import LakeError
 from dicomlake.ingest.job import run_ingest
 from dicomlake.keyring_file import save_keyring
+from dicomlake.lake.commit import recover
+from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.lock import holding
 from dicomlake.samples import sample_files
+from dicomlake.storage.local import LocalFileSystem
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -87,3 +96,70 @@ def test_kill_mid_run_then_rerun(tmp_path, sc):
     # Every frame row points into a published pack.
     for row in table(lake, "frames").to_pylist():
         assert (lake / row["pack_path"]).exists()
+
+
+def _land(landing: Path, files: list[tuple[str, Path]]) -> None:
+    for name, src in files:
+        target = landing / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+
+
+def test_a_run_killed_between_its_table_commits_never_shows_an_instance_in_part(
+    tmp_path, sc, config, keyring, monkeypatch
+):
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    _land(landing, sample_files()[:6])
+    dies_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(sc, str(landing), str(lake), config, keyring)
+    monkeypatch.undo()
+    assert dangling_references(lake) == []
+    (intent,) = (lake / "_commits").iterdir()
+    killed = intent.stem
+    # Each roll-forward dies after one more table's commit, until one finds none left.
+    fs, layout = LocalFileSystem(), LakeLayout(str(lake))
+    for _ in range(7):
+        dies_after(monkeypatch, 1)
+        try:
+            with holding(fs, str(lake), None, "test", config.lock) as lock:
+                recover(fs, layout, lock)
+            break
+        except KeyboardInterrupt:
+            assert dangling_references(lake) == []
+        finally:
+            monkeypatch.undo()
+    assert not (lake / "_commits").exists() or not any((lake / "_commits").iterdir())
+
+    summary = run_ingest(sc, str(landing), str(lake), config, keyring)
+    assert summary.files_seen == 0  # the killed run holds every file
+    assert dangling_references(lake) == []
+    assert table(lake, "runs")["run_id"].to_pylist() == [killed]
+    sources = table(lake, "sources").to_pylist()
+    ingested = {r["instance_id"] for r in sources if r["outcome"] == "ingested"}
+    assert sorted(table(lake, "instances")["instance_id"].to_pylist()) == sorted(ingested)
+
+
+@pytest.mark.parametrize("damage", ["a data file gone", "a log file truncated"])
+def test_a_damaged_table_stops_the_next_run_before_any_work(tmp_path, sc, config, keyring, damage):
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    _land(landing, sample_files()[:3])
+    run_ingest(sc, str(landing), str(lake), config, keyring)
+    frames = lake / "tables" / "frames"
+    if damage == "a data file gone":
+        named = Path(DeltaTable(str(frames)).file_uris()[0])
+        named.unlink()
+    else:
+        named = frames / "_delta_log" / f"{1:020d}.json"
+        named.write_bytes(named.read_bytes()[:-20])
+    versions = {p.name: len(list((p / "_delta_log").glob("*.json"))) for p in lake.glob("tables/*")}
+    packs = set(lake.glob("pixels/*"))
+
+    _land(landing, sample_files()[3:6])
+    with pytest.raises(LakeError, match=f"{frames}: .*{named.name}"):
+        run_ingest(sc, str(landing), str(lake), config, keyring)
+    assert not (lake / "_staging").exists() or not any((lake / "_staging").iterdir())
+    assert set(lake.glob("pixels/*")) == packs
+    assert {
+        p.name: len(list((p / "_delta_log").glob("*.json"))) for p in lake.glob("tables/*")
+    } == versions

@@ -5,9 +5,7 @@ the next run goes on with the next sequence number."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from deltalake import DeltaTable
-from ingest_helpers import sha256_file, table
+from ingest_helpers import date_back_removals, sha256_file, table
 
 from dicomlake.cli import main
 from dicomlake.config import Config
@@ -121,7 +119,7 @@ def test_compaction_keeps_every_row_and_vacuum_waits_for_the_retention(
     # Once the retention has passed (the removals are dated back past it), vacuum deletes
     # exactly the replaced files.
     for name in TABLES:
-        _date_back_removals(lake / "tables" / name, hours=2)
+        date_back_removals(lake / "tables" / name, hours=2)
     short = dataclasses.replace(
         config, maintain=dataclasses.replace(config.maintain, retention_hours=1.0)
     )
@@ -172,18 +170,3 @@ def _sop(path: Path) -> str | None:
             return str(pydicom.dcmread(path, stop_before_pixels=True, force=True).SOPInstanceUID)
         except Exception:
             return None
-
-
-def _date_back_removals(table_dir: Path, hours: float) -> None:
-    """Make the log's removals look ``hours`` old (what waiting that long would do)."""
-    stamp = int((time.time() - hours * 3600) * 1000)
-    for entry in sorted((table_dir / "_delta_log").glob("*.json")):
-        actions = [json.loads(line) for line in entry.read_text().splitlines() if line]
-        if not any("remove" in a for a in actions):
-            continue
-        for a in actions:
-            if "remove" in a:
-                a["remove"]["deletionTimestamp"] = stamp
-        entry.write_text("".join(json.dumps(a) + "\n" for a in actions))
-    for checkpoint in (table_dir / "_delta_log").glob("*checkpoint*"):
-        checkpoint.unlink()  # it holds the old dates; readers replay the log instead

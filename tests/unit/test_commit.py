@@ -12,16 +12,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
+from ingest_helpers import dangling_references
 
 from dicomlake.config import LockConfig
 from dicomlake.errors import LakeError, PublishConflictError
 from dicomlake.lake import delta, schemas
 from dicomlake.lake.commit import commit, recover, staged
-from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.layout import TABLES, LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.storage.local import LocalFileSystem
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+RETENTION_HOURS = 168.0
 SOURCES = {
     "source_path_id": ["id-a", "id-b"],
     "source_size": [10, 20],
@@ -46,21 +48,60 @@ RUNS = {
 }
 
 
+def _parquet(columns: dict, schema: pa.Schema) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pydict(columns, schema=schema), sink)
+    return sink.getvalue()
+
+
 def _files(run: str) -> dict[str, bytes]:
     """A run's files: a pack, two sources rows in two files, a runs row (last)."""
-
-    def parquet(columns: dict, schema: pa.Schema) -> bytes:
-        sink = io.BytesIO()
-        pq.write_table(pa.Table.from_pydict(columns, schema=schema), sink)
-        return sink.getvalue()
-
     one = {k: v[:1] for k, v in SOURCES.items()} | {"ingest_run_id": [run]}
     two = {k: v[1:] for k, v in SOURCES.items()} | {"ingest_run_id": [run]}
     return {
         f"pixels/{run}/p.pack": b"sealed chunks",
-        f"tables/sources/part-{run}-t0.parquet": parquet(one, schemas.SOURCES),
-        f"tables/sources/part-{run}-t1.parquet": parquet(two, schemas.SOURCES),
-        f"tables/runs/part-{run}.parquet": parquet({"run_id": [run], **RUNS}, schemas.RUNS),
+        f"tables/sources/part-{run}-t0.parquet": _parquet(one, schemas.SOURCES),
+        f"tables/sources/part-{run}-t1.parquet": _parquet(two, schemas.SOURCES),
+        f"tables/runs/part-{run}.parquet": _parquet({"run_id": [run], **RUNS}, schemas.RUNS),
+    }
+
+
+def _referring_files(run: str) -> dict[str, bytes]:
+    """A run that writes every table, its rows referring to each other as an ingest's do: an
+    instance with its frames and elements rows in a pack, a rejected file's quarantine copy
+    (an errors row), both packs' rows, the sources rows; the instance's file comes first, as
+    the tasks' files come before the driver's in an intent."""
+
+    def rows(schema: pa.Schema, *given: dict) -> bytes:
+        filled = [
+            {f.name: row.get(f.name, None if f.nullable else _filler(f.type)) for f in schema}
+            for row in given
+        ]
+        return _parquet(pa.Table.from_pylist(filled, schema).to_pydict(), schema)
+
+    pack, copy, instance = f"pixels/{run}/p.pack", f"quarantine/{run}/e.pack", f"i-{run}"
+    own = {"ingest_run_id": run}
+    in_file = pa.schema([f for f in schemas.INSTANCES if f.name not in schemas.INSTANCE_PARTITIONS])
+    return {
+        pack: b"sealed chunks",
+        copy: b"sealed copy",
+        f"tables/instances/Modality=CT/study_year=2020/part-{run}-t0.parquet": rows(
+            in_file, {"instance_id": instance, "pack_path": pack, **own}
+        ),
+        f"tables/frames/part-{run}-t0.parquet": rows(
+            schemas.FRAMES, {"instance_id": instance, "pack_path": pack, **own}
+        ),
+        f"tables/elements/part-{run}-t0.parquet": rows(
+            schemas.ELEMENTS, {"instance_id": instance, **own}
+        ),
+        f"tables/errors/part-{run}.parquet": rows(schemas.ERRORS, {"quarantine_path": copy, **own}),
+        f"tables/packs/part-{run}.parquet": rows(
+            schemas.PACKS, {"pack_path": pack, **own}, {"pack_path": copy, **own}
+        ),
+        f"tables/sources/part-{run}.parquet": rows(
+            schemas.SOURCES, {"instance_id": instance, "outcome": "ingested", **own}
+        ),
+        f"tables/runs/part-{run}.parquet": _parquet({"run_id": [run], **RUNS}, schemas.RUNS),
     }
 
 
@@ -71,16 +112,16 @@ def _filler(kind: pa.DataType) -> object:
     return 0 if pa.types.is_integer(kind) else "x"
 
 
-def _stage(fs, layout, run="r1") -> list[str]:
-    for rel, data in _files(run).items():
+def _stage(fs, layout, run="r1", files=_files) -> list[str]:
+    for rel, data in files(run).items():
         fs.write_bytes(staged(layout, run, rel), data)
-    return list(_files(run))
+    return list(files(run))
 
 
 def _commit(fs, layout, run: str, files: list[str]) -> None:
     """What run ``run`` does: commit its files while holding the lake's lock."""
     with holding(fs, layout.root, run, "test", LockConfig()) as lock:
-        commit(fs, layout, lock, files)
+        commit(fs, layout, lock, files, RETENTION_HOURS)
 
 
 def _recover(fs, layout, run: str = "r9") -> tuple[list[str], list[str]]:
@@ -160,7 +201,7 @@ def test_recover_keeps_the_lock_holders_own_staging(tmp_path):
 
 def _publish_intent(fs, layout, run, files, version=2):
     """What commit() does up to its commit point (docs/FORMATS.md's intent, written again)."""
-    versions, sequence = delta.prepare(fs, layout)
+    versions, sequence = delta.prepare(fs, layout, RETENTION_HOURS)
     intent = staged(layout, run, "_intent.json")
     body = {"run_id": run, "files": files, "sequence": sequence, "versions": versions}
     if version is not None:  # v1 intents had no version
@@ -184,24 +225,28 @@ def test_crash_after_commit_point_rolls_forward(tmp_path, moved):
     assert _rows(tmp_path, "runs") == ["r1"]
 
 
+def dies_after(monkeypatch, commits: int) -> None:
+    """The process dies (KeyboardInterrupt) right after the ``commits``-th table commit from now."""
+    real = DeltaTable.create_write_transaction
+    made = []
+
+    def commit_then_maybe_die(table, *args, **kwargs):
+        real(table, *args, **kwargs)
+        made.append(table.table_uri)
+        if len(made) == commits:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", commit_then_maybe_die)
+
+
 def test_crash_between_table_commits_commits_only_the_tables_behind(tmp_path, monkeypatch):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
     _commit(fs, layout, "r0", _stage(fs, layout, "r0"))
     files = _stage(fs, layout)
-    real = DeltaTable.create_write_transaction
-    calls = []
-
-    def dies_after_the_first_table(table, *args, **kwargs):
-        if calls:
-            raise KeyboardInterrupt("killed")  # the process dies between two table commits
-        calls.append(table.table_uri)
-        return real(table, *args, **kwargs)
-
-    monkeypatch.setattr(DeltaTable, "create_write_transaction", dies_after_the_first_table)
+    dies_after(monkeypatch, 1)  # the process dies between two table commits
     with pytest.raises(KeyboardInterrupt):
         _commit(fs, layout, "r1", files)
     monkeypatch.undo()
-    assert calls[0].rstrip("/").endswith("/tables/sources")
     assert _rows(tmp_path, "sources") == ["r0", "r0", "r1", "r1"]
     assert _rows(tmp_path, "runs") == ["r0"]  # the run is not complete: runs comes last
 
@@ -210,6 +255,32 @@ def test_crash_between_table_commits_commits_only_the_tables_behind(tmp_path, mo
     assert _rows(tmp_path, "runs") == ["r0", "r1"]
     assert DeltaTable(str(tmp_path / "tables" / "sources")).version() == 2
     assert _recover(fs, layout) == ([], [])
+
+
+@pytest.mark.parametrize("survived", range(1, 7))
+def test_no_reader_sees_what_a_row_refers_to_missing_after_a_crash(tmp_path, monkeypatch, survived):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    _commit(fs, layout, "r0", _stage(fs, layout, "r0", _referring_files))
+    files = _stage(fs, layout, "r1", _referring_files)
+
+    dies_after(monkeypatch, survived)  # of the run's seven table commits
+    with pytest.raises(KeyboardInterrupt):
+        _commit(fs, layout, "r1", files)
+    assert dangling_references(tmp_path) == []
+    assert _rows(tmp_path, "runs") == ["r0"]
+    monkeypatch.undo()
+
+    dies_after(monkeypatch, 1)  # the roll-forward dies too, after one more table
+    with pytest.raises(KeyboardInterrupt):
+        _recover(fs, layout)
+    assert dangling_references(tmp_path) == []
+    monkeypatch.undo()
+
+    assert _recover(fs, layout) == (["r1"], [])
+    assert dangling_references(tmp_path) == []
+    for name in TABLES:
+        assert sorted(set(_rows(tmp_path, name))) == ["r0", "r1"], name
+    assert len(_rows(tmp_path, "instances")) == 2  # each run's instance, once
 
 
 def test_a_staged_file_gone_before_its_move_stops_the_roll_forward(tmp_path):
@@ -253,7 +324,7 @@ def test_a_lake_from_before_delta_lake_is_converted_on_its_next_run(tmp_path):
     _commit(fs, layout, "r1", _stage(fs, layout, "r1"))
     assert _rows(tmp_path, "sources") == ["r0", "r0", "r1", "r1"]
     assert _rows(tmp_path, "runs") == ["r0", "r1"]
-    instances = delta.read_snapshot(layout, "instances")
+    instances = delta.read_snapshot(fs, layout, "instances")
     assert instances.num_rows == 1 and instances.schema == schemas.INSTANCES
     row = instances.to_pylist()[0]
     assert (row["Modality"], row["study_year"], row["SOPInstanceUID"]) == (None, 2020, "1.2")

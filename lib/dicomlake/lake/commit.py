@@ -6,8 +6,9 @@ publishes an intent (``_commits/<run>.json``: the list of files, the run's seque
 every table's Delta version before it) by an atomic rename — the commit point — and then moves
 the staged files into place (several at once on a remote filesystem). A table file in place is
 not yet part of its table: each table then gets one Delta transaction adding the run's files
-(:mod:`dicomlake.lake.delta`; several at once on a remote filesystem), ``runs`` once all the
-others are done.
+(:mod:`dicomlake.lake.delta`), a table only once the tables its rows refer to hold the run
+(`delta.COMMIT_ORDER`: an instance is never visible before its frames, elements and packs), and
+``runs`` last. The tables of a group are committed at once on a remote filesystem.
 
 - A run that dies before the commit point leaves only ``_staging/<run>/``, which no reader looks
   at; the next run deletes it and redoes the work (its files are still new to the ledger).
@@ -43,13 +44,16 @@ def staged(layout: LakeLayout, run_id: str, relative: str) -> str:
     return join(layout.staging(run_id), relative)
 
 
-def commit(fs: FileSystem, layout: LakeLayout, lock: Lock, files: list[str]) -> None:
+def commit(
+    fs: FileSystem, layout: LakeLayout, lock: Lock, files: list[str], retention_hours: float
+) -> None:
     """Publish the staged ``files`` of the lock's run (lake-relative paths, a runs record among
-    them), after checking the run still holds the lake's lock."""
+    them), after checking the run still holds the lake's lock. Tables it creates keep removed
+    files and log for ``retention_hours`` (`delta.retention`)."""
     run_id = lock.run_id
     if not any(f.startswith("tables/runs/") for f in files):
         raise LakeError(f"run {run_id}: a run commits a runs record")
-    versions, sequence = delta.prepare(fs, layout)
+    versions, sequence = delta.prepare(fs, layout, retention_hours)
     intent = json.dumps(
         {
             "version": INTENT_VERSION,

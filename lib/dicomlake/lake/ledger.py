@@ -46,9 +46,9 @@ def read_table(
     A table of a lake from before Delta Lake (files, no log: its next run converts it) is its
     files, so that run's ledger knows them (and refuses a lake with landing paths in clear).
     """
-    if as_of is None and delta.open_table(layout, name) is None:
+    if as_of is None and delta.open_table(fs, layout, name) is None:
         return read_files(fs, parquet_files(fs, layout.table(name)), schemas.SCHEMAS[name], columns)
-    return delta.read_snapshot(layout, name, columns, as_of)
+    return delta.read_snapshot(fs, layout, name, columns, as_of)
 
 
 def read_ledger(fs: FileSystem, layout: LakeLayout, secret: bytes) -> Ledger:

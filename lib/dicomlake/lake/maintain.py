@@ -5,8 +5,14 @@ each partition's small files into files of about ``maintain.target_file_bytes``,
 per table that adds the new files and removes the old ones from the log (readers of older
 versions still find them). A checkpoint then sums the log up, so readers need not replay
 every commit. Vacuum deletes the files removed from the log more than
-``maintain.retention_hours`` ago: time travel reaches back that far, and every reader (a query,
-an export, a live snapshot's copy) must finish within it.
+``maintain.retention_hours`` ago (to the second, rounded up): time travel reaches back that far,
+and every reader (a query, an export, a live snapshot's copy) must finish within it. The tables
+carry that retention as their Delta properties (`delta.retention`), set here on tables made
+before or with another setting, so their checkpoints keep the tombstones vacuum goes by, and
+other Delta writers (Spark's VACUUM) keep the same retention.
+
+A table whose log does not read, or whose latest version holds a file that is not there, stops
+maintenance before it changes anything (`delta.require_readable`).
 
 Maintenance writes to the tables, so it runs under the lake's lock, when no ingest does (the
 scheduler runs it in the ingest DAG, after the night's ingest).
@@ -33,14 +39,16 @@ log = logging.getLogger(__name__)
 def maintain_lake(lake: str, config: Config, lock: Lock) -> dict[str, Any]:
     """Compact, checkpoint and vacuum every table, holding the lake's ``lock``; returns what was
     done, per table."""
-    layout = LakeLayout(lake)
-    rolled, abandoned = recover(filesystem_for(lake, config.hdfs), layout, lock)
+    fs, layout = filesystem_for(lake, config.hdfs), LakeLayout(lake)
+    rolled, abandoned = recover(fs, layout, lock)
+    delta.require_readable(fs, layout)
     out: dict[str, Any] = {"lake": layout.root, "recovered": rolled, "discarded": abandoned}
     for name in TABLES:
-        table = delta.open_table(layout, name)
+        table = delta.open_table(fs, layout, name)
         if table is None:
             continue
         lock.check()
+        delta.keep_retention(table, config.maintain.retention_hours)
         before = len(table.file_uris())
         metrics = table.optimize.compact(
             target_size=config.maintain.target_file_bytes,
@@ -51,11 +59,7 @@ def maintain_lake(lake: str, config: Config, lock: Lock) -> dict[str, Any]:
             ),
         )
         table.create_checkpoint()
-        deleted = table.vacuum(
-            retention_hours=int(config.maintain.retention_hours),
-            dry_run=False,
-            enforce_retention_duration=False,
-        )
+        deleted = table.vacuum(dry_run=False)  # by the table's retention, kept above
         out[name] = {
             "version": table.version(),
             "files_before": before,

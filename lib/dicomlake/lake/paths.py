@@ -123,10 +123,10 @@ def find_paths(
 ) -> list[dict[str, Any]]:
     """The landing paths behind a path id, an ``errors`` row or an instance (every file whose
     content it is, ``sources`` rows), decrypted with ``keyring``; one row per path id."""
-    layout = LakeLayout(lake)
+    fs, layout = filesystem_for(lake, config.hdfs), LakeLayout(lake)
 
     def rows(name: str, key: str, value: str | None, columns: list[str]) -> list[dict[str, Any]]:
-        table = delta.read_snapshot(layout, name, columns)
+        table = delta.read_snapshot(fs, layout, name, columns)
         found: list[dict[str, Any]] = table.filter(pc.equal(table[key], value)).to_pylist()
         return found
 
