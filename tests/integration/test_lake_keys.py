@@ -127,7 +127,7 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
     assert main([*rotate, str(keyring_path)]) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert result["identities_rewrapped"] == 1 and result["packs_rewrapped"] >= 1
-    assert result["paths_rewrapped"] == 1
+    assert result["paths_rewrapped"] == 2  # the task's file, and the run's (its landing zone)
     rotated = Keyring.from_bytes(keyring_path.read_bytes())
     assert json.loads((lake / "keyring-binding.json").read_text())["active_kek_id"] == (
         rotated.active_kek_id
@@ -155,8 +155,9 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
     assert elsewhere.read_bytes() == before_drop
     # The old KEK dropped: the identities were rewritten under the new one.
     assert read_identities(str(lake), only_new, config).num_rows == 1
-    landing_path = str(tmp_path / "landing" / FILES[0])
-    assert list(read_paths(str(lake), only_new, config).values()) == [landing_path]
+    landing = tmp_path / "landing"
+    paths = sorted(read_paths(str(lake), only_new, config).values())
+    assert paths == [str(landing), str(landing / FILES[0])]  # the run's landing zone, its file
     summary = run_ingest(sc, str(more), str(lake), config, only_new)
     assert summary.ingested == len(FILES) - 1
     assert table(lake, "runs").num_rows == 2

@@ -35,7 +35,8 @@ SOURCES = {
     "seen_at": [NOW, NOW],
 }
 RUNS = {
-    "landing": ["/landing"],
+    "landing": ["file"],
+    "landing_path_id": ["id-landing"],
     "started_at": [NOW],
     "committed_at": [NOW],
     **{k: [n] for n, k in enumerate(["files_listed", "files_seen", "ingested"], 1)},
