@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable
 from ingest_helpers import dangling_references, ingest_command, landing_files, table, with_paths
 from test_commit import dies_after
 
@@ -140,18 +139,15 @@ def test_a_run_killed_between_its_table_commits_never_shows_an_instance_in_part(
     assert sorted(table(lake, "instances")["instance_id"].to_pylist()) == sorted(ingested)
 
 
-@pytest.mark.parametrize("damage", ["a data file gone", "a log file truncated"])
-def test_a_damaged_table_stops_the_next_run_before_any_work(tmp_path, sc, config, keyring, damage):
+def test_a_damaged_table_log_stops_the_next_run_before_any_work(tmp_path, sc, config, keyring):
+    """(A data file gone is maintenance's to find: it checks every file, an ingest only the
+    logs, which costs a stat per file of the lake.)"""
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     _land(landing, sample_files()[:3])
     run_ingest(sc, str(landing), str(lake), config, keyring)
     frames = lake / "tables" / "frames"
-    if damage == "a data file gone":
-        named = Path(DeltaTable(str(frames)).file_uris()[0])
-        named.unlink()
-    else:
-        named = frames / "_delta_log" / f"{1:020d}.json"
-        named.write_bytes(named.read_bytes()[:-20])
+    named = frames / "_delta_log" / f"{1:020d}.json"
+    named.write_bytes(named.read_bytes()[:-20])
     versions = {p.name: len(list((p / "_delta_log").glob("*.json"))) for p in lake.glob("tables/*")}
     packs = set(lake.glob("pixels/*"))
 

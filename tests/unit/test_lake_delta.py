@@ -122,7 +122,7 @@ def test_a_data_file_missing_from_the_latest_version_is_named_and_stops_writers(
 
     for reading in (
         lambda: delta.read_snapshot(fs, layout, "sources"),
-        lambda: delta.require_readable(fs, layout),  # what ingest and maintain do first
+        lambda: delta.require_readable(fs, layout),  # what maintain does first
     ):
         with pytest.raises(LakeError) as caught:
             reading()
@@ -149,6 +149,7 @@ def test_a_damaged_log_file_is_named(tmp_path, caplog, version, damage):
     expected = f"{tmp_path}/tables/sources: its log file {entry} is damaged"
     for reading in (
         lambda: delta.read_snapshot(fs, layout, "sources"),
+        lambda: delta.require_logs(fs, layout),  # what ingest does first
         lambda: delta.require_readable(fs, layout),
     ):
         with pytest.raises(LakeError, match=expected):

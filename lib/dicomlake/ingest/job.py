@@ -26,7 +26,7 @@ from dicomlake.ingest.plan import Landing, plan_landing, split_tasks
 from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task, timed
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
-from dicomlake.lake.delta import require_readable
+from dicomlake.lake.delta import require_logs
 from dicomlake.lake.identities import drop_instances
 from dicomlake.lake.keyring_binding import bind_keyring
 from dicomlake.lake.layout import LakeLayout
@@ -201,7 +201,7 @@ def _plan(run: _Run, min_tasks: int) -> _Plan:
             log.warning(
                 "recovered earlier runs: rolled forward %s, discarded %s", rolled, abandoned
             )
-        require_readable(run.lake_fs, run.layout)  # before any work, not at the commit
+        require_logs(run.lake_fs, run.layout)  # before any work, not at the commit
         ledger = read_ledger(run.lake_fs, run.layout, path_secret(run.keyring))
         settle_ms = int(config.ingest.settle_seconds * 1000)
         now_ms = _filesystem_now_ms(run.lake_fs, run.layout, run.run_id)

@@ -187,12 +187,18 @@ def _note_gone(fs: FileSystem, uri: str, gone: list[str]) -> None:
         gone.append(uri)
 
 
+def require_logs(fs: FileSystem, layout: LakeLayout) -> list[tuple[str, DeltaTable]]:
+    """Every existing table, its log read: LakeError naming a log file that does not read (a
+    writer checks before it adds to a damaged table)."""
+    opened = ((name, open_table(fs, layout, name)) for name in TABLES)
+    return [(name, table) for name, table in opened if table is not None]
+
+
 def require_readable(fs: FileSystem, layout: LakeLayout) -> None:
-    """LakeError unless every table's log reads and every file of its latest version is there:
-    a writer checks before it adds to a damaged table."""
-    for name in TABLES:
-        table = open_table(fs, layout, name)
-        if table is not None and (gone := _missing_files(fs, table)):
+    """`require_logs`, and every file of each table's latest version there (a stat per file:
+    for maintenance, which reads them all, not for an ingest, which adds to them)."""
+    for name, table in require_logs(fs, layout):
+        if gone := _missing_files(fs, table):
             raise LakeError(_missing(layout.table(name), table.version(), gone))
 
 
