@@ -258,3 +258,27 @@ def test_a_lock_taken_at_once_beats_once_and_one_taken_over_beats_again(tmp_path
             "run-b.new",
             "run-b.heartbeat",  # the lease runs from the takeover
         ]
+
+
+def test_a_holder_forked_after_its_parent_held_a_lock_is_not_judged_gone(tmp_path):
+    """The process record is the taker's own, not one read before it was forked."""
+    fs = LocalFileSystem()
+    with holding(fs, str(tmp_path / "parent"), "run-p", "test", LockConfig()):
+        pass  # the parent has read its own process record
+    child = os.fork()
+    if child == 0:  # take a lock and hold it until killed
+        with holding(fs, str(tmp_path / "lake"), "run-child", "test", LockConfig()):
+            (tmp_path / "held").touch()
+            time.sleep(60)
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "held").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        busy = pytest.raises(LockBusyError, match="locked by run run-child")
+        with busy, holding(fs, str(tmp_path / "lake"), "run-new", "test", LockConfig()):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

@@ -275,14 +275,20 @@ class Lock:
             log.warning("run %s: its lock on %s was taken over", self.run_id, self.root)
 
 
-@functools.cache
 def _this_process() -> dict[str, object] | None:
     """What tells this process from any other on any machine, with its pid (`_gone`): the
     kernel's boot id, its PID namespace and its start time; None where /proc does not say."""
+    return _process(os.getpid())
+
+
+@functools.cache
+def _process(pid: int) -> dict[str, object] | None:
+    """`_this_process` of process ``pid``, kept per pid: a process forked after it was read has
+    its own start time (a child taking a lock with its parent's would be judged gone)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         namespace = os.stat("/proc/self/ns/pid").st_ino
-        started = _started(os.getpid())
+        started = _started(pid)
     except (OSError, ValueError, IndexError):
         return None
     return {"boot_id": boot, "pid_namespace": namespace, "pid_started": started}
