@@ -131,6 +131,8 @@ def version_at(table: DeltaTable, when: datetime) -> int | None:
     log no longer reaches back that far."""
     commits: list[tuple[int, int]] = sorted((h["version"], h["timestamp"]) for h in table.history())
     then = when.timestamp() * 1000
+    if not commits:  # a log whose commits record no time: none can be placed in time
+        raise LakeError(f"{table.table_uri}: its log records no commit times to travel by")
     before = [version for version, stamp in commits if stamp <= then]
     if before:
         return max(before)
