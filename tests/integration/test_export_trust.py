@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
+import stat
 from pathlib import Path
 
 import pydicom
@@ -111,6 +113,31 @@ def test_every_hostile_uid_gets_a_safe_name(hostile_lake, config, keyring, tmp_p
         assert exported.name == _expected_name(uid)
         assert len(exported.name) <= 72 and not re.search(r"[/\\\x00-\x1f]", exported.name)
         assert sha256_file(exported) == sha256_file(source)
+
+
+def test_exported_files_are_private_whatever_the_umask(lake, tmp_path):
+    """The files hold the instances as received, PHI included: 0600 under a umask of 022, in
+    an --out made 0700; a symlink where a file goes is replaced, never written through."""
+    lake, keyring_path, conf, (x, y), _ = lake
+    out, outside = tmp_path / "made" / "out", tmp_path / "outside.txt"
+    outside.write_text("not to be overwritten")
+    out.mkdir(parents=True)
+    (out / f"{x['SOPInstanceUID']}.dcm").symlink_to(outside)
+    old = os.umask(0o022)
+    try:
+        proc = run_export(lake, keyring_path, conf, out, "--study", x["StudyInstanceUID"])
+        fresh = tmp_path / "fresh"
+        assert run_export(lake, keyring_path, conf, fresh, "--where", "true").returncode == 0
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    exported = out / f"{x['SOPInstanceUID']}.dcm"
+    assert not exported.is_symlink() and sha256_file(exported) == x["source_sha256"]
+    assert outside.read_text() == "not to be overwritten"
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o600
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    assert sorted(stat.S_IMODE(p.stat().st_mode) for p in fresh.iterdir()) == [0o600, 0o600]
+    assert [p.name for p in out.iterdir()] == [exported.name]  # no temporary file left
 
 
 # -- edited table rows

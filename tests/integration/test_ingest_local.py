@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import stat
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -102,6 +103,8 @@ def test_non_dicom_files_are_quarantined_with_a_copy(corpus_lake, config, keyrin
         out = tmp_path / f"copy-{n}"
         get_copy(str(lake), keyring, config, row["error_id"], out)
         assert out.read_bytes() == Path(row["source_path"]).read_bytes()
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600  # the landing file as it came: PHI
+    assert {p.name for p in tmp_path.iterdir()} == {f"copy-{n}" for n in range(len(errors))}
 
 
 def _expected(ds: pydicom.Dataset, keyword: str, secret: bytes) -> str | None:

@@ -26,6 +26,7 @@ from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.pixelstore import PixelStore
 from dicomlake.progress import track
+from dicomlake.storage.local import private_file
 
 _DICOM_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _UID_COLUMNS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
@@ -181,7 +182,9 @@ def export_instances(
     The tables are not sealed, the chunks are: each file must hash to its row's instance_id and
     source_sha256, and the UIDs in its own header (out of the sealed prefix chunk) must be the
     row's, so an edited row cannot hand out another instance. Files are written under hidden
-    temporary names and renamed into place only once every one has passed.
+    temporary names and renamed into place only once every one has passed; they hold the
+    instances as received, PHI included, so they are made mode 0600 (``--out``, when made
+    here, 0700) whatever the umask.
 
     With ``as_of``, the instances are the ones the lake held then (stored chunks never change,
     so their frames and packs are read as they are now).
@@ -213,11 +216,11 @@ def export_instances(
         by_instance.setdefault(row["instance_id"], []).append(row)
     secret = keyring.secret_for(PSEUDONYM_PURPOSE)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise LakeError(f"cannot make --out {out}: {exc.strerror}") from exc
     written = 0
-    checked: list[tuple[Path, Path]] = []
+    checked: list[tuple[str, Path]] = []
     try:
         for inst, name in track(instances, len(instances), "export"):
             what = (
@@ -226,12 +229,13 @@ def export_instances(
             # by_instance holds only rows of this instance_id: the id each chunk is sealed with
             chunks = store.rebuild(inst["instance_id"], by_instance.get(inst["instance_id"], []))
             target = out / name
-            tmp = out / f".{target.name}.tmp"
+            checked_chunks = _header_checked(chunks, inst, secret, what)
+            tmp, size = _write_checked(checked_chunks, target, inst, what)
             checked.append((tmp, target))
-            written += _write_checked(_header_checked(chunks, inst, secret, what), tmp, inst, what)
+            written += size
     except BaseException:
         for tmp, _ in checked:
-            tmp.unlink(missing_ok=True)
+            os.unlink(tmp)
         raise
     for tmp, target in checked:
         os.replace(tmp, target)
@@ -283,26 +287,25 @@ def _header_checked(
     yield from chunks
 
 
-def _write_checked(chunks: Iterable[bytes], tmp: Path, inst: dict[str, Any], what: str) -> int:
-    """Write ``chunks`` to ``tmp`` and check their SHA-256 against the row's instance_id and
-    source_sha256 (the same hash); returns the bytes written. A failed check removes ``tmp``.
+def _write_checked(
+    chunks: Iterable[bytes], target: Path, inst: dict[str, Any], what: str
+) -> tuple[str, int]:
+    """Write ``chunks`` to a `private_file` beside ``target`` (an instance holds PHI) and check
+    their SHA-256 against the row's instance_id and source_sha256 (the same hash); returns the
+    file's path, to be renamed to ``target``, and the bytes written. A failed check removes it.
 
     The file is written chunk by chunk, so a big instance is never held whole.
     """
     digest, size = hashlib.sha256(), 0
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                digest.update(chunk)
-                f.write(chunk)
-                size += len(chunk)
+    with private_file(target) as (tmp, f):
+        for chunk in chunks:
+            digest.update(chunk)
+            f.write(chunk)
+            size += len(chunk)
         for column in ("instance_id", "source_sha256"):
             if digest.hexdigest() != inst[column]:
                 raise IntegrityError(f"{what} does not match its {column} {inst[column]}")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return size
+    return tmp, size
 
 
 def _index(rows: list[dict[str, Any]], column: str) -> dict[str, list[dict[str, Any]]]:

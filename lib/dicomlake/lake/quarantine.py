@@ -39,6 +39,7 @@ from dicomlake.pixels.pack import (
     read_index,
 )
 from dicomlake.storage import filesystem_for
+from dicomlake.storage.local import private_file
 from dicomlake.vocab import ChunkKind
 
 BLOCK = 8 << 20
@@ -100,24 +101,19 @@ def get_copy(
         (error_id, ChunkKind.QUARANTINE, i) for i in range(len(records))
     ]:
         raise IntegrityError(f"{relative}: its index is not the chunks of one quarantine copy")
-    tmp = out.with_name(out.name + ".tmp")
     digest, size = hashlib.sha256(), 0
-    try:
-        with open(tmp, "wb") as f:
-            for rec in records:
-                raw = open_chunk(
-                    data[rec.offset : rec.offset + rec.length],
-                    data_key=key,
-                    pack_id=error_id,
-                    record=rec,
-                )
-                digest.update(raw)
-                f.write(raw)
-                size += len(raw)
+    with private_file(out) as (tmp, f):  # the landing file as it came: PHI
+        for rec in records:
+            raw = open_chunk(
+                data[rec.offset : rec.offset + rec.length],
+                data_key=key,
+                pack_id=error_id,
+                record=rec,
+            )
+            digest.update(raw)
+            f.write(raw)
+            size += len(raw)
         if row["source_sha256"] is not None and digest.hexdigest() != row["source_sha256"]:
             raise IntegrityError(f"{relative} does not match the source_sha256 of error {error_id}")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
+        os.replace(tmp, out)
     return {"lake": layout.root, "error_id": error_id, "out": str(out), "bytes": size}

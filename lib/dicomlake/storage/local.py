@@ -334,9 +334,12 @@ class LocalFileSystem(FileSystem):
             raise failure("stat", path, exc) from exc
 
 
-def _write_private(path: str, data: bytes) -> None:
-    """A new file at a fresh random name (never one that exists, nor a symlink: O_EXCL and
-    O_NOFOLLOW), mode 0600 from its creation, synced, then renamed over ``path``."""
+@contextlib.contextmanager
+def private_file(path: str | os.PathLike[str]) -> Iterator[tuple[str, BinaryIO]]:
+    """A new file beside ``path``, open for writing, for the caller to rename over ``path``
+    once complete: at a fresh random hidden name (never one that exists, nor a symlink: O_EXCL
+    and O_NOFOLLOW), mode 0600 from its creation, whatever the umask, as it may hold PHI or
+    keys. Removed if the block raises."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
@@ -344,14 +347,21 @@ def _write_private(path: str, data: bytes) -> None:
     fd = os.open(tmp, flags, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            yield tmp, f
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """``data`` in a `private_file` renamed over ``path`` once synced."""
+    with private_file(path) as (tmp, f):
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        os.replace(tmp, path)
+    folder = os.path.dirname(os.path.abspath(path))
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # the rename itself survives a crash
