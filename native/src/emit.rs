@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::parse::PIXEL_TAGS;
-use crate::values::{py_float, Decoded, Item, BINARY_VRS};
+use crate::values::{py_float, significant, Decoded, Item, BINARY_VRS};
 use crate::{Decline, Out, OutValue, Run};
 
 const BULK_THRESHOLD: usize = 1024;
@@ -277,6 +277,7 @@ fn emit_value(
             let Decoded::Values(items) = run.decoded(&e.vr, *s, *t)? else {
                 return Err(Decline::new("bytes of a text VR"));
             };
+            let items = significant(&e.vr, items)?;
             if bulk {
                 json.push_str(",\"BulkDataURI\":\"dicomlake:bulk\"");
             } else if !items.is_empty() {

@@ -307,6 +307,43 @@ pub fn decode_value(
     Ok(Decoded::Values(items))
 }
 
+/// VRs whose values are text (`values.TEXT_VRS`).
+const TEXT_VRS: [&[u8; 2]; 14] = [
+    b"AE", b"AS", b"CS", b"DA", b"DT", b"LO", b"LT", b"SH", b"ST", b"TM", b"UC", b"UI", b"UR",
+    b"UT",
+];
+
+/// Decoded values without the spaces that pad them (PS3.5 6.2), as `values.significant`
+/// drops them for the JSON and the rows: after each value of a text VR, before it too in AE,
+/// CS, LO and SH, and around each component group of a person name.
+pub fn significant(vr: &[u8; 2], items: Vec<Item>) -> Result<Vec<Item>, Decline> {
+    let before = matches!(vr, b"AE" | b"CS" | b"LO" | b"SH");
+    if vr != b"PN" && !TEXT_VRS.contains(&vr) {
+        return Ok(items);
+    }
+    items
+        .into_iter()
+        .map(|item| match item {
+            Item::Text(t) if before => Ok(Item::Text(t.trim_matches(' ').to_string())),
+            Item::Text(t) => Ok(Item::Text(t.trim_end_matches(' ').to_string())),
+            Item::Name(_, components) => {
+                let mut groups: Vec<String> = components
+                    .iter()
+                    .map(|c| c.trim_matches(' ').to_string())
+                    .collect();
+                while groups.last().is_some_and(|g| g.is_empty()) {
+                    groups.pop();
+                }
+                if groups.is_empty() {
+                    return Err(Decline::new("PN value of spaces"));
+                }
+                Ok(Item::Name(groups.join("="), groups))
+            }
+            other => Ok(other),
+        })
+        .collect()
+}
+
 /// ``repr(float)`` of Python: shortest round-trip digits, exponent outside 1e-4..1e16.
 pub fn py_float(x: f64) -> String {
     if x.is_nan() {

@@ -56,7 +56,6 @@ _DECOMPRESSORS = {
     "1.2.840.10008.1.2.4.81": "dcmdjpls",
 }
 _WORD_BYTES = {"OB": 1, "OW": 2, "OF": 4, "OD": 8}
-_TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 
 
 def dcmtk(tool: str, *args: str | Path) -> bytes:
@@ -146,14 +145,6 @@ _TRANSFORMS: list[tuple[str, Callable[[str, dict[str, Any]], dict[str, Any]]]] =
         lambda key, e: _values(e, lambda vs: [_pn(v) for v in vs]) if e.get("vr") == "PN" else e,
     ),
     (
-        "value_padding",
-        lambda key, e: (
-            _values(e, lambda vs: [v.rstrip(" ") if isinstance(v, str) else v for v in vs])
-            if e.get("vr") in _TEXT_VRS | {"PN"}
-            else e
-        ),
-    ),
-    (
         "empty_values",
         lambda key, e: (
             {k: v for k, v in e.items() if k != "Value"}
@@ -197,8 +188,6 @@ def normalised(
       DICOM value must be of even length; the lake keeps the bytes the file holds.
     - ``pn_trailing_carets``: dcm2json drops empty trailing name components (``A^B^^`` is
       ``A^B``, ``^^`` is no name); the lake keeps the name as written.
-    - ``value_padding``: dcm2json strips trailing spaces from each value of a multi-valued
-      string (``DERIVED \\PRIMARY``); pydicom strips them only from the end of the element.
     - ``empty_values``: an empty value among several is ``""`` in the lake and ``null`` in
       dcm2json; a value of padding alone is no ``Value`` in the lake and ``[null]`` there.
     """
@@ -315,6 +304,21 @@ def _crafted() -> dict[str, bytes]:
         ),
         "un-sequence-implicit-items": before_pixels(CT.read_bytes(), un_items),
         "no-sop-instance-uid": out.getvalue(),
+        # Padding around values (PS3.5 6.2) is no part of them: the lake drops it as dcm2json
+        "padded-values": rewritten(
+            CT,
+            StudyDescription="  leading and trailing  ",
+            InstitutionName=" A \\  B",
+            StationName=" SH ",
+            Modality=" CT",
+            ImageType="ORIGINAL \\ PRIMARY \\AXIAL ",
+            RetrieveAETitle=" AET ",
+            ReferringPhysicianName=" Doe^Jane \\ Roe^R = Ideo ",
+            ImageComments="  leading spaces kept in text  ",
+            DerivationDescription=" kept ",
+            StudyTime="120000 ",
+            AcquisitionDateTime="20200101120000 ",
+        ),
     }
 
 

@@ -17,6 +17,7 @@ from dicomlake.dicom.values import (
     PIXEL_TAGS,
     elements,
     is_integer_string,
+    significant,
     values_of,
 )
 
@@ -115,16 +116,27 @@ def _element_json(elem: Any, little: bool) -> dict[str, Any]:
         if not little and vr in _WORD_BYTES and elem.value:
             swapped = _little_endian(elem.value, _WORD_BYTES[vr])
             return {"vr": vr, "InlineBinary": base64.b64encode(swapped).decode("ascii")}
-        if vr not in _PLAIN_VRS:
+        if vr not in _PLAIN_VRS and vr != "PN":
             return elem.to_json_dict(None, BULK_THRESHOLD)
-        values = values_of(elem.value)
+        values = significant(vr, values_of(elem.value))
         if not values:
             return {"vr": vr}
-        if vr in _NUMBER_VRS:
+        if vr == "PN":
+            values = [_person_name(str(v)) for v in values]
+        elif vr in _NUMBER_VRS:
             values = _numbers(values, vr)
         return {"vr": vr, "Value": values}
     except Exception:  # a value pydicom read but cannot write back
         return _unknown(elem)
+
+
+_NAME_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _person_name(text: str) -> dict[str, str] | None:
+    """One person name (`values.person_name`'s text) as its JSON object; null when empty
+    (PS3.18 F.2.5). Groups past the third are left out, as pydicom reads them."""
+    return dict(zip(_NAME_GROUPS, text.split("="), strict=False)) if text else None
 
 
 def _unknown(elem: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dicomlake.dicom.values import (
     PIXEL_TAGS,
     elements,
     is_integer_string,
+    significant,
     values_of,
 )
 
@@ -87,7 +88,7 @@ def element_text(vr: str, value: object) -> tuple[str | None, float | None, int]
     if vr in BINARY_VRS or isinstance(value, bytes):
         data = value or b""
         return (data.hex() if 0 < len(data) <= SHORT_BINARY else None), None, int(bool(data))
-    values = values_of(value)
+    values = significant(vr, values_of(value))
     return ("\\".join(str(v) for v in values) if values else None), _number(vr, values), len(values)
 
 

@@ -138,6 +138,33 @@ def is_integer_string(text: str) -> bool:
     return _INTEGER_STRING.fullmatch(text) is not None
 
 
+# PS3.5 6.2: spaces that pad a value rather than belong to it. pydicom strips them from the end
+# of an element only; the lake's JSON and element rows drop them from each value, as DCMTK's
+# dcm2json does: after each value of a text VR, and before it too in these VRs and in each
+# component group of a person name.
+_PADDED_BEFORE = frozenset({"AE", "CS", "LO", "SH"})
+
+
+def significant(vr: str, values: list[object]) -> list[object]:
+    """``values`` (`values_of` an element of VR ``vr``) without their padding; a person
+    name's as its text (`person_name`)."""
+    if vr == "PN":
+        return [person_name(str(v)) for v in values]
+    if vr not in TEXT_VRS:
+        return values
+    strip = str.strip if vr in _PADDED_BEFORE else str.rstrip
+    return [strip(v, " ") if isinstance(v, str) else v for v in values]
+
+
+def person_name(text: str) -> str:
+    """A person name's text, each component group stripped of spaces, without the empty
+    groups it ends with."""
+    groups = [group.strip(" ") for group in text.split("=")]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
+
+
 def values_of(value: object) -> list[object]:
     """An element's value as a list of its values: [] when empty, one item when single."""
     if value is None or value == "":
