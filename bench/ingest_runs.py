@@ -114,7 +114,7 @@ def run_dicomlake(
 
     from dicomlake.crypto.keyring import Keyring
     from dicomlake.ingest.job import run_ingest
-    from dicomlake.lake.delta import read_snapshot
+    from dicomlake.lake.delta_read import read_snapshot
     from dicomlake.lake.layout import LakeLayout
     from dicomlake.storage import filesystem_for
 

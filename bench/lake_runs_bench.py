@@ -47,7 +47,7 @@ from dicomlake.ingest.job import run_ingest
 from dicomlake.ingest.worker import partition_dir
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, staged
-from dicomlake.lake.delta import read_snapshot
+from dicomlake.lake.delta_read import read_snapshot
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.lake.maintain import maintain_lake

@@ -232,7 +232,7 @@ def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     """Export the selection; exit 1, the summary still printed, when a requested UID or id has
     no row (the others are written)."""
-    from dicomlake.lake.delta import parse_as_of
+    from dicomlake.lake.delta_read import parse_as_of
     from dicomlake.lake.export import export_instances, read_manifest
 
     as_of = parse_as_of(args.as_of) if args.as_of else None  # a bad value before any work

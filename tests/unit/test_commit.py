@@ -16,7 +16,7 @@ from ingest_helpers import dangling_references
 
 from dicomlake.config import LockConfig
 from dicomlake.errors import LakeError, PublishConflictError
-from dicomlake.lake import delta, schemas
+from dicomlake.lake import delta, delta_read, schemas
 from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.layout import TABLES, LakeLayout
 from dicomlake.lake.lock import holding
@@ -325,7 +325,7 @@ def test_a_lake_from_before_delta_lake_is_converted_on_its_next_run(tmp_path):
     _commit(fs, layout, "r1", _stage(fs, layout, "r1"))
     assert _rows(tmp_path, "sources") == ["r0", "r0", "r1", "r1"]
     assert _rows(tmp_path, "runs") == ["r0", "r1"]
-    instances = delta.read_snapshot(fs, layout, "instances")
+    instances = delta_read.read_snapshot(fs, layout, "instances")
     assert instances.num_rows == 1 and instances.schema == schemas.INSTANCES
     row = instances.to_pylist()[0]
     assert (row["Modality"], row["study_year"], row["SOPInstanceUID"]) == (None, 2020, "1.2")

@@ -18,7 +18,7 @@ from test_commit import _commit, _stage
 from dicomlake.cli import main
 from dicomlake.config import load_config
 from dicomlake.errors import ConfigError, LakeError
-from dicomlake.lake import delta
+from dicomlake.lake import delta, delta_read
 from dicomlake.lake.layout import TABLES, LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.lake.maintain import maintain_lake
@@ -37,7 +37,7 @@ from dicomlake.storage.local import LocalFileSystem
     ],
 )
 def test_as_of_is_a_version_or_a_time(text, expected):
-    assert delta.parse_as_of(text) == expected
+    assert delta_read.parse_as_of(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -45,14 +45,14 @@ def test_as_of_is_a_version_or_a_time(text, expected):
 )
 def test_a_bad_as_of_names_the_value(text):
     with pytest.raises(ConfigError, match=f"--as-of {text!r} is neither"):
-        delta.parse_as_of(text)
+        delta_read.parse_as_of(text)
 
 
 def test_digits_that_are_also_a_date_are_refused_naming_both_readings():
     with pytest.raises(
         ConfigError, match=r"'20261207' is ambiguous: table version 20261207 or the date 2026-12-07"
     ):
-        delta.parse_as_of("20261207")
+        delta_read.parse_as_of("20261207")
 
 
 def test_snapshots_as_of_versions_and_times(tmp_path):
@@ -66,7 +66,7 @@ def test_snapshots_as_of_versions_and_times(tmp_path):
 
     def runs(as_of):
         return sorted(
-            delta.read_snapshot(fs, layout, "runs", ["run_id"], as_of)["run_id"].to_pylist()
+            delta_read.read_snapshot(fs, layout, "runs", ["run_id"], as_of)["run_id"].to_pylist()
         )
 
     assert runs(None) == ["r1", "r2", "r3"]
@@ -76,7 +76,7 @@ def test_snapshots_as_of_versions_and_times(tmp_path):
     assert runs(times[0]) == ["r1"]
     assert runs(before_all) == []  # the table did not exist yet
     # Columns a table does not have read as null; the rows are cast to the lake's schema.
-    got = delta.read_snapshot(fs, layout, "sources", as_of=1)
+    got = delta_read.read_snapshot(fs, layout, "sources", as_of=1)
     assert got.schema == delta.schemas.SOURCES
     assert got.num_rows == 2
 
@@ -97,7 +97,7 @@ def test_times_resolve_by_the_commit_times_in_the_log_not_by_file_mtimes(tmp_pat
 
     for root in (lake, copy):
         for when, runs in between.items():
-            got = delta.read_snapshot(fs, LakeLayout(str(root)), "runs", ["run_id"], when)
+            got = delta_read.read_snapshot(fs, LakeLayout(str(root)), "runs", ["run_id"], when)
             assert sorted(got["run_id"].to_pylist()) == runs, (root, when)
 
 
@@ -105,7 +105,7 @@ def test_a_version_past_the_latest_is_a_lake_error_naming_the_latest(tmp_path):
     fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
     _commit(fs, layout, "r1", _stage(fs, layout, "r1"))
     with pytest.raises(LakeError, match=r"tables/runs has no version 99: the latest is 1"):
-        delta.read_snapshot(fs, layout, "runs", as_of=99)
+        delta_read.read_snapshot(fs, layout, "runs", as_of=99)
 
 
 def _versions(root: Path) -> dict[str, int]:
@@ -121,8 +121,8 @@ def test_a_data_file_missing_from_the_latest_version_is_named_and_stops_writers(
     versions = _versions(tmp_path)
 
     for reading in (
-        lambda: delta.read_snapshot(fs, layout, "sources"),
-        lambda: delta.require_readable(fs, layout),  # what maintain does first
+        lambda: delta_read.read_snapshot(fs, layout, "sources"),
+        lambda: delta_read.require_readable(fs, layout),  # what maintain does first
     ):
         with pytest.raises(LakeError) as caught:
             reading()
@@ -148,9 +148,9 @@ def test_a_damaged_log_file_is_named(tmp_path, caplog, version, damage):
 
     expected = f"{tmp_path}/tables/sources: its log file {entry} is damaged"
     for reading in (
-        lambda: delta.read_snapshot(fs, layout, "sources"),
-        lambda: delta.require_logs(fs, layout),  # what ingest does first
-        lambda: delta.require_readable(fs, layout),
+        lambda: delta_read.read_snapshot(fs, layout, "sources"),
+        lambda: delta_read.require_logs(fs, layout),  # what ingest does first
+        lambda: delta_read.require_readable(fs, layout),
     ):
         with pytest.raises(LakeError, match=expected):
             reading()
@@ -187,7 +187,7 @@ def test_vacuum_keeps_files_younger_than_a_fractional_retention(tmp_path):
     assert _maintain(tmp_path, 1.9)["sources"]["files_vacuumed"] == len(before)
     assert not before & _data_files(sources)
     with pytest.raises(LakeError, match=f"version {version} of .* needs .*vacuum has deleted"):
-        delta.read_snapshot(fs, layout, "sources", as_of=version)
+        delta_read.read_snapshot(fs, layout, "sources", as_of=version)
 
 
 def test_tables_keep_tombstones_and_log_as_long_as_the_retention(tmp_path):
@@ -225,11 +225,11 @@ def test_a_file_changed_under_the_log_is_a_lake_error_naming_the_table(tmp_path)
     changed = tmp_path / "tables" / "sources" / "part-r1-t0.parquet"
     changed.write_bytes(changed.read_bytes()[:-100])  # no Parquet footer any more
     with pytest.raises(LakeError, match=r"tables/sources has a file that is not as its log"):
-        delta.read_snapshot(fs, layout, "sources")
+        delta_read.read_snapshot(fs, layout, "sources")
 
 
 def test_a_missing_table_reads_empty(tmp_path):
-    got = delta.read_snapshot(LocalFileSystem(), LakeLayout(str(tmp_path)), "frames")
+    got = delta_read.read_snapshot(LocalFileSystem(), LakeLayout(str(tmp_path)), "frames")
     assert got.num_rows == 0 and got.schema == delta.schemas.FRAMES
 
 

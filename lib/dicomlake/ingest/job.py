@@ -26,7 +26,7 @@ from dicomlake.ingest.plan import Landing, plan_landing, split_tasks
 from dicomlake.ingest.worker import TaskContext, TaskResult, deid_options, process_task, timed
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
-from dicomlake.lake.delta import require_logs
+from dicomlake.lake.delta_read import require_logs
 from dicomlake.lake.identities import drop_instances
 from dicomlake.lake.keyring_binding import bind_keyring
 from dicomlake.lake.layout import LakeLayout

@@ -20,7 +20,7 @@ from dicomlake.dicom.deid import PSEUDONYM_PURPOSE, uid_pseudonym
 from dicomlake.dicom.split import header_from_prefix
 from dicomlake.dicom.values import get, sop_instance_uid, values_of
 from dicomlake.errors import IntegrityError, LakeError
-from dicomlake.lake.delta import AsOf
+from dicomlake.lake.delta_read import AsOf
 from dicomlake.lake.keyring_binding import check_fingerprint
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table

@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from dicomlake.errors import LakeError
-from dicomlake.lake import delta, schemas
+from dicomlake.lake import delta_read, schemas
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import parquet_files, read_files
 from dicomlake.lake.paths import path_id
@@ -39,16 +39,16 @@ def read_table(
     layout: LakeLayout,
     name: str,
     columns: list[str] | None = None,
-    as_of: delta.AsOf = None,
+    as_of: delta_read.AsOf = None,
 ) -> pa.Table:
     """A whole lake table (its latest snapshot, or as of a version or time) as one Arrow table.
 
     A table of a lake from before Delta Lake (files, no log: its next run converts it) is its
     files, so that run's ledger knows them (and refuses a lake with landing paths in clear).
     """
-    if as_of is None and delta.open_table(fs, layout, name) is None:
+    if as_of is None and delta_read.open_table(fs, layout, name) is None:
         return read_files(fs, parquet_files(fs, layout.table(name)), schemas.SCHEMAS[name], columns)
-    return delta.read_snapshot(fs, layout, name, columns, as_of)
+    return delta_read.read_snapshot(fs, layout, name, columns, as_of)
 
 
 def read_ledger(fs: FileSystem, layout: LakeLayout, secret: bytes) -> Ledger:

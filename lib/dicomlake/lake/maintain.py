@@ -12,7 +12,7 @@ before or with another setting, so their checkpoints keep the tombstones vacuum 
 other Delta writers (Spark's VACUUM) keep the same retention.
 
 A table whose log does not read, or whose latest version holds a file that is not there, stops
-maintenance before it changes anything (`delta.require_readable`).
+maintenance before it changes anything (`delta_read.require_readable`).
 
 Maintenance writes to the tables, so it runs under the lake's lock, when no ingest does (the
 scheduler runs it in the ingest DAG, after the night's ingest).
@@ -26,7 +26,7 @@ from typing import Any
 from deltalake import PostCommitHookProperties, WriterProperties
 
 from dicomlake.config import Config
-from dicomlake.lake import delta
+from dicomlake.lake import delta, delta_read
 from dicomlake.lake.commit import recover
 from dicomlake.lake.layout import TABLES, LakeLayout
 from dicomlake.lake.lock import Lock
@@ -41,10 +41,10 @@ def maintain_lake(lake: str, config: Config, lock: Lock) -> dict[str, Any]:
     done, per table."""
     fs, layout = filesystem_for(lake, config.hdfs), LakeLayout(lake)
     rolled, abandoned = recover(fs, layout, lock)
-    delta.require_readable(fs, layout)
+    delta_read.require_readable(fs, layout)
     out: dict[str, Any] = {"lake": layout.root, "recovered": rolled, "discarded": abandoned}
     for name in TABLES:
-        table = delta.open_table(fs, layout, name)
+        table = delta_read.open_table(fs, layout, name)
         if table is None:
             continue
         lock.check()

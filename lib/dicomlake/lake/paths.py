@@ -33,7 +33,7 @@ from dicomlake.crypto import kms
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE
 from dicomlake.errors import LakeError
-from dicomlake.lake import delta
+from dicomlake.lake import delta_read
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import parquet_files
 from dicomlake.storage import filesystem_for
@@ -126,7 +126,7 @@ def find_paths(
     fs, layout = filesystem_for(lake, config.hdfs), LakeLayout(lake)
 
     def rows(name: str, key: str, value: str | None, columns: list[str]) -> list[dict[str, Any]]:
-        table = delta.read_snapshot(fs, layout, name, columns)
+        table = delta_read.read_snapshot(fs, layout, name, columns)
         found: list[dict[str, Any]] = table.filter(pc.equal(table[key], value)).to_pylist()
         return found
 
