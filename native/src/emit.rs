@@ -114,6 +114,7 @@ fn json_number(out: &mut String, item: &Item) {
         Item::Decimal(_, f) => out.push_str(&py_float(*f)),
         Item::Float(f) if f.is_finite() => out.push_str(&py_float(*f)),
         Item::Float(f) => json_str(out, &py_float(*f)),
+        Item::Text(t) if t.is_empty() => out.push_str("null"), // an empty value among several
         Item::Text(t) | Item::Name(t, _) => json_str(out, t),
         Item::Tag(_) => json_str(out, "?"), // AT is no number VR: not reached
     }
@@ -457,7 +458,8 @@ impl Rows {
     }
 }
 
-/// `str(creator.value)` of the private creator of `tag` among `elements` (the output's).
+/// `str(creator.value)` of the private creator of `tag` among `elements` (the output's),
+/// without its padding (`significant`).
 fn creator(run: &Run, elements: &[Out], tag: u32) -> Result<Option<String>, Decline> {
     let (group, element) = (tag >> 16, tag & 0xFFFF);
     if group % 2 == 0 || element < 0x1000 {
@@ -470,7 +472,7 @@ fn creator(run: &Run, elements: &[Out], tag: u32) -> Result<Option<String>, Decl
     let c = &elements[i];
     let items = match &c.value {
         OutValue::Raw(s, t) => match run.decoded(&c.vr, *s, *t)? {
-            Decoded::Values(items) => items,
+            Decoded::Values(items) => significant(&c.vr, items)?,
             Decoded::Binary => return Err(Decline::new("binary private creator")),
         },
         OutValue::Empty => Vec::new(),

@@ -151,6 +151,9 @@ fn integer(item: &str) -> Result<Item, Decline> {
         return Err(Decline::new("IS value"));
     }
     let number: i64 = text.parse().map_err(|_| Decline::new("IS value"))?;
+    if !(-(1 << 31)..(1 << 31)).contains(&number) {
+        return Err(Decline::new("IS value out of range")); // text, by `is_number_string`
+    }
     Ok(Item::Integer(text.to_string(), number))
 }
 

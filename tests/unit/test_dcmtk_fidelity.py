@@ -319,6 +319,22 @@ def _crafted() -> dict[str, bytes]:
             StudyTime="120000 ",
             AcquisitionDateTime="20200101120000 ",
         ),
+        # A number string is a number by the standard's grammar and range only (PS3.5 6.2)
+        "number-strings": rewritten(
+            CT,
+            ImagePositionPatient="1\\ \\2 ",
+            PixelSpacing="1\\ x ",
+            SliceLocation="1_0 ",
+            SeriesNumber="2147483648",
+            AcquisitionNumber="12\\ \\13 ",
+            ReferringPhysicianName="A=B=C=D ",
+        ),
+        "padded-private-creator-and-partial-tag": before_pixels(
+            CT.read_bytes(),
+            element_bytes((0x0020, 0x9165), "AT", struct.pack("<HHH", 0x10, 0x10, 0x20))
+            + element_bytes((0x0013, 0x0010), "LO", b" ACME ")
+            + element_bytes((0x0013, 0x1001), "LO", b"v "),
+        ),
     }
 
 

@@ -407,22 +407,55 @@ def test_deflated_takes_the_reference_path():
     assert records.path == header.REFERENCE
 
 
-def test_values_with_odd_forms_are_written_as_pydicom_writes_them():
+def _with_values(*elements: tuple[int, str, object]) -> bytes:
+    """A file of `_instance` with the elements (tag, VR, value) added as they are, unchecked."""
     ds = _instance()
     with warnings.catch_warnings(), pydicom.config.disable_value_validation():
         warnings.simplefilter("ignore")
-        ds.add_new(0x00180050, "DS", "+0001.50\\ 2e3 \\\\-0")  # SliceThickness
-        ds.add_new(0x00200013, "IS", " 007 ")  # InstanceNumber
-        ds.add_new(0x00181030, "LO", 'tab\there "quoted" back\\slash ')  # ProtocolName
-        ds.add_new(0x00280030, "DS", "0.1\\1e-7")  # PixelSpacing
-        ds.add_new(0x00189345, "FD", [29.7696282, float("nan"), 1e16, 5e-324])
-        ds.add_new(0x00280009, "AT", [0x00180050, 0x00200013])
-        ds.add_new(0x00100010, "PN", "Doe^Jane=Ideo^Graphic=Pho^Netic\\Roe^Richard")
-        ds.add_new(0x00090010, "LO", "ACME 1.0")
-        ds.add_new(0x00091001, "US", [1, 65535])
-    data = _file(ds)
+        for tag, vr, value in elements:
+            ds.add_new(tag, vr, value)
+    return _file(ds)
+
+
+def test_values_with_odd_forms_are_written_as_pydicom_writes_them():
+    data = _with_values(
+        (0x00180050, "DS", "+0001.50\\ 2e3 \\\\-0"),  # SliceThickness
+        (0x00200013, "IS", " 007 "),  # InstanceNumber
+        (0x00181030, "LO", 'tab\there "quoted" back\\slash '),  # ProtocolName
+        (0x00280030, "DS", "0.1\\1e-7"),  # PixelSpacing
+        (0x00189345, "FD", [29.7696282, float("nan"), 1e16, 5e-324]),
+        (0x00280009, "AT", [0x00180050, 0x00200013]),
+        (0x00100010, "PN", "Doe^Jane=Ideo^Graphic=Pho^Netic\\Roe^Richard"),
+        (0x00090010, "LO", "ACME 1.0"),
+        (0x00091001, "US", [1, 65535]),
+    )
     for options in OPTIONS.values():
         assert _fast_or_declined(data, options)
+
+
+def test_padded_values_read_alike_on_both_paths_without_their_padding():
+    """Padding is no part of a value (PS3.5 6.2): both paths drop it alike, in the JSON, the
+    rows and a private creator's name (the DCMTK comparison checks the JSON's values)."""
+    data = _with_values(
+        (0x00080008, "CS", " ORIGINAL \\ PRIMARY "),  # ImageType
+        (0x00080060, "CS", " OT"),  # Modality
+        (0x00081030, "LO", "  Study  "),  # StudyDescription
+        (0x00080090, "PN", " Doe^Jane = Ideo \\ Roe "),  # ReferringPhysicianName
+        (0x00180050, "DS", "1\\ \\2 "),  # SliceThickness
+        (0x00090010, "LO", " ACME "),
+        (0x00091001, "LO", "v "),
+    )
+    for options in OPTIONS.values():
+        assert _fast_or_declined(data, options)
+    records = header.header_records(split_instance(data), SECRET, None)
+    texts = {r["tag"]: (r["value_text"], r["private_creator"]) for r in _rows(records)}
+    assert texts["00080008"] == ("ORIGINAL\\PRIMARY", None)
+    assert texts["00080060"] == ("OT", None)
+    assert texts["00081030"] == ("Study", None)
+    assert texts["00080090"] == ("Doe^Jane=Ideo\\Roe", None)
+    assert texts["00180050"] == ("1\\\\2", None)
+    assert texts["00091001"] == ("v", "ACME")
+    assert json.loads(records.header_json)["00180050"]["Value"] == [1, None, 2]
 
 
 def test_a_patient_age_of_several_values_is_marked_as_pydicom_sets_it():

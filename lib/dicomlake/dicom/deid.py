@@ -116,6 +116,7 @@ from dicomlake.dicom.values import (
     TEXT_VRS,
     converted_element,
     get,
+    significant,
     sop_instance_uid,
     value_at,
     values_of,
@@ -448,9 +449,14 @@ def identities(ctx: Context, pseudonyms: dict[str, str | None], sop: str | None)
 
 
 def original(header: Original, keyword: str) -> str | None:
-    """An element's text as the identities keep it: its values' ``str`` joined with ``\\``,
-    stripped of spaces and NULs; None when missing, empty or unreadable."""
-    return _text(header.get(keyword))
+    """An element's text as the identities keep it: its values' ``str`` without their padding
+    (`values.significant`, as its element row holds them), joined with ``\\``, stripped of
+    spaces and NULs; None when missing, empty or unreadable."""
+    value = header.get(keyword)
+    if value is None:
+        return None
+    values = significant(header.vr(keyword) or "", values_of(value))
+    return kept_text("\\".join(str(v) for v in values))
 
 
 def kept_text(text: str | None) -> str | None:

@@ -16,7 +16,7 @@ from dicomlake.dicom.values import (
     BINARY_VRS,
     PIXEL_TAGS,
     elements,
-    is_integer_string,
+    is_number_string,
     significant,
     values_of,
 )
@@ -67,6 +67,7 @@ _PLAIN_VRS = frozenset(
 )
 
 _VRS = frozenset(str(vr) for vr in VR)
+_NUMBER_STRINGS = frozenset({"DS", "IS"})
 
 # Bytes per word of the binary VRs whose byte order follows the dataset's
 _WORD_BYTES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
@@ -82,11 +83,11 @@ def _little_endian(value: bytes, width: int) -> bytes:
 def _numbers(values: list[Any], vr: str) -> list[Any]:
     """The values as JSON numbers; one that is no finite number (a DS or IS string such as
     ``1.06,0.206``, a NaN, an IS such as ``1e2``) stays the string it is, as DCMTK's dcm2json
-    writes it, so that the element keeps its VR rather than becoming bytes."""
+    writes it, so that the element keeps its VR; an empty one among several is null."""
     try:
         numbers = convert_to_python_number(values, vr)
         if all(n is None or math.isfinite(n) for n in numbers) and not any(
-            _not_an_integer(value, vr) for value in values
+            _not_a_number(value, vr) for value in values
         ):
             return numbers
     except (TypeError, ValueError, OverflowError):
@@ -94,12 +95,15 @@ def _numbers(values: list[Any], vr: str) -> list[Any]:
     return [_number_or_text(value, vr) for value in values]
 
 
-def _not_an_integer(value: Any, vr: str) -> bool:
-    return vr == VR.IS and not is_integer_string(str(value))
+def _not_a_number(value: Any, vr: str) -> bool:
+    """A DS or IS value that is not one by the standard's grammar (`is_number_string`)."""
+    return vr in _NUMBER_STRINGS and value != "" and not is_number_string(vr, str(value))
 
 
 def _number_or_text(value: Any, vr: str) -> Any:
-    if _not_an_integer(value, vr):
+    if value == "":
+        return None
+    if _not_a_number(value, vr):
         return str(value)
     try:
         number = convert_to_python_number(value, vr)
@@ -116,12 +120,14 @@ def _element_json(elem: Any, little: bool) -> dict[str, Any]:
         if not little and vr in _WORD_BYTES and elem.value:
             swapped = _little_endian(elem.value, _WORD_BYTES[vr])
             return {"vr": vr, "InlineBinary": base64.b64encode(swapped).decode("ascii")}
-        if vr not in _PLAIN_VRS and vr != "PN":
+        if vr not in _PLAIN_VRS and vr not in ("AT", "PN"):
             return elem.to_json_dict(None, BULK_THRESHOLD)
         values = significant(vr, values_of(elem.value))
         if not values:
             return {"vr": vr}
-        if vr == "PN":
+        if vr == "AT":  # pydicom reads a value and a partial tag as a list it cannot write
+            values = [f"{int(v):08X}" for v in values]
+        elif vr == "PN":
             values = [_person_name(str(v)) for v in values]
         elif vr in _NUMBER_VRS:
             values = _numbers(values, vr)

@@ -12,7 +12,7 @@ from dicomlake.dicom.values import (
     BINARY_VRS,
     PIXEL_TAGS,
     elements,
-    is_integer_string,
+    is_number_string,
     significant,
     values_of,
 )
@@ -103,14 +103,16 @@ def _private_creator(dataset: Dataset, tag: int) -> str | None:
         return None
     # Read by `elements` before the elements of its block; one it could not read is UN bytes
     creator = dataset.get((group << 16) | (element >> 8))
-    return None if creator is None or isinstance(creator.value, bytes) else str(creator.value)
+    if creator is None or isinstance(creator.value, bytes):
+        return None
+    return str(significant(creator.VR, [str(creator.value)])[0])
 
 
 def _number(vr: str, values: list[object]) -> float | None:
     if vr not in _NUMERIC_VRS or not values:
         return None
-    if vr == "IS" and not is_integer_string(str(values[0])):
-        return None  # text such as "1e2", which the JSON keeps as text too
+    if vr in ("DS", "IS") and not is_number_string(vr, str(values[0])):
+        return None  # text such as "1e2" for an IS, which the JSON keeps as text too
     try:
         return float(values[0])  # type: ignore[arg-type]
     except (TypeError, ValueError):

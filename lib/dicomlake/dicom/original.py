@@ -19,7 +19,14 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from dicomlake.dicom.values import IN_DATASET, get, named_instance, raw_value, tag_of
+from dicomlake.dicom.values import (
+    IN_DATASET,
+    converted_element,
+    get,
+    named_instance,
+    raw_value,
+    tag_of,
+)
 
 
 class Original:
@@ -92,6 +99,25 @@ class Original:
             return None
         value = raw_value(raw)
         return get(self.dataset, keyword) if value is IN_DATASET else value
+
+    def vr(self, keyword: str) -> str | None:
+        """The VR of the top-level element ``keyword`` as read (the dataset's, where the file
+        does not say it: implicit VR), None when it is absent or unreadable."""
+        tag = tag_of(keyword)
+        if tag is None:
+            return None
+        if self._walked is not None and tag not in self._lazy and tag not in (self._trailing or ()):
+            raw = self._walked.raw(tag)
+            if raw is None:
+                return None
+            if raw.VR is not None:
+                return str(raw.VR)
+        if tag not in self.dataset:
+            return None
+        try:
+            return str(converted_element(self.dataset, tag).VR)
+        except Exception:  # a value pydicom cannot convert: none to read
+            return None
 
     def tags(self) -> list[int]:
         """The top-level tags, ascending (the dataset's keys)."""

@@ -27,7 +27,7 @@ from dicomlake.dicom.values import (
     BINARY_VRS,
     TEXT_VRS,
     elements,
-    is_integer_string,
+    is_number_string,
     named_instance,
 )
 
@@ -90,6 +90,8 @@ TopLevel = dict[str, Text]
 
 # VRs whose values are no numbers, whatever their text reads
 _NOT_NUMBERS = frozenset(["PN", "AT"])
+# VRs whose values are numbers only by the standard's grammar (`is_number_string`)
+_NUMBER_STRINGS = frozenset(["DS", "IS"])
 
 
 def top_level(rows: pa.RecordBatch) -> TopLevel:
@@ -151,12 +153,16 @@ def _date(element: Text) -> datetime.date | None:
 def _numbers(element: Text) -> list[float | None]:
     if element[0] in _NOT_NUMBERS:
         return [None]
+    vr = element[0]
     out: list[float | None] = []
     for text in _values(element):
-        try:
-            number = None if element[0] == "IS" and not is_integer_string(text) else float(text)
-        except ValueError:
+        if vr in _NUMBER_STRINGS and not is_number_string(vr, text):
             number = None
+        else:
+            try:
+                number = float(text)
+            except ValueError:
+                number = None
         out.append(number if number is not None and math.isfinite(number) else None)
     return out
 

@@ -128,21 +128,32 @@ def _inheriting(dataset: Dataset, elem: DataElement) -> DataElement:
     return elem
 
 
-# PS3.5 6.2: an IS value is an optional sign and digits, padded with spaces (pydicom also
-# reads "1e2" or "3.0" as integers; DCMTK and the standard keep them as the text they are)
-_INTEGER_STRING = re.compile(r" *[+-]?[0-9]+ *")
+# PS3.5 6.2: a DS value is a fixed or floating point number, an IS value an optional sign and
+# digits within -2**31..2**31-1, each padded with spaces (pydicom also reads "1_0", "1e2" or
+# "3.0" as integers or decimals; DCMTK and the standard keep them as the text they are)
+_NUMBER_STRINGS = {
+    "IS": re.compile(r" *[+-]?[0-9]+ *"),
+    "DS": re.compile(r" *[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)? *"),
+}
 
 
-def is_integer_string(text: str) -> bool:
-    """Whether ``text`` is one IS value by the standard's grammar."""
-    return _INTEGER_STRING.fullmatch(text) is not None
+def is_number_string(vr: str, text: str) -> bool:
+    """Whether ``text`` is one value of the number string VR ``vr`` (DS or IS) by the
+    standard's grammar."""
+    if _NUMBER_STRINGS[vr].fullmatch(text) is None:
+        return False
+    return vr != "IS" or -(2**31) <= int(text) < 2**31
 
 
 # PS3.5 6.2: spaces that pad a value rather than belong to it. pydicom strips them from the end
 # of an element only; the lake's JSON and element rows drop them from each value, as DCMTK's
-# dcm2json does: after each value of a text VR, and before it too in these VRs and in each
-# component group of a person name.
-_PADDED_BEFORE = frozenset({"AE", "CS", "LO", "SH"})
+# dcm2json does: after each value of a text VR, and before it too in these VRs (a DS or IS
+# value pydicom keeps as text) and in each component group of a person name.
+_PADDED_BEFORE = frozenset({"AE", "CS", "DS", "IS", "LO", "SH"})
+_PADDED = TEXT_VRS | _PADDED_BEFORE
+_NAME_GROUPS = 3
+"""A person name has at most three component groups (PS3.5 6.2.1): alphabetic, ideographic
+and phonetic; pydicom reads no more."""
 
 
 def significant(vr: str, values: list[object]) -> list[object]:
@@ -150,16 +161,16 @@ def significant(vr: str, values: list[object]) -> list[object]:
     name's as its text (`person_name`)."""
     if vr == "PN":
         return [person_name(str(v)) for v in values]
-    if vr not in TEXT_VRS:
+    if vr not in _PADDED:
         return values
     strip = str.strip if vr in _PADDED_BEFORE else str.rstrip
     return [strip(v, " ") if isinstance(v, str) else v for v in values]
 
 
 def person_name(text: str) -> str:
-    """A person name's text, each component group stripped of spaces, without the empty
-    groups it ends with."""
-    groups = [group.strip(" ") for group in text.split("=")]
+    """A person name's text: its first three component groups, each stripped of spaces,
+    without the empty groups it ends with."""
+    groups = [group.strip(" ") for group in text.split("=")[:_NAME_GROUPS]]
     while groups and not groups[-1]:
         groups.pop()
     return "=".join(groups)
