@@ -2,7 +2,10 @@
 
     spark-submit --master spark://127.0.0.1:7077 --py-files dist/dicomlake.zip \
         jobs/verify.py --backup hdfs://nn:8020/backup [--snapshot ID] \
-        --deep --keyring /secure/keyring.json [--conf conf/cluster.yaml]
+        --keyring /secure/keyring.json [--deep] [--conf conf/cluster.yaml]
+
+The keyring (default: the config's keys.keyring) authenticates the manifests; ``--deep`` needs
+one that can unwrap the pack keys.
 """
 
 import sys

@@ -16,7 +16,8 @@ deep verify of the backup. Every task submits a ``jobs/`` entry point with ``spa
     so the night's snapshot holds the run's files as written and the next one the compacted
     files; it is idempotent, a retry compacts what is left.
 ``dicomlake_verify`` (Sundays 04:00 UTC by default)
-    ``verify --deep``: reads every object of the backup back and decrypts the pixels. It only
+    ``verify --deep``: authenticates every manifest, reads every object of the backup back and
+    decrypts the pixels (its keyring has the same secret as ingest's, and the private key). It only
     reads committed snapshots, so it may overlap a snapshot that is still running.
 
 Settings (Airflow Variables; defaults fit ``docker/compose.yaml``):
@@ -25,7 +26,7 @@ Settings (Airflow Variables; defaults fit ``docker/compose.yaml``):
 ``dicomlake_landing``           landing zone URI
 ``dicomlake_lake``              lake URI
 ``dicomlake_backup``            backup URI
-``dicomlake_keyring``           keyring for ingest (the public half is enough)
+``dicomlake_keyring``           keyring for ingest and snapshot (the public half is enough)
 ``dicomlake_verify_keyring``    keyring that can decrypt, for the deep verify
 ``dicomlake_conf``              dicomlake YAML config passed with ``--conf``
 ``dicomlake_jobs_dir``          folder with the ``jobs/*.py`` entry points
@@ -180,6 +181,9 @@ with DAG(
             + ".isoweekday() == 1 else 'incremental') }}",
             "--label",
             LABEL,
+            # Its secret authenticates the manifests (the public half has it)
+            "--keyring",
+            var("dicomlake_keyring"),
         ],
         timeout=timedelta(hours=6),
     )

@@ -343,12 +343,14 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 def cmd_snapshot(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import take_snapshot
 
+    keyring = load_keyring(args.keyring or config.keys.keyring, config)
     with _spark(args, config, python_tasks=True) as sc:
         result = take_snapshot(
             existing_lake(args.lake, config),
             canonical_uri(args.backup),
             args.mode,
             config=config,
+            keyring=keyring,
             sc=sc,
             now_label=args.label,
         )
@@ -360,7 +362,12 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import restore
 
     result = restore(
-        canonical_uri(args.backup), args.snapshot, canonical_uri(args.target), config=config
+        canonical_uri(args.backup),
+        args.snapshot,
+        canonical_uri(args.target),
+        keyring=load_keyring(args.keyring or config.keys.keyring, config),
+        config=config,
+        trust_unauthenticated=args.trust_unauthenticated,
     )
     _print(result.summary())
     return 0
@@ -369,7 +376,7 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
 def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import verify
 
-    keyring = load_keyring(args.keyring or config.keys.keyring, config) if args.deep else None
+    keyring = load_keyring(args.keyring or config.keys.keyring, config)
     result = verify(
         canonical_uri(args.backup), args.snapshot, deep=args.deep, keyring=keyring, config=config
     )
@@ -387,8 +394,8 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
             for count, what in (
                 (
                     len(result.problems) - unchecked,
-                    "bad entries (damaged or missing objects, "
-                    "rows a restore refuses, unreadable manifests)",
+                    "bad entries (damaged or missing objects, rows a restore refuses, "
+                    "unreadable or unauthenticated manifests)",
                 ),
                 (unchecked, "pack(s) this keyring cannot open (their key is not in it)"),
             )
@@ -545,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
         "back the lake up (Spark copies)",
         lake=True,
         backup=True,
+        keyring="keyring whose secret authenticates the manifests (the public half is "
+        "enough; default: keys.keyring)",
         submitted=True,
     )
     p.add_argument("--mode", choices=list(SnapshotMode), required=True)
@@ -554,16 +563,29 @@ def build_parser() -> argparse.ArgumentParser:
         "backup filesystem's clock); a scheduler passes its data interval end",
     )
 
-    p = command("restore", cmd_restore, "rebuild a lake from a snapshot", backup=True)
+    p = command(
+        "restore",
+        cmd_restore,
+        "rebuild a lake from a snapshot",
+        backup=True,
+        keyring="keyring the snapshot's manifest is authenticated with (default: keys.keyring)",
+    )
     p.add_argument("--snapshot", required=True, help="snapshot id (see `dicomlake snapshots`)")
     p.add_argument("--target", required=True, help="an empty or missing directory")
+    p.add_argument(
+        "--trust-unauthenticated",
+        action="store_true",
+        help="restore a manifest without an authentication code (format 1, written before "
+        "manifests had one); never admits an altered one",
+    )
 
     p = command(
         "verify",
         cmd_verify,
         "re-read and check a backup",
         backup=True,
-        keyring="--deep: keyring that can unwrap the pack keys",
+        keyring="keyring the manifests are authenticated with (default: keys.keyring); "
+        "--deep: one that can unwrap the pack keys",
     )
     p.add_argument("--snapshot", help="one snapshot (default: all)")
     p.add_argument(

@@ -88,6 +88,27 @@ class BackupError(DicomLakeError):
     """A snapshot, restore or verify step failed; the message names the snapshot and object."""
 
 
+class ManifestAuthError(BackupError):
+    """A snapshot's manifest failed authentication (see the subclasses); nothing it lists is
+    trusted: verify reports it, restore refuses it, a snapshot does not compare with it."""
+
+
+class UnauthenticatedManifestError(ManifestAuthError):
+    """The manifest has no authentication code: written before manifests were authenticated
+    (format 1), or the code was removed. Take a full snapshot; restore it only with
+    ``--trust-unauthenticated``, and only if nobody else could have written to the backup."""
+
+
+class AlteredManifestError(ManifestAuthError):
+    """The manifest's rows or record were changed after it was written, or it is another
+    snapshot's manifest under this id: restore another snapshot and find who wrote to the backup."""
+
+
+class ForeignManifestError(ManifestAuthError):
+    """The manifest was authenticated by another keyring: pass the keyring the snapshot was
+    taken with (its fingerprint is in the message)."""
+
+
 class LockBusyError(DicomLakeError):
     """Another command holds the lake's or backup's lock (exit code 4): nothing was changed;
     run again once it has finished (a dead holder's lock is taken over after lock.stale_seconds)."""

@@ -73,9 +73,11 @@ def test_ingest_dag_graph_and_schedule(loaded: dict) -> None:
         assert task["retries"] >= 1 and task["execution_timeout_s"]
     assert set(_job_args(tasks["ingest"])) == {"--landing", "--lake", "--keyring", "--conf"}
     snapshot = _job_args(tasks["snapshot"])
-    assert set(snapshot) == {"--lake", "--backup", "--mode", "--label", "--conf"}
+    assert set(snapshot) == {"--lake", "--backup", "--mode", "--label", "--keyring", "--conf"}
     # Labelled by the data interval, never by the clock.
     assert "data_interval_end" in snapshot["--label"] and "now" not in snapshot["--label"]
+    # The snapshot authenticates its manifests with the ingest's keyring (its secret)
+    assert snapshot["--keyring"] == _job_args(tasks["ingest"])["--keyring"]
     assert set(_job_args(tasks["maintain"])) == {"--lake", "--conf"}
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
+import json
 import os
 import shutil
 from pathlib import Path
+
+import pyarrow as pa
 
 from dicomlake.config import Config, SnapshotConfig
 
@@ -109,3 +113,31 @@ def objects(backup: Path) -> set[str]:
 
 def with_snapshot(config: Config, **kwargs: float) -> Config:
     return dataclasses.replace(config, snapshot=SnapshotConfig(**kwargs))
+
+
+RECORD_KEY = b"dicomlake.snapshot"
+MAC_KEY = b"dicomlake.snapshot.mac"
+MANIFEST_COLUMNS = ("path", "size", "mtime_ms", "sha256", "object", "reason")
+
+
+def manifest_mac(secret: bytes, record: bytes, rows: list[dict]) -> str:
+    """A manifest's authentication code as docs/FORMATS.md describes it, computed here."""
+    lines = b"".join(
+        json.dumps([r[c] for c in MANIFEST_COLUMNS], separators=(",", ":")).encode() + b"\n"
+        for r in rows
+    )
+    message = (
+        b"dicomlake-manifest-mac-v1\0"
+        + len(record).to_bytes(8, "big")
+        + record
+        + hashlib.sha256(lines).digest()
+    )
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def signed(table: pa.Table, secret: bytes) -> pa.Table:
+    """A manifest table (its footer metadata in its schema) with its code made anew under
+    ``secret``: what a writer holding the keyring could write."""
+    meta = dict(table.schema.metadata)
+    meta[MAC_KEY] = manifest_mac(secret, meta[RECORD_KEY], table.to_pylist()).encode()
+    return table.replace_schema_metadata(meta)

@@ -164,8 +164,8 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
 
     # A snapshot carries the record; the restored lake refuses another keyring too.
     backup, restored = tmp_path / "backup", tmp_path / "restored"
-    snap = take_snapshot(str(lake), str(backup), "full", config=config)
-    restore(str(backup), snap.snapshot_id, str(restored), config=config)
+    snap = take_snapshot(str(lake), str(backup), "full", keyring=keyring, config=config)
+    restore(str(backup), snap.snapshot_id, str(restored), keyring=keyring, config=config)
     assert (restored / "keyring-binding.json").read_bytes() == (
         lake / "keyring-binding.json"
     ).read_bytes()

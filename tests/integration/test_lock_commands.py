@@ -155,16 +155,18 @@ def test_the_lock_on_hdfs_one_of_many_and_stale_takeover(hdfs_cluster, hdfs_root
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_a_snapshot_while_another_holds_the_backup(tmp_path):
+def test_a_snapshot_while_another_holds_the_backup(tmp_path, config):
     lake, backup = tmp_path / "lake", tmp_path / "backup"
     make_lake(lake)
+    keyring_path = tmp_path / "keyring.json"
+    save_keyring(str(keyring_path), Keyring.generate("symmetric"), config)
 
     def snapshot(label: str) -> subprocess.Popen:
         return subprocess.Popen(
             [
                 *SNAPSHOT,
                 *("--lake", str(lake), "--backup", str(backup), "--mode", "full"),
-                *("--label", label),
+                *("--label", label, "--keyring", str(keyring_path)),
             ],
             env={**os.environ, "DICOMLAKE_SPARK_MASTER": "local[1]"},
             stdout=subprocess.PIPE,

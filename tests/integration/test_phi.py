@@ -336,7 +336,7 @@ def _saved(keyring: Keyring, tmp_path: Path, config) -> Path:
 def test_backup_holds_no_identifying_value(phi_lake, needles, sc, config, keyring, tmp_path):
     _, lake = phi_lake
     backup = tmp_path / "backup"
-    take_snapshot(str(lake), str(backup), "full", config=config, sc=sc)
+    take_snapshot(str(lake), str(backup), "full", keyring=keyring, config=config, sc=sc)
     # the quarantine copies are packs: a deep verify opens them with the pixel packs
     packs = list(lake.glob("pixels/**/*.pack")) + list(lake.glob("quarantine/**/*.pack"))
     checked = verify(str(backup), None, deep=True, keyring=keyring, config=config)

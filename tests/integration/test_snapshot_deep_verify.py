@@ -70,12 +70,13 @@ def test_deep_verify_opens_every_chunk_with_rotated_keys(tmp_path, config, keyri
     pq.write_table(pa.Table.from_pylist(packs_rows, schema=PACKS), packs_file)
     os.utime(packs_file, ns=((T0 + 10) * 10**9,) * 2)
     snap = take_snapshot(
-        str(lake), str(backup), "full", config=config, now_label="20261101T010000Z"
+        str(lake), str(backup), "full", keyring=keyring, config=config, now_label="20261101T010000Z"
     )
     # Only the rotated KEK is left: every pack opens only through the packs table's keys.
     only_new = rotated.without(keyring.active_kek_id)
 
-    assert verify(str(backup), config=config).ok  # the stored bytes are what the lake had
+    # The stored bytes are what the lake had
+    assert verify(str(backup), keyring=keyring, config=config).ok
     deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=only_new, config=config)
     assert [(p.path, p.snapshot_id, p.unchecked) for p in deep.problems] == [
         ("pixels/r1/pack-bad.pack", snap.snapshot_id, False)
@@ -87,8 +88,9 @@ def test_deep_verify_opens_every_chunk_with_rotated_keys(tmp_path, config, keyri
 
     # Without the packs table the old KEK is needed: the deep check says so for each pack.
     os.remove(packs_file)
+    places = str(lake), str(backup)
     later = take_snapshot(
-        str(lake), str(backup), "incremental", config=config, now_label="20261102T010000Z"
+        *places, "incremental", keyring=keyring, config=config, now_label="20261102T010000Z"
     )
     no_table = verify(str(backup), later.snapshot_id, deep=True, keyring=only_new, config=config)
     assert {p.path for p in no_table.problems} == {
@@ -132,7 +134,7 @@ def test_an_instance_spanning_two_packs_verifies_in_either_order(
     lake, backup = tmp_path / "lake", tmp_path / "backup"
     assert write_spanning(lake, keyring, head, rest) - {"zstd", "store"}
     snap = take_snapshot(
-        str(lake), str(backup), "full", config=config, now_label="20261101T010000Z"
+        str(lake), str(backup), "full", keyring=keyring, config=config, now_label="20261101T010000Z"
     )
     deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=keyring, config=config)
     assert deep.problems == ()
@@ -143,8 +145,14 @@ def test_a_public_only_keyring_is_refused_before_any_pack_is_read(tmp_path, conf
     lake, backup = tmp_path / "lake", tmp_path / "backup"
     full = Keyring.generate("x25519")
     write_spanning(lake, full, "pack-a", "pack-b")
+    # An ingest host's public half has the secret that authenticates manifests
     snap = take_snapshot(
-        str(lake), str(backup), "full", config=config, now_label="20261101T010000Z"
+        str(lake),
+        str(backup),
+        "full",
+        keyring=full.public_only(),
+        config=config,
+        now_label="20261101T010000Z",
     )
     with pytest.raises(PrivateKeyRequiredError, match="only public keys"):
         verify(str(backup), snap.snapshot_id, deep=True, keyring=full.public_only(), config=config)
@@ -156,9 +164,10 @@ def test_packs_another_keyring_cannot_open_are_unchecked_not_damaged(tmp_path, c
     lake, backup = tmp_path / "lake", tmp_path / "backup"
     write_spanning(lake, keyring, "pack-a", "pack-b")
     snap = take_snapshot(
-        str(lake), str(backup), "full", config=config, now_label="20261101T010000Z"
+        str(lake), str(backup), "full", keyring=keyring, config=config, now_label="20261101T010000Z"
     )
-    other = Keyring.generate("symmetric")
+    # The lake's keyring (its secret authenticates the manifest) without the packs' KEK
+    other = keyring.rotate().without(keyring.active_kek_id)
     deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=other, config=config)
     assert not deep.ok
     assert [(p.path, p.unchecked) for p in deep.problems] == [
@@ -174,7 +183,7 @@ def test_frames_whose_prefix_pack_is_missing_are_reported(tmp_path, config, keyr
     lake, backup = tmp_path / "lake", tmp_path / "backup"
     write_spanning(lake, keyring, None, "pack-b")
     snap = take_snapshot(
-        str(lake), str(backup), "full", config=config, now_label="20261101T010000Z"
+        str(lake), str(backup), "full", keyring=keyring, config=config, now_label="20261101T010000Z"
     )
     deep = verify(str(backup), snap.snapshot_id, deep=True, keyring=keyring, config=config)
     assert [p.path for p in deep.problems] == ["pixels/r1/pack-b.pack"]

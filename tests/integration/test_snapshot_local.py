@@ -25,6 +25,7 @@ from snapshot_helpers import (
 )
 
 from dicomlake.backup import (
+    SnapshotResult,
     apply_retention,
     list_snapshots,
     restore,
@@ -40,8 +41,17 @@ def manifest(backup: Path, sid: str) -> dict[str, dict]:
     return {r["path"]: r for r in rows}
 
 
-def restored_tree(backup: Path, sid: str, into: Path, config) -> dict[str, str]:
-    restore(str(backup), sid, str(into), config=config)
+def take(
+    lake: Path, backup: Path, mode: str, config, keyring, label: str | None = None
+) -> SnapshotResult:
+    """``take_snapshot`` of two local directories, labelled ``label`` (default: by the clock)."""
+    return take_snapshot(
+        str(lake), str(backup), mode, keyring=keyring, config=config, now_label=label
+    )
+
+
+def restored_tree(backup: Path, sid: str, into: Path, config, keyring) -> dict[str, str]:
+    restore(str(backup), sid, str(into), keyring=keyring, config=config)
     return tree(into, only_backed_up=False)
 
 
@@ -57,9 +67,9 @@ def lake(tmp_path: Path) -> Path:
     return root
 
 
-def test_full_then_incremental_copies_only_new_files(tmp_path, lake, cfg):
+def test_full_then_incremental_copies_only_new_files(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
-    full = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    full = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     saved_full = save(lake, tmp_path / "saved-full")
     expected = tree(saved_full)
     assert full.snapshot_id == "20261101T010000Z-full"
@@ -71,9 +81,7 @@ def test_full_then_incremental_copies_only_new_files(tmp_path, lake, cfg):
     write(lake, "pixels/r2/pack-c.pack", blob("pack-c", 30_000), T0 + 500)
     write(lake, "tables/runs/r2.parquet", blob("run2"), T0 + 501)
     before = objects(backup)
-    inc = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
-    )
+    inc = take(lake, backup, "incremental", cfg, keyring, "20261102T010000Z")
     saved_inc = save(lake, tmp_path / "saved-inc")
     assert objects(backup) - before == {
         hashlib.sha256(blob("pack-c", 30_000)).hexdigest(),
@@ -87,13 +95,17 @@ def test_full_then_incremental_copies_only_new_files(tmp_path, lake, cfg):
     assert inc.bytes_copied == 30_000 + 3000
     assert inc.watermark_ms == (T0 + 501) * 1000
 
-    assert restored_tree(backup, full.snapshot_id, tmp_path / "r-full", cfg) == expected
-    assert restored_tree(backup, inc.snapshot_id, tmp_path / "r-inc", cfg) == tree(saved_inc)
+    assert restored_tree(backup, full.snapshot_id, tmp_path / "r-full", cfg, keyring) == expected
+    assert restored_tree(backup, inc.snapshot_id, tmp_path / "r-inc", cfg, keyring) == tree(
+        saved_inc
+    )
 
 
-def test_incremental_catches_deletes_renames_copied_in_and_size_changes(tmp_path, lake, cfg):
+def test_incremental_catches_deletes_renames_copied_in_and_size_changes(
+    tmp_path, lake, cfg, keyring
+):
     backup = tmp_path / "backup"
-    take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     os.remove(lake / "quarantine/r1/bad.dcm")  # deleted
     os.rename(lake / "pixels/r1/pack-b.pack", lake / "pixels/r1/pack-b2.pack")  # keeps mtime
     write(lake, "quarantine/r0/old.dcm", blob("old"), T0 - 86400)  # copied in with an old mtime
@@ -106,9 +118,7 @@ def test_incremental_catches_deletes_renames_copied_in_and_size_changes(tmp_path
     os.utime(older, ns=((T0 - 5000) * 10**9, (T0 - 5000) * 10**9))
     saved = save(lake, tmp_path / "saved")
 
-    inc = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
-    )
+    inc = take(lake, backup, "incremental", cfg, keyring, "20261102T010000Z")
     rows = manifest(backup, inc.snapshot_id)
     # A rename is a path gone plus a path come: two deletions.
     assert "quarantine/r1/bad.dcm" not in rows and "pixels/r1/pack-b.pack" not in rows
@@ -121,23 +131,21 @@ def test_incremental_catches_deletes_renames_copied_in_and_size_changes(tmp_path
     # The renamed pack's content is stored already, as is the file at the watermark (re-read
     # in the lag window); the three others are new content.
     assert (inc.objects_copied, inc.objects_reused, inc.lag_window) == (3, 2, 1)
-    assert restored_tree(backup, inc.snapshot_id, tmp_path / "r", cfg) == tree(saved)
+    assert restored_tree(backup, inc.snapshot_id, tmp_path / "r", cfg, keyring) == tree(saved)
 
 
-def test_lag_window_rereads_files_near_the_watermark(tmp_path, lake, cfg):
+def test_lag_window_rereads_files_near_the_watermark(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
     cfg = with_snapshot(cfg, lag_seconds=60.0)
     near = write(lake, "tables/runs/r9.parquet", blob("near"), T0 + 1000)  # the watermark
     far = write(lake, "tables/runs/r8.parquet", blob("far"), T0 + 1000 - 600)
-    take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     for path, seed in ((near, "near2"), (far, "far2")):  # same size, same mtime, new content
         st = os.stat(path)
         path.write_bytes(blob(seed))
         os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns))
 
-    inc = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
-    )
+    inc = take(lake, backup, "incremental", cfg, keyring, "20261102T010000Z")
     rows = manifest(backup, inc.snapshot_id)
     assert inc.scan_from_ms == (T0 + 1000 - 60) * 1000
     assert rows["tables/runs/r9.parquet"]["reason"] == "lag_window"
@@ -147,7 +155,7 @@ def test_lag_window_rereads_files_near_the_watermark(tmp_path, lake, cfg):
     assert rows["tables/runs/r8.parquet"]["sha256"] == hashlib.sha256(blob("far")).hexdigest()
 
 
-def test_in_flight_files_and_mid_publish_runs_are_left_out(tmp_path, lake, cfg):
+def test_in_flight_files_and_mid_publish_runs_are_left_out(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
     # Run r3 is mid-publish: intent written, its files moved, the sources table committed
     # (its version 5, after the 4 the intent records), the runs table not yet.
@@ -177,7 +185,7 @@ def test_in_flight_files_and_mid_publish_runs_are_left_out(tmp_path, lake, cfg):
         ).encode(),
     )
 
-    snap = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    snap = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     paths = set(manifest(backup, snap.snapshot_id))
     assert not paths & set(NEVER)
     assert not any(
@@ -199,19 +207,17 @@ def test_in_flight_files_and_mid_publish_runs_are_left_out(tmp_path, lake, cfg):
     assert snap.excluded == len(NEVER) + 2 + 3 + 1
 
 
-def test_differential_reads_everything_since_the_last_full(tmp_path, lake, cfg):
+def test_differential_reads_everything_since_the_last_full(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
-    full = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    full = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     at_watermark = newest(lake)
     write(lake, "pixels/r2/pack-c.pack", blob("c"), T0 + 500)
-    take_snapshot(str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z")
+    take(lake, backup, "incremental", cfg, keyring, "20261102T010000Z")
     write(lake, "pixels/r3/pack-d.pack", blob("d"), T0 + 600)
     write(lake, "pixels/r3/pack-e.pack", blob("e"), T0 + 601)
     saved = save(lake, tmp_path / "saved")
 
-    diff = take_snapshot(
-        str(lake), str(backup), "differential", config=cfg, now_label="20261103T010000Z"
-    )
+    diff = take(lake, backup, "differential", cfg, keyring, "20261103T010000Z")
     rows = manifest(backup, diff.snapshot_id)
     read = {p for p, r in rows.items() if r["reason"] != "unchanged"}
     assert diff.base == full.snapshot_id
@@ -223,21 +229,19 @@ def test_differential_reads_everything_since_the_last_full(tmp_path, lake, cfg):
     }
     # pack-c and the lag-window file are in the backup already: read, not stored again.
     assert (diff.files_read, diff.objects_copied, diff.objects_reused) == (4, 2, 2)
-    assert restored_tree(backup, diff.snapshot_id, tmp_path / "r", cfg) == tree(saved)
+    assert restored_tree(backup, diff.snapshot_id, tmp_path / "r", cfg, keyring) == tree(saved)
 
     # An incremental after the differential compares with the differential.
     write(lake, "pixels/r4/pack-f.pack", blob("f"), T0 + 700)
-    inc = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261104T010000Z"
-    )
+    inc = take(lake, backup, "incremental", cfg, keyring, "20261104T010000Z")
     assert (inc.base, inc.new, inc.objects_copied) == (diff.snapshot_id, 1, 1)
 
 
-def test_identical_content_is_stored_once(tmp_path, lake, cfg):
+def test_identical_content_is_stored_once(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
     write(lake, "quarantine/r1/copy1.dcm", blob("same", 7000), T0 + 50)
     write(lake, "quarantine/r2/copy2.dcm", blob("same", 7000), T0 + 51)
-    snap = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    snap = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     rows = manifest(backup, snap.snapshot_id)
     digest = hashlib.sha256(blob("same", 7000)).hexdigest()
     assert rows["quarantine/r1/copy1.dcm"]["object"] == rows["quarantine/r2/copy2.dcm"]["object"]
@@ -245,14 +249,14 @@ def test_identical_content_is_stored_once(tmp_path, lake, cfg):
     assert len(list((backup / "objects" / digest[:2]).glob(digest[2:]))) == 1
     assert snap.objects_copied == len(objects(backup)) == len(set(tree(lake).values()))
     # A second full reads everything again but stores nothing new.
-    again = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261102T010000Z")
+    again = take(lake, backup, "full", cfg, keyring, "20261102T010000Z")
     assert (again.files_read, again.objects_copied) == (snap.files, 0)
 
 
-def test_verify_names_damaged_and_missing_objects(tmp_path, lake, cfg):
+def test_verify_names_damaged_and_missing_objects(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
-    snap = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
-    assert verify(str(backup), config=cfg).ok
+    snap = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
+    assert verify(str(backup), keyring=keyring, config=cfg).ok
     rows = manifest(backup, snap.snapshot_id)
     damaged, missing = rows["pixels/r1/pack-a.pack"], rows["tables/runs/r1.parquet"]
     obj = backup / damaged["object"]
@@ -261,7 +265,7 @@ def test_verify_names_damaged_and_missing_objects(tmp_path, lake, cfg):
     obj.write_bytes(bytes(data))
     os.remove(backup / missing["object"])
 
-    result = verify(str(backup), snap.snapshot_id, config=cfg)
+    result = verify(str(backup), snap.snapshot_id, keyring=keyring, config=cfg)
     found = {(p.path, p.object): p.reason for p in result.problems}
     assert set(found) == {
         ("pixels/r1/pack-a.pack", damaged["object"]),
@@ -271,41 +275,41 @@ def test_verify_names_damaged_and_missing_objects(tmp_path, lake, cfg):
     assert found[("tables/runs/r1.parquet", missing["object"])] == "missing"
     assert result.objects_checked == len(set(r["object"] for r in rows.values()))
     with pytest.raises(BackupError, match="damaged|cannot restore"):
-        restore(str(backup), snap.snapshot_id, str(tmp_path / "r"), config=cfg)
+        restore(str(backup), snap.snapshot_id, str(tmp_path / "r"), keyring=keyring, config=cfg)
     assert not (tmp_path / "r").exists()
 
 
-def test_restore_needs_an_empty_target_and_a_known_snapshot(tmp_path, lake, cfg):
+def test_restore_needs_an_empty_target_and_a_known_snapshot(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
-    snap = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    snap = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     busy = tmp_path / "busy"
     write(busy, "x", b"x")
     with pytest.raises(BackupError, match="not empty"):
-        restore(str(backup), snap.snapshot_id, str(busy), config=cfg)
+        restore(str(backup), snap.snapshot_id, str(busy), keyring=keyring, config=cfg)
     with pytest.raises(BackupError, match="no snapshot 20261101T010000Z-incremental"):
-        restore(str(backup), "20261101T010000Z-incremental", str(tmp_path / "n"), config=cfg)
+        restore(
+            str(backup),
+            "20261101T010000Z-incremental",
+            str(tmp_path / "n"),
+            keyring=keyring,
+            config=cfg,
+        )
     empty = tmp_path / "empty"
     empty.mkdir()
-    restore(str(backup), snap.snapshot_id, str(empty), config=cfg)
+    restore(str(backup), snap.snapshot_id, str(empty), keyring=keyring, config=cfg)
     assert tree(empty, only_backed_up=False) == tree(lake)
 
 
-def test_list_snapshots_and_idempotent_labels(tmp_path, lake, cfg):
+def test_list_snapshots_and_idempotent_labels(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
-    first = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261101T010000Z"
-    )
+    first = take(lake, backup, "incremental", cfg, keyring, "20261101T010000Z")
     assert first.mode == "full"  # no base yet
     write(lake, "pixels/r2/pack-c.pack", blob("c", 20_000), T0 + 500)
-    second = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
-    )
-    retry = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
-    )
+    second = take(lake, backup, "incremental", cfg, keyring, "20261102T010000Z")
+    retry = take(lake, backup, "incremental", cfg, keyring, "20261102T010000Z")
     assert retry.already_committed and retry.snapshot_id == second.snapshot_id
     with pytest.raises(BackupError, match="older than the latest"):
-        take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T120000Z")
+        take(lake, backup, "full", cfg, keyring, "20261101T120000Z")
     infos = list_snapshots(str(backup), config=cfg)
     expected_bytes = sum(
         len(p.read_bytes())
@@ -324,15 +328,17 @@ def test_list_snapshots_and_idempotent_labels(tmp_path, lake, cfg):
     assert json.dumps(infos[1].summary())
 
 
-def test_unlabelled_snapshots_take_the_filesystem_clock(tmp_path, lake, cfg):
+def test_unlabelled_snapshots_take_the_filesystem_clock(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
-    a = take_snapshot(str(lake), str(backup), "full", config=cfg)
-    b = take_snapshot(str(lake), str(backup), "incremental", config=cfg)
+    a = take(lake, backup, "full", cfg, keyring)
+    b = take(lake, backup, "incremental", cfg, keyring)
     assert a.snapshot_id < b.snapshot_id  # unique and ordered even within one second
     assert b.objects_copied == 0 and b.files_read == b.lag_window
 
 
-def test_retention_keeps_daily_and_weekly_and_collects_only_unreferenced(tmp_path, lake, cfg):
+def test_retention_keeps_daily_and_weekly_and_collects_only_unreferenced(
+    tmp_path, lake, cfg, keyring
+):
     backup = tmp_path / "backup"
     cfg = with_snapshot(cfg, lag_seconds=0.0, keep_daily=2, keep_weekly=2)
     # Mon 2026-11-02 .. Fri 11-13, two a day on the last day; each adds a file, the tuesday
@@ -350,15 +356,11 @@ def test_retention_keeps_daily_and_weekly_and_collects_only_unreferenced(tmp_pat
         write(lake, f"pixels/d{n}/pack.pack", blob(f"day{n}"), T0 + 1000 + n)
         if n == 1:
             write(lake, "quarantine/tmp/only-tuesday.dcm", blob("only-tuesday"), T0 + 999)
-        sids.append(
-            take_snapshot(
-                str(lake), str(backup), "incremental", config=cfg, now_label=label
-            ).snapshot_id
-        )
+        sids.append(take(lake, backup, "incremental", cfg, keyring, label).snapshot_id)
         if n == 1:
             os.remove(lake / "quarantine/tmp/only-tuesday.dcm")
     all_before = objects(backup)
-    saved = {s: tree(Path(restored(backup, s, tmp_path, cfg))) for s in sids}
+    saved = {s: tree(Path(restored(backup, s, tmp_path, cfg, keyring))) for s in sids}
 
     result = apply_retention(str(backup), config=cfg, today=dt.date(2026, 11, 13))
     # Daily: 11-13 (its newest, 12:00) and 11-10. Weekly: week 46 (11-13 12:00 again) and
@@ -370,19 +372,19 @@ def test_retention_keeps_daily_and_weekly_and_collects_only_unreferenced(tmp_pat
     assert result.objects_deleted == 1 and result.bytes_freed == 3000
     for s in result.kept:
         shutil.rmtree(tmp_path / f"r-{s}")
-        assert tree(Path(restored(backup, s, tmp_path, cfg))) == saved[s]
-    assert verify(str(backup), config=cfg).ok
+        assert tree(Path(restored(backup, s, tmp_path, cfg, keyring))) == saved[s]
+    assert verify(str(backup), keyring=keyring, config=cfg).ok
 
 
-def restored(backup: Path, sid: str, tmp_path: Path, config) -> str:
+def restored(backup: Path, sid: str, tmp_path: Path, config, keyring) -> str:
     target = tmp_path / f"r-{sid}"
-    restore(str(backup), sid, str(target), config=config)
+    restore(str(backup), sid, str(target), keyring=keyring, config=config)
     return str(target)
 
 
-def test_retention_leaves_objects_of_an_unfinished_snapshot(tmp_path, lake, cfg):
+def test_retention_leaves_objects_of_an_unfinished_snapshot(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
-    take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     stray = write(backup, "objects/ff/" + "f" * 62, b"copied by a killed run")
     (backup / "_tmp" / "20261102T010000Z-incremental").mkdir(parents=True)
     result = apply_retention(str(backup), config=cfg, today=dt.date(2026, 11, 2))
@@ -404,19 +406,17 @@ def _same_size_and_mtime(path: Path, data: bytes) -> None:
     os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns))
 
 
-def test_a_file_from_the_future_does_not_raise_the_watermark(tmp_path, lake, cfg):
+def test_a_file_from_the_future_does_not_raise_the_watermark(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
     at_watermark = newest(lake)  # before the future file: the newest of the present
     expected_wm = os.stat(lake / at_watermark).st_mtime_ns // 1_000_000
     future = dt.datetime.now(dt.timezone.utc).timestamp() + 2 * 86400
     write(lake, "tables/runs/_delta_log/00000000000000000001.json", blob("log1"), future)
-    full = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    full = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     assert full.watermark_ms == expected_wm
     _same_size_and_mtime(lake / at_watermark, blob("again", (lake / at_watermark).stat().st_size))
 
-    inc = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z"
-    )
+    inc = take(lake, backup, "incremental", cfg, keyring, "20261102T010000Z")
     rows = manifest(backup, inc.snapshot_id)
     assert inc.watermark_ms == expected_wm
     assert rows[at_watermark]["reason"] == "lag_window"
@@ -426,13 +426,13 @@ def test_a_file_from_the_future_does_not_raise_the_watermark(tmp_path, lake, cfg
 
 
 def test_a_full_starts_its_watermark_afresh_and_a_base_past_its_start_is_not_trusted(
-    tmp_path, lake, cfg
+    tmp_path, lake, cfg, keyring
 ):
     backup = tmp_path / "backup"
     gone = write(lake, "pixels/r9/gone.pack", blob("gone"), T0 + 5000)
-    take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261101T010000Z")
+    take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     gone.unlink()
-    full = take_snapshot(str(lake), str(backup), "full", config=cfg, now_label="20261102T010000Z")
+    full = take(lake, backup, "full", cfg, keyring, "20261102T010000Z")
     assert full.watermark_ms == os.stat(lake / newest(lake)).st_mtime_ns // 1_000_000
 
     # A watermark two days ahead (as one written before files from the future were left out)
@@ -440,9 +440,7 @@ def test_a_full_starts_its_watermark_afresh_and_a_base_past_its_start_is_not_tru
     _rewrite_record(backup, full.snapshot_id, watermark_ms=ahead)
     far = lake / "tables/frames/part-r1-0.parquet"  # below the watermark: trusted, else
     _same_size_and_mtime(far, blob("sources-again"))
-    inc = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261103T010000Z"
-    )
+    inc = take(lake, backup, "incremental", cfg, keyring, "20261103T010000Z")
     assert inc.scan_from_ms is None and inc.files_read == inc.files == len(tree(lake))
     assert manifest(backup, inc.snapshot_id)[far.relative_to(lake).as_posix()]["sha256"] == (
         hashlib.sha256(blob("sources-again")).hexdigest()
@@ -450,15 +448,15 @@ def test_a_full_starts_its_watermark_afresh_and_a_base_past_its_start_is_not_tru
     assert inc.watermark_ms == full.watermark_ms
 
 
-def test_a_label_later_than_now_is_refused(tmp_path, lake, cfg):
+def test_a_label_later_than_now_is_refused(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
     now = dt.datetime.now(dt.timezone.utc)
     label = (now + dt.timedelta(hours=2)).strftime("%Y%m%dT%H%M%SZ")
     with pytest.raises(BackupError, match=f"label {label} is later than this host's clock .*1 h"):
-        take_snapshot(str(lake), str(backup), "full", config=cfg, now_label=label)
+        take(lake, backup, "full", cfg, keyring, label)
     assert not backup.exists()
     soon = (now + dt.timedelta(minutes=30)).strftime("%Y%m%dT%H%M%SZ")
-    assert take_snapshot(str(lake), str(backup), "full", config=cfg, now_label=soon).files
+    assert take(lake, backup, "full", cfg, keyring, soon).files
 
     # A backup that holds a label from the future already: no label is made after it.
     shutil.copy(
@@ -466,27 +464,21 @@ def test_a_label_later_than_now_is_refused(tmp_path, lake, cfg):
         backup / "manifests" / "20300101T000000Z-full.parquet",
     )
     with pytest.raises(BackupError, match="20300101T000000Z-full is labelled in the future"):
-        take_snapshot(str(lake), str(backup), "incremental", config=cfg)
+        take(lake, backup, "incremental", cfg, keyring)
 
 
-def test_a_label_taken_by_another_mode_or_lake_is_refused(tmp_path, lake, cfg):
+def test_a_label_taken_by_another_mode_or_lake_is_refused(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
-    first = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261101T010000Z"
-    )
+    first = take(lake, backup, "incremental", cfg, keyring, "20261101T010000Z")
     # The same call again: the full it became (it had no base) is the answer.
-    again = take_snapshot(
-        str(lake), str(backup), "incremental", config=cfg, now_label="20261101T010000Z"
-    )
+    again = take(lake, backup, "incremental", cfg, keyring, "20261101T010000Z")
     assert again.already_committed and again.snapshot_id == first.snapshot_id
-    take_snapshot(str(lake), str(backup), "incremental", config=cfg, now_label="20261102T010000Z")
+    take(lake, backup, "incremental", cfg, keyring, "20261102T010000Z")
     other = tmp_path / "other-lake"
     make_lake(other)
     for lake_given, mode in [(lake, "full"), (lake, "differential"), (other, "incremental")]:
         with pytest.raises(BackupError) as err:
-            take_snapshot(
-                str(lake_given), str(backup), mode, config=cfg, now_label="20261102T010000Z"
-            )
+            take(lake_given, backup, mode, cfg, keyring, "20261102T010000Z")
         assert (
             f"taken by 20261102T010000Z-incremental of {lake}; this call asks for a {mode} "
             f"snapshot of {lake_given}"

@@ -19,8 +19,10 @@ import pytest
 import requests
 from snapshot_helpers import blob
 
-from dicomlake.config import HdfsConfig
+from dicomlake.config import HdfsConfig, load_config
+from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import ConfigError
+from dicomlake.keyring_file import save_keyring
 from dicomlake.storage import filesystem_for
 from dicomlake.storage.hdfs import WebHdfsFileSystem
 
@@ -97,7 +99,12 @@ def test_snapshot_of_a_lake_on_one_cluster_into_a_backup_on_another(
         f"    '{b.authority}': {b.webhdfs_url}\n"
     )
 
-    snap = _dicomlake("snapshot", "--lake", lake, "--backup", backup, "--mode", "full", conf=conf)
+    keyring = tmp_path / "keyring.json"
+    save_keyring(str(keyring), Keyring.generate("symmetric"), load_config(env={}))
+    snap = _dicomlake(
+        "snapshot", "--lake", lake, "--backup", backup, "--mode", "full", "--keyring", str(keyring),
+        conf=conf,
+    )  # fmt: skip
 
     # The objects (content-addressed, identical content once) and the manifest are on B only.
     shas = {hashlib.sha256(d).hexdigest() for d in FILES.values()}
@@ -111,7 +118,7 @@ def test_snapshot_of_a_lake_on_one_cluster_into_a_backup_on_another(
 
     _dicomlake(
         "restore", "--backup", backup, "--snapshot", snap["snapshot_id"], "--target", restored,
-        conf=conf,
+        "--keyring", str(keyring), conf=conf,
     )  # fmt: skip
 
     assert _listing(a, f"{run}/restored") == {rel: len(d) for rel, d in FILES.items()}

@@ -3,25 +3,45 @@
 A manifest row is one lake file; the snapshot's own record (:class:`SnapshotInfo`) is JSON in
 the file's key-value metadata, so the manifest is the whole commit: publishing it by rename makes
 the snapshot exist, and the snapshot index is derived from the manifests present.
+
+Anyone who can write to the backup can write a manifest, so every manifest carries an HMAC
+(`manifest_mac`) over its record and all its rows, keyed by the keyring's
+``secret_for("backup-manifest")``; `read_manifest` is the one read of a manifest that anything
+is decided on (a snapshot's base, verify, restore). A format 1 manifest, written before that,
+has no code: it is never trusted without being told to (`UnauthenticatedManifestError`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import io
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dicomlake.backup.layout import BackupLayout, sha_of_key
-from dicomlake.errors import BackupError, StorageError
+from dicomlake.errors import (
+    AlteredManifestError,
+    BackupError,
+    ForeignManifestError,
+    StorageError,
+    UnauthenticatedManifestError,
+)
 from dicomlake.storage import FileSystem
 
+if TYPE_CHECKING:
+    from dicomlake.crypto.keyring import Keyring
+
 META_KEY = b"dicomlake.snapshot"
-FORMAT = 1
+MAC_KEY = b"dicomlake.snapshot.mac"  # hex HMAC-SHA256 of `manifest_mac`, from format 2 on
+FORMAT = 2  # 2: authenticated (MAC_KEY, SnapshotInfo.keyring_fingerprint); 1: no code
+MAC_PURPOSE = "backup-manifest"  # Keyring.secret_for purpose of the MAC key
+_MAC_LABEL = b"dicomlake-manifest-mac-v1\0"
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -67,6 +87,11 @@ class SnapshotInfo:
     runs_excluded: tuple[str, ...]  # runs caught mid-publish, left out whole
     # Per lake table, the Delta version the snapshot holds (its newest commit file).
     table_versions: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The keyring whose secret authenticates the manifest ("" in a format 1 manifest).
+    keyring_fingerprint: str = ""
+    # An incremental or differential taken as a full because the manifest it would have
+    # compared with (this id) has no authentication code (format 1): it was not trusted.
+    base_unauthenticated: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """The record as JSON-able values."""
@@ -84,14 +109,44 @@ class SnapshotInfo:
         return SnapshotInfo(**values)
 
 
-def encode(table: pa.Table, info: SnapshotInfo) -> bytes:
-    """The manifest file: ``table`` (of :data:`MANIFEST_SCHEMA`) with ``info`` as metadata."""
-    meta = {META_KEY: json.dumps({"format": FORMAT, **info.summary()}).encode()}
+def encode(table: pa.Table, info: SnapshotInfo, keyring: Keyring) -> bytes:
+    """The manifest file: ``table`` (of :data:`MANIFEST_SCHEMA`) with ``info`` as metadata and
+    their `manifest_mac` under ``keyring``, whose fingerprint ``info`` must record."""
+    if info.keyring_fingerprint != keyring.fingerprint:
+        raise BackupError(
+            f"snapshot {info.snapshot_id}: its record names keyring "
+            f"{info.keyring_fingerprint or '(none)'}, not the keyring {keyring.fingerprint} "
+            "authenticating it"
+        )
+    rows = table.cast(MANIFEST_SCHEMA)
+    record = json.dumps({"format": FORMAT, **info.summary()}).encode()
+    mac = manifest_mac(keyring.secret_for(MAC_PURPOSE), record, rows)
+    meta = {META_KEY: record, MAC_KEY: mac.encode()}
     buf = io.BytesIO()
-    pq.write_table(
-        table.cast(MANIFEST_SCHEMA).replace_schema_metadata(meta), buf, compression="zstd"
-    )
+    pq.write_table(rows.replace_schema_metadata(meta), buf, compression="zstd")
     return buf.getvalue()
+
+
+def manifest_mac(secret: bytes, record: bytes, rows: pa.Table) -> str:
+    """The authentication code of a manifest, hex: HMAC-SHA256 keyed by ``secret`` over
+    ``b"dicomlake-manifest-mac-v1\\0"``, the record's length (8 bytes, big-endian), the record
+    (the ``dicomlake.snapshot`` bytes as stored), then `rows_digest` of all the rows."""
+    mac = hmac.new(secret, _MAC_LABEL, hashlib.sha256)
+    mac.update(len(record).to_bytes(8, "big"))
+    mac.update(record)
+    mac.update(rows_digest(rows))
+    return mac.hexdigest()
+
+
+def rows_digest(rows: pa.Table) -> bytes:
+    """SHA-256 of the rows in their order, each the JSON list of its `MANIFEST_SCHEMA` values in
+    column order (``json.dumps`` with ``separators=(",", ":")``, ASCII) and a newline."""
+    digest = hashlib.sha256()
+    for batch in rows.select(MANIFEST_SCHEMA.names).to_batches():
+        columns = [c.to_pylist() for c in batch.columns]
+        for values in zip(*columns, strict=True):
+            digest.update(json.dumps(list(values), separators=(",", ":")).encode() + b"\n")
+    return digest.digest()
 
 
 def path_problem(path: str | None) -> str:
@@ -142,34 +197,118 @@ def entry_problems(entries: list[dict[str, Any]]) -> dict[int, str]:
 
 
 def read_info(fs: FileSystem, layout: BackupLayout, sid: str) -> SnapshotInfo:
-    """A snapshot's record, read from its manifest's footer only."""
+    """A snapshot's record, read from its manifest's footer only and not authenticated: for
+    listing snapshots, never for deciding what to copy, check or restore (`read_manifest`)."""
     uri = layout.manifest(sid)
     try:
         meta = pq.read_metadata(_RangeFile(fs, uri)).metadata or {}
     except (OSError, pa.ArrowInvalid, StorageError) as exc:
         raise BackupError(f"snapshot {sid}: manifest {uri} is unreadable: {exc}") from exc
+    return _record(sid, uri, meta)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """A manifest as `read_manifest` found it: its record, all its rows, and ``problem`` ("" when
+    authenticated; else why not: a format 1 manifest read with ``legacy=True``)."""
+
+    info: SnapshotInfo
+    rows: pa.Table
+    problem: str = ""
+
+
+def read_manifest(
+    fs: FileSystem, layout: BackupLayout, sid: str, keyring: Keyring, *, legacy: bool = False
+) -> Manifest:
+    """Snapshot ``sid``'s manifest, read once and authenticated under ``keyring``: its code
+    checked (`manifest_mac`), its record naming ``sid``, its columns as in `read_rows`.
+
+    A `ManifestAuthError` names the snapshot and manifest otherwise: `UnauthenticatedManifestError`
+    for one without a code (unless ``legacy``: then it is returned with its ``problem``; every
+    other check still holds), `ForeignManifestError` for one of another keyring,
+    `AlteredManifestError` for one whose code does not match or that records another snapshot.
+    """
+    uri = layout.manifest(sid)
+    meta, table = _read(fs, uri, sid, MANIFEST_SCHEMA.names)
+    info, record = _record(sid, uri, meta)
+    _check_columns(sid, uri, table, list(MANIFEST_SCHEMA))
+    where = f"snapshot {sid}: manifest {uri}"
+    problem = ""
+    if MAC_KEY not in meta:
+        problem = (
+            f"{where} has no authentication code (written before manifests were "
+            "authenticated, or removed)"
+        )
+        if not legacy:
+            raise UnauthenticatedManifestError(problem)
+    elif info.keyring_fingerprint != keyring.fingerprint:
+        raise ForeignManifestError(
+            f"{where} is authenticated by another keyring (fingerprint "
+            f"{info.keyring_fingerprint or '(none)'}; this keyring is {keyring.fingerprint})"
+        )
+    else:
+        want = manifest_mac(keyring.secret_for(MAC_PURPOSE), record, table)
+        if not hmac.compare_digest(want.encode(), meta[MAC_KEY]):
+            raise AlteredManifestError(
+                f"{where} is altered: its authentication code does not match (rows or record "
+                "edited)"
+            )
+    if info.snapshot_id != sid:
+        raise AlteredManifestError(
+            f"{where} is the manifest of snapshot {info.snapshot_id} (copied or renamed)"
+        )
+    return Manifest(info, table, problem)
+
+
+def _record(sid: str, uri: str, meta: dict[bytes, bytes]) -> tuple[SnapshotInfo, bytes]:
+    """The snapshot record of a manifest's metadata, and its bytes as stored."""
     if META_KEY not in meta:
         raise BackupError(f"snapshot {sid}: manifest {uri} has no snapshot record")
-    return SnapshotInfo.from_summary(json.loads(meta[META_KEY]))
+    record = meta[META_KEY]
+    try:
+        data = json.loads(record)
+        if data.get("format", 1) > FORMAT:
+            raise BackupError(
+                f"snapshot {sid}: manifest {uri} is of format {data['format']}, written by a "
+                f"later version (this one reads up to {FORMAT}): upgrade dicomlake"
+            )
+        return SnapshotInfo.from_summary(data), record
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise BackupError(
+            f"snapshot {sid}: manifest {uri} has a bad snapshot record: {exc}"
+        ) from exc
 
 
 def read_rows(
     fs: FileSystem, layout: BackupLayout, sid: str, columns: list[str] | None = None
 ) -> pa.Table:
     """A snapshot's manifest rows (``columns``, default all), each column of its type in
-    `MANIFEST_SCHEMA` and without nulls: a BackupError names the manifest otherwise."""
+    `MANIFEST_SCHEMA` and without nulls: a BackupError names the manifest otherwise. Not
+    authenticated: retention's object references only (`read_manifest` for anything else)."""
     uri = layout.manifest(sid)
     fields = [MANIFEST_SCHEMA.field(c) for c in columns or MANIFEST_SCHEMA.names]
+    table = _read(fs, uri, sid, [f.name for f in fields])[1]
+    _check_columns(sid, uri, table, fields)
+    return table
+
+
+def _read(
+    fs: FileSystem, uri: str, sid: str, columns: list[str]
+) -> tuple[dict[bytes, bytes], pa.Table]:
+    """A manifest's key-value metadata and those of ``columns`` it has, from one read."""
     try:
         file = pq.ParquetFile(io.BytesIO(fs.read(uri)))
         present = set(file.schema_arrow.names)
-        table = file.read(columns=[f.name for f in fields if f.name in present])
+        table = file.read(columns=[c for c in columns if c in present])
     except (OSError, pa.ArrowInvalid, StorageError) as exc:
         raise BackupError(f"snapshot {sid}: manifest {uri} is unreadable: {exc}") from exc
+    return file.schema_arrow.metadata or {}, table
+
+
+def _check_columns(sid: str, uri: str, table: pa.Table, fields: list[pa.Field]) -> None:
     bad = [f"{f.name} {why}" for f in fields if (why := _column_problem(table, f))]
     if bad:
         raise BackupError(f"snapshot {sid}: manifest {uri} is unreadable: {'; '.join(bad)}")
-    return table
 
 
 def _column_problem(table: pa.Table, field: pa.Field) -> str:

@@ -11,17 +11,27 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
 
 from dicomlake.backup import manifest
 from dicomlake.backup.copy import CHUNK
 from dicomlake.backup.layout import BackupLayout, require_backup, require_snapshot
 from dicomlake.backup.places import check_target
 from dicomlake.config import Config
-from dicomlake.errors import BackupError, StorageError
+from dicomlake.errors import (
+    BackupError,
+    ManifestAuthError,
+    StorageError,
+    UnauthenticatedManifestError,
+)
 from dicomlake.lake.lock import holding
 from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for, join
+
+if TYPE_CHECKING:
+    from dicomlake.crypto.keyring import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +49,15 @@ class RestoreResult:
         return dataclasses.asdict(self)
 
 
-def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> RestoreResult:
+def restore(
+    backup: str,
+    snapshot_id: str,
+    target: str,
+    *,
+    keyring: Keyring,
+    config: Config,
+    trust_unauthenticated: bool = False,
+) -> RestoreResult:
     """Write the files of snapshot ``snapshot_id`` of ``backup`` into ``target``.
 
     ``backup`` must hold a backup and ``snapshot_id`` name one of its committed snapshots;
@@ -49,6 +67,11 @@ def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> Re
     written; every file's content is checked against its manifest's SHA-256 and size, and a
     mismatch names the file and object. Holds the backup's lock, so no retention removes the
     objects it reads.
+
+    The manifest must authenticate under ``keyring`` (`manifest.read_manifest`), checked before
+    anything is written. ``trust_unauthenticated`` restores one without an authentication code
+    (format 1, written before manifests had one) all the same; never one that is altered,
+    another snapshot's, or of another keyring.
     """
     bfs, tfs = filesystem_for(backup, config.hdfs), filesystem_for(target, config.hdfs)
     layout = BackupLayout(backup)
@@ -58,14 +81,40 @@ def restore(backup: str, snapshot_id: str, target: str, *, config: Config) -> Re
     target = target.rstrip("/")
     _check_empty(tfs, target)
     with holding(bfs, backup, None, "restore", config.lock):
-        return _restore_locked(bfs, tfs, layout, snapshot_id, target)
+        rows = _authenticated_rows(bfs, layout, snapshot_id, keyring, trust_unauthenticated)
+        return _restore_locked(bfs, tfs, layout, snapshot_id, rows, target)
+
+
+def _authenticated_rows(
+    fs: FileSystem, layout: BackupLayout, sid: str, keyring: Keyring, trust_unauthenticated: bool
+) -> pa.Table:
+    """The rows of ``sid``'s manifest once it has passed `manifest.read_manifest`."""
+    try:
+        read = manifest.read_manifest(fs, layout, sid, keyring, legacy=trust_unauthenticated)
+    except UnauthenticatedManifestError as exc:
+        raise UnauthenticatedManifestError(
+            f"{exc}: nothing restored; if nobody else could have written to the backup, "
+            "restore it with --trust-unauthenticated (trust_unauthenticated=True)"
+        ) from exc
+    except ManifestAuthError as exc:
+        raise type(exc)(
+            f"{exc}: nothing restored (not even with --trust-unauthenticated, which only "
+            "admits manifests without a code)"
+        ) from exc
+    if read.problem:
+        log.warning("%s: restored as asked (--trust-unauthenticated)", read.problem)
+    return read.rows
 
 
 def _restore_locked(
-    bfs: FileSystem, tfs: FileSystem, layout: BackupLayout, snapshot_id: str, target: str
+    bfs: FileSystem,
+    tfs: FileSystem,
+    layout: BackupLayout,
+    snapshot_id: str,
+    rows: pa.Table,
+    target: str,
 ) -> RestoreResult:
-    rows = manifest.read_rows(bfs, layout, snapshot_id, ["path", "size", "sha256", "object"])
-    entries = rows.to_pylist()
+    entries = rows.select(["path", "size", "sha256", "object"]).to_pylist()
     _check_entries(snapshot_id, layout.manifest(snapshot_id), entries)
     parent, name = target.rsplit("/", 1) if "/" in target else (".", target)
     staging = join(parent, f".{name}.restore-{snapshot_id}")

@@ -90,6 +90,9 @@ def _apply(fs: FileSystem, backup: str, config: Config, today: dt.date | None) -
         log.warning("object collection skipped: %s", reason)
         return RetentionResult(tuple(sorted(kept)), tuple(removed), 0, 0, reason)
     referenced: set[str] = set()
+    # Rows read unauthenticated (retention runs without a keyring): a manifest edited to drop
+    # references loses objects no more than the writer who could edit it deleting them, and
+    # references it adds keep objects; verify reports such a manifest either way.
     for sid in sorted(kept):
         referenced.update(manifest.read_rows(fs, layout, sid, ["object"])["object"].to_pylist())
     deleted = freed = 0

@@ -37,9 +37,9 @@ from dicomlake.backup.layout import (
 )
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.backup.places import check_apart
-from dicomlake.backup.scan import Entry, Listed, Plan, classify, entries, list_lake
+from dicomlake.backup.scan import Listed, Plan, classify, entries, list_lake
 from dicomlake.config import Config
-from dicomlake.errors import BackupError
+from dicomlake.errors import BackupError, ManifestAuthError
 from dicomlake.lake import delta
 from dicomlake.lake.lock import holding
 from dicomlake.storage import FileSystem, canonical_uri, filesystem_for, join
@@ -47,6 +47,8 @@ from dicomlake.vocab import ScanReason, SnapshotMode
 
 if TYPE_CHECKING:
     from pyspark import SparkContext
+
+    from dicomlake.crypto.keyring import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ def take_snapshot(
     mode: str,
     *,
     config: Config,
+    keyring: Keyring,
     sc: SparkContext | None = None,
     now_label: str | None = None,
 ) -> SnapshotResult:
@@ -74,6 +77,12 @@ def take_snapshot(
     mode
         ``full`` reads every file; ``incremental`` compares with the last snapshot of any kind;
         ``differential`` with the last full one. Without such a base the snapshot is a full.
+    keyring
+        Authenticates the manifest written (`manifest.encode`) and those read: the base and
+        the latest snapshot's must pass `manifest.read_manifest`. One without an
+        authentication code (format 1) is not compared with: the snapshot is a full, with
+        ``base_unauthenticated`` naming it; an altered one, or one of another keyring, is an
+        error naming it, and nothing is taken.
     sc
         None copies in this process (small lakes, tests); a Spark context spreads the copies
         over its executors.
@@ -96,7 +105,14 @@ def take_snapshot(
     require_backup_or_new(bfs, BackupLayout(backup))
     with holding(bfs, backup, None, "snapshot", config.lock):
         return _take_locked(
-            lake, bfs, BackupLayout(backup), mode=checked, config=config, sc=sc, now_label=now_label
+            lake,
+            bfs,
+            BackupLayout(backup),
+            mode=checked,
+            config=config,
+            keyring=keyring,
+            sc=sc,
+            now_label=now_label,
         )
 
 
@@ -111,12 +127,15 @@ class _Snapshot:
     bfs: FileSystem
     layout: BackupLayout
     sid: str
-    base_id: str | None
-    ids: list[str]
-    """The backup's committed snapshots, oldest first."""
+    base: manifest.Manifest | None
+    """The manifest compared with (None for a full)."""
+    latest: manifest.Manifest | None
+    """The newest snapshot's manifest (hints, and the watermark an incremental keeps)."""
+    base_unauthenticated: str | None
     started_ms: int
     """When the snapshot started, by the backup filesystem's clock."""
     config: Config
+    keyring: Keyring
     sc: SparkContext | None
 
     @property
@@ -131,6 +150,7 @@ def _take_locked(
     *,
     mode: SnapshotMode,
     config: Config,
+    keyring: Keyring,
     sc: SparkContext | None,
     now_label: str | None,
 ) -> SnapshotResult:
@@ -152,14 +172,27 @@ def _take_locked(
     done = [sid for sid in ids if sid.startswith(label + "-")]
     if done:
         log.info("snapshot %s is committed already", done[0])
-        info = manifest.read_info(bfs, layout, done[0])
+        info = manifest.read_manifest(bfs, layout, done[0], keyring).info
         _check_retry(info, lake, mode, [sid for sid in ids if sid < label])
         return SnapshotResult(**_fields(info), already_committed=True)
     if ids and label < ids[-1]:
         raise BackupError(f"snapshot label {label} is older than the latest snapshot {ids[-1]}")
 
     base_id = _base(ids, mode)
-    sid = snapshot_id(label, mode if base_id else SnapshotMode.FULL)
+    latest_id = ids[-1] if ids else None
+    latest = _compared(bfs, layout, latest_id, keyring)
+    base = latest if base_id == latest_id else _compared(bfs, layout, base_id, keyring)
+    untrusted = next((m.info.snapshot_id for m in (base, latest) if m and m.problem), None)
+    if untrusted is not None:
+        latest = base = None  # not even for hints
+        if mode != SnapshotMode.FULL:
+            log.warning(
+                "the manifest of snapshot %s has no authentication code (format 1): not "
+                "compared with, this %s snapshot is a full one (every file is read)",
+                untrusted,
+                mode,
+            )
+    sid = snapshot_id(label, mode if base else SnapshotMode.FULL)
     work = layout.work(sid)
     bfs.makedirs(work)  # marks the snapshot in progress (see retention)
     fs_snapshot = f"dicomlake-{sid}"
@@ -172,10 +205,12 @@ def _take_locked(
             bfs=bfs,
             layout=layout,
             sid=sid,
-            base_id=base_id,
-            ids=ids,
+            base=base,
+            latest=latest,
+            base_unauthenticated=untrusted if mode != SnapshotMode.FULL else None,
             started_ms=started_ms,
             config=config,
+            keyring=keyring,
             sc=sc,
         )
         info = _take(run)
@@ -194,26 +229,24 @@ def _take_locked(
 
 
 def _take(run: _Snapshot) -> SnapshotInfo:
-    bfs, layout, sid, base_id, ids = run.bfs, run.layout, run.sid, run.base_id, run.ids
+    bfs, layout, sid, base = run.bfs, run.layout, run.sid, run.base
     listing = list_lake(run.lake_fs, run.read_root, live=run.source_root is None)
-    latest_id = ids[-1] if ids else None
-    latest = _entries(bfs, layout, latest_id)
-    base = latest if base_id == latest_id else _entries(bfs, layout, base_id)
+    latest = entries(run.latest.rows) if run.latest else {}
     scan_from = None
-    if base_id is not None:
-        base_wm = manifest.read_info(bfs, layout, base_id).watermark_ms
+    if base is not None:
+        base_wm = base.info.watermark_ms
         # Past this start, the base's watermark was raised by a file from the future (before
         # such files were kept out of it): no file can be trusted unchanged by it.
         if base_wm <= run.started_ms:
             scan_from = base_wm - int(run.config.snapshot.lag_seconds * 1000)
-    plan = classify(listing.files, base if base_id else None, scan_from, latest)
+    plan = classify(listing.files, entries(base.rows) if base else None, scan_from, latest)
     job = CopyJob(run.read_root, layout.root, layout.work(sid), run.config.hdfs)
     copied = copy_files(job, plan.to_read, run.sc)
 
     rows = _rows(plan, copied)
     previous_wm = 0  # a full starts afresh
-    if base_id is not None and latest_id is not None:
-        previous_wm = manifest.read_info(bfs, layout, latest_id).watermark_ms
+    if base is not None and run.latest is not None:
+        previous_wm = run.latest.info.watermark_ms
     reasons = Counter(
         t.reason for t, c in zip(plan.to_read, copied, strict=True) if c.sha256 is not None
     )
@@ -222,7 +255,7 @@ def _take(run: _Snapshot) -> SnapshotInfo:
         snapshot_id=sid,
         mode=parse_snapshot_id(sid)[1],
         created=parse_snapshot_id(sid)[0],
-        base=base_id,
+        base=base.info.snapshot_id if base else None,
         lake=run.lake,
         source="live" if run.source_root is None else "hdfs-snapshot",
         watermark_ms=_watermark(listing.files, previous_wm, run.started_ms),
@@ -244,9 +277,11 @@ def _take(run: _Snapshot) -> SnapshotInfo:
         excluded=listing.excluded,
         runs_excluded=listing.runs_excluded,
         table_versions=delta.table_versions(rows["path"].to_pylist()),
+        keyring_fingerprint=run.keyring.fingerprint,
+        base_unauthenticated=run.base_unauthenticated,
     )
     tmp = join(layout.work(sid), "manifest.parquet")
-    bfs.write_bytes(tmp, manifest.encode(rows, info))
+    bfs.write_bytes(tmp, manifest.encode(rows, info, run.keyring))
     bfs.publish(tmp, layout.manifest(sid))  # the commit point
     return info
 
@@ -290,8 +325,20 @@ def _base(ids: list[str], mode: SnapshotMode) -> str | None:
     return fulls[-1] if fulls else None
 
 
-def _entries(fs: FileSystem, layout: BackupLayout, sid: str | None) -> dict[str, Entry]:
-    return {} if sid is None else entries(manifest.read_rows(fs, layout, sid))
+def _compared(
+    fs: FileSystem, layout: BackupLayout, sid: str | None, keyring: Keyring
+) -> manifest.Manifest | None:
+    """The authenticated manifest of ``sid`` (None for None), or one without a code (its
+    ``problem`` says so); a manifest that fails authentication stops the snapshot."""
+    if sid is None:
+        return None
+    try:
+        return manifest.read_manifest(fs, layout, sid, keyring, legacy=True)
+    except ManifestAuthError as exc:
+        raise type(exc)(
+            f"{exc}: no snapshot taken (a snapshot compares with it); look into who wrote it, "
+            "then move it out of manifests/"
+        ) from exc
 
 
 def _clock_ms(fs: FileSystem, layout: BackupLayout) -> int:
@@ -323,8 +370,9 @@ def _check_not_ahead(label: str, remedy: str) -> None:
 
 def _check_retry(info: SnapshotInfo, lake: str, mode: SnapshotMode, earlier: list[str]) -> None:
     """BackupError unless the snapshot committed at a label is what this call would have
-    taken: of the same lake, and of the mode asked (or a full where it had no base)."""
-    became = mode if _base(earlier, mode) else SnapshotMode.FULL
+    taken: of the same lake, and of the mode asked (or a full where it had no base, or only an
+    unauthenticated one)."""
+    became = mode if _base(earlier, mode) and not info.base_unauthenticated else SnapshotMode.FULL
     if info.mode not in (mode, became) or canonical_uri(info.lake) != canonical_uri(lake):
         raise BackupError(
             f"snapshot label {info.snapshot_id[:16]} is taken by {info.snapshot_id} of "

@@ -1,5 +1,10 @@
-"""Check a backup: every object's SHA-256 and size, every manifest path (one a restore would
-refuse is a problem too), and with ``deep`` every chunk of every pack.
+"""Check a backup: every manifest's authentication code, every object's SHA-256 and size, every
+manifest path (one a restore would refuse is a problem too), and with ``deep`` every chunk of
+every pack.
+
+A manifest that fails authentication (`manifest.read_manifest`: altered, another snapshot's, of
+another keyring) is a problem and its rows go unchecked, as they say nothing trustworthy; one
+without a code (format 1) is a problem too, and its rows are still checked against the objects.
 
 Objects are read once however many snapshots and paths refer to them, and every manifest row is
 checked against what was read; a bad one is reported for each (snapshot, lake path) it fails,
@@ -51,7 +56,8 @@ if TYPE_CHECKING:
 class VerifyProblem:
     """One lake file of one snapshot whose stored bytes are bad, and why; or, ``unchecked``, a
     pack whose key the keyring given cannot unwrap (its key-encryption key is not in it); or a
-    snapshot's manifest that cannot be read (``path`` empty, ``object`` the manifest's URI)."""
+    snapshot's manifest that cannot be read or authenticated (``path`` empty, ``object`` the
+    manifest's URI)."""
 
     snapshot_id: str
     path: str
@@ -83,7 +89,10 @@ class VerifyResult:
 
 
 def list_snapshots(backup: str, *, config: Config) -> list[SnapshotInfo]:
-    """The committed snapshots of ``backup``, oldest first, from their manifests."""
+    """The committed snapshots of ``backup``, oldest first, from their manifests' footers.
+
+    Not authenticated (it needs no keyring, and reads no rows): a listing decides nothing;
+    verify, restore and snapshot authenticate each manifest they act on."""
     fs = filesystem_for(backup, config.hdfs)
     layout = BackupLayout(backup)
     require_backup(fs, layout)
@@ -95,18 +104,17 @@ def verify(
     snapshot_id: str | None = None,
     *,
     deep: bool = False,
-    keyring: Keyring | None = None,
+    keyring: Keyring,
     config: Config,
 ) -> VerifyResult:
     """Re-read the objects of one snapshot (or all) and report every bad one.
 
     Each manifest row is checked against its object (each object is read once): a row whose
     size or SHA-256 is not the object's is a problem of that row, whichever snapshot it is
-    in. A manifest that cannot be read is a problem too; the others are checked all the same.
+    in. A manifest that cannot be read or authenticated under ``keyring`` is a problem too;
+    the others are checked all the same.
     """
     if deep:
-        if keyring is None:
-            raise BackupError("deep verify opens encrypted pack chunks: it needs a keyring")
         # Said once, before anything is read: not as every pack "unreadable"
         keyring.require_private("deep verify, which opens encrypted pack chunks,")
     fs = filesystem_for(backup, config.hdfs)
@@ -119,9 +127,13 @@ def verify(
     problems = []
     for sid in ids:
         try:
-            rows[sid] = manifest.read_rows(fs, layout, sid).to_pylist()
+            read = manifest.read_manifest(fs, layout, sid, keyring, legacy=True)
         except BackupError as exc:
             problems.append(VerifyProblem(sid, "", layout.manifest(sid), str(exc)))
+            continue
+        if read.problem:
+            problems.append(VerifyProblem(sid, "", layout.manifest(sid), read.problem))
+        rows[sid] = read.rows.to_pylist()
     keys = sorted({r["object"] for e in rows.values() for r in e if sha_of_key(r["object"])})
     found = {key: _read_object(fs, layout, key) for key in track(keys, len(keys), "verify")}
     for sid, entries in rows.items():
@@ -135,7 +147,7 @@ def verify(
     # Deep checks open only objects holding the content their key names
     sound = {k for k, got in found.items() if not isinstance(got, str) and got[0] == sha_of_key(k)}
     packs = chunks = hashed = 0
-    if deep and keyring is not None:
+    if deep:
         deep_check = _DeepCheck(fs, layout, keyring)
         opened = []
         for sid, entries in rows.items():

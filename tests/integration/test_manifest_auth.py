@@ -1,0 +1,250 @@
+"""Manifests are authenticated: a real committed manifest rewritten with pyarrow (its footer
+kept) is found by verify, refused by restore before anything is written, and not compared with
+by a snapshot. The expectations come from the lake's files and the edits themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from snapshot_helpers import MAC_KEY, RECORD_KEY, T0, blob, make_lake, save, tree, with_snapshot
+from snapshot_helpers import write as write_file
+
+from dicomlake.backup import restore, take_snapshot, verify
+from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import (
+    AlteredManifestError,
+    ForeignManifestError,
+    UnauthenticatedManifestError,
+)
+from dicomlake.keyring_file import save_keyring
+
+REPO = Path(__file__).resolve().parents[2]
+FULL, INC = "20261101T010000Z-full", "20261102T010000Z-incremental"
+RUNS = "tables/runs/r1.parquet"  # rewritten between the two snapshots: two versions
+DROPPED = "pixels/r1/pack-b.pack"
+
+
+@pytest.fixture
+def cfg(config):
+    return with_snapshot(config, lag_seconds=0.0)
+
+
+# What changes in the lake before each snapshot: RUNS has two versions, one in each.
+CHANGES = {FULL: {}, INC: {RUNS: blob("run1-v2"), "pixels/r2/pack-c.pack": blob("c")}}
+
+
+@pytest.fixture
+def backup(tmp_path, cfg, keyring) -> Path:
+    """FULL then INC of a lake (kept as INC saw it in ``lake-at-inc``)."""
+    lake, backup = tmp_path / "lake", tmp_path / "backup"
+    make_lake(lake)
+    for sid, changes in CHANGES.items():
+        for n, (rel, data) in enumerate(changes.items()):
+            write_file(lake, rel, data, T0 + 500 + n)
+        mode = sid.split("-")[1]
+        take_snapshot(str(lake), str(backup), mode, keyring=keyring, config=cfg, now_label=sid[:16])
+    save(lake, tmp_path / "lake-at-inc")
+    return backup
+
+
+def _manifest(backup: Path, sid: str) -> Path:
+    return backup / "manifests" / f"{sid}.parquet"
+
+
+def _rewrite(backup: Path, sid: str, rows=None, meta=None) -> None:
+    """Rewrite ``sid``'s manifest: ``rows(table) -> table`` and ``meta(dict) -> dict`` applied,
+    its footer metadata otherwise kept as it was."""
+    uri = _manifest(backup, sid)
+    table = pq.read_table(uri)
+    kept = dict(table.schema.metadata)
+    edited = (rows or (lambda t: t))(table)
+    pq.write_table(edited.replace_schema_metadata((meta or (lambda m: m))(kept)), uri)
+
+
+def _drop_row(backup: Path) -> None:
+    _rewrite(backup, INC, rows=lambda t: t.filter(pc.not_equal(t["path"], DROPPED)))
+
+
+def _older_object(backup: Path) -> None:
+    """Point INC's row of RUNS at FULL's object of it: the older version, present and sound."""
+    old = next(r for r in pq.read_table(_manifest(backup, FULL)).to_pylist() if r["path"] == RUNS)
+    # Without the code this edit would pass every row check: the object holds that content.
+    assert hashlib.sha256((backup / old["object"]).read_bytes()).hexdigest() == old["sha256"]
+
+    def point(table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        for r in rows:
+            if r["path"] == RUNS:
+                assert r["sha256"] != old["sha256"]
+                r.update(sha256=old["sha256"], object=old["object"], size=old["size"])
+        return pa.Table.from_pylist(rows, schema=table.schema)
+
+    _rewrite(backup, INC, rows=point)
+
+
+def _lower_watermark(backup: Path) -> None:
+    def lower(meta: dict) -> dict:
+        record = json.loads(meta[RECORD_KEY])
+        record["watermark_ms"] -= 1
+        return {**meta, RECORD_KEY: json.dumps(record).encode()}
+
+    _rewrite(backup, INC, meta=lower)
+
+
+def _copy_over(backup: Path) -> None:
+    shutil.copyfile(_manifest(backup, FULL), _manifest(backup, INC))
+
+
+def _remove_code(backup: Path) -> None:
+    _rewrite(backup, INC, meta=lambda m: {k: v for k, v in m.items() if k != MAC_KEY})
+
+
+ALTERED: dict[str, tuple[Callable[[Path], None], type, str]] = {
+    "dropped row": (_drop_row, AlteredManifestError, "its authentication code does not match"),
+    "older object": (_older_object, AlteredManifestError, "its authentication code does not"),
+    "watermark": (_lower_watermark, AlteredManifestError, "its authentication code does not"),
+    "copied over": (_copy_over, AlteredManifestError, f"is the manifest of snapshot {FULL}"),
+}
+
+
+def _entries(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def _refused(
+    tmp_path: Path, backup: Path, cfg, keyring, error: type, text: str, **kw: bool
+) -> None:
+    """Restore of INC raises ``error`` saying ``text``, having written nothing: the target stays
+    an empty directory and nothing appears beside it."""
+    target = tmp_path / "out" / "target"
+    target.mkdir(parents=True, exist_ok=True)
+    with pytest.raises(error, match="nothing restored") as err:
+        restore(str(backup), INC, str(target), keyring=keyring, config=cfg, **kw)
+    assert text in str(err.value) and str(_manifest(backup, INC)) in str(err.value)
+    assert _entries(tmp_path / "out") == {"target"}
+
+
+@pytest.mark.parametrize("case", sorted(ALTERED))
+def test_an_altered_manifest_is_reported_and_never_restored(tmp_path, backup, cfg, keyring, case):
+    tamper, error, text = ALTERED[case]
+    assert verify(str(backup), keyring=keyring, config=cfg).ok
+    tamper(backup)
+
+    result = verify(str(backup), keyring=keyring, config=cfg)
+    assert [(p.snapshot_id, p.path, p.object) for p in result.problems] == [
+        (INC, "", str(_manifest(backup, INC)))
+    ]
+    assert text in result.problems[0].reason
+    assert result.summary()["problems"][0]["reason"] == result.problems[0].reason
+    _refused(tmp_path, backup, cfg, keyring, error, text)
+    _refused(tmp_path, backup, cfg, keyring, error, "not even with --trust-unauthenticated",
+             trust_unauthenticated=True)  # fmt: skip
+    # The other snapshot is untouched and restores whole.
+    restore(str(backup), FULL, str(tmp_path / "full"), keyring=keyring, config=cfg)
+    assert RUNS in tree(tmp_path / "full")
+
+
+def test_a_manifest_without_its_code_is_restored_only_when_trusted(tmp_path, backup, cfg, keyring):
+    _remove_code(backup)
+    result = verify(str(backup), keyring=keyring, config=cfg)
+    assert [(p.snapshot_id, p.path) for p in result.problems] == [(INC, "")]
+    assert "no authentication code" in result.problems[0].reason
+    _refused(
+        tmp_path, backup, cfg, keyring, UnauthenticatedManifestError, "--trust-unauthenticated"
+    )
+    restored = tmp_path / "trusted"
+    restore(
+        str(backup), INC, str(restored), keyring=keyring, config=cfg, trust_unauthenticated=True
+    )
+    assert tree(restored) == tree(tmp_path / "lake-at-inc")
+
+
+def test_another_keyring_authenticates_no_manifest(tmp_path, backup, cfg, keyring):
+    other = Keyring.generate("symmetric")
+    result = verify(str(backup), keyring=other, config=cfg)
+    assert [(p.snapshot_id, p.path) for p in result.problems] == [(FULL, ""), (INC, "")]
+    for p in result.problems:
+        assert f"another keyring (fingerprint {keyring.fingerprint}" in p.reason
+        assert f"this keyring is {other.fingerprint})" in p.reason
+    for trust in (False, True):
+        _refused(tmp_path, backup, cfg, other, ForeignManifestError, "another keyring",
+                 trust_unauthenticated=trust)  # fmt: skip
+
+
+def test_an_incremental_over_a_manifest_without_its_code_reads_everything(
+    tmp_path, backup, cfg, keyring
+):
+    _remove_code(backup)
+    lake = tmp_path / "lake"
+    snap = take_snapshot(str(lake), str(backup), "incremental", keyring=keyring, config=cfg)
+    every = tree(lake)
+    assert (snap.mode, snap.base, snap.base_unauthenticated) == ("full", None, INC)
+    assert snap.snapshot_id.endswith("-full")
+    assert (snap.files, snap.files_read, snap.unchanged) == (len(every), len(every), 0)
+    assert snap.summary()["base_unauthenticated"] == INC
+    # The new manifest is authenticated: the next incremental compares with it.
+    write_file(lake, "pixels/r3/pack-d.pack", blob("d"), T0 + 900)
+    nxt = take_snapshot(str(lake), str(backup), "incremental", keyring=keyring, config=cfg)
+    assert (nxt.mode, nxt.base, nxt.new) == ("incremental", snap.snapshot_id, 1)
+    assert nxt.unchanged and nxt.files_read < nxt.files
+
+
+@pytest.mark.parametrize("case", sorted(ALTERED))
+def test_no_snapshot_is_taken_over_an_altered_manifest(tmp_path, backup, cfg, keyring, case):
+    tamper, error, text = ALTERED[case]
+    tamper(backup)
+    before = _entries(backup)
+    for mode in ("incremental", "full"):
+        with pytest.raises(error, match="no snapshot taken") as err:
+            take_snapshot(str(tmp_path / "lake"), str(backup), mode, keyring=keyring, config=cfg)
+        assert text in str(err.value)
+    assert _entries(backup) == before
+
+
+def test_a_retry_reads_the_committed_manifest_authenticated(tmp_path, backup, cfg, keyring):
+    lake = str(tmp_path / "lake")
+    again = take_snapshot(lake, str(backup), "incremental", keyring=keyring, config=cfg,
+                          now_label=INC[:16])  # fmt: skip
+    assert again.already_committed and again.keyring_fingerprint == keyring.fingerprint
+    _lower_watermark(backup)
+    with pytest.raises(AlteredManifestError, match=f"{INC}.parquet is altered"):
+        take_snapshot(lake, str(backup), "incremental", keyring=keyring, config=cfg,
+                      now_label=INC[:16])  # fmt: skip
+
+
+def test_the_commands_report_and_refuse_and_trust_only_when_told(tmp_path, backup, config, keyring):
+    keyring_file = tmp_path / "keyring.json"
+    save_keyring(str(keyring_file), keyring, config)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dicomlake.cli", *args, "--keyring", str(keyring_file)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+
+    _remove_code(backup)
+    proc = cli("verify", "--backup", str(backup))
+    assert proc.returncode == 1
+    assert f"BAD {INC}" in proc.stderr and "no authentication code" in proc.stderr
+    target = tmp_path / "restored"
+    restore_args = ["restore", "--backup", str(backup), "--snapshot", INC, "--target", str(target)]
+    proc = cli(*restore_args)
+    assert proc.returncode == 1 and "--trust-unauthenticated" in proc.stderr
+    assert not target.exists()
+    proc = cli(*restore_args, "--trust-unauthenticated")
+    assert proc.returncode == 0, proc.stderr
+    assert tree(target) == tree(tmp_path / "lake-at-inc")
