@@ -327,24 +327,42 @@ pub fn significant(vr: &[u8; 2], items: Vec<Item>) -> Result<Vec<Item>, Decline>
     items
         .into_iter()
         .map(|item| match item {
-            Item::Text(t) if before => Ok(Item::Text(t.trim_matches(' ').to_string())),
-            Item::Text(t) => Ok(Item::Text(t.trim_end_matches(' ').to_string())),
-            Item::Name(_, components) => {
-                let mut groups: Vec<String> = components
-                    .iter()
-                    .map(|c| c.trim_matches(' ').to_string())
-                    .collect();
+            Item::Text(t) => Ok(Item::Text(trimmed(t, before))),
+            Item::Name(text, components) => {
+                let mut groups: Vec<String> =
+                    components.into_iter().map(|c| trimmed(c, true)).collect();
                 while groups.last().is_some_and(|g| g.is_empty()) {
                     groups.pop();
                 }
                 if groups.is_empty() {
                     return Err(Decline::new("PN value of spaces"));
                 }
-                Ok(Item::Name(groups.join("="), groups))
+                let joined = groups.iter().map(String::len).sum::<usize>() + groups.len() - 1;
+                let text = if joined == text.len() {
+                    text
+                } else {
+                    groups.join("=")
+                };
+                Ok(Item::Name(text, groups))
             }
             other => Ok(other),
         })
         .collect()
+}
+
+/// ``t`` without the spaces after it (and before it, if ``before``); ``t`` itself, not a copy,
+/// when it has none: most values have none.
+fn trimmed(t: String, before: bool) -> String {
+    let kept = if before {
+        t.trim_matches(' ')
+    } else {
+        t.trim_end_matches(' ')
+    };
+    if kept.len() == t.len() {
+        t
+    } else {
+        kept.to_string()
+    }
 }
 
 /// ``repr(float)`` of Python: shortest round-trip digits, exponent outside 1e-4..1e16.
