@@ -112,7 +112,9 @@ def test_bulk_reader_reads_each_pack_in_few_reads(lake, config, keyring):
     assert len(pack_reads) <= 3 * len(packs) < len(frames), (len(pack_reads), len(packs))
 
 
-def test_a_frame_no_decoder_here_reads_is_a_codec_error_naming_it(tmp_path, sc, config, keyring):
+def test_an_undecodable_frame_is_a_codec_error_naming_it_or_left_out_when_asked(
+    tmp_path, sc, config, keyring
+):
     # JPEG Extended 12-bit whose stream pydicom's plugins refuse (checked first: the test
     # stands only while no decoder here reads it)
     name = "JPEG-lossy.dcm"
@@ -122,6 +124,8 @@ def test_a_frame_no_decoder_here_reads_is_a_codec_error_naming_it(tmp_path, sc, 
     landing = tmp_path / "landing"
     landing.mkdir()
     shutil.copy(get_testdata_file(name), landing / name)
+    shutil.copy(get_testdata_file("CT_small.dcm"), landing / "CT_small.dcm")
+    shutil.copy(get_testdata_file("emri_small.dcm"), landing / "emri_small.dcm")
     run_ingest(sc, str(landing), str(tmp_path / "lake"), config, keyring)
     store = PixelStore(str(tmp_path / "lake"), keyring, config)
     instance = _instance_id(name)
@@ -129,3 +133,13 @@ def test_a_frame_no_decoder_here_reads_is_a_codec_error_naming_it(tmp_path, sc, 
         list(store.iter_frames([instance]))
     with pytest.raises(CodecError, match=f"instance {instance}, frame 1"):
         store.frame(instance, 1)
+    # Asked to, the reader leaves it out, says which, and gives the other instances' frames
+    others = {_instance_id(n): _expected(n) for n in ("CT_small.dcm", "emri_small.dcm")}
+    undecodable: list[CodecError] = []
+    got = list(store.iter_frames([instance, *others], undecodable=undecodable))
+    assert len(undecodable) == 1 and f"instance {instance}, frame 1" in str(undecodable[0])
+    assert sorted((i, n) for i, n, _ in got) == sorted(
+        (i, n) for i, frames in others.items() for n in range(1, len(frames) + 1)
+    )
+    for i, n, frame in got:
+        assert np.array_equal(frame, others[i][n - 1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from dicomlake.pixels.pack import (
 )
 from dicomlake.storage import FileSystem, filesystem_for
 from dicomlake.vocab import ChunkKind
+
+log = logging.getLogger(__name__)
 
 ORDER = {ChunkKind.PREFIX: 0, ChunkKind.FRAME: 1, ChunkKind.SUFFIX: 2}
 # The most bytes `PixelStore.iter_frames` fetches with one read, and the most between two of
@@ -138,9 +141,15 @@ class PixelStore:
         frame: np.ndarray = self._whole(instance_id, rows, prefix, layout)[frame_number - 1]
         return frame
 
-    def iter_frames(self, instance_ids: Iterable[str]) -> Iterator[tuple[str, int, np.ndarray]]:
+    def iter_frames(
+        self, instance_ids: Iterable[str], *, undecodable: list[CodecError] | None = None
+    ) -> Iterator[tuple[str, int, np.ndarray]]:
         """Every frame of the given instances as ``(instance_id, frame_number, array)``, each
         array as `frame` gives it, in storage order: pack by pack, chunks by offset.
+
+        A frame no decoder here reads is a CodecError naming it; given an ``undecodable``
+        list, it is left out instead, its error appended there (and logged), and the other
+        frames still come. A chunk that fails its integrity checks always raises.
 
         Chunks that lie one after another in a pack (an instance's frames are written so, and
         the instances of a run next to each other), at most `BULK_GAP` bytes apart, come with
@@ -176,12 +185,21 @@ class PixelStore:
         per_chunk = [row for lay in layouts.values() if lay.per_chunk for row in lay.frames]
         for row, data in self._bulk(per_chunk, specs):
             i, n = row["instance_id"], number[row["instance_id"], row["frame_number"]]
-            with _decoding(i, n):
-                frame = layouts[i].decode(data)
+            try:
+                with _decoding(i, n):
+                    frame = layouts[i].decode(data)
+            except CodecError as exc:
+                _left_out(exc, undecodable)
+                continue
             yield i, n, frame
         for i, lay in layouts.items():
             if lay.count and not lay.per_chunk:
-                for n, frame in enumerate(self._whole(i, by_instance[i], prefixes[i], lay), 1):
+                try:
+                    frames = self._whole(i, by_instance[i], prefixes[i], lay)
+                except CodecError as exc:
+                    _left_out(exc, undecodable)
+                    continue
+                for n, frame in enumerate(frames, 1):
                     yield i, n, frame
 
     def _bulk(
@@ -272,6 +290,14 @@ class _Layout:
         if self.spec is not None:
             return frame_array(chunk, self.spec)
         return encapsulated_frame_array(chunk, self.dataset)
+
+
+def _left_out(error: CodecError, undecodable: list[CodecError] | None) -> None:
+    """`PixelStore.iter_frames`' undecodable frames: raised, or kept in ``undecodable``."""
+    if undecodable is None:
+        raise error
+    log.warning("%s: left out", error)
+    undecodable.append(error)
 
 
 @contextlib.contextmanager
