@@ -413,7 +413,8 @@ def cmd_snapshots(args: argparse.Namespace, config: Config) -> int:
         s = info.summary()
         print(
             f"{s['snapshot_id']:<40} base={s['base'] or '-':<40} files={s['files']:<8} "
-            f"bytes={s['bytes_total']:<14} copied={s['bytes_copied']}",
+            f"bytes={s['bytes_total']:<14} copied={s['bytes_copied']:<14} "
+            f"keyring={s['keyring_fingerprint'] or 'none (format 1: not authenticated)'}",
             file=sys.stderr,
         )
     _print({"backup": canonical_uri(args.backup), "snapshots": [i.summary() for i in snapshots]})
@@ -423,7 +424,8 @@ def cmd_snapshots(args: argparse.Namespace, config: Config) -> int:
 def cmd_retention(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import apply_retention
 
-    _print(apply_retention(canonical_uri(args.backup), config=config).summary())
+    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    _print(apply_retention(canonical_uri(args.backup), keyring=keyring, config=config).summary())
     return 0
 
 
@@ -600,6 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_retention,
         "drop snapshots past snapshot.keep_daily/keep_weekly, then GC",
         backup=True,
+        keyring="keyring whose secret authenticates the manifests counted (the public half is "
+        "enough; default: keys.keyring)",
     )
 
     p = command(

@@ -168,7 +168,7 @@ def test_stray_entries_in_manifests_are_no_snapshots(tmp_path, lake, backup, cfg
     write(lake, "pixels/r2/new.pack", blob("new"))
     inc = take_snapshot(str(lake), str(backup), "incremental", keyring=keyring, config=cfg)
     assert inc.base == FULL
-    assert apply_retention(str(backup), config=cfg).kept == (FULL, inc.snapshot_id)
+    assert apply_retention(str(backup), keyring=keyring, config=cfg).kept == (FULL, inc.snapshot_id)
 
 
 def test_commands_on_a_missing_backup_or_a_file_say_so_and_write_nothing(
@@ -183,13 +183,17 @@ def test_commands_on_a_missing_backup_or_a_file_say_so_and_write_nothing(
             (partial(verify, keyring=keyring), str(missing)),
             (partial(verify, keyring=keyring), str(missing), FULL),
             (list_snapshots, str(missing)),
-            (apply_retention, str(missing)),
+            (partial(apply_retention, keyring=keyring), str(missing)),
             (partial(restore, keyring=keyring), str(missing), FULL, out),
         ):
             with pytest.raises(BackupError, match=f"no backup at {missing}"):
                 call(*args, config=cfg)
     assert _disk(tmp_path) == before
-    for command in (["verify", "--keyring", keyring_file], ["snapshots"], ["retention"]):
+    for command in (
+        ["verify", "--keyring", keyring_file],
+        ["snapshots"],
+        ["retention", "--keyring", keyring_file],
+    ):
         proc = _cli(*command, "--backup", str(tmp_path / "nx" / "bk"))
         assert proc.returncode == 1 and f"no backup at {tmp_path / 'nx' / 'bk'}" in proc.stderr
     assert _disk(tmp_path) == before

@@ -162,8 +162,12 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
     assert summary.ingested == len(FILES) - 1
     assert table(lake, "runs").num_rows == 2
 
-    # A snapshot carries the record; the restored lake refuses another keyring too.
+    # A snapshot carries the record; the restored lake refuses another keyring too. Another
+    # keyring's secret would authenticate manifests no reader with the lake's could check.
     backup, restored = tmp_path / "backup", tmp_path / "restored"
+    with pytest.raises(KeyringMismatchError, match="fingerprint mismatch"):
+        take_snapshot(str(lake), str(backup), "full", keyring=other, config=config)
+    assert not backup.exists()
     snap = take_snapshot(str(lake), str(backup), "full", keyring=keyring, config=config)
     restore(str(backup), snap.snapshot_id, str(restored), keyring=keyring, config=config)
     assert (restored / "keyring-binding.json").read_bytes() == (

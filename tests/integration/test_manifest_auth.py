@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,10 +21,11 @@ import pytest
 from snapshot_helpers import MAC_KEY, RECORD_KEY, T0, blob, make_lake, save, tree, with_snapshot
 from snapshot_helpers import write as write_file
 
-from dicomlake.backup import restore, take_snapshot, verify
+from dicomlake.backup import apply_retention, list_snapshots, restore, take_snapshot, verify
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import (
     AlteredManifestError,
+    BackupError,
     ForeignManifestError,
     UnauthenticatedManifestError,
 )
@@ -110,11 +112,38 @@ def _remove_code(backup: Path) -> None:
     _rewrite(backup, INC, meta=lambda m: {k: v for k, v in m.items() if k != MAC_KEY})
 
 
+def _as_format_1(backup: Path, sid: str) -> None:
+    """``sid``'s manifest as a version before manifests had codes wrote it: no code, a format 1
+    record without a keyring fingerprint."""
+
+    def older(meta: dict) -> dict:
+        record = json.loads(meta[RECORD_KEY])
+        record["format"] = 1
+        del record["keyring_fingerprint"]
+        return {RECORD_KEY: json.dumps(record).encode()}
+
+    _rewrite(backup, sid, meta=older)
+
+
+def _legacy(backup: Path) -> None:
+    """Both snapshots as format 1 manifests."""
+    for sid in (FULL, INC):
+        _as_format_1(backup, sid)
+
+
 ALTERED: dict[str, tuple[Callable[[Path], None], type, str]] = {
     "dropped row": (_drop_row, AlteredManifestError, "its authentication code does not match"),
     "older object": (_older_object, AlteredManifestError, "its authentication code does not"),
     "watermark": (_lower_watermark, AlteredManifestError, "its authentication code does not"),
     "copied over": (_copy_over, AlteredManifestError, f"is the manifest of snapshot {FULL}"),
+    # The record says it had a code: a manifest stripped of it is no older version's
+    "code removed": (_remove_code, AlteredManifestError, "and the code is gone"),
+    # No version that writes codes wrote a manifest without one after one with
+    "format 1 after a code": (
+        lambda backup: _as_format_1(backup, INC),
+        AlteredManifestError,
+        f"labelled after snapshot {FULL}",
+    ),
 }
 
 
@@ -156,9 +185,9 @@ def test_an_altered_manifest_is_reported_and_never_restored(tmp_path, backup, cf
 
 
 def test_a_manifest_without_its_code_is_restored_only_when_trusted(tmp_path, backup, cfg, keyring):
-    _remove_code(backup)
+    _legacy(backup)
     result = verify(str(backup), keyring=keyring, config=cfg)
-    assert [(p.snapshot_id, p.path) for p in result.problems] == [(INC, "")]
+    assert [(p.snapshot_id, p.path) for p in result.problems] == [(FULL, ""), (INC, "")]
     assert "no authentication code" in result.problems[0].reason
     _refused(
         tmp_path, backup, cfg, keyring, UnauthenticatedManifestError, "--trust-unauthenticated"
@@ -185,7 +214,7 @@ def test_another_keyring_authenticates_no_manifest(tmp_path, backup, cfg, keyrin
 def test_an_incremental_over_a_manifest_without_its_code_reads_everything(
     tmp_path, backup, cfg, keyring
 ):
-    _remove_code(backup)
+    _legacy(backup)
     lake = tmp_path / "lake"
     snap = take_snapshot(str(lake), str(backup), "incremental", keyring=keyring, config=cfg)
     every = tree(lake)
@@ -201,15 +230,23 @@ def test_an_incremental_over_a_manifest_without_its_code_reads_everything(
 
 
 @pytest.mark.parametrize("case", sorted(ALTERED))
-def test_no_snapshot_is_taken_over_an_altered_manifest(tmp_path, backup, cfg, keyring, case):
+def test_no_incremental_is_taken_over_an_altered_manifest_a_full_is(
+    tmp_path, backup, cfg, keyring, case
+):
     tamper, error, text = ALTERED[case]
     tamper(backup)
     before = _entries(backup)
-    for mode in ("incremental", "full"):
+    for mode in ("incremental", "differential"):
         with pytest.raises(error, match="no snapshot taken") as err:
             take_snapshot(str(tmp_path / "lake"), str(backup), mode, keyring=keyring, config=cfg)
-        assert text in str(err.value)
+        assert text in str(err.value) and "take a --mode full snapshot" in str(err.value)
     assert _entries(backup) == before
+    # A full compares with nothing: the way past it, whole and authenticated
+    lake = tmp_path / "lake"
+    full = take_snapshot(str(lake), str(backup), "full", keyring=keyring, config=cfg)
+    assert (full.base, full.files_read) == (None, len(tree(lake)))
+    restore(str(backup), full.snapshot_id, str(tmp_path / "r"), keyring=keyring, config=cfg)
+    assert tree(tmp_path / "r") == tree(lake)
 
 
 def test_a_retry_reads_the_committed_manifest_authenticated(tmp_path, backup, cfg, keyring):
@@ -236,7 +273,7 @@ def test_the_commands_report_and_refuse_and_trust_only_when_told(tmp_path, backu
             env=env,
         )
 
-    _remove_code(backup)
+    _legacy(backup)
     proc = cli("verify", "--backup", str(backup))
     assert proc.returncode == 1
     assert f"BAD {INC}" in proc.stderr and "no authentication code" in proc.stderr
@@ -248,3 +285,71 @@ def test_the_commands_report_and_refuse_and_trust_only_when_told(tmp_path, backu
     proc = cli(*restore_args, "--trust-unauthenticated")
     assert proc.returncode == 0, proc.stderr
     assert tree(target) == tree(tmp_path / "lake-at-inc")
+
+
+def test_a_backup_holds_the_snapshots_of_one_lake(tmp_path, backup, cfg, keyring):
+    """Another lake backed up with the same keyring into this backup would be compared with
+    this lake's snapshots (or restored for them): refused, whatever the mode."""
+    other = tmp_path / "other-lake"
+    make_lake(other)
+    before = _entries(backup)
+    for mode in ("incremental", "full"):
+        with pytest.raises(BackupError, match="holds snapshots of lake .*no snapshot taken"):
+            take_snapshot(str(other), str(backup), mode, keyring=keyring, config=cfg)
+    assert _entries(backup) == before
+
+
+def test_a_full_snapshot_stores_a_damaged_object_again(tmp_path, backup, cfg, keyring):
+    row = next(r for r in pq.read_table(_manifest(backup, INC)).to_pylist() if r["path"] == RUNS)
+    damaged = backup / row["object"]
+    damaged.write_bytes(b"not the content")  # of another size
+    assert not verify(str(backup), keyring=keyring, config=cfg).ok
+    lake = tmp_path / "lake"
+    full = take_snapshot(str(lake), str(backup), "full", keyring=keyring, config=cfg)
+    assert hashlib.sha256(damaged.read_bytes()).hexdigest() == row["sha256"]
+    restore(str(backup), full.snapshot_id, str(tmp_path / "r"), keyring=keyring, config=cfg)
+    assert tree(tmp_path / "r") == tree(lake)
+    assert verify(str(backup), keyring=keyring, config=cfg).ok  # INC's object is whole again
+
+
+def test_a_planted_manifest_makes_retention_delete_nothing(tmp_path, backup, cfg, keyring):
+    """A manifest without a code labelled after the day's genuine snapshot would be that day's
+    newest: retention counts only manifests that authenticate, and leaves it as it is."""
+    planted = "20261102T020000Z-full"
+    shutil.copyfile(_manifest(backup, FULL), _manifest(backup, planted))
+
+    def as_planted(meta: dict) -> dict:
+        record = json.loads(meta[RECORD_KEY])
+        record.update(snapshot_id=planted, format=1)
+        del record["keyring_fingerprint"]
+        return {RECORD_KEY: json.dumps(record).encode()}
+
+    _rewrite(backup, planted, meta=as_planted)
+    stored = _entries(backup / "objects")
+    kept = with_snapshot(cfg, lag_seconds=0.0, keep_daily=1, keep_weekly=1)
+    result = apply_retention(str(backup), keyring=keyring, config=kept, today=date(2026, 11, 2))
+    assert (result.kept, result.removed, result.not_counted) == ((INC,), (FULL,), (planted,))
+    assert _manifest(backup, planted).exists() and _entries(backup / "objects") == stored
+    restore(str(backup), INC, str(tmp_path / "r"), keyring=keyring, config=cfg)
+    assert tree(tmp_path / "r") == tree(tmp_path / "lake-at-inc")
+
+
+def test_objects_without_any_snapshot_fail_verify(backup, cfg, keyring):
+    for sid in (FULL, INC):
+        _manifest(backup, sid).unlink()
+    result = verify(str(backup), keyring=keyring, config=cfg)
+    assert not result.ok and result.snapshots == ()
+    assert "no snapshot, but objects are stored" in result.problems[0].reason
+
+
+def test_a_manifest_whose_record_does_not_read_is_left_out_of_the_listing(backup, cfg):
+    bad = "20261103T010000Z-full"
+    shutil.copyfile(_manifest(backup, FULL), _manifest(backup, bad))
+
+    def wrong_types(meta: dict) -> dict:
+        record = json.loads(meta[RECORD_KEY])
+        record.update(snapshot_id=bad, files="many")
+        return {**meta, RECORD_KEY: json.dumps(record).encode()}
+
+    _rewrite(backup, bad, meta=wrong_types)
+    assert [i.snapshot_id for i in list_snapshots(str(backup), config=cfg)] == [FULL, INC]

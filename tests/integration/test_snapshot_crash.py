@@ -69,7 +69,7 @@ def test_killed_snapshot_keeps_the_previous_one_and_the_next_run_completes(
     assert tree(tmp_path / "r-full") == tree(saved_full)
     assert verify(str(backup), keyring=keyring, config=config).ok
     # The killed run's objects are in no manifest; retention must not collect them yet.
-    kept = apply_retention(str(backup), config=config, today=full.created.date())
+    kept = apply_retention(str(backup), keyring=keyring, config=config, today=full.created.date())
     assert kept.gc_skipped and copied_by_killed <= objects(backup)
 
     places = str(lake), str(backup)

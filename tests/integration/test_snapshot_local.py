@@ -13,12 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 from snapshot_helpers import (
     NEVER,
+    RECORD_KEY,
     T0,
     blob,
     make_lake,
     newest,
     objects,
     save,
+    signed,
     tree,
     with_snapshot,
     write,
@@ -362,7 +364,7 @@ def test_retention_keeps_daily_and_weekly_and_collects_only_unreferenced(
     all_before = objects(backup)
     saved = {s: tree(Path(restored(backup, s, tmp_path, cfg, keyring))) for s in sids}
 
-    result = apply_retention(str(backup), config=cfg, today=dt.date(2026, 11, 13))
+    result = apply_retention(str(backup), keyring=keyring, config=cfg, today=dt.date(2026, 11, 13))
     # Daily: 11-13 (its newest, 12:00) and 11-10. Weekly: week 46 (11-13 12:00 again) and
     # week 45 (its newest, 11-06).
     assert set(result.kept) == {sids[5], sids[3], sids[2]}
@@ -387,17 +389,20 @@ def test_retention_leaves_objects_of_an_unfinished_snapshot(tmp_path, lake, cfg,
     take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
     stray = write(backup, "objects/ff/" + "f" * 62, b"copied by a killed run")
     (backup / "_tmp" / "20261102T010000Z-incremental").mkdir(parents=True)
-    result = apply_retention(str(backup), config=cfg, today=dt.date(2026, 11, 2))
+    result = apply_retention(str(backup), keyring=keyring, config=cfg, today=dt.date(2026, 11, 2))
     assert stray.exists() and result.objects_deleted == 0
     assert "20261102T010000Z-incremental" in (result.gc_skipped or "")
 
 
-def _rewrite_record(backup: Path, sid: str, **changes) -> None:
-    """Change keys of a manifest's snapshot record (its footer), keeping its rows."""
+def _rewrite_record(backup: Path, sid: str, keyring, **changes) -> None:
+    """Change keys of a manifest's snapshot record (its footer), keeping its rows, and sign it
+    again, as a writer holding the keyring could (an earlier version's record, say)."""
     uri = backup / "manifests" / f"{sid}.parquet"
     table = pq.read_table(uri)
-    record = {**json.loads(table.schema.metadata[b"dicomlake.snapshot"]), **changes}
-    pq.write_table(table.replace_schema_metadata({"dicomlake.snapshot": json.dumps(record)}), uri)
+    record = {**json.loads(table.schema.metadata[RECORD_KEY]), **changes}
+    meta = {RECORD_KEY: json.dumps(record).encode()}
+    rewritten = signed(table.replace_schema_metadata(meta), keyring.secret_for("backup-manifest"))
+    pq.write_table(rewritten, uri)
 
 
 def _same_size_and_mtime(path: Path, data: bytes) -> None:
@@ -437,7 +442,7 @@ def test_a_full_starts_its_watermark_afresh_and_a_base_past_its_start_is_not_tru
 
     # A watermark two days ahead (as one written before files from the future were left out)
     ahead = int((dt.datetime.now(dt.timezone.utc).timestamp() + 2 * 86400) * 1000)
-    _rewrite_record(backup, full.snapshot_id, watermark_ms=ahead)
+    _rewrite_record(backup, full.snapshot_id, keyring, watermark_ms=ahead)
     far = lake / "tables/frames/part-r1-0.parquet"  # below the watermark: trusted, else
     _same_size_and_mtime(far, blob("sources-again"))
     inc = take(lake, backup, "incremental", cfg, keyring, "20261103T010000Z")

@@ -16,6 +16,7 @@ import pytest
 
 from dicomlake.cli import EXIT_BUSY
 from dicomlake.config import LockConfig
+from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import ConfigError, LakeError, LockBusyError
 from dicomlake.lake.lock import holding
 from dicomlake.storage.local import LocalFileSystem
@@ -185,10 +186,15 @@ def test_stale_must_be_three_heartbeats():
 def test_the_command_exits_4_naming_the_holder_and_changes_nothing(tmp_path):
     backup = tmp_path / "backup"
     (backup / "manifests").mkdir(parents=True)  # a backup: retention refuses other places
+    keyring = tmp_path / "keyring.json"
+    fd = os.open(keyring, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(Keyring.generate().to_bytes())
     with holding(LocalFileSystem(), str(backup), "run-a", "snapshot", LockConfig()):
         before = sorted(p.relative_to(backup) for p in backup.rglob("*"))
         proc = subprocess.run(
-            [sys.executable, "-m", "dicomlake.cli", "retention", "--backup", str(backup)],
+            [sys.executable, "-m", "dicomlake.cli", "retention", "--backup", str(backup)]
+            + ["--keyring", str(keyring)],
             capture_output=True,
             text=True,
         )

@@ -3,7 +3,9 @@
 Each file is streamed once: read, hashed and written to a temp file in the snapshot's work area,
 then published under its hash. If that object exists already (same content under another path,
 an earlier snapshot, or a killed run's leftovers) the publish fails and the temp file is dropped:
-content is stored once. When the file's content is probably known (a ``hint``), it is only hashed
+content is stored once; an object of another size than its content's (damaged, replaced, not a
+file) is replaced, so a new snapshot never refers to it. (Damage that keeps the size is found by
+``verify``.) When the file's content is probably known (a ``hint``), it is only hashed
 and nothing is written if the hash matches. Bytes never pass through the Spark driver: each task
 opens both filesystems itself and returns only small rows.
 """
@@ -11,6 +13,7 @@ opens both filesystems itself and returns only small rows.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +28,8 @@ from dicomlake.storage import FileSystem, filesystem_for, join
 
 if TYPE_CHECKING:
     from pyspark import SparkContext
+
+log = logging.getLogger(__name__)
 
 CHUNK = 4 << 20
 # Bytes of input per Spark task: many small files share a task, a big pack gets its own.
@@ -87,9 +92,10 @@ def _copy_one(
 ) -> Copied:
     src = join(job.source_root, item.file.path)
     try:
-        if item.hint is not None and dst_fs.exists(layout.uri(object_key(item.hint))):
+        held = None if item.hint is None else dst_fs.status(layout.uri(object_key(item.hint)))
+        if held is not None:
             digest, size = _stream(src_fs, src, None)
-            if digest == item.hint:
+            if digest == item.hint and held.size == size:
                 return Copied(item.file.path, digest, size, False)
         tmp = join(job.work, "objects", uuid.uuid4().hex)
         with dst_fs.open_write(tmp) as out:
@@ -98,11 +104,23 @@ def _copy_one(
         if src_fs.status(src) is None:  # deleted since the listing
             return Copied(item.file.path, None, 0, False)
         raise
+    target = layout.uri(object_key(digest))
     try:
-        dst_fs.publish(tmp, layout.uri(object_key(digest)))
+        dst_fs.publish(tmp, target)
     except PublishConflictError:
-        dst_fs.delete(tmp)
-        return Copied(item.file.path, digest, size, False)
+        held = dst_fs.status(target)
+        if held is not None and held.size == size:
+            dst_fs.delete(tmp)
+            return Copied(item.file.path, digest, size, False)
+        # Not this content (damaged, or not a file): a snapshot never refers to it again
+        log.warning(
+            "object %s holds %s bytes, not the %d of its content: stored again",
+            target,
+            "no" if held is None else held.size,
+            size,
+        )
+        dst_fs.delete(target)
+        dst_fs.publish(tmp, target)
     return Copied(item.file.path, digest, size, True)
 
 

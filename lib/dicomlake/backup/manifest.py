@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dicomlake.backup.layout import BackupLayout, sha_of_key
+from dicomlake.backup.layout import BackupLayout, committed_ids, sha_of_key
 from dicomlake.errors import (
     AlteredManifestError,
     BackupError,
@@ -102,11 +102,33 @@ class SnapshotInfo:
 
     @classmethod
     def from_summary(cls, data: dict[str, Any]) -> SnapshotInfo:
-        names = {f.name for f in dataclasses.fields(SnapshotInfo)}
-        values = {k: v for k, v in data.items() if k in names}
+        """The record of `summary`; TypeError naming the first field of another type."""
+        values = {}
+        for field in dataclasses.fields(SnapshotInfo):
+            if field.name not in data:
+                continue  # a field with a default, added after the record was written
+            value = data[field.name]
+            kinds = _RECORD_TYPES.get(str(field.type), ())
+            if kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise TypeError(f"{field.name} is {value!r}, not of type {field.type}")
+            values[field.name] = value
         values["created"] = datetime.fromisoformat(data["created"])
         values["runs_excluded"] = tuple(data["runs_excluded"])
+        if not all(isinstance(r, str) for r in values["runs_excluded"]):
+            raise TypeError(f"runs_excluded is {data['runs_excluded']!r}, not a list of ids")
         return SnapshotInfo(**values)
+
+
+# The JSON types of the record's fields, by their annotation (``created`` is ISO 8601 text)
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "int": (int,),
+    "int | None": (int, type(None)),
+    "datetime": (str,),
+    "tuple[str, ...]": (list,),
+    "dict[str, int]": (dict,),
+}
 
 
 def encode(table: pa.Table, info: SnapshotInfo, keyring: Keyring) -> bytes:
@@ -200,11 +222,38 @@ def read_info(fs: FileSystem, layout: BackupLayout, sid: str) -> SnapshotInfo:
     """A snapshot's record, read from its manifest's footer only and not authenticated: for
     listing snapshots, never for deciding what to copy, check or restore (`read_manifest`)."""
     uri = layout.manifest(sid)
+    return _record(sid, uri, _footer(fs, uri, sid))[0]
+
+
+def first_authenticated(fs: FileSystem, layout: BackupLayout, ids: list[str]) -> str | None:
+    """The oldest of ``ids`` (oldest first) whose manifest's record says it carries a code
+    (format 2 on), by the footers; unreadable ones are passed over. A manifest without a code
+    labelled after it was not written by a version that wrote none."""
+    for sid in ids:
+        try:
+            meta = _footer(fs, layout.manifest(sid), sid)
+        except BackupError:
+            continue
+        if MAC_KEY in meta or _claims_code(meta):
+            return sid
+    return None
+
+
+def _claims_code(meta: dict[bytes, bytes]) -> bool:
+    """Whether a manifest's record says it was written with a code (format 2 on, or a keyring
+    fingerprint), whether or not the code is there."""
     try:
-        meta = pq.read_metadata(_RangeFile(fs, uri)).metadata or {}
+        data = json.loads(meta.get(META_KEY, b"{}"))
+        return bool(data.get("format", 1) >= 2 or data.get("keyring_fingerprint"))
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def _footer(fs: FileSystem, uri: str, sid: str) -> dict[bytes, bytes]:
+    try:
+        return pq.read_metadata(_RangeFile(fs, uri)).metadata or {}
     except (OSError, pa.ArrowInvalid, StorageError) as exc:
         raise BackupError(f"snapshot {sid}: manifest {uri} is unreadable: {exc}") from exc
-    return _record(sid, uri, meta)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,9 +284,20 @@ def read_manifest(
     where = f"snapshot {sid}: manifest {uri}"
     problem = ""
     if MAC_KEY not in meta:
+        if _claims_code(meta):
+            raise AlteredManifestError(
+                f"{where} is altered: its record says it was written with an authentication "
+                "code, and the code is gone"
+            )
+        first = first_authenticated(fs, layout, committed_ids(fs, layout))
+        if first is not None and first < sid:
+            raise AlteredManifestError(
+                f"{where} has no authentication code but is labelled after snapshot {first}, "
+                "whose manifest has one: no version that writes codes wrote it"
+            )
         problem = (
-            f"{where} has no authentication code (written before manifests were "
-            "authenticated, or removed)"
+            f"{where} has no authentication code (format 1: written before manifests were "
+            "authenticated)"
         )
         if not legacy:
             raise UnauthenticatedManifestError(problem)

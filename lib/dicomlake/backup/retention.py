@@ -7,7 +7,11 @@ snapshot labels (UTC). Snapshots labelled after ``today`` are always kept and no
 label in the future is a clock or caller mistake (a snapshot refuses one more than an hour
 ahead), not a reason to delete older ones.
 
-Every manifest lists every file, so any manifest may go. Manifests are deleted first; then every
+Every manifest lists every file, so any manifest may go. Only manifests that authenticate
+(`manifest.read_manifest`, format 1 ones older than the first with a code included) are
+counted: one that does not (planted, altered, of another keyring, unreadable) is neither
+counted nor removed, and the objects it names are kept, so writing a manifest into the backup
+cannot make retention delete a genuine snapshot. Manifests are deleted first; then every
 object no kept manifest refers to is deleted. Object collection is skipped while a snapshot is
 in progress or was killed (its ``_tmp/<snapshot>`` work area is there: its objects are not in
 any manifest yet); the next successful snapshot removes that area.
@@ -18,13 +22,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicomlake.backup import manifest
 from dicomlake.backup.layout import BackupLayout, committed_ids, parse_snapshot_id, require_backup
 from dicomlake.config import Config
+from dicomlake.errors import BackupError
 from dicomlake.lake.lock import holding
 from dicomlake.storage import FileSystem, filesystem_for
+
+if TYPE_CHECKING:
+    from dicomlake.crypto.keyring import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +44,12 @@ class RetentionResult:
     objects_deleted: int
     bytes_freed: int
     gc_skipped: str | None  # why objects were not collected, if they were not
+    not_counted: tuple[str, ...] = ()  # manifests that do not authenticate: left as they are
 
     def summary(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["kept"], out["removed"] = list(self.kept), list(self.removed)
+        out["not_counted"] = list(self.not_counted)
         return out
 
 
@@ -64,20 +74,29 @@ def select_kept(ids: list[str], keep_daily: int, keep_weekly: int, today: dt.dat
 
 
 def apply_retention(
-    backup: str, *, config: Config, today: dt.date | None = None
+    backup: str, *, keyring: Keyring, config: Config, today: dt.date | None = None
 ) -> RetentionResult:
     """Delete the snapshots retention does not keep, then the objects only they used (holding
-    the backup's lock)."""
+    the backup's lock); ``keyring`` authenticates the manifests counted."""
     fs = filesystem_for(backup, config.hdfs)
     require_backup(fs, BackupLayout(backup))
     with holding(fs, backup, None, "retention", config.lock):
-        return _apply(fs, backup, config, today)
+        return _apply(fs, backup, config, keyring, today)
 
 
-def _apply(fs: FileSystem, backup: str, config: Config, today: dt.date | None) -> RetentionResult:
+def _apply(
+    fs: FileSystem, backup: str, config: Config, keyring: Keyring, today: dt.date | None
+) -> RetentionResult:
     layout = BackupLayout(backup)
     today = today or dt.datetime.now(dt.timezone.utc).date()
-    ids = committed_ids(fs, layout)
+    ids, untrusted = [], []
+    for sid in committed_ids(fs, layout):
+        try:
+            manifest.read_manifest(fs, layout, sid, keyring, legacy=True)
+            ids.append(sid)
+        except BackupError as exc:
+            log.warning("%s: retention neither counts nor removes it", exc)
+            untrusted.append(sid)
     kept = select_kept(ids, config.snapshot.keep_daily, config.snapshot.keep_weekly, today)
     removed = [sid for sid in ids if sid not in kept]
     for sid in removed:
@@ -88,13 +107,14 @@ def _apply(fs: FileSystem, backup: str, config: Config, today: dt.date | None) -
         names = ", ".join(d.rstrip("/").rsplit("/", 1)[-1] for d in in_progress)
         reason = f"snapshot in progress or killed: {names}"
         log.warning("object collection skipped: %s", reason)
-        return RetentionResult(tuple(sorted(kept)), tuple(removed), 0, 0, reason)
+        return RetentionResult(tuple(sorted(kept)), tuple(removed), 0, 0, reason, tuple(untrusted))
     referenced: set[str] = set()
-    # Rows read unauthenticated (retention runs without a keyring): a manifest edited to drop
-    # references loses objects no more than the writer who could edit it deleting them, and
-    # references it adds keep objects; verify reports such a manifest either way.
-    for sid in sorted(kept):
-        referenced.update(manifest.read_rows(fs, layout, sid, ["object"])["object"].to_pylist())
+    for sid in sorted(kept) + untrusted:  # the kept ones authenticated above
+        try:
+            rows = manifest.read_rows(fs, layout, sid, ["object"])
+        except BackupError:  # an unreadable manifest names no object
+            continue
+        referenced.update(rows["object"].to_pylist())
     deleted = freed = 0
     prefix = layout.root.rstrip("/") + "/"
     for f in fs.list_files(layout.objects):
@@ -103,4 +123,6 @@ def _apply(fs: FileSystem, backup: str, config: Config, today: dt.date | None) -
             deleted += 1
             freed += f.size
     log.info("retention deleted %d unreferenced objects (%d bytes)", deleted, freed)
-    return RetentionResult(tuple(sorted(kept)), tuple(removed), deleted, freed, None)
+    return RetentionResult(
+        tuple(sorted(kept)), tuple(removed), deleted, freed, None, tuple(untrusted)
+    )

@@ -39,8 +39,10 @@ from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.backup.places import check_apart
 from dicomlake.backup.scan import Listed, Plan, classify, entries, list_lake
 from dicomlake.config import Config
-from dicomlake.errors import BackupError, ManifestAuthError
+from dicomlake.errors import BackupError, ForeignManifestError
 from dicomlake.lake import delta
+from dicomlake.lake.keyring_binding import check_fingerprint
+from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.storage import FileSystem, canonical_uri, filesystem_for, join
 from dicomlake.vocab import ScanReason, SnapshotMode
@@ -95,12 +97,14 @@ def take_snapshot(
         `LABEL_AHEAD_HOURS`, is an error.
 
     The backup must be a backup or nothing yet (`layout.require_backup_or_new`), and apart from
-    the lake (`places.check_apart`).
+    the lake (`places.check_apart`); ``keyring`` must be the lake's (`check_fingerprint`: its
+    secret is the one the lake is bound to), or the manifests would not authenticate under it.
     """
     checked = snapshot_mode(mode)
     if now_label is not None:
         _check_not_ahead(now_label, "pass the time the snapshot is of")
     check_apart(lake, backup)
+    check_fingerprint(filesystem_for(lake, config.hdfs), LakeLayout(lake), keyring)
     bfs = filesystem_for(backup, config.hdfs)
     require_backup_or_new(bfs, BackupLayout(backup))
     with holding(bfs, backup, None, "snapshot", config.lock):
@@ -180,8 +184,15 @@ def _take_locked(
 
     base_id = _base(ids, mode)
     latest_id = ids[-1] if ids else None
-    latest = _compared(bfs, layout, latest_id, keyring)
-    base = latest if base_id == latest_id else _compared(bfs, layout, base_id, keyring)
+    latest = _compared(bfs, layout, latest_id, keyring, mode)
+    base = latest if base_id == latest_id else _compared(bfs, layout, base_id, keyring, mode)
+    for read in (latest, base):
+        if read is not None and canonical_uri(read.info.lake) != canonical_uri(lake):
+            raise BackupError(
+                f"backup {layout.root} holds snapshots of lake {read.info.lake} (snapshot "
+                f"{read.info.snapshot_id}); this is {lake}: no snapshot taken. Back each lake "
+                "up into its own backup"
+            )
     untrusted = next((m.info.snapshot_id for m in (base, latest) if m and m.problem), None)
     if untrusted is not None:
         latest = base = None  # not even for hints
@@ -326,18 +337,28 @@ def _base(ids: list[str], mode: SnapshotMode) -> str | None:
 
 
 def _compared(
-    fs: FileSystem, layout: BackupLayout, sid: str | None, keyring: Keyring
+    fs: FileSystem, layout: BackupLayout, sid: str | None, keyring: Keyring, mode: SnapshotMode
 ) -> manifest.Manifest | None:
     """The authenticated manifest of ``sid`` (None for None), or one without a code (its
-    ``problem`` says so); a manifest that fails authentication stops the snapshot."""
+    ``problem`` says so). One of another keyring stops the snapshot; so does one that fails
+    otherwise (altered, unreadable), except for a full, which reads every file and does not
+    compare with it: the way past such a manifest."""
     if sid is None:
         return None
     try:
         return manifest.read_manifest(fs, layout, sid, keyring, legacy=True)
-    except ManifestAuthError as exc:
+    except ForeignManifestError as exc:
+        raise ForeignManifestError(
+            f"{exc}: no snapshot taken; pass the keyring this backup's snapshots are taken "
+            "with, or back up with this one into another backup"
+        ) from exc
+    except BackupError as exc:
+        if mode == SnapshotMode.FULL:
+            log.warning("%s: not compared with; this full snapshot reads every file", exc)
+            return None
         raise type(exc)(
-            f"{exc}: no snapshot taken (a snapshot compares with it); look into who wrote it, "
-            "then move it out of manifests/"
+            f"{exc}: no snapshot taken (the {mode} snapshot compares with it); take a --mode "
+            "full snapshot, which does not, and find who wrote it"
         ) from exc
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
     from dicomlake.dicom.split import FrameSpec
     from dicomlake.pixels.pack import ChunkRecord
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,11 +96,18 @@ def list_snapshots(backup: str, *, config: Config) -> list[SnapshotInfo]:
     """The committed snapshots of ``backup``, oldest first, from their manifests' footers.
 
     Not authenticated (it needs no keyring, and reads no rows): a listing decides nothing;
-    verify, restore and snapshot authenticate each manifest they act on."""
+    verify, restore and snapshot authenticate each manifest they act on. A manifest whose
+    record cannot be read is left out with a warning naming it (verify reports it)."""
     fs = filesystem_for(backup, config.hdfs)
     layout = BackupLayout(backup)
     require_backup(fs, layout)
-    return [manifest.read_info(fs, layout, sid) for sid in committed_ids(fs, layout)]
+    infos = []
+    for sid in committed_ids(fs, layout):
+        try:
+            infos.append(manifest.read_info(fs, layout, sid))
+        except BackupError as exc:
+            log.warning("%s: not listed", exc)
+    return infos
 
 
 def verify(
@@ -125,6 +136,14 @@ def verify(
     ids = [snapshot_id] if snapshot_id is not None else committed_ids(fs, layout)
     rows: dict[str, list[dict[str, Any]]] = {}
     problems = []
+    if not ids and (stored := next(iter(fs.list_files(layout.objects)), None)) is not None:
+        # Objects and no snapshot: the manifests were deleted (or never committed, every run
+        # killed); nothing here can be restored
+        problems.append(
+            VerifyProblem(
+                "", "", layout.manifests, f"no snapshot, but objects are stored ({stored.path})"
+            )
+        )
     for sid in ids:
         try:
             read = manifest.read_manifest(fs, layout, sid, keyring, legacy=True)
