@@ -401,7 +401,11 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
             )
             if count
         ]
-        raise BackupError(f"{' and '.join(found)} in {args.backup}; each is listed above")
+        raise BackupError(
+            f"{' and '.join(found)} in {args.backup}; each is listed above. To repair damaged "
+            "or missing objects, delete the damaged ones and take a --mode full snapshot: it "
+            "stores every lake file whose object is missing or not of its size again"
+        )
     return 0
 
 

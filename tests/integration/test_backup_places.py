@@ -171,6 +171,21 @@ def test_stray_entries_in_manifests_are_no_snapshots(tmp_path, lake, backup, cfg
     assert apply_retention(str(backup), keyring=keyring, config=cfg).kept == (FULL, inc.snapshot_id)
 
 
+def test_a_backup_whose_objects_are_a_file_is_no_backup(tmp_path, lake, backup, cfg, keyring):
+    shutil.rmtree(backup / "objects")
+    (backup / "objects").write_bytes(b"not a directory")
+    before = _disk(tmp_path)
+    for call in (
+        partial(verify, str(backup), keyring=keyring),
+        partial(restore, str(backup), FULL, str(tmp_path / "out"), keyring=keyring),
+        partial(apply_retention, str(backup), keyring=keyring),
+        partial(take_snapshot, str(lake), str(backup), "full", keyring=keyring),
+    ):
+        with pytest.raises(BackupError, match="no backup at .*objects"):
+            call(config=cfg)
+    assert _disk(tmp_path) == before
+
+
 def test_commands_on_a_missing_backup_or_a_file_say_so_and_write_nothing(
     tmp_path, cfg, keyring, keyring_file
 ):

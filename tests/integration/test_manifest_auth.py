@@ -353,3 +353,29 @@ def test_a_manifest_whose_record_does_not_read_is_left_out_of_the_listing(backup
 
     _rewrite(backup, bad, meta=wrong_types)
     assert [i.snapshot_id for i in list_snapshots(str(backup), config=cfg)] == [FULL, INC]
+
+
+def test_verify_says_how_to_repair_a_damaged_object_and_that_repairs_it(
+    tmp_path, backup, config, keyring
+):
+    keyring_file = tmp_path / "keyring.json"
+    save_keyring(str(keyring_file), keyring, config)
+    row = next(r for r in pq.read_table(_manifest(backup, INC)).to_pylist() if r["path"] == RUNS)
+    damaged = backup / row["object"]
+    data = bytearray(damaged.read_bytes())
+    data[0] ^= 1  # the same size: only its hash tells
+    damaged.write_bytes(bytes(data))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dicomlake.cli", "verify", "--backup", str(backup)]
+        + ["--keyring", str(keyring_file)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
+    )
+    assert proc.returncode == 1 and f"BAD {INC} {RUNS}" in proc.stderr
+    assert "delete the damaged ones and take a --mode full snapshot" in proc.stderr
+    damaged.unlink()  # as told
+    cfg = with_snapshot(config, lag_seconds=0.0)
+    take_snapshot(str(tmp_path / "lake"), str(backup), "full", keyring=keyring, config=cfg)
+    assert hashlib.sha256(damaged.read_bytes()).hexdigest() == row["sha256"]
+    assert verify(str(backup), keyring=keyring, config=cfg).ok

@@ -153,13 +153,17 @@ def require_snapshot(fs: FileSystem, layout: BackupLayout, sid: str) -> None:
 
 
 def backup_problem(fs: FileSystem, layout: BackupLayout) -> str:
-    """Why ``layout.root`` holds no backup, or "" when it does (``objects/`` or ``manifests/``)."""
+    """Why ``layout.root`` holds no backup, or "" when it does (``objects/`` or ``manifests/``,
+    each a directory where there)."""
     try:
-        if fs.exists(layout.manifests) or fs.exists(layout.objects):
-            return ""
+        present = [p for p in (layout.manifests, layout.objects) if fs.exists(p)]
+        if not present:
+            return "neither manifests/ nor objects/ there"
+        dirs = {d.rstrip("/").rsplit("/", 1)[-1] for d in fs.list_dirs(layout.root)}
     except StorageError as exc:  # the root is a file, say
         return f"neither manifests/ nor objects/ there: {exc}"
-    return "neither manifests/ nor objects/ there"
+    files = [p for p in present if p.rstrip("/").rsplit("/", 1)[-1] not in dirs]
+    return f"{files[0]} is not a directory" if files else ""
 
 
 def require_backup(fs: FileSystem, layout: BackupLayout) -> None:
