@@ -1,5 +1,6 @@
 """converted_element and value_at give what pydicom's own Dataset[tag] gives, for every corpus
-element and every binary number, whatever its length and byte order."""
+element and every binary number, whatever its length and byte order; a DS or IS reads as a
+number only by the standard's grammar."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from dicomlake.dicom import split_instance
-from dicomlake.dicom.values import converted_element, value_at
+from dicomlake.dicom.values import converted_element, reads_as_number, value_at
 
 
 def _pairs(ours: Dataset, theirs: Dataset, where: str):
@@ -101,3 +102,24 @@ def test_value_at_reads_binary_numbers_as_pydicom(vr: str, little: bool) -> None
         raw = RawDataElement(tag, vr, length, data, 0, False, little)
         expected = _pydicom_value(Dataset({tag: raw}), tag)
         assert _same(value_at(Dataset({tag: raw}), tag), expected), (vr, length)
+
+
+@pytest.mark.parametrize(
+    ("vr", "text", "number"),
+    [
+        ("IS", " -7 ", True),
+        ("IS", "+0000000000000000012", True),  # zeros before ten digits
+        ("IS", "2147483647", True),
+        ("IS", "2147483648", False),  # past the range PS3.5 6.2 gives
+        ("IS", "-2147483649", False),
+        ("IS", "9" * 5000, False),  # a hostile length: refused before any int()
+        ("IS", "1e2", False),
+        ("IS", "3.0", False),
+        ("DS", " .5e-3 ", True),
+        ("DS", "1_0", False),  # Python's float() reads it as 10
+        ("DS", "1.06,0.206", False),
+        ("FD", "anything", True),  # not a number string: its converter decides
+    ],
+)
+def test_a_number_string_reads_as_a_number_by_the_standards_grammar(vr, text, number):
+    assert reads_as_number(vr, text) is number

@@ -16,7 +16,7 @@ from dicomlake.dicom.values import (
     BINARY_VRS,
     PIXEL_TAGS,
     elements,
-    is_number_string,
+    reads_as_number,
     significant,
     values_of,
 )
@@ -67,7 +67,6 @@ _PLAIN_VRS = frozenset(
 )
 
 _VRS = frozenset(str(vr) for vr in VR)
-_NUMBER_STRINGS = frozenset({"DS", "IS"})
 
 # Bytes per word of the binary VRs whose byte order follows the dataset's
 _WORD_BYTES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
@@ -96,8 +95,8 @@ def _numbers(values: list[Any], vr: str) -> list[Any]:
 
 
 def _not_a_number(value: Any, vr: str) -> bool:
-    """A DS or IS value that is not one by the standard's grammar (`is_number_string`)."""
-    return vr in _NUMBER_STRINGS and value != "" and not is_number_string(vr, str(value))
+    """A DS or IS value that is not one by the standard's grammar (`reads_as_number`)."""
+    return value != "" and not reads_as_number(vr, str(value))
 
 
 def _number_or_text(value: Any, vr: str) -> Any:
@@ -136,13 +135,13 @@ def _element_json(elem: Any, little: bool) -> dict[str, Any]:
         return _unknown(elem)
 
 
-_NAME_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+_NAME_GROUP_KEYS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
 def _person_name(text: str) -> dict[str, str] | None:
     """One person name (`values.person_name`'s text) as its JSON object; null when empty
     (PS3.18 F.2.5). Groups past the third are left out, as pydicom reads them."""
-    return dict(zip(_NAME_GROUPS, text.split("="), strict=False)) if text else None
+    return dict(zip(_NAME_GROUP_KEYS, text.split("="), strict=False)) if text else None
 
 
 def _unknown(elem: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dicomlake.dicom.values import (
     BINARY_VRS,
     PIXEL_TAGS,
     elements,
-    is_number_string,
+    reads_as_number,
     significant,
     values_of,
 )
@@ -111,7 +111,7 @@ def _private_creator(dataset: Dataset, tag: int) -> str | None:
 def _number(vr: str, values: list[object]) -> float | None:
     if vr not in _NUMERIC_VRS or not values:
         return None
-    if vr in ("DS", "IS") and not is_number_string(vr, str(values[0])):
+    if not reads_as_number(vr, str(values[0])):
         return None  # text such as "1e2" for an IS, which the JSON keeps as text too
     try:
         return float(values[0])  # type: ignore[arg-type]

@@ -27,8 +27,8 @@ from dicomlake.dicom.values import (
     BINARY_VRS,
     TEXT_VRS,
     elements,
-    is_number_string,
     named_instance,
+    reads_as_number,
 )
 
 _STRING, _DATE, _INT, _DOUBLE = pa.string(), pa.date32(), pa.int32(), pa.float64()
@@ -90,8 +90,6 @@ TopLevel = dict[str, Text]
 
 # VRs whose values are no numbers, whatever their text reads
 _NOT_NUMBERS = frozenset(["PN", "AT"])
-# VRs whose values are numbers only by the standard's grammar (`is_number_string`)
-_NUMBER_STRINGS = frozenset(["DS", "IS"])
 
 
 def top_level(rows: pa.RecordBatch) -> TopLevel:
@@ -156,7 +154,7 @@ def _numbers(element: Text) -> list[float | None]:
     vr = element[0]
     out: list[float | None] = []
     for text in _values(element):
-        if vr in _NUMBER_STRINGS and not is_number_string(vr, text):
+        if not reads_as_number(vr, text):
             number = None
         else:
             try:

@@ -132,17 +132,23 @@ def _inheriting(dataset: Dataset, elem: DataElement) -> DataElement:
 # digits within -2**31..2**31-1, each padded with spaces (pydicom also reads "1_0", "1e2" or
 # "3.0" as integers or decimals; DCMTK and the standard keep them as the text they are)
 _NUMBER_STRINGS = {
-    "IS": re.compile(r" *[+-]?[0-9]+ *"),
+    "IS": re.compile(r" *([+-]?)0*([0-9]{1,10}) *"),
     "DS": re.compile(r" *[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)? *"),
 }
 
 
-def is_number_string(vr: str, text: str) -> bool:
-    """Whether ``text`` is one value of the number string VR ``vr`` (DS or IS) by the
-    standard's grammar."""
-    if _NUMBER_STRINGS[vr].fullmatch(text) is None:
-        return False
-    return vr != "IS" or -(2**31) <= int(text) < 2**31
+def reads_as_number(vr: str, text: str) -> bool:
+    """Whether ``text``, a value of VR ``vr``, may be read as a number: for DS and IS only by
+    the standard's grammar (and range), for any other VR always (its converter decides)."""
+    grammar = _NUMBER_STRINGS.get(vr)
+    if grammar is None:
+        return True
+    match = grammar.fullmatch(text)
+    if match is None or vr == "DS":
+        return match is not None
+    # at most ten significant digits by the pattern: int() never sees a hostile length
+    number = int(match.group(1) + match.group(2))
+    return -(2**31) <= number < 2**31
 
 
 # PS3.5 6.2: spaces that pad a value rather than belong to it. pydicom strips them from the end
