@@ -243,6 +243,8 @@ def _take(run: _Snapshot) -> SnapshotInfo:
     bfs, layout, sid, base = run.bfs, run.layout, run.sid, run.base
     listing = list_lake(run.lake_fs, run.read_root, live=run.source_root is None)
     latest = entries(run.latest.rows) if run.latest else {}
+    # An incremental's base is the latest snapshot: its entries, made once (a row per lake file)
+    compared = None if base is None else latest if base is run.latest else entries(base.rows)
     scan_from = None
     if base is not None:
         base_wm = base.info.watermark_ms
@@ -250,7 +252,7 @@ def _take(run: _Snapshot) -> SnapshotInfo:
         # such files were kept out of it): no file can be trusted unchanged by it.
         if base_wm <= run.started_ms:
             scan_from = base_wm - int(run.config.snapshot.lag_seconds * 1000)
-    plan = classify(listing.files, entries(base.rows) if base else None, scan_from, latest)
+    plan = classify(listing.files, compared, scan_from, latest)
     job = CopyJob(run.read_root, layout.root, layout.work(sid), run.config.hdfs)
     copied = copy_files(job, plan.to_read, run.sc)
 

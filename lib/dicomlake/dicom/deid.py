@@ -448,14 +448,15 @@ def identities(ctx: Context, pseudonyms: dict[str, str | None], sop: str | None)
     return record
 
 
-def original(header: Original, keyword: str) -> str | None:
+def original(header: Original, keyword: str, vr: str | None = None) -> str | None:
     """An element's text as the identities keep it: its values' ``str`` without their padding
     (`values.significant`, as its element row holds them), joined with ``\\``, stripped of
-    spaces and NULs; None when missing, empty or unreadable."""
+    spaces and NULs; None when missing, empty or unreadable. ``vr`` is the element's, where the
+    caller has read it already (else `Original.vr` reads it)."""
     value = header.get(keyword)
     if value is None:
         return None
-    values = significant(header.vr(keyword) or "", values_of(value))
+    values = significant(vr or header.vr(keyword) or "", values_of(value))
     return kept_text("\\".join(str(v) for v in values))
 
 

@@ -155,7 +155,7 @@ def _originals(
     for keyword in deid.IDENTITY_KEYWORDS:
         vr, text = found.get(keyword, ("", None))
         if vr == "SQ" or vr in BINARY_VRS:
-            out[keyword] = deid.original(original, keyword)
+            out[keyword] = deid.original(original, keyword, vr)
         else:
             out[keyword] = deid.kept_text(text)
     return out
