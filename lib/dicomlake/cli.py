@@ -52,6 +52,11 @@ def existing_lake(lake: str, config: Config) -> str:
     return uri
 
 
+def _keyring(args: argparse.Namespace, config: Config) -> Keyring:
+    """The keyring a command was given with ``--keyring``, else the config's keys.keyring."""
+    return load_keyring(args.keyring or config.keys.keyring, config)
+
+
 def _print(summary: dict[str, Any]) -> None:
     print(json.dumps(summary, default=str, sort_keys=True))
 
@@ -80,7 +85,7 @@ def _spark(
 def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.ingest.job import run_ingest
 
-    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    keyring = _keyring(args, config)
     with _spark(args, config, python_tasks=True) as sc:
         summary = run_ingest(sc, args.landing, args.lake, config, keyring)
     print_ingest_report(summary.as_dict(), sys.stderr)
@@ -236,7 +241,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.lake.export import export_instances, read_manifest
 
     as_of = parse_as_of(args.as_of) if args.as_of else None  # a bad value before any work
-    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    keyring = _keyring(args, config)
     result = export_instances(
         existing_lake(args.lake, config),
         keyring,
@@ -285,7 +290,7 @@ def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.lake.identities import read_identities, reidentify
     from dicomlake.lake.paths import find_paths
 
-    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    keyring = _keyring(args, config)
     keyring.require_private("reidentify")
     lake = existing_lake(args.lake, config)
     by_path = {"path_id": args.path_id, "error_id": args.error_id, "instance_id": args.instance_id}
@@ -307,7 +312,7 @@ def cmd_quarantine(args: argparse.Namespace, config: Config) -> int:
     """A quarantined input back in clear (needs the private keyring)."""
     from dicomlake.lake.quarantine import get_copy
 
-    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    keyring = _keyring(args, config)
     lake = existing_lake(args.lake, config)
     _print(get_copy(lake, keyring, config, args.error_id, Path(args.out)))
     return 0
@@ -343,7 +348,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 def cmd_snapshot(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import take_snapshot
 
-    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    keyring = _keyring(args, config)
     with _spark(args, config, python_tasks=True) as sc:
         result = take_snapshot(
             existing_lake(args.lake, config),
@@ -365,7 +370,7 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
         canonical_uri(args.backup),
         args.snapshot,
         canonical_uri(args.target),
-        keyring=load_keyring(args.keyring or config.keys.keyring, config),
+        keyring=_keyring(args, config),
         config=config,
         trust_unauthenticated=args.trust_unauthenticated,
     )
@@ -376,7 +381,7 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
 def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import verify
 
-    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    keyring = _keyring(args, config)
     result = verify(
         canonical_uri(args.backup), args.snapshot, deep=args.deep, keyring=keyring, config=config
     )
@@ -428,7 +433,7 @@ def cmd_snapshots(args: argparse.Namespace, config: Config) -> int:
 def cmd_retention(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.backup import apply_retention
 
-    keyring = load_keyring(args.keyring or config.keys.keyring, config)
+    keyring = _keyring(args, config)
     _print(apply_retention(canonical_uri(args.backup), keyring=keyring, config=config).summary())
     return 0
 
