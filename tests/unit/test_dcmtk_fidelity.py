@@ -280,6 +280,39 @@ def test_header_agrees_with_dcm2json(path: Path, tmp_path: Path) -> None:
     assert compare_header(path, tmp_path, Counter()) > 0
 
 
+# Corpus files with attributes set to these texts, written as they are
+_REWRITTEN: dict[str, dict[str, str]] = {
+    "invalid-ds-is": {
+        "PixelSpacing": "1.06,0.206",
+        "SeriesNumber": "12A",
+        "SliceThickness": "10.50/ 15.00",
+    },
+    # Padding around values (PS3.5 6.2) is no part of them: the lake drops it as dcm2json
+    "padded-values": {
+        "StudyDescription": "  leading and trailing  ",
+        "InstitutionName": " A \\  B",
+        "StationName": " SH ",
+        "Modality": " CT",
+        "ImageType": "ORIGINAL \\ PRIMARY \\AXIAL ",
+        "RetrieveAETitle": " AET ",
+        "ReferringPhysicianName": " Doe^Jane \\ Roe^R = Ideo ",
+        "ImageComments": "  leading spaces kept in text  ",
+        "DerivationDescription": " kept ",
+        "StudyTime": "120000 ",
+        "AcquisitionDateTime": "20200101120000 ",
+    },
+    # A number string is a number by the standard's grammar and range only (PS3.5 6.2)
+    "number-strings": {
+        "ImagePositionPatient": "1\\ \\2 ",
+        "PixelSpacing": "1\\ x ",
+        "SliceLocation": "1_0 ",
+        "SeriesNumber": "2147483648",
+        "AcquisitionNumber": "12\\ \\13 ",
+        "ReferringPhysicianName": "A=B=C=D ",
+    },
+}
+
+
 def _crafted() -> dict[str, bytes]:
     """Crafted files whose headers DCMTK reads: odd values and encodings the lake keeps."""
     uid = b"1.2.826.0.1.3680043.9.7777.10"
@@ -299,36 +332,9 @@ def _crafted() -> dict[str, bytes]:
     out = pydicom.filebase.DicomBytesIO()
     no_sop.save_as(out, enforce_file_format=False)
     return {
-        "invalid-ds-is": rewritten(
-            CT, PixelSpacing="1.06,0.206", SeriesNumber="12A", SliceThickness="10.50/ 15.00"
-        ),
+        **{name: rewritten(CT, **values) for name, values in _REWRITTEN.items()},
         "un-sequence-implicit-items": before_pixels(CT.read_bytes(), un_items),
         "no-sop-instance-uid": out.getvalue(),
-        # Padding around values (PS3.5 6.2) is no part of them: the lake drops it as dcm2json
-        "padded-values": rewritten(
-            CT,
-            StudyDescription="  leading and trailing  ",
-            InstitutionName=" A \\  B",
-            StationName=" SH ",
-            Modality=" CT",
-            ImageType="ORIGINAL \\ PRIMARY \\AXIAL ",
-            RetrieveAETitle=" AET ",
-            ReferringPhysicianName=" Doe^Jane \\ Roe^R = Ideo ",
-            ImageComments="  leading spaces kept in text  ",
-            DerivationDescription=" kept ",
-            StudyTime="120000 ",
-            AcquisitionDateTime="20200101120000 ",
-        ),
-        # A number string is a number by the standard's grammar and range only (PS3.5 6.2)
-        "number-strings": rewritten(
-            CT,
-            ImagePositionPatient="1\\ \\2 ",
-            PixelSpacing="1\\ x ",
-            SliceLocation="1_0 ",
-            SeriesNumber="2147483648",
-            AcquisitionNumber="12\\ \\13 ",
-            ReferringPhysicianName="A=B=C=D ",
-        ),
         "padded-private-creator-and-partial-tag": before_pixels(
             CT.read_bytes(),
             element_bytes((0x0020, 0x9165), "AT", struct.pack("<HHH", 0x10, 0x10, 0x20))
