@@ -379,3 +379,20 @@ def test_verify_says_how_to_repair_a_damaged_object_and_that_repairs_it(
     take_snapshot(str(tmp_path / "lake"), str(backup), "full", keyring=keyring, config=cfg)
     assert hashlib.sha256(damaged.read_bytes()).hexdigest() == row["sha256"]
     assert verify(str(backup), keyring=keyring, config=cfg).ok
+
+
+def test_a_damaged_object_no_manifest_names_is_stored_again_when_published_over(
+    tmp_path, backup, cfg, keyring
+):
+    """With no snapshot to hint at the content, the copy meets the object only as it publishes
+    over it: one of another size is replaced, not taken for the content."""
+    row = next(r for r in pq.read_table(_manifest(backup, INC)).to_pylist() if r["path"] == RUNS)
+    for sid in (FULL, INC):
+        _manifest(backup, sid).unlink()
+    damaged = backup / row["object"]
+    damaged.write_bytes(b"not the content")
+    lake = tmp_path / "lake"
+    full = take_snapshot(str(lake), str(backup), "full", keyring=keyring, config=cfg)
+    assert hashlib.sha256(damaged.read_bytes()).hexdigest() == row["sha256"]
+    restore(str(backup), full.snapshot_id, str(tmp_path / "r"), keyring=keyring, config=cfg)
+    assert tree(tmp_path / "r") == tree(lake)

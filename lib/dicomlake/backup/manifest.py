@@ -289,8 +289,8 @@ def read_manifest(
                 f"{where} is altered: its record says it was written with an authentication "
                 "code, and the code is gone"
             )
-        first = first_authenticated(fs, layout, committed_ids(fs, layout))
-        if first is not None and first < sid:
+        first = first_authenticated(fs, layout, [i for i in committed_ids(fs, layout) if i < sid])
+        if first is not None:
             raise AlteredManifestError(
                 f"{where} has no authentication code but is labelled after snapshot {first}, "
                 "whose manifest has one: no version that writes codes wrote it"
