@@ -3,6 +3,7 @@ independently; every byte of the record and of each row field counts, and so doe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -10,7 +11,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from dicomlake.backup.manifest import MANIFEST_SCHEMA, manifest_mac
+from dicomlake.backup.manifest import MANIFEST_SCHEMA, SnapshotInfo, manifest_mac
 
 SECRET = bytes(range(32))
 RECORD = b'{"format": 2, "snapshot_id": "20261101T010000Z-full", "watermark_ms": 1790000000000}'
@@ -83,3 +84,25 @@ def test_every_record_byte_row_order_and_the_key_count():
     assert manifest_mac(SECRET, RECORD, _table(ROWS[::-1])) != base
     assert manifest_mac(SECRET, RECORD, _table(ROWS[:1])) != base
     assert manifest_mac(SECRET[::-1], RECORD, _table(ROWS)) != base
+
+
+def test_every_record_field_has_its_type_checked_when_read():
+    """A record of another type is refused field by field: no field may go unchecked."""
+    record = {
+        "snapshot_id": "20261101T010000Z-full",
+        "mode": "full",
+        "created": "2026-11-01T01:00:00+00:00",
+        "base": None,
+        "lake": "file:///lake",
+        "source": "live",
+        "watermark_ms": 1,
+        "scan_from_ms": None,
+        "runs_excluded": [],
+        "table_versions": {},
+        **{f.name: 0 for f in dataclasses.fields(SnapshotInfo) if str(f.type) == "int"},
+    }
+    assert SnapshotInfo.from_summary(record).snapshot_id == "20261101T010000Z-full"
+    for field in dataclasses.fields(SnapshotInfo):
+        wrong = {**record, field.name: 1.5}
+        with pytest.raises(TypeError, match=field.name):
+            SnapshotInfo.from_summary(wrong)
