@@ -16,7 +16,6 @@ private keyring.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,7 +38,7 @@ from dicomlake.pixels.pack import (
     read_index,
 )
 from dicomlake.storage import filesystem_for
-from dicomlake.storage.local import private_file
+from dicomlake.storage.local import private_file, publish_new
 from dicomlake.vocab import ChunkKind
 
 BLOCK = 8 << 20
@@ -115,5 +114,10 @@ def get_copy(
             size += len(raw)
         if row["source_sha256"] is not None and digest.hexdigest() != row["source_sha256"]:
             raise IntegrityError(f"{relative} does not match the source_sha256 of error {error_id}")
-        os.replace(tmp, out)
+    try:
+        publish_new(tmp, out)  # closed, so complete
+    except FileExistsError:
+        raise LakeError(
+            f"{out} appeared while the copy was written; choose another --out"
+        ) from None
     return {"lake": layout.root, "error_id": error_id, "out": str(out), "bytes": size}
