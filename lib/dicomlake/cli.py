@@ -70,14 +70,15 @@ def _spark(
     With ``python_tasks``, the executors' Python workers start while the command plans
     (`start_python_workers`)."""
     from dicomlake.spark.context import spark_context
-    from dicomlake.spark.workers import start_python_workers
+    from dicomlake.spark.workers import finish_starting, start_python_workers
 
     sc = spark_context(config, submitted=args.submitted)
-    if python_tasks:
-        start_python_workers(sc)
+    starting = start_python_workers(sc) if python_tasks else None
     try:
         yield sc
     finally:
+        if starting is not None:
+            finish_starting(sc, starting)
         if not args.submitted:
             sc.stop()
 

@@ -23,13 +23,27 @@ JOB_GROUP = "dicomlake-start-python-workers"
 def start_python_workers(sc: SparkContext) -> threading.Thread:
     """Start a job of empty tasks, one per core, in a thread of its own; return the thread.
 
-    Nothing need wait for it: a command done first stops the context, which ends the job. A
+    A command done first waits for it (`finish_starting`) before it stops the context. A
     failure is only logged: the job's own tasks start the workers and report what stops them.
     """
     thread = InheritableThread(target=_run, args=(sc,), name="start-python-workers")
     thread.daemon = True  # never holds the driver's exit
     thread.start()
     return thread
+
+
+START_SECONDS = 30.0
+"""How long a command done first waits for the workers' start to end before cancelling it."""
+
+
+def finish_starting(sc: SparkContext, thread: threading.Thread) -> None:
+    """Let the job `start_python_workers` ran end before the context is stopped: stopped
+    under a running job, Spark prints an error and a stack trace after a command that
+    succeeded (a task's result reaching a scheduler already shut down)."""
+    thread.join(START_SECONDS)
+    if thread.is_alive():
+        sc.cancelJobGroup(JOB_GROUP)
+        thread.join(START_SECONDS)
 
 
 def _run(sc: SparkContext) -> None:
