@@ -27,7 +27,7 @@ from dicomlake.errors import (
     KeyringError,
     LockBusyError,
 )
-from dicomlake.keyring_file import load_keyring, save_keyring
+from dicomlake.keyring_file import check_targets, load_keyring, save_keyring
 from dicomlake.storage import canonical_uri
 from dicomlake.vocab import SnapshotMode
 
@@ -152,6 +152,8 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.crypto.keyring import Keyring
 
     path = args.keyring or config.keys.keyring
+    public_out = getattr(args, "public_out", None)
+    check_targets(path, public_out)
     public: Keyring | None = None  # written at the end, where one is asked for
     if args.action == "init":
         if Path(path).exists() and not args.force:

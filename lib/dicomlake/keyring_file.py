@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+from urllib.parse import urlsplit
 
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringError, StorageError
-from dicomlake.storage import FileSystem, filesystem_for
+from dicomlake.storage import FileSystem, canonical_uri, filesystem_for
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +52,34 @@ def _check_private(fs: FileSystem, uri: str) -> None:
 def save_keyring(uri: str, keyring: Keyring, config: Config) -> None:
     """Write the keyring, readable by its owner only, whole or not at all."""
     filesystem_for(uri, config.hdfs).write_private(uri, keyring.to_bytes())
+
+
+def check_targets(keyring_uri: str, public_uri: str | None) -> None:
+    """Before anything is written: refuse a keyring path or ``--public-out`` that cannot take
+    a file (empty, or a directory), and a ``--public-out`` that is the keyring's own entry,
+    whose public half would replace the private keys (a rotation's new key with them)."""
+    targets = {"--keyring (keys.keyring)": keyring_uri, "--public-out": public_uri}
+    for flag, uri in targets.items():
+        if uri is None:
+            continue
+        if not uri.strip():
+            raise KeyringError(f"{flag} is empty: name a file")
+        local = urlsplit(uri).scheme in ("", "file")
+        if local and os.path.isdir(path := canonical_uri(uri)) and not os.path.islink(path):
+            raise KeyringError(f"{flag} {uri!r} is a directory: name a file")
+    if public_uri is not None and _entry(keyring_uri) == _entry(public_uri):
+        raise KeyringError(
+            f"--public-out {public_uri!r} is the keyring {keyring_uri!r} itself: its public "
+            "half would replace the private keys; write it to another file"
+        )
+
+
+def _entry(uri: str) -> str:
+    """The directory entry a write to ``uri`` replaces: a local path's folder by its real
+    path (a linked folder is the same folder), its own name as it is (a link at the name is
+    replaced, not written through)."""
+    canonical = canonical_uri(uri)
+    if urlsplit(canonical).scheme:
+        return canonical
+    folder, name = os.path.split(canonical)
+    return os.path.join(os.path.realpath(folder), name)

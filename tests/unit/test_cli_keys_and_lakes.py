@@ -43,6 +43,56 @@ def test_the_public_half_is_written_again_and_after_a_rotation(tmp_path, caplog)
 
 
 @pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda k: k,
+        lambda k: k.parent / "." / k.name,
+        lambda k: k.parent / "linked" / k.name,  # a link to the keyring's folder
+    ],
+)
+@pytest.mark.parametrize("action", [["public"], ["rotate"], ["init", "--force"]])
+def test_a_public_out_that_is_the_keyring_itself_is_refused(tmp_path, caplog, spelling, action):
+    keyring = tmp_path / "k.json"
+    (tmp_path / "linked").symlink_to(tmp_path)
+    assert main(["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]) == 0
+    before = keyring.read_bytes()
+    out = str(spelling(keyring))
+    argv = ["keys", *action, "--keyring", str(keyring), "--public-out", out]
+    assert main(argv) == EXIT_ERROR
+    assert "its public half would replace the private keys" in _logged(caplog)
+    assert keyring.read_bytes() == before  # the private keys, unrotated
+
+
+def test_a_public_out_linked_to_the_keyring_replaces_the_link(tmp_path, caplog):
+    keyring, link = tmp_path / "k.json", tmp_path / "pub.json"
+    assert main(["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]) == 0
+    link.symlink_to(keyring)
+    assert main(["keys", "public", "--keyring", str(keyring), "--public-out", str(link)]) == 0
+    assert not link.is_symlink() and not Keyring.from_bytes(link.read_bytes()).can_unwrap
+    assert Keyring.from_bytes(keyring.read_bytes()).can_unwrap
+
+
+@pytest.mark.parametrize("action", [["public"], ["rotate"]])
+def test_a_public_out_that_is_a_directory_is_refused_before_a_rotation(tmp_path, caplog, action):
+    keyring, folder = tmp_path / "k.json", tmp_path / "out"
+    folder.mkdir()
+    assert main(["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]) == 0
+    before = keyring.read_bytes()
+    argv = ["keys", *action, "--keyring", str(keyring), "--public-out", str(folder)]
+    assert main(argv) == EXIT_ERROR
+    assert "is a directory" in _logged(caplog)
+    assert keyring.read_bytes() == before and not any(folder.iterdir())
+
+
+def test_an_empty_keyring_path_is_named(tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DICOMLAKE_KEYS_KEYRING", "")
+    assert main(["keys", "init", "--force"]) == EXIT_ERROR
+    assert "--keyring (keys.keyring) is empty" in _logged(caplog)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
     "command",
     [
         ["maintain", "--lake", "LAKE"],
