@@ -44,6 +44,17 @@ def _fingerprint(keyring: Keyring) -> str:
     return hmac.new(secret, b"dicomlake-keyring-fingerprint-v1", hashlib.sha256).hexdigest()[:32]
 
 
+def _kek_digests(keyring: Keyring) -> dict[str, str]:
+    """SHA-256 of the documented label, each KEK's id, a NUL and its key as the keyring file
+    holds it: the public key (x25519) or the AES key (symmetric)."""
+    out = {}
+    for kek in json.loads(keyring.to_bytes())["keks"]:
+        key = base64.b64decode(kek.get("public") or kek["key"])
+        label = b"dicomlake-kek-digest-v1\0" + kek["id"].encode() + b"\0"
+        out[kek["id"]] = hashlib.sha256(label + key).hexdigest()
+    return out
+
+
 @pytest.fixture
 def x25519_lake(tmp_path, sc, config):
     full = Keyring.generate("x25519")
@@ -104,6 +115,7 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
         "fingerprint": _fingerprint(keyring),
         "active_kek_id": keyring.active_kek_id,
         "kek_ids": keyring.kek_ids,
+        "kek_digests": _kek_digests(keyring),
     }
     assert keyring.to_bytes().decode().count(bound["fingerprint"]) == 0
 
@@ -129,9 +141,9 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
     assert result["identities_rewrapped"] == 1 and result["packs_rewrapped"] >= 1
     assert result["paths_rewrapped"] == 2  # the task's file, and the run's (its landing zone)
     rotated = Keyring.from_bytes(keyring_path.read_bytes())
-    assert json.loads((lake / "keyring-binding.json").read_text())["active_kek_id"] == (
-        rotated.active_kek_id
-    )
+    bound = json.loads((lake / "keyring-binding.json").read_text())
+    assert bound["active_kek_id"] == rotated.active_kek_id
+    assert bound["kek_digests"] == _kek_digests(rotated)  # the new KEK pinned, the old kept
     # The keyring from before the rotation is now an older one: refused, naming the KEKs.
     with pytest.raises(KeyringMismatchError, match="unknown KEK.*older KEK"):
         run_ingest(sc, str(more), str(lake), config, keyring)

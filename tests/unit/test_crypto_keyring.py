@@ -133,3 +133,21 @@ def test_x25519_private_must_match_public():
     doc["keks"][0]["private"] = base64.b64encode(bytes(32)).decode()
     with pytest.raises(KeyringError, match="does not match"):
         Keyring.from_bytes(json.dumps(doc).encode())
+
+
+# Low-order points of Curve25519 (RFC 7748 section 6.1 says a shared secret of zeros must be
+# refused): the zero point, the point 1, and a point of order 8
+@pytest.mark.parametrize(
+    "point",
+    [
+        bytes(32),
+        (1).to_bytes(32, "little"),
+        bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    ],
+)
+def test_a_public_key_that_gives_no_shared_secret_is_refused_when_read(point):
+    doc = _doc("x25519")
+    del doc["keks"][0]["private"]
+    doc["keks"][0]["public"] = base64.b64encode(point).decode()
+    with pytest.raises(KeyringError, match="'public' is no usable X25519 public key"):
+        Keyring.from_bytes(json.dumps(doc).encode())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 import pytest
@@ -64,3 +66,50 @@ def test_a_rotation_stopped_while_it_replaced_the_record_is_finished_not_forgott
     bind(rotated)  # the rotated keyring is the lake's
     with pytest.raises(KeyringMismatchError, match="unknown KEK"):
         bind(keyring)
+
+
+def _replaced_key(keyring: Keyring, field: str) -> Keyring:
+    """``keyring`` as its file would be after another key was written under its KEK's id (the
+    secret, id and dates kept)."""
+    doc = json.loads(keyring.to_bytes())
+    other = json.loads(Keyring.generate(keyring.mode).to_bytes())
+    doc["keks"][0][field] = other["keks"][0][field]
+    return Keyring.from_bytes(json.dumps(doc).encode())
+
+
+def test_the_record_pins_each_keks_key(tmp_path, bind):
+    full = Keyring.generate("x25519")
+    bind(full.public_only())
+    record = json.loads((tmp_path / "keyring-binding.json").read_text())
+    (kek,) = json.loads(full.to_bytes())["keks"]
+    expected = hashlib.sha256(
+        b"dicomlake-kek-digest-v1\0" + kek["id"].encode() + b"\0" + base64.b64decode(kek["public"])
+    ).hexdigest()
+    assert record["kek_digests"] == {kek["id"]: expected}
+
+
+@pytest.mark.parametrize(("mode", "field"), [("x25519", "public"), ("symmetric", "key")])
+def test_a_keyring_whose_key_was_replaced_under_its_id_is_refused(tmp_path, bind, mode, field):
+    keyring = Keyring.generate(mode)
+    half = keyring.public_only() if mode == "x25519" else keyring
+    bind(half)
+    swapped = _replaced_key(half, field)
+    assert swapped.fingerprint == keyring.fingerprint  # the secret alone would let it pass
+    before = (tmp_path / "keyring-binding.json").read_bytes()
+    for rotating in (False, True):
+        with pytest.raises(KeyringMismatchError, match=f"the key of {keyring.active_kek_id}"):
+            bind(swapped, rotating=rotating)
+    assert (tmp_path / "keyring-binding.json").read_bytes() == before
+    bind(keyring)  # the lake's own keyring still passes
+
+
+def test_a_record_without_digests_is_still_read(tmp_path, bind):
+    keyring = Keyring.generate("x25519")
+    bind(keyring)
+    path = tmp_path / "keyring-binding.json"
+    record = json.loads(path.read_text())
+    del record["kek_digests"]  # as written before the digests were kept
+    path.write_text(json.dumps(record))
+    bind(keyring.public_only())
+    bind(keyring.rotate(), rotating=True)
+    assert json.loads(path.read_text()) == record  # a check writes nothing

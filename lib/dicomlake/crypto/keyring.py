@@ -56,6 +56,7 @@ _WRAP_AAD = b"dicomlake-wrap-v1\0"
 _X25519_INFO = b"dicomlake-x25519-wrap-v1\0"
 _SECRET_INFO = b"dicomlake-secret-v1\0"
 _FINGERPRINT_LABEL = b"dicomlake-keyring-fingerprint-v1"
+_KEK_DIGEST_LABEL = b"dicomlake-kek-digest-v1\0"
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,22 @@ class Keyring:
         the same for the full keyring and its `public_only()` half."""
         return hmac.new(self._secret, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:32]
 
+    @property
+    def kek_digests(self) -> dict[str, str]:
+        """Per KEK id, a SHA-256 of the key that wraps: the public key (x25519, the same for
+        the full keyring and its public half) or the AES key (symmetric; one-way, it reveals
+        nothing of a random 256-bit key). A lake records them, so a keyring whose key was
+        replaced under a known id is refused before it wraps for someone else."""
+        return {
+            k.kek_id: hashlib.sha256(
+                _KEK_DIGEST_LABEL
+                + k.kek_id.encode()
+                + b"\0"
+                + (k.public if k.public is not None else k.secret or b"")
+            ).hexdigest()
+            for k in self._keks.values()
+        }
+
     def __repr__(self) -> str:
         return (
             f"Keyring(mode={self._mode!r}, active_kek_id={self._active!r}, "
@@ -321,6 +338,10 @@ def _kek_from_doc(mode: str, item: Any, n: int) -> _Kek:
     if mode == "symmetric":
         return _Kek(kek_id, created, _b64(_field(item, "key", str, where), f"{where} 'key'"), None)
     public = _b64(_field(item, "public", str, where), f"{where} 'public'")
+    try:  # a low-order point gives no shared secret: every wrap under it would fail
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        raise KeyringError(f"{where}: 'public' is no usable X25519 public key") from None
     private = None
     if "private" in item:
         private = _b64(_field(item, "private", str, where), f"{where} 'private'")

@@ -1,9 +1,13 @@
 """The keyring a lake is bound to, and key rotation, which moves the binding to a new key.
 
 ``<lake>/keyring-binding.json`` records the keyring a lake was built with: its KEK ids, the
-active one, and its fingerprint (`Keyring.fingerprint`, never the secret). The first run writes
-it (exclusively); every ingest and rotation compares its keyring with it before any work, so a
-wrong keyring cannot write packs the lake's keyring cannot open, or pseudonyms that do not join.
+active one, its fingerprint (`Keyring.fingerprint`, never the secret) and a digest of each KEK's
+wrapping key (`Keyring.kek_digests`: the public key in x25519 mode). The first run writes it
+(exclusively); every command that uses a keyring on the lake compares it with the record before
+any work, so a wrong keyring cannot write packs the lake's keyring cannot open, or pseudonyms
+that do not join, and a keyring file whose public key was replaced under the same KEK id (its
+secret is in the public half too) cannot wrap the lake's data keys for someone else. A record
+written before the digests were kept has none; the next rotation adds them.
 It is an ordinary lake file, so snapshots carry it.
 
 Rotation re-wraps every pack's data key under the keyring's active key. Packs are immutable, so
@@ -43,6 +47,7 @@ def _record(keyring: Keyring) -> dict[str, object]:
         "fingerprint": keyring.fingerprint,
         "active_kek_id": keyring.active_kek_id,
         "kek_ids": keyring.kek_ids,
+        "kek_digests": keyring.kek_digests,
     }
 
 
@@ -68,7 +73,11 @@ def _read_record(fs: FileSystem, uri: str) -> dict[str, Any]:
         bound = json.loads(fs.read(uri))
     except ValueError as exc:
         raise LakeError(f"{uri} is not valid JSON ({exc}): restore it from a snapshot") from None
-    if not isinstance(bound, dict) or not {"fingerprint", "active_kek_id", "kek_ids"} <= set(bound):
+    if (
+        not isinstance(bound, dict)
+        or not {"fingerprint", "active_kek_id", "kek_ids"} <= set(bound)
+        or not isinstance(bound.get("kek_digests", {}), dict)
+    ):
         raise LakeError(f"{uri} is not a keyring record: restore it from a snapshot")
     return bound
 
@@ -107,9 +116,9 @@ def bind_keyring(
 def check_fingerprint(
     fs: FileSystem, layout: LakeLayout, keyring: Keyring
 ) -> dict[str, Any] | None:
-    """The lake's record, once ``keyring`` has its secret (KeyringMismatchError otherwise);
-    None for a lake without one. Readers check this much: any of the lake's keyrings, older
-    or newer, has its secret."""
+    """The lake's record, once ``keyring`` has its secret and, for the KEK ids both name, the
+    keys recorded (KeyringMismatchError otherwise); None for a lake without one. Readers check
+    this much: any of the lake's keyrings, older or newer, passes."""
     uri = layout.absolute(BINDING)
     if not fs.exists(uri):
         return None
@@ -119,6 +128,14 @@ def check_fingerprint(
             f"keyring fingerprint mismatch: {layout.root} belongs to the keyring with fingerprint "
             f"{bound['fingerprint']}, this one has {keyring.fingerprint} (another keyring's "
             f"secret: its packs and pseudonyms would not match the lake's); see {uri}"
+        )
+    recorded, held = bound.get("kek_digests", {}), keyring.kek_digests
+    replaced = sorted(k for k in held.keys() & recorded.keys() if held[k] != recorded[k])
+    if replaced:
+        raise KeyringMismatchError(
+            f"keyring KEK mismatch: the key of {', '.join(replaced)} in this keyring is not the "
+            f"one {layout.root} recorded for that id (a key replaced in the keyring file would "
+            f"wrap the lake's data keys for whoever holds its private half); see {uri}"
         )
     return bound
 
