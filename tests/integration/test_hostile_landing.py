@@ -41,6 +41,7 @@ from pydicom.data import get_testdata_file
 from dicomlake.cli import print_ingest_report
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import ConfigError
 from dicomlake.ingest.job import run_ingest
 from dicomlake.keyring_file import save_keyring
 from dicomlake.lake.pixelstore import PixelStore
@@ -312,3 +313,12 @@ def test_settling_files_wait_and_skips_are_recorded_once(tmp_path, sc, config, k
         ("link.dcm", "skipped"),
         ("old.dcm", "ingested"),
     ]
+
+
+def test_a_landing_zone_that_does_not_exist_is_an_error_and_makes_no_lake(
+    tmp_path, sc, config, keyring
+):
+    lake = tmp_path / "lake"
+    with pytest.raises(ConfigError, match=r"landing zone .*mistyped does not exist"):
+        run_ingest(sc, str(tmp_path / "mistyped"), str(lake), config, keyring)
+    assert not lake.exists()

@@ -112,6 +112,9 @@ def run_ingest(
             f"the landing zone {landing} and the lake {lake} overlap: a run would ingest the "
             "lake's own files, or the lake's files would be landing files; keep them apart"
         )
+    if not filesystem_for(landing, config.hdfs, landing=True).exists(landing):
+        # A mistyped or unmounted landing zone is not an empty one: nothing is made or locked
+        raise ConfigError(f"the landing zone {landing} does not exist: check --landing")
     now = datetime.now(timezone.utc)
     lake_fs = filesystem_for(lake, config.hdfs)
     with holding(lake_fs, lake, new_run_id(now), "ingest", config.lock) as lock:

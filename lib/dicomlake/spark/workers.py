@@ -37,9 +37,10 @@ START_SECONDS = 30.0
 
 
 def finish_starting(sc: SparkContext, thread: threading.Thread) -> None:
-    """Let the job `start_python_workers` ran end before the context is stopped: stopped
-    under a running job, Spark prints an error and a stack trace after a command that
-    succeeded (a task's result reaching a scheduler already shut down)."""
+    """Let the job `start_python_workers` ran end (about a second; cancelled after
+    `START_SECONDS`) before the context is stopped: stopped under a running job, Spark prints
+    an error and a stack trace after a command that succeeded (a task's result reaching a
+    scheduler already shut down)."""
     thread.join(START_SECONDS)
     if thread.is_alive():
         sc.cancelJobGroup(JOB_GROUP)
@@ -48,9 +49,9 @@ def finish_starting(sc: SparkContext, thread: threading.Thread) -> None:
 
 def _run(sc: SparkContext) -> None:
     # Local properties are this thread's: the group names this job alone
-    sc.setJobGroup(JOB_GROUP, "dicomlake: start the executors' Python workers")
-    cores = max(sc.defaultParallelism, 1)
-    try:
+    try:  # the context may be stopped already, by a command that failed at once
+        sc.setJobGroup(JOB_GROUP, "dicomlake: start the executors' Python workers")
+        cores = max(sc.defaultParallelism, 1)
         sc.parallelize(range(cores), cores).foreach(_nothing)
     except Exception as exc:  # noqa: BLE001 - the job's own tasks report what stops workers
         log.debug("starting the Python workers ahead stopped: %s", exc)
