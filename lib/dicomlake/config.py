@@ -151,7 +151,9 @@ class LockConfig:
 
     def __post_init__(self) -> None:
         _between("lock.heartbeat_seconds", self.heartbeat_seconds, 0.1, 3600.0)
-        _between("lock.stale_seconds", self.stale_seconds, 3 * self.heartbeat_seconds, 86400.0)
+        # Rounded: 3 x 0.2 is 0.6000000000000001 in binary floating point
+        low = round(3 * self.heartbeat_seconds, 6)
+        _between("lock.stale_seconds", self.stale_seconds, low, 86400.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from deltalake import DeltaTable
 from ingest_helpers import dangling_references
 
 from dicomlake.config import LockConfig
-from dicomlake.errors import LakeError, PublishConflictError
+from dicomlake.errors import LakeError, LockLostError, PublishConflictError
 from dicomlake.lake import delta, delta_read, schemas
+from dicomlake.lake.commit import _roll_forward as roll_forward
 from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.layout import TABLES, LakeLayout
 from dicomlake.lake.lock import holding
@@ -355,3 +357,62 @@ def test_publish_never_overwrites(tmp_path):
     with pytest.raises(PublishConflictError):
         fs.publish(str(a), str(b))
     assert b.read_bytes() == b"old" and a.read_bytes() == b"new"
+
+
+def test_two_finishing_one_run_at_once_add_it_once_and_both_end_well(tmp_path, monkeypatch):
+    """A stalled holder past its commit point and the command that took its lock over can be
+    in the same step at once: both move its files and commit its tables."""
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    files = _stage(fs, layout)
+    _publish_intent(fs, layout, "r1", files)
+    real, together = DeltaTable.create_write_transaction, threading.Barrier(2, timeout=30)
+    first = threading.local()
+
+    def at_once(table, *args, **kwargs):
+        if not getattr(first, "met", False):  # each one's first table commit: both at once
+            first.met = True
+            together.wait()
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", at_once)
+    failures: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            roll_forward(fs, layout, "r1")
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=finish) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    assert _in_place(tmp_path) == set(files)
+    assert _rows(tmp_path, "sources") == ["r1", "r1"]  # once, not twice
+    assert _rows(tmp_path, "runs") == ["r1"]
+    assert DeltaTable(str(tmp_path / "tables" / "sources")).version() == 1
+    assert not (tmp_path / "_staging" / "r1").exists()
+    assert not list((tmp_path / "_commits").iterdir())
+
+
+def test_a_holder_that_lost_its_lock_past_the_commit_point_stops_and_says_so(tmp_path):
+    fs, layout = LocalFileSystem(), LakeLayout(str(tmp_path))
+    files = _stage(fs, layout)
+    with holding(fs, layout.root, "r1", "test", LockConfig()) as lock:
+        real_publish = fs.publish
+
+        def taken_over_at_the_commit_point(src, dst):
+            real_publish(src, dst)
+            if dst == layout.commit_intent("r1"):
+                lock._lose("taken over by a test")  # as its heartbeat thread finds it
+
+        fs.publish = taken_over_at_the_commit_point
+        with pytest.raises(LockLostError, match="the run is committed: the command that took"):
+            commit(fs, layout, lock, files, RETENTION_HOURS)
+        fs.publish = real_publish
+    assert _rows(tmp_path, "sources") == []  # it stopped before any table
+    (tmp_path / "_lock").unlink()  # the taker's (the test's) removal of the lost lock
+    assert _recover(fs, layout) == (["r1"], [])  # the next command finishes it
+    assert _rows(tmp_path, "runs") == ["r1"]

@@ -93,6 +93,24 @@ def test_a_killed_holder_here_is_taken_over_at_once_by_exactly_one(tmp_path):
     assert list((lake / "_locks").iterdir()) == []
 
 
+def test_a_taker_with_a_shorter_stale_time_waits_as_long_as_the_holders_lease(tmp_path):
+    lake, start = tmp_path / "lake", tmp_path / "go"
+    # Beats every 2 s: its lease, 6 s, never lets its heartbeat age past 4 s
+    (holder,) = start_takers(str(lake), start, 1, hold=-1, stale=6.0, heartbeat=2.0)
+    start.touch()
+    held = first_line(holder)["held"]
+    assert json.loads((lake / "_lock").read_text())["stale_seconds"] == 6.0
+    time.sleep(1.5)  # its heartbeat is older than the taker's own stale time
+    (hasty,) = start_takers(str(lake), start, 1, hold=0, stale=0.6, heartbeat=0.2)
+    assert wait_all([hasty]) == [4]
+    busy = first_line(hasty)["busy"]
+    assert "locked by run " + held in busy and "is 6 s old, the longer of" in busy
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.wait(60) == 0
+    assert json.loads(holder.stdout.readline()) == {"lease": "ok"}
+
+
 def test_a_dead_holder_elsewhere_is_taken_over_once_its_heartbeat_is_stale(tmp_path):
     lake, start = tmp_path / "lake", tmp_path / "go"
     (holder,) = start_takers(str(lake), start, 1, hold=60, stale=1.0, heartbeat=0.2)
@@ -181,6 +199,7 @@ def test_a_stalled_holder_loses_its_lease(tmp_path):
 def test_stale_must_be_three_heartbeats():
     with pytest.raises(ConfigError, match="lock.stale_seconds"):
         LockConfig(stale_seconds=2.0, heartbeat_seconds=1.0)
+    LockConfig(stale_seconds=0.6, heartbeat_seconds=0.2)  # three heartbeats, in decimal
 
 
 def test_the_command_exits_4_naming_the_holder_and_changes_nothing(tmp_path):

@@ -18,6 +18,12 @@ not yet part of its table: each table then gets one Delta transaction adding the
   the moves and commits the tables that do not hold the run yet. Every move is idempotent (a
   file already in place is skipped) and so is every table commit (the table's transaction
   version tells), so a crash during recovery is recovered too.
+- A run that stalled after it (past its lock's lease) and was taken over checks its lease
+  before each step of finishing, and stops (:class:`~dicomlake.errors.LockLostError`, the run
+  committed). A step it was in as the taker began the same one is done twice at once, and each
+  tolerates the other: a file the other moved, a table commit the other made (the Delta commit
+  that loses names the run's transaction, and the table then holds the run), a staging area
+  the other deleted.
 
 One ingest runs per lake at a time: the lake's lock guarantees it.
 """
@@ -27,8 +33,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Callable
 
-from dicomlake.errors import LakeError
+from dicomlake.errors import LakeError, StorageError
 from dicomlake.lake import delta
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import Lock
@@ -67,7 +74,7 @@ def commit(
     fs.write_bytes(tmp, intent)
     lock.check()
     fs.publish(tmp, layout.commit_intent(run_id))  # the commit point
-    _roll_forward(fs, layout, run_id)
+    _roll_forward(fs, layout, run_id, functools.partial(lock.check, committed=True))
 
 
 def recover(fs: FileSystem, layout: LakeLayout, lock: Lock) -> tuple[list[str], list[str]]:
@@ -89,12 +96,18 @@ def recover(fs: FileSystem, layout: LakeLayout, lock: Lock) -> tuple[list[str], 
         if run_id == lock.run_id:
             continue
         log.warning("run %s died before its commit: discarding its staging area", run_id)
-        fs.delete(staging, recursive=True)
+        try:
+            fs.delete(staging, recursive=True)
+        except StorageError as exc:  # a stalled run's workers still writing it: never read
+            log.warning("staging area of run %s left for the next run: %s", run_id, exc)
         abandoned.append(run_id)
     return rolled, abandoned
 
 
-def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
+def _roll_forward(
+    fs: FileSystem, layout: LakeLayout, run_id: str, check: Callable[[], None] = lambda: None
+) -> None:
+    """Finish the committed run ``run_id``; ``check`` (its own run's lease) before each step."""
     intent_uri = layout.commit_intent(run_id)
     intent = json.loads(fs.read(intent_uri))
     if intent.get("version") != INTENT_VERSION:
@@ -108,15 +121,26 @@ def _roll_forward(fs: FileSystem, layout: LakeLayout, run_id: str) -> None:
         src, dst = staged(layout, run_id, relative), layout.absolute(relative)
         if fs.exists(dst):
             return  # moved before a crash
-        if not fs.exists(src):
-            raise LakeError(
-                f"run {run_id}: staged file {src} is missing and {dst} was never "
-                "published; restore the lake from a snapshot"
-            )
-        fs.publish(src, dst)
+        try:
+            if not fs.exists(src):
+                raise LakeError(
+                    f"run {run_id}: staged file {src} is missing and {dst} was never "
+                    "published; restore the lake from a snapshot"
+                )
+            fs.publish(src, dst)
+        except (LakeError, StorageError):
+            if not fs.exists(dst):
+                raise
+            # moved meanwhile by another finishing this run
 
+    check()
     fs.run_all(functools.partial(move, relative) for relative in intent["files"])
     tables = [f for f in intent["files"] if f.startswith("tables/")]
-    delta.commit_run(fs, layout, run_id, intent["sequence"], tables)
-    fs.delete(layout.staging(run_id), recursive=True)
+    delta.commit_run(fs, layout, run_id, intent["sequence"], tables, check)
+    check()
+    try:
+        fs.delete(layout.staging(run_id), recursive=True)
+    except StorageError:
+        if fs.exists(layout.staging(run_id)):
+            raise
     fs.delete(intent_uri)

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timezone
 from typing import Any
 from urllib.parse import unquote
@@ -38,6 +39,7 @@ from deltalake import (
     Transaction,
     convert_to_deltalake,
 )
+from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction
 
 from dicomlake.errors import LakeError
@@ -46,6 +48,8 @@ from dicomlake.lake.delta_read import open_table
 from dicomlake.lake.layout import TABLES, LakeLayout
 from dicomlake.lake.parquet import parquet_files
 from dicomlake.storage import FileSystem, join
+
+log = logging.getLogger(__name__)
 
 APP_ID = "dicomlake-ingest"
 # Each group's tables refer only to tables of earlier groups: an errors or frames row names a
@@ -135,14 +139,21 @@ def keep_retention(table: DeltaTable, hours: float) -> None:
 
 
 def commit_run(
-    fs: FileSystem, layout: LakeLayout, run_id: str, sequence: int, files: Iterable[str]
+    fs: FileSystem,
+    layout: LakeLayout,
+    run_id: str,
+    sequence: int,
+    files: Iterable[str],
+    check: Callable[[], None] = lambda: None,
 ) -> None:
     """Add a run's published table files (lake-relative) to their tables, group after group of
     `COMMIT_ORDER`: the tables of a group at once on a remote filesystem (each commit waits on
-    the file it writes, `FileSystem.run_all`), the next group once all of them hold the run.
+    the file it writes, `FileSystem.run_all`), the next group once all of them hold the run;
+    ``check`` (the run's lease) before each group.
 
     Tables that already hold the run (their transaction version is at ``sequence``) are left
-    alone.
+    alone, and so is one whose commit of the run lost to another's (the losing commit names
+    the run's transaction: `CommitFailedError`).
     """
     by_table: dict[str, list[str]] = {}
     for relative in files:
@@ -158,19 +169,26 @@ def commit_run(
         actions: list[AddAction | RemoveAction] = [
             _add(fs, layout, name, inside) for inside in by_table[name]
         ]
-        table.create_write_transaction(
-            actions,
-            mode="append",
-            schema=table.schema(),
-            partition_by=partition_by(name) or None,
-            commit_properties=CommitProperties(
-                app_transactions=[Transaction(APP_ID, sequence)],
-                custom_metadata={"dicomlake.run_id": run_id},
-            ),
-            post_commithook_properties=_NO_HOOKS,
-        )
+        try:
+            table.create_write_transaction(
+                actions,
+                mode="append",
+                schema=table.schema(),
+                partition_by=partition_by(name) or None,
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(APP_ID, sequence)],
+                    custom_metadata={"dicomlake.run_id": run_id},
+                ),
+                post_commithook_properties=_NO_HOOKS,
+            )
+        except CommitFailedError:
+            table.update_incremental()
+            if (table.transaction_version(APP_ID) or 0) < sequence:
+                raise
+            log.warning("table %s: run %s was committed by another finishing it", name, run_id)
 
     for group in COMMIT_ORDER:
+        check()
         fs.run_all(functools.partial(one, name) for name in group if name in by_table)
 
 

@@ -2,16 +2,19 @@
 
 ::
 
-    <root>/_lock                     {"run_id", "host", "pid", "process", "command", "started"};
-                                     made with an exclusive publish, never rewritten while held
+    <root>/_lock                     {"run_id", "host", "pid", "process", "command", "started",
+                                     "stale_seconds"}; made with an exclusive publish, never
+                                     rewritten while held
     <root>/_locks/<run>.heartbeat    {"run_id", "heartbeat"}; rewritten every
                                      lock.heartbeat_seconds by a thread of the holder
     <root>/_locks/<run>.end          made (exclusively) by whoever removes <run>'s lock
 
 The lock is held from the exclusive publish of ``_lock`` until it is removed. A lock whose
 heartbeat file is older than ``lock.stale_seconds`` is stale: its holder died (or stalled that
-long). Ages are measured by the filesystem's own clock (the mtime of a file the taker has just
-written), never by comparing two hosts' clocks. A holder that ran under the very kernel and PID
+long). That is the longer of the taker's ``lock.stale_seconds`` and the holder's own, from its
+record, as the holder's lease (:meth:`Lock.check`) runs by its own. Ages are measured by the
+filesystem's own clock (the mtime of a file the taker has just written), never by comparing
+two hosts' clocks. A holder that ran under the very kernel and PID
 namespace of its taker (the same boot id and namespace in ``process``), and whose process is
 gone (no process has its pid, or the one that has it started at another time), is taken over
 at once, without waiting for its heartbeat to age: a killed run's next run need not wait
@@ -26,6 +29,9 @@ A holder checks its lease (:meth:`Lock.check`) before its commit point: the lock
 its run and its last heartbeat is younger than ``stale_seconds - heartbeat_seconds``, so no
 taker can have judged it stale. A holder that stalled past that refuses to commit
 (:class:`~dicomlake.errors.LockLostError`), so a takeover's recovery never races a live run.
+Past the commit point it checks again before each step of finishing the run, and stops once a
+taker may be finishing it; a step both were in at once is one whose repeat changes nothing
+(`dicomlake.lake.commit`).
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class Lock:
             "process": _this_process(),
             "command": command,
             "started": _now(),
+            "stale_seconds": config.stale_seconds,
         }
         self._last_beat = 0.0  # time.monotonic() of the last heartbeat written
         self._lost: str | None = None
@@ -146,13 +153,14 @@ class Lock:
         holder = str(owner.get("run_id"))
         age = self._age_of(holder)
         gone = _gone(owner)
-        if not gone and age is not None and age <= self.config.stale_seconds:
+        stale = _stale_seconds(owner, self.config.stale_seconds)
+        if not gone and age is not None and age <= stale:
             raise LockBusyError(
-                f"{self.root} is busy: locked by {describe(owner)}, heartbeat {age:.0f} s ago; "
-                "try again when it has finished (a holder that died is taken over at once "
-                "where it ran on this machine, else once its heartbeat is "
-                f"lock.stale_seconds={self.config.stale_seconds} s old, in "
-                f"{self.config.stale_seconds - age:.0f} s)"
+                f"{self.root} is busy: locked by {describe(owner)}, heartbeat "
+                f"{max(age, 0):.0f} s ago; try again when it has finished (a holder that died "
+                "is taken over at once where it ran on this machine, else once its heartbeat "
+                f"is {stale:g} s old, the longer of its lock.stale_seconds and this one's, in "
+                f"{stale - age:.0f} s)"
             )
         ended = self._end(holder)
         if ended is False:
@@ -165,8 +173,7 @@ class Lock:
             self.root,
             "its process is gone"
             if gone
-            else f"no heartbeat for {'?' if age is None else f'{age:.0f}'} s "
-            f"(lock.stale_seconds={self.config.stale_seconds})",
+            else f"no heartbeat for {'?' if age is None else f'{age:.0f}'} s (over {stale:g} s)",
         )
 
     def _age_of(self, holder: str) -> float | None:
@@ -249,8 +256,9 @@ class Lock:
         self._lost = why
         log.error("run %s lost its lock on %s: %s", self.run_id, self.root, why)
 
-    def check(self) -> None:
-        """Raise LockLostError unless this process surely still holds the lock (its lease)."""
+    def check(self, *, committed: bool = False) -> None:
+        """Raise LockLostError unless this process surely still holds the lock (its lease);
+        ``committed``: the run is past its commit point (the message says who finishes it)."""
         left = self.config.stale_seconds - self.config.heartbeat_seconds
         if self._lost is None and time.monotonic() - self._last_beat > left:
             self._lose(f"no heartbeat written for over {left} s")
@@ -261,7 +269,12 @@ class Lock:
         if self._lost is not None:
             raise LockLostError(
                 f"run {self.run_id} no longer holds the lock on {self.root} ({self._lost}); "
-                "nothing was committed"
+                + (
+                    "the run is committed: the command that took the lock over, or the next "
+                    "one, finishes it"
+                    if committed
+                    else "nothing was committed"
+                )
             )
 
     def release(self) -> None:
@@ -273,6 +286,15 @@ class Lock:
             log.info("lock %s released by run %s", self.uri, self.run_id)
         else:
             log.warning("run %s: its lock on %s was taken over", self.run_id, self.root)
+
+
+def _stale_seconds(owner: dict[str, object], mine: float) -> float:
+    """How old the holder's heartbeat must be for a taker of ``mine`` seconds to judge it
+    stale: the longer of the two (a record from before holders wrote theirs: the taker's)."""
+    theirs = owner.get("stale_seconds")
+    if isinstance(theirs, (int, float)) and not isinstance(theirs, bool) and theirs < 1e9:
+        return max(mine, float(theirs))
+    return mine
 
 
 def _this_process() -> dict[str, object] | None:

@@ -312,7 +312,7 @@ class LocalFileSystem(FileSystem):
         if os.path.isdir(p) and not os.path.islink(p):
             try:
                 if recursive:
-                    shutil.rmtree(p)
+                    shutil.rmtree(p, onerror=_unless_gone)
                 else:
                     os.rmdir(p)
             except OSError as exc:
@@ -332,6 +332,13 @@ class LocalFileSystem(FileSystem):
             return os.stat(local_path(path)).st_mode & 0o777
         except OSError as exc:
             raise failure("stat", path, exc) from exc
+
+
+def _unless_gone(function: object, path: str, exc_info: tuple[type, BaseException, object]) -> None:
+    """`shutil.rmtree`'s error handler: what another process removed meanwhile is not an
+    error (deleting is idempotent); anything else is."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 @contextlib.contextmanager
