@@ -260,6 +260,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, not UTF-8
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     if data is None:
@@ -327,7 +329,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             parsed = yaml.safe_load(value) if from_env else value
             if isinstance(parsed, dict):
                 return {str(k): str(v) for k, v in parsed.items()}
-    except ValueError:
+    except (ValueError, yaml.YAMLError):
         pass
     raise ConfigError(f"config key {key} has a bad value {value!r}: expected {_name(hint)}")
 

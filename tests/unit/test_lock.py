@@ -151,6 +151,7 @@ def _held_record() -> str:
         # Its pid is this process's now, which started at another time: the pid was reused
         (lambda: _record("run-old", os.getpid(), pid_started=1), True),
         (lambda: _record("run-old", 2**22 + 1), True),  # above pid_max: no such process
+        (lambda: _record("run-old", 10**20), True),  # past a C long too
         (lambda: _record("run-old", 2**22 + 1, pid_namespace=1), False),  # another namespace
         (lambda: _record("run-old", 2**22 + 1, boot_id="x"), False),  # another kernel
         # Written before records named their process, or by a machine without /proc

@@ -245,7 +245,7 @@ def _claims_code(meta: dict[bytes, bytes]) -> bool:
     try:
         data = json.loads(meta.get(META_KEY, b"{}"))
         return bool(data.get("format", 1) >= 2 or data.get("keyring_fingerprint"))
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         return False
 
 
@@ -333,7 +333,7 @@ def _record(sid: str, uri: str, meta: dict[bytes, bytes]) -> tuple[SnapshotInfo,
                 f"later version (this one reads up to {FORMAT}): upgrade dicomlake"
             )
         return SnapshotInfo.from_summary(data), record
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise BackupError(
             f"snapshot {sid}: manifest {uri} has a bad snapshot record: {exc}"
         ) from exc

@@ -102,7 +102,7 @@ class Keyring:
         """Parse `to_bytes` output; KeyringError naming the field that is wrong."""
         try:
             doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise KeyringError(f"keyring: not valid JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise KeyringError(f"keyring: expected a JSON object, got {type(doc).__name__}")

@@ -111,7 +111,7 @@ def _unreadable(fs: FileSystem, uri: str, exc: DeltaError, as_of: AsOf) -> LakeE
             actions = [json.loads(line) for line in fs.read(info.path).decode().splitlines()]
             if not actions or not all(isinstance(a, dict) for a in actions):
                 raise ValueError("no actions")
-        except ValueError as bad:  # JSON and UTF-8 errors both are
+        except (ValueError, RecursionError) as bad:  # JSON and UTF-8 errors both are ValueErrors
             return LakeError(
                 f"{uri}: its log file {info.path} is damaged ({bad}): restore the lake from a "
                 "snapshot"

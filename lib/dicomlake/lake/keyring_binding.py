@@ -71,7 +71,7 @@ def _roll_forward(fs: FileSystem, layout: LakeLayout) -> None:
 def _read_record(fs: FileSystem, uri: str) -> dict[str, Any]:
     try:
         bound = json.loads(fs.read(uri))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise LakeError(f"{uri} is not valid JSON ({exc}): restore it from a snapshot") from None
     if (
         not isinstance(bound, dict)

@@ -201,7 +201,7 @@ class Lock:
                 continue
             try:
                 record = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested past the parser's depth too
                 record = None
             # Its run id names the holder's marker files: one plain name, never a path
             run_id = record.get("run_id") if isinstance(record, dict) else None
@@ -333,6 +333,8 @@ def _gone(owner: dict[str, object]) -> bool:
         return False
     if any(theirs.get(key) != mine[key] for key in ("boot_id", "pid_namespace")):
         return False
+    if pid >= 1 << 22:  # past Linux's PID_MAX_LIMIT (and os.kill's range): no such process
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -230,7 +230,7 @@ def read_header(head: bytes, *, name: str | None = None) -> PackHeader:
             created=str(doc["created"]),
             data_start=start + length,
         )
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
         raise IntegrityError(f"{label}: header is not valid pack JSON ({exc!r})") from None
     if header.format_version != FORMAT_VERSION:
         raise IntegrityError(
