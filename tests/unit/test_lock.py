@@ -17,7 +17,7 @@ import pytest
 from dicomlake.cli import EXIT_BUSY
 from dicomlake.config import LockConfig
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.errors import ConfigError, LakeError, LockBusyError
+from dicomlake.errors import ConfigError, LakeError, LockBusyError, StorageError
 from dicomlake.lake.lock import holding
 from dicomlake.storage.local import LocalFileSystem
 from lock_helpers import first_line, kill, start_takers, start_together, wait_all
@@ -252,6 +252,31 @@ def test_a_lock_file_that_is_no_lock_record_is_named_and_left_alone(tmp_path, re
     assert (lake / "_lock").read_bytes() == record
     assert (tmp_path / "victim.heartbeat").read_bytes() == b"keep"
     assert not list(tmp_path.glob("victim*.end"))
+
+
+def test_a_dangling_link_at_the_lock_is_named_not_busy_forever(tmp_path):
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / "_lock").symlink_to(tmp_path / "nowhere")
+    with (
+        pytest.raises(LakeError, match="_lock is in the way but no lock .* delete it by hand"),
+        holding(LocalFileSystem(), str(lake), "run-b", "ingest", LockConfig()),
+    ):
+        pass
+    assert (lake / "_lock").is_symlink()
+    assert list((lake / "_locks").iterdir()) == []  # its own heartbeat and record removed
+
+
+def test_a_file_where_the_lock_folder_goes_is_named(tmp_path):
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / "_locks").write_bytes(b"not a folder")
+    with (
+        pytest.raises(StorageError, match="cannot write .*_locks/run-b.heartbeat: EEXIST"),
+        holding(LocalFileSystem(), str(lake), "run-b", "ingest", LockConfig()),
+    ):
+        pass
+    assert (lake / "_locks").read_bytes() == b"not a folder" and not (lake / "_lock").exists()
 
 
 def test_a_lock_taken_at_once_beats_once_and_one_taken_over_beats_again(tmp_path, monkeypatch):

@@ -121,7 +121,7 @@ class Lock:
         """Take the lock, taking over a stale one; raises LockBusyError naming the holder."""
         self._beat()  # a lock never exists without its heartbeat
         new = self._marker(self.run_id, "new")
-        contended = False
+        contended, unseen = False, 0
         try:
             for _ in range(TAKEOVER_TRIES):
                 self.fs.write_bytes(new, json.dumps(self.owner).encode())
@@ -130,8 +130,13 @@ class Lock:
                     break
                 except PublishConflictError:
                     contended = True
-                    self._take_over_if_stale()
+                    unseen += not self._take_over_if_stale()
             else:
+                if unseen == TAKEOVER_TRIES:  # in the way each time, yet never a lock to read
+                    raise LakeError(
+                        f"{self.uri} is in the way but no lock (a dangling link, or not a "
+                        f"file): if no dicomlake command runs on {self.root}, delete it by hand"
+                    )
                 raise LockBusyError(f"{self.root} is locked and changed hands while checked")
         except BaseException:
             self.fs.delete(new)
@@ -145,11 +150,12 @@ class Lock:
         self._thread.start()
         log.info("lock %s taken by run %s", self.uri, self.run_id)
 
-    def _take_over_if_stale(self) -> None:
-        """Remove the current lock if stale (returns), else raise LockBusyError."""
+    def _take_over_if_stale(self) -> bool:
+        """Remove the current lock if stale (True), else raise LockBusyError; False when there
+        was no lock to read (released meanwhile: try again)."""
         owner = self._read_owner()
         if owner is None:
-            return  # released meanwhile: try again
+            return False
         holder = str(owner.get("run_id"))
         age = self._age_of(holder)
         gone = _gone(owner)
@@ -166,7 +172,7 @@ class Lock:
         if ended is False:
             raise LockBusyError(f"{self.root} is busy: another command is taking over its lock")
         if ended is None:
-            return  # it changed hands meanwhile: judge the new holder
+            return True  # it changed hands meanwhile: judge the new holder
         log.warning(
             "taking over the stale lock of %s in %s: %s",
             describe(owner),
@@ -175,6 +181,7 @@ class Lock:
             if gone
             else f"no heartbeat for {'?' if age is None else f'{age:.0f}'} s (over {stale:g} s)",
         )
+        return True
 
     def _age_of(self, holder: str) -> float | None:
         """Seconds since ``holder``'s heartbeat by the filesystem's clock (None: no heartbeat)."""

@@ -279,15 +279,22 @@ class LocalFileSystem(FileSystem):
     @contextlib.contextmanager
     def open_write(self, path: str) -> Iterator[BinaryIO]:
         p = Path(local_path(path))
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "wb") as f:
+        try:  # a folder on the way that is a file, no permission, no space: named
+            p.parent.mkdir(parents=True, exist_ok=True)
+            f = open(p, "wb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise failure("write", path, exc) from exc
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
 
     def publish(self, src: str, dst: str) -> None:
         s, d = local_path(src), local_path(dst)
-        os.makedirs(os.path.dirname(d) or ".", exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(d) or ".", exist_ok=True)
+        except OSError as exc:
+            raise failure("publish", dst, exc) from exc
         try:
             # link() fails if dst exists, so a publish never replaces a file (rename would).
             os.link(s, d)
