@@ -22,6 +22,9 @@ def load_keyring(uri: str, config: Config) -> Keyring:
             f"no keyring at {uri!r}: create one with `dicomlake keys init "
             f"--keyring {uri}` or point keys.keyring / --keyring at yours"
         )
+    local = canonical_uri(uri)
+    if not urlsplit(local).scheme and not os.path.isfile(local):  # a folder, a device, a FIFO
+        raise KeyringError(f"keyring {uri!r} is not a regular file: point --keyring at one")
     try:
         _check_private(fs, uri)
         data = fs.read(uri)

@@ -200,3 +200,28 @@ def test_export_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog)
     assert main([*argv, "--keyring", str(other)]) == EXIT_ERROR
     assert "keyring fingerprint mismatch" in caplog.text
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["/dev/null", "folder"])
+def test_a_keyring_path_that_is_no_file_is_named_as_such(tmp_path, caplog, where):
+    path = where if where.startswith("/") else str(tmp_path / where)
+    if not where.startswith("/"):
+        Path(path).mkdir(mode=0o755)
+    lake = tmp_path / "lake"
+    (lake / "tables").mkdir(parents=True)
+    argv = ["export", "--where", "true", "--out", str(tmp_path / "out"), "--lake", str(lake)]
+    assert main([*argv, "--keyring", path]) == EXIT_ERROR
+    text = _logged(caplog)
+    assert f"keyring {path!r} is not a regular file" in text and "chmod" not in text
+
+
+def test_quarantine_get_refuses_a_public_half_before_it_looks_up_the_error(tmp_path, caplog):
+    keyring, public = tmp_path / "k.json", tmp_path / "pub.json"
+    init = ["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]
+    assert main([*init, "--public-out", str(public)]) == 0
+    lake = tmp_path / "lake"
+    (lake / "tables").mkdir(parents=True)
+    get = ["quarantine", "get", "--error-id", "no-such-error", "--out", str(tmp_path / "q")]
+    assert main([*get, "--lake", str(lake), "--keyring", str(public)]) == EXIT_ERROR
+    assert "quarantine get needs the full keyring" in _logged(caplog)
+    assert not (tmp_path / "q").exists()

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import IntegrityError, LakeError
+from dicomlake.lake.keyring_binding import check_fingerprint
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.pixelstore import latest_wraps
@@ -73,8 +74,10 @@ def get_copy(
     The file appears under its name only once every chunk opened and, when the input was
     hashed, its SHA-256 matches the ``errors`` row's.
     """
+    keyring.require_private("quarantine get")  # before the lake is read
     layout = LakeLayout(lake)
     fs = filesystem_for(lake, config.hdfs)
+    check_fingerprint(fs, layout, keyring)
     errors = read_table(fs, layout, "errors")
     rows = errors.filter(pc.equal(errors["error_id"], error_id)).to_pylist()
     if not rows:
