@@ -3,7 +3,8 @@
 Every subcommand prints a JSON summary as its last line and returns 0 on success, 1 on an
 error (the message says what to do), 2 on bad usage, 3 when a run quarantined more than
 ``ingest.error_threshold`` of its inputs (the run is still committed), 4 when another command
-holds the lake's or backup's lock (nothing was changed: run it again later).
+holds the lake's or backup's lock (nothing was changed: run it again later). A command that
+fails with 1 or 4 prints ``{"command", "error", "exit_code"}`` as that line, for a scheduler.
 """
 
 from __future__ import annotations
@@ -676,15 +677,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         code: int = args.func(args, config)
         return code
-    except ErrorThresholdExceeded as exc:
+    except ErrorThresholdExceeded as exc:  # its summary is printed
         log.error("%s", exc)
         return EXIT_THRESHOLD
     except LockBusyError as exc:
-        log.error("%s", exc)
-        return EXIT_BUSY
+        return _failed(args.command, exc, EXIT_BUSY)
     except DicomLakeError as exc:
-        log.error("%s", exc)
-        return EXIT_ERROR
+        return _failed(args.command, exc, EXIT_ERROR)
+
+
+def _failed(command: str, exc: Exception, code: int) -> int:
+    """Log the error and print it as the command's summary line; returns ``code``."""
+    log.error("%s", exc)
+    _print({"command": command, "error": str(exc), "exit_code": code})
+    return code
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

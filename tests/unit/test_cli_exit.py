@@ -6,6 +6,7 @@ destroyed at exit): these tests run real processes, as the command and the jobs 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -54,7 +55,14 @@ def test_the_exit_code_and_output_survive_and_the_teardown_is_skipped(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == EXIT_ERROR
-    assert proc.stdout == "written before the exit"
+    written, summary = proc.stdout.split("\n", 1)
+    assert written.startswith("written before the exit")  # then the failure's summary line
+    assert json.loads(written.removeprefix("written before the exit")) == {
+        "command": "ingest",
+        "error": f"config file '{missing}' does not exist",
+        "exit_code": EXIT_ERROR,
+    }
+    assert summary == ""
     assert f"config file '{missing}' does not exist" in proc.stderr
     assert not marker.exists(), "the interpreter's teardown ran"
 

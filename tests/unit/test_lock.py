@@ -221,7 +221,9 @@ def test_the_command_exits_4_naming_the_holder_and_changes_nothing(tmp_path):
         assert sorted(p.relative_to(backup) for p in backup.rglob("*")) == before
     assert proc.returncode == EXIT_BUSY == 4, proc.stderr
     assert "locked by run run-a (snapshot on" in proc.stderr
-    assert proc.stdout == ""
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert (summary["command"], summary["exit_code"]) == ("retention", 4)
+    assert "locked by run run-a (snapshot on" in summary["error"]
 
 
 @pytest.mark.parametrize(
