@@ -664,6 +664,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress.enable(sys.stderr.isatty())
     # py4j says goodbye at exit, after the summary line (spark-submit merges stderr into stdout).
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    # pydicom logs what it warns of, quoting the values it found odd (a name, an original UID):
+    # never printed, -v or not, as a file's values are PHI; the code catches what matters.
+    logging.getLogger("pydicom").disabled = True
     try:
         config = load_config(args.conf)
         if args.command == "keys" and args.action == "drop" and not (args.kek_id and args.lake):

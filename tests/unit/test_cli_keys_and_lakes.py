@@ -3,8 +3,10 @@ on a lake refuse a --lake that is no lake; a bad keyring file or --out is named.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from dicomlake.cli import EXIT_ERROR, main
@@ -225,3 +227,13 @@ def test_quarantine_get_refuses_a_public_half_before_it_looks_up_the_error(tmp_p
     assert main([*get, "--lake", str(lake), "--keyring", str(public)]) == EXIT_ERROR
     assert "quarantine get needs the full keyring" in _logged(caplog)
     assert not (tmp_path / "q").exists()
+
+
+def test_pydicom_never_prints_a_files_values_through_the_commands_log(tmp_path, caplog):
+    assert main(["keys", "init", "--keyring", str(tmp_path / "k.json")]) == 0  # logging set up
+    caplog.clear()
+    with warnings.catch_warnings():  # what the lake's reading does; pydicom logs it too
+        warnings.simplefilter("ignore")
+        ds = pydicom.Dataset()
+        ds.SeriesInstanceUID = "1.2.840.0113619.2.55"  # an original UID, odd for its VR
+    assert "0113619" not in caplog.text
