@@ -150,31 +150,46 @@ def test_a_zero_or_odd_frame_dimension_is_corrupt(keyword: str, value: int) -> N
     assert keyword in error.message and "(0028," in error.message
 
 
-def _tiny_frames(count: int) -> bytes:
-    """CT_small made into ``count`` frames of one 8-bit pixel."""
+def _tiny_frames(count: int, side: int = 1) -> bytes:
+    """CT_small made into ``count`` frames of ``side`` x ``side`` 8-bit pixels."""
+    pixels = count * side * side
     return rewritten(
         CT,
-        Rows=1,
-        Columns=1,
+        Rows=side,
+        Columns=side,
         BitsAllocated=8,
         BitsStored=8,
         HighBit=7,
         NumberOfFrames=str(count),
-        PixelData=bytes(range(256)) * (count // 256) + bytes(count % 256),
+        PixelData=bytes(range(256)) * (pixels // 256) + bytes(pixels % 256),
     )
 
 
 def test_many_tiny_frames_are_cut_without_a_part_per_frame_held() -> None:
-    from dicomlake.dicom.split import MAX_FRAMES
+    from dicomlake.dicom.split import FRAMES_OF_ANY_SIZE
 
-    data = _tiny_frames(MAX_FRAMES)
+    data = _tiny_frames(FRAMES_OF_ANY_SIZE)
     split = split_stream(lambda offset, n: data[offset : offset + n], len(data), limit=1 << 20)
-    assert len(split.frames) == MAX_FRAMES == split.number_of_frames
-    assert (split.frames[0], split.frames[255], split.frames[-1]) == (b"\0", b"\xff", b"\xff")
-    with pytest.raises(DicomParseError) as info:
+    assert len(split.frames) == FRAMES_OF_ANY_SIZE == split.number_of_frames
+    assert (split.frames[0], split.frames[255], split.frames[-1]) == (b"\0", b"\xff", b"\0")
+
+
+def test_past_ten_thousand_frames_a_frame_must_hold_four_kib() -> None:
+    from dicomlake.dicom.split import FRAMES_OF_ANY_SIZE, MAX_FRAMES, MIN_FRAME_BYTES
+
+    assert (FRAMES_OF_ANY_SIZE, MIN_FRAME_BYTES) == (10_000, 4096)
+    # A megabyte of one-byte frames would cost a chunk, a row and an index entry each
+    for count in (FRAMES_OF_ANY_SIZE + 1, 1_000_000):
+        with pytest.raises(DicomParseError) as info:
+            split_instance(_tiny_frames(count))
+        assert info.value.reason == "too_large"
+        assert f"{count} frames of 1 bytes on average: past 10000 frames" in info.value.message
+    with pytest.raises(DicomParseError, match=f"{MAX_FRAMES + 1} frames or fragments"):
         split_instance(_tiny_frames(MAX_FRAMES + 1))
-    assert info.value.reason == "too_large"
-    assert f"{MAX_FRAMES + 1} frames" in info.value.message
+    # Frames of 64 x 64 bytes, 4 KiB each, are kept apart however many
+    split = split_instance(_tiny_frames(FRAMES_OF_ANY_SIZE + 1, side=64))
+    assert len(split.frames) == FRAMES_OF_ANY_SIZE + 1
+    assert all(len(split.frames[i]) == 4096 for i in (0, 5000, FRAMES_OF_ANY_SIZE))
 
 
 def test_element_length_beyond_the_file_is_truncated_not_allocated() -> None:

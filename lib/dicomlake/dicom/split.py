@@ -69,6 +69,12 @@ MAX_INFLATED = 256 << 20
 # The most frames (chunks) and encapsulated items of one instance: each costs a row and a
 # chunk, so a file of millions of tiny frames is refused rather than held as millions of parts
 MAX_FRAMES = 1 << 20
+# Past this many frames, frames must hold `MIN_FRAME_BYTES` on average: each frame costs a
+# chunk (its codec call, hash, seal and index entry) and a frames row, so a megabyte file of a
+# million one-byte frames would cost minutes, a pack hundreds of times its size and a
+# worker's memory; refused (kept as its quarantine copy) instead
+FRAMES_OF_ANY_SIZE = 10_000
+MIN_FRAME_BYTES = 4096
 # A Part 10 file's preamble and 'DICM', before its file meta
 START_BYTES = 132
 _INFLATE_STEP = 1 << 20
@@ -249,6 +255,7 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
         )
         end = bounds[-1]
     first = bounds[0]
+    _check_frame_sizes(len(bounds) - 1, end - first)
     _check_limit(limit, first, "the header")
     _check_limit(limit, largest, "a frame, or frames that cannot be cut apart")
     _check_limit(limit, size - end, "the elements after the pixel data")
@@ -285,6 +292,17 @@ def _check_frames(count: int) -> None:
     if count > MAX_FRAMES:
         raise DicomParseError(
             "too_large", f"{count} frames or fragments, more than the {MAX_FRAMES} kept apart"
+        )
+
+
+def _check_frame_sizes(count: int, pixel_bytes: int) -> None:
+    """Refuse many frames that hold next to nothing (`FRAMES_OF_ANY_SIZE`)."""
+    if count > FRAMES_OF_ANY_SIZE and pixel_bytes < count * MIN_FRAME_BYTES:
+        raise DicomParseError(
+            "too_large",
+            f"{count} frames of {pixel_bytes // count} bytes on average: past "
+            f"{FRAMES_OF_ANY_SIZE} frames, frames must hold {MIN_FRAME_BYTES} bytes on average "
+            "(each is stored and indexed apart)",
         )
 
 
