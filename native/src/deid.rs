@@ -18,6 +18,85 @@ pub fn is_forbidden_control(c: char) -> bool {
     c < ' ' && !matches!(c, '\t' | '\n' | '\x0c' | '\r')
 }
 
+/// Whether values of ``vr`` have a form `in_form` checks.
+pub fn has_form(vr: &[u8; 2]) -> bool {
+    matches!(vr, b"UI" | b"AS" | b"DA" | b"TM" | b"DT")
+}
+
+/// `deid._GRAMMARS`: whether a value (without its padding) of UI, AS, DA, TM or DT has its
+/// VR's form (PS3.5 Table 6.2-1, and ACR-NEMA's for DA and TM); any other VR's always does.
+pub fn in_form(vr: &[u8; 2], value: &[u8]) -> bool {
+    let digits = |b: &[u8]| b.iter().all(u8::is_ascii_digit);
+    let v = value;
+    match vr {
+        b"UI" => v.len() <= 64 && v.iter().all(|&c| c.is_ascii_digit() || c == b'.'),
+        b"AS" => {
+            // nnn and a unit, leading zeros or the unit left out as some devices write it
+            let number = match v.last() {
+                Some(b'D' | b'W' | b'M' | b'Y') => &v[..v.len() - 1],
+                _ => v,
+            };
+            number.len() <= 3 && digits(number)
+        }
+        b"DA" => {
+            v.is_empty()
+                || (v.len() == 8 && digits(v))
+                || (v.len() == 10
+                    && digits(&v[..4])
+                    && v[4] == b'.'
+                    && digits(&v[5..7])
+                    && v[7] == b'.'
+                    && digits(&v[8..]))
+        }
+        b"TM" => v.is_empty() || time(v),
+        b"DT" => v.is_empty() || date_time(v),
+        _ => true,
+    }
+}
+
+/// hh, then optionally [:]mm, then optionally [:]ss, then optionally a fraction after ss.
+fn time(v: &[u8]) -> bool {
+    let two = |i: usize| i + 2 <= v.len() && v[i..i + 2].iter().all(u8::is_ascii_digit);
+    if !two(0) {
+        return false;
+    }
+    let mut i = 2;
+    for _ in 0..2 {
+        if i == v.len() {
+            return true;
+        }
+        let j = if v[i] == b':' { i + 1 } else { i };
+        if !two(j) {
+            return false;
+        }
+        i = j + 2;
+    }
+    fraction(&v[i..])
+}
+
+/// yyyy[mm[dd[hh[mm[ss[.f{1,6}]]]]]] then an optional &zzxx offset.
+fn date_time(v: &[u8]) -> bool {
+    let digits = |b: &[u8]| b.iter().all(u8::is_ascii_digit);
+    let n = v.len();
+    let body = if n >= 5 && matches!(v[n - 5], b'+' | b'-') && digits(&v[n - 4..]) {
+        &v[..n - 5]
+    } else {
+        v
+    };
+    let whole = body.iter().position(|&c| c == b'.').unwrap_or(body.len());
+    let (date, rest) = body.split_at(whole);
+    digits(date)
+        && matches!(date.len(), 4 | 6 | 8 | 10 | 12 | 14)
+        && (rest.is_empty() || (date.len() == 14 && fraction(rest)))
+}
+
+fn fraction(rest: &[u8]) -> bool {
+    rest.is_empty()
+        || (rest[0] == b'.'
+            && (2..=7).contains(&rest.len())
+            && rest[1..].iter().all(u8::is_ascii_digit))
+}
+
 pub fn norm(value: &str) -> &str {
     value.trim_matches([' ', '\0'])
 }

@@ -1139,23 +1139,41 @@ impl Run<'_> {
         Ok(true)
     }
 
-    /// Rule 10 (`deid._control`, `deid._too_many`, `deid._swallowing`): whether a text
-    /// element the rules keep holds a control character no text VR allows, or an element kept
-    /// as read holds more values than its VM allows, or is binary data ending in elements.
+    /// Rule 10 (`deid._control`, `deid._out_of_form`, `deid._too_many`, `deid._swallowing`):
+    /// whether a text element the rules keep holds a control character no text VR allows or
+    /// a value out of its VR's form, or an element kept as read holds more values than its VM
+    /// allows, or is binary data ending in elements.
     /// Values are decoded only where the bytes cannot rule it out.
     fn invalid(&self, out: &Out) -> Result<bool, Decline> {
         let text = STRING_VRS.contains(&&out.vr);
+        // A value out of its VR's form (`deid._out_of_form`), such as a name typed as a weight
         let (s, t) = match &out.value {
             OutValue::Strings(values) => {
+                let formed = deid::has_form(&out.vr);
+                if formed
+                    && values
+                        .iter()
+                        .any(|v| !deid::in_form(&out.vr, padless(v.as_bytes())))
+                {
+                    return Ok(true);
+                }
                 return Ok(text
                     && values
                         .iter()
-                        .any(|v| v.chars().any(deid::is_forbidden_control)))
+                        .any(|v| v.chars().any(deid::is_forbidden_control)));
             }
             OutValue::Raw(s, t) if &out.vr != b"SQ" => (*s, *t),
             _ => return Ok(false),
         };
         let bytes = self.bytes(s, t);
+        let formed = deid::has_form(&out.vr);
+        if formed
+            && bytes
+                .split(|&b| b == b'\\')
+                .any(|v| !deid::in_form(&out.vr, padless(v)))
+        {
+            return Ok(true);
+        }
         let most = self.core.most_values(out.tag);
         // Decoding maps each byte below 0x80 to itself, so a control character comes from a
         // control byte (one in the padding that decoding strips is a false alarm); and it
@@ -1402,7 +1420,7 @@ impl Run<'_> {
 /// The version of this module's interface to `dicomlake.dicom` (`native.INTERFACE`): raised
 /// with every change to what it takes or gives, so a module built from other sources than the
 /// Python code calling it is refused rather than called wrongly.
-const INTERFACE: u32 = 3;
+const INTERFACE: u32 = 4;
 
 #[pymodule]
 fn dicomlake_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -1412,4 +1430,17 @@ fn dicomlake_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Declined", m.py().get_type::<Declined>())?;
     m.add("Malformed", m.py().get_type::<Malformed>())?;
     Ok(())
+}
+
+/// A value without the spaces and NULs that pad it (`str.strip(" \\x00")`).
+fn padless(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|&b| b != b' ' && b != 0)
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|&b| b != b' ' && b != 0)
+        .map_or(start, |i| i + 1);
+    &value[start..end]
 }

@@ -678,4 +678,5 @@ def test_public_keyring_cannot_find_landing_paths(x25519_lake, config, tmp_path,
     assert code == 0 and rows[0]["source_path"] == error["source_path"]
     public = str(_saved(keyring.public_only(), tmp_path, config))
     code, rows = _command_rows(capsys, [*by_error, "--keyring", public])
-    assert code == 1 and not rows
+    assert code == 1 and [row["exit_code"] for row in rows] == [1]  # the error's line alone
+    assert "source_path" not in rows[0] and "needs the full keyring" in rows[0]["error"]

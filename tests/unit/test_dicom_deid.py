@@ -479,6 +479,17 @@ def test_age_from_birth_date_and_cap() -> None:
     assert deidentify(ds, SECRET)[0].PatientAge == "001M"
     ds.PatientAge = "095Y"
     assert deidentify(ds, SECRET)[0].PatientAge == "090Y"
+    # Written without its leading zero or unit, an age in years is capped all the same
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns of the forms it is made to hold
+        for written in ("95Y", "95", "123"):
+            ds.PatientAge = written
+            assert deidentify(ds, SECRET)[0].PatientAge == "090Y", written
+        ds.PatientAge = "45"
+        assert deidentify(ds, SECRET)[0].PatientAge == "45"
+        # Text that is no age is not kept as one: the age comes from the dates again
+        ds.PatientAge = "DOE^JOHN"
+        assert deidentify(ds, SECRET)[0].PatientAge == "001M"
 
 
 def test_input_is_not_changed_though_elements_are_shared() -> None:

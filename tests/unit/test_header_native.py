@@ -26,7 +26,16 @@ from corpus import (
     sequence_mutated,
     split_paths,
 )
-from crafted import CT, ITEM, LONG_VRS, MR_IMPLICIT, before_pixels, element_bytes, tag_bytes
+from crafted import (
+    CT,
+    ITEM,
+    LONG_VRS,
+    MR_IMPLICIT,
+    before_pixels,
+    element_bytes,
+    rewritten,
+    tag_bytes,
+)
 from hostile_corpus import make_hostile_landing
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -607,3 +616,41 @@ def test_a_core_built_from_other_sources_is_not_called(monkeypatch, caplog):
     spec.loader.exec_module(fresh)
     assert fresh.dicomlake_native is None and fresh.core() is None
     assert f"needs {native_module.INTERFACE}" in caplog.text
+
+
+# A name typed into attributes the de-identification keeps, each of a VR with a form; and a
+# value of that form, kept
+_OUT_OF_FORM = [
+    ("PatientWeight", "WT6ROSALIND", "72.5"),
+    ("PatientSize", "ROSALIND", "1.75"),
+    ("InstanceNumber", "IN8ROSALIND", "12"),
+    ("SOPClassUID", "SC11ROSALIND", "1.2.840.10008.5.1.4.1.1.2"),
+    ("PatientAge", "AG39ROSALIND", "075Y"),
+    ("SeriesDate", "DA38ROSALIND", "20200102"),
+    ("SeriesTime", "TM38ROSALIND", "101010.5"),
+    ("AcquisitionDateTime", "20200102ROSALIND", "20200102101010.25+0100"),
+]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "bad", "good"), _OUT_OF_FORM, ids=[k for k, *_ in _OUT_OF_FORM]
+)
+@pytest.mark.parametrize("dates", ["keep", "shift"])
+def test_a_value_out_of_its_vrs_form_is_removed_on_both_paths(keyword, bad, good, dates):
+    options = DeidConfig(dates=dates)
+    # A date shift empties a DA it cannot read, by its own rule: not counted as invalid (a DT's
+    # time is kept as it is, then judged)
+    shifted = dates == "shift" and keyword.endswith("Date")
+    for value, kept in ((bad, False), (good, True)):
+        data = rewritten(CT, **{keyword: value})
+        _fast_or_declined(data, options)  # both paths agree where the core reads it
+        records = header.header_records(split_instance(data), SECRET, options)
+        rows = [r for r in records.elements.to_pylist() if r["keyword"] == keyword]
+        removed = records.identities["deid_counts"]["removed_invalid"]
+        assert "ROSALIND" not in records.header_json + json.dumps(rows, default=str)
+        if kept:
+            assert removed == 0 and rows, (keyword, value)
+            assert rows[0]["value_text"] or rows[0]["value_number"] is not None
+        else:
+            assert removed == (0 if shifted else 1), (keyword, value, removed)
+            assert not rows or (shifted and not rows[0]["value_text"]), rows

@@ -56,7 +56,9 @@ The rules applied to each element, first match wins
    may hold a patient ID or a study's original UID), but CodingSchemeURL and URNCodeValue
    (codes); VR UN (a value not read as its attribute's VR): removed; everything else kept.
 10. Text kept by the rules above that holds a control character no text VR allows (below
-   0x20, but TAB, LF, FF and CR), an element kept as read that holds more values than its
+   0x20, but TAB, LF, FF and CR), a value of DS, IS, UI, AS, DA, TM or DT not of its VR's
+   form (PS3.5 Table 6.2-1; DA and TM in ACR-NEMA's too; a shifted DT's time and offset
+   included), an element kept as read that holds more values than its
    attribute's VM allows, and binary data kept as read (bytes, or numbers of any VM; a
    safe-listed private attribute's too) that ends in whole data elements tagged after its own
    (`walk.ends_in_elements`, in the file meta as it is written or as the dataset after it
@@ -116,6 +118,7 @@ from dicomlake.dicom.values import (
     TEXT_VRS,
     converted_element,
     get,
+    reads_as_number,
     significant,
     sop_instance_uid,
     value_at,
@@ -181,6 +184,20 @@ COUNTS = ("removed_unknown", "removed_private", "removed_private_text", "removed
 # A C0 control character that no text VR allows (PS3.5 6.1: LT, ST and UT take TAB, LF, FF
 # and CR, the others none; escape sequences are gone once the text is decoded)
 _CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f]")
+# PS3.5 Table 6.2-1's forms of the VRs whose values have one (DS and IS: `reads_as_number`),
+# each value without its padding; an empty value has every form. DA and TM also in the forms of
+# ACR-NEMA (yyyy.mm.dd, hh:mm:ss) that old devices still write, AS without its leading zeros or
+# unit; none has room for a name or an ID
+_GRAMMARS = {
+    "UI": re.compile(r"[0-9.]{0,64}"),
+    "AS": re.compile(r"[0-9]{0,3}[DWMY]?"),  # 75Y and 75 as devices write them too
+    "DA": re.compile(r"([0-9]{8}|[0-9]{4}\.[0-9]{2}\.[0-9]{2})?"),
+    "TM": re.compile(r"([0-9]{2}(:?[0-9]{2}(:?[0-9]{2}(\.[0-9]{1,6})?)?)?)?"),
+    "DT": re.compile(
+        r"([0-9]{4}([0-9]{2}([0-9]{2}([0-9]{2}([0-9]{2}([0-9]{2}(\.[0-9]{1,6})?)?)?)?)?)?"
+        r"([+-][0-9]{4})?)?"
+    ),
+}
 _DROP_SEQUENCE = frozenset({"X", "X/Z", "X/D", "X/Z/D", "D"})
 _REMOVE = frozenset({"X", "X/Z", "X/D", "X/Z/D"})
 _EMPTY = frozenset({"Z", "Z/D", "D"})
@@ -609,6 +626,7 @@ def _clean_element(elem: DataElement, tag: int, ctx: Context, depth: int) -> Dat
     cleaned = _by_rules(elem, tag, ctx, depth)
     if cleaned is not None and (
         _control(cleaned)
+        or _out_of_form(cleaned)
         or (cleaned is elem and (_too_many(elem, tag) or _swallowing(elem, tag, ctx)))
     ):
         ctx.counts["removed_invalid"] += 1
@@ -635,6 +653,21 @@ def _control(elem: DataElement) -> bool:
     """Whether a text element holds a control character that no text VR allows: what a value
     holds when a bad length made it swallow the elements after it, a name among them."""
     return elem.VR in TEXT_VRS and any(_CONTROL.search(str(v)) for v in values_of(elem.value))
+
+
+def _out_of_form(elem: DataElement) -> bool:
+    """Whether a value of a VR with a form (a number, UID, age, date or time) does not have
+    it: text typed into such an attribute (a name as a patient's weight, an ID after a date)
+    would pass every rule that keeps it."""
+    vr = elem.VR
+    if vr not in _GRAMMARS and vr not in ("DS", "IS"):
+        return False
+    for value in values_of(elem.value):
+        text = str(value).strip(" \x00")
+        grammar = _GRAMMARS.get(vr)
+        if not (grammar.fullmatch(text) if grammar else not text or reads_as_number(vr, text)):
+            return True
+    return False
 
 
 def _too_many(elem: DataElement, tag: int) -> bool:
@@ -770,8 +803,10 @@ def age_string(birth: datetime.date, on: datetime.date, cap_years: int) -> str |
 
 
 def _cap_age(text: str, cap_years: int) -> str:
-    match = re.fullmatch(r"(\d{3})([DWMY])", text.strip())
-    if match and match.group(2) == "Y" and int(match.group(1)) >= cap_years:
+    """An age of at least ``cap_years`` years as the cap; in years too where a device left
+    the unit out (``95``) or the leading zeros (``95Y``), which must not escape it."""
+    match = re.fullmatch(r"([0-9]{1,3})([DWMY]?)", text.strip(" \x00"))
+    if match and match.group(2) in ("Y", "") and int(match.group(1)) >= cap_years:
         return f"{cap_years:03d}Y"
     return text
 
@@ -782,7 +817,7 @@ def _age(header: Original, options: DeidConfig) -> str | None:
     if not options.keep_patient_characteristics:
         return None
     current = _text(header.get("PatientAge"))
-    if current:
+    if current and _GRAMMARS["AS"].fullmatch(current.strip(" \x00")):  # else no age: text
         return _cap_age(current, options.age_cap_years)
     birth = _parse_date(str(header.get("PatientBirthDate") or ""))
     if birth is None:
