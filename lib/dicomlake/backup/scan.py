@@ -56,9 +56,11 @@ Never backed up (counted in ``excluded``):
 
 The tables' Delta logs (``tables/<table>/_delta_log/``) are backed up, but for the hidden files
 in them (a commit being written, ``_last_checkpoint``, which readers do without).
-  Intents are read before the walk and listed again after it. A live copy (no HDFS snapshot) can
-  still see a run that published *and* cleaned up entirely during the walk only in part: take
-  live snapshots while no ingest runs, or use HDFS snapshots.
+  Intents are read before the walk and listed again after it.
+
+A live walk (no HDFS snapshot) lists each place at another moment while ingests and maintenance
+go on: `dicomlake.backup.cut` mends it, before the intents are resolved, into the lake as it was
+once the last run its ``runs`` table holds was complete.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from dicomlake.backup import cut
+from dicomlake.backup.cut import DELTA_LOG, relative
 from dicomlake.errors import BackupError, StorageError
 from dicomlake.lake import delta
 from dicomlake.storage import FileSystem, join
@@ -76,7 +80,6 @@ from dicomlake.storage.names import is_hidden, is_temporary
 from dicomlake.vocab import ScanReason
 
 COMMITS = "_commits"
-DELTA_LOG = "_delta_log"
 
 
 @dataclass(frozen=True)
@@ -131,12 +134,19 @@ def is_backed_up(relative: str) -> bool:
 
 def list_lake(fs: FileSystem, root: str, *, live: bool) -> LakeListing:
     """List the files under ``root`` to back up, with mid-publish runs resolved."""
+    runs_before = cut.runs_version(fs, root) if live else -1
     intents = _read_intents(fs, root, {})
-    raw = {_relative(root, f.path): f for f in fs.list_files(root)}
-    if live:  # a run may have started publishing during the walk
-        intents = _read_intents(fs, root, intents)
+    raw = {relative(root, f.path): f for f in fs.list_files(root)}
     files = {rel: Listed(rel, f.size, f.mtime_ms) for rel, f in raw.items() if is_backed_up(rel)}
     excluded = len(raw) - len(files)
+    if live:  # a run may have started publishing during the walk
+
+        def add(rel: str, size: int, mtime_ms: int) -> None:
+            if is_backed_up(rel):
+                files[rel] = Listed(rel, size, mtime_ms)
+
+        excluded += cut.cut(fs, root, files, add, runs_before)
+        intents = _read_intents(fs, root, intents)
     runs_excluded = []
     for run_id, intent in sorted(intents.items()):
         members, before = intent["files"], intent["versions"]
@@ -178,13 +188,6 @@ def _read_intents(
         if members and isinstance(versions, dict):
             out[run_id] = intent
     return out
-
-
-def _relative(root: str, uri: str) -> str:
-    prefix = root.rstrip("/") + "/"
-    if not uri.startswith(prefix):
-        raise BackupError(f"listed file {uri!r} is not under the listed root {root!r}")
-    return uri[len(prefix) :]
 
 
 def entries(rows: pa.Table) -> dict[str, Entry]:
