@@ -296,8 +296,18 @@ def test_restore_needs_an_empty_target_and_a_known_snapshot(tmp_path, lake, cfg,
             keyring=keyring,
             config=cfg,
         )
+    # A link to an empty directory would be replaced by the restored lake, the directory left
+    # empty; a file is no directory to restore into
     empty = tmp_path / "empty"
     empty.mkdir()
+    (tmp_path / "link").symlink_to(empty)
+    (tmp_path / "file").write_bytes(b"")
+    for target, says in (("link", "is a symbolic link"), ("file", "is not a directory")):
+        with pytest.raises(BackupError, match=f"restore target .*{target} {says}"):
+            restore(
+                str(backup), snap.snapshot_id, str(tmp_path / target), keyring=keyring, config=cfg
+            )
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "file").read_bytes() == b""
     restore(str(backup), snap.snapshot_id, str(empty), keyring=keyring, config=cfg)
     assert tree(empty, only_backed_up=False) == tree(lake)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 
@@ -28,7 +30,7 @@ from dicomlake.errors import (
 )
 from dicomlake.lake.lock import holding
 from dicomlake.progress import track
-from dicomlake.storage import FileSystem, filesystem_for, join
+from dicomlake.storage import FileSystem, canonical_uri, filesystem_for, join
 
 if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
@@ -77,8 +79,9 @@ def restore(
     layout = BackupLayout(backup)
     require_backup(bfs, layout)
     require_snapshot(bfs, layout, snapshot_id)
-    check_target(tfs, target, backup)
     target = target.rstrip("/")
+    _check_entry(target)
+    check_target(tfs, target, backup)
     _check_empty(tfs, target)
     with holding(bfs, backup, None, "restore", config.lock):
         rows = _authenticated_rows(bfs, layout, snapshot_id, keyring, trust_unauthenticated)
@@ -144,6 +147,18 @@ def _check_entries(sid: str, uri: str, entries: list[dict[str, Any]]) -> None:
             f"snapshot {sid}: manifest {uri} has {len(bad)} entries a restore cannot write, "
             f"nothing restored: {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}"
         )
+
+
+def _check_entry(target: str) -> None:
+    """Refuse a local target that is a link (the restore replaces the target's entry: the link
+    would go, the directory it names be left empty) or no directory."""
+    local = canonical_uri(target)
+    if urlsplit(local).scheme:
+        return
+    if os.path.islink(local):
+        raise BackupError(f"restore target {target} is a symbolic link: name the directory itself")
+    if os.path.lexists(local) and not os.path.isdir(local):
+        raise BackupError(f"restore target {target} is not a directory: name a new one")
 
 
 def _check_empty(fs: FileSystem, target: str) -> None:
