@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -347,6 +348,19 @@ def test_statistics_in_the_log_match_the_rows(tmp_path):
     assert "instance_id" not in two["minValues"]  # all null: no bounds
     assert one["minValues"]["source_size"] == 10 and two["maxValues"]["source_size"] == 20
     assert one["minValues"]["seen_at"] == "2026-01-02T03:04:05.000Z"
+
+
+def test_statistics_leave_out_bounds_json_cannot_hold(tmp_path):
+    path = tmp_path / "numbers.parquet"
+    numbers = {"finite": [1.0, 2.5], "infinite": [1.0, math.inf], "below": [-math.inf, 0.0]}
+    pq.write_table(pa.table(numbers), path)
+
+    def refused(constant: str) -> None:
+        raise AssertionError(f"{constant} in the log: not JSON (RFC 8259)")
+
+    stats = json.loads(delta._stats(pq.read_metadata(path)), parse_constant=refused)
+    assert stats["minValues"] == {"finite": 1.0} and stats["maxValues"] == {"finite": 2.5}
+    assert stats["nullCount"] == {"finite": 0, "infinite": 0, "below": 0}
 
 
 def test_publish_never_overwrites(tmp_path):

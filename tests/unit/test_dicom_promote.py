@@ -107,6 +107,22 @@ def test_malformed_and_multi_values() -> None:
     assert row["InstanceNumber"] == 7
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"-2147483648", -(2**31)),  # the least IS (PS3.5 6.2) fits the int32 column
+        (b"2147483647 ", 2**31 - 1),
+        (b"2147483648", None),
+        (b"-2147483649 ", None),
+    ],
+)
+def test_an_integer_column_takes_the_whole_is_range(text: bytes, expected: int | None) -> None:
+    split = split_instance(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    tag = BaseTag(0x00200011)  # SeriesNumber
+    split.dataset[tag] = RawDataElement(tag, "IS", len(text), text, 0, False, True)
+    assert promoted_values(split)["SeriesNumber"] == expected
+
+
 def test_no_pixel_data_has_no_frame_count() -> None:
     split = split_instance(Path(get_testdata_file("rtplan.dcm")).read_bytes())
     row = promoted_values(split)

@@ -167,7 +167,7 @@ def _numbers(element: Text) -> list[float | None]:
 
 def _int(element: Text) -> int | None:
     number = _numbers(element)[0]
-    if number is None or not number.is_integer() or abs(number) >= 2**31:
+    if number is None or not number.is_integer() or not -(2**31) <= number < 2**31:
         return None
     return int(number)
 

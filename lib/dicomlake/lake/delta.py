@@ -279,7 +279,8 @@ def _stats(meta: pq.FileMetaData) -> str:
             "minValues": {n: _iso(low[n]) for n in keep},
             "maxValues": {n: _iso(high[n]) for n in keep},
             "nullCount": {n: c for n, c in nulls.items() if c is not None},
-        }
+        },
+        allow_nan=False,
     )
 
 
@@ -289,6 +290,8 @@ def _bound(value: Any) -> Any:
         return value if len(value) <= _MAX_STAT_CHARS else None
     if isinstance(value, bool) or not isinstance(value, int | float | date):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no Infinity nor NaN: a strict reader would refuse the log
     return value
 
 
