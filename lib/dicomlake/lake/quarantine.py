@@ -16,6 +16,7 @@ private keyring.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.errors import IntegrityError, LakeError
+from dicomlake.errors import IntegrityError, LakeError, PublishConflictError
 from dicomlake.lake.keyring_binding import check_fingerprint
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_table
@@ -39,7 +40,7 @@ from dicomlake.pixels.pack import (
     read_index,
 )
 from dicomlake.storage import filesystem_for
-from dicomlake.storage.local import private_file, publish_new
+from dicomlake.storage.local import LocalFileSystem, private_file
 from dicomlake.vocab import ChunkKind
 
 BLOCK = 8 << 20
@@ -117,9 +118,10 @@ def get_copy(
             size += len(raw)
         if row["source_sha256"] is not None and digest.hexdigest() != row["source_sha256"]:
             raise IntegrityError(f"{relative} does not match the source_sha256 of error {error_id}")
-    try:
-        publish_new(tmp, out)  # closed, so complete
-    except FileExistsError:
+    try:  # closed, so complete; a publish never replaces what appeared at --out meanwhile
+        LocalFileSystem().publish(tmp, str(out))
+    except PublishConflictError:
+        os.unlink(tmp)
         raise LakeError(
             f"{out} appeared while the copy was written; choose another --out"
         ) from None

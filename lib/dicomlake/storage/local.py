@@ -368,17 +368,6 @@ def private_file(path: str | os.PathLike[str]) -> Iterator[tuple[str, BinaryIO]]
         raise
 
 
-def publish_new(tmp: str, path: str | os.PathLike[str]) -> None:
-    """Give the complete file ``tmp`` the name ``path`` unless something has that name (a
-    file, a directory, a symlink, even a dangling one): FileExistsError then, and ``tmp`` is
-    removed. A hard link then an unlink, as a rename would replace what appeared at ``path``
-    after the caller last looked."""
-    try:
-        os.link(tmp, path, follow_symlinks=False)
-    finally:
-        os.unlink(tmp)
-
-
 def _write_private(path: str, data: bytes) -> None:
     """``data`` in a `private_file` renamed over ``path`` once synced."""
     with private_file(path) as (tmp, f):

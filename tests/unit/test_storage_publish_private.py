@@ -1,4 +1,5 @@
-"""`publish_new`: a complete file takes a name only if nothing has it, whatever appeared there."""
+"""A private file (`private_file`) published (`LocalFileSystem.publish`), as `quarantine get`
+gives a copy back: it takes its name only if nothing has it, whatever appeared there."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dicomlake.storage.local import private_file, publish_new
+from dicomlake.errors import PublishConflictError
+from dicomlake.storage.local import LocalFileSystem, private_file
 
 
 def _written(target: Path, data: bytes) -> str:
@@ -20,7 +22,7 @@ def _written(target: Path, data: bytes) -> str:
 def test_a_new_name_gets_the_file_private(tmp_path):
     target = tmp_path / "copy.dcm"
     tmp = _written(target, b"PHI")
-    publish_new(tmp, target)
+    LocalFileSystem().publish(tmp, str(target))
     assert target.read_bytes() == b"PHI"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert os.listdir(tmp_path) == ["copy.dcm"]  # the temporary name is gone
@@ -40,9 +42,9 @@ def test_what_appeared_at_the_name_is_left_alone(tmp_path, what):
     else:
         elsewhere.write_bytes(b"theirs")
         target.symlink_to(elsewhere)
-    with pytest.raises(FileExistsError):
-        publish_new(tmp, target)
-    assert not os.path.exists(tmp)
+    with pytest.raises(PublishConflictError):
+        LocalFileSystem().publish(tmp, str(target))
+    assert Path(tmp).read_bytes() == b"PHI"  # left to the caller, who removes it
     if what == "file":
         assert target.read_bytes() == b"theirs"
     elif what == "directory":
