@@ -122,16 +122,16 @@ def _roll_forward(
         if fs.exists(dst):
             return  # moved before a crash
         try:
+            fs.publish(src, dst)
+        except StorageError:
+            if fs.exists(dst):
+                return  # moved meanwhile by another finishing this run
             if not fs.exists(src):
                 raise LakeError(
                     f"run {run_id}: staged file {src} is missing and {dst} was never "
                     "published; restore the lake from a snapshot"
-                )
-            fs.publish(src, dst)
-        except (LakeError, StorageError):
-            if not fs.exists(dst):
-                raise
-            # moved meanwhile by another finishing this run
+                ) from None
+            raise
 
     check()
     fs.run_all(functools.partial(move, relative) for relative in intent["files"])
