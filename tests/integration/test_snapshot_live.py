@@ -9,9 +9,11 @@ before it and those after it after, as a long walk of a busy lake lists them.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from ingest_helpers import dangling_references, table
@@ -161,3 +163,36 @@ def test_a_run_stopped_mid_commit_during_the_walk_is_left_out_whole(
     for name, rows in before.items():  # the lake before the stopped run
         assert table(restored, name).num_rows == rows, name
     assert _exported(restored, keyring, config, tmp_path / "out") == _sha256s(first)
+
+
+@pytest.mark.parametrize(
+    "named", ["../../pixels/planted.parquet", "part-lost.parquet", "PLANTED_ABSOLUTE"]
+)
+def test_a_log_naming_what_its_table_cannot_hold_is_copied_as_walked(
+    tmp_path, config, keyring, one_run, caplog, named
+):
+    """A log is lake content like any other: a commit naming a file that climbs out of its
+    table, or one that is gone (a damaged lake), leaves the table as walked, with a warning;
+    the snapshot is taken, and no manifest path leaves the lake."""
+    lake, _, _ = one_run
+    planted = lake / "pixels" / "planted.parquet"
+    planted.write_bytes(b"not the table's")
+    named = planted.as_uri() if named == "PLANTED_ABSOLUTE" else named  # Delta allows URIs
+    log_dir = lake / "tables" / "sources" / "_delta_log"
+    walked = {str(p.relative_to(lake)) for p in (lake / "tables" / "sources").rglob("*")}
+    version = max(int(p.name[:20]) for p in log_dir.glob("*.json")) + 1
+    add = {"path": named, "partitionValues": {}, "size": 15, "modificationTime": 0}
+    commit = [{"commitInfo": {"operation": "WRITE"}}, {"add": {**add, "dataChange": True}}]
+    (log_dir / f"{version:020d}.json").write_text("\n".join(json.dumps(a) for a in commit))
+    backup = tmp_path / "backup"
+    snap = take_snapshot(str(lake), str(backup), "full", config=config, keyring=keyring)
+    paths = set(
+        pq.read_table(backup / "manifests" / f"{snap.snapshot_id}.parquet")["path"].to_pylist()
+    )
+    assert all(".." not in p.split("/") for p in paths)
+    assert "pixels/planted.parquet" in paths  # a file of the lake, walked
+    sources = {p for p in paths if p.startswith("tables/sources/")}
+    assert sources == {p for p in walked if (lake / p).is_file()} | {
+        f"tables/sources/_delta_log/{version:020d}.json"
+    }
+    assert "table sources is copied as walked" in caplog.text

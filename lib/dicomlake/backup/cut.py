@@ -14,29 +14,29 @@ complete:
    listed): those commits, and the files they add, are left out. Maintenance commits (no run)
    never follow such a commit: they run under the lake's lock, after the run finished.
 3. Every data file of each table at its cut is in the listing: one the walk passed before it
-   was written is added; one that is gone (vacuumed since, a snapshot slower than
-   ``maintain.retention_hours``) is an error, as the lake could not be restored whole.
+   was written is added. One that is gone (a damaged lake, or vacuumed during a walk longer
+   than ``maintain.retention_hours``), or a path outside its table, leaves the table as walked.
 4. The runs that completed after the walk began wrote files the walk may have passed: their
    ``pixels/<run>/`` and ``quarantine/<run>/`` are listed again, and so is ``restricted/``.
 
 A run that is mid-commit is then left out whole by its intent (`scan.list_lake`). A table
-whose log cannot be read is left as walked, with a warning: a damaged lake is backed up as it
-is, never refused.
+whose log cannot be read, or names what it cannot hold, is left as walked, with a warning: a
+damaged lake is backed up as it is, never refused.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from deltalake import DeltaTable
 
+from dicomlake.backup.manifest import path_problem
 from dicomlake.errors import BackupError, LakeError, StorageError
 from dicomlake.lake import delta
-from dicomlake.lake.delta_read import open_table
+from dicomlake.lake.delta_read import commit_actions, open_table
 from dicomlake.lake.layout import TABLES, LakeLayout
 from dicomlake.storage import FileInfo, FileSystem, join
 
@@ -69,6 +69,7 @@ class _Mending:
     layout: LakeLayout
     files: dict[str, Any]
     add: Callable[[str, int, int], None]
+    opened: dict[tuple[str, int], DeltaTable] = field(default_factory=dict)
 
     def mend(self, runs_before: int) -> int:
         newest_runs = self._relist_log("runs")
@@ -88,7 +89,7 @@ class _Mending:
             try:
                 left_out += self._cut_table(name, newest, complete)
             except (LakeError, ValueError, TypeError) as exc:
-                log.warning("table %s is copied as walked, its log unreadable: %s", name, exc)
+                log.warning("table %s is copied as walked: %s", name, exc)
         for run_id in since:
             for place in (self.layout.pixels(run_id), self.layout.quarantine(run_id)):
                 self._relist(place)
@@ -126,12 +127,9 @@ class _Mending:
     def _commit(self, name: str, version: int) -> list[dict[str, Any]]:
         uri = join(self.layout.root, delta.log_entry(name, version))
         try:
-            actions = [json.loads(line) for line in self.fs.read(uri).decode().splitlines() if line]
-        except (StorageError, ValueError, RecursionError) as exc:
+            return commit_actions(self.fs, uri)
+        except (StorageError, ValueError) as exc:
             raise LakeError(f"cannot read the lake's log file {uri}: {exc}") from exc
-        if not all(isinstance(a, dict) for a in actions):
-            raise LakeError(f"the lake's log file {uri} holds no Delta actions")
-        return actions
 
     def _sequence(self, name: str, version: int) -> int:
         """The run sequence a commit records (its ``txn``), -1 for no run's (maintenance)."""
@@ -147,21 +145,29 @@ class _Mending:
         return [f"tables/{name}/{a['path']}" for a in adds if isinstance(a, dict) and "path" in a]
 
     def _table(self, name: str, version: int) -> DeltaTable:
-        table = open_table(self.fs, self.layout, name, version)
-        if table is None:
-            raise LakeError(f"{self.layout.table(name)} has no version {version}")
-        return table
+        key = (name, version)
+        if key not in self.opened:  # the runs table's is read twice
+            table = open_table(self.fs, self.layout, name, version)
+            if table is None:
+                raise LakeError(f"{self.layout.table(name)} has no version {version}")
+            self.opened[key] = table
+        return self.opened[key]
 
     def _complete_files(self, name: str, version: int) -> None:
+        inside = self.layout.table(name).rstrip("/") + "/"
         for uri in self._table(name, version).file_uris():
-            rel = relative(self.layout.root, uri)
+            rel = f"tables/{name}/{uri[len(inside) :]}"
+            # A log names its files: one outside its table, or a path a restore would refuse,
+            # is a damaged log (this table is then copied as walked), never a file to take
+            if not uri.startswith(inside) or path_problem(rel):
+                raise LakeError(f"the log of {inside} names {uri}, not one of its files")
             if rel in self.files:
                 continue
             info = self.fs.status(uri)
-            if info is None:
-                raise BackupError(
+            if info is None:  # the lake is damaged, or a vacuum ran during a very long walk
+                raise LakeError(
                     f"{uri}, a data file of version {version} of {self.layout.table(name)}, is "
-                    "gone: the lake changed under the snapshot (a vacuum); take it again"
+                    "gone; if the lake is whole, take the snapshot again"
                 )
             self.add(rel, info.size, info.mtime_ms)
 

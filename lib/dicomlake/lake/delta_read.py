@@ -11,6 +11,7 @@ import functools
 import json
 import re
 from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -100,6 +101,18 @@ def version_at(table: DeltaTable, when: datetime) -> int | None:
 _COMMIT_FILE = re.compile(r"\d{20}\.json")
 
 
+def commit_actions(fs: FileSystem, uri: str) -> list[dict[str, Any]]:
+    """The actions of the log's commit file ``uri``; ValueError when it is not JSON lines of
+    actions (UTF-8 and JSON errors are ValueErrors; JSON nested past the parser's depth too)."""
+    try:
+        actions = [json.loads(line) for line in fs.read(uri).decode().splitlines()]
+    except RecursionError:
+        raise ValueError("nested past the parser's depth") from None
+    if not actions or not all(isinstance(a, dict) for a in actions):
+        raise ValueError("no actions")
+    return actions
+
+
 def _unreadable(fs: FileSystem, uri: str, exc: DeltaError, as_of: AsOf) -> LakeError:
     """Why a table's log cannot be read: its first commit file that is not JSON lines, or else
     deltalake's own words."""
@@ -108,10 +121,8 @@ def _unreadable(fs: FileSystem, uri: str, exc: DeltaError, as_of: AsOf) -> LakeE
         if not _COMMIT_FILE.fullmatch(info.path.rsplit("/", 1)[-1]):
             continue
         try:
-            actions = [json.loads(line) for line in fs.read(info.path).decode().splitlines()]
-            if not actions or not all(isinstance(a, dict) for a in actions):
-                raise ValueError("no actions")
-        except (ValueError, RecursionError) as bad:  # JSON and UTF-8 errors both are ValueErrors
+            commit_actions(fs, info.path)
+        except ValueError as bad:
             return LakeError(
                 f"{uri}: its log file {info.path} is damaged ({bad}): restore the lake from a "
                 "snapshot"
