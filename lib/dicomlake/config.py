@@ -141,6 +141,10 @@ class SnapshotConfig:
         _between("snapshot.keep_weekly", self.keep_weekly, 0, 10_000)
 
 
+MAX_STALE_SECONDS = 86400.0
+"""The longest ``lock.stale_seconds``: a day."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LockConfig:
     # A lake's or backup's lock whose heartbeat is older than this is stale: its holder died,
@@ -153,7 +157,7 @@ class LockConfig:
         _between("lock.heartbeat_seconds", self.heartbeat_seconds, 0.1, 3600.0)
         # Rounded: 3 x 0.2 is 0.6000000000000001 in binary floating point
         low = round(3 * self.heartbeat_seconds, 6)
-        _between("lock.stale_seconds", self.stale_seconds, low, 86400.0)
+        _between("lock.stale_seconds", self.stale_seconds, low, MAX_STALE_SECONDS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dicomlake.cli import EXIT_BUSY
 from dicomlake.config import LockConfig
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import ConfigError, LakeError, LockBusyError, StorageError
-from dicomlake.lake.lock import holding
+from dicomlake.lake.lock import _stale_seconds, holding
 from dicomlake.storage.local import LocalFileSystem
 from lock_helpers import first_line, kill, start_takers, start_together, wait_all
 
@@ -109,6 +109,23 @@ def test_a_taker_with_a_shorter_stale_time_waits_as_long_as_the_holders_lease(tm
     holder.stdin.flush()
     assert holder.wait(60) == 0
     assert json.loads(holder.stdout.readline()) == {"lease": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "waited"),
+    [
+        (6.0, 60.0),  # the taker's own is longer
+        (600.0, 600.0),  # the holder's lease runs by its own
+        (1e12, 86400.0),  # a planted record: never longer than any config allows
+        (float("inf"), 86400.0),
+        (float("nan"), 60.0),
+        ("600", 60.0),
+        (True, 60.0),
+        (None, 60.0),  # a record from before holders wrote theirs
+    ],
+)
+def test_a_holders_recorded_stale_time_is_bounded(recorded, waited):
+    assert _stale_seconds({"run_id": "r", "stale_seconds": recorded}, 60.0) == waited
 
 
 def test_a_dead_holder_elsewhere_is_taken_over_once_its_heartbeat_is_stale(tmp_path):

@@ -40,6 +40,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -50,7 +51,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dicomlake.config import LockConfig
+from dicomlake.config import MAX_STALE_SECONDS, LockConfig
 from dicomlake.errors import (
     LakeError,
     LockBusyError,
@@ -297,10 +298,11 @@ class Lock:
 
 def _stale_seconds(owner: dict[str, object], mine: float) -> float:
     """How old the holder's heartbeat must be for a taker of ``mine`` seconds to judge it
-    stale: the longer of the two (a record from before holders wrote theirs: the taker's)."""
+    stale: the longer of the two, the holder's no longer than any config allows (a record is a
+    file anyone who writes the lake can write); a record without one: the taker's."""
     theirs = owner.get("stale_seconds")
-    if isinstance(theirs, (int, float)) and not isinstance(theirs, bool) and theirs < 1e9:
-        return max(mine, float(theirs))
+    if isinstance(theirs, (int, float)) and not isinstance(theirs, bool) and not math.isnan(theirs):
+        return max(mine, min(float(theirs), MAX_STALE_SECONDS))
     return mine
 
 
