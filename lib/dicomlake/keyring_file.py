@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from urllib.parse import urlsplit
 
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringError, StorageError
-from dicomlake.storage import FileSystem, canonical_uri, filesystem_for
+from dicomlake.storage import FileSystem, canonical_uri, filesystem_for, os_path
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +21,8 @@ def load_keyring(uri: str, config: Config) -> Keyring:
             f"no keyring at {uri!r}: create one with `dicomlake keys init "
             f"--keyring {uri}` or point keys.keyring / --keyring at yours"
         )
-    local = canonical_uri(uri)
-    if not urlsplit(local).scheme and not os.path.isfile(local):  # a folder, a device, a FIFO
+    local = os_path(uri)
+    if local is not None and not os.path.isfile(local):  # a folder, a device, a FIFO
         raise KeyringError(f"keyring {uri!r} is not a regular file: point --keyring at one")
     try:
         _check_private(fs, uri)
@@ -67,8 +66,8 @@ def check_targets(keyring_uri: str, public_uri: str | None) -> None:
             continue
         if not uri.strip():
             raise KeyringError(f"{flag} is empty: name a file")
-        local = urlsplit(uri).scheme in ("", "file")
-        if local and os.path.isdir(path := canonical_uri(uri)) and not os.path.islink(path):
+        path = os_path(uri)
+        if path is not None and os.path.isdir(path) and not os.path.islink(path):
             raise KeyringError(f"{flag} {uri!r} is a directory: name a file")
     if public_uri is not None and _entry(keyring_uri) == _entry(public_uri):
         raise KeyringError(
@@ -81,8 +80,8 @@ def _entry(uri: str) -> str:
     """The directory entry a write to ``uri`` replaces: a local path's folder by its real
     path (a linked folder is the same folder), its own name as it is (a link at the name is
     replaced, not written through)."""
-    canonical = canonical_uri(uri)
-    if urlsplit(canonical).scheme:
-        return canonical
-    folder, name = os.path.split(canonical)
+    local = os_path(uri)
+    if local is None:
+        return canonical_uri(uri)
+    folder, name = os.path.split(local)
     return os.path.join(os.path.realpath(folder), name)

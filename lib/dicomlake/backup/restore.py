@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 
@@ -30,7 +29,7 @@ from dicomlake.errors import (
 )
 from dicomlake.lake.lock import holding
 from dicomlake.progress import track
-from dicomlake.storage import FileSystem, canonical_uri, filesystem_for, join
+from dicomlake.storage import FileSystem, filesystem_for, join, os_path
 
 if TYPE_CHECKING:
     from dicomlake.crypto.keyring import Keyring
@@ -152,8 +151,8 @@ def _check_entries(sid: str, uri: str, entries: list[dict[str, Any]]) -> None:
 def _check_entry(target: str) -> None:
     """Refuse a local target that is a link (the restore replaces the target's entry: the link
     would go, the directory it names be left empty) or no directory."""
-    local = canonical_uri(target)
-    if urlsplit(local).scheme:
+    local = os_path(target)
+    if local is None:
         return
     if os.path.islink(local):
         raise BackupError(f"restore target {target} is a symbolic link: name the directory itself")

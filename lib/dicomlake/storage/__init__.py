@@ -1,7 +1,14 @@
 """One small filesystem interface, chosen by URI scheme (``file://``, plain paths, ``hdfs://``)."""
 
 from dicomlake.storage.base import ENTRY_PROBLEMS, FileInfo, FileSystem, ReadStream
-from dicomlake.storage.registry import below, canonical_uri, filesystem_for, join, overlap
+from dicomlake.storage.registry import (
+    below,
+    canonical_uri,
+    filesystem_for,
+    join,
+    os_path,
+    overlap,
+)
 
 __all__ = [
     "ENTRY_PROBLEMS",
@@ -12,5 +19,6 @@ __all__ = [
     "canonical_uri",
     "filesystem_for",
     "join",
+    "os_path",
     "overlap",
 ]

@@ -56,6 +56,12 @@ def canonical_uri(uri: str) -> str:
     return os.path.abspath(uri)
 
 
+def os_path(uri: str) -> str | None:
+    """The absolute OS path of a local ``uri`` (plain or ``file://``); None for a remote one."""
+    canonical = canonical_uri(uri)
+    return None if urlsplit(canonical).scheme else canonical
+
+
 def below(path: str, root: str) -> str | None:
     """The part of ``path`` below ``root`` ("" for the root itself), None when it is not
     there (``/data/landing-2`` is not below ``/data/landing``)."""
