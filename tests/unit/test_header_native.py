@@ -643,7 +643,10 @@ def test_a_value_out_of_its_vrs_form_is_removed_on_both_paths(keyword, bad, good
     shifted = dates == "shift" and keyword.endswith("Date")
     for value, kept in ((bad, False), (good, True)):
         data = rewritten(CT, **{keyword: value})
-        _fast_or_declined(data, options)  # both paths agree where the core reads it
+        # Both paths agree, and the core reads every one itself but a DS or IS that is no
+        # number, which it leaves to pydicom by design (`values.rs` reads numbers by grammar)
+        number_text = not kept and keyword in ("PatientWeight", "PatientSize", "InstanceNumber")
+        assert _fast_or_declined(data, options) is not number_text, (keyword, value)
         records = header.header_records(split_instance(data), SECRET, options)
         rows = [r for r in records.elements.to_pylist() if r["keyword"] == keyword]
         removed = records.identities["deid_counts"]["removed_invalid"]
