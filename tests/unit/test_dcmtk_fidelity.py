@@ -335,6 +335,11 @@ def _crafted() -> dict[str, bytes]:
         **{name: rewritten(CT, **values) for name, values in _REWRITTEN.items()},
         "un-sequence-implicit-items": before_pixels(CT.read_bytes(), un_items),
         "no-sop-instance-uid": out.getvalue(),
+        # 65535 entries: the first value is unsigned by the standard, -1 as written
+        "lut-descriptor-written-ss": before_pixels(
+            CT.read_bytes(),
+            element_bytes((0x0028, 0x1101), "SS", struct.pack("<3h", -1, -32768, 16)),
+        ),
         "padded-private-creator-and-partial-tag": before_pixels(
             CT.read_bytes(),
             element_bytes((0x0020, 0x9165), "AT", struct.pack("<HHH", 0x10, 0x10, 0x20))

@@ -442,6 +442,22 @@ def test_values_with_odd_forms_are_written_as_pydicom_writes_them():
         assert _fast_or_declined(data, options)
 
 
+def test_a_lut_descriptor_written_ss_reads_as_its_vr_says_on_both_paths():
+    """A palette descriptor written SS whose first value is 0x8000 or more (65535 entries; the
+    standard reads that value unsigned) holds -1 as DCMTK reads it: pydicom would add 65536, a
+    value SS cannot hold, and de-identification then failed on the file."""
+    # pydicom writes a LUT descriptor's first value unsigned: the bytes FFFF 0080 1000
+    data = _with_values((0x00281101, "SS", [65535, -32768, 16]))
+    for options in OPTIONS.values():
+        assert _fast_or_declined(data, options)
+    latin_cyrillic = _with_values(
+        (0x00080005, "CS", "ISO_IR 144"), (0x00281101, "SS", [65535, -32768, 16])
+    )
+    for options in OPTIONS.values():
+        records = header.header_records(split_instance(latin_cyrillic), SECRET, options)
+        assert json.loads(records.header_json)["00281101"]["Value"] == [-1, -32768, 16]
+
+
 def test_padded_values_read_alike_on_both_paths_without_their_padding():
     """Padding is no part of a value (PS3.5 6.2): both paths drop it alike, in the JSON, the
     rows and a private creator's name (the DCMTK comparison checks the JSON's values)."""

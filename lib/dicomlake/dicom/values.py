@@ -27,9 +27,8 @@ TEXT_VRS = frozenset(
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 # Raw elements `element` leaves to pydicom's full conversion: VRs it looks up or corrects
-# (implicit, UN, ambiguous), sequences, and the LUT descriptors whose first value it fixes.
+# (implicit, UN, ambiguous), and sequences.
 _PYDICOM_VRS = frozenset({"SQ", "UN", *AMBIGUOUS_VR})
-_LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 _CHARSET_VRS = frozenset(str(vr) for vr in CUSTOMIZABLE_CHARSET_VR)
 NUMBER_FORMATS = {str(vr): c[1] for vr, c in converters.items() if isinstance(c, tuple)}
 """The struct format of each binary number VR (US "H", FD "d", ...), from pydicom's converters."""
@@ -99,15 +98,16 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
 
 def _direct(raw: RawDataElement) -> bool:
     """Whether pydicom's value converter alone gives what ``Dataset.__getitem__`` gives for
-    ``raw``: not for VRs it looks up or corrects (`_PYDICOM_VRS`), the LUT descriptors whose
-    first value it fixes, a callback's elements, nor text whose decoding depends on the
-    character set (anything but ASCII without escape sequences)."""
+    ``raw``: not for VRs it looks up or corrects (`_PYDICOM_VRS`), a callback's elements, nor
+    text whose decoding depends on the character set (anything but ASCII without escape
+    sequences). A LUT descriptor written SS is read here as its VR says, as DCMTK and the
+    compiled core read it: pydicom would add 65536 to a negative first value (the standard
+    reads that value unsigned), a value the element's VR cannot hold."""
     vr, value = raw.VR, raw.value
     return not (
         vr is None
         or vr in _PYDICOM_VRS
         or value is None
-        or raw.tag in _LUT_DESCRIPTORS
         or pydicom_config.data_element_callback is not None
         or (vr in _CHARSET_VRS and (not value.isascii() or b"\x1b" in value))
     )
