@@ -76,3 +76,28 @@ def test_fragments_payload_rejects_a_cut_item() -> None:
     with pytest.raises(DicomParseError) as info:
         fragments_payload(items[8:18])
     assert info.value.reason == "corrupt"
+
+
+@pytest.mark.parametrize(
+    ("keyword", "vr", "dtype"),
+    [("FloatPixelData", "OF", "<f4"), ("DoubleFloatPixelData", "OD", "<f8")],
+)
+def test_float_pixel_data_decodes_as_pydicom_decodes_it(
+    keyword: str, vr: str, dtype: str, tmp_path: Path
+) -> None:
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.9.7777.30"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 3, 2, 2
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = np.dtype(dtype).itemsize * 8
+    pixels = np.linspace(-1.5, 2.5e6, 12).astype(dtype)
+    ds.add_new(pydicom.datadict.tag_for_keyword(keyword), vr, pixels.tobytes())
+    path = tmp_path / "float.dcm"
+    ds.save_as(path, implicit_vr=False, little_endian=True)
+    split = split_instance(path.read_bytes())
+    reference = _reference(path, split.transfer_syntax_uid)
+    assert len(split.frames) == 2
+    for index, frame in enumerate(split.frames):
+        np.testing.assert_array_equal(frame_array(frame, split.frame_spec), reference[index])
+    np.testing.assert_array_equal(reference.ravel(), pixels)

@@ -25,7 +25,7 @@ from typing import Any, overload
 
 import pydicom
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filereader import read_dataset, read_partial
@@ -56,11 +56,8 @@ from dicomlake.dicom.walk import (
 )
 from dicomlake.errors import DicomParseError
 
-PIXEL_KEYWORDS = {
-    0x7FE00008: "FloatPixelData",
-    0x7FE00009: "DoublePixelData",
-    0x7FE00010: "PixelData",
-}
+# By pydicom's dictionary, whose decoders take these names
+PIXEL_KEYWORDS = {tag: keyword_for_tag(tag) for tag in (0x7FE00008, 0x7FE00009, 0x7FE00010)}
 _NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 # Frame starts of compressed bitstreams: JPEG SOI, JPEG 2000 SOC+SIZ, JP2 signature box
 _FRAME_MARKERS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
@@ -95,7 +92,7 @@ class FrameSpec:
     """What a codec needs to know about one native frame.
 
     ``little_endian`` and ``pixel_vr`` give the byte layout of the stored frame;
-    ``pixel_keyword`` is PixelData, FloatPixelData or DoublePixelData.
+    ``pixel_keyword`` is PixelData, FloatPixelData or DoubleFloatPixelData.
     """
 
     rows: int
