@@ -4,8 +4,10 @@ of the same file (deflated ones included), and the bulk reader gives what per-fr
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -19,10 +21,13 @@ from dicomlake.lake.pixelstore import PixelStore
 
 pytestmark = pytest.mark.spark
 
-# A deflated file (stored whole as one prefix chunk), native single and multi-frame, JPEG 2000,
-# RLE, and a file without pixel data
+BIT_PACKED_DEFLATED = "bit-packed-deflated.dcm"
+# A deflated file (stored whole as one prefix chunk), one whose frames are not cut apart either
+# (1-bit, frames not byte-aligned), native single and multi-frame, JPEG 2000, RLE, and a file
+# without pixel data
 FILES = [
     "image_dfl.dcm",
+    BIT_PACKED_DEFLATED,
     "CT_small.dcm",
     "emri_small.dcm",
     "JPEG2000.dcm",
@@ -31,13 +36,36 @@ FILES = [
 ]
 
 
+def _bit_packed_deflated() -> bytes:
+    """Three 3 x 3 frames of 1 bit (9 bits a frame), Deflated Explicit VR Little Endian."""
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.9.7777.66"
+    ds.Rows = ds.Columns = ds.NumberOfFrames = 3
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit = ds.PixelRepresentation = 0
+    ds.PixelData = bytes([0b10110100, 0b01101001, 0b11001010, 0b00000101])
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _source(name: str) -> bytes:
+    if name == BIT_PACKED_DEFLATED:
+        return _bit_packed_deflated()
+    return Path(get_testdata_file(name)).read_bytes()
+
+
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory, sc, config, keyring):
     root = tmp_path_factory.mktemp("frames")
     landing = root / "landing"
     landing.mkdir()
     for name in FILES:
-        shutil.copy(get_testdata_file(name), landing / name)
+        (landing / name).write_bytes(_source(name))
     run_ingest(sc, str(landing), str(root / "lake"), config, keyring)
     return root / "lake", {
         r["source_sha256"]: r for r in table(root / "lake", "instances").to_pylist()
@@ -48,7 +76,7 @@ def _expected(name: str) -> list[np.ndarray]:
     """The file's frames by pydicom alone."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(get_testdata_file(name))
+        ds = pydicom.dcmread(io.BytesIO(_source(name)))
         if "PixelData" not in ds:
             return []
         pixels = ds.pixel_array
@@ -56,7 +84,7 @@ def _expected(name: str) -> list[np.ndarray]:
 
 
 def _instance_id(name: str) -> str:
-    return hashlib.sha256(open(get_testdata_file(name), "rb").read()).hexdigest()
+    return hashlib.sha256(_source(name)).hexdigest()
 
 
 def test_deflated_frame_equals_pydicom(lake, config, keyring):

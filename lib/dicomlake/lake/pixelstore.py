@@ -234,18 +234,16 @@ class PixelStore:
         shape (frames, ...)."""
         if layout.deflated:  # stored whole as its prefix: split the inflated dataset
             split = split_instance(inflated_dataset(prefix))
-            if split.frame_spec is None or len(split.frames) != layout.count:
-                raise LakeError(
-                    f"instance {instance_id}: its inflated pixel data has no native frames"
-                )
-            return np.stack([frame_array(f, split.frame_spec) for f in split.frames])
+            if split.frame_spec is not None and len(split.frames) == layout.count:
+                return np.stack([frame_array(f, split.frame_spec) for f in split.frames])
+            whole = prefix
+        else:
+            whole = b"".join(self.rebuild(instance_id, rows))
         # Frames that could not be cut apart (bit-packed, odd big-endian words, fragments of
-        # unknown frame) are stored as one chunk: pydicom decodes the rebuilt instance.
+        # unknown frame) are stored as one chunk: pydicom decodes the whole instance.
         with warnings.catch_warnings(), _decoding(instance_id, None):
             warnings.simplefilter("ignore")
-            pixels = pydicom.dcmread(
-                io.BytesIO(b"".join(self.rebuild(instance_id, rows))), force=True
-            ).pixel_array
+            pixels = pydicom.dcmread(io.BytesIO(whole), force=True).pixel_array
         return pixels[np.newaxis] if layout.count == 1 else pixels
 
     def _data_key(self, pack_path: str) -> bytes:
