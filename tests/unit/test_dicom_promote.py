@@ -128,3 +128,13 @@ def test_no_pixel_data_has_no_frame_count() -> None:
     row = promoted_values(split)
     assert row["NumberOfFrames"] is None
     assert row["TransferSyntaxUID"] == "1.2.840.10008.1.2"
+
+
+def test_a_transfer_syntax_that_is_no_uid_is_not_promoted() -> None:
+    """The file meta's text reaches the column unless checked: a name there is left out."""
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    syntax = b"1.2.840.10008.1.2.1\x00"
+    assert data.count(syntax) == 1
+    split = split_instance(data.replace(syntax, b"DOE^JANE^ZZPHI\x00\x00\x00\x00\x00\x00"))
+    assert "DOE" in split.transfer_syntax_uid  # as the file meta holds it
+    assert promoted_values(split)["TransferSyntaxUID"] is None

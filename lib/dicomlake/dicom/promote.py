@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from pydicom.dataset import Dataset
 
+from dicomlake.dicom.deid import in_form
 from dicomlake.dicom.elements import element_text
 from dicomlake.dicom.split import SplitInstance
 from dicomlake.dicom.values import (
@@ -225,5 +226,7 @@ def promoted_values(
         media = functools.partial(split.original.get, "MediaStorageSOPInstanceUID", meta=True)
     row["SOPInstanceUID"] = instance_uid(top, media)
     row["NumberOfFrames"] = split.number_of_frames or None
-    row["TransferSyntaxUID"] = split.transfer_syntax_uid
+    # The file meta's text, which de-identification does not see here: a UID's form or nothing
+    syntax = split.transfer_syntax_uid
+    row["TransferSyntaxUID"] = syntax if syntax and in_form("UI", syntax) else None
     return row
