@@ -580,13 +580,19 @@ LEAKS = {
         )
     },
     "file-access-uri": {"FileAccessURI": ("UR", "file:///archive/ZZLEAK/1.dcm")},
+    # Overlays' free text (the table lists only their comments), in two overlay groups
+    "overlay-description-and-label": {
+        0x60000022: ("LO", "ZZLEAK overlay description"),  # Overlay Description
+        0x60021500: ("LO", "ZZLEAK^LABEL"),  # Overlay Label
+    },
 }
 
 
-def _planted_file(elements: dict[str, tuple[str, object]]) -> bytes:
+def _planted_file(elements: dict[str | int, tuple[str, object]]) -> bytes:
+    """CT_small with ``elements`` added, by keyword or by tag (a repeating group's)."""
     ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
     for keyword, (vr, value) in elements.items():
-        tag = pydicom.datadict.tag_for_keyword(keyword)
+        tag = keyword if isinstance(keyword, int) else pydicom.datadict.tag_for_keyword(keyword)
         ds.add_new(tag, vr, Sequence(value) if vr == "SQ" else value)
     out = pydicom.filebase.DicomBytesIO()
     ds.save_as(out)

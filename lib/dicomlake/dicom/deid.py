@@ -2,7 +2,8 @@
 
 `deidentify` builds a clean copy of a pydicom header with the attributes of the Basic
 Application Level Confidentiality Profile (Table E.1-1, in `deid_table`, and the attributes it
-does not list that hold a patient's dates or an identifier, `SUPPLEMENT`) removed or replaced,
+does not list that hold a patient's dates, an identifier or free text, `SUPPLEMENT` and
+`REPEATING_PROFILE`) removed or replaced,
 and returns it with the identified values it took out, for the restricted identities table.
 The copy is built from what it keeps: unchanged elements are shared with the input, changed
 ones are copies, and every sequence item is a new dataset, so the input is never changed.
@@ -230,6 +231,13 @@ SUPPLEMENT = {
 }
 PROFILE = {**ACTIONS, **SUPPLEMENT}
 """The actions by tag: Table E.1-1 and `SUPPLEMENT`."""
+# Overlays' free text, which Table E.1-1 does not list beside their comments
+REPEATING_PROFILE = (
+    *REPEATING,
+    (0x60000022, 0xFF00FFFF, "X"),  # Overlay Description
+    (0x60001500, 0xFF00FFFF, "X"),  # Overlay Label
+)
+"""The actions of repeating groups: (tag, mask, action), matching when tag & mask == tag."""
 _NUMBER_VRS = frozenset({*NUMBER_FORMATS, "AT"})
 # CID 7050 De-identification Method, coding scheme DCM
 _CODES = {
@@ -331,11 +339,12 @@ def is_well_known_uid(value: str) -> bool:
 
 
 def profile_action(tag: int) -> str | None:
-    """The Table E.1-1 action for ``tag``, None when the table does not list it."""
+    """The profile's action for ``tag`` (Table E.1-1 and the supplements), None when it does
+    not list it."""
     action = PROFILE.get(tag)
     if action is not None:
         return action
-    for listed, mask, repeating in REPEATING:
+    for listed, mask, repeating in REPEATING_PROFILE:
         if tag & mask == listed:
             return repeating
     return None
@@ -662,12 +671,15 @@ def _out_of_form(elem: DataElement) -> bool:
     vr = elem.VR
     if vr not in _GRAMMARS and vr not in ("DS", "IS"):
         return False
-    for value in values_of(elem.value):
-        text = str(value).strip(" \x00")
-        grammar = _GRAMMARS.get(vr)
-        if not (grammar.fullmatch(text) if grammar else not text or reads_as_number(vr, text)):
-            return True
-    return False
+    return not all(in_form(vr, str(value)) for value in values_of(elem.value))
+
+
+def in_form(vr: str, value: str) -> bool:
+    """Whether one value of DS, IS, UI, AS, DA, TM or DT has its VR's form (rule 10), padding
+    aside."""
+    text = value.strip(" \x00")
+    grammar = _GRAMMARS.get(vr)
+    return bool(grammar.fullmatch(text) if grammar else not text or reads_as_number(vr, text))
 
 
 def _too_many(elem: DataElement, tag: int) -> bool:

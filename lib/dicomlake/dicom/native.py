@@ -13,11 +13,11 @@ from pydicom.uid import UID_dictionary
 from dicomlake.dicom.deid import (
     IDENTITY_KEYWORDS,
     PROFILE,
+    REPEATING_PROFILE,
     SAFE_PRIVATE,
     is_class_uid,
     most_values,
 )
-from dicomlake.dicom.deid_table import REPEATING
 
 INTERFACE = 4
 """The interface of the compiled core this code calls (``INTERFACE`` in native/src/lib.rs)."""
@@ -59,5 +59,5 @@ def core() -> Any:
     safe = [(creator, group, byte, vr) for (creator, group, byte), vr in SAFE_PRIVATE.items()]
     identity = [tag_for_keyword(keyword) for keyword in IDENTITY_KEYWORDS]
     return dicomlake_native.Core(
-        tags, repeaters, list(REPEATING), list(UID_dictionary), safe, identity
+        tags, repeaters, list(REPEATING_PROFILE), list(UID_dictionary), safe, identity
     )
