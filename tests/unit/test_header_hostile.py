@@ -320,17 +320,19 @@ def test_both_header_paths_remove_what_they_cannot_keep(name: str) -> None:
     ("value", "kept"),
     [
         ("CT", "CT"),
-        ("CT\\MR", "CT\\MR"),
-        ("CT/..", "CT/.."),  # escaped in the directory name, as any value is
-        ("A" * 16, "A" * 16),
-        ("A" * 17, None),
+        ("RTSTRUCT", "RTSTRUCT"),
+        ("ST", "ST"),  # retired (SPECT), still a defined term
+        ("CT\\MR", None),
+        ("DOE JANE", None),  # a valid code string: a name
+        ("SMITH", None),
+        ("ct", None),
+        ("CT/..", None),
         ("CT" * 150, None),
         ("CT\x00", None),
-        ("CT\n", None),
         ("\u00c9CHO", None),
         ("", None),
         (None, None),
     ],
 )
-def test_only_a_short_printable_modality_names_a_partition(value: str | None, kept: str) -> None:
+def test_only_a_defined_term_of_modality_names_a_partition(value: str | None, kept: str) -> None:
     assert partition_text(value) == kept

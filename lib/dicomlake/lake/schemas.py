@@ -18,18 +18,23 @@ TS = pa.timestamp("ms", tz="UTC")
 INSTANCE_PARTITIONS = ("Modality", "study_year")
 # Hive's name for a null partition value; Spark, pyarrow and DuckDB read it back as null.
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
-MAX_PARTITION_TEXT = 16  # characters: a code string's maximum, and Modality is one
+# Modality's defined terms (PS3.3 C.7.3.1.1.1), retired ones included: the only values that
+# name a partition directory
+MODALITIES = frozenset(
+    """ANN AR ASMT AU BDUS BI BMD CFM CR CT CTPROTOCOL DG DMS DOC DX ECG EEG EMG EOG EPS ES FID
+    GM HC HD IO IOL IVOCT IVUS KER KO LEN LS M3D MG MR NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV
+    OSS OT PA PLAN POS PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD
+    RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC
+    AS CD CF CP CS DD DF DM DS EC FA FS LP MA MS OPR ST VF""".split()  # noqa: SIM905
+)
 
 
 def partition_text(value: object) -> str | None:
-    """A text partition value (Modality) as ``instances`` keeps it: the value when it is 1-16
-    printable ASCII characters, else None (the null partition). The value names a directory:
-    a hostile header must not make that name too long for the file system, nor put control
-    characters or the elements a bad length swallowed into it."""
-    text = None if value is None else str(value)
-    if text and len(text) <= MAX_PARTITION_TEXT and text.isascii() and text.isprintable():
-        return text
-    return None
+    """Modality as ``instances`` keeps it: the value when it is one of the standard's defined
+    terms, else None (the null partition). The value names a directory, which a hostile or
+    careless header must not name after a patient (``DOE JANE`` is a valid code string), nor
+    make too long for the file system or fill with the elements a bad length swallowed."""
+    return value if isinstance(value, str) and value in MODALITIES else None
 
 
 LINEAGE = [
