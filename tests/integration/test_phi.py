@@ -620,10 +620,13 @@ def test_a_landing_zone_named_after_a_patient_is_named_by_its_id(
     for path in sorted(landing.rglob("*.dcm"))[:3]:
         shutil.copy(path, root / path.name)
     lake = tmp_path / "lake"
-    run_ingest(sc, str(root), str(lake), config, keyring)
+    summary = run_ingest(sc, str(root), str(lake), config, keyring).as_dict()
     (run,) = table(lake, "runs").to_pylist()
     assert run["landing"] == "file"
     assert run["landing_path_id"] == ref_path_id(keyring.secret_for("pseudonym"), str(root))
+    # so does the summary a scheduler logs
+    assert (summary["landing"], summary["landing_path_id"]) == ("file", run["landing_path_id"])
+    assert "DOE^JANE" not in json.dumps(summary) and "77654033" not in json.dumps(summary)
     for path in (lake / "tables").rglob("*"):
         if path.is_file():
             data = path.read_bytes()

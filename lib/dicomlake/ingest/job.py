@@ -33,7 +33,7 @@ from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.ledger import read_ledger
 from dicomlake.lake.lock import Lock, holding, new_run_id
 from dicomlake.lake.parquet import read_files, write_table
-from dicomlake.lake.paths import PathRows, path_secret
+from dicomlake.lake.paths import PathRows, path_id, path_secret
 from dicomlake.lake.restricted import write_rows
 from dicomlake.storage import (
     ENTRY_PROBLEMS,
@@ -54,6 +54,10 @@ class IngestSummary:
 
     run_id: str
     landing: str
+    """The landing zone's filesystem (``file``, ``hdfs://nn``), as ``runs.landing``: its path
+    may name a patient, and scheduler logs keep this summary."""
+    landing_path_id: str
+    """The landing zone's path id (``reidentify --path-id`` gives its path back)."""
     lake: str
     files_listed: int
     files_seen: int
@@ -368,7 +372,8 @@ def _summary(
     with_identities = deid_options(run.config) is not None
     return IngestSummary(
         run_id=run.run_id,
-        landing=run.landing,
+        landing=_filesystem(run.landing),
+        landing_path_id=path_id(path_secret(run.keyring), run.landing),
         lake=run.lake,
         **collected.counts,
         files_hidden=listing.hidden,
