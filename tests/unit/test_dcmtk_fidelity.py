@@ -301,6 +301,11 @@ _REWRITTEN: dict[str, dict[str, str]] = {
         "StudyTime": "120000 ",
         "AcquisitionDateTime": "20200101120000 ",
     },
+    # Spaces around a name's components pad them (PS3.5 6.2.1): dcm2json drops them
+    "name-components": {
+        "ReferringPhysicianName": "Doe ^ Jane = Ideo ^ G \\ Van Der ^  ^ R ",
+        "PerformingPhysicianName": " ^ \\Roe^  Richard",
+    },
     # A number string is a number by the standard's grammar and range only (PS3.5 6.2)
     "number-strings": {
         "ImagePositionPatient": "1\\ \\2 ",

@@ -449,7 +449,7 @@ def test_padded_values_read_alike_on_both_paths_without_their_padding():
         (0x00080008, "CS", " ORIGINAL \\ PRIMARY "),  # ImageType
         (0x00080060, "CS", " OT"),  # Modality
         (0x00081030, "LO", "  Study  "),  # StudyDescription
-        (0x00080090, "PN", " Doe^Jane = Ideo \\ Roe "),  # ReferringPhysicianName
+        (0x00080090, "PN", " Doe ^ Jane = Ideo \\ Roe "),  # ReferringPhysicianName
         (0x00180050, "DS", "1\\ \\2 "),  # SliceThickness
         (0x00090010, "LO", " ACME "),
         (0x00091001, "LO", "v "),

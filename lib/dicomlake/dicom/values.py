@@ -154,7 +154,8 @@ def reads_as_number(vr: str, text: str) -> bool:
 # PS3.5 6.2: spaces that pad a value rather than belong to it. pydicom strips them from the end
 # of an element only; the lake's JSON and element rows drop them from each value, as DCMTK's
 # dcm2json does: after each value of a text VR, and before it too in these VRs (a DS or IS
-# value pydicom keeps as text) and in each component group of a person name.
+# value pydicom keeps as text) and around each component of a person name (PS3.5 6.2.1 holds
+# them insignificant there: "Doe ^ Jane" is "Doe^Jane").
 _PADDED_BEFORE = frozenset({"AE", "CS", "DS", "IS", "LO", "SH"})
 _PADDED = TEXT_VRS | _PADDED_BEFORE
 _NAME_GROUPS = 3
@@ -174,9 +175,12 @@ def significant(vr: str, values: list[object]) -> list[object]:
 
 
 def person_name(text: str) -> str:
-    """A person name's text: its first three component groups, each stripped of spaces,
-    without the empty groups it ends with."""
-    groups = [group.strip(" ") for group in text.split("=")[:_NAME_GROUPS]]
+    """A person name's text: its first three component groups, each component stripped of
+    spaces, without the empty groups it ends with."""
+    groups = [
+        "^".join(part.strip(" ") for part in group.split("^"))
+        for group in text.split("=")[:_NAME_GROUPS]
+    ]
     while groups and not groups[-1]:
         groups.pop()
     return "=".join(groups)
