@@ -317,8 +317,9 @@ const TEXT_VRS: [&[u8; 2]; 14] = [
 ];
 
 /// Decoded values without the spaces that pad them (PS3.5 6.2), as `values.significant`
-/// drops them for the JSON and the rows: after each value of a text VR, before it too in AE,
-/// CS, LO and SH, and around each component of a person name.
+/// drops them for the JSON and the rows: after each value of a text VR (NULs too, which pydicom
+/// leaves only after an AE), before it too in AE, CS, LO and SH, and around each component of
+/// a person name.
 pub fn significant(vr: &[u8; 2], items: Vec<Item>) -> Result<Vec<Item>, Decline> {
     let before = matches!(vr, b"AE" | b"CS" | b"LO" | b"SH");
     if vr != b"PN" && !TEXT_VRS.contains(&vr) {
@@ -359,13 +360,14 @@ fn name_group(group: String) -> String {
     parts.join("^")
 }
 
-/// ``t`` without the spaces after it (and before it, if ``before``); ``t`` itself, not a copy,
-/// when it has none: most values have none.
+/// ``t`` without the spaces and NULs after it (and the spaces before it, if ``before``); ``t``
+/// itself, not a copy, when it has none: most values have none.
 fn trimmed(t: String, before: bool) -> String {
+    let kept = rstrip_pad(&t);
     let kept = if before {
-        t.trim_matches(' ')
+        kept.trim_start_matches(' ')
     } else {
-        t.trim_end_matches(' ')
+        kept
     };
     if kept.len() == t.len() {
         t

@@ -10,6 +10,7 @@ DCMTK's own native writing (``dcmconv +te``) or decompression (``dcmdjpeg``, ``d
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import struct
@@ -87,6 +88,17 @@ def _pn(value: Any) -> Any:
     return groups or None
 
 
+def _nul_padded(value: Any, vr: str) -> Any:
+    """A text value without the NULs it is padded with; a DS or IS one as its number."""
+    if not isinstance(value, str) or not value.endswith("\0"):
+        return value
+    text = value.rstrip("\0 ")
+    if vr in ("DS", "IS"):
+        with contextlib.suppress(ValueError):
+            return int(text) if vr == "IS" else float(text)
+    return text
+
+
 def _values(elem: dict[str, Any], convert: Callable[[list[Any]], list[Any]]) -> dict[str, Any]:
     if "Value" not in elem:
         return elem
@@ -141,6 +153,10 @@ _TRANSFORMS: list[tuple[str, Callable[[str, dict[str, Any]], dict[str, Any]]]] =
         ),
     ),
     (
+        "nul_padding",
+        lambda key, e: _values(e, lambda vs: [_nul_padded(v, e["vr"]) for v in vs]),
+    ),
+    (
         "pn_trailing_carets",
         lambda key, e: _values(e, lambda vs: [_pn(v) for v in vs]) if e.get("vr") == "PN" else e,
     ),
@@ -186,6 +202,10 @@ def normalised(
       JSON number holds exactly); the lake writes numbers.
     - ``odd_length_padding``: DCMTK pads an odd-length binary value with a zero byte, as a
       DICOM value must be of even length; the lake keeps the bytes the file holds.
+    - ``nul_padding``: some writers pad text values with NULs, which the standard pads a UI
+      with only (PS3.5 6.2); dcm2json keeps them as part of the value (but in PN and UI), so
+      a DS or IS so padded is no number to it. The lake drops them as padding, as pydicom
+      reads them (an AE's too), and reads the number: NUL is in no text VR's repertoire.
     - ``pn_trailing_carets``: dcm2json drops empty trailing name components (``A^B^^`` is
       ``A^B``, ``^^`` is no name); the lake keeps the name as written.
     - ``empty_values``: an empty value among several is ``""`` in the lake and ``null`` in
@@ -305,6 +325,18 @@ _REWRITTEN: dict[str, dict[str, str]] = {
     "name-components": {
         "ReferringPhysicianName": "Doe ^ Jane = Ideo ^ G \\ Van Der ^  ^ R ",
         "PerformingPhysicianName": " ^ \\Roe^  Richard",
+    },
+    # Values padded with NULs instead of spaces (an AE's too)
+    "nul-padded": {
+        "StudyDescription": "Desc\0\0",
+        "InstitutionName": "Inst\0\\B\0",
+        "Modality": "CT\0\0",
+        "StudyTime": "120000\0\0",
+        "SliceThickness": "1.5\0",
+        "SeriesNumber": "12\0\0",
+        "ImageComments": "text\0\0",
+        "RetrieveAETitle": "AET\0",
+        "PatientName": "Doe^Jane\0\0",
     },
     # A number string is a number by the standard's grammar and range only (PS3.5 6.2)
     "number-strings": {

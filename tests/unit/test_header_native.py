@@ -449,6 +449,7 @@ def test_padded_values_read_alike_on_both_paths_without_their_padding():
         (0x00080008, "CS", " ORIGINAL \\ PRIMARY "),  # ImageType
         (0x00080060, "CS", " OT"),  # Modality
         (0x00081030, "LO", "  Study  "),  # StudyDescription
+        (0x00080054, "AE", " AET\0"),  # RetrieveAETitle, padded with a NUL
         (0x00080090, "PN", " Doe ^ Jane = Ideo \\ Roe "),  # ReferringPhysicianName
         (0x00180050, "DS", "1\\ \\2 "),  # SliceThickness
         (0x00090010, "LO", " ACME "),
@@ -461,6 +462,7 @@ def test_padded_values_read_alike_on_both_paths_without_their_padding():
     assert texts["00080008"] == ("ORIGINAL\\PRIMARY", None)
     assert texts["00080060"] == ("OT", None)
     assert texts["00081030"] == ("Study", None)
+    assert texts["00080054"] == ("AET", None)
     assert texts["00080090"] == ("Doe^Jane=Ideo\\Roe", None)
     assert texts["00180050"] == ("1\\\\2", None)
     assert texts["00091001"] == ("v", "ACME")
