@@ -347,6 +347,17 @@ _REWRITTEN: dict[str, dict[str, str]] = {
         "AcquisitionNumber": "12\\ \\13 ",
         "ReferringPhysicianName": "A=B=C=D ",
     },
+    # A DS or IS value longer than PS3.5 allows is its text, and one of 16 digits (more than a
+    # double holds) a number of exactly those digits
+    "number-string-lengths": {
+        "SliceThickness": "9007199254740993",
+        "PixelSpacing": "1.2345678901234567890\\12345678901234567",
+        "SliceLocation": "  1.23456789012  ",
+        "ImagePositionPatient": "-0\\+0000000000001\\-.5e+3",
+        "ImageOrientationPatient": "1\\0\\0\\0\\1\\+0000000000000000",
+        "SeriesNumber": "+0000000000012",
+        "AcquisitionNumber": " 00000000012 ",
+    },
 }
 
 

@@ -469,6 +469,26 @@ def test_padded_values_read_alike_on_both_paths_without_their_padding():
     assert json.loads(records.header_json)["00180050"]["Value"] == [1, None, 2]
 
 
+def test_number_strings_are_their_exact_numbers_or_their_text_on_both_paths():
+    """A DS of 16 digits is a JSON number of exactly those digits (a double holds fewer), a DS
+    or IS longer than PS3.5 allows its text, as dcm2json writes them; the rows keep the
+    number."""
+    data = _with_values(
+        (0x00180050, "DS", "9007199254740993"),  # SliceThickness
+        (0x00280030, "DS", "1.2345678901234567890\\-0"),  # PixelSpacing
+        (0x00200013, "IS", "-000000000012"),  # InstanceNumber
+    )
+    for options in OPTIONS.values():
+        assert _fast_or_declined(data, options)
+    records = header.header_records(split_instance(data), SECRET, None)
+    doc = json.loads(records.header_json)
+    assert doc["00180050"]["Value"] == [9007199254740993]
+    assert doc["00280030"]["Value"] == ["1.2345678901234567890", 0]
+    assert doc["00200013"]["Value"] == ["-000000000012"]
+    numbers = {r["tag"]: r["value_number"] for r in _rows(records)}
+    assert numbers["00280030"] == 1.2345678901234567 and numbers["00200013"] == -12
+
+
 def test_a_patient_age_of_several_values_is_marked_as_pydicom_sets_it():
     # deid keeps the age as its text, values joined with a backslash; set back on the clean
     # header, pydicom splits it into values again, and so must the core's mark
