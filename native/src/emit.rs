@@ -98,6 +98,7 @@ fn item_text(out: &mut String, item: &Item) {
         }
         Item::Float(f) => out.push_str(&py_float(*f)),
         Item::Tag(t) => {
+            // pydicom's str of a tag: dcmdump's form in upper case, as PS3.6 writes tags
             let _ = write!(out, "({:04X},{:04X})", t >> 16, t & 0xFFFF);
         }
     }

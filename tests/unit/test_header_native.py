@@ -469,6 +469,22 @@ def test_padded_values_read_alike_on_both_paths_without_their_padding():
     assert json.loads(records.header_json)["00180050"]["Value"] == [1, None, 2]
 
 
+def test_tabs_around_ae_ds_and_is_values_are_read_alike_on_both_paths():
+    """pydicom reads an AE, DS or IS value without the tabs around it (the DCMTK comparison's
+    whitespace_around_values): the core reads such an AE so, and leaves a DS or IS written so
+    to pydicom, by design."""
+    ae = rewritten(CT, RetrieveAETitle="\tAET\t\\ B\t")
+    numbers = rewritten(CT, SliceThickness="\t1.5\t", InstanceNumber="12\t")
+    for options in OPTIONS.values():
+        assert _fast_or_declined(ae, options)
+        assert not _fast_or_declined(numbers, options)
+    rows = _rows(header.header_records(split_instance(ae), SECRET, None))
+    assert [r["value_text"] for r in rows if r["tag"] == "00080054"] == ["AET\\B"]
+    rows = _rows(header.header_records(split_instance(numbers), SECRET, None))
+    numbers_read = {r["tag"]: (r["value_text"], r["value_number"]) for r in rows}
+    assert numbers_read["00180050"] == ("1.5", 1.5) and numbers_read["00200013"] == ("12", 12)
+
+
 def test_number_strings_are_their_exact_numbers_or_their_text_on_both_paths():
     """A DS of 16 digits is a JSON number of exactly those digits (a double holds fewer), a DS
     or IS longer than PS3.5 allows its text, as dcm2json writes them; the rows keep the

@@ -158,7 +158,8 @@ def reads_as_number(vr: str, text: str) -> bool:
 # them insignificant there: "Doe ^ Jane" is "Doe^Jane"). NULs after a value pad it too: some
 # writers pad with them as a UI is padded, and NUL is in no text VR's repertoire; pydicom drops
 # them from every VR but AE (dcm2json keeps them but in PN and UI: a convention of the DCMTK
-# comparison).
+# comparison). Tabs around an AE, DS or IS value pydicom strips itself, as no control character
+# is in these VRs' repertoires (dcm2json keeps them: another convention).
 _PADDED_BEFORE = frozenset({"AE", "CS", "DS", "IS", "LO", "SH"})
 _PADDED = TEXT_VRS | _PADDED_BEFORE
 _NAME_GROUPS = 3
