@@ -98,25 +98,43 @@ fn item_text(out: &mut String, item: &Item) {
         }
         Item::Float(f) => out.push_str(&py_float(*f)),
         Item::Tag(t) => {
+            // pydicom's str of a tag: dcmdump's form in upper case, as PS3.6 writes tags
             let _ = write!(out, "({:04X},{:04X})", t >> 16, t & 0xFFFF);
         }
     }
 }
 
+/// A DS or IS value longer than PS3.5 allows is written as its text, as `dicomjson._numbers`
+/// writes it; an integer DS as its digits exactly (16 are more than a double holds).
 fn json_number(out: &mut String, item: &Item) {
     match item {
+        Item::Integer(t, _) | Item::Decimal(t, _) if t.len() > most_bytes(item) => json_str(out, t),
         Item::Integer(_, n) => {
             let _ = write!(out, "{n}");
         }
         Item::Int(n) => {
             let _ = write!(out, "{n}");
         }
-        Item::Decimal(_, f) => out.push_str(&py_float(*f)),
+        Item::Decimal(t, f) => match t.parse::<i64>() {
+            Ok(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Err(_) => out.push_str(&py_float(*f)),
+        },
         Item::Float(f) if f.is_finite() => out.push_str(&py_float(*f)),
         Item::Float(f) => json_str(out, &py_float(*f)),
         Item::Text(t) if t.is_empty() => out.push_str("null"), // an empty value among several
         Item::Text(t) | Item::Name(t, _) => json_str(out, t),
         Item::Tag(_) => json_str(out, "?"), // AT is no number VR: not reached
+    }
+}
+
+/// The most bytes a DS (16) or IS (12) value holds (PS3.5 Table 6.2-1).
+fn most_bytes(item: &Item) -> usize {
+    if matches!(item, Item::Integer(..)) {
+        12
+    } else {
+        16
     }
 }
 

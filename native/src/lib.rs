@@ -1420,7 +1420,7 @@ impl Run<'_> {
 /// The version of this module's interface to `dicomlake.dicom` (`native.INTERFACE`): raised
 /// with every change to what it takes or gives, so a module built from other sources than the
 /// Python code calling it is refused rather than called wrongly.
-const INTERFACE: u32 = 4;
+const INTERFACE: u32 = 5;
 
 #[pymodule]
 fn dicomlake_native(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -317,8 +317,9 @@ const TEXT_VRS: [&[u8; 2]; 14] = [
 ];
 
 /// Decoded values without the spaces that pad them (PS3.5 6.2), as `values.significant`
-/// drops them for the JSON and the rows: after each value of a text VR, before it too in AE,
-/// CS, LO and SH, and around each component group of a person name.
+/// drops them for the JSON and the rows: after each value of a text VR (NULs too, which pydicom
+/// leaves only after an AE), before it too in AE, CS, LO and SH, and around each component of
+/// a person name.
 pub fn significant(vr: &[u8; 2], items: Vec<Item>) -> Result<Vec<Item>, Decline> {
     let before = matches!(vr, b"AE" | b"CS" | b"LO" | b"SH");
     if vr != b"PN" && !TEXT_VRS.contains(&vr) {
@@ -329,8 +330,7 @@ pub fn significant(vr: &[u8; 2], items: Vec<Item>) -> Result<Vec<Item>, Decline>
         .map(|item| match item {
             Item::Text(t) => Ok(Item::Text(trimmed(t, before))),
             Item::Name(text, components) => {
-                let mut groups: Vec<String> =
-                    components.into_iter().map(|c| trimmed(c, true)).collect();
+                let mut groups: Vec<String> = components.into_iter().map(name_group).collect();
                 while groups.last().is_some_and(|g| g.is_empty()) {
                     groups.pop();
                 }
@@ -350,13 +350,24 @@ pub fn significant(vr: &[u8; 2], items: Vec<Item>) -> Result<Vec<Item>, Decline>
         .collect()
 }
 
-/// ``t`` without the spaces after it (and before it, if ``before``); ``t`` itself, not a copy,
-/// when it has none: most values have none.
+/// A person name's component group without the spaces around each of its components
+/// (PS3.5 6.2.1 holds them insignificant: "Doe ^ Jane" is "Doe^Jane").
+fn name_group(group: String) -> String {
+    if !group.contains(' ') {
+        return group;
+    }
+    let parts: Vec<&str> = group.split('^').map(|c| c.trim_matches(' ')).collect();
+    parts.join("^")
+}
+
+/// ``t`` without the spaces and NULs after it (and the spaces before it, if ``before``); ``t``
+/// itself, not a copy, when it has none: most values have none.
 fn trimmed(t: String, before: bool) -> String {
+    let kept = rstrip_pad(&t);
     let kept = if before {
-        t.trim_matches(' ')
+        kept.trim_start_matches(' ')
     } else {
-        t.trim_end_matches(' ')
+        kept
     };
     if kept.len() == t.len() {
         t

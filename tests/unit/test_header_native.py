@@ -465,7 +465,8 @@ def test_padded_values_read_alike_on_both_paths_without_their_padding():
         (0x00080008, "CS", " ORIGINAL \\ PRIMARY "),  # ImageType
         (0x00080060, "CS", " OT"),  # Modality
         (0x00081030, "LO", "  Study  "),  # StudyDescription
-        (0x00080090, "PN", " Doe^Jane = Ideo \\ Roe "),  # ReferringPhysicianName
+        (0x00080054, "AE", " AET\0"),  # RetrieveAETitle, padded with a NUL
+        (0x00080090, "PN", " Doe ^ Jane = Ideo \\ Roe "),  # ReferringPhysicianName
         (0x00180050, "DS", "1\\ \\2 "),  # SliceThickness
         (0x00090010, "LO", " ACME "),
         (0x00091001, "LO", "v "),
@@ -477,10 +478,47 @@ def test_padded_values_read_alike_on_both_paths_without_their_padding():
     assert texts["00080008"] == ("ORIGINAL\\PRIMARY", None)
     assert texts["00080060"] == ("OT", None)
     assert texts["00081030"] == ("Study", None)
+    assert texts["00080054"] == ("AET", None)
     assert texts["00080090"] == ("Doe^Jane=Ideo\\Roe", None)
     assert texts["00180050"] == ("1\\\\2", None)
     assert texts["00091001"] == ("v", "ACME")
     assert json.loads(records.header_json)["00180050"]["Value"] == [1, None, 2]
+
+
+def test_tabs_around_ae_ds_and_is_values_are_read_alike_on_both_paths():
+    """pydicom reads an AE, DS or IS value without the tabs around it (the DCMTK comparison's
+    whitespace_around_values): the core reads such an AE so, and leaves a DS or IS written so
+    to pydicom, by design."""
+    ae = rewritten(CT, RetrieveAETitle="\tAET\t\\ B\t")
+    numbers = rewritten(CT, SliceThickness="\t1.5\t", InstanceNumber="12\t")
+    for options in OPTIONS.values():
+        assert _fast_or_declined(ae, options)
+        assert not _fast_or_declined(numbers, options)
+    rows = _rows(header.header_records(split_instance(ae), SECRET, None))
+    assert [r["value_text"] for r in rows if r["tag"] == "00080054"] == ["AET\\B"]
+    rows = _rows(header.header_records(split_instance(numbers), SECRET, None))
+    numbers_read = {r["tag"]: (r["value_text"], r["value_number"]) for r in rows}
+    assert numbers_read["00180050"] == ("1.5", 1.5) and numbers_read["00200013"] == ("12", 12)
+
+
+def test_number_strings_are_their_exact_numbers_or_their_text_on_both_paths():
+    """A DS of 16 digits is a JSON number of exactly those digits (a double holds fewer), a DS
+    or IS longer than PS3.5 allows its text, as dcm2json writes them; the rows keep the
+    number."""
+    data = _with_values(
+        (0x00180050, "DS", "9007199254740993"),  # SliceThickness
+        (0x00280030, "DS", "1.2345678901234567890\\-0"),  # PixelSpacing
+        (0x00200013, "IS", "-000000000012"),  # InstanceNumber
+    )
+    for options in OPTIONS.values():
+        assert _fast_or_declined(data, options)
+    records = header.header_records(split_instance(data), SECRET, None)
+    doc = json.loads(records.header_json)
+    assert doc["00180050"]["Value"] == [9007199254740993]
+    assert doc["00280030"]["Value"] == ["1.2345678901234567890", 0]
+    assert doc["00200013"]["Value"] == ["-000000000012"]
+    numbers = {r["tag"]: r["value_number"] for r in _rows(records)}
+    assert numbers["00280030"] == 1.2345678901234567 and numbers["00200013"] == -12
 
 
 def test_a_patient_age_of_several_values_is_marked_as_pydicom_sets_it():

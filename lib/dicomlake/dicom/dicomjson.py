@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -79,24 +80,33 @@ def _little_endian(value: bytes, width: int) -> bytes:
     return words.tobytes() + value[whole:]
 
 
+# PS3.5 Table 6.2-1: the most bytes a DS or IS value holds (without its padding). A longer one
+# is still read as its number for the rows (writers such as ITK write 17 digits), but the JSON
+# keeps its text, as dcm2json does: a double holds fewer digits than it may have.
+_MOST_BYTES = {"DS": 16, "IS": 12}
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def _numbers(values: list[Any], vr: str) -> list[Any]:
     """The values as JSON numbers; one that is no finite number (a DS or IS string such as
-    ``1.06,0.206``, a NaN, an IS such as ``1e2``) stays the string it is, as DCMTK's dcm2json
-    writes it, so that the element keeps its VR; an empty one among several is null."""
-    try:
-        numbers = convert_to_python_number(values, vr)
-        if all(n is None or math.isfinite(n) for n in numbers) and not any(
-            _not_a_number(value, vr) for value in values
-        ):
-            return numbers
-    except (TypeError, ValueError, OverflowError):
-        pass
+    ``1.06,0.206``, a NaN, an IS such as ``1e2``, a DS of 17 bytes) stays the string it is, as
+    DCMTK's dcm2json writes it, so that the element keeps its VR; an empty one among several
+    is null."""
+    if vr not in _MOST_BYTES:
+        try:
+            numbers = convert_to_python_number(values, vr)
+            if all(n is None or math.isfinite(n) for n in numbers):
+                return numbers
+        except (TypeError, ValueError, OverflowError):
+            pass
     return [_number_or_text(value, vr) for value in values]
 
 
 def _not_a_number(value: Any, vr: str) -> bool:
-    """A DS or IS value that is not one by the standard's grammar (`reads_as_number`)."""
-    return value != "" and not reads_as_number(vr, str(value))
+    """A DS or IS value that is no JSON number: not one by the standard's grammar
+    (`reads_as_number`), or longer than its VR allows."""
+    text = str(value)
+    return not reads_as_number(vr, text) or len(text) > _MOST_BYTES.get(vr, len(text))
 
 
 def _number_or_text(value: Any, vr: str) -> Any:
@@ -104,6 +114,9 @@ def _number_or_text(value: Any, vr: str) -> Any:
         return None
     if _not_a_number(value, vr):
         return str(value)
+    if vr == "DS" and _INTEGER.fullmatch(str(value)):
+        # Its digits exactly, as dcm2json writes them: 16 are more than a double holds
+        return int(str(value))
     try:
         number = convert_to_python_number(value, vr)
     except (TypeError, ValueError, OverflowError):

@@ -89,6 +89,7 @@ def element_text(vr: str, value: object) -> tuple[str | None, float | None, int]
         data = value or b""
         return (data.hex() if 0 < len(data) <= SHORT_BINARY else None), None, int(bool(data))
     values = significant(vr, values_of(value))
+    # An AT value's str is dcmdump's "(7fe0,0010)" in upper case, as PS3.6 writes tags
     return ("\\".join(str(v) for v in values) if values else None), _number(vr, values), len(values)
 
 

@@ -154,7 +154,12 @@ def reads_as_number(vr: str, text: str) -> bool:
 # PS3.5 6.2: spaces that pad a value rather than belong to it. pydicom strips them from the end
 # of an element only; the lake's JSON and element rows drop them from each value, as DCMTK's
 # dcm2json does: after each value of a text VR, and before it too in these VRs (a DS or IS
-# value pydicom keeps as text) and in each component group of a person name.
+# value pydicom keeps as text) and around each component of a person name (PS3.5 6.2.1 holds
+# them insignificant there: "Doe ^ Jane" is "Doe^Jane"). NULs after a value pad it too: some
+# writers pad with them as a UI is padded, and NUL is in no text VR's repertoire; pydicom drops
+# them from every VR but AE (dcm2json keeps them but in PN and UI: a convention of the DCMTK
+# comparison). Tabs around an AE, DS or IS value pydicom strips itself, as no control character
+# is in these VRs' repertoires (dcm2json keeps them: another convention).
 _PADDED_BEFORE = frozenset({"AE", "CS", "DS", "IS", "LO", "SH"})
 _PADDED = TEXT_VRS | _PADDED_BEFORE
 _NAME_GROUPS = 3
@@ -169,14 +174,22 @@ def significant(vr: str, values: list[object]) -> list[object]:
         return [person_name(str(v)) for v in values]
     if vr not in _PADDED:
         return values
-    strip = str.strip if vr in _PADDED_BEFORE else str.rstrip
-    return [strip(v, " ") if isinstance(v, str) else v for v in values]
+    before = vr in _PADDED_BEFORE
+    return [_unpadded(v, before) if isinstance(v, str) else v for v in values]
+
+
+def _unpadded(text: str, before: bool) -> str:
+    text = text.rstrip(" \0")
+    return text.lstrip(" ") if before else text
 
 
 def person_name(text: str) -> str:
-    """A person name's text: its first three component groups, each stripped of spaces,
-    without the empty groups it ends with."""
-    groups = [group.strip(" ") for group in text.split("=")[:_NAME_GROUPS]]
+    """A person name's text: its first three component groups, each component stripped of
+    spaces, without the empty groups it ends with."""
+    groups = [
+        "^".join(part.strip(" ") for part in group.split("^"))
+        for group in text.split("=")[:_NAME_GROUPS]
+    ]
     while groups and not groups[-1]:
         groups.pop()
     return "=".join(groups)
