@@ -17,7 +17,7 @@ import pytest
 from dicomlake.cli import EXIT_BUSY
 from dicomlake.config import LockConfig
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.errors import ConfigError, LakeError, LockBusyError, StorageError
+from dicomlake.errors import ConfigError, LakeError, LockBusyError, LockLostError, StorageError
 from dicomlake.lake.lock import _stale_seconds, holding
 from dicomlake.storage.local import LocalFileSystem
 from lock_helpers import first_line, kill, start_takers, start_together, wait_all
@@ -328,6 +328,71 @@ def test_a_lock_taken_at_once_beats_once_and_one_taken_over_beats_again(tmp_path
             "run-b.new",
             "run-b.heartbeat",  # the lease runs from the takeover
         ]
+
+
+# Takes the lock, then is killed once its end marker is made, before it removes the lock
+_DIES_RELEASING = """
+import os, signal, sys
+from dicomlake.config import LockConfig
+from dicomlake.lake.lock import holding
+from dicomlake.storage.local import LocalFileSystem
+
+fs = LocalFileSystem()
+delete = fs.delete
+def dying(path, *args, **kwargs):
+    if path.endswith("/_lock"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return delete(path, *args, **kwargs)
+with holding(fs, sys.argv[1], "run-a", "ingest", LockConfig()):
+    fs.delete = dying
+"""
+
+
+def test_a_lock_whose_remover_died_half_way_is_removed_by_the_next(tmp_path):
+    lake = tmp_path / "lake"
+    killed = subprocess.run([sys.executable, "-c", _DIES_RELEASING, str(lake)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert json.loads((lake / "_lock").read_text())["run_id"] == "run-a"
+    assert (lake / "_locks" / "run-a.end").exists()  # made, the lock not yet removed
+    # Its process is gone here: taken over at once, past the marker it left
+    with holding(LocalFileSystem(), str(lake), "run-b", "ingest", LockConfig()):
+        assert json.loads((lake / "_lock").read_text())["run_id"] == "run-b"
+    assert not (lake / "_lock").exists()
+    assert list((lake / "_locks").iterdir()) == []
+
+
+def test_a_remover_elsewhere_is_waited_for_until_its_marker_is_stale(tmp_path):
+    lake = tmp_path / "lake"
+    (lake / "_locks").mkdir(parents=True)
+    (lake / "_lock").write_text(json.dumps({"run_id": "run-dead", "host": "h1", "pid": 7}))
+    long_ago = time.time() - 2 * LockConfig().stale_seconds
+    os.utime(lake / "_lock", (long_ago, long_ago))  # no heartbeat: the lock's age tells
+    end = lake / "_locks" / "run-dead.end"
+    end.write_text(json.dumps({"run_id": "run-c", "host": "h2", "pid": 8}))  # removing it
+    fs = LocalFileSystem()
+    with (
+        pytest.raises(LockBusyError, match="another command is taking over its lock"),
+        holding(fs, str(lake), "run-b", "ingest", LockConfig()),
+    ):
+        pass
+    os.utime(end, (long_ago, long_ago))  # its remover died on its way
+    with holding(fs, str(lake), "run-b", "ingest", LockConfig()):
+        assert json.loads((lake / "_lock").read_text())["run_id"] == "run-b"
+    assert list((lake / "_locks").iterdir()) == []
+
+
+def test_a_holder_that_lost_its_lock_leaves_no_heartbeat(tmp_path):
+    fs, root = LocalFileSystem(), str(tmp_path)
+    with (
+        pytest.raises(LockLostError),
+        holding(fs, root, "run-a", "ingest", LockConfig()) as lock,
+    ):
+        # Taken over while it stalled; its heartbeat thread had written once more
+        (tmp_path / "_lock").write_text(json.dumps({"run_id": "run-b", "command": "ingest"}))
+        (tmp_path / "_locks" / "run-a.heartbeat").write_text("{}")
+        lock.check()
+    assert json.loads((tmp_path / "_lock").read_text())["run_id"] == "run-b"
+    assert list((tmp_path / "_locks").iterdir()) == []
 
 
 def test_a_holder_forked_after_its_parent_held_a_lock_is_not_judged_gone(tmp_path):

@@ -7,7 +7,7 @@
                                      rewritten while held
     <root>/_locks/<run>.heartbeat    {"run_id", "heartbeat"}; rewritten every
                                      lock.heartbeat_seconds by a thread of the holder
-    <root>/_locks/<run>.end          made (exclusively) by whoever removes <run>'s lock
+    <root>/_locks/<run>.end[.<n>]    made (exclusively) by whoever removes <run>'s lock
 
 The lock is held from the exclusive publish of ``_lock`` until it is removed. A lock whose
 heartbeat file is older than ``lock.stale_seconds`` is stale: its holder died (or stalled that
@@ -23,7 +23,10 @@ may share one.
 
 Removing ``<run>``'s lock — its holder's release or a takeover — first creates
 ``_locks/<run>.end`` exclusively, so exactly one process removes it, and only while ``_lock``
-still names ``<run>``: of two takers of one stale lock one wins, the other is busy.
+still names ``<run>``: of two takers of one stale lock one wins, the other is busy. A remover
+that died between its marker and the removal is judged as a holder is (its process gone here,
+or its marker older than the stale time): the next remover makes ``<run>.end.1`` instead, and
+so on, so a lock is never left that nobody may remove.
 
 A holder checks its lease (:meth:`Lock.check`) before its commit point: the lock still names
 its run and its last heartbeat is younger than ``stale_seconds - heartbeat_seconds``, so no
@@ -65,6 +68,8 @@ log = logging.getLogger(__name__)
 
 TAKEOVER_TRIES = 3
 """Rounds of read-judge-take before a taker gives up as busy (each round sees a changed lock)."""
+END_MARKERS = 8
+"""End markers of one lock's removal (`Lock._end`): beyond, its removers keep dying half-way."""
 
 
 # What a run id may be: one plain file name (it names the files in _locks/)
@@ -171,7 +176,10 @@ class Lock:
             )
         ended = self._end(holder)
         if ended is False:
-            raise LockBusyError(f"{self.root} is busy: another command is taking over its lock")
+            raise LockBusyError(
+                f"{self.root} is busy: another command is taking over its lock (one that died "
+                f"doing so is passed over once its marker in _locks/ is {stale:g} s old)"
+            )
         if ended is None:
             return True  # it changed hands meanwhile: judge the new holder
         log.warning(
@@ -186,11 +194,17 @@ class Lock:
 
     def _age_of(self, holder: str) -> float | None:
         """Seconds since ``holder``'s heartbeat by the filesystem's clock (None: no heartbeat)."""
-        beat = self.fs.status(self._marker(holder, "heartbeat")) or self.fs.status(self.uri)
+        return self._age(self._marker(holder, "heartbeat"), self.uri)
+
+    def _age(self, *uris: str) -> float | None:
+        """Seconds since the first of ``uris`` that exists was written, by the filesystem's
+        clock (None: none exists)."""
         mine = self.fs.status(self._marker(self.run_id, "heartbeat"))
-        if beat is None or mine is None:
-            return None
-        return (mine.mtime_ms - beat.mtime_ms) / 1000
+        for uri in uris:
+            info = self.fs.status(uri)
+            if info is not None and mine is not None:
+                return (mine.mtime_ms - info.mtime_ms) / 1000
+        return None
 
     def _read_owner(self) -> dict[str, object] | None:
         """Who holds the lock; None when there is no lock (released while we looked)."""
@@ -222,22 +236,53 @@ class Lock:
 
     def _end(self, holder: str) -> bool | None:
         """Remove ``holder``'s lock: True when done, False when another process is removing it,
-        None when the lock no longer names ``holder``."""
-        end, tmp = self._marker(holder, "end"), self._marker(f"{holder}.end.{self.run_id}", "new")
-        self.fs.write_bytes(tmp, json.dumps(self.owner).encode())
-        try:
-            self.fs.publish(tmp, end)
-        except PublishConflictError:
-            self.fs.delete(tmp)
-            return False
+        None when the lock no longer names ``holder`` (or its remover finished meanwhile)."""
+        tmp = self._marker(f"{holder}.end.{self.run_id}", "new")
+        ends: list[str] = []
+        for n in range(END_MARKERS):
+            ends.append(self._marker(holder, f"end.{n}" if n else "end"))
+            self.fs.write_bytes(tmp, json.dumps(self.owner).encode())
+            try:
+                self.fs.publish(tmp, ends[-1])
+                break
+            except PublishConflictError:
+                self.fs.delete(tmp)
+                dead = self._remover_died(ends[-1])
+                if not dead:
+                    return None if dead is None else False
+        else:
+            raise LakeError(
+                f"{self.uri}: {END_MARKERS} commands died while removing this lock: if no "
+                f"dicomlake command runs on {self.root}, delete it and {join(self.root, '_locks')}"
+                " by hand"
+            )
         # Only the end marker's maker removes a lock naming ``holder``: it cannot change under us.
         owner = self._read_owner()
         named = owner is not None and owner.get("run_id") == holder
         if named:
             self.fs.delete(self.uri)
             self.fs.delete(self._marker(holder, "heartbeat"))
-        self.fs.delete(end)
+        for end in ends:  # its own, and those of removers that died
+            self.fs.delete(end)
         return True if named else None
+
+    def _remover_died(self, end: str) -> bool | None:
+        """Whether the maker of end marker ``end`` died before removing the lock, judged as a
+        holder is: its process is gone here, or the marker is older than the stale time. None
+        when the marker is gone: its maker finished."""
+        try:
+            record = json.loads(self.fs.read(end))
+        except StorageError:
+            if not self.fs.exists(end):
+                return None
+            record = None
+        except (ValueError, RecursionError):
+            record = None
+        maker = record if isinstance(record, dict) else {}
+        age = self._age(end)
+        if age is None:
+            return None
+        return _gone(maker) or age > _stale_seconds(maker, self.config.stale_seconds)
 
     # -- holding --------------------------------------------------------------------------------
 
@@ -293,6 +338,8 @@ class Lock:
         if self._lost is None and self._end(self.run_id) is True:
             log.info("lock %s released by run %s", self.uri, self.run_id)
         else:
+            # Its lease is over: a heartbeat written since would only outlive it
+            self.fs.delete(self._marker(self.run_id, "heartbeat"))
             log.warning("run %s: its lock on %s was taken over", self.run_id, self.root)
 
 
