@@ -9,6 +9,7 @@ import shutil
 import warnings
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote
 
 import pydicom
 import pytest
@@ -43,10 +44,10 @@ def _rows(lake: Path, name: str, version: int | None = None) -> list[tuple]:
 
 
 def _live(lake: Path, name: str) -> set[str]:
-    """The data files of a table's current version, relative to the table."""
-    root = (lake / "tables" / name).as_posix() + "/"
-    uris = DeltaTable(str(lake / "tables" / name)).file_uris()
-    return {u.removeprefix("file://").removeprefix(root) for u in uris}
+    """The data files of a table's current version, relative to the table: its log's paths,
+    percent-decoded (Delta's protocol)."""
+    actions = DeltaTable(str(lake / "tables" / name)).get_add_actions(flatten=True)
+    return {unquote(path) for path in actions.column("path").to_pylist()}
 
 
 def _on_disk(lake: Path, name: str) -> set[str]:
@@ -60,9 +61,10 @@ def _on_disk(lake: Path, name: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def lake_of_runs(tmp_path_factory, sc, config, keyring):
-    """Three runs, each of small tasks (many small files per table)."""
+    """Three runs, each of small tasks (many small files per table), in a lake whose path a
+    URI would percent-encode."""
     root = tmp_path_factory.mktemp("maintain")
-    landing, lake = root / "landing", root / "lake"
+    landing, lake = root / "landing", root / "lake #1 é"
     small = dataclasses.replace(
         config, ingest=dataclasses.replace(config.ingest, task_bytes=200_000)
     )

@@ -81,8 +81,9 @@ def _exported(lake: Path, keyring, config, out: Path) -> set[str]:
 
 @pytest.fixture
 def one_run(tmp_path, sc, config, keyring) -> tuple[Path, Path, Path]:
-    """A lake of one run (of `FIRST`), that run's landing zone, and the next one's."""
-    lake = tmp_path / "lake"
+    """A lake of one run (of `FIRST`), that run's landing zone, and the next one's; the lake's
+    path is one a URI would percent-encode."""
+    lake = tmp_path / "lake #1 é"
     first = _landing(tmp_path / "first", FIRST)
     second = _landing(tmp_path / "second", SECOND)
     run_ingest(sc, str(first), str(lake), config, keyring)

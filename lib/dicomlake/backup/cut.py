@@ -36,7 +36,7 @@ from deltalake import DeltaTable
 from dicomlake.backup.manifest import path_problem
 from dicomlake.errors import BackupError, LakeError, StorageError
 from dicomlake.lake import delta
-from dicomlake.lake.delta_read import commit_actions, open_table
+from dicomlake.lake.delta_read import commit_actions, data_files, open_table
 from dicomlake.lake.layout import TABLES, LakeLayout
 from dicomlake.storage import FileInfo, FileSystem, join
 
@@ -155,7 +155,7 @@ class _Mending:
 
     def _complete_files(self, name: str, version: int) -> None:
         inside = self.layout.table(name).rstrip("/") + "/"
-        for uri in self._table(name, version).file_uris():
+        for uri in data_files(self._table(name, version), self.layout.table(name)):
             rel = f"tables/{name}/{uri[len(inside) :]}"
             # A log names its files: one outside its table, or a path a restore would refuse,
             # is a damaged log (this table is then copied as walked), never a file to take

@@ -12,6 +12,7 @@ import json
 import re
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -138,11 +139,20 @@ def _unreadable(fs: FileSystem, uri: str, exc: DeltaError, as_of: AsOf) -> LakeE
     )
 
 
-def _missing_files(fs: FileSystem, table: DeltaTable) -> list[str]:
+def data_files(table: DeltaTable, uri: str) -> list[str]:
+    """The data files of the table's loaded version, as URIs under ``uri``, the table's.
+
+    A log's paths are percent-encoded (Delta's protocol; deltalake encodes what it is given).
+    ``file_uris`` decodes them, but gives the table's own URI encoded: a lake at
+    ``/data/my lake`` as ``/data/my%20lake``, which names no file."""
+    paths = table.get_add_actions(flatten=True).column("path").to_pylist()
+    return [join(uri, unquote(path)) for path in paths]
+
+
+def _missing_files(fs: FileSystem, table: DeltaTable, uri: str) -> list[str]:
     """The data files of the table's loaded version that are not there."""
-    uris = table.file_uris()
     gone: list[str] = []
-    fs.run_all(functools.partial(_note_gone, fs, uri, gone) for uri in uris)
+    fs.run_all(functools.partial(_note_gone, fs, file, gone) for file in data_files(table, uri))
     return sorted(gone)
 
 
@@ -162,7 +172,7 @@ def require_readable(fs: FileSystem, layout: LakeLayout) -> None:
     """`require_logs`, and every file of each table's latest version there (a stat per file:
     for maintenance, which reads them all, not for an ingest, which adds to them)."""
     for name, table in require_logs(fs, layout):
-        if gone := _missing_files(fs, table):
+        if gone := _missing_files(fs, table, layout.table(name)):
             raise LakeError(_missing(layout.table(name), table.version(), gone))
 
 
@@ -212,9 +222,10 @@ def _gone(
 ) -> str:
     """Why a file of the table's loaded version is not there: the latest version still holds
     it (the lake is damaged), or a later version removed it and vacuum has deleted it since."""
-    uri, gone = layout.table(name), _missing_files(fs, table)
+    uri = layout.table(name)
+    gone = _missing_files(fs, table, uri)
     latest = DeltaTable(uri)
-    damaged = sorted(set(latest.file_uris()).intersection(gone))
+    damaged = sorted(set(data_files(latest, uri)).intersection(gone))
     if damaged or not gone:
         return _missing(uri, latest.version(), damaged or [str(exc).splitlines()[0]])
     return (
