@@ -8,6 +8,7 @@ import os
 from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringError, StorageError
+from dicomlake.lake.layout import lake_around
 from dicomlake.storage import FileSystem, canonical_uri, filesystem_for, os_path
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def load_keyring(uri: str, config: Config) -> Keyring:
     local = os_path(uri)
     if local is not None and not os.path.isfile(local):  # a folder, a device, a FIFO
         raise KeyringError(f"keyring {uri!r} is not a regular file: point --keyring at one")
+    _check_outside_lakes(fs, uri)
     try:
         _check_private(fs, uri)
         data = fs.read(uri)
@@ -51,9 +53,22 @@ def _check_private(fs: FileSystem, uri: str) -> None:
         log.warning("keyring %s is open to its group (mode %04o)", uri, mode)
 
 
+def _check_outside_lakes(fs: FileSystem, uri: str) -> None:
+    """Refuse a keyring kept in a lake: every snapshot of the lake would copy it, and a backup
+    must never hold the keys to itself."""
+    lake = lake_around(fs, uri)
+    if lake is not None:
+        raise KeyringError(
+            f"keyring {uri!r} is in the lake at {lake}, whose snapshots would copy it: keep "
+            "keyrings outside every lake"
+        )
+
+
 def save_keyring(uri: str, keyring: Keyring, config: Config) -> None:
     """Write the keyring, readable by its owner only, whole or not at all."""
-    filesystem_for(uri, config.hdfs).write_private(uri, keyring.to_bytes())
+    fs = filesystem_for(uri, config.hdfs)
+    _check_outside_lakes(fs, uri)
+    fs.write_private(uri, keyring.to_bytes())
 
 
 def check_targets(keyring_uri: str, public_uri: str | None) -> None:

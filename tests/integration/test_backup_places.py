@@ -134,7 +134,7 @@ def test_a_restore_target_inside_a_backup_or_a_lake_is_refused(
         (tmp_path, f"the backup {backup}"),  # holds the backup
         (other / "x", f"the backup at {other}"),
         (lake / "restored", f"the lake at {lake}"),
-        (tmp_path / "link" / "restored", f"the lake at {tmp_path / 'link'}"),
+        (tmp_path / "link" / "restored", f"the lake at {lake}"),  # the link's real place
         (lake, f"the lake at {lake}"),
     ]:
         with pytest.raises(BackupError, match="restore target") as err:

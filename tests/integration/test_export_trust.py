@@ -140,6 +140,33 @@ def test_exported_files_are_private_whatever_the_umask(lake, tmp_path):
     assert [p.name for p in out.iterdir()] == [exported.name]  # no temporary file left
 
 
+@pytest.mark.parametrize("inside", ["exported", "pixels", "tables/instances/x", "linked"])
+def test_an_export_into_a_lake_is_refused_before_anything_is_written(lake, tmp_path, inside):
+    """Every snapshot of the lake would copy the identified files, in clear."""
+    lake, keyring_path, conf, _, _ = lake
+    out = lake / inside
+    if inside == "linked":  # a link elsewhere does not hide the lake
+        (tmp_path / "link").symlink_to(lake / "pixels")
+        out = tmp_path / "link" / "out"
+    before = _files_under(lake)
+    proc = run_export(lake, keyring_path, conf, out, "--where", "true")
+    assert proc.returncode == 1 and f"is in the lake at {lake}" in proc.stderr, proc.stderr
+    assert _files_under(lake) == before
+    assert out.exists() == (inside == "pixels")
+
+
+def test_a_keyring_kept_in_a_lake_is_refused(lake, tmp_path):
+    """Every snapshot of the lake would copy it: a backup holding the keys to itself."""
+    lake, keyring_path, conf, _, _ = lake
+    inside = lake / "keyring.json"
+    inside.write_bytes(keyring_path.read_bytes())
+    inside.chmod(0o600)
+    proc = run_export(lake, inside, conf, tmp_path / "out", "--where", "true")
+    assert proc.returncode == 1, proc.stderr
+    assert f"keyring '{inside}' is in the lake at {lake}" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # -- edited table rows
 
 
@@ -197,7 +224,7 @@ def test_an_instance_row_pointed_at_another_file_is_refused(lake, tmp_path):
     proc = run_export(lake, keyring_path, conf, out, "--sop", x["SOPInstanceUID"])
     assert proc.returncode == 1, proc.stderr
     assert "SOPInstanceUID" in proc.stderr and "row was changed" in proc.stderr
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # made by the export, which wrote nothing: not left behind
     assert sources[y["instance_id"]].exists()  # Y's own file is what the row pointed at
 
 
@@ -214,7 +241,7 @@ def test_a_row_moved_into_another_study_fails_the_wholerun_export(lake, tmp_path
     proc = run_export(lake, keyring_path, conf, out, "--study", x["StudyInstanceUID"])
     assert proc.returncode == 1, proc.stderr
     assert "StudyInstanceUID" in proc.stderr
-    assert list(out.iterdir()) == []  # not even X's, which passed
+    assert not out.exists()  # not even X's, which passed
 
 
 def test_frames_rows_pointed_at_another_instances_chunks_are_refused(lake, tmp_path):
@@ -235,4 +262,4 @@ def test_frames_rows_pointed_at_another_instances_chunks_are_refused(lake, tmp_p
     proc = run_export(lake, keyring_path, conf, out, "--sop", x["SOPInstanceUID"])
     assert proc.returncode == 1, proc.stderr
     assert x["instance_id"] in proc.stderr  # the chunk does not open as X's
-    assert list(out.iterdir()) == []
+    assert not out.exists()

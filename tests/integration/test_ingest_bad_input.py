@@ -17,6 +17,7 @@ from pydicom.data import get_testdata_file
 
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import LakeError
 from dicomlake.ingest.job import run_ingest
 from dicomlake.ingest.worker import TaskContext, process_task
 from dicomlake.lake.quarantine import get_copy
@@ -104,6 +105,11 @@ def test_each_bad_file_gets_its_reason_and_the_run_goes_on(tmp_path, sc, config,
             out.parent.mkdir(exist_ok=True)
             get_copy(str(lake), keyring, small_limit, row["error_id"], out)
             assert out.read_bytes() == original
+            # not into the lake, whose snapshots would copy it in clear
+            inside = lake / "quarantine" / name
+            with pytest.raises(LakeError, match=f"--out {inside} is in the lake at {lake}"):
+                get_copy(str(lake), keyring, small_limit, row["error_id"], inside)
+            assert not inside.exists()
     # over ingest.quarantine_max_bytes: the record, no copy
     assert errors["big.dcm"]["reason"] == "too_large"
     assert errors["big.dcm"]["quarantine_path"] is None

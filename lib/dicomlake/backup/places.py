@@ -4,13 +4,10 @@ are."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from urllib.parse import urlsplit
-
 from dicomlake.backup.layout import BackupLayout, backup_problem
 from dicomlake.errors import BackupError
-from dicomlake.lake.layout import LakeLayout, is_lake
-from dicomlake.storage import FileSystem, canonical_uri, overlap
+from dicomlake.lake.layout import lake_around
+from dicomlake.storage import FileSystem, canonical_uri, overlap, self_and_parents
 
 
 def check_apart(lake: str, backup: str) -> None:
@@ -32,25 +29,16 @@ def check_target(fs: FileSystem, target: str, backup: str) -> None:
         raise BackupError(
             f"restore target {target} and the backup {backup} overlap: restore outside the backup"
         )
-    for place in _self_and_parents(target):
-        if is_lake(fs, LakeLayout(place)):
-            raise BackupError(
-                f"restore target {target} is in the lake at {place}: restore into a new place "
-                "outside every lake"
-            )
+    lake = lake_around(fs, target)
+    if lake is not None:
+        raise BackupError(
+            f"restore target {target} is in the lake at {lake}: restore into a new place "
+            "outside every lake"
+        )
+    for place in self_and_parents(target):
         if not backup_problem(fs, BackupLayout(place)):
             raise BackupError(
                 f"restore target {target} is in the backup at {place}: restore into a new "
                 "place outside every backup"
             )
 
-
-def _self_and_parents(uri: str) -> Iterator[str]:
-    """``uri``, then each directory above it up to its filesystem's root."""
-    path = urlsplit(uri).path
-    head = uri[: len(uri) - len(path)]
-    while True:
-        yield head + path
-        if path in ("", "/"):
-            return
-        path = path.rsplit("/", 1)[0] or "/"

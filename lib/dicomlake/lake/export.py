@@ -3,6 +3,7 @@ chosen by UID, instance id, manifest or an SQL predicate over the instances tabl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -22,7 +23,7 @@ from dicomlake.dicom.values import get, sop_instance_uid, values_of
 from dicomlake.errors import IntegrityError, LakeError
 from dicomlake.lake.delta_read import AsOf
 from dicomlake.lake.keyring_binding import check_fingerprint
-from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.layout import LakeLayout, check_outside_lakes
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.pixelstore import PixelStore
 from dicomlake.progress import track
@@ -195,6 +196,7 @@ def export_instances(
     keyring.require_private("export")  # before anything is read or --out is made
     if out.exists() and not out.is_dir():
         raise LakeError(f"--out {out} exists and is not a directory")
+    check_outside_lakes(out)
     store = PixelStore(lake, keyring, config)
     check_fingerprint(store.fs, store.layout, keyring)  # its pseudonyms name the instances
     # A predicate may name any column; otherwise the columns selection needs
@@ -215,6 +217,7 @@ def export_instances(
     for row in frames:
         by_instance.setdefault(row["instance_id"], []).append(row)
     secret = keyring.secret_for(PSEUDONYM_PURPOSE)
+    made = not out.exists()
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -236,6 +239,9 @@ def export_instances(
     except BaseException:
         for tmp, _ in checked:
             os.unlink(tmp)
+        if made:  # an export that wrote nothing leaves nothing
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise
     for tmp, target in checked:
         os.replace(tmp, target)

@@ -16,14 +16,19 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from dicomlake.errors import LakeError
-from dicomlake.storage import FileSystem, join
+from dicomlake.errors import LakeError, StorageError
+from dicomlake.storage import FileSystem, canonical_uri, join, os_path, self_and_parents
+from dicomlake.storage.local import LocalFileSystem
 
 TABLES = ("instances", "frames", "elements", "errors", "sources", "runs", "packs")
 RESTRICTED = ("identities", "paths")
 BINDING = "keyring-binding.json"
+PLACES = frozenset({"tables", "pixels", "quarantine", "restricted", BINDING})
+"""The names directly under a lake's root that hold the lake (its hidden places aside)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,29 @@ class LakeLayout:
 def is_lake(fs: FileSystem, layout: LakeLayout) -> bool:
     """Whether ``layout.root`` holds a lake: its tables or its keyring record."""
     return fs.exists(join(layout.root, "tables")) or fs.exists(layout.absolute(BINDING))
+
+
+def lake_around(fs: FileSystem, uri: str) -> str | None:
+    """The root of the lake ``uri`` is, or is inside (a local path by its real path, so a link
+    does not hide it); None when no lake holds it. What a command writes there is copied by
+    every snapshot of that lake."""
+    canonical = canonical_uri(uri)
+    local = os_path(canonical)
+    for place in self_and_parents(canonical if local is None else os.path.realpath(local)):
+        try:
+            if is_lake(fs, LakeLayout(place)):
+                return place
+        except StorageError:  # a file (ENOTDIR), or a folder not to be looked into
+            continue
+    return None
+
+
+def check_outside_lakes(out: Path) -> None:
+    """LakeError when a command's local ``--out`` is in a lake: the identified files it writes
+    would be copied, in clear, by every snapshot of that lake."""
+    lake = lake_around(LocalFileSystem(), str(out))
+    if lake is not None:
+        raise LakeError(f"--out {out} is in the lake at {lake}: write outside every lake")
 
 
 def require_lake(fs: FileSystem, layout: LakeLayout) -> None:

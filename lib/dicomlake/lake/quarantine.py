@@ -27,7 +27,7 @@ from dicomlake.config import Config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import IntegrityError, LakeError, PublishConflictError
 from dicomlake.lake.keyring_binding import check_fingerprint
-from dicomlake.lake.layout import LakeLayout
+from dicomlake.lake.layout import LakeLayout, check_outside_lakes
 from dicomlake.lake.ledger import read_table
 from dicomlake.lake.pixelstore import latest_wraps
 from dicomlake.pixels import codecs
@@ -91,6 +91,7 @@ def get_copy(
         )
     if out.exists():
         raise LakeError(f"{out} exists already; choose another --out")
+    check_outside_lakes(out)
     if not out.parent.is_dir():
         raise LakeError(f"--out {out}: {out.parent} is no directory")
     relative = row["quarantine_path"]

@@ -8,6 +8,7 @@ from dicomlake.storage.registry import (
     join,
     os_path,
     overlap,
+    self_and_parents,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "join",
     "os_path",
     "overlap",
+    "self_and_parents",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from dicomlake.config import HdfsConfig
@@ -69,6 +70,17 @@ def below(path: str, root: str) -> str | None:
     if path.rstrip("/") == root:
         return ""
     return path[len(root) + 1 :] if path.startswith(root + "/") else None
+
+
+def self_and_parents(uri: str) -> Iterator[str]:
+    """``uri``, then each directory above it up to its filesystem's root."""
+    path = urlsplit(uri).path
+    head = uri[: len(uri) - len(path)]
+    while True:
+        yield head + path
+        if path in ("", "/"):
+            return
+        path = path.rsplit("/", 1)[0] or "/"
 
 
 def overlap(a: str, b: str) -> bool:
