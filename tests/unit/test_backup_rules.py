@@ -41,6 +41,12 @@ from dicomlake.errors import BackupError
         ("quarantine/r1/x.part", False),
         ("quarantine/r1/x.crdownload", False),
         (".snapshot/s1/pixels/r1/p.pack", False),
+        ("restricted/identities/part-r1.parquet", True),
+        ("keyring-binding.json", True),
+        # No part of the lake, kept in its folder: keys and identified files among them
+        ("keyring.json", False),
+        ("exported/1.2.3.dcm", False),
+        ("notes/keyring-binding.json", False),
     ],
 )
 def test_what_is_backed_up(path, kept):

@@ -40,6 +40,10 @@ unchanged (rsync's quick check); everything else above is re-read.
 
 Never backed up (counted in ``excluded``):
 
+- anything but the lake's own places (`dicomlake.lake.layout.PLACES`: ``tables/``,
+  ``pixels/``, ``quarantine/``, ``restricted/``, ``keyring-binding.json``): a keyring, an
+  export or notes kept in the lake's folder are no part of it, and may be keys or identified
+  files;
 - ``_staging/`` (a run's work before its commit) and any path with a hidden component (see
   :mod:`dicomlake.storage.names`; Spark and Parquet readers skip them too, so a restored lake
   reads the same: ``_temporary/``, ``_SUCCESS``, ``.crc`` files, ``.snapshot``);
@@ -75,6 +79,7 @@ from dicomlake.backup import cut
 from dicomlake.backup.cut import DELTA_LOG, relative
 from dicomlake.errors import BackupError, StorageError
 from dicomlake.lake import delta
+from dicomlake.lake.layout import PLACES
 from dicomlake.storage import FileSystem, join
 from dicomlake.storage.names import is_hidden, is_temporary
 from dicomlake.vocab import ScanReason
@@ -127,7 +132,7 @@ class Plan:
 def is_backed_up(relative: str) -> bool:
     """Whether a lake-relative path belongs in a snapshot (see the module docstring)."""
     parts = relative.split("/")
-    if any(is_hidden(p) and p != DELTA_LOG for p in parts):
+    if parts[0] not in PLACES or any(is_hidden(p) and p != DELTA_LOG for p in parts):
         return False
     return not is_temporary(parts[-1])
 
