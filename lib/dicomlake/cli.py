@@ -154,7 +154,7 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
 
     path = args.keyring or config.keys.keyring
     public_out = getattr(args, "public_out", None)
-    check_targets(path, public_out)
+    check_targets(path, public_out, config)
     public: Keyring | None = None  # written at the end, where one is asked for
     if args.action == "init":
         if Path(path).exists() and not args.force:

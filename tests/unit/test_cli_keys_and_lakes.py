@@ -65,6 +65,24 @@ def test_a_public_out_that_is_the_keyring_itself_is_refused(tmp_path, caplog, sp
     assert keyring.read_bytes() == before  # the private keys, unrotated
 
 
+@pytest.mark.parametrize("victim", ["x25519", "symmetric", "notes"])
+@pytest.mark.parametrize("action", [["init", "--mode", "x25519"], ["public"], ["rotate"]])
+def test_a_public_out_that_holds_private_keys_or_no_keyring_is_refused(
+    tmp_path, caplog, action, victim
+):
+    keyring, out = tmp_path / "k.json", tmp_path / "victim.json"
+    if action[0] != "init":
+        assert main(["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]) == 0
+    held = Keyring.generate(victim).to_bytes() if victim != "notes" else b"my notes\n"
+    out.write_bytes(held)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    argv = ["keys", *action, "--keyring", str(keyring), "--public-out", str(out)]
+    caplog.clear()
+    assert main(argv) == EXIT_ERROR
+    assert f"--public-out {str(out)!r}" in _logged(caplog)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
+
+
 def test_a_public_out_linked_to_the_keyring_replaces_the_link(tmp_path, caplog):
     keyring, link = tmp_path / "k.json", tmp_path / "pub.json"
     assert main(["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]) == 0
