@@ -104,6 +104,11 @@ def _doc(mode="symmetric"):
     return json.loads(Keyring.generate(mode).to_bytes())
 
 
+def _version_digits(doc, digits: int) -> bytes:
+    """The keyring file with a version of that many nines."""
+    return json.dumps(doc).replace('"version": 1,', f'"version": {"9" * digits},').encode()
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -111,6 +116,12 @@ def _doc(mode="symmetric"):
         (lambda d: b"[1, 2]", "JSON object"),
         (lambda d: {**d, "format": "x"}, "'format'"),
         (lambda d: {**d, "version": 99}, "version 99"),
+        (lambda d: {**d, "version": True}, "'version' must be an int, got bool"),
+        (lambda d: {**d, "version": 1.0}, "'version' must be an int, got float"),
+        (lambda d: {**d, "version": "1"}, "'version' must be an int, got str"),
+        (lambda d: {k: v for k, v in d.items() if k != "version"}, "'version' is missing"),
+        (lambda d: _version_digits(d, 4000), r"version of 13288 bits is not supported \("),
+        (lambda d: _version_digits(d, 5000), "not valid JSON.*4300 digits"),
         (lambda d: {**d, "mode": "rsa"}, "mode"),
         (lambda d: {k: v for k, v in d.items() if k != "keks"}, "'keks' is missing"),
         (lambda d: {**d, "keks": []}, "'keks' is empty"),

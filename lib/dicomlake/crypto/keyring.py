@@ -102,7 +102,8 @@ class Keyring:
         """Parse `to_bytes` output; KeyringError naming the field that is wrong."""
         try:
             doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # ValueError: also a number of more digits than int() converts
+        except (ValueError, RecursionError) as exc:
             raise KeyringError(f"keyring: not valid JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise KeyringError(f"keyring: expected a JSON object, got {type(doc).__name__}")
@@ -110,10 +111,7 @@ class Keyring:
             raise KeyringError(
                 f"keyring: field 'format' must be {FORMAT!r}, got {doc.get('format')!r}"
             )
-        if doc.get("version") != VERSION:
-            raise KeyringError(
-                f"keyring: version {doc.get('version')!r} is not supported (this reads {VERSION})"
-            )
+        _check_version(doc)
         mode = _field(doc, "mode", str, "keyring")
         if mode not in MODES:
             raise KeyringError(f"keyring: mode must be one of {MODES}, got {mode!r}")
@@ -351,13 +349,24 @@ def _kek_from_doc(mode: str, item: Any, n: int) -> _Kek:
     return _Kek(kek_id, created, private, public)
 
 
+def _check_version(doc: dict[str, Any]) -> None:
+    """The version read here, as an integer (`_field`: not ``true`` or ``1.0``, which compare
+    equal to 1 in Python); a huge one is named by its size, not its thousands of digits."""
+    version = _field(doc, "version", int, "keyring")
+    if version != VERSION:
+        shown = version if version.bit_length() <= 64 else f"of {version.bit_length()} bits"
+        raise KeyringError(f"keyring: version {shown} is not supported (this reads {VERSION})")
+
+
 def _field(doc: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    """``doc[name]``, of type ``kind`` (a bool is not an int, though Python makes it one)."""
     if name not in doc:
         raise KeyringError(f"{where}: field {name!r} is missing")
     value = doc[name]
-    if not isinstance(value, kind):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
         raise KeyringError(
-            f"{where}: field {name!r} must be a {kind.__name__}, got {type(value).__name__}"
+            f"{where}: field {name!r} must be {article} {kind.__name__}, got {type(value).__name__}"
         )
     return value
 
