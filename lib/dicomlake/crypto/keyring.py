@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -57,6 +58,7 @@ _X25519_INFO = b"dicomlake-x25519-wrap-v1\0"
 _SECRET_INFO = b"dicomlake-secret-v1\0"
 _FINGERPRINT_LABEL = b"dicomlake-keyring-fingerprint-v1"
 _KEK_DIGEST_LABEL = b"dicomlake-kek-digest-v1\0"
+_KEK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Keyring:
         if mode not in MODES:
             raise KeyringError(f"keyring: mode must be one of {MODES}, got {mode!r}")
         ids = [k.kek_id for k in keks]
+        for kek_id in ids:
+            _check_kek_id(kek_id)
         if len(set(ids)) != len(ids):
             raise KeyringError(f"keyring: duplicate kek ids in {ids}")
         if active_kek_id not in ids:
@@ -309,6 +313,17 @@ class Keyring:
                 f"kek {kek_id!r} is not in this keyring (it holds {list(self._keks)}): it was "
                 "rotated out, or this is another keyring"
             ) from None
+
+
+def _check_kek_id(kek_id: str) -> None:
+    """A KEK id is written into wrapped PME keys (``k1:<id>:<base64>``, split at ':'), the
+    associated data (after a NUL) and error messages: a conservative charset keeps all of them
+    unambiguous."""
+    if not _KEK_ID.fullmatch(kek_id):
+        raise KeyringError(
+            f"keyring: kek id {kek_id!r} is not a valid KEK id (1 to 64 of A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit)"
+        )
 
 
 def _new_kek(mode: str, existing: Collection[str]) -> _Kek:
