@@ -112,6 +112,19 @@ def test_an_empty_keyring_path_is_named(tmp_path, caplog, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+def test_dropping_the_active_kek_names_the_command_that_makes_a_new_one(tmp_path, caplog):
+    keyring = tmp_path / "k.json"
+    assert main(["keys", "init", "--keyring", str(keyring)]) == 0
+    before = keyring.read_bytes()
+    active = Keyring.from_bytes(before).active_kek_id
+    drop = ["keys", "drop", "--keyring", str(keyring), "--kek-id", active]
+    caplog.clear()
+    assert main([*drop, "--lake", str(tmp_path / "lake")]) == EXIT_ERROR
+    text = _logged(caplog)
+    assert f"'{active}' is the active kek" in text and "`dicomlake keys rotate --lake" in text
+    assert "rotate()" not in text and keyring.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -167,7 +167,8 @@ class Keyring:
         self._kek(kek_id)
         if kek_id == self._active:
             raise KeyringError(
-                f"keyring: {kek_id!r} is the active kek; rotate() before dropping it"
+                f"keyring: {kek_id!r} is the active kek: make a new one first with `dicomlake "
+                "keys rotate --lake <lake>` (which re-wraps the lake under it), then drop it"
             )
         rest = [k for k in self._keks.values() if k.kek_id != kek_id]
         return Keyring(self._mode, rest, self._active, self._secret)
