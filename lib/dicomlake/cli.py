@@ -292,11 +292,15 @@ def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
     """Map pseudonyms back to identified values, or path ids, errors rows and instances back to
     their landing paths (needs the private keyring; prints JSON rows)."""
     from dicomlake.lake.identities import read_identities, reidentify
+    from dicomlake.lake.keyring_binding import check_fingerprint
+    from dicomlake.lake.layout import LakeLayout
     from dicomlake.lake.paths import find_paths
+    from dicomlake.storage import filesystem_for
 
     keyring = _keyring(args, config)
     keyring.require_private("reidentify")
     lake = existing_lake(args.lake, config)
+    check_fingerprint(filesystem_for(lake, config.hdfs), LakeLayout(lake), keyring)
     by_path = {"path_id": args.path_id, "error_id": args.error_id, "instance_id": args.instance_id}
     if any(by_path.values()):
         found = find_paths(lake, keyring, config, **by_path)

@@ -214,7 +214,8 @@ def test_a_keyring_open_to_every_user_is_refused_one_open_to_its_group_is_used(t
     assert "open to its group (mode 0640)" in caplog.text
 
 
-def test_export_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog):
+def _bound_lake(tmp_path: Path) -> Path:
+    """A lake of no rows bound to a keyring of its own."""
     from dicomlake.config import LockConfig
     from dicomlake.lake.keyring_binding import bind_keyring
     from dicomlake.lake.layout import LakeLayout
@@ -225,7 +226,20 @@ def test_export_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog)
     (lake / "tables").mkdir(parents=True)
     with holding(fs, str(lake), None, "test", LockConfig()) as lock:
         bind_keyring(fs, LakeLayout(str(lake)), Keyring.generate("symmetric"), lock)
-    other = tmp_path / "other.json"
+    return lake
+
+
+@pytest.mark.parametrize("asked", [["--pseudonym", "2.25.1"], ["--path-id", "0" * 32], []])
+def test_reidentify_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog, asked):
+    lake, other = _bound_lake(tmp_path), tmp_path / "other.json"
+    assert main(["keys", "init", "--keyring", str(other)]) == 0
+    caplog.clear()
+    assert main(["reidentify", "--lake", str(lake), "--keyring", str(other), *asked]) == EXIT_ERROR
+    assert "keyring fingerprint mismatch" in caplog.text
+
+
+def test_export_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog):
+    lake, other = _bound_lake(tmp_path), tmp_path / "other.json"
     assert main(["keys", "init", "--keyring", str(other)]) == 0
     out = tmp_path / "out"
     argv = ["export", "--lake", str(lake), "--where", "true", "--out", str(out)]
