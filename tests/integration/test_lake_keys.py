@@ -22,8 +22,10 @@ from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringMismatchError, PrivateKeyRequiredError
 from dicomlake.ingest.job import run_ingest
 from dicomlake.keyring_file import save_keyring
+from dicomlake.lake import restricted
 from dicomlake.lake.identities import read_identities
 from dicomlake.lake.paths import read_paths
+from dicomlake.storage.local import LocalFileSystem
 
 pytestmark = pytest.mark.spark
 
@@ -187,3 +189,34 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
     ).read_bytes()
     with pytest.raises(KeyringMismatchError, match="fingerprint mismatch"):
         run_ingest(sc, str(more), str(restored), config, other)
+
+
+def _rows_stored(lake: Path, table: str) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in lake.glob(f"restricted/{table}/*"))
+
+
+def test_a_rotation_stopped_before_it_deleted_the_replaced_files_leaves_no_row_twice(
+    x25519_lake, config, tmp_path, capsys
+):
+    lake, full = x25519_lake
+    fs = LocalFileSystem()
+    stored = {t: _rows_stored(lake, t) for t in restricted.TABLES}
+    # As a rotation leaves it when stopped after it published each new file: the new file
+    # (every row, under the new KEK) beside the files it replaces
+    rotated = full.rotate()
+    for name in restricted.TABLES:
+        old = sorted(str(p) for p in lake.glob(f"restricted/{name}/*.parquet"))
+        rows = restricted.read_rows(fs, old, name, full).to_pylist()
+        new = str(lake / "restricted" / name / "part-rewrap-20261201T000000000000Z.parquet")
+        restricted.write_rows(fs, new, name, rows, rotated)
+    assert {t: _rows_stored(lake, t) for t in restricted.TABLES} == {
+        t: 2 * n for t, n in stored.items()
+    }
+    assert read_identities(str(lake), rotated, config).num_rows == len(FILES)
+    keyring_path = tmp_path / "keyring.json"
+    save_keyring(str(keyring_path), rotated, config)
+    capsys.readouterr()
+    assert main(["keys", "rotate", "--lake", str(lake), "--keyring", str(keyring_path)]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["identities_rewrapped"] == len(FILES)
+    assert {t: _rows_stored(lake, t) for t in restricted.TABLES} == stored

@@ -170,7 +170,7 @@ def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock
     fs.publish(packs, join(layout.table("packs"), name))
     delta.replace_rows(fs, layout, "packs", name)  # every row the table held is in the new file
     # Each new file first, then the files it replaces: a crash in between leaves rows twice
-    # (the same rows), never none.
+    # (the same rows), never none; readers and the next rewrite take each once (`read_rows`).
     for new, target, old in replacements:
         fs.publish(new, target)
         for uri in old:

@@ -50,9 +50,10 @@ def read_rows(
     keyring: Keyring | None,
     columns: list[str] | None = None,
 ) -> pa.Table:
-    """Read files of restricted table ``name``; without a keyring only its clear columns."""
+    """Read files of restricted table ``name``, each row once (`_distinct`); without a
+    keyring only its clear columns."""
     schema, encrypted = TABLES[name]
-    wanted = columns or [n for n in schema.names if keyring or n not in encrypted]
+    readable = [n for n in schema.names if keyring or n not in encrypted]
     tables = []
     with contextlib.ExitStack() as stack:
         decryption = stack.enter_context(kms.decrypting(keyring)) if keyring else None
@@ -60,7 +61,17 @@ def read_rows(
             with fs.open_read(uri) as f:
                 data = f.read()
             tables.append(
-                pq.read_table(io.BytesIO(data), columns=wanted, decryption_properties=decryption)
+                pq.read_table(io.BytesIO(data), columns=readable, decryption_properties=decryption)
             )
-    out = pa.schema([schema.field(c) for c in wanted])
-    return pa.concat_tables(tables).cast(out) if tables else out.empty_table()
+    out = pa.schema([schema.field(c) for c in readable])
+    rows = _distinct(pa.concat_tables(tables).cast(out)) if tables else out.empty_table()
+    return rows.select(columns) if columns else rows
+
+
+def _distinct(table: pa.Table) -> pa.Table:
+    """``table`` without repeats of a whole row, in order: a rewrite under a new KEK that
+    stopped after it published its file, before it deleted the files it replaces, leaves
+    every row twice (both copies are read, and the next rewrite writes one). A subset of the
+    columns would merge distinct rows, so all are compared."""
+    names = table.column_names
+    return table.group_by(names, use_threads=False).aggregate([]).select(names)
