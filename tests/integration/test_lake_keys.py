@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from dicomlake.ingest.job import run_ingest
 from dicomlake.keyring_file import save_keyring
 from dicomlake.lake import restricted
 from dicomlake.lake.identities import read_identities
+from dicomlake.lake.ledger import latest_packs
 from dicomlake.lake.paths import read_paths
 from dicomlake.storage.local import LocalFileSystem
 
@@ -220,3 +222,48 @@ def test_a_rotation_stopped_before_it_deleted_the_replaced_files_leaves_no_row_t
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert result["identities_rewrapped"] == len(FILES)
     assert {t: _rows_stored(lake, t) for t in restricted.TABLES} == stored
+
+
+def _ingest(sc, config, lake: Path, keyring_path: Path, names: list[str], tmp: Path) -> int:
+    landing = _landing(tmp, names)
+    keyring = Keyring.from_bytes(keyring_path.read_bytes())
+    return run_ingest(sc, str(landing), str(lake), config, keyring).ingested
+
+
+def test_lakes_sharing_a_keyring_rotated_for_one_are_rewrapped_not_rotated_again(
+    tmp_path, sc, config, capsys
+):
+    full, pub = tmp_path / "keyring.json", tmp_path / "keyring.public.json"
+    init = ["keys", "init", "--mode", "x25519", "--keyring", str(full)]
+    assert main([*init, "--public-out", str(pub)]) == 0
+    first = Keyring.from_bytes(full.read_bytes()).active_kek_id
+    lakes = {name: tmp_path / name for name in ("a", "b")}
+    for name, lake in lakes.items():
+        assert _ingest(sc, config, lake, pub, FILES[:1], tmp_path / f"in-{name}") == 1
+    keys = ["keys", "--keyring", str(full), "--public-out", str(pub)]
+    assert main([keys[0], "rotate", *keys[1:], "--lake", str(lakes["a"])]) == 0
+    second = Keyring.from_bytes(full.read_bytes()).active_kek_id
+    assert second != first
+    # Lake b's keys are still wrapped under the first KEK: the new public half is refused,
+    # saying what re-wraps b under the keyring's active KEK
+    says = f"run `dicomlake keys rewrap --lake {lakes['b']}` with the full keyring"
+    with pytest.raises(KeyringMismatchError, match=re.escape(says)):
+        _ingest(sc, config, lakes["b"], pub, FILES[1:2], tmp_path / "refused")
+    capsys.readouterr()
+    assert main([keys[0], "rewrap", *keys[1:], "--lake", str(lakes["b"])]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["active_kek_id"] == second and result["kek_created"] is False
+    assert result["packs_rewrapped"] >= 1 and result["identities_rewrapped"] == 1
+    assert Keyring.from_bytes(full.read_bytes()).kek_ids == [first, second]  # no new KEK
+    for name, lake in lakes.items():
+        bound = json.loads((lake / "keyring-binding.json").read_text())
+        assert bound["active_kek_id"] == second
+        packs = latest_packs(table(lake, "packs").to_pylist()).values()
+        assert {r["kek_id"] for r in packs} == {second}
+        assert _ingest(sc, config, lake, pub, FILES[1:2], tmp_path / f"more-{name}") == 1
+    # The first KEK is needed by neither lake now: it goes, and both still read
+    drop = ["keys", "drop", "--keyring", str(full), "--kek-id", first, "--lake", str(lakes["b"])]
+    assert main(drop) == 0
+    dropped = Keyring.from_bytes(full.read_bytes())
+    for lake in lakes.values():
+        assert read_identities(str(lake), dropped, config).num_rows == 2
