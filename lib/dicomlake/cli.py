@@ -235,14 +235,17 @@ def _rekey_lake(
 ) -> tuple[Keyring, dict[str, int | bool]]:
     """Under the lake's lock, once the keyring is the lake's: with ``rotate``, a new active KEK
     kept in the keyring file, then the lake re-wrapped under the keyring's active KEK (a
-    rewrap: no new KEK)."""
+    rewrap: no new KEK). A rotation whose keyring already has an active KEK the lake never
+    used (made by a rotation that stopped before the lake was re-wrapped, or by one for
+    another lake sharing the keyring) re-wraps under it: a new one would leave that KEK's
+    lake, or the public half handed out with it, behind."""
     from dicomlake.lake.keyring_binding import bind_keyring, rewrap_lake
 
     command = f"keys {'rotate' if rotate else 'rewrap'} --lake"
     keyring.require_private(command)  # the lake's data keys are unwrapped
     with _lake_locked(lake, command, config) as (fs, layout, lock):
-        bind_keyring(fs, layout, keyring, lock, rotating=True)
-        created = rotate
+        bound = bind_keyring(fs, layout, keyring, lock, rotating=True)
+        created = rotate and keyring.active_kek_id in bound["kek_ids"]
         if created:
             keyring = keyring.rotate()
             save_keyring(path, keyring, config)  # before anything is wrapped under its new KEK

@@ -267,3 +267,39 @@ def test_lakes_sharing_a_keyring_rotated_for_one_are_rewrapped_not_rotated_again
     dropped = Keyring.from_bytes(full.read_bytes())
     for lake in lakes.values():
         assert read_identities(str(lake), dropped, config).num_rows == 2
+
+
+def test_a_rotation_that_failed_after_it_kept_its_new_kek_is_finished_by_the_next(
+    x25519_lake, config, tmp_path, capsys
+):
+    lake, full = x25519_lake
+    keyring_path, pub = tmp_path / "keyring.json", tmp_path / "keyring.public.json"
+    save_keyring(str(keyring_path), full, config)
+    rotate = ["keys", "rotate", "--lake", str(lake), "--keyring", str(keyring_path)]
+    rotate += ["--public-out", str(pub)]
+    damaged = sorted((lake / "restricted" / "paths").glob("*.parquet"))[0]
+    intact = damaged.read_bytes()
+    damaged.write_bytes(intact[:100])
+    capsys.readouterr()
+    assert main(rotate) == EXIT_ERROR
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert set(last) == {"command", "error", "exit_code"} and last["exit_code"] == EXIT_ERROR
+    assert f"{damaged} is not a readable Parquet file" in last["error"]
+    # The new KEK was kept before anything was wrapped under it; the lake never got it
+    stopped = Keyring.from_bytes(keyring_path.read_bytes())
+    assert stopped.kek_ids == [full.active_kek_id, stopped.active_kek_id]
+    bound = json.loads((lake / "keyring-binding.json").read_text())
+    assert bound["active_kek_id"] == full.active_kek_id
+    damaged.write_bytes(intact)  # restored from a snapshot
+    assert main(rotate) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["kek_created"] is False and result["active_kek_id"] == stopped.active_kek_id
+    assert Keyring.from_bytes(keyring_path.read_bytes()).kek_ids == stopped.kek_ids
+    assert Keyring.from_bytes(pub.read_bytes()).active_kek_id == stopped.active_kek_id
+    bound = json.loads((lake / "keyring-binding.json").read_text())
+    assert bound["active_kek_id"] == stopped.active_kek_id
+    # The lake uses that KEK now: the next rotation makes a new one
+    assert main(rotate) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["kek_created"] is True
+    assert Keyring.from_bytes(keyring_path.read_bytes()).kek_ids[:2] == stopped.kek_ids

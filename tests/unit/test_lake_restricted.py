@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import pytest
+
 from dicomlake.cli import main
 from dicomlake.config import LockConfig
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import LakeError
 from dicomlake.lake import restricted
 from dicomlake.lake.keyring_binding import bind_keyring
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import holding
+from dicomlake.lake.paths import read_paths
 from dicomlake.storage.local import LocalFileSystem
 
 AT = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -63,3 +67,14 @@ def test_reidentify_gives_a_row_written_twice_once(tmp_path, capsys, config):
     assert main([*argv, "--pseudonym", "2.25.42"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["original"] for r in lines[:-1]] == ["DOE-1"] and lines[-1]["rows"] == 1
+
+
+def test_a_damaged_restricted_file_is_named(tmp_path, config):
+    fs, keyring = LocalFileSystem(), Keyring.generate("symmetric")
+    uri = tmp_path / "lake" / "restricted" / "paths" / "part-r1.parquet"
+    restricted.write_rows(fs, str(uri), "paths", [_path_row(1, "/landing/a.dcm")], keyring)
+    uri.write_bytes(uri.read_bytes()[:100])
+    with pytest.raises(LakeError, match=f"{uri} is not a readable Parquet file"):
+        restricted.read_rows(fs, [str(uri)], "paths", keyring)
+    with pytest.raises(LakeError, match=f"{uri} is not a readable Parquet file"):
+        read_paths(str(tmp_path / "lake"), keyring, config)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from dicomlake.crypto import kms
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.parquet import write_table
 from dicomlake.storage import FileSystem
@@ -59,13 +60,26 @@ def read_rows(
         decryption = stack.enter_context(kms.decrypting(keyring)) if keyring else None
         for uri in files:
             with fs.open_read(uri) as f:
-                data = f.read()
-            tables.append(
-                pq.read_table(io.BytesIO(data), columns=readable, decryption_properties=decryption)
-            )
+                tables.append(parse(uri, f.read(), readable, decryption))
     out = pa.schema([schema.field(c) for c in readable])
     rows = _distinct(pa.concat_tables(tables).cast(out)) if tables else out.empty_table()
     return rows.select(columns) if columns else rows
+
+
+def parse(
+    uri: str,
+    data: bytes,
+    columns: list[str],
+    decryption: pq.FileDecryptionProperties | None = None,
+) -> pa.Table:
+    """``columns`` of the restricted file ``uri`` (its bytes ``data``); a damaged file
+    (truncated, overwritten) is a LakeError naming it, not pyarrow's."""
+    try:
+        return pq.read_table(io.BytesIO(data), columns=columns, decryption_properties=decryption)
+    except pa.ArrowException as exc:
+        raise LakeError(
+            f"{uri} is not a readable Parquet file ({exc}): restore it from a snapshot"
+        ) from None
 
 
 def _distinct(table: pa.Table) -> pa.Table:
