@@ -153,8 +153,7 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
     from dicomlake.crypto.keyring import Keyring
 
     path = args.keyring or config.keys.keyring
-    public_out = getattr(args, "public_out", None)
-    check_targets(path, public_out)
+    check_targets(path, args.public_out, config)
     public: Keyring | None = None  # written at the end, where one is asked for
     if args.action == "init":
         if Path(path).exists() and not args.force:
@@ -173,14 +172,17 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
         keyring = load_keyring(path, config)
         public = keyring.public_only()
         out = {"keyring": path, "active_kek_id": keyring.active_kek_id}
-    elif args.action == "rotate":
-        keyring = load_keyring(path, config).rotate()
-        public = keyring.public_only() if args.public_out else None
-        if not args.lake:
+    elif args.action in ("rotate", "rewrap"):
+        keyring = load_keyring(path, config)
+        if args.public_out:
+            keyring.public_only()  # a symmetric keyring has none: refused before any write
+        if args.lake:
+            lake = existing_lake(args.lake, config)
+            keyring, counts = _rekey_lake(lake, path, keyring, config, args.action == "rotate")
+        else:  # rewrap needs --lake (main)
+            keyring, counts = keyring.rotate(), {"kek_created": True}
             save_keyring(path, keyring, config)
-            counts = {}
-        else:
-            counts = _rotate_lake(existing_lake(args.lake, config), path, keyring, config)
+        public = keyring.public_only() if args.public_out else None
         out = {"keyring": path, "active_kek_id": keyring.active_kek_id, **counts}
     elif args.action == "drop":
         keyring = load_keyring(path, config).without(args.kek_id)
@@ -223,19 +225,31 @@ def _check_unused(lake: str, keyring: Keyring, kek_id: str, config: Config) -> N
     if needs:
         raise KeyringError(
             f"keys drop: {lake} still needs {kek_id} for {'; '.join(needs)}: run "
-            f"`dicomlake keys rotate --lake {lake}` first (then `dicomlake maintain`); the "
-            "keyring is unchanged"
+            f"`dicomlake keys rewrap --lake {lake}` first (it re-wraps the lake under the "
+            "keyring's active KEK; then `dicomlake maintain`); the keyring is unchanged"
         )
 
 
-def _rotate_lake(lake: str, path: str, keyring: Keyring, config: Config) -> dict[str, int]:
-    """Under the lake's lock: check the keyring is the lake's, keep it, re-wrap the lake."""
+def _rekey_lake(
+    lake: str, path: str, keyring: Keyring, config: Config, rotate: bool
+) -> tuple[Keyring, dict[str, int | bool]]:
+    """Under the lake's lock, once the keyring is the lake's: with ``rotate``, a new active KEK
+    kept in the keyring file, then the lake re-wrapped under the keyring's active KEK (a
+    rewrap: no new KEK). A rotation whose keyring already has an active KEK the lake never
+    used (made by a rotation that stopped before the lake was re-wrapped, or by one for
+    another lake sharing the keyring) re-wraps under it: a new one would leave that KEK's
+    lake, or the public half handed out with it, behind."""
     from dicomlake.lake.keyring_binding import bind_keyring, rewrap_lake
 
-    with _lake_locked(lake, "keys rotate", config) as (fs, layout, lock):
-        bind_keyring(fs, layout, keyring, lock, rotating=True)
-        save_keyring(path, keyring, config)
-        return rewrap_lake(fs, layout, keyring, lock)
+    command = f"keys {'rotate' if rotate else 'rewrap'} --lake"
+    keyring.require_private(command)  # the lake's data keys are unwrapped
+    with _lake_locked(lake, command, config) as (fs, layout, lock):
+        bound = bind_keyring(fs, layout, keyring, lock, rotating=True)
+        created = rotate and keyring.active_kek_id in bound["kek_ids"]
+        if created:
+            keyring = keyring.rotate()
+            save_keyring(path, keyring, config)  # before anything is wrapped under its new KEK
+        return keyring, {**rewrap_lake(fs, layout, keyring, lock), "kek_created": created}
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
@@ -292,11 +306,15 @@ def cmd_reidentify(args: argparse.Namespace, config: Config) -> int:
     """Map pseudonyms back to identified values, or path ids, errors rows and instances back to
     their landing paths (needs the private keyring; prints JSON rows)."""
     from dicomlake.lake.identities import read_identities, reidentify
+    from dicomlake.lake.keyring_binding import check_fingerprint
+    from dicomlake.lake.layout import LakeLayout
     from dicomlake.lake.paths import find_paths
+    from dicomlake.storage import filesystem_for
 
     keyring = _keyring(args, config)
     keyring.require_private("reidentify")
     lake = existing_lake(args.lake, config)
+    check_fingerprint(filesystem_for(lake, config.hdfs), LakeLayout(lake), keyring)
     by_path = {"path_id": args.path_id, "error_id": args.error_id, "instance_id": args.instance_id}
     if any(by_path.values()):
         found = find_paths(lake, keyring, config, **by_path)
@@ -493,8 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", default="data/demo", help="where landing/, lake/ and the keyring go"
     )
 
-    p = command("keys", cmd_keys, "create, rotate or prune the keyring", keyring=KEYRING_DEFAULT)
-    p.add_argument("action", choices=["init", "public", "rotate", "drop"])
+    p = command(
+        "keys", cmd_keys, "create, rotate, rewrap or prune the keyring", keyring=KEYRING_DEFAULT
+    )
+    p.add_argument("action", choices=["init", "public", "rotate", "rewrap", "drop"])
     p.add_argument(
         "--mode",
         choices=["symmetric", "x25519"],
@@ -503,13 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--public-out",
-        help="init, rotate: also write the public-only keyring here; public: write it here",
+        help="init, rotate, rewrap: also write the public-only keyring here; public: write it here",
     )
     p.add_argument("--force", action="store_true", help="init: replace an existing keyring")
     p.add_argument(
         "--lake",
-        help="rotate: re-wrap this lake's pack keys under the new key; drop: the lake whose "
-        "keys must no longer need the dropped one",
+        help="rotate: re-wrap this lake's pack keys under the new key; rewrap: under the "
+        "keyring's active key, no new one (a lake sharing a keyring rotated for another); "
+        "drop: the lake whose keys must no longer need the dropped one",
     )
     p.add_argument("--kek-id", help="drop: the key to remove")
 
@@ -673,6 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("keys drop needs --kek-id, and --lake: the lake it checks first")
         if args.command == "keys" and args.action == "public" and not args.public_out:
             parser.error("keys public needs --public-out")
+        if args.command == "keys" and args.action == "rewrap" and not args.lake:
+            parser.error("keys rewrap needs --lake: the lake it re-wraps")
         selection = ("sop", "series", "study", "instance_id", "manifest", "where")
         if args.command == "export" and not any(getattr(args, s) for s in selection):
             parser.error(

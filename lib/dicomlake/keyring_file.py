@@ -71,10 +71,11 @@ def save_keyring(uri: str, keyring: Keyring, config: Config) -> None:
     fs.write_private(uri, keyring.to_bytes())
 
 
-def check_targets(keyring_uri: str, public_uri: str | None) -> None:
+def check_targets(keyring_uri: str, public_uri: str | None, config: Config) -> None:
     """Before anything is written: refuse a keyring path or ``--public-out`` that cannot take
     a file (empty, or a directory), and a ``--public-out`` that is the keyring's own entry,
-    whose public half would replace the private keys (a rotation's new key with them)."""
+    whose public half would replace the private keys (a rotation's new key with them), or
+    that holds anything but a public half (`_check_replaceable`)."""
     targets = {"--keyring (keys.keyring)": keyring_uri, "--public-out": public_uri}
     for flag, uri in targets.items():
         if uri is None:
@@ -88,6 +89,34 @@ def check_targets(keyring_uri: str, public_uri: str | None) -> None:
         raise KeyringError(
             f"--public-out {public_uri!r} is the keyring {keyring_uri!r} itself: its public "
             "half would replace the private keys; write it to another file"
+        )
+    if public_uri is not None:
+        _check_replaceable(public_uri, config)
+
+
+def _check_replaceable(uri: str, config: Config) -> None:
+    """Refuse a ``--public-out`` that exists and is not a public half: a full keyring there
+    (another one's, or a copy) would lose its private keys, another file its content. A public
+    half is replaced, as after every rotation; so is a link, its target untouched."""
+    local = os_path(uri)
+    if local is not None and os.path.islink(local):
+        return
+    fs = filesystem_for(uri, config.hdfs)
+    if not fs.exists(uri):
+        return
+    try:
+        if local is not None and not os.path.isfile(local):  # a device, a FIFO
+            raise KeyringError("not a regular file")
+        held = Keyring.from_bytes(fs.read(uri))
+    except (KeyringError, StorageError) as exc:
+        raise KeyringError(
+            f"--public-out {uri!r} exists and is not a keyring ({exc}): it would be replaced; "
+            "remove it or name another file"
+        ) from None
+    if held.can_unwrap:
+        raise KeyringError(
+            f"--public-out {uri!r} is a full keyring: its private keys would be replaced by a "
+            "public half, and lost; name another file (or the keyring's existing public half)"
         )
 
 

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -22,8 +23,11 @@ from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringMismatchError, PrivateKeyRequiredError
 from dicomlake.ingest.job import run_ingest
 from dicomlake.keyring_file import save_keyring
+from dicomlake.lake import restricted
 from dicomlake.lake.identities import read_identities
+from dicomlake.lake.ledger import latest_packs
 from dicomlake.lake.paths import read_paths
+from dicomlake.storage.local import LocalFileSystem
 
 pytestmark = pytest.mark.spark
 
@@ -187,3 +191,115 @@ def test_the_lake_refuses_another_keyring_and_follows_rotation(
     ).read_bytes()
     with pytest.raises(KeyringMismatchError, match="fingerprint mismatch"):
         run_ingest(sc, str(more), str(restored), config, other)
+
+
+def _rows_stored(lake: Path, table: str) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in lake.glob(f"restricted/{table}/*"))
+
+
+def test_a_rotation_stopped_before_it_deleted_the_replaced_files_leaves_no_row_twice(
+    x25519_lake, config, tmp_path, capsys
+):
+    lake, full = x25519_lake
+    fs = LocalFileSystem()
+    stored = {t: _rows_stored(lake, t) for t in restricted.TABLES}
+    # As a rotation leaves it when stopped after it published each new file: the new file
+    # (every row, under the new KEK) beside the files it replaces
+    rotated = full.rotate()
+    for name in restricted.TABLES:
+        old = sorted(str(p) for p in lake.glob(f"restricted/{name}/*.parquet"))
+        rows = restricted.read_rows(fs, old, name, full).to_pylist()
+        new = str(lake / "restricted" / name / "part-rewrap-20261201T000000000000Z.parquet")
+        restricted.write_rows(fs, new, name, rows, rotated)
+    assert {t: _rows_stored(lake, t) for t in restricted.TABLES} == {
+        t: 2 * n for t, n in stored.items()
+    }
+    assert read_identities(str(lake), rotated, config).num_rows == len(FILES)
+    keyring_path = tmp_path / "keyring.json"
+    save_keyring(str(keyring_path), rotated, config)
+    capsys.readouterr()
+    assert main(["keys", "rotate", "--lake", str(lake), "--keyring", str(keyring_path)]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["identities_rewrapped"] == len(FILES)
+    assert {t: _rows_stored(lake, t) for t in restricted.TABLES} == stored
+
+
+def _ingest(sc, config, lake: Path, keyring_path: Path, names: list[str], tmp: Path) -> int:
+    landing = _landing(tmp, names)
+    keyring = Keyring.from_bytes(keyring_path.read_bytes())
+    return run_ingest(sc, str(landing), str(lake), config, keyring).ingested
+
+
+def test_lakes_sharing_a_keyring_rotated_for_one_are_rewrapped_not_rotated_again(
+    tmp_path, sc, config, capsys
+):
+    full, pub = tmp_path / "keyring.json", tmp_path / "keyring.public.json"
+    init = ["keys", "init", "--mode", "x25519", "--keyring", str(full)]
+    assert main([*init, "--public-out", str(pub)]) == 0
+    first = Keyring.from_bytes(full.read_bytes()).active_kek_id
+    lakes = {name: tmp_path / name for name in ("a", "b")}
+    for name, lake in lakes.items():
+        assert _ingest(sc, config, lake, pub, FILES[:1], tmp_path / f"in-{name}") == 1
+    keys = ["keys", "--keyring", str(full), "--public-out", str(pub)]
+    assert main([keys[0], "rotate", *keys[1:], "--lake", str(lakes["a"])]) == 0
+    second = Keyring.from_bytes(full.read_bytes()).active_kek_id
+    assert second != first
+    # Lake b's keys are still wrapped under the first KEK: the new public half is refused,
+    # saying what re-wraps b under the keyring's active KEK
+    says = f"run `dicomlake keys rewrap --lake {lakes['b']}` with the full keyring"
+    with pytest.raises(KeyringMismatchError, match=re.escape(says)):
+        _ingest(sc, config, lakes["b"], pub, FILES[1:2], tmp_path / "refused")
+    capsys.readouterr()
+    assert main([keys[0], "rewrap", *keys[1:], "--lake", str(lakes["b"])]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["active_kek_id"] == second and result["kek_created"] is False
+    assert result["packs_rewrapped"] >= 1 and result["identities_rewrapped"] == 1
+    assert Keyring.from_bytes(full.read_bytes()).kek_ids == [first, second]  # no new KEK
+    for name, lake in lakes.items():
+        bound = json.loads((lake / "keyring-binding.json").read_text())
+        assert bound["active_kek_id"] == second
+        packs = latest_packs(table(lake, "packs").to_pylist()).values()
+        assert {r["kek_id"] for r in packs} == {second}
+        assert _ingest(sc, config, lake, pub, FILES[1:2], tmp_path / f"more-{name}") == 1
+    # The first KEK is needed by neither lake now: it goes, and both still read
+    drop = ["keys", "drop", "--keyring", str(full), "--kek-id", first, "--lake", str(lakes["b"])]
+    assert main(drop) == 0
+    dropped = Keyring.from_bytes(full.read_bytes())
+    for lake in lakes.values():
+        assert read_identities(str(lake), dropped, config).num_rows == 2
+
+
+def test_a_rotation_that_failed_after_it_kept_its_new_kek_is_finished_by_the_next(
+    x25519_lake, config, tmp_path, capsys
+):
+    lake, full = x25519_lake
+    keyring_path, pub = tmp_path / "keyring.json", tmp_path / "keyring.public.json"
+    save_keyring(str(keyring_path), full, config)
+    rotate = ["keys", "rotate", "--lake", str(lake), "--keyring", str(keyring_path)]
+    rotate += ["--public-out", str(pub)]
+    damaged = sorted((lake / "restricted" / "paths").glob("*.parquet"))[0]
+    intact = damaged.read_bytes()
+    damaged.write_bytes(intact[:100])
+    capsys.readouterr()
+    assert main(rotate) == EXIT_ERROR
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert set(last) == {"command", "error", "exit_code"} and last["exit_code"] == EXIT_ERROR
+    assert f"{damaged} is not a readable Parquet file" in last["error"]
+    # The new KEK was kept before anything was wrapped under it; the lake never got it
+    stopped = Keyring.from_bytes(keyring_path.read_bytes())
+    assert stopped.kek_ids == [full.active_kek_id, stopped.active_kek_id]
+    bound = json.loads((lake / "keyring-binding.json").read_text())
+    assert bound["active_kek_id"] == full.active_kek_id
+    damaged.write_bytes(intact)  # restored from a snapshot
+    assert main(rotate) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["kek_created"] is False and result["active_kek_id"] == stopped.active_kek_id
+    assert Keyring.from_bytes(keyring_path.read_bytes()).kek_ids == stopped.kek_ids
+    assert Keyring.from_bytes(pub.read_bytes()).active_kek_id == stopped.active_kek_id
+    bound = json.loads((lake / "keyring-binding.json").read_text())
+    assert bound["active_kek_id"] == stopped.active_kek_id
+    # The lake uses that KEK now: the next rotation makes a new one
+    assert main(rotate) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["kek_created"] is True
+    assert Keyring.from_bytes(keyring_path.read_bytes()).kek_ids[:2] == stopped.kek_ids

@@ -65,6 +65,24 @@ def test_a_public_out_that_is_the_keyring_itself_is_refused(tmp_path, caplog, sp
     assert keyring.read_bytes() == before  # the private keys, unrotated
 
 
+@pytest.mark.parametrize("victim", ["x25519", "symmetric", "notes"])
+@pytest.mark.parametrize("action", [["init", "--mode", "x25519"], ["public"], ["rotate"]])
+def test_a_public_out_that_holds_private_keys_or_no_keyring_is_refused(
+    tmp_path, caplog, action, victim
+):
+    keyring, out = tmp_path / "k.json", tmp_path / "victim.json"
+    if action[0] != "init":
+        assert main(["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]) == 0
+    held = Keyring.generate(victim).to_bytes() if victim != "notes" else b"my notes\n"
+    out.write_bytes(held)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    argv = ["keys", *action, "--keyring", str(keyring), "--public-out", str(out)]
+    caplog.clear()
+    assert main(argv) == EXIT_ERROR
+    assert f"--public-out {str(out)!r}" in _logged(caplog)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
+
+
 def test_a_public_out_linked_to_the_keyring_replaces_the_link(tmp_path, caplog):
     keyring, link = tmp_path / "k.json", tmp_path / "pub.json"
     assert main(["keys", "init", "--mode", "x25519", "--keyring", str(keyring)]) == 0
@@ -92,6 +110,19 @@ def test_an_empty_keyring_path_is_named(tmp_path, caplog, monkeypatch):
     assert main(["keys", "init", "--force"]) == EXIT_ERROR
     assert "--keyring (keys.keyring) is empty" in _logged(caplog)
     assert not any(tmp_path.iterdir())
+
+
+def test_dropping_the_active_kek_names_the_command_that_makes_a_new_one(tmp_path, caplog):
+    keyring = tmp_path / "k.json"
+    assert main(["keys", "init", "--keyring", str(keyring)]) == 0
+    before = keyring.read_bytes()
+    active = Keyring.from_bytes(before).active_kek_id
+    drop = ["keys", "drop", "--keyring", str(keyring), "--kek-id", active]
+    caplog.clear()
+    assert main([*drop, "--lake", str(tmp_path / "lake")]) == EXIT_ERROR
+    text = _logged(caplog)
+    assert f"'{active}' is the active kek" in text and "`dicomlake keys rotate --lake" in text
+    assert "rotate()" not in text and keyring.read_bytes() == before
 
 
 @pytest.mark.parametrize(
@@ -183,7 +214,8 @@ def test_a_keyring_open_to_every_user_is_refused_one_open_to_its_group_is_used(t
     assert "open to its group (mode 0640)" in caplog.text
 
 
-def test_export_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog):
+def _bound_lake(tmp_path: Path) -> Path:
+    """A lake of no rows bound to a keyring of its own."""
     from dicomlake.config import LockConfig
     from dicomlake.lake.keyring_binding import bind_keyring
     from dicomlake.lake.layout import LakeLayout
@@ -194,7 +226,20 @@ def test_export_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog)
     (lake / "tables").mkdir(parents=True)
     with holding(fs, str(lake), None, "test", LockConfig()) as lock:
         bind_keyring(fs, LakeLayout(str(lake)), Keyring.generate("symmetric"), lock)
-    other = tmp_path / "other.json"
+    return lake
+
+
+@pytest.mark.parametrize("asked", [["--pseudonym", "2.25.1"], ["--path-id", "0" * 32], []])
+def test_reidentify_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog, asked):
+    lake, other = _bound_lake(tmp_path), tmp_path / "other.json"
+    assert main(["keys", "init", "--keyring", str(other)]) == 0
+    caplog.clear()
+    assert main(["reidentify", "--lake", str(lake), "--keyring", str(other), *asked]) == EXIT_ERROR
+    assert "keyring fingerprint mismatch" in caplog.text
+
+
+def test_export_with_another_keyrings_secret_names_the_keyring(tmp_path, caplog):
+    lake, other = _bound_lake(tmp_path), tmp_path / "other.json"
     assert main(["keys", "init", "--keyring", str(other)]) == 0
     out = tmp_path / "out"
     argv = ["export", "--lake", str(lake), "--where", "true", "--out", str(out)]

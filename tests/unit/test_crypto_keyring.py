@@ -104,6 +104,22 @@ def _doc(mode="symmetric"):
     return json.loads(Keyring.generate(mode).to_bytes())
 
 
+def _renamed(doc, kek_id: str):
+    """The keyring document with its only KEK, the active one, under ``kek_id``."""
+    return {**doc, "active_kek_id": kek_id, "keks": [{**doc["keks"][0], "id": kek_id}]}
+
+
+def test_a_kek_id_of_letters_digits_dots_dashes_and_underscores_is_read():
+    kek_id = "K" + "e.k_-9" * 10 + "abc"  # 64 characters
+    doc = _renamed(_doc(), kek_id)
+    assert Keyring.from_bytes(json.dumps(doc).encode()).kek_ids == [kek_id]
+
+
+def _version_digits(doc, digits: int) -> bytes:
+    """The keyring file with a version of that many nines."""
+    return json.dumps(doc).replace('"version": 1,', f'"version": {"9" * digits},').encode()
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -111,6 +127,12 @@ def _doc(mode="symmetric"):
         (lambda d: b"[1, 2]", "JSON object"),
         (lambda d: {**d, "format": "x"}, "'format'"),
         (lambda d: {**d, "version": 99}, "version 99"),
+        (lambda d: {**d, "version": True}, "'version' must be an int, got bool"),
+        (lambda d: {**d, "version": 1.0}, "'version' must be an int, got float"),
+        (lambda d: {**d, "version": "1"}, "'version' must be an int, got str"),
+        (lambda d: {k: v for k, v in d.items() if k != "version"}, "'version' is missing"),
+        (lambda d: _version_digits(d, 4000), r"version of 13288 bits is not supported \("),
+        (lambda d: _version_digits(d, 5000), "not valid JSON.*4300 digits"),
         (lambda d: {**d, "mode": "rsa"}, "mode"),
         (lambda d: {k: v for k, v in d.items() if k != "keks"}, "'keks' is missing"),
         (lambda d: {**d, "keks": []}, "'keks' is empty"),
@@ -119,6 +141,12 @@ def _doc(mode="symmetric"):
         (lambda d: {**d, "keks": [{**d["keks"][0], "key": "AAAA"}]}, "32 bytes, got 3"),
         (lambda d: {**d, "keks": [{**d["keks"][0], "id": 7}]}, "'id' must be a str"),
         (lambda d: {**d, "keks": d["keks"] * 2}, "duplicate"),
+        (lambda d: _renamed(d, "kek:colon"), "kek id 'kek:colon' is not a valid KEK id"),
+        (lambda d: _renamed(d, ""), "kek id '' is not a valid KEK id"),
+        (lambda d: _renamed(d, "kek\0nul"), r"kek id 'kek\\x00nul' is not a valid KEK id"),
+        (lambda d: _renamed(d, "../kek"), "kek id '../kek' is not a valid KEK id"),
+        (lambda d: _renamed(d, "kek-1\n"), r"kek id 'kek-1\\n' is not a valid KEK id"),
+        (lambda d: _renamed(d, "k" * 65), f"kek id '{'k' * 65}' is not a valid KEK id"),
     ],
 )
 def test_malformed_keyring_bytes_name_the_problem(mutate, message):

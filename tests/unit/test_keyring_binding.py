@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -32,8 +33,11 @@ def test_public_half_and_rotation(tmp_path, bind):
     bind(full)  # the same keyring, private half
     rotated = full.rotate()
     bind(rotated, rotating=True)  # holds the lake's active KEK
-    with pytest.raises(KeyringMismatchError, match="unknown KEK: this keyring's active KEK .* an"):
-        bind(rotated)  # not recorded yet: the rotation of the lake did not happen
+    # Not recorded yet: the rotation of the lake did not happen (stopped, or another lake's)
+    says = f"wrapped under KEK {full.active_kek_id}, this keyring's active KEK is "
+    says += f"{rotated.active_kek_id}, an unknown KEK of the lake: run `dicomlake keys rewrap "
+    with pytest.raises(KeyringMismatchError, match=re.escape(says + f"--lake {tmp_path}`")):
+        bind(rotated)
     with pytest.raises(KeyringMismatchError, match="unknown KEK: .*'s active KEK .* is not in"):
         bind(rotated.without(full.active_kek_id), rotating=True)
     with pytest.raises(KeyringMismatchError, match="fingerprint mismatch"):

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -57,6 +58,7 @@ _X25519_INFO = b"dicomlake-x25519-wrap-v1\0"
 _SECRET_INFO = b"dicomlake-secret-v1\0"
 _FINGERPRINT_LABEL = b"dicomlake-keyring-fingerprint-v1"
 _KEK_DIGEST_LABEL = b"dicomlake-kek-digest-v1\0"
+_KEK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Keyring:
         if mode not in MODES:
             raise KeyringError(f"keyring: mode must be one of {MODES}, got {mode!r}")
         ids = [k.kek_id for k in keks]
+        for kek_id in ids:
+            _check_kek_id(kek_id)
         if len(set(ids)) != len(ids):
             raise KeyringError(f"keyring: duplicate kek ids in {ids}")
         if active_kek_id not in ids:
@@ -102,7 +106,8 @@ class Keyring:
         """Parse `to_bytes` output; KeyringError naming the field that is wrong."""
         try:
             doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # ValueError: also a number of more digits than int() converts
+        except (ValueError, RecursionError) as exc:
             raise KeyringError(f"keyring: not valid JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise KeyringError(f"keyring: expected a JSON object, got {type(doc).__name__}")
@@ -110,10 +115,7 @@ class Keyring:
             raise KeyringError(
                 f"keyring: field 'format' must be {FORMAT!r}, got {doc.get('format')!r}"
             )
-        if doc.get("version") != VERSION:
-            raise KeyringError(
-                f"keyring: version {doc.get('version')!r} is not supported (this reads {VERSION})"
-            )
+        _check_version(doc)
         mode = _field(doc, "mode", str, "keyring")
         if mode not in MODES:
             raise KeyringError(f"keyring: mode must be one of {MODES}, got {mode!r}")
@@ -165,7 +167,8 @@ class Keyring:
         self._kek(kek_id)
         if kek_id == self._active:
             raise KeyringError(
-                f"keyring: {kek_id!r} is the active kek; rotate() before dropping it"
+                f"keyring: {kek_id!r} is the active kek: make a new one first with `dicomlake "
+                "keys rotate --lake <lake>` (which re-wraps the lake under it), then drop it"
             )
         rest = [k for k in self._keks.values() if k.kek_id != kek_id]
         return Keyring(self._mode, rest, self._active, self._secret)
@@ -313,6 +316,17 @@ class Keyring:
             ) from None
 
 
+def _check_kek_id(kek_id: str) -> None:
+    """A KEK id is written into wrapped PME keys (``k1:<id>:<base64>``, split at ':'), the
+    associated data (after a NUL) and error messages: a conservative charset keeps all of them
+    unambiguous."""
+    if not _KEK_ID.fullmatch(kek_id):
+        raise KeyringError(
+            f"keyring: kek id {kek_id!r} is not a valid KEK id (1 to 64 of A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit)"
+        )
+
+
 def _new_kek(mode: str, existing: Collection[str]) -> _Kek:
     now = datetime.now(timezone.utc)
     while True:  # 32 random bits: a clash with an existing id is possible, if unlikely
@@ -351,13 +365,24 @@ def _kek_from_doc(mode: str, item: Any, n: int) -> _Kek:
     return _Kek(kek_id, created, private, public)
 
 
+def _check_version(doc: dict[str, Any]) -> None:
+    """The version read here, as an integer (`_field`: not ``true`` or ``1.0``, which compare
+    equal to 1 in Python); a huge one is named by its size, not its thousands of digits."""
+    version = _field(doc, "version", int, "keyring")
+    if version != VERSION:
+        shown = version if version.bit_length() <= 64 else f"of {version.bit_length()} bits"
+        raise KeyringError(f"keyring: version {shown} is not supported (this reads {VERSION})")
+
+
 def _field(doc: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    """``doc[name]``, of type ``kind`` (a bool is not an int, though Python makes it one)."""
     if name not in doc:
         raise KeyringError(f"{where}: field {name!r} is missing")
     value = doc[name]
-    if not isinstance(value, kind):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
         raise KeyringError(
-            f"{where}: field {name!r} must be a {kind.__name__}, got {type(value).__name__}"
+            f"{where}: field {name!r} must be {article} {kind.__name__}, got {type(value).__name__}"
         )
     return value
 

@@ -84,16 +84,17 @@ def _read_record(fs: FileSystem, uri: str) -> dict[str, Any]:
 
 def bind_keyring(
     fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock, *, rotating: bool = False
-) -> None:
-    """Record ``keyring`` as the lake's on its first run; else raise KeyringMismatchError
-    unless it is the lake's: the same fingerprint and, for an ingest, the same active KEK (for
-    a rotation, one that still holds the lake's active KEK)."""
+) -> dict[str, Any]:
+    """The lake's record: ``keyring``'s, written on the lake's first run; else raise
+    KeyringMismatchError unless ``keyring`` is the lake's: the same fingerprint and, for an
+    ingest, the same active KEK (for a rotation or a rewrap, one that still holds the lake's
+    active KEK)."""
     _roll_forward(fs, layout)
     uri = layout.absolute(BINDING)
     if not fs.exists(uri):
         try:
             _publish_record(fs, layout, keyring, lock.run_id)
-            return
+            return _record(keyring)
         except PublishConflictError:
             pass  # written meanwhile (a lake without a lock file): compare with it
     bound = check_fingerprint(fs, layout, keyring)
@@ -105,12 +106,27 @@ def bind_keyring(
             f"(it holds {keyring.kek_ids})"
         )
     if not rotating and keyring.active_kek_id != active:
-        known = "an older" if keyring.active_kek_id in bound["kek_ids"] else "an unknown"
-        raise KeyringMismatchError(
-            f"unknown KEK: this keyring's active KEK {keyring.active_kek_id} is {known} KEK of "
-            f"{layout.root}, whose active KEK is {active} (rotated since): use the lake's "
-            "current keyring (or its public half)"
+        raise KeyringMismatchError(_not_active(layout, keyring.active_kek_id, bound))
+    return bound
+
+
+def _not_active(layout: LakeLayout, kek_id: str, bound: dict[str, Any]) -> str:
+    """Why an ingest with a keyring whose active KEK is ``kek_id`` is refused, and what to do."""
+    active = bound["active_kek_id"]
+    if kek_id in bound["kek_ids"]:
+        return (
+            f"unknown KEK: this keyring's active KEK {kek_id} is an older KEK of {layout.root}, "
+            f"whose active KEK is {active} (rotated since): use the lake's current keyring "
+            "(or its public half)"
         )
+    # A KEK the lake never used: the keyring was rotated for another lake sharing it, or a
+    # rotation of this lake stopped before it re-wrapped the lake
+    return (
+        f"unknown KEK: {layout.root}'s keys are wrapped under KEK {active}, this keyring's "
+        f"active KEK is {kek_id}, an unknown KEK of the lake: run `dicomlake keys rewrap "
+        f"--lake {layout.root}` with the full keyring (it re-wraps the lake under its active "
+        "KEK), then run this again"
+    )
 
 
 def check_fingerprint(
@@ -170,7 +186,7 @@ def rewrap_lake(fs: FileSystem, layout: LakeLayout, keyring: Keyring, lock: Lock
     fs.publish(packs, join(layout.table("packs"), name))
     delta.replace_rows(fs, layout, "packs", name)  # every row the table held is in the new file
     # Each new file first, then the files it replaces: a crash in between leaves rows twice
-    # (the same rows), never none.
+    # (the same rows), never none; readers and the next rewrite take each once (`read_rows`).
     for new, target, old in replacements:
         fs.publish(new, target)
         for uri in old:

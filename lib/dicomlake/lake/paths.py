@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 from collections.abc import Iterable
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from dicomlake.config import Config
 from dicomlake.crypto import kms
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.dicom.deid import PSEUDONYM_PURPOSE
 from dicomlake.errors import LakeError
-from dicomlake.lake import delta_read
+from dicomlake.lake import delta_read, restricted
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.parquet import parquet_files
 from dicomlake.storage import filesystem_for
@@ -76,14 +74,11 @@ def read_paths(
             with fs.open_read(uri) as f:
                 data = f.read()
             # the clear id column first: files without a wanted id are never decrypted
-            ids = pq.read_table(io.BytesIO(data), columns=["source_path_id"])["source_path_id"]
+            ids = restricted.parse(uri, data, ["source_path_id"])["source_path_id"]
             if wanted is not None and not wanted.intersection(ids.to_pylist()):
                 continue
-            table = pq.read_table(
-                io.BytesIO(data),
-                columns=["source_path_id", "source_path"],
-                decryption_properties=decryption,
-            )
+            columns = ["source_path_id", "source_path"]
+            table = restricted.parse(uri, data, columns, decryption)
             for pid, path in zip(*(c.to_pylist() for c in table.columns), strict=True):
                 if wanted is None or pid in wanted:
                     out[pid] = path

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from dicomlake.crypto import kms
 from dicomlake.crypto.keyring import Keyring
+from dicomlake.errors import LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.parquet import write_table
 from dicomlake.storage import FileSystem
@@ -50,17 +51,41 @@ def read_rows(
     keyring: Keyring | None,
     columns: list[str] | None = None,
 ) -> pa.Table:
-    """Read files of restricted table ``name``; without a keyring only its clear columns."""
+    """Read files of restricted table ``name``, each row once (`_distinct`); without a
+    keyring only its clear columns."""
     schema, encrypted = TABLES[name]
-    wanted = columns or [n for n in schema.names if keyring or n not in encrypted]
+    readable = [n for n in schema.names if keyring or n not in encrypted]
     tables = []
     with contextlib.ExitStack() as stack:
         decryption = stack.enter_context(kms.decrypting(keyring)) if keyring else None
         for uri in files:
             with fs.open_read(uri) as f:
-                data = f.read()
-            tables.append(
-                pq.read_table(io.BytesIO(data), columns=wanted, decryption_properties=decryption)
-            )
-    out = pa.schema([schema.field(c) for c in wanted])
-    return pa.concat_tables(tables).cast(out) if tables else out.empty_table()
+                tables.append(parse(uri, f.read(), readable, decryption))
+    out = pa.schema([schema.field(c) for c in readable])
+    rows = _distinct(pa.concat_tables(tables).cast(out)) if tables else out.empty_table()
+    return rows.select(columns) if columns else rows
+
+
+def parse(
+    uri: str,
+    data: bytes,
+    columns: list[str],
+    decryption: pq.FileDecryptionProperties | None = None,
+) -> pa.Table:
+    """``columns`` of the restricted file ``uri`` (its bytes ``data``); a damaged file
+    (truncated, overwritten) is a LakeError naming it, not pyarrow's."""
+    try:
+        return pq.read_table(io.BytesIO(data), columns=columns, decryption_properties=decryption)
+    except pa.ArrowException as exc:
+        raise LakeError(
+            f"{uri} is not a readable Parquet file ({exc}): restore it from a snapshot"
+        ) from None
+
+
+def _distinct(table: pa.Table) -> pa.Table:
+    """``table`` without repeats of a whole row, in order: a rewrite under a new KEK that
+    stopped after it published its file, before it deleted the files it replaces, leaves
+    every row twice (both copies are read, and the next rewrite writes one). A subset of the
+    columns would merge distinct rows, so all are compared."""
+    names = table.column_names
+    return table.group_by(names, use_threads=False).aggregate([]).select(names)
