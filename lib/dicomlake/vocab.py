@@ -94,3 +94,5 @@ class ScanReason(StrEnum):
     SIZE_CHANGED = "size_changed"
     LAG_WINDOW = "lag_window"
     FULL = "full"
+    OBJECT_DAMAGED = "object_damaged"
+    """Unchanged since the base, whose object for it is missing or of another size."""

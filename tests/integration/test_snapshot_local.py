@@ -281,6 +281,29 @@ def test_verify_names_damaged_and_missing_objects(tmp_path, lake, cfg, keyring):
     assert not (tmp_path / "r").exists()
 
 
+def test_an_incremental_stores_again_the_objects_lost_since_its_base(
+    tmp_path, lake, cfg, keyring
+):
+    """Objects of unchanged files deleted or cut short since the full are stored again: the
+    incremental refers only to objects it has seen whole, and it verifies and restores."""
+    backup = tmp_path / "backup"
+    full = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
+    rows = manifest(backup, full.snapshot_id)
+    cut, gone = rows["pixels/r1/pack-a.pack"], rows["tables/runs/r1.parquet"]
+    (backup / cut["object"]).write_bytes((backup / cut["object"]).read_bytes()[:100])
+    os.remove(backup / gone["object"])
+    inc = take(lake, backup, "incremental", cfg, keyring, "20261102T010000Z")
+    again = {
+        path: row["reason"]
+        for path, row in manifest(backup, inc.snapshot_id).items()
+        if row["reason"] == "object_damaged"
+    }
+    assert again == {cut["path"]: "object_damaged", gone["path"]: "object_damaged"}
+    assert verify(str(backup), inc.snapshot_id, keyring=keyring, config=cfg).ok
+    expected = tree(lake)
+    assert restored_tree(backup, inc.snapshot_id, tmp_path / "r", cfg, keyring) == expected
+
+
 def test_restore_needs_an_empty_target_and_a_known_snapshot(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
     snap = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")

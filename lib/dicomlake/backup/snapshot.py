@@ -37,7 +37,7 @@ from dicomlake.backup.layout import (
 )
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.backup.places import check_apart
-from dicomlake.backup.scan import Listed, Plan, classify, entries, list_lake
+from dicomlake.backup.scan import Listed, Plan, ToRead, classify, entries, list_lake
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, ForeignManifestError
 from dicomlake.lake import delta
@@ -252,7 +252,7 @@ def _take(run: _Snapshot) -> SnapshotInfo:
         # such files were kept out of it): no file can be trusted unchanged by it.
         if base_wm <= run.started_ms:
             scan_from = base_wm - int(run.config.snapshot.lag_seconds * 1000)
-    plan = classify(listing.files, compared, scan_from, latest)
+    plan = _objects_checked(classify(listing.files, compared, scan_from, latest), run)
     job = CopyJob(run.read_root, layout.root, layout.work(sid), run.config.hdfs)
     copied = copy_files(job, plan.to_read, run.sc)
 
@@ -297,6 +297,30 @@ def _take(run: _Snapshot) -> SnapshotInfo:
     bfs.write_bytes(tmp, manifest.encode(rows, info, run.keyring))
     bfs.publish(tmp, layout.manifest(sid))  # the commit point
     return info
+
+
+def _objects_checked(plan: Plan, run: _Snapshot) -> Plan:
+    """``plan`` with each file taken over from the base read again when its object is missing
+    or of another size (deleted or damaged since): a snapshot never refers to an object it has
+    not seen whole. One listing of the objects, not a look per file."""
+    if not plan.unchanged:
+        return plan
+    held = {f.path: f.size for f in run.bfs.list_files(run.layout.objects)}
+    unchanged, again = {}, []
+    for rel, entry in plan.unchanged.items():
+        if held.get(run.layout.uri(entry.object)) == entry.size:
+            unchanged[rel] = entry
+        else:
+            again.append(
+                ToRead(Listed(rel, entry.size, entry.mtime_ms), ScanReason.OBJECT_DAMAGED, None)
+            )
+    if again:
+        log.warning(
+            "%d file(s) unchanged since the base have no whole object in the backup (deleted or "
+            "damaged since): read and stored again",
+            len(again),
+        )
+    return Plan(unchanged, [*plan.to_read, *again], plan.deleted)
 
 
 def _rows(plan: Plan, copied: list[Copied]) -> pa.Table:
