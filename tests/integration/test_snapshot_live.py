@@ -42,16 +42,16 @@ def _landing(root: Path, names: list[str]) -> Path:
 
 def _meeting(monkeypatch, lake: Path, other) -> list[bool]:
     """Make the walk of ``lake`` run ``other`` once, when it reaches `MEETS`."""
-    real, ran = LocalFileSystem.list_files, []
+    real, ran = LocalFileSystem.list_entries, []
 
-    def list_files(fs, path):
-        for info in real(fs, path):
+    def list_entries(fs, path, follow_symlinks=False):
+        for info in real(fs, path, follow_symlinks):
             if path.rstrip("/") == str(lake) and MEETS in info.path and not ran:
                 ran.append(True)
                 other()
             yield info
 
-    monkeypatch.setattr(LocalFileSystem, "list_files", list_files)
+    monkeypatch.setattr(LocalFileSystem, "list_entries", list_entries)
     return ran
 
 

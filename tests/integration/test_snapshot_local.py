@@ -304,6 +304,26 @@ def test_an_incremental_stores_again_the_objects_lost_since_its_base(
     assert restored_tree(backup, inc.snapshot_id, tmp_path / "r", cfg, keyring) == expected
 
 
+def test_a_link_in_the_lakes_places_fails_the_snapshot_by_name(tmp_path, lake, cfg, keyring):
+    """Packs kept elsewhere behind a link would be left out of the copy: the lake restored from
+    it could not rebuild a file. Links where nothing is backed up do not matter."""
+    backup = tmp_path / "backup"
+    (lake / "pixels").rename(tmp_path / "packs-elsewhere")
+    (lake / "pixels").symlink_to(tmp_path / "packs-elsewhere")
+    (lake / "_staging").mkdir(exist_ok=True)
+    (lake / "_staging" / "link").symlink_to(tmp_path)
+    with pytest.raises(BackupError, match=f"{lake}/pixels in the lake is no regular file"):
+        take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
+    assert not (backup / "manifests").exists() or not list((backup / "manifests").iterdir())
+    (lake / "pixels").unlink()
+    (tmp_path / "packs-elsewhere").rename(lake / "pixels")
+    os.mkfifo(lake / "pixels" / "r1" / "fifo.pack")
+    with pytest.raises(BackupError, match="fifo.pack in the lake is no regular file"):
+        take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
+    (lake / "pixels" / "r1" / "fifo.pack").unlink()
+    assert take(lake, backup, "full", cfg, keyring, "20261101T010000Z").files
+
+
 def test_restore_needs_an_empty_target_and_a_known_snapshot(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
     snap = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")

@@ -80,7 +80,7 @@ from dicomlake.backup.cut import DELTA_LOG, relative
 from dicomlake.errors import BackupError, StorageError
 from dicomlake.lake import delta
 from dicomlake.lake.layout import PLACES
-from dicomlake.storage import FileSystem, join
+from dicomlake.storage import FileInfo, FileSystem, join
 from dicomlake.storage.names import is_hidden, is_temporary
 from dicomlake.vocab import ScanReason
 
@@ -141,8 +141,13 @@ def list_lake(fs: FileSystem, root: str, *, live: bool) -> LakeListing:
     """List the files under ``root`` to back up, with mid-publish runs resolved."""
     runs_before = cut.runs_version(fs, root) if live else -1
     intents = _read_intents(fs, root, {})
-    raw = {relative(root, f.path): f for f in fs.list_files(root)}
-    files = {rel: Listed(rel, f.size, f.mtime_ms) for rel, f in raw.items() if is_backed_up(rel)}
+    raw = {relative(root, f.path): f for f in fs.list_entries(root)}
+    _check_regular(root, raw)
+    files = {
+        rel: Listed(rel, f.size, f.mtime_ms)
+        for rel, f in raw.items()
+        if f.problem is None and is_backed_up(rel)
+    }
     excluded = len(raw) - len(files)
     if live:  # a run may have started publishing during the walk
 
@@ -166,6 +171,21 @@ def list_lake(fs: FileSystem, root: str, *, live: bool) -> LakeListing:
             for rel in [r for r in files if _after(delta.log_version(r), before)]:
                 excluded += files.pop(rel) is not None
     return LakeListing(files, excluded, tuple(runs_excluded))
+
+
+def _check_regular(root: str, listed: dict[str, FileInfo]) -> None:
+    """BackupError naming what the lake's places hold that is no regular file (a link to
+    packs kept elsewhere, say): a snapshot copies files, and one that left them out would
+    restore a lake without them."""
+    odd = sorted(rel for rel, f in listed.items() if f.problem is not None and is_backed_up(rel))
+    if odd:
+        more = f" and {len(odd) - 1} more" if len(odd) > 1 else ""
+        raise BackupError(
+            f"{join(root, odd[0])}{more} in the lake is no regular file "
+            f"({listed[odd[0]].problem}): a snapshot copies the lake's files, not links or "
+            "devices; keep the files themselves in the lake (mount a volume there rather than "
+            "link to it)"
+        )
 
 
 def _after(entry: tuple[str, int] | None, versions: dict[str, int]) -> bool:
