@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -101,6 +102,23 @@ def test_another_keyring_is_a_clear_error(lake, config, tmp_path):
     with pytest.raises(MissingKeyError):
         _export_all(lake, Keyring.generate(), config, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # made, and removed as nothing was written
+
+
+def test_a_lake_that_lost_its_keyring_record_is_not_bound_by_another_keyring(
+    lake, sc, config, keyring, tmp_path
+):
+    (lake / "keyring-binding.json").unlink()  # lost, or left out of a copy of the lake
+    more = tmp_path / "more"
+    more.mkdir()
+    shutil.copy(get_testdata_file("rtplan.dcm"), more / "rtplan.dcm")
+    other = Keyring.generate()
+    with pytest.raises(KeyringMismatchError, match=f"wrapped under KEK {keyring.active_kek_id}"):
+        run_ingest(sc, str(more), str(lake), config, other)
+    assert not (lake / "keyring-binding.json").exists()
+    run_ingest(sc, str(more), str(lake), config, keyring)  # its own keyring binds it again
+    assert json.loads((lake / "keyring-binding.json").read_text())["fingerprint"] == (
+        keyring.fingerprint
+    )
 
 
 def test_public_key_mode_ingests_without_being_able_to_read(tmp_path, sc, config):

@@ -43,6 +43,7 @@ from dicomlake.errors import BackupError
         (".snapshot/s1/pixels/r1/p.pack", False),
         ("restricted/identities/part-r1.parquet", True),
         ("keyring-binding.json", True),
+        ("keyring-binding.next.json", True),  # a rotation's record, rolled forward on restore
         # No part of the lake, kept in its folder: keys and identified files among them
         ("keyring.json", False),
         ("exported/1.2.3.dcm", False),

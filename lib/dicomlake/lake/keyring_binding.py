@@ -30,16 +30,11 @@ import pyarrow as pa
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import KeyringMismatchError, LakeError, PublishConflictError
 from dicomlake.lake import delta, restricted, schemas
-from dicomlake.lake.layout import BINDING, LakeLayout
+from dicomlake.lake.layout import BINDING, NEXT_BINDING, LakeLayout
 from dicomlake.lake.ledger import latest_packs, read_table
 from dicomlake.lake.lock import Lock
 from dicomlake.lake.parquet import parquet_files, write_table
 from dicomlake.storage import FileSystem, join
-
-NEXT_BINDING = "keyring-binding.next.json"
-"""A rotation's new record, in place once every data key is re-wrapped: `_roll_forward`
-makes it the binding, so a crash while the binding is replaced never leaves the lake unbound
-(a lake without a record is bound by the next keyring that comes)."""
 
 
 def _record(keyring: Keyring) -> dict[str, object]:
@@ -92,6 +87,7 @@ def bind_keyring(
     _roll_forward(fs, layout)
     uri = layout.absolute(BINDING)
     if not fs.exists(uri):
+        _check_unbound(fs, layout, keyring)
         try:
             _publish_record(fs, layout, keyring, lock.run_id)
             return _record(keyring)
@@ -108,6 +104,21 @@ def bind_keyring(
     if not rotating and keyring.active_kek_id != active:
         raise KeyringMismatchError(_not_active(layout, keyring.active_kek_id, bound))
     return bound
+
+
+def _check_unbound(fs: FileSystem, layout: LakeLayout, keyring: Keyring) -> None:
+    """A lake with packs but no record (the record lost, or a lake from before records) is
+    bound only by a keyring that holds the KEK of each pack's newest key: another would take
+    over a lake whose packs it cannot open."""
+    rows = read_table(fs, layout, "packs", ["pack_path", "kek_id", "wrapped_at"]).to_pylist()
+    keks = {row["kek_id"] for row in latest_packs(rows).values()}
+    foreign = sorted(keks - set(keyring.kek_ids))
+    if foreign:
+        raise KeyringMismatchError(
+            f"{layout.root} has no {BINDING}, yet its packs are wrapped under KEK "
+            f"{', '.join(foreign)}, which this keyring does not hold: use the lake's keyring, "
+            f"or restore {BINDING} from a snapshot"
+        )
 
 
 def _not_active(layout: LakeLayout, kek_id: str, bound: dict[str, Any]) -> str:

@@ -27,7 +27,11 @@ from dicomlake.storage.local import LocalFileSystem
 TABLES = ("instances", "frames", "elements", "errors", "sources", "runs", "packs")
 RESTRICTED = ("identities", "paths")
 BINDING = "keyring-binding.json"
-PLACES = frozenset({"tables", "pixels", "quarantine", "restricted", BINDING})
+NEXT_BINDING = "keyring-binding.next.json"
+"""A rotation's new record, in place once every data key is re-wrapped: the binding's roll
+forward makes it the binding, so a crash while the binding is replaced never leaves the lake
+unbound."""
+PLACES = frozenset({"tables", "pixels", "quarantine", "restricted", BINDING, NEXT_BINDING})
 """The names directly under a lake's root that hold the lake (its hidden places aside)."""
 
 
