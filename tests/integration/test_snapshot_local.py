@@ -324,6 +324,35 @@ def test_a_link_in_the_lakes_places_fails_the_snapshot_by_name(tmp_path, lake, c
     assert take(lake, backup, "full", cfg, keyring, "20261101T010000Z").files
 
 
+@pytest.mark.parametrize("kind", ["link", "folder", "fifo"])
+def test_a_manifest_that_is_no_file_stops_every_command_by_name(
+    tmp_path, lake, cfg, keyring, kind
+):
+    """Passed over, its snapshot would be lost to retention, which deletes the objects only
+    it names."""
+    backup = tmp_path / "backup"
+    take(lake, backup, "full", cfg, keyring, "20261101T010000Z")
+    write(lake, "pixels/r2/pack-c.pack", blob("pack-c", 30_000), T0 + 500)
+    newest = take(lake, backup, "full", cfg, keyring, "20261102T010000Z").snapshot_id
+    path = backup / "manifests" / f"{newest}.parquet"
+    path.rename(tmp_path / "kept.parquet")
+    if kind == "link":
+        path.symlink_to(tmp_path / "kept.parquet")
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    held = objects(backup)
+    for command in (
+        lambda: verify(str(backup), keyring=keyring, config=cfg),
+        lambda: apply_retention(str(backup), keyring=keyring, config=cfg),
+        lambda: list_snapshots(str(backup), config=cfg),
+    ):
+        with pytest.raises(BackupError, match=f"{path} .*is no regular file"):
+            command()
+    assert objects(backup) == held
+
+
 def test_restore_needs_an_empty_target_and_a_known_snapshot(tmp_path, lake, cfg, keyring):
     backup = tmp_path / "backup"
     snap = take(lake, backup, "full", cfg, keyring, "20261101T010000Z")

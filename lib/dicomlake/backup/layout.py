@@ -126,9 +126,12 @@ def label_of(ms: int) -> str:
 def committed_ids(fs: FileSystem, layout: BackupLayout) -> list[str]:
     """Ids of the committed snapshots, oldest first: the files ``<snapshot id>.parquet`` right
     in ``manifests/``. Anything else there (a subdirectory's files, another name) is no
-    snapshot: skipped with a warning naming it; hidden names (``.``, ``_``) silently."""
-    ids = []
-    for f in fs.list_files(layout.manifests):
+    snapshot: skipped with a warning naming it; hidden names (``.``, ``_``) silently. A
+    manifest's name on what is no regular file (a link, a folder, a FIFO) is a BackupError:
+    passed over, its snapshot would be lost to retention, which deletes the objects only it
+    names."""
+    ids, odd = [], []
+    for f in fs.list_entries(layout.manifests):
         name = below(f.path, layout.manifests)
         if not name or is_hidden(name):
             continue
@@ -138,7 +141,19 @@ def committed_ids(fs: FileSystem, layout: BackupLayout) -> list[str]:
         except BackupError:
             log.warning("%s is no snapshot manifest (manifests/<snapshot id>.parquet)", f.path)
             continue
-        ids.append(sid)
+        if f.problem is None:
+            ids.append(sid)
+        else:
+            odd.append(f"{f.path} ({f.problem})")
+    for folder in fs.list_dirs(layout.manifests):
+        name = below(folder, layout.manifests) or ""
+        if name.endswith(".parquet") and _SNAPSHOT_ID.fullmatch(name.removesuffix(".parquet")):
+            odd.append(f"{folder} (a folder)")
+    if odd:
+        raise BackupError(
+            f"{odd[0]} is no regular file, named as a snapshot's manifest: put the manifest "
+            "itself there, or delete it if it is no snapshot"
+        )
     return sorted(ids)
 
 
