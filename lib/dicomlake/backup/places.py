@@ -41,4 +41,3 @@ def check_target(fs: FileSystem, target: str, backup: str) -> None:
                 f"restore target {target} is in the backup at {place}: restore into a new "
                 "place outside every backup"
             )
-

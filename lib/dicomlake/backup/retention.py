@@ -105,7 +105,11 @@ def _apply(
     in_progress = fs.list_dirs(layout.tmp)
     if in_progress:
         names = ", ".join(d.rstrip("/").rsplit("/", 1)[-1] for d in in_progress)
-        reason = f"snapshot in progress or killed: {names}"
+        # A later snapshot removes a killed one's area; nothing removes what is no one's
+        reason = (
+            f"snapshot in progress or killed: {names} in {layout.tmp} (a snapshot removes "
+            "the areas of killed ones; delete by hand any that is no snapshot id)"
+        )
         log.warning("object collection skipped: %s", reason)
         return RetentionResult(tuple(sorted(kept)), tuple(removed), 0, 0, reason, tuple(untrusted))
     referenced: set[str] = set()
