@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -380,8 +381,14 @@ def test_restore_needs_an_empty_target_and_a_known_snapshot(tmp_path, lake, cfg,
                 str(backup), snap.snapshot_id, str(tmp_path / target), keyring=keyring, config=cfg
             )
     assert (tmp_path / "link").is_symlink() and (tmp_path / "file").read_bytes() == b""
+    # A mount point cannot be replaced: refused before the copy, not after it
+    assert os.path.ismount("/proc")
+    with pytest.raises(BackupError, match="restore target /proc is a mount point"):
+        restore(str(backup), snap.snapshot_id, "/proc", keyring=keyring, config=cfg)
+    empty.chmod(0o750)  # made by the operator: it keeps its mode
     restore(str(backup), snap.snapshot_id, str(empty), keyring=keyring, config=cfg)
     assert tree(empty, only_backed_up=False) == tree(lake)
+    assert stat.S_IMODE(empty.stat().st_mode) == 0o750
 
 
 def test_list_snapshots_and_idempotent_labels(tmp_path, lake, cfg, keyring):

@@ -130,9 +130,13 @@ def _restore_locked(
     except BaseException:
         tfs.delete(staging, recursive=True)
         raise
+    local = os_path(target)
+    mode = os.stat(local).st_mode & 0o7777 if local and os.path.isdir(local) else None
     if tfs.exists(target):
         tfs.delete(target)  # the empty directory, so the rename below can take its place
     tfs.publish(staging, target)
+    if local is not None and mode is not None:  # the directory the operator made keeps its mode
+        os.chmod(local, mode)
     log.info("restored snapshot %s into %s: %d files", snapshot_id, target, rows.num_rows)
     return RestoreResult(snapshot_id, target, rows.num_rows, total)
 
@@ -150,7 +154,8 @@ def _check_entries(sid: str, uri: str, entries: list[dict[str, Any]]) -> None:
 
 def _check_entry(target: str) -> None:
     """Refuse a local target that is a link (the restore replaces the target's entry: the link
-    would go, the directory it names be left empty) or no directory."""
+    would go, the directory it names be left empty), no directory, or a mount point (which
+    cannot be replaced: found only after the whole copy was written beside it)."""
     local = os_path(target)
     if local is None:
         return
@@ -158,6 +163,11 @@ def _check_entry(target: str) -> None:
         raise BackupError(f"restore target {target} is a symbolic link: name the directory itself")
     if os.path.lexists(local) and not os.path.isdir(local):
         raise BackupError(f"restore target {target} is not a directory: name a new one")
+    if os.path.ismount(local):
+        raise BackupError(
+            f"restore target {target} is a mount point, which a restore cannot put in place: "
+            f"name a new directory in it (e.g. {target}/lake)"
+        )
 
 
 def _check_empty(fs: FileSystem, target: str) -> None:
