@@ -362,3 +362,24 @@ def test_summary_numbers_match_the_landing_zone_and_the_lake(corpus_lake, ingest
     assert {"list", "tasks", "dedupe", "commit", "task.read", "task.parse"} <= set(stages)
     assert all(seconds >= 0 for seconds in stages.values())
     assert stages["tasks"] <= data["seconds"]
+
+
+def test_a_pack_holding_only_another_tasks_duplicates_is_not_published(
+    tmp_path, sc, config, keyring
+):
+    """One content under several names, each name in a task of its own: one task's copy is
+    kept, and a pack that holds nothing but the others' copies is not published."""
+    same, other = [p for _, p in sample_files() if p.suffix == ".dcm"][:2]
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    for n in range(4):
+        shutil.copy(same, landing / f"copy-{n}.dcm")
+    shutil.copy(other, landing / "other.dcm")
+    small = dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, task_bytes=1))
+    summary = run_ingest(sc, str(landing), str(lake), small, keyring)
+    assert (summary.ingested, summary.duplicates) == (2, 3)
+    on_disk = {p.relative_to(lake).as_posix() for p in (lake / "pixels").rglob("*.pack")}
+    packs = {r["pack_path"] for r in table(lake, "packs").to_pylist()}
+    held = {r["pack_path"] for r in table(lake, "frames").to_pylist()}
+    assert on_disk == packs == held
+    assert summary.packs_written == len(on_disk) <= 2

@@ -282,9 +282,7 @@ def test_verify_names_damaged_and_missing_objects(tmp_path, lake, cfg, keyring):
     assert not (tmp_path / "r").exists()
 
 
-def test_an_incremental_stores_again_the_objects_lost_since_its_base(
-    tmp_path, lake, cfg, keyring
-):
+def test_an_incremental_stores_again_the_objects_lost_since_its_base(tmp_path, lake, cfg, keyring):
     """Objects of unchanged files deleted or cut short since the full are stored again: the
     incremental refers only to objects it has seen whole, and it verifies and restores."""
     backup = tmp_path / "backup"
@@ -326,9 +324,7 @@ def test_a_link_in_the_lakes_places_fails_the_snapshot_by_name(tmp_path, lake, c
 
 
 @pytest.mark.parametrize("kind", ["link", "folder", "fifo"])
-def test_a_manifest_that_is_no_file_stops_every_command_by_name(
-    tmp_path, lake, cfg, keyring, kind
-):
+def test_a_manifest_that_is_no_file_stops_every_command_by_name(tmp_path, lake, cfg, keyring, kind):
     """Passed over, its snapshot would be lost to retention, which deletes the objects only
     it names."""
     backup = tmp_path / "backup"

@@ -417,6 +417,17 @@ def _first_cause(exc: Py4JJavaError) -> str:
     return text.splitlines()[0] if text else repr(exc)
 
 
+def _drop_packs(
+    fs: FileSystem, layout: LakeLayout, run_id: str, result: TaskResult, packs: set[str]
+) -> None:
+    """Leave out of ``result`` (and delete from staging) its ``packs``, which hold no chunk a
+    row refers to."""
+    for row in [p for p in result.packs if p["pack_path"] in packs]:
+        result.packs.remove(row)
+        result.staged.remove(row["pack_path"])
+        fs.delete(staged(layout, run_id, row["pack_path"]))
+
+
 def _drop_cross_task_duplicates(
     fs: FileSystem, layout: LakeLayout, run_id: str, results: list[TaskResult], keyring: Keyring
 ) -> None:
@@ -424,7 +435,8 @@ def _drop_cross_task_duplicates(
 
     Tasks cannot see each other, so identical files in two tasks are both stored; the later
     task's rows become duplicates and are removed from its staged fragments (its chunks stay in
-    the pack, unreferenced). Rare in practice, so done here rather than coordinated per file.
+    the pack, unreferenced), and a pack left holding nothing else is not published. Rare in
+    practice, so done here rather than coordinated per file.
     """
     owner: dict[str, int] = {}
     dropped: dict[int, set[str]] = defaultdict(set)
@@ -457,3 +469,8 @@ def _drop_cross_task_duplicates(
             table = read_files(fs, [uri], schema)
             keep = [i not in dropped[r.task] for i in table.column("instance_id").to_pylist()]
             write_table(fs, uri, table.filter(pa.array(keep)))
+            if name == "frames":
+                held = table.filter(pa.array(keep)).column("pack_path").to_pylist()
+                _drop_packs(
+                    fs, layout, run_id, r, set(table.column("pack_path").to_pylist()) - set(held)
+                )
