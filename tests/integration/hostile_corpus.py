@@ -277,7 +277,7 @@ def make_hostile_landing(landing: Path, outside: Path, count: int, seed: int = 1
     # Modality names a directory of the instances table: values no directory can be named
     m.put("modality-long.dcm", m.modality("CT" * 150))
     m.put("modality-control.dcm", m.modality("CT\x00\x1b/../\n"))
-    m.put("modality-path.dcm", m.modality("CT/../MR"))  # kept: escaped in the directory name
+    m.put("modality-path.dcm", m.modality("CT/../MR"))  # no defined term: the null partition
     secret = outside / "secret.dcm"
     secret.write_bytes(m.stock["ct"][:-2] + b"\x01\x02")
     (landing / "sub").mkdir()

@@ -242,7 +242,7 @@ def test_a_hostile_landing_zone_is_accounted_for_and_never_stops_a_run(tmp_path)
         .select(["Modality", "source_size", "source_mtime"])
         .to_pylist()
     }
-    for name, kept in (("long", None), ("control", None), ("path", "CT/../MR")):
+    for name, kept in (("long", None), ("control", None), ("path", None)):
         st = (landing / f"modality-{name}.dcm").stat()
         assert modality[(st.st_size, st.st_mtime_ns // 1_000_000)] == kept, name
 
