@@ -168,6 +168,20 @@ def test_list_files_is_recursive_with_size_and_mtime(root: Root) -> None:
         assert root.fs.status(f.path) == f
 
 
+def test_names_a_url_would_read_otherwise_name_their_own_files(root: Root) -> None:
+    """'#' starts a URL's fragment, '?' its query, '%' an escape; a URL parser drops tabs and
+    line breaks; HdfsCLI expands a '#LATEST' component to the newest entry of its folder."""
+    names = ["#LATEST", "z.dcm#b", "y.dcm?v=2", "pc%41.bin", "a\tb.dcm", "l\nf", "sub#/c.dcm"]
+    names += ["z.dcm", "y.dcm", "pcA.bin", "ab.dcm", "lf"]  # what a parser would read instead
+    for n, name in enumerate(names):  # '#LATEST' first: the others are newer
+        root.fs.write_bytes(root(name), f"content {n}".encode())
+    listed = {f.path: f for f in root.fs.list_files(root.uri)}
+    assert set(listed) == {root(name) for name in names}
+    for n, name in enumerate(names):
+        assert root.fs.read(root(name)) == f"content {n}".encode(), name
+        assert root.fs.status(root(name)) == listed[root(name)], name
+
+
 def test_list_files_walks_in_order(root: Root) -> None:
     # os.walk's order, top down: a directory's files by name, then each subdirectory in turn
     for name in ("b/2", "b/1", "a/x/1", "a/2", "c", "a/1", "b/a/1"):

@@ -26,7 +26,6 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar, cast
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -391,19 +390,23 @@ def _make_client(config: HdfsConfig, urls: tuple[str, ...]) -> Client:
                 "install the extra with `pip install dicomlake[kerberos]`"
             ) from None
         # The identity is the ticket's principal; ``user`` applies to simple auth only.
-        return KerberosClient(
+        client: Client = KerberosClient(
             ";".join(urls),
             principal=config.kerberos_principal or None,
             timeout=config.timeout_seconds,
             session=session,
         )
-    # An empty user means the local login name (HdfsCLI's default), as Hadoop's own client does.
-    return InsecureClient(
-        ";".join(urls),
-        user=config.user or None,
-        timeout=config.timeout_seconds,
-        session=session,
-    )
+    else:
+        # An empty user means the local login name (HdfsCLI's default), as Hadoop's own
+        # client does.
+        client = InsecureClient(
+            ";".join(urls),
+            user=config.user or None,
+            timeout=config.timeout_seconds,
+            session=session,
+        )
+    client.resolve = _literal  # a name is a name, never a marker
+    return client
 
 
 def _in_order(pool: Executor, call: Callable[[str], _T], items: list[str]) -> Iterator[_T]:
@@ -420,17 +423,33 @@ def _in_order(pool: Executor, call: Callable[[str], _T], items: list[str]) -> It
 
 
 def _split(uri: str) -> tuple[str, str]:
-    """(``hdfs://authority`` prefix, absolute path) of an ``hdfs://`` URI or a plain path."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("hdfs", ""):
-        raise StorageError(f"not an HDFS URI: {uri!r}")
-    path = parts.path or "/"
+    """(``hdfs://authority`` prefix, absolute path) of an ``hdfs://`` URI or a plain path.
+
+    The path is every character after the authority, as HDFS names it: a listed name may hold
+    '#', '?', '%', tabs or line breaks, which a URL parser would take as a fragment, a query or
+    an escape, or drop, and so name another file."""
+    scheme, sep, rest = uri.partition("://")
+    if sep and "/" not in scheme:
+        if scheme != "hdfs":
+            raise StorageError(f"not an HDFS URI: {uri!r}")
+        authority, slash, tail = rest.partition("/")
+        prefix, path = f"hdfs://{authority}", slash + tail
+    else:
+        prefix, path = "", uri
+    path = path or "/"
     if not path.startswith("/"):
         raise StorageError(f"HDFS paths must be absolute: {uri!r}")
     if len(path) > 1:
         path = path.rstrip("/")
-    prefix = f"{parts.scheme}://{parts.netloc}" if parts.scheme else ""
     return prefix, path
+
+
+def _literal(hdfs_path: str) -> str:
+    """HdfsCLI's ``resolve`` without its markers: a name such as ``#LATEST`` names itself,
+    not the newest entry of its folder."""
+    if not hdfs_path.startswith("/"):
+        raise StorageError(f"HDFS paths must be absolute: {hdfs_path!r}")
+    return posixpath.normpath(hdfs_path)
 
 
 def _entry(uri: str, st: dict[str, Any]) -> FileInfo:
