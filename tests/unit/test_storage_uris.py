@@ -9,8 +9,9 @@ import pytest
 
 from dicomlake.config import load_config
 from dicomlake.crypto.keyring import Keyring
-from dicomlake.errors import ConfigError
+from dicomlake.errors import ConfigError, LakeError
 from dicomlake.ingest.job import run_ingest
+from dicomlake.lake.layout import LakeLayout
 from dicomlake.storage import below, canonical_uri, overlap
 
 
@@ -20,6 +21,27 @@ def test_a_local_place_has_one_spelling(tmp_path, monkeypatch):
     spellings.append(f"file://{tmp_path}/x/../landing")
     assert {canonical_uri(s) for s in spellings} == {f"{tmp_path}/landing"}
     assert canonical_uri("hdfs://nn:8020/landing/") == "hdfs://nn:8020/landing"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "hdfs://nn:8020/landing",
+        "hdfs://NN:8020/landing/",
+        "HDFS://nn:8020/data/../landing",
+        "hdfs://nn:8020/./landing/.",
+        "hdfs://nn:8020//landing",
+    ],
+)
+def test_an_hdfs_place_has_one_spelling(spelling):
+    """Hadoop compares scheme and authority without case, and resolves '.', '..' and '//'."""
+    assert canonical_uri(spelling) == "hdfs://nn:8020/landing"
+
+
+def test_an_hdfs_name_keeps_what_a_url_would_read_otherwise():
+    assert canonical_uri("hdfs://nn/land#1/x?y/%41/") == "hdfs://nn/land#1/x?y/%41"
+    assert overlap("hdfs://nn/lakes/l#2", "hdfs://nn/lakes/l#2/landing")
+    assert not overlap("hdfs://nn/lakes/l#2", "hdfs://nn/lakes/l")
 
 
 @pytest.mark.parametrize(
@@ -79,3 +101,12 @@ def test_an_ingest_into_or_around_its_landing_zone_is_refused_before_any_write(
 )
 def test_below(path, root, expected):
     assert below(path, root) == expected
+
+
+@pytest.mark.parametrize("path", ["/lakes/sp ace", "/lakes/pc%41", "/lakes/lk#1", "/lakes/é"])
+def test_an_hdfs_lake_the_delta_client_would_name_otherwise_is_refused(path):
+    """deltalake reads an HDFS table's URI as a URL: it would write or look elsewhere."""
+    with pytest.raises(LakeError, match="on HDFS a lake's path may hold ASCII letters"):
+        LakeLayout(f"hdfs://nn:8020{path}")
+    assert LakeLayout(f"/tmp{path}").root == f"/tmp{path}"  # a local path is no URL
+    assert LakeLayout("hdfs://nn:8020/lakes/imaging-2026_v1.0").root

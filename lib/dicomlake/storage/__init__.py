@@ -8,6 +8,7 @@ from dicomlake.storage.registry import (
     join,
     os_path,
     overlap,
+    remote_parts,
     self_and_parents,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "join",
     "os_path",
     "overlap",
+    "remote_parts",
     "self_and_parents",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -45,22 +46,36 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
+def remote_parts(uri: str) -> tuple[str, str] | None:
+    """(``scheme://authority``, path) of a URI that is not local, None for a local one. The
+    path is every character after the authority: an HDFS name may hold '#', '?' or '%', which
+    a URL parser takes for a fragment, a query or an escape."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "/" in scheme or scheme == "file":
+        return None
+    authority, slash, tail = rest.partition("/")
+    return f"{scheme}://{authority}", slash + tail
+
+
 def canonical_uri(uri: str) -> str:
-    """One spelling per place: local paths (plain or ``file://``) absolute and plain, other URIs
-    without a trailing '/'. Executors and the driver then agree, and a landing zone named
-    either way lists the same paths (which the ledger and the path ids are keyed on)."""
+    """One spelling per place: local paths (plain or ``file://``) absolute and plain; other
+    URIs with scheme and authority in lower case (as Hadoop compares them), '.', '..' and
+    repeated '/' resolved, and no trailing '/'. Executors and the driver then agree, and a
+    landing zone named either way lists the same paths (which the ledger and the path ids are
+    keyed on)."""
+    remote = remote_parts(uri)
+    if remote is not None:
+        head, path = remote
+        path = posixpath.normpath("/" + path.lstrip("/")).lstrip("/") if path else ""
+        return head.lower() + (f"/{path}" if path else "")
     parts = urlsplit(uri)
-    if parts.scheme == "file":
-        uri = parts.path
-    elif parts.scheme:
-        return uri.rstrip("/")
-    return os.path.abspath(uri)
+    return os.path.abspath(parts.path if parts.scheme == "file" else uri)
 
 
 def os_path(uri: str) -> str | None:
     """The absolute OS path of a local ``uri`` (plain or ``file://``); None for a remote one."""
     canonical = canonical_uri(uri)
-    return None if urlsplit(canonical).scheme else canonical
+    return None if remote_parts(canonical) else canonical
 
 
 def below(path: str, root: str) -> str | None:
@@ -74,8 +89,7 @@ def below(path: str, root: str) -> str | None:
 
 def self_and_parents(uri: str) -> Iterator[str]:
     """``uri``, then each directory above it up to its filesystem's root."""
-    path = urlsplit(uri).path
-    head = uri[: len(uri) - len(path)]
+    head, path = remote_parts(uri) or ("", uri)
     while True:
         yield head + path
         if path in ("", "/"):
@@ -86,8 +100,5 @@ def self_and_parents(uri: str) -> Iterator[str]:
 def overlap(a: str, b: str) -> bool:
     """Whether one of two canonical URIs is the other or below it (local paths by their real
     paths, so a link does not hide it)."""
-    pa, pb = urlsplit(a), urlsplit(b)
-    if (pa.scheme, pa.netloc) != (pb.scheme, pb.netloc):
-        return False
-    x, y = (os.path.realpath(p) if not pa.scheme else p for p in (pa.path, pb.path))
-    return below(x, y) is not None or below(y, x) is not None
+    (ha, x), (hb, y) = (remote_parts(u) or ("", os.path.realpath(u)) for u in (a, b))
+    return ha == hb and (below(x, y) is not None or below(y, x) is not None)
