@@ -19,11 +19,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from dicomlake.errors import LakeError, StorageError
-from dicomlake.storage import FileSystem, canonical_uri, join, os_path, self_and_parents
+from dicomlake.storage import (
+    FileSystem,
+    canonical_uri,
+    join,
+    os_path,
+    remote_parts,
+    self_and_parents,
+)
 from dicomlake.storage.local import LocalFileSystem
 
+# What a URL path holds unescaped (RFC 3986 pchar, '/' included), letters and digits aside
+_URL_SAFE = "/-._~!$&'()*+,;=:@"
 TABLES = ("instances", "frames", "elements", "errors", "sources", "runs", "packs")
 RESTRICTED = ("identities", "paths")
 BINDING = "keyring-binding.json"
@@ -40,6 +50,16 @@ class LakeLayout:
     """Paths of one lake, all as URIs under ``root``."""
 
     root: str
+
+    def __post_init__(self) -> None:
+        # deltalake takes an HDFS table's URI as a URL: a path it would escape (a space, '%',
+        # '#', a non-ASCII letter) names another folder than WebHDFS writes, or none
+        remote = remote_parts(self.root)
+        if remote is not None and quote(remote[1], safe=_URL_SAFE) != remote[1]:
+            raise LakeError(
+                f"the lake {self.root}: on HDFS a lake's path may hold ASCII letters, digits and "
+                f"{_URL_SAFE!r} only (the Delta Lake client reads it as a URL): rename it"
+            )
 
     def table(self, name: str) -> str:
         if name not in TABLES:
