@@ -710,6 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(args.command, exc, EXIT_BUSY)
     except DicomLakeError as exc:
         return _failed(args.command, exc, EXIT_ERROR)
+    except OSError as exc:  # a filesystem's or a library's, not wrapped on its way: named
+        return _failed(args.command, exc, EXIT_ERROR)
 
 
 def _failed(command: str, exc: Exception, code: int) -> int:

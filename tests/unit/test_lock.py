@@ -381,6 +381,23 @@ def test_a_remover_elsewhere_is_waited_for_until_its_marker_is_stale(tmp_path):
     assert list((lake / "_locks").iterdir()) == []
 
 
+def test_what_failed_is_reported_when_the_release_fails_too(tmp_path, monkeypatch, caplog):
+    """The filesystem down, full or read-only fails the work and then the release: the error
+    reported is the work's, the release's is logged."""
+    fs = LocalFileSystem()
+
+    def refused(path: str, data: bytes) -> None:
+        raise StorageError(f"cannot write {path}: EROFS")
+
+    with (
+        pytest.raises(RuntimeError, match="the commit failed"),
+        holding(fs, str(tmp_path), "run-a", "ingest", LockConfig()),
+    ):
+        monkeypatch.setattr(fs, "write_bytes", refused)  # the release writes its marker
+        raise RuntimeError("the commit failed")
+    assert "could not release its lock" in caplog.text and "EROFS" in caplog.text
+
+
 def test_a_holder_that_lost_its_lock_leaves_no_heartbeat(tmp_path):
     fs, root = LocalFileSystem(), str(tmp_path)
     with (

@@ -186,6 +186,11 @@ def commit_run(
             if (table.transaction_version(APP_ID) or 0) < sequence:
                 raise
             log.warning("table %s: run %s was committed by another finishing it", name, run_id)
+        except OSError as exc:  # the object store's (HDFS: permission, quota, safe mode)
+            raise LakeError(
+                f"{layout.table(name)}: the commit of run {run_id} failed ({exc}); the run is "
+                "committed, and the next run finishes it once the cause is fixed"
+            ) from exc
 
     for group in COMMIT_ORDER:
         check()

@@ -414,5 +414,12 @@ def holding(
     lock.acquire()
     try:
         yield lock
-    finally:
-        lock.release()
+    except BaseException:
+        # What failed is the error to report: a release that fails with it (the filesystem
+        # down, full or read-only) is logged; the lock is then taken over as a dead one's
+        try:
+            lock.release()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("run %s could not release its lock on %s: %s", lock.run_id, root, exc)
+        raise
+    lock.release()
