@@ -15,6 +15,7 @@ import pytest
 from deltalake import DeltaTable
 
 from dicomlake.config import LockConfig
+from dicomlake.errors import LakeError
 from dicomlake.lake import schemas
 from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.layout import LakeLayout
@@ -126,7 +127,7 @@ def test_a_table_commit_that_fails_leaves_runs_behind_and_the_next_run_finishes_
     _staged_run(fs, layout)
     with holding(fs, layout.root, "r1", "test", LockConfig()) as held:
         commits = _recording_commits(monkeypatch, fails="frames", together=("frames", "errors"))
-        with pytest.raises(OSError, match="NameNode went away"):
+        with pytest.raises(LakeError, match="frames: the commit of run r1 failed .*went away"):
             commit(fs, layout, held, list(FILES), RETENTION_HOURS)
         monkeypatch.undo()
     assert [name for name, *_ in commits] == ["errors"]  # committed beside the failed one
