@@ -420,7 +420,8 @@ impl Core {
     /// ``offset``, each one's items and nested elements checked as `walk.Walker.end_of`
     /// checks them. Returns the pixel data element (or None), how many elements were read,
     /// the top-level undefined-length sequences (tag, offset, value offset, end) when the
-    /// whole header reads as a well-formed tree (pydicom may then read them lazily), and what
+    /// whole header reads as a well-formed tree (pydicom may then read them lazily) and those
+    /// pydicom would misread in any case (`walk.little_endian_items`), and what
     /// pydicom's `read_partial` reads from the header (the file up to its pixel data, those
     /// sequences cut out of it, as `split._parse_header` gives it to pydicom) as a `Walked`,
     /// or None where pydicom would read the header otherwise (`raw.read_partial`, or a
@@ -589,10 +590,10 @@ impl Core {
             named_sequence: &named,
         };
         let start = offset as usize;
-        let mut lazy = Vec::new();
+        let (mut lazy, mut owns) = (Vec::new(), Vec::new());
         let mut pixel = None;
         while offset < data.len() as u64 {
-            let elem = walker.element(offset, implicit)?;
+            let elem = walker.element(offset, implicit, little)?;
             if parse::PIXEL_TAGS.contains(&elem.tag) {
                 pixel = Some(elem);
                 break;
@@ -602,8 +603,11 @@ impl Core {
                 Some(vr) => &vr == b"SQ",
                 None => implicit && named(elem.tag),
             };
-            if sequence && elem.length == walk::UNDEFINED {
+            // `walk.little_endian_items`: a UN whose items pydicom would misread, always cut
+            let own = elem.vr == Some(*b"UN") && !little;
+            if (sequence || own) && elem.length == walk::UNDEFINED {
                 lazy.push((elem.tag, elem.offset, elem.value_offset, end));
+                owns.push(own);
             }
             offset = end;
         }
@@ -617,7 +621,8 @@ impl Core {
             is_sequence: &is_sequence,
         };
         if !lazy.is_empty() && tree.top_level(start).is_err() {
-            lazy.clear();
+            let mut own = owns.into_iter();
+            lazy.retain(|_| own.next().unwrap());
         }
         let row = pixel.map(|e| {
             let vr = e.vr.map(|v| String::from_utf8_lossy(&v).into_owned());
@@ -1420,7 +1425,7 @@ impl Run<'_> {
 /// The version of this module's interface to `dicomlake.dicom` (`native.INTERFACE`): raised
 /// with every change to what it takes or gives, so a module built from other sources than the
 /// Python code calling it is refused rather than called wrongly.
-const INTERFACE: u32 = 5;
+const INTERFACE: u32 = 6;
 
 #[pymodule]
 fn dicomlake_native(m: &Bound<'_, PyModule>) -> PyResult<()> {

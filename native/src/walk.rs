@@ -27,12 +27,14 @@ struct Level {
     items: bool,
     end: u64,
     implicit: bool,
+    little: bool,
     owner: u32,
     depth: usize,
 }
 
 pub struct Walker<'a> {
     pub data: &'a [u8],
+    /// The dataset's byte order (a level of items may have another: `Level::little`)
     pub little: bool,
     pub elements: u64,
     pub max_elements: u64,
@@ -53,12 +55,12 @@ impl Walker<'_> {
         self.data.len() as u64
     }
 
-    fn u16_at(&self, at: u64) -> u16 {
-        endian::u16_at(self.data, at as usize, self.little)
+    fn u16_at(&self, at: u64, little: bool) -> u16 {
+        endian::u16_at(self.data, at as usize, little)
     }
 
-    fn u32_at(&self, at: u64) -> u32 {
-        endian::u32_at(self.data, at as usize, self.little)
+    fn u32_at(&self, at: u64, little: bool) -> u32 {
+        endian::u32_at(self.data, at as usize, little)
     }
 
     fn need(&self, offset: u64, count: u64, what: &str, tag: Option<u32>) -> Result<(), Malformed> {
@@ -85,11 +87,16 @@ impl Walker<'_> {
         !is_vr(&self.data[offset as usize + 4..offset as usize + 6])
     }
 
-    fn peek_tag(&self, offset: u64) -> u32 {
-        (self.u16_at(offset) as u32) << 16 | self.u16_at(offset + 2) as u32
+    fn peek_tag(&self, offset: u64, little: bool) -> u32 {
+        (self.u16_at(offset, little) as u32) << 16 | self.u16_at(offset + 2, little) as u32
     }
 
-    pub fn element(&mut self, offset: u64, implicit: bool) -> Result<Element, Malformed> {
+    pub fn element(
+        &mut self,
+        offset: u64,
+        implicit: bool,
+        little: bool,
+    ) -> Result<Element, Malformed> {
         self.need(offset, 8, "an element header", None)?;
         self.elements += 1;
         if self.elements > self.max_elements {
@@ -105,9 +112,9 @@ impl Walker<'_> {
             self.data[offset as usize + 4],
             self.data[offset as usize + 5],
         ];
-        let tag = self.peek_tag(offset);
+        let tag = self.peek_tag(offset, little);
         if implicit || !is_vr(&raw_vr) {
-            let length = self.u32_at(offset + 4) as u64;
+            let length = self.u32_at(offset + 4, little) as u64;
             return Ok(Element {
                 tag,
                 vr: None,
@@ -119,7 +126,7 @@ impl Walker<'_> {
         }
         if LONG_VRS.contains(&&raw_vr) {
             self.need(offset, 12, "the header of element", Some(tag))?;
-            let length = self.u32_at(offset + 8) as u64;
+            let length = self.u32_at(offset + 8, little) as u64;
             return Ok(Element {
                 tag,
                 vr: Some(raw_vr),
@@ -129,7 +136,7 @@ impl Walker<'_> {
                 bad_vr: false,
             });
         }
-        let length = self.u16_at(offset + 6) as u64;
+        let length = self.u16_at(offset + 6, little) as u64;
         Ok(Element {
             tag,
             vr: Some(raw_vr),
@@ -142,7 +149,7 @@ impl Walker<'_> {
 
     pub fn end_of(&mut self, elem: &Element, implicit: bool) -> Result<u64, Malformed> {
         let mut stack: Vec<Level> = Vec::new();
-        let mut offset = self.enter(elem, implicit, &mut stack)?;
+        let mut offset = self.enter(elem, implicit, self.little, &mut stack)?;
         while !stack.is_empty() {
             match self.step(&mut stack, offset) {
                 Ok(next) => offset = next,
@@ -170,14 +177,18 @@ impl Walker<'_> {
         &mut self,
         elem: &Element,
         implicit: bool,
+        little: bool,
         stack: &mut Vec<Level>,
     ) -> Result<u64, Malformed> {
         if elem.length == UNDEFINED {
+            // `walk.little_endian_items`: a UN's items in big endian (PS3.5 6.2.2)
+            let own = elem.vr == Some(*b"UN") && !little;
             let depth = Self::depth(stack);
             stack.push(Level {
                 items: true,
                 end: UNDEFINED,
-                implicit,
+                implicit: implicit || own,
+                little: little || own,
                 owner: elem.tag,
                 depth,
             });
@@ -212,13 +223,14 @@ impl Walker<'_> {
             && (elem.vr == Some(*b"SQ")
                 || (unknown
                     && ((self.named_sequence)(elem.tag)
-                        || self.peek_tag(elem.value_offset) == ITEM)))
+                        || self.peek_tag(elem.value_offset, little) == ITEM)))
         {
             let depth = Self::depth(stack);
             stack.push(Level {
                 items: true,
                 end,
                 implicit,
+                little,
                 owner: elem.tag,
                 depth,
             });
@@ -228,9 +240,9 @@ impl Walker<'_> {
     }
 
     fn step(&mut self, stack: &mut Vec<Level>, offset: u64) -> Result<u64, Malformed> {
-        let (items, end, implicit, owner, depth) = {
+        let (items, end, implicit, little, owner, depth) = {
             let l = stack.last().unwrap();
-            (l.items, l.end, l.implicit, l.owner, l.depth)
+            (l.items, l.end, l.implicit, l.little, l.owner, l.depth)
         };
         if offset == end {
             stack.pop();
@@ -244,15 +256,15 @@ impl Walker<'_> {
             ));
         }
         if !items {
-            if self.peek_tag(offset) == ITEM_DELIMITER && end == UNDEFINED {
+            if self.peek_tag(offset, little) == ITEM_DELIMITER && end == UNDEFINED {
                 stack.pop();
                 return Ok(offset + 8);
             }
-            let elem = self.element(offset, implicit)?;
-            return self.enter(&elem, implicit, stack);
+            let elem = self.element(offset, implicit, little)?;
+            return self.enter(&elem, implicit, little, stack);
         }
-        let tag = self.peek_tag(offset);
-        let length = self.u32_at(offset + 4) as u64;
+        let tag = self.peek_tag(offset, little);
+        let length = self.u32_at(offset + 4, little) as u64;
         if tag == SEQUENCE_DELIMITER && end == UNDEFINED {
             stack.pop();
             return Ok(offset + 8);
@@ -296,6 +308,7 @@ impl Walker<'_> {
             items: false,
             end: item_end,
             implicit: item_implicit,
+            little,
             owner,
             depth: depth + 1,
         });
@@ -327,12 +340,12 @@ pub fn ends_in_elements(
         named_sequence,
     };
     (0..value.len() as u64 - 7).any(|k| {
-        let tag = walker.peek_tag(k);
+        let tag = walker.peek_tag(k, little);
         if tag <= after || tag >> 16 == 0xFFFE {
             return false;
         }
         if implicit {
-            let length = walker.u32_at(k + 4) as u64;
+            let length = walker.u32_at(k + 4, little) as u64;
             if length != UNDEFINED && length > value.len() as u64 - 8 - k {
                 return false;
             }
@@ -357,7 +370,7 @@ impl Walker<'_> {
     ) -> Option<bool> {
         let (mut tags, mut filled) = (vec![after], false);
         while offset < self.size() {
-            let elem = match self.element(offset, implicit) {
+            let elem = match self.element(offset, implicit, self.little) {
                 Ok(elem) => elem,
                 Err(Malformed(reason, _)) => return (reason != "too_large").then_some(false),
             };

@@ -15,6 +15,7 @@ from pydicom.tag import Tag
 
 CT = Path(get_testdata_file("CT_small.dcm"))  # explicit VR little endian
 MR_IMPLICIT = Path(get_testdata_file("MR_small_implicit.dcm"))
+MR_BIG_ENDIAN = Path(get_testdata_file("MR_small_bigendian.dcm"))  # explicit VR big endian
 ITEM, ITEM_END, SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
 UNDEFINED = 0xFFFFFFFF
 LONG_VRS = ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV")
@@ -38,6 +39,20 @@ def before_pixels(data: bytes, insert: bytes) -> bytes:
     """``data`` with ``insert`` placed just before its top-level pixel data element."""
     offset = data.rindex(b"\xe0\x7f\x10\x00")
     return data[:offset] + insert + data[offset:]
+
+
+def undefined_item(*elements: bytes) -> bytes:
+    """An item of undefined length holding ``elements``, little endian."""
+    return tag_bytes(ITEM) + b"\xff" * 4 + b"".join(elements) + tag_bytes(ITEM_END) + bytes(4)
+
+
+def big_endian_un(tag: tuple[int, int], items: bytes) -> bytes:
+    """MR_small_bigendian.dcm with an undefined-length UN element ``tag`` before its pixel
+    data: ``items`` and its sequence delimiter implicit VR little endian (PS3.5 6.2.2)."""
+    data = MR_BIG_ENDIAN.read_bytes()
+    un = struct.pack(">HH", *tag) + b"UN\0\0" + b"\xff" * 4 + items
+    offset = data.rindex(b"\x7f\xe0\x00\x10")
+    return data[:offset] + un + tag_bytes(SEQ_END) + bytes(4) + data[offset:]
 
 
 def rewritten(path: Path, **values: object) -> bytes:

@@ -182,8 +182,7 @@ def _walks(data: bytes) -> list[tuple]:
     for find in (_top_level, _find_pixel_data):
         try:
             walker, start, implicit = dataset_walker(data)
-            found = find(walker, start, implicit)
-            pixel = found[0] if find is _top_level else found
+            pixel = find(walker, start, implicit)[0]
             outcomes.append((pixel, walker._elements))
         except DicomParseError as exc:
             outcomes.append((exc.reason, exc.message))

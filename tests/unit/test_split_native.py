@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import struct
 import warnings
 import weakref
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from corpus import corpus_id, dataset_walker, mutated, split_paths
+from crafted import ITEM, SEQ_END, big_endian_un, element_bytes, tag_bytes, undefined_item
 from hostile_corpus import make_hostile_landing
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
@@ -29,6 +31,7 @@ from dicomlake.dicom.split import (
     _top_level,
     header_from_prefix,
     split_instance,
+    split_stream,
 )
 from dicomlake.errors import DicomParseError
 
@@ -201,3 +204,45 @@ def test_odd_elements_split_as_on_the_pydicom_path(name: str, monkeypatch):
     with contextlib.suppress(DicomParseError):
         split_instance(data)
         _header_both_ways(data, monkeypatch)
+
+
+MODALITY = element_bytes((0x0008, 0x0060), "CS", b"MR", implicit=True)
+# Undefined-length UN elements of a big endian file, their items implicit VR little endian
+BIG_ENDIAN_UN = {
+    "item": big_endian_un((0x0040, 0x0275), undefined_item(MODALITY)),
+    "nested_sequence": big_endian_un(
+        (0x0040, 0x0275),
+        undefined_item(
+            MODALITY,
+            tag_bytes((0x0040, 0x0008)) + b"\xff" * 4 + undefined_item(MODALITY),
+            tag_bytes(SEQ_END) + bytes(4),
+        ),
+    ),
+    "private_defined_length_item": big_endian_un(
+        (0x0041, 0x1001), tag_bytes(ITEM) + struct.pack("<L", len(MODALITY)) + MODALITY
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BIG_ENDIAN_UN))
+def test_a_big_endian_un_sequence_is_read_implicit_vr_little_endian(name: str, monkeypatch):
+    """PS3.5 6.2.2: both walks read the items of an undefined-length UN implicit VR little
+    endian in a big endian file, then go on big endian; the header holds them as a sequence
+    read so, from the compiled walk's elements as from pydicom's, and the frames after it are
+    cut as ever."""
+    data = BIG_ENDIAN_UN[name]
+    _split_both_ways(data, monkeypatch)
+    assert _header_both_ways(data, monkeypatch)
+    parts = split_instance(data)
+    assert parts.prefix + b"".join(parts.frames) + parts.suffix == data
+    assert len(parts.frames) == 1 and len(parts.frames[0]) == 64 * 64 * 2
+    streamed = split_stream(lambda at, n: data[at : at + n], len(data), limit=1 << 20, block=64)
+    assert (streamed.prefix, list(streamed.frames), streamed.suffix) == (
+        parts.prefix,
+        parts.frames,
+        parts.suffix,
+    )
+    for dataset in (parts.dataset, streamed.dataset):
+        sequence = dataset[0x00400275 if name != "private_defined_length_item" else 0x00411001]
+        assert sequence.VR == "SQ" and sequence.value[0].Modality == "MR"
+        assert dataset.Rows == 64  # read big endian again after the sequence

@@ -19,7 +19,7 @@ from dicomlake.dicom.deid import (
     most_values,
 )
 
-INTERFACE = 5
+INTERFACE = 6
 """The interface of the compiled core this code calls (``INTERFACE`` in native/src/lib.rs)."""
 
 log = logging.getLogger(__name__)

@@ -52,6 +52,7 @@ from dicomlake.dicom.walk import (
     Read,
     Reader,
     Walker,
+    little_endian_items,
     tag_str,
 )
 from dicomlake.errors import DicomParseError
@@ -373,7 +374,7 @@ def _split_deflated(data: bytes, meta_end: int, max_inflated: int) -> SplitInsta
     ``max_inflated`` bytes and walked like any other dataset before pydicom parses it."""
     inflated = _inflate(memoryview(data)[meta_end:], max_inflated)
     walker = Walker(Reader.of(inflated), little_endian=True)
-    pixel = _find_pixel_data(walker, 0, walker.implicit_at(0, False))
+    pixel, _ = _find_pixel_data(walker, 0, walker.implicit_at(0, False))
     meta = _parse_header(data[:meta_end]).dataset
     with _parsing("the inflated dataset"):
         dataset = read_dataset(
@@ -489,18 +490,27 @@ def _implied_syntax(implicit: bool, little: bool) -> str:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def _find_pixel_data(walker: Walker, offset: int, implicit: bool) -> Element | None:
-    """Walk the top-level elements; return the pixel data element, if any."""
+# The top-level undefined-length sequences of a header: (tag, offset, value offset, end)
+Lazy = tuple[int, int, int, int]
+
+
+def _find_pixel_data(
+    walker: Walker, offset: int, implicit: bool
+) -> tuple[Element | None, list[Lazy]]:
+    """Walk the top-level elements; return the pixel data element, if any, and the
+    undefined-length elements whose items pydicom would misread (`little_endian_items`)."""
+    cut = []
     while offset < walker.size:
         elem = walker.element(offset, implicit)
         if elem.tag in PIXEL_KEYWORDS:
-            return elem
-        offset = walker.end_of(elem, implicit)
-    return None
+            return elem, cut
+        end = walker.end_of(elem, implicit)
+        if elem.length == UNDEFINED and little_endian_items(elem.vr, walker.little_endian):
+            cut.append((elem.tag, elem.offset, elem.value_offset, end))
+        offset = end
+    return None, cut
 
 
-# The top-level undefined-length sequences of a header: (tag, offset, value offset, end)
-Lazy = tuple[int, int, int, int]
 # The compiled walk's reading of a header (`dicomlake_native.Walked`: the file meta's and the
 # dataset's RawDataElements, as pydicom's read_dataset holds them), where the dataset starts,
 # and whether it is implicit VR and little endian
@@ -511,11 +521,12 @@ def _top_level(
     walker: Walker, offset: int, implicit: bool
 ) -> tuple[Element | None, list[Lazy], Walked | None]:
     """`_find_pixel_data`, by the compiled walk where the file is held whole; the top-level
-    undefined-length sequences that `_parse_header` may leave unread; and the header's
-    elements as read by that walk (None where pydicom reads them)."""
+    undefined-length sequences that `_parse_header` may (or, `little_endian_items`, must)
+    leave unread; and the header's elements as read by that walk (None where pydicom reads
+    them)."""
     data, core = walker.reader.whole, native.core()
     if data is None or core is None:
-        return _find_pixel_data(walker, offset, implicit), [], None
+        return *_find_pixel_data(walker, offset, implicit), None
     try:
         found, count, lazy, walked = core.top_level(
             data, offset, implicit, walker.little_endian, MAX_ELEMENTS, MAX_DEPTH
@@ -523,7 +534,7 @@ def _top_level(
     except native.dicomlake_native.Malformed as exc:
         raise DicomParseError(*exc.args) from None
     except native.dicomlake_native.Declined:  # the core failed on it: the Python walk decides
-        return _find_pixel_data(walker, offset, implicit), [], None
+        return *_find_pixel_data(walker, offset, implicit), None
     walker.counted(count)
     read = None if walked is None else (walked, offset, implicit, walker.little_endian)
     return (None if found is None else Element(*found)), lazy, read
@@ -538,7 +549,8 @@ def _parse_header(data: bytes, lazy: Sequence[Lazy] = (), walked: Walked | None 
     whole as well-formed: pydicom would read every item of them now (seconds for a dose
     report of 100,000 elements); they are left out of its reading and added unread instead,
     as pydicom holds a defined-length sequence, so their items are read when first used, and
-    by the compiled path not at all.
+    by the compiled path not at all. It lists the elements whose items pydicom would misread
+    (`walk.little_endian_items`) too.
     """
     kept, at = [], 0
     for _, start, _, end in lazy:
@@ -561,14 +573,16 @@ def _parse_header(data: bytes, lazy: Sequence[Lazy] = (), walked: Walked | None 
 def _add_lazy(dataset: Dataset, data: bytes, lazy: Sequence[Lazy]) -> None:
     """Add the ``lazy`` sequences of ``data`` to ``dataset`` unread (see `_parse_header`)."""
     implicit, little = dataset.original_encoding
-    for tag, _, value_offset, end in lazy:
+    for tag, start, value_offset, end in lazy:
         items = data[value_offset : end - 8]  # without the sequence delimiter
-        vr = None if implicit else "SQ"
+        vr, encoding = None if implicit else "SQ", (implicit, little)
+        if little_endian_items(data[start + 4 : start + 6].decode("latin-1"), little):
+            encoding = (True, True)  # a big endian dataset's UN: pydicom reads them so here
         # Held raw, as read_dataset holds what it reads: setting a private element through
         # the dataset converts it at once, items and all, and reads its creator, which may
         # not be readable
         dataset._dict[BaseTag(tag)] = RawDataElement(
-            BaseTag(tag), vr, UNDEFINED, items, value_offset, implicit, little, True, False
+            BaseTag(tag), vr, UNDEFINED, items, value_offset, *encoding, True, False
         )
 
 

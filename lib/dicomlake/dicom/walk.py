@@ -13,6 +13,7 @@ import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from pydicom.datadict import dictionary_VR
@@ -127,23 +128,34 @@ class Reader:
         return data
 
 
+class _Order(NamedTuple):
+    """The structs of one byte order."""
+
+    tag: struct.Struct
+    tag_len: struct.Struct
+    short: struct.Struct
+    u32: struct.Struct
+
+
+_ORDERS = {
+    little: _Order(*(struct.Struct(order + f) for f in ("HH", "HHL", "HH2sH", "L")))
+    for little, order in ((True, "<"), (False, ">"))
+}
+
+
 def _is_vr(raw: bytes) -> bool:
     # pydicom's test for an explicit VR: two upper-case ASCII letters
     return len(raw) == 2 and 0x40 < raw[0] < 0x5B and 0x40 < raw[1] < 0x5B
 
 
 class Walker:
-    """Walks elements of one file, read through a `Reader`, encoded with a given byte order."""
+    """Walks elements of one file, read through a `Reader`, its dataset encoded with a given
+    byte order (``little`` arguments: another one, that of a level of items)."""
 
     def __init__(self, reader: Reader, little_endian: bool) -> None:
         self.reader = reader
         self.size = reader.size
         self.little_endian = little_endian
-        order = "<" if little_endian else ">"
-        self._tag = struct.Struct(order + "HH")
-        self._tag_len = struct.Struct(order + "HHL")
-        self._short = struct.Struct(order + "HH2sH")
-        self._u32 = struct.Struct(order + "L")
         self._elements = 0
 
     def _need(self, offset: int, count: int, what: str, tag: int | None = None) -> None:
@@ -165,17 +177,20 @@ class Walker:
             return assumed_implicit
         return not _is_vr(self.reader.read(offset + 4, 2))
 
-    def peek_tag(self, offset: int) -> int:
+    def _order(self, little: bool | None) -> _Order:
+        return _ORDERS[self.little_endian if little is None else little]
+
+    def peek_tag(self, offset: int, little: bool | None = None) -> int:
         """Return the tag at `offset` (caller checked 4 bytes are there)."""
-        group, elem = self._tag.unpack_from(*self.reader.view(offset, 4))
+        group, elem = self._order(little).tag.unpack_from(*self.reader.view(offset, 4))
         return group << 16 | elem
 
-    def tag_and_length(self, offset: int) -> tuple[int, int]:
+    def tag_and_length(self, offset: int, little: bool | None = None) -> tuple[int, int]:
         """Return the tag and 4-byte length of an item header (caller checked 8 bytes)."""
-        group, elem, length = self._tag_len.unpack_from(*self.reader.view(offset, 8))
+        group, elem, length = self._order(little).tag_len.unpack_from(*self.reader.view(offset, 8))
         return group << 16 | elem, length
 
-    def element(self, offset: int, implicit: bool) -> Element:
+    def element(self, offset: int, implicit: bool, little: bool | None = None) -> Element:
         """Read the element header at `offset` (``too_large`` past `MAX_ELEMENTS` of them)."""
         self._need(offset, 8, "an element header")
         self._elements += 1
@@ -187,14 +202,15 @@ class Walker:
         raw_vr = buf[pos + 4 : pos + 6]
         if implicit or not _is_vr(raw_vr):
             # pydicom also reads an element without a valid VR as implicit
-            tag, length = self.tag_and_length(offset)
+            tag, length = self.tag_and_length(offset, little)
             return Element(tag, None, offset, offset + 8, length, not implicit)
-        group, elem, _, length = self._short.unpack_from(buf, pos)
+        order = self._order(little)
+        group, elem, _, length = order.short.unpack_from(buf, pos)
         tag = group << 16 | elem
         vr = raw_vr.decode("ascii")
         if raw_vr in _LONG_VRS:
             self._need(offset, 12, "the header of element", tag)
-            (length,) = self._u32.unpack_from(*self.reader.view(offset + 8, 4))
+            (length,) = order.u32.unpack_from(*self.reader.view(offset + 8, 4))
             return Element(tag, vr, offset, offset + 12, length)
         return Element(tag, vr, offset, offset + 8, length)
 
@@ -206,10 +222,11 @@ class Walker:
         parsed header recurse once per level. An undefined-length value must be well formed
         to its delimiter. A defined-length value is walked as items when it may hold them
         (VR SQ, UN or unknown, and opening with an item tag or named SQ in the dictionary),
-        as pydicom would parse it; if it is no run of items after all, it is bytes.
+        as pydicom would parse it; if it is no run of items after all, it is bytes. The items
+        of an undefined-length UN are implicit VR little endian in a big endian dataset.
         """
         stack: list[_Level] = []
-        offset = self._enter(elem, implicit, stack)
+        offset = self._enter(elem, implicit, self.little_endian, stack)
         while stack:
             try:
                 offset = self._step(stack, offset)
@@ -222,12 +239,15 @@ class Walker:
                 del stack[guessed[-1] :]
         return offset
 
-    def _enter(self, elem: Element, implicit: bool, stack: list[_Level]) -> int:
-        """Start on `elem`'s value: push a level if it holds items; return the next offset."""
+    def _enter(self, elem: Element, implicit: bool, little: bool, stack: list[_Level]) -> int:
+        """Start on `elem`'s value (an element of a level encoded as ``implicit`` and
+        ``little``): push a level if it holds items; return the next offset."""
         # Each item's encoding is sniffed in an explicit VR dataset, as pydicom does: PS3.5
         # 6.2.2 has a UN value's items implicit VR, but some writers keep them explicit
         if elem.length == UNDEFINED:
-            stack.append(_Level(True, UNDEFINED, implicit, elem.tag, _depth(stack)))
+            if little_endian_items(elem.vr, little):
+                implicit = little = True
+            stack.append(_Level(True, UNDEFINED, implicit, little, elem.tag, _depth(stack)))
             return elem.value_offset
         end = elem.value_offset + elem.length
         if end > self.size and elem.bad_vr:
@@ -249,11 +269,14 @@ class Walker:
                 elem.vr == "SQ"
                 or (
                     elem.vr in ("UN", None)
-                    and (_named_sequence(elem.tag) or self.peek_tag(elem.value_offset) == ITEM)
+                    and (
+                        _named_sequence(elem.tag)
+                        or self.peek_tag(elem.value_offset, little) == ITEM
+                    )
                 )
             )
         ):
-            stack.append(_Level(True, end, implicit, elem.tag, _depth(stack)))
+            stack.append(_Level(True, end, implicit, little, elem.tag, _depth(stack)))
             return elem.value_offset
         return end
 
@@ -269,11 +292,12 @@ class Walker:
                 "corrupt", f"{tag_str(level.owner)} ends inside the item at offset {offset}"
             )
         if not level.items:
-            if self.peek_tag(offset) == ITEM_DELIMITER and level.end == UNDEFINED:
+            if self.peek_tag(offset, level.little) == ITEM_DELIMITER and level.end == UNDEFINED:
                 stack.pop()
                 return offset + 8
-            return self._enter(self.element(offset, level.implicit), level.implicit, stack)
-        tag, length = self.tag_and_length(offset)
+            elem = self.element(offset, level.implicit, level.little)
+            return self._enter(elem, level.implicit, level.little, stack)
+        tag, length = self.tag_and_length(offset, level.little)
         if tag == SEQUENCE_DELIMITER and level.end == UNDEFINED:
             stack.pop()
             return offset + 8
@@ -300,7 +324,7 @@ class Walker:
                     f"{tag_str(level.owner)} holds",
                 )
         implicit = level.implicit or self.implicit_at(start, level.implicit)
-        stack.append(_Level(False, end, implicit, level.owner, level.depth + 1))
+        stack.append(_Level(False, end, implicit, level.little, level.owner, level.depth + 1))
         return start
 
 
@@ -311,8 +335,17 @@ class _Level:
     items: bool  # True: item headers follow; False: an item's elements
     end: int  # offset where the value ends, or UNDEFINED (up to its delimiter)
     implicit: bool
+    little: bool
     owner: int  # tag of the sequence, for messages
     depth: int  # items open around this level
+
+
+def little_endian_items(vr: str | None, little: bool) -> bool:
+    """Whether an undefined-length element of VR ``vr`` in a dataset of byte order ``little``
+    holds items encoded implicit VR little endian, its sequence delimiter too: a UN in big
+    endian (PS3.5 6.2.2), as DCMTK reads it. pydicom reads them big endian, and fails: the
+    split gives it a top-level one's as they are (`split._add_lazy`)."""
+    return vr == "UN" and not little
 
 
 def _depth(stack: list[_Level]) -> int:
