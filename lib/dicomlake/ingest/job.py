@@ -119,10 +119,11 @@ def run_ingest(
     if not filesystem_for(landing, config.hdfs, landing=True).exists(landing):
         # A mistyped or unmounted landing zone is not an empty one: nothing is made or locked
         raise ConfigError(f"the landing zone {landing} does not exist: check --landing")
+    layout = LakeLayout(lake)  # a lake path its tables' client cannot name: before any write
     now = datetime.now(timezone.utc)
     lake_fs = filesystem_for(lake, config.hdfs)
     with holding(lake_fs, lake, new_run_id(now), "ingest", config.lock) as lock:
-        bind_keyring(lake_fs, LakeLayout(lake), keyring, lock)
+        bind_keyring(lake_fs, layout, keyring, lock)
         return _run_locked(
             sc, landing=landing, lake=lake, config=config, keyring=keyring, lock=lock, now=now
         )

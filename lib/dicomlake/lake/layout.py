@@ -52,13 +52,19 @@ class LakeLayout:
     root: str
 
     def __post_init__(self) -> None:
-        # deltalake takes an HDFS table's URI as a URL: a path it would escape (a space, '%',
-        # '#', a non-ASCII letter) names another folder than WebHDFS writes, or none
+        # deltalake takes a table's URI as a URL: on HDFS a path it would escape (a space, '%',
+        # '#', a non-ASCII letter) names another folder than WebHDFS writes, or none; a local
+        # path's '%' it reads as an escape (a lake at /data/p%41 gets its tables at /data/pA)
         remote = remote_parts(self.root)
         if remote is not None and quote(remote[1], safe=_URL_SAFE) != remote[1]:
             raise LakeError(
                 f"the lake {self.root}: on HDFS a lake's path may hold ASCII letters, digits and "
                 f"{_URL_SAFE!r} only (the Delta Lake client reads it as a URL): rename it"
+            )
+        if remote is None and "%" in self.root:
+            raise LakeError(
+                f"the lake {self.root}: a lake's path may not hold '%' (the Delta Lake client "
+                "reads it as an escape, and would make its tables elsewhere): rename it"
             )
 
     def table(self, name: str) -> str:
