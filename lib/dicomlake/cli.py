@@ -29,7 +29,7 @@ from dicomlake.errors import (
     LockBusyError,
 )
 from dicomlake.keyring_file import check_targets, load_keyring, save_keyring
-from dicomlake.storage import canonical_uri
+from dicomlake.storage import canonical_uri, overlap
 from dicomlake.vocab import SnapshotMode
 
 if TYPE_CHECKING:
@@ -54,8 +54,16 @@ def existing_lake(lake: str, config: Config) -> str:
 
 
 def _keyring(args: argparse.Namespace, config: Config) -> Keyring:
-    """The keyring a command was given with ``--keyring``, else the config's keys.keyring."""
-    return load_keyring(args.keyring or config.keys.keyring, config)
+    """The keyring a command was given with ``--keyring``, else the config's keys.keyring;
+    never one inside the command's ``--lake``, even a lake its first ingest is about to make
+    (`load_keyring` refuses one in an existing lake)."""
+    uri, lake = args.keyring or config.keys.keyring, getattr(args, "lake", None)
+    if lake and overlap(canonical_uri(lake), canonical_uri(uri)):
+        raise KeyringError(
+            f"keyring {uri!r} is in the lake at {lake}, whose snapshots would copy it: keep "
+            "keyrings outside every lake"
+        )
+    return load_keyring(uri, config)
 
 
 def _print(summary: dict[str, Any]) -> None:

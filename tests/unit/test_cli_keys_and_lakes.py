@@ -282,3 +282,16 @@ def test_pydicom_never_prints_a_files_values_through_the_commands_log(tmp_path, 
         ds = pydicom.Dataset()
         ds.SeriesInstanceUID = "1.2.840.0113619.2.55"  # an original UID, odd for its VR
     assert "0113619" not in caplog.text
+
+
+def test_an_ingest_that_would_make_a_lake_around_its_keyring_is_refused(tmp_path, caplog):
+    """The folder is no lake yet: its first ingest would make one holding the keys."""
+    folder, landing = tmp_path / "E", tmp_path / "landing"
+    landing.mkdir()
+    ring, public = folder / "k.json", folder / "p.json"
+    init = ["keys", "init", "--mode", "x25519", "--keyring", str(ring)]
+    assert main([*init, "--public-out", str(public)]) == 0
+    argv = ["ingest", "--landing", str(landing), "--lake", str(folder), "--keyring", str(public)]
+    assert main(argv) == EXIT_ERROR
+    assert f"keyring '{public}' is in the lake at {folder}" in caplog.text
+    assert sorted(p.name for p in folder.iterdir()) == ["k.json", "p.json"]  # nothing made
