@@ -253,3 +253,16 @@ def test_a_catalog_database_must_be_a_plain_identifier(database):
 
     with pytest.raises(ConfigError, match="not a plain SQL identifier"):
         register_tables(None, "/lake", database)  # refused before any SQL
+
+
+def test_an_object_stores_error_is_named_without_java_frames_or_colours():
+    error = OSError(
+        "Generic HdfsObjectStore error: \x1b[31m↳ org.apache.hadoop.security."
+        "AccessControlException: Permission denied: user=bob, access=WRITE\n"
+        "\tat org.apache.hadoop.hdfs.server.namenode.FSPermissionChecker.check(X.java:506)\n"
+        "\tat org.apache.hadoop.ipc.Server$Handler.run(Server.java:3198)\n\t... 12 more\x1b[0m"
+    )
+    assert delta._cause(error) == (
+        "Generic HdfsObjectStore error: ↳ org.apache.hadoop.security.AccessControlException: "
+        "Permission denied: user=bob, access=WRITE"
+    )

@@ -188,13 +188,22 @@ def commit_run(
             log.warning("table %s: run %s was committed by another finishing it", name, run_id)
         except OSError as exc:  # the object store's (HDFS: permission, quota, safe mode)
             raise LakeError(
-                f"{layout.table(name)}: the commit of run {run_id} failed ({exc}); the run is "
-                "committed, and the next run finishes it once the cause is fixed"
+                f"{layout.table(name)}: the commit of run {run_id} failed ({_cause(exc)}); the "
+                "run is committed, and the next run finishes it once the cause is fixed"
             ) from exc
 
     for group in COMMIT_ORDER:
         check()
         fs.run_all(functools.partial(one, name) for name in group if name in by_table)
+
+
+def _cause(exc: OSError) -> str:
+    """An object store's error without the server's Java stack frames and terminal colours."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()
+    return " ".join(line.strip() for line in lines if not _JAVA_FRAME.match(line)) or repr(exc)
+
+
+_JAVA_FRAME = re.compile(r"\s*(at [\w$.<>]+\(|\.\.\. \d+ more)")
 
 
 def replace_rows(fs: FileSystem, layout: LakeLayout, name: str, inside: str) -> None:
