@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import stat
@@ -153,6 +154,15 @@ def test_an_export_into_a_lake_is_refused_before_anything_is_written(lake, tmp_p
     assert proc.returncode == 1 and f"is in the lake at {lake}" in proc.stderr, proc.stderr
     assert _files_under(lake) == before
     assert out.exists() == (inside == "pixels")
+
+
+def test_an_export_of_nothing_found_leaves_no_out(lake, tmp_path):
+    lake, keyring_path, conf, _, _ = lake
+    out = tmp_path / "out"
+    proc = run_export(lake, keyring_path, conf, out, "--study", "1.2.3")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout.splitlines()[-1])["not_found"] == ["1.2.3"]
+    assert not out.exists()
 
 
 def test_a_keyring_kept_in_a_lake_is_refused(lake, tmp_path):

@@ -245,6 +245,8 @@ def export_instances(
         raise
     for tmp, target in checked:
         os.replace(tmp, target)
+    if made and not checked:  # nothing selected (UIDs not found): no empty --out left
+        out.rmdir()
     return {
         "lake": LakeLayout(lake).root,
         "out": str(out),
