@@ -295,3 +295,11 @@ def test_an_ingest_that_would_make_a_lake_around_its_keyring_is_refused(tmp_path
     assert main(argv) == EXIT_ERROR
     assert f"keyring '{public}' is in the lake at {folder}" in caplog.text
     assert sorted(p.name for p in folder.iterdir()) == ["k.json", "p.json"]  # nothing made
+
+
+def test_a_keyring_under_a_folder_no_lake_could_be_made_in_is_read(tmp_path):
+    """Looking for a lake around a keyring looks at any folder, '%' in its name too."""
+    ring = tmp_path / "keys%41" / "k.json"
+    assert main(["keys", "init", "--mode", "x25519", "--keyring", str(ring)]) == 0
+    public = tmp_path / "p.json"
+    assert main(["keys", "public", "--keyring", str(ring), "--public-out", str(public)]) == 0

@@ -111,7 +111,11 @@ class LakeLayout:
 
 def is_lake(fs: FileSystem, layout: LakeLayout) -> bool:
     """Whether ``layout.root`` holds a lake: its tables or its keyring record."""
-    return fs.exists(join(layout.root, "tables")) or fs.exists(layout.absolute(BINDING))
+    return _holds_lake(fs, layout.root)
+
+
+def _holds_lake(fs: FileSystem, root: str) -> bool:
+    return fs.exists(join(root, "tables")) or fs.exists(join(root, BINDING))
 
 
 def lake_around(fs: FileSystem, uri: str) -> str | None:
@@ -121,8 +125,8 @@ def lake_around(fs: FileSystem, uri: str) -> str | None:
     canonical = canonical_uri(uri)
     local = os_path(canonical)
     for place in self_and_parents(canonical if local is None else os.path.realpath(local)):
-        try:
-            if is_lake(fs, LakeLayout(place)):
+        try:  # any place: not only one a lake could be made at (`LakeLayout`)
+            if _holds_lake(fs, place):
                 return place
         except StorageError:  # a file (ENOTDIR), or a folder not to be looked into
             continue
