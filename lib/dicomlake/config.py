@@ -67,6 +67,17 @@ class HdfsConfig:
                         "http(s)://<host>:<port>, ';'-separated for HA NameNodes"
                     )
 
+    def same_cluster(self, a: str, b: str) -> bool:
+        """Whether two ``hdfs://`` authorities name one cluster: the same (as Hadoop compares
+        them, without case), or ``hdfs.namenodes`` gives them a WebHDFS address in common
+        (``localhost:8020`` and ``127.0.0.1:8020``, say)."""
+        if a.lower() == b.lower():
+            return True
+        try:
+            return bool(set(self.webhdfs_urls(a)) & set(self.webhdfs_urls(b)))
+        except ConfigError:  # one is not configured: no address tells them alike
+            return False
+
     def webhdfs_urls(self, authority: str) -> tuple[str, ...]:
         """The WebHDFS addresses serving ``hdfs://<authority>/``, in failover order."""
         for key, urls in self.namenodes.items():

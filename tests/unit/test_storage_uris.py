@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from dicomlake.config import load_config
+from dicomlake.config import HdfsConfig, load_config
 from dicomlake.crypto.keyring import Keyring
 from dicomlake.errors import ConfigError, LakeError
 from dicomlake.ingest.job import run_ingest
@@ -65,6 +65,29 @@ def test_a_link_does_not_hide_a_lake_inside_its_landing_zone(tmp_path):
     (tmp_path / "landing" / "lake").mkdir(parents=True)
     os.symlink(tmp_path / "landing" / "lake", tmp_path / "lake-link")
     assert overlap(str(tmp_path / "landing"), str(tmp_path / "lake-link"))
+
+
+def test_two_names_of_one_namenode_overlap_where_the_config_tells_them_alike():
+    one = {"localhost:8020": "http://127.0.0.1:9870", "127.0.0.1:8020": "http://127.0.0.1:9870"}
+    two = {"localhost:8020": "http://127.0.0.1:9870", "127.0.0.1:8020": "http://10.0.0.2:9870"}
+    landing, lake = "hdfs://localhost:8020/lakes/l2", "hdfs://127.0.0.1:8020/lakes/l2/sub"
+    assert overlap(landing, lake, HdfsConfig(namenodes=one))
+    assert not overlap(landing, lake, HdfsConfig(namenodes=two))
+    assert not overlap(landing, lake)  # nothing tells them alike
+    assert not overlap(landing, "hdfs://127.0.0.1:8020/lakes/l3", HdfsConfig(namenodes=one))
+
+
+def test_an_ingest_into_its_landing_zone_named_by_another_host_name_is_refused():
+    config = load_config(
+        env={
+            "DICOMLAKE_HDFS_NAMENODES": (
+                '{"localhost:8020": "http://127.0.0.1:1", "127.0.0.1:8020": "http://127.0.0.1:1"}'
+            )
+        }
+    )
+    with pytest.raises(ConfigError, match="overlap"):  # before any call to the NameNode
+        landing = "hdfs://localhost:8020/lakes/l2"
+        run_ingest(None, landing, "hdfs://127.0.0.1:8020/lakes/l2", config, Keyring.generate())
 
 
 @pytest.mark.parametrize("lake", ["landing/lake", "."])

@@ -80,7 +80,7 @@ def restore(
     require_snapshot(bfs, layout, snapshot_id)
     target = target.rstrip("/")
     _check_entry(target)
-    check_target(tfs, target, backup)
+    check_target(tfs, target, backup, config.hdfs)
     _check_empty(tfs, target)
     with holding(bfs, backup, None, "restore", config.lock):
         rows = _authenticated_rows(bfs, layout, snapshot_id, keyring, trust_unauthenticated)

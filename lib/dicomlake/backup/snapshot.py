@@ -103,7 +103,7 @@ def take_snapshot(
     checked = snapshot_mode(mode)
     if now_label is not None:
         _check_not_ahead(now_label, "pass the time the snapshot is of")
-    check_apart(lake, backup)
+    check_apart(lake, backup, config.hdfs)
     check_fingerprint(filesystem_for(lake, config.hdfs), LakeLayout(lake), keyring)
     bfs = filesystem_for(backup, config.hdfs)
     require_backup_or_new(bfs, BackupLayout(backup))

@@ -111,7 +111,7 @@ def run_ingest(
     """Ingest what is new in ``landing`` into ``lake`` as one committed run, holding the lake's
     lock (LockBusyError when another command holds it) and checking the lake's keyring first."""
     landing, lake = canonical_uri(landing), canonical_uri(lake)
-    if overlap(landing, lake):
+    if overlap(landing, lake, config.hdfs):
         raise ConfigError(
             f"the landing zone {landing} and the lake {lake} overlap: a run would ingest the "
             "lake's own files, or the lake's files would be landing files; keep them apart"

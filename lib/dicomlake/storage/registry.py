@@ -97,8 +97,14 @@ def self_and_parents(uri: str) -> Iterator[str]:
         path = path.rsplit("/", 1)[0] or "/"
 
 
-def overlap(a: str, b: str) -> bool:
+def overlap(a: str, b: str, hdfs: HdfsConfig | None = None) -> bool:
     """Whether one of two canonical URIs is the other or below it (local paths by their real
-    paths, so a link does not hide it)."""
+    paths, so a link does not hide it; with ``hdfs``, two authorities of one HDFS cluster as
+    one, `HdfsConfig.same_cluster`)."""
     (ha, x), (hb, y) = (remote_parts(u) or ("", os.path.realpath(u)) for u in (a, b))
-    return ha == hb and (below(x, y) is not None or below(y, x) is not None)
+    if ha != hb:
+        sa, _, na = ha.partition("://")
+        sb, _, nb = hb.partition("://")
+        if not (hdfs and sa == sb == "hdfs" and hdfs.same_cluster(na, nb)):
+            return False
+    return below(x, y) is not None or below(y, x) is not None
