@@ -142,7 +142,9 @@ def test_the_lock_on_hdfs_one_of_many_and_stale_takeover(hdfs_cluster, hdfs_root
     ) == [4]
     time.sleep(2.5)
     again = tmp_path / "go-again"  # four at once, again
-    takers = start_takers(lake, again, 4, hold=1.0, stale=2.0, heartbeat=0.5, webhdfs=webhdfs)
+    # The winner holds longer than a loser's rounds of trying (a new file takes ~0.4 s to
+    # close on HDFS): one that outlasted it would take the lock after it, as it may
+    takers = start_takers(lake, again, 4, hold=4.0, stale=2.0, heartbeat=0.5, webhdfs=webhdfs)
     start_together(again, takers)
     codes = wait_all(takers)
     assert sorted(codes) == [0, 4, 4, 4], [p.stderr.read() for p in takers]
