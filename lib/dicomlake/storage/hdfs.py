@@ -34,6 +34,7 @@ from hdfs import Client, HdfsError, InsecureClient
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import ConfigError, PublishConflictError, StorageError
 from dicomlake.storage.base import CALLS_AT_ONCE, FileInfo, FileSystem, ReadStream, failure
+from dicomlake.storage.registry import remote_parts
 from dicomlake.vocab import RejectReason
 
 log = logging.getLogger(__name__)
@@ -428,14 +429,9 @@ def _split(uri: str) -> tuple[str, str]:
     The path is every character after the authority, as HDFS names it: a listed name may hold
     '#', '?', '%', tabs or line breaks, which a URL parser would take as a fragment, a query or
     an escape, or drop, and so name another file."""
-    scheme, sep, rest = uri.partition("://")
-    if sep and "/" not in scheme:
-        if scheme != "hdfs":
-            raise StorageError(f"not an HDFS URI: {uri!r}")
-        authority, slash, tail = rest.partition("/")
-        prefix, path = f"hdfs://{authority}", slash + tail
-    else:
-        prefix, path = "", uri
+    prefix, path = remote_parts(uri) or ("", uri)
+    if (prefix and not prefix.startswith("hdfs://")) or uri.startswith("file://"):
+        raise StorageError(f"not an HDFS URI: {uri!r}")
     path = path or "/"
     if not path.startswith("/"):
         raise StorageError(f"HDFS paths must be absolute: {uri!r}")
