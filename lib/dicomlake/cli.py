@@ -28,7 +28,7 @@ from dicomlake.errors import (
     KeyringError,
     LockBusyError,
 )
-from dicomlake.keyring_file import check_targets, load_keyring, save_keyring
+from dicomlake.keyring_file import check_targets, in_lake, load_keyring, save_keyring
 from dicomlake.storage import canonical_uri, overlap
 from dicomlake.vocab import SnapshotMode
 
@@ -59,10 +59,7 @@ def _keyring(args: argparse.Namespace, config: Config) -> Keyring:
     (`load_keyring` refuses one in an existing lake)."""
     uri, lake = args.keyring or config.keys.keyring, getattr(args, "lake", None)
     if lake and overlap(canonical_uri(lake), canonical_uri(uri)):
-        raise KeyringError(
-            f"keyring {uri!r} is in the lake at {lake}, whose snapshots would copy it: keep "
-            "keyrings outside every lake"
-        )
+        raise in_lake(uri, lake)
     return load_keyring(uri, config)
 
 

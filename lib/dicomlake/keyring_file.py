@@ -58,10 +58,15 @@ def _check_outside_lakes(fs: FileSystem, uri: str) -> None:
     must never hold the keys to itself."""
     lake = lake_around(fs, uri)
     if lake is not None:
-        raise KeyringError(
-            f"keyring {uri!r} is in the lake at {lake}, whose snapshots would copy it: keep "
-            "keyrings outside every lake"
-        )
+        raise in_lake(uri, lake)
+
+
+def in_lake(uri: str, lake: str) -> KeyringError:
+    """The error for keyring ``uri`` kept in the lake at ``lake``."""
+    return KeyringError(
+        f"keyring {uri!r} is in the lake at {lake}, whose snapshots would copy it: keep "
+        "keyrings outside every lake"
+    )
 
 
 def save_keyring(uri: str, keyring: Keyring, config: Config) -> None:
