@@ -481,20 +481,11 @@ def side_by_side(title: str, ours: dict[str, Any], base: dict[str, Any] | None) 
     return head + "\n" + table(["", "dicomlake", "baseline", "dicomlake/baseline"], rows, 2)
 
 
-def stage_rows(
-    summary: dict[str, Any], profile: dict[str, Any] | None, cores: int
-) -> tuple[list[list[Any]], dict[str, float]]:
-    """dicomlake's time per stage; encode and encrypt split by the profile's proportions."""
+def stage_rows(summary: dict[str, Any], cores: int) -> tuple[list[list[Any]], dict[str, float]]:
+    """dicomlake's time per stage. A task's encoder threads work beside it: their seconds
+    (``encode``) overlap the task's own, and the task's wait for them is not work."""
     st = summary["stage_seconds"]
     mb = summary["bytes_read"] / 1e6
-    enc = st.get("task.encode+encrypt", 0.0)
-    share = None
-    if profile:
-        p = profile["profiled_seconds"]
-        seal = p.get("encrypt (AES-GCM seal)", 0.0)
-        encode = p.get("encode (incl. verify)", 0.0)
-        if seal + encode > 0:
-            share = seal / (seal + encode)
     stages: dict[str, float] = {"list (driver)": st.get("list", 0.0)}
     names = {
         "task.start": "start (a worker's first conversions)",
@@ -502,20 +493,17 @@ def stage_rows(
         "task.hash": "hash (SHA-256)",
         "task.parse": "parse (split: walk, frames)",
         "task.header": "header (JSON, element rows, de-id, promoted values)",
+        "task.encode": "encode (codec + verify, on the encoder threads)",
+        "task.encrypt": "encrypt (SHA-256, AES-GCM, pack writes)",
+        "task.rows": "rows",
         "task.write": "write (table fragments, closing the last pack)",
     }
-    for key in ("task.start", "task.read", "task.hash", "task.parse", "task.header"):
-        stages[names[key]] = st.get(key, 0.0)
-    if share is None:
-        stages["encode+encrypt"] = enc
-    else:
-        stages["encode (codec + verify)"] = enc * (1 - share)
-        stages["encrypt (AES-GCM)"] = enc * share
-    stages[names["task.write"]] = st.get("task.write", 0.0)
+    for key, name in names.items():
+        stages[name] = st.get(key, 0.0)
     for key, value in st.items():  # stages this script does not know yet
-        if key.startswith("task.") and key not in names and key != "task.encode+encrypt":
+        if key.startswith("task.") and key not in names and key != "task.wait":
             stages[key[len("task.") :]] = value
-    task_sum = sum(v for k, v in st.items() if k.startswith("task."))
+    task_sum = sum(v for k, v in st.items() if k.startswith("task.") and k != "task.wait")
     core_seconds = st.get("tasks", 0.0) * cores
     # Python worker start and imports, scheduling, result transfer, cores idle at the end of
     # an unbalanced job, and CPU taken by other processes.
@@ -841,7 +829,7 @@ def report_mix(args: argparse.Namespace, landings: Landings, runs: dict[str, dic
     main_run, profile = runs[f"dicomlake-{largest}"], runs["profile"]
     ours = figures(main_run)
     base = figures(runs["baseline"]) if "baseline" in runs else None
-    rows, stages = stage_rows(main_run["summary"], profile, args.cores)
+    rows, stages = stage_rows(main_run["summary"], args.cores)
     out = [side_by_side(f"Mixed landing zone, {largest} GB", ours, base), ""]
     mix = landings.mix[largest][1].by_kind
     out.append(
@@ -1094,7 +1082,7 @@ def heavy_figures(
         else None,
         "header_over_dcm2json": round(header / dcmtk, 3) if header else None,
         "per_core_over_dcm2json": round(end_to_end / dcmtk, 3),
-        "stages_seconds": stage_rows(run["summary"], None, cores)[1],
+        "stages_seconds": stage_rows(run["summary"], cores)[1],
     }
 
 

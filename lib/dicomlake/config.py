@@ -129,9 +129,13 @@ class PixelsConfig:
     # Decode every chunk after encoding and compare before it is written.
     verify: bool = True
     pack_bytes: int = 128 * MiB
+    # Threads of a task that encode its chunks while it reads, parses and seals the next ones
+    # (the codecs release the GIL): a task uses a second core wherever one is free.
+    encode_threads: int = 2
 
     def __post_init__(self) -> None:
         _positive("pixels.pack_bytes", self.pack_bytes)
+        _between("pixels.encode_threads", self.encode_threads, 1, 64)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """A file's chunks are encoded a group at a time (`worker.HELD_BYTES` of them), then sealed:
 whatever the groups, every chunk goes into the pack in order and opens to the file's own bytes.
+They are encoded on the task's encoder threads (``pixels.encode_threads``), several at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,7 +15,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from dicomlake.config import load_config
 from dicomlake.dicom.split import split_instance
+from dicomlake.errors import ConfigError
 from dicomlake.ingest import worker
 from dicomlake.ingest.worker import TaskContext, process_task
 from dicomlake.lake.commit import staged
@@ -29,20 +34,8 @@ def test_chunks_encoded_in_groups_are_sealed_in_order(
     tmp_path, config, keyring, monkeypatch, group_bytes, streamed
 ):
     data = MULTIFRAME.read_bytes()
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    (landing / "mr.dcm").write_bytes(data)
     monkeypatch.setattr(worker, "HELD_BYTES", group_bytes)
-    limits = dataclasses.replace(config.ingest, stream_bytes=1000 if streamed else 1 << 30)
-    ctx = TaskContext(
-        "r1",
-        str(tmp_path / "lake"),
-        dataclasses.replace(config, ingest=limits),
-        keyring.to_bytes(),
-        1_700_000_000_000,
-    )
-    info = FileInfo(str(landing / "mr.dcm"), len(data), 1_700_000_000_000)
-    result = process_task(0, 0, [info], str(landing), ctx, frozenset())
+    result = _ingest_one(tmp_path, config, keyring, data, streamed)
     assert [s["outcome"] for s in result.sources] == ["ingested"]
 
     layout = LakeLayout(str(tmp_path / "lake"))
@@ -73,3 +66,55 @@ def test_chunks_encoded_in_groups_are_sealed_in_order(
     assert b"".join(opened) == data  # prefix, frames, suffix: the file's bytes
     pixels = pydicom.dcmread(MULTIFRAME).PixelData
     assert b"".join(opened[1:-1]) == pixels
+
+
+def _ingest_one(tmp_path, config, keyring, data, streamed, threads=2):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "mr.dcm").write_bytes(data)
+    limits = dataclasses.replace(config.ingest, stream_bytes=1000 if streamed else 1 << 30)
+    pixels = dataclasses.replace(config.pixels, encode_threads=threads)
+    ctx = TaskContext(
+        "r1",
+        str(tmp_path / "lake"),
+        dataclasses.replace(config, ingest=limits, pixels=pixels),
+        keyring.to_bytes(),
+        1_700_000_000_000,
+    )
+    info = FileInfo(str(landing / "mr.dcm"), len(data), 1_700_000_000_000)
+    return process_task(0, 0, [info], str(landing), ctx, frozenset())
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_the_frames_of_a_file_not_held_are_encoded_on_two_threads_at_once(
+    tmp_path, config, keyring, monkeypatch, streamed
+):
+    # Groups of three frames: each frame's encode lasts 50 ms, so two at once overlap
+    real, lock = worker.codecs.encode, threading.Lock()
+    running, most, threads = 0, 0, set()
+
+    def slow(raw, spec=None, codec="auto", verify=True):
+        nonlocal running, most
+        if spec is None:  # the prefix and suffix
+            return real(raw, spec, codec=codec, verify=verify)
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return real(raw, spec, codec=codec, verify=verify)
+
+    monkeypatch.setattr(worker.codecs, "encode", slow)
+    monkeypatch.setattr(worker, "HELD_BYTES", 3 * 64 * 64 * 2)  # the file is not held
+    result = _ingest_one(tmp_path, config, keyring, MULTIFRAME.read_bytes(), streamed)
+    assert [s["outcome"] for s in result.sources] == ["ingested"], result.errors
+    assert most == 2 and len(threads) == 2
+    assert all(t.startswith("dicomlake-encode") for t in threads)
+    assert result.seconds["encode"] >= 10 * 0.05  # the threads' seconds, added up
+
+
+def test_a_bad_encode_threads_names_the_key_and_the_value():
+    with pytest.raises(ConfigError, match="pixels.encode_threads has a bad value 0"):
+        load_config(env={"DICOMLAKE_PIXELS_ENCODE_THREADS": "0"})

@@ -6,8 +6,8 @@ JVM/Python boundary; on HDFS the next files are read ahead while one is processe
 pack files and writes its table fragments under the run's staging area. A file over
 ``ingest.stream_bytes`` is never held whole: its header is split off, the file hashed as one
 stream, then its frames read on and sealed one by one, its chunks rolling over into the task's
-next packs. Smaller files are taken a few at a time: read and split, then their chunks encoded
-together, then sealed (`HELD_FILES`).
+next packs. Smaller files are taken a few at a time: read and split, their chunks encoded on the
+task's encoder threads meanwhile (`_Encoder`), then sealed (`HELD_FILES`).
 It returns only small rows (ledger, errors, packs) to the driver. Names carry the task's attempt
 number, so a retried task never overwrites what another attempt wrote; the driver commits only
 the files of successful attempts.
@@ -34,10 +34,12 @@ import itertools
 import logging
 import re
 import secrets
+import threading
 import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,10 +88,9 @@ READ_AHEAD_BYTES = 64 << 20
 HELD_FILES = 16
 HELD_BYTES = 16 << 20
 """Files held whole and no larger than this are held back, up to `HELD_FILES` of them or this
-many bytes in all, and their chunks encoded together before any is sealed (`_Task.finish_held`).
-The Python steps right after a codec call run on cold caches, 2-4 times slower than warm: held
-back, a file's header no longer follows the last file's codecs, nor a chunk's sealing its own.
-On the benchmark's ~100 KB files the header and sealing stages took 20-30% less time."""
+many bytes in all, their chunks encoded on the encoder threads meanwhile, and sealed together
+(`_Task.finish_held`). It bounds the memory of the files in flight; a larger file's chunks are
+encoded this many bytes at a time, each group before any of it is sealed."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,36 @@ def _groups(chunks: Iterable[_Chunk], limit: int) -> Iterator[list[_Chunk]]:
         yield group
 
 
+class _Encoder:
+    """Encodes chunks (`codecs.encode`) on ``pixels.encode_threads`` threads beside the task's
+    own. The codecs release the GIL, so the task reads, parses and seals its next files
+    meanwhile, and its chunks are encoded on a second core wherever one is free: the last
+    task of a run, a run of fewer files than cores, the frames of one big file."""
+
+    def __init__(self, threads: int, verify: bool) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dicomlake-encode")
+        self._verify = verify
+        self._lock = threading.Lock()
+        self.seconds = 0.0
+        """Seconds the threads spent encoding (they may overlap each other and the task)."""
+
+    def submit(self, chunks: list[_Chunk]) -> Future[_Encoded]:
+        """Encode ``chunks`` one after another on one thread."""
+        return self._pool.submit(self._encode, chunks)
+
+    def _encode(self, chunks: list[_Chunk]) -> _Encoded:
+        start = time.perf_counter()
+        try:
+            return [(c, codecs.encode(c[2], c[3], codec=c[4], verify=self._verify)) for c in chunks]
+        finally:
+            with self._lock:
+                self.seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        """Wait for the threads; chunks not started are dropped (a task that failed)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class _Held:
     """A file held back after its header was read (see `HELD_BYTES`)."""
@@ -220,7 +251,7 @@ class _Held:
     sha: str
     split: SplitInstance
     records: HeaderRecords
-    encoded: _Encoded | Exception | None = None  # its chunks, or why not
+    encoded: Future[_Encoded] | None = None  # its chunks, being encoded
 
 
 class _Packs:
@@ -340,8 +371,9 @@ class _ElementRows:
 
 
 class _Task:
-    def __init__(self, task: int, attempt: int, ctx: TaskContext) -> None:
+    def __init__(self, task: int, attempt: int, ctx: TaskContext, encoder: _Encoder) -> None:
         self.ctx = ctx
+        self.encoder = encoder
         self.layout = LakeLayout(ctx.lake)
         self.lake_fs = filesystem_for(ctx.lake, ctx.config.hdfs)
         self.result = TaskResult(task, attempt)
@@ -624,36 +656,33 @@ class _Task:
         hash is not the first reading's, DicomParseError (changed_while_reading) is raised
         before any row of the file is kept.
         """
-        with self.timed("encode+encrypt"):
-            sop = records.values["SOPInstanceUID"]
-            chunks = self.seal(info, sha, split, streamed, sop, encoded)
+        sop = records.values["SOPInstanceUID"]
+        chunks = self.seal(info, sha, split, streamed, sop, encoded)
         with self.timed("rows"):
             self.keep_rows(info, sha, split, records, chunks)
         self.result.header_paths[records.path] += 1
         self.seen_sha.add(sha)
 
     def hold(self, held: _Held) -> None:
+        held.encoded = self.encoder.submit(list(self.chunks(held.split)))
         self.held.append(held)
         if len(self.held) >= HELD_FILES or sum(len(h.data) for h in self.held) >= HELD_BYTES:
             self.finish_held()
 
     def finish_held(self) -> None:
-        """Encode the chunks of every held file, then seal them and keep the rows, file by
-        file, each behind its own firewall."""
+        """Seal the chunks of every held file as they come from the encoder threads, and keep
+        the rows, file by file, each behind its own firewall (where an encoding error is
+        raised again)."""
         held, self.held = self.held, []
-        with self.timed("encode+encrypt"):
-            for file in held:
-                try:
-                    file.encoded = self.encode(self.chunks(file.split))
-                except Exception as exc:  # noqa: BLE001 - raised again behind its firewall
-                    file.encoded = exc
         for file in held:
+            assert file.encoded is not None  # submitted by hold()
             with self.firewall(file.info, data=file.data, sha=file.sha):
-                if isinstance(file.encoded, Exception):
-                    raise file.encoded
-                self.store(file.info, file.sha, file.split, file.records, False, file.encoded)
-            # An error held here and its traceback, which holds this frame, would be a cycle:
-            # freed only by the collector, paused while the task runs (`_collector_paused`)
+                with self.timed("wait"):
+                    encoded = file.encoded.result()
+                self.store(file.info, file.sha, file.split, file.records, False, encoded)
+            # An error held by its future and its traceback, which holds this frame, would be
+            # a cycle: freed only by the collector, paused while the task runs
+            # (`_collector_paused`)
             file.encoded = None
 
     def chunks(self, split: SplitInstance) -> Iterator[_Chunk]:
@@ -664,10 +693,11 @@ class _Task:
             yield "frame", i, frame, split.frame_spec, codec
         yield "suffix", 0, split.suffix, None, "auto"
 
-    def encode(self, chunks: Iterable[_Chunk]) -> _Encoded:
-        """Each of ``chunks`` encoded, all before any is sealed (see `HELD_BYTES`)."""
-        verify = self.ctx.config.pixels.verify
-        return [(c, codecs.encode(c[2], c[3], codec=c[4], verify=verify)) for c in chunks]
+    def encode(self, group: list[_Chunk]) -> _Encoded:
+        """Each of ``group`` encoded, a chunk per encoder thread, all before any is sealed."""
+        futures = [self.encoder.submit([chunk]) for chunk in group]
+        with self.timed("wait"):
+            return [pair for future in futures for pair in future.result()]
 
     def seal(
         self,
@@ -680,7 +710,8 @@ class _Task:
     ) -> list[dict[str, Any]]:
         """Seal the instance's chunks (prefix, frames, suffix) into packs, as ``encoded`` or
         encoded `HELD_BYTES` at a time, each group before any of it is sealed (as held files
-        are); return their frames rows."""
+        are); return their frames rows. The sealing (SHA-256, AES-GCM, the pack's writes) is
+        the ``encrypt`` stage."""
         packs, run_id = self.packs, self.ctx.run_id
         reread = hashlib.sha256() if streamed else None
         rows = []
@@ -690,13 +721,16 @@ class _Task:
             else map(self.encode, _groups(self.chunks(split), HELD_BYTES))
         )
         for (kind, index, raw, _, _), coded in itertools.chain.from_iterable(groups):
-            if streamed or kind == "prefix":
-                # A file held whole goes into one pack; a streamed one rolls over between
-                # its chunks, so its frames may go on in the task's next packs
-                writer = packs.writer_for(len(raw) if streamed else info.size)
-            if reread is not None:
-                reread.update(raw)
-            rec = writer.add_encoded(instance=sha, kind=kind, index=index, raw=raw, encoded=coded)
+            with self.timed("encrypt"):
+                if streamed or kind == "prefix":
+                    # A file held whole goes into one pack; a streamed one rolls over between
+                    # its chunks, so its frames may go on in the task's next packs
+                    writer = packs.writer_for(len(raw) if streamed else info.size)
+                if reread is not None:
+                    reread.update(raw)
+                rec = writer.add_encoded(
+                    instance=sha, kind=kind, index=index, raw=raw, encoded=coded
+                )
             rows.append(
                 {
                     "instance_id": sha,
@@ -959,7 +993,9 @@ def process_task(
     stored: frozenset[str],
 ) -> TaskResult:
     """Ingest ``files`` (one task's share); ``stored`` is the content the lake already has."""
-    work = _Task(task, attempt, ctx)
+    pixels = ctx.config.pixels
+    encoder = _Encoder(pixels.encode_threads, pixels.verify)
+    work = _Task(task, attempt, ctx, encoder)
     with work.timed("start"):
         # In a stage of its own rather than in the first file's; nothing left to do where
         # Spark's worker daemon did it before forking this worker (dicomlake.spark.daemon)
@@ -975,6 +1011,7 @@ def process_task(
     # pydicom checks every value against its VR's rules as it reads and sets it, only to warn;
     # the lake keeps values as read either way, so the checks are skipped (pydicom's own switch)
     with (
+        contextlib.closing(encoder),
         ReadAhead(landing_fs, ahead, READ_AHEAD_BYTES) as reads,
         disable_value_validation(),
         _collector_paused(),
@@ -982,5 +1019,6 @@ def process_task(
         for info in files:
             work.take(info, landing_fs, reads, stored)
         work.finish_held()
+    work.result.seconds["encode"] += encoder.seconds
     work.write_fragments(work.packs.close)
     return work.result
