@@ -16,13 +16,14 @@ mod raw;
 mod values;
 mod walk;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use parse::{Element, Reader, Value, Vr};
 use values::{decode_value, Charset, Decoded, Item, BINARY_VRS};
@@ -249,14 +250,15 @@ type Ran = (
     Meta,
 );
 
+// Fx hashing: these tables are built once from the standard, never from a file's contents
 #[pyclass(frozen, module = "dicomlake_native")]
 struct Core {
-    tags: HashMap<u32, TagInfo>,
-    identity: HashSet<u32>,
+    tags: FxHashMap<u32, TagInfo>,
+    identity: FxHashSet<u32>,
     repeaters: Vec<(u32, u32, Vr, bool, usize)>,
     repeating_actions: Vec<(u32, u32, Action)>,
-    well_known: HashSet<String>,
-    safe_private: HashMap<(String, u16, u8), Vr>,
+    well_known: FxHashSet<String>,
+    safe_private: FxHashMap<(String, u16, u8), Vr>,
 }
 
 fn vr_bytes(text: &str) -> (Vr, bool) {
@@ -769,8 +771,15 @@ impl Core {
     }
 
     fn known(&self, tag: u32) -> bool {
-        self.action(tag).is_some()
-            || self.tags.get(&tag).is_some_and(|i| i.vr.is_some())
+        // `action(tag).is_some()` or in the dictionary, with one lookup of the tag
+        if self
+            .tags
+            .get(&tag)
+            .is_some_and(|i| i.action.is_some() || i.vr.is_some())
+        {
+            return true;
+        }
+        self.repeating_actions.iter().any(|(l, m, _)| tag & m == *l)
             || self
                 .repeaters
                 .iter()
