@@ -141,11 +141,34 @@ fn most_bytes(item: &Item) -> usize {
 /// The DICOM JSON and the element rows of the output header, in one walk over it: each
 /// value is converted once for both.
 pub fn emit(run: &Run, elements: &[Out]) -> Result<(String, Rows), Decline> {
-    let mut json = String::with_capacity(run.data.len() * 2);
-    let mut rows = Rows::default();
+    // Sized from the elements: growing the buffers value by value was much of a header's time
+    let (count, bytes) = extent(elements);
+    let mut json = String::with_capacity(48 * count + 2 * bytes);
+    let mut rows = Rows::with_capacity(count, bytes);
     let mut path = String::new();
     emit_dataset(run, elements, &mut path, 0, &mut json, &mut rows)?;
     Ok((json, rows))
+}
+
+/// How many elements (rows) `elements` hold, nested ones too, and about how many bytes of
+/// text their values write (a binary value past `BULK_THRESHOLD` writes none).
+fn extent(elements: &[Out]) -> (usize, usize) {
+    let (mut count, mut bytes) = (elements.len(), 0);
+    for e in elements {
+        match &e.value {
+            OutValue::Raw(s, t) => bytes += (t - s).min(2 * BULK_THRESHOLD),
+            OutValue::Strings(values) => bytes += values.iter().map(|v| v.len() + 1).sum::<usize>(),
+            OutValue::Empty => {}
+            OutValue::Items(items) => {
+                for item in items {
+                    let (c, b) = extent(item);
+                    count += c;
+                    bytes += b;
+                }
+            }
+        }
+    }
+    (count, bytes)
 }
 
 const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -359,7 +382,6 @@ fn json_values(json: &mut String, vr: &[u8; 2], items: &[Item]) -> Result<(), De
 }
 
 /// A nullable string column as Arrow buffers.
-#[derive(Default)]
 struct Strings {
     offsets: Vec<i32>,
     data: String,
@@ -367,6 +389,14 @@ struct Strings {
 }
 
 impl Strings {
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        Strings {
+            offsets: Vec::with_capacity(rows + 1),
+            data: String::with_capacity(bytes),
+            valid: Vec::with_capacity(rows),
+        }
+    }
+
     fn push(&mut self, value: Option<&str>) {
         match value {
             Some(v) => self.push_with(|data| data.push_str(v)),
@@ -401,7 +431,6 @@ impl Strings {
 }
 
 /// The element rows, column by column (`ELEMENT_SCHEMA`).
-#[derive(Default)]
 pub struct Rows {
     tag: Strings,
     keyword: Strings,
@@ -428,10 +457,29 @@ fn bitmap(valid: &[bool]) -> Option<Vec<u8>> {
 }
 
 fn le<T: Copy, const N: usize>(values: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    values.iter().flat_map(|v| f(*v)).collect()
+    let mut out = Vec::with_capacity(N * values.len());
+    for v in values {
+        out.extend_from_slice(&f(*v));
+    }
+    out
 }
 
 impl Rows {
+    /// Room for `rows` rows whose texts hold about `bytes` bytes.
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        Rows {
+            tag: Strings::with_capacity(rows, 8 * rows),
+            keyword: Strings::with_capacity(rows, 24 * rows),
+            vr: Strings::with_capacity(rows, 2 * rows),
+            path: Strings::with_capacity(rows, 12 * rows),
+            depth: Vec::with_capacity(rows),
+            creator: Strings::with_capacity(rows, 0),
+            text: Strings::with_capacity(rows, bytes),
+            number: Vec::with_capacity(rows),
+            count: Vec::with_capacity(rows),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.depth.len()
     }
@@ -447,7 +495,7 @@ impl Rows {
     /// Per column, its validity bitmap (None: no nulls), then its offsets and data (strings)
     /// or values: 9 columns, 25 buffers.
     pub fn into_buffers(self) -> Vec<Option<Vec<u8>>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(25);
         let strings = |s: Strings, out: &mut Vec<Option<Vec<u8>>>| {
             let mut offsets = s.offsets;
             if offsets.is_empty() {
