@@ -90,13 +90,12 @@ fn swapped(data: &[u8], width: usize) -> Vec<u8> {
 /// `str(value)` of one converted value, written to `out`.
 fn item_text(out: &mut String, item: &Item) {
     match item {
-        Item::Text(t) | Item::Decimal(t, _) | Item::Integer(t, _) | Item::Name(t, _) => {
-            out.push_str(t)
-        }
+        Item::Text(t) | Item::Decimal(t, _) | Item::Integer(t, _) => out.push_str(t),
+        Item::Name(t, _) => out.push_str(t),
         Item::Int(n) => {
             let _ = write!(out, "{n}");
         }
-        Item::Float(f) => out.push_str(&py_float(*f)),
+        Item::Float(f) => py_float(out, *f),
         Item::Tag(t) => {
             // pydicom's str of a tag: dcmdump's form in upper case, as PS3.6 writes tags
             let _ = write!(out, "({:04X},{:04X})", t >> 16, t & 0xFFFF);
@@ -119,12 +118,17 @@ fn json_number(out: &mut String, item: &Item) {
             Ok(n) => {
                 let _ = write!(out, "{n}");
             }
-            Err(_) => out.push_str(&py_float(*f)),
+            Err(_) => py_float(out, *f),
         },
-        Item::Float(f) if f.is_finite() => out.push_str(&py_float(*f)),
-        Item::Float(f) => json_str(out, &py_float(*f)),
+        Item::Float(f) if f.is_finite() => py_float(out, *f),
+        Item::Float(f) => {
+            let mut text = String::new();
+            py_float(&mut text, *f);
+            json_str(out, &text)
+        }
         Item::Text(t) if t.is_empty() => out.push_str("null"), // an empty value among several
-        Item::Text(t) | Item::Name(t, _) => json_str(out, t),
+        Item::Text(t) => json_str(out, t),
+        Item::Name(t, _) => json_str(out, t),
         Item::Tag(_) => json_str(out, "?"), // AT is no number VR: not reached
     }
 }
@@ -546,7 +550,7 @@ fn creator(run: &Run, elements: &[Out], tag: u32) -> Result<Option<String>, Decl
     };
     match items.as_slice() {
         [] => Ok(Some(String::new())),
-        [Item::Text(t)] => Ok(Some(t.clone())),
+        [Item::Text(t)] => Ok(Some(t.to_string())),
         _ => Err(Decline::new("private creator value")),
     }
 }

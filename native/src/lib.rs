@@ -859,8 +859,8 @@ fn apply_marks(out: &mut Vec<Out>, marks: &[Mark]) -> Result<(), Decline> {
     Ok(())
 }
 
-impl Run<'_> {
-    fn bytes(&self, start: usize, end: usize) -> &[u8] {
+impl<'a> Run<'a> {
+    fn bytes(&self, start: usize, end: usize) -> &'a [u8] {
         &self.data[start..end]
     }
 
@@ -929,7 +929,7 @@ impl Run<'_> {
             && self.core.tags.get(&tag).is_some_and(|i| i.us_or_ss)
     }
 
-    fn decoded(&self, vr: &Vr, start: usize, end: usize) -> Result<Decoded, Decline> {
+    fn decoded(&self, vr: &Vr, start: usize, end: usize) -> Result<Decoded<'a>, Decline> {
         decode_value(self.bytes(start, end), vr, self.charset, self.little)
     }
 
@@ -1007,7 +1007,7 @@ impl Run<'_> {
             Decoded::Values(items) => items
                 .into_iter()
                 .map(|i| match i {
-                    Item::Text(t) => Ok(t),
+                    Item::Text(t) => Ok(t.into_owned()),
                     _ => Err(Decline::new("number where text was expected")),
                 })
                 .collect(),
