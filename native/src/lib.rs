@@ -23,7 +23,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use parse::{Element, Reader, Value, Vr};
@@ -273,6 +273,8 @@ struct Core {
     well_known: FxHashSet<String>,
     safe_private: FxHashMap<(String, u16, u8), Vr>,
     marks: Mutex<Vec<MarksSeen>>,
+    /// The keywords and VRs as Python strings, made once: `read` gives them for every element
+    names: FxHashMap<String, Py<PyString>>,
 }
 
 fn vr_bytes(text: &str) -> (Vr, bool) {
@@ -294,6 +296,7 @@ impl Core {
     /// of `deid.IDENTITY_KEYWORDS`, whose original text `read` returns.
     #[new]
     fn new(
+        py: Python<'_>,
         tags: Vec<TagRow>,
         repeaters: Vec<(u32, u32, String, usize)>,
         repeating_actions: Vec<(u32, u32, String)>,
@@ -316,6 +319,18 @@ impl Core {
                 };
                 (tag, info)
             })
+            .collect::<FxHashMap<_, _>>();
+        let keywords = tags
+            .values()
+            .filter(|i| i.vr.is_some())
+            .filter_map(|i| i.keyword.as_deref());
+        let vrs = parse::LONG_VRS
+            .iter()
+            .chain(&parse::SHORT_VRS)
+            .filter_map(|vr| std::str::from_utf8(*vr).ok());
+        let names = keywords
+            .chain(vrs)
+            .map(|name| (name.to_string(), PyString::intern(py, name).unbind()))
             .collect();
         Core {
             tags,
@@ -337,6 +352,7 @@ impl Core {
                 .map(|(c, g, e, vr)| ((c, g, e), vr_bytes(&vr).0))
                 .collect(),
             marks: Mutex::new(Vec::new()),
+            names,
         }
     }
 
@@ -400,13 +416,13 @@ impl Core {
         for (keyword, vr, text, count) in rows.top_level() {
             if let (Some(keyword), Some(text)) = (keyword, text) {
                 if !values::is_binary(vr) {
-                    top.set_item(keyword, (vr, text, count))?;
+                    top.set_item(self.name(py, keyword), (self.name(py, vr), text, count))?;
                 }
             }
         }
         let original = PyDict::new(py);
         for o in originals {
-            original.set_item(o.keyword, (o.vr, o.text))?;
+            original.set_item(self.name(py, &o.keyword), (self.name(py, &o.vr), o.text))?;
         }
         let n = rows.len();
         let buffers = rows
@@ -598,6 +614,14 @@ fn argument_error(py: Python<'_>, name: &str, error: PyErr) -> PyErr {
 }
 
 impl Core {
+    /// A keyword's or VR's Python string: the one made for it (`Core::names`), if any.
+    fn name<'py>(&self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        match self.names.get(text) {
+            Some(name) => name.bind(py).clone(),
+            None => PyString::new(py, text),
+        }
+    }
+
     /// The marks of `read`'s ``deid``, as `Vec<Mark>` converts them. `deid.marks` gives the
     /// same few lists for every header, and converting one anew took 11 of a de-identified
     /// small header's 65 µs: a list converted before is taken as it was converted while it
