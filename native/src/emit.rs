@@ -26,6 +26,14 @@ fn vr_str(vr: &[u8; 2]) -> &str {
 /// are, DEL (0x7F) escaped too.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Most text has nothing to escape: written at once
+    if s.bytes()
+        .all(|b| (0x20..=0x7E).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -178,11 +186,14 @@ fn extent(elements: &[Out]) -> (usize, usize) {
 const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
 const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// `{tag:08X}`, without the formatting machinery (three times an element: 10% of a header).
-fn hex_tag(out: &mut String, tag: u32) {
-    for shift in (0..32).step_by(4).rev() {
-        out.push(UPPER_HEX[(tag >> shift) as usize & 0xF] as char);
+/// `{tag:08X}`, without the formatting machinery (three times an element: 10% of a header):
+/// made once, written where each needs it.
+fn hex_tag(tag: u32) -> [u8; 8] {
+    let mut out = [0; 8];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = UPPER_HEX[(tag >> (28 - 4 * i)) as usize & 0xF];
     }
+    out
 }
 
 /// Each byte as `{b:02x}`.
@@ -208,8 +219,10 @@ fn emit_dataset(
         if i > 0 {
             json.push(',');
         }
+        let hex = hex_tag(e.tag);
+        let hex = std::str::from_utf8(&hex).unwrap_or_default();
         json.push('"');
-        hex_tag(json, e.tag);
+        json.push_str(hex);
         json.push_str("\":{\"vr\":");
         json_str(json, vr_str(&e.vr));
         // Top-level pixel data has no row
@@ -218,8 +231,8 @@ fn emit_dataset(
             if parent > 0 {
                 path.push('.');
             }
-            hex_tag(path, e.tag);
-            rows.tag.push_with(|d| hex_tag(d, e.tag));
+            path.push_str(hex);
+            rows.tag.push(Some(hex));
             rows.keyword.push(run.core.keyword(e.tag));
             rows.vr.push(Some(vr_str(&e.vr)));
             rows.path.push(Some(path));
