@@ -26,6 +26,14 @@ fn vr_str(vr: &[u8; 2]) -> &str {
 /// are, DEL (0x7F) escaped too.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Most text has nothing to escape: written at once
+    if s.bytes()
+        .all(|b| (0x20..=0x7E).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -90,13 +98,12 @@ fn swapped(data: &[u8], width: usize) -> Vec<u8> {
 /// `str(value)` of one converted value, written to `out`.
 fn item_text(out: &mut String, item: &Item) {
     match item {
-        Item::Text(t) | Item::Decimal(t, _) | Item::Integer(t, _) | Item::Name(t, _) => {
-            out.push_str(t)
-        }
+        Item::Text(t) | Item::Decimal(t, _) | Item::Integer(t, _) => out.push_str(t),
+        Item::Name(t, _) => out.push_str(t),
         Item::Int(n) => {
             let _ = write!(out, "{n}");
         }
-        Item::Float(f) => out.push_str(&py_float(*f)),
+        Item::Float(f) => py_float(out, *f),
         Item::Tag(t) => {
             // pydicom's str of a tag: dcmdump's form in upper case, as PS3.6 writes tags
             let _ = write!(out, "({:04X},{:04X})", t >> 16, t & 0xFFFF);
@@ -119,12 +126,17 @@ fn json_number(out: &mut String, item: &Item) {
             Ok(n) => {
                 let _ = write!(out, "{n}");
             }
-            Err(_) => out.push_str(&py_float(*f)),
+            Err(_) => py_float(out, *f),
         },
-        Item::Float(f) if f.is_finite() => out.push_str(&py_float(*f)),
-        Item::Float(f) => json_str(out, &py_float(*f)),
+        Item::Float(f) if f.is_finite() => py_float(out, *f),
+        Item::Float(f) => {
+            let mut text = String::new();
+            py_float(&mut text, *f);
+            json_str(out, &text)
+        }
         Item::Text(t) if t.is_empty() => out.push_str("null"), // an empty value among several
-        Item::Text(t) | Item::Name(t, _) => json_str(out, t),
+        Item::Text(t) => json_str(out, t),
+        Item::Name(t, _) => json_str(out, t),
         Item::Tag(_) => json_str(out, "?"), // AT is no number VR: not reached
     }
 }
@@ -141,21 +153,47 @@ fn most_bytes(item: &Item) -> usize {
 /// The DICOM JSON and the element rows of the output header, in one walk over it: each
 /// value is converted once for both.
 pub fn emit(run: &Run, elements: &[Out]) -> Result<(String, Rows), Decline> {
-    let mut json = String::with_capacity(run.data.len() * 2);
-    let mut rows = Rows::default();
+    // Sized from the elements: growing the buffers value by value was much of a header's time
+    let (count, bytes) = extent(elements);
+    let mut json = String::with_capacity(48 * count + 2 * bytes);
+    let mut rows = Rows::with_capacity(count, bytes);
     let mut path = String::new();
     emit_dataset(run, elements, &mut path, 0, &mut json, &mut rows)?;
     Ok((json, rows))
 }
 
+/// How many elements (rows) `elements` hold, nested ones too, and about how many bytes of
+/// text their values write (a binary value past `BULK_THRESHOLD` writes none).
+fn extent(elements: &[Out]) -> (usize, usize) {
+    let (mut count, mut bytes) = (elements.len(), 0);
+    for e in elements {
+        match &e.value {
+            OutValue::Raw(s, t) => bytes += (t - s).min(2 * BULK_THRESHOLD),
+            OutValue::Strings(values) => bytes += values.iter().map(|v| v.len() + 1).sum::<usize>(),
+            OutValue::Empty => {}
+            OutValue::Items(items) => {
+                for item in items {
+                    let (c, b) = extent(item);
+                    count += c;
+                    bytes += b;
+                }
+            }
+        }
+    }
+    (count, bytes)
+}
+
 const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
 const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// `{tag:08X}`, without the formatting machinery (three times an element: 10% of a header).
-fn hex_tag(out: &mut String, tag: u32) {
-    for shift in (0..32).step_by(4).rev() {
-        out.push(UPPER_HEX[(tag >> shift) as usize & 0xF] as char);
+/// `{tag:08X}`, without the formatting machinery (three times an element: 10% of a header):
+/// made once, written where each needs it.
+fn hex_tag(tag: u32) -> [u8; 8] {
+    let mut out = [0; 8];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = UPPER_HEX[(tag >> (28 - 4 * i)) as usize & 0xF];
     }
+    out
 }
 
 /// Each byte as `{b:02x}`.
@@ -181,8 +219,10 @@ fn emit_dataset(
         if i > 0 {
             json.push(',');
         }
+        let hex = hex_tag(e.tag);
+        let hex = std::str::from_utf8(&hex).unwrap_or_default();
         json.push('"');
-        hex_tag(json, e.tag);
+        json.push_str(hex);
         json.push_str("\":{\"vr\":");
         json_str(json, vr_str(&e.vr));
         // Top-level pixel data has no row
@@ -191,8 +231,8 @@ fn emit_dataset(
             if parent > 0 {
                 path.push('.');
             }
-            hex_tag(path, e.tag);
-            rows.tag.push_with(|d| hex_tag(d, e.tag));
+            path.push_str(hex);
+            rows.tag.push(Some(hex));
             rows.keyword.push(run.core.keyword(e.tag));
             rows.vr.push(Some(vr_str(&e.vr)));
             rows.path.push(Some(path));
@@ -359,7 +399,6 @@ fn json_values(json: &mut String, vr: &[u8; 2], items: &[Item]) -> Result<(), De
 }
 
 /// A nullable string column as Arrow buffers.
-#[derive(Default)]
 struct Strings {
     offsets: Vec<i32>,
     data: String,
@@ -367,6 +406,14 @@ struct Strings {
 }
 
 impl Strings {
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        Strings {
+            offsets: Vec::with_capacity(rows + 1),
+            data: String::with_capacity(bytes),
+            valid: Vec::with_capacity(rows),
+        }
+    }
+
     fn push(&mut self, value: Option<&str>) {
         match value {
             Some(v) => self.push_with(|data| data.push_str(v)),
@@ -401,7 +448,6 @@ impl Strings {
 }
 
 /// The element rows, column by column (`ELEMENT_SCHEMA`).
-#[derive(Default)]
 pub struct Rows {
     tag: Strings,
     keyword: Strings,
@@ -428,10 +474,29 @@ fn bitmap(valid: &[bool]) -> Option<Vec<u8>> {
 }
 
 fn le<T: Copy, const N: usize>(values: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    values.iter().flat_map(|v| f(*v)).collect()
+    let mut out = Vec::with_capacity(N * values.len());
+    for v in values {
+        out.extend_from_slice(&f(*v));
+    }
+    out
 }
 
 impl Rows {
+    /// Room for `rows` rows whose texts hold about `bytes` bytes.
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        Rows {
+            tag: Strings::with_capacity(rows, 8 * rows),
+            keyword: Strings::with_capacity(rows, 24 * rows),
+            vr: Strings::with_capacity(rows, 2 * rows),
+            path: Strings::with_capacity(rows, 12 * rows),
+            depth: Vec::with_capacity(rows),
+            creator: Strings::with_capacity(rows, 0),
+            text: Strings::with_capacity(rows, bytes),
+            number: Vec::with_capacity(rows),
+            count: Vec::with_capacity(rows),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.depth.len()
     }
@@ -447,7 +512,7 @@ impl Rows {
     /// Per column, its validity bitmap (None: no nulls), then its offsets and data (strings)
     /// or values: 9 columns, 25 buffers.
     pub fn into_buffers(self) -> Vec<Option<Vec<u8>>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(25);
         let strings = |s: Strings, out: &mut Vec<Option<Vec<u8>>>| {
             let mut offsets = s.offsets;
             if offsets.is_empty() {
@@ -498,7 +563,7 @@ fn creator(run: &Run, elements: &[Out], tag: u32) -> Result<Option<String>, Decl
     };
     match items.as_slice() {
         [] => Ok(Some(String::new())),
-        [Item::Text(t)] => Ok(Some(t.clone())),
+        [Item::Text(t)] => Ok(Some(t.to_string())),
         _ => Err(Decline::new("private creator value")),
     }
 }

@@ -16,13 +16,15 @@ mod raw;
 mod values;
 mod walk;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use parse::{Element, Reader, Value, Vr};
 use values::{decode_value, Charset, Decoded, Item, BINARY_VRS};
@@ -64,6 +66,7 @@ static RAW_DATA_ELEMENT: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 static BASE_TAG: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 static EMPTY_VALUE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static TUPLE_NEW: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+static DEEPCOPY: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 
 /// Why the compiled path leaves a header to the reference path.
 #[derive(Debug)]
@@ -223,6 +226,17 @@ type Mark = (
     Vec<Vec<(u32, String, Vec<String>)>>,
 );
 
+/// How many lists of marks `Core::marks` keeps converted.
+const MARKS_KEPT: usize = 64;
+
+/// Marks `read` converted: the list it was given (held, so that its id names no other), a
+/// copy of that list as it was then (the list may have changed since), and what it became.
+struct MarksSeen {
+    given: Py<PyAny>,
+    copy: Py<PyAny>,
+    marks: Arc<Vec<Mark>>,
+}
+
 /// A top-level element of the original header that `deid.start` reads: its keyword, VR and
 /// text as its element row holds them.
 struct Original {
@@ -249,14 +263,18 @@ type Ran = (
     Meta,
 );
 
+// Fx hashing: these tables are built once from the standard, never from a file's contents
 #[pyclass(frozen, module = "dicomlake_native")]
 struct Core {
-    tags: HashMap<u32, TagInfo>,
-    identity: HashSet<u32>,
+    tags: FxHashMap<u32, TagInfo>,
+    identity: FxHashSet<u32>,
     repeaters: Vec<(u32, u32, Vr, bool, usize)>,
     repeating_actions: Vec<(u32, u32, Action)>,
-    well_known: HashSet<String>,
-    safe_private: HashMap<(String, u16, u8), Vr>,
+    well_known: FxHashSet<String>,
+    safe_private: FxHashMap<(String, u16, u8), Vr>,
+    marks: Mutex<Vec<MarksSeen>>,
+    /// The keywords and VRs as Python strings, made once: `read` gives them for every element
+    names: FxHashMap<String, Py<PyString>>,
 }
 
 fn vr_bytes(text: &str) -> (Vr, bool) {
@@ -278,6 +296,7 @@ impl Core {
     /// of `deid.IDENTITY_KEYWORDS`, whose original text `read` returns.
     #[new]
     fn new(
+        py: Python<'_>,
         tags: Vec<TagRow>,
         repeaters: Vec<(u32, u32, String, usize)>,
         repeating_actions: Vec<(u32, u32, String)>,
@@ -300,6 +319,18 @@ impl Core {
                 };
                 (tag, info)
             })
+            .collect::<FxHashMap<_, _>>();
+        let keywords = tags
+            .values()
+            .filter(|i| i.vr.is_some())
+            .filter_map(|i| i.keyword.as_deref());
+        let vrs = parse::LONG_VRS
+            .iter()
+            .chain(&parse::SHORT_VRS)
+            .filter_map(|vr| std::str::from_utf8(*vr).ok());
+        let names = keywords
+            .chain(vrs)
+            .map(|name| (name.to_string(), PyString::intern(py, name).unbind()))
             .collect();
         Core {
             tags,
@@ -320,6 +351,8 @@ impl Core {
                 .into_iter()
                 .map(|(c, g, e, vr)| ((c, g, e), vr_bytes(&vr).0))
                 .collect(),
+            marks: Mutex::new(Vec::new()),
+            names,
         }
     }
 
@@ -346,7 +379,7 @@ impl Core {
         suffix: &[u8],
         implicit: bool,
         little: bool,
-        deid: Option<(Vec<u8>, u64, bool, bool, bool, Vec<Mark>)>,
+        deid: Option<(Vec<u8>, u64, bool, bool, bool, Bound<'py, PyAny>)>,
     ) -> PyResult<(
         String,
         Vec<Option<Bound<'py, PyBytes>>>,
@@ -370,9 +403,9 @@ impl Core {
                     keep_descriptors: kd,
                     safe_private: sp,
                 }),
-                marks,
+                self.marks(&marks)?,
             ),
-            None => (None, Vec::new()),
+            None => (None, Arc::default()),
         };
         let result = py.allow_threads(|| {
             contained(|| self.run(prefix, suffix, implicit, little, plan, &marks))
@@ -383,13 +416,13 @@ impl Core {
         for (keyword, vr, text, count) in rows.top_level() {
             if let (Some(keyword), Some(text)) = (keyword, text) {
                 if !values::is_binary(vr) {
-                    top.set_item(keyword, (vr, text, count))?;
+                    top.set_item(self.name(py, keyword), (self.name(py, vr), text, count))?;
                 }
             }
         }
         let original = PyDict::new(py);
         for o in originals {
-            original.set_item(o.keyword, (o.vr, o.text))?;
+            original.set_item(self.name(py, &o.keyword), (self.name(py, &o.vr), o.text))?;
         }
         let n = rows.len();
         let buffers = rows
@@ -569,7 +602,74 @@ fn raw_element<'py>(
     new.bind(py).call1((class, fields))
 }
 
+/// A TypeError as pyo3 raises it for an argument it cannot convert.
+fn argument_error(py: Python<'_>, name: &str, error: PyErr) -> PyErr {
+    if error.get_type(py).is(&py.get_type::<PyTypeError>()) {
+        let remapped = PyTypeError::new_err(format!("argument '{name}': {}", error.value(py)));
+        remapped.set_cause(py, error.cause(py));
+        remapped
+    } else {
+        error
+    }
+}
+
 impl Core {
+    /// A keyword's or VR's Python string: the one made for it (`Core::names`), if any.
+    fn name<'py>(&self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        match self.names.get(text) {
+            Some(name) => name.bind(py).clone(),
+            None => PyString::new(py, text),
+        }
+    }
+
+    /// The marks of `read`'s ``deid``, as `Vec<Mark>` converts them. `deid.marks` gives the
+    /// same few lists for every header, and converting one anew took 11 of a de-identified
+    /// small header's 65 µs: a list converted before is taken as it was converted while it
+    /// still equals the copy made of it then.
+    fn marks(&self, given: &Bound<'_, PyAny>) -> PyResult<Arc<Vec<Mark>>> {
+        let py = given.py();
+        // Not held while Python code runs: that may let in another thread that takes it
+        let seen = || {
+            self.marks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        let before = seen()
+            .iter()
+            .find(|s| s.given.is(given))
+            .map(|s| (s.copy.clone_ref(py), s.marks.clone()));
+        if let Some((copy, marks)) = before {
+            if copy.bind(py).eq(given).unwrap_or(false) {
+                return Ok(marks);
+            }
+        }
+        let marks = Arc::new(
+            given
+                .extract::<Vec<Mark>>()
+                .map_err(|e| argument_error(py, "deid", e))?,
+        );
+        let deepcopy = DEEPCOPY.import(py, "copy", "deepcopy")?;
+        let Ok(copy) = deepcopy.call1((given,)) else {
+            return Ok(marks); // a list that cannot be copied is converted every time
+        };
+        let mut gone = Vec::new(); // dropped (Python objects freed) after the lock
+        let mut kept = seen();
+        if let Some(i) = kept.iter().position(|s| s.given.is(given)) {
+            gone.push(kept.remove(i));
+        }
+        if kept.len() >= MARKS_KEPT {
+            gone.push(kept.remove(0));
+        }
+        kept.push(MarksSeen {
+            given: given.clone().unbind(),
+            copy: copy.unbind(),
+            marks: marks.clone(),
+        });
+        drop(kept);
+        drop(gone);
+        Ok(marks)
+    }
+
     #[allow(clippy::type_complexity)]
     fn walk_top_level(
         &self,
@@ -769,8 +869,15 @@ impl Core {
     }
 
     fn known(&self, tag: u32) -> bool {
-        self.action(tag).is_some()
-            || self.tags.get(&tag).is_some_and(|i| i.vr.is_some())
+        // `action(tag).is_some()` or in the dictionary, with one lookup of the tag
+        if self
+            .tags
+            .get(&tag)
+            .is_some_and(|i| i.action.is_some() || i.vr.is_some())
+        {
+            return true;
+        }
+        self.repeating_actions.iter().any(|(l, m, _)| tag & m == *l)
             || self
                 .repeaters
                 .iter()
@@ -850,8 +957,8 @@ fn apply_marks(out: &mut Vec<Out>, marks: &[Mark]) -> Result<(), Decline> {
     Ok(())
 }
 
-impl Run<'_> {
-    fn bytes(&self, start: usize, end: usize) -> &[u8] {
+impl<'a> Run<'a> {
+    fn bytes(&self, start: usize, end: usize) -> &'a [u8] {
         &self.data[start..end]
     }
 
@@ -920,7 +1027,7 @@ impl Run<'_> {
             && self.core.tags.get(&tag).is_some_and(|i| i.us_or_ss)
     }
 
-    fn decoded(&self, vr: &Vr, start: usize, end: usize) -> Result<Decoded, Decline> {
+    fn decoded(&self, vr: &Vr, start: usize, end: usize) -> Result<Decoded<'a>, Decline> {
         decode_value(self.bytes(start, end), vr, self.charset, self.little)
     }
 
@@ -998,7 +1105,7 @@ impl Run<'_> {
             Decoded::Values(items) => items
                 .into_iter()
                 .map(|i| match i {
-                    Item::Text(t) => Ok(t),
+                    Item::Text(t) => Ok(t.into_owned()),
                     _ => Err(Decline::new("number where text was expected")),
                 })
                 .collect(),

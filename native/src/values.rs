@@ -1,15 +1,18 @@
 //! Element values as pydicom converts them (pydicom 3, default settings), or a `Decline`.
 
+use std::borrow::Cow;
+
 use crate::Decline;
 
-/// One value of an element, as the JSON and the element rows need it.
-pub enum Item {
+/// One value of an element, as the JSON and the element rows need it. Its text is borrowed
+/// from the header's bytes where they are that text (ASCII, UTF-8), else decoded into a copy.
+pub enum Item<'a> {
     /// Text; for DS and IS the text as pydicom keeps it (``str(value)``).
-    Text(String),
+    Text(Cow<'a, str>),
     /// A DS value: its text and number; an empty DS value in a list is `Text("")`.
-    Decimal(String, f64),
+    Decimal(Cow<'a, str>, f64),
     /// An IS value: its text and number.
-    Integer(String, i64),
+    Integer(Cow<'a, str>, i64),
     Int(i128),
     Float(f64),
     /// An attribute tag (AT).
@@ -18,8 +21,8 @@ pub enum Item {
     Name(String, Vec<String>),
 }
 
-pub enum Decoded {
-    Values(Vec<Item>),
+pub enum Decoded<'a> {
+    Values(Vec<Item<'a>>),
     /// A binary VR: its bytes are the value.
     Binary,
 }
@@ -59,25 +62,36 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| b as char).collect()
 }
 
-fn decode(bytes: &[u8], vr: &[u8; 2], charset: Charset) -> Result<String, Decline> {
+fn decode<'a>(bytes: &'a [u8], vr: &[u8; 2], charset: Charset) -> Result<Cow<'a, str>, Decline> {
     if bytes.is_ascii() {
         if bytes.contains(&0x1b) {
             return Err(Decline::new("escape sequence in text"));
         }
-        // SAFETY-free: ASCII is UTF-8
-        return Ok(String::from_utf8(bytes.to_vec()).unwrap());
+        // ASCII is UTF-8
+        return Ok(Cow::Borrowed(std::str::from_utf8(bytes).unwrap()));
     }
     if CHARSET_VRS.contains(&vr) && charset == Charset::Utf8 {
-        return String::from_utf8(bytes.to_vec()).map_err(|_| Decline::new("invalid UTF-8"));
+        return std::str::from_utf8(bytes)
+            .map(Cow::Borrowed)
+            .map_err(|_| Decline::new("invalid UTF-8"));
     }
-    Ok(latin1(bytes))
+    Ok(Cow::Owned(latin1(bytes)))
 }
 
-fn texts(values: Vec<&str>) -> Vec<Item> {
-    values
-        .into_iter()
-        .map(|v| Item::Text(v.to_string()))
-        .collect()
+/// `part`, a slice of `whole`, borrowed as `whole` is, else copied.
+fn part_of<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
+    match whole {
+        Cow::Borrowed(w) => {
+            let at = part.as_ptr() as usize - w.as_ptr() as usize;
+            Cow::Borrowed(&w[at..at + part.len()])
+        }
+        Cow::Owned(_) => Cow::Owned(part.to_string()),
+    }
+}
+
+/// The values `parts` (slices of `text`) as text items.
+fn texts<'a, 's>(text: &'s Cow<'a, str>, parts: impl Iterator<Item = &'s str>) -> Vec<Item<'a>> {
+    parts.map(|v| Item::Text(part_of(text, v))).collect()
 }
 
 fn is_decimal(text: &str) -> bool {
@@ -129,10 +143,11 @@ fn number_text<'a>(item: &'a str, reason: &'static str) -> Result<&'a str, Decli
     Ok(text)
 }
 
-fn decimal(item: &str) -> Result<Item, Decline> {
+/// A DS value, `item` a slice of `whole`.
+fn decimal<'a>(whole: &Cow<'a, str>, item: &str) -> Result<Item<'a>, Decline> {
     let text = number_text(item, "DS value with whitespace other than spaces")?;
     if text.is_empty() {
-        return Ok(Item::Text(String::new()));
+        return Ok(Item::Text(Cow::Borrowed("")));
     }
     if !is_decimal(text) || text.len() > 32 {
         return Err(Decline::new("DS value"));
@@ -141,10 +156,11 @@ fn decimal(item: &str) -> Result<Item, Decline> {
     if !number.is_finite() {
         return Err(Decline::new("DS value"));
     }
-    Ok(Item::Decimal(text.to_string(), number))
+    Ok(Item::Decimal(part_of(whole, text), number))
 }
 
-fn integer(item: &str) -> Result<Item, Decline> {
+/// An IS value, `item` a slice of `whole`.
+fn integer<'a>(whole: &Cow<'a, str>, item: &str) -> Result<Item<'a>, Decline> {
     let text = number_text(item, "IS value with whitespace other than spaces")?;
     let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
     if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -154,10 +170,10 @@ fn integer(item: &str) -> Result<Item, Decline> {
     if !(-(1 << 31)..(1 << 31)).contains(&number) {
         return Err(Decline::new("IS value out of range")); // text, by `is_number_string`
     }
-    Ok(Item::Integer(text.to_string(), number))
+    Ok(Item::Integer(part_of(whole, text), number))
 }
 
-fn name(item: &str) -> Result<Item, Decline> {
+fn name(item: &str) -> Result<Item<'static>, Decline> {
     let mut components: Vec<String> = item.split('=').map(str::to_string).collect();
     while components.last().is_some_and(|c| c.is_empty()) {
         components.pop();
@@ -169,7 +185,7 @@ fn name(item: &str) -> Result<Item, Decline> {
     Ok(Item::Name(components.join("="), components))
 }
 
-fn numbers(bytes: &[u8], vr: &[u8; 2], little: bool) -> Result<Vec<Item>, Decline> {
+fn numbers(bytes: &[u8], vr: &[u8; 2], little: bool) -> Result<Vec<Item<'static>>, Decline> {
     let width = match vr {
         b"US" | b"SS" => 2,
         b"UL" | b"SL" | b"FL" => 4,
@@ -203,12 +219,12 @@ fn numbers(bytes: &[u8], vr: &[u8; 2], little: bool) -> Result<Vec<Item>, Declin
 
 /// The values of one element, as `values_of(elem.value)` holds them after pydicom's
 /// conversion.
-pub fn decode_value(
-    bytes: &[u8],
+pub fn decode_value<'a>(
+    bytes: &'a [u8],
     vr: &[u8; 2],
     charset: Charset,
     little: bool,
-) -> Result<Decoded, Decline> {
+) -> Result<Decoded<'a>, Decline> {
     if BINARY_VRS.contains(&vr) {
         if vr == b"UN" {
             return Err(Decline::new("UN element"));
@@ -224,27 +240,27 @@ pub fn decode_value(
         }
         b"AE" => {
             let text = decode(bytes, vr, charset)?;
-            texts(text.split('\\').map(py_strip).collect())
+            texts(&text, text.split('\\').map(py_strip))
         }
         b"AS" | b"CS" | b"DA" | b"DT" | b"TM" | b"UI" => {
             let text = decode(bytes, vr, charset)?;
-            let items: Vec<&str> = rstrip_pad(&text).split('\\').collect();
-            if vr == b"UI" && items.iter().any(|v| py_strip(v) != *v) {
+            let items = rstrip_pad(&text).split('\\');
+            if vr == b"UI" && items.clone().any(|v| py_strip(v) != v) {
                 return Err(Decline::new("UI value with spaces"));
             }
-            texts(items)
+            texts(&text, items)
         }
         b"UR" => {
             let text = decode(bytes, vr, charset)?;
-            texts(vec![text.trim_end_matches(is_py_space)])
+            texts(&text, std::iter::once(text.trim_end_matches(is_py_space)))
         }
         b"SH" | b"LO" | b"UC" => {
             let text = decode(bytes, vr, charset)?;
-            texts(text.split('\\').map(rstrip_pad).collect())
+            texts(&text, text.split('\\').map(rstrip_pad))
         }
         b"ST" | b"LT" | b"UT" => {
             let text = decode(bytes, vr, charset)?;
-            texts(vec![rstrip_pad(&text)])
+            texts(&text, std::iter::once(rstrip_pad(&text)))
         }
         b"DS" => {
             let text = decode(bytes, vr, charset)?;
@@ -252,8 +268,10 @@ pub fn decode_value(
             if stripped.is_empty() {
                 return Err(Decline::new("DS of padding"));
             }
-            let parts: Vec<&str> = stripped.split('\\').collect();
-            parts.into_iter().map(decimal).collect::<Result<_, _>>()?
+            stripped
+                .split('\\')
+                .map(|part| decimal(&text, part))
+                .collect::<Result<_, _>>()?
         }
         b"IS" => {
             let text = decode(bytes, vr, charset)?;
@@ -263,7 +281,7 @@ pub fn decode_value(
             }
             stripped
                 .split('\\')
-                .map(integer)
+                .map(|part| integer(&text, part))
                 .collect::<Result<_, _>>()?
         }
         b"AT" => {
@@ -320,7 +338,7 @@ const TEXT_VRS: [&[u8; 2]; 14] = [
 /// drops them for the JSON and the rows: after each value of a text VR (NULs too, which pydicom
 /// leaves only after an AE), before it too in AE, CS, LO and SH, and around each component of
 /// a person name.
-pub fn significant(vr: &[u8; 2], items: Vec<Item>) -> Result<Vec<Item>, Decline> {
+pub fn significant<'a>(vr: &[u8; 2], items: Vec<Item<'a>>) -> Result<Vec<Item<'a>>, Decline> {
     let before = matches!(vr, b"AE" | b"CS" | b"LO" | b"SH");
     if vr != b"PN" && !TEXT_VRS.contains(&vr) {
         return Ok(items);
@@ -362,7 +380,7 @@ fn name_group(group: String) -> String {
 
 /// ``t`` without the spaces and NULs after it (and the spaces before it, if ``before``); ``t``
 /// itself, not a copy, when it has none: most values have none.
-fn trimmed(t: String, before: bool) -> String {
+fn trimmed(t: Cow<'_, str>, before: bool) -> Cow<'_, str> {
     let kept = rstrip_pad(&t);
     let kept = if before {
         kept.trim_start_matches(' ')
@@ -372,39 +390,74 @@ fn trimmed(t: String, before: bool) -> String {
     if kept.len() == t.len() {
         t
     } else {
-        kept.to_string()
+        part_of(&t, kept)
     }
 }
 
-/// ``repr(float)`` of Python: shortest round-trip digits, exponent outside 1e-4..1e16.
-pub fn py_float(x: f64) -> String {
+/// Formatted text in a buffer on the stack: `py_float`'s digits, without allocating.
+struct Digits {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl Digits {
+    fn new() -> Self {
+        Digits {
+            buf: [0; 32],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for Digits {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// ``repr(float)`` of Python, written to `out`: shortest round-trip digits, exponent outside
+/// 1e-4..1e16.
+pub fn py_float(out: &mut String, x: f64) {
+    use std::fmt::Write;
     if x.is_nan() {
-        return "nan".into();
+        return out.push_str("nan");
     }
     if x.is_infinite() {
-        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+        return out.push_str(if x > 0.0 { "inf" } else { "-inf" });
     }
     if x == 0.0 {
-        return if x.is_sign_negative() {
-            "-0.0".into()
-        } else {
-            "0.0".into()
-        };
+        return out.push_str(if x.is_sign_negative() { "-0.0" } else { "0.0" });
     }
-    let mut sci = format!("{:e}", x.abs());
-    if sci.split_once('e').unwrap().0.len() > 17 {
+    let mut sci = Digits::new();
+    let _ = write!(sci, "{:e}", x.abs());
+    if sci.as_str().split_once('e').unwrap().0.len() > 17 {
         // 17 digits: more than one string reads back; Python writes the nearest (ties even)
-        sci = format!("{:.16e}", x.abs());
+        sci = Digits::new();
+        let _ = write!(sci, "{:.16e}", x.abs());
     }
-    let (mantissa, exp) = sci.split_once('e').unwrap();
+    let (mantissa, exp) = sci.as_str().split_once('e').unwrap();
     let exp: i32 = exp.parse().unwrap();
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut digits = Digits::new();
+    for part in mantissa.split('.') {
+        let _ = digits.write_str(part);
+    }
+    let digits = digits.as_str();
     let decpt = exp + 1;
     let n = digits.len() as i32;
-    let mut out = String::new();
     if x < 0.0 {
         out.push('-');
     }
+    let zeros = |out: &mut String, count: i32| out.extend((0..count).map(|_| '0'));
     if decpt <= -4 || decpt > 16 {
         out.push_str(&digits[..1]);
         if n > 1 {
@@ -412,19 +465,18 @@ pub fn py_float(x: f64) -> String {
             out.push_str(&digits[1..]);
         }
         let e = decpt - 1;
-        out.push_str(&format!("e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()));
+        let _ = write!(out, "e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
     } else if decpt <= 0 {
         out.push_str("0.");
-        out.push_str(&"0".repeat((-decpt) as usize));
-        out.push_str(&digits);
+        zeros(out, -decpt);
+        out.push_str(digits);
     } else if decpt >= n {
-        out.push_str(&digits);
-        out.push_str(&"0".repeat((decpt - n) as usize));
+        out.push_str(digits);
+        zeros(out, decpt - n);
         out.push_str(".0");
     } else {
         out.push_str(&digits[..decpt as usize]);
         out.push('.');
         out.push_str(&digits[decpt as usize..]);
     }
-    out
 }

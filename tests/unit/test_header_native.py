@@ -4,6 +4,7 @@ with de-identification off and with each of its options."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
 import json
@@ -526,6 +527,22 @@ def test_a_patient_age_of_several_values_is_marked_as_pydicom_sets_it():
     ds = _instance()
     ds.PatientAge = ["045Y", "046Y"]
     assert _fast_or_declined(_file(ds), DeidConfig())
+
+
+def test_marks_changed_since_a_read_are_read_as_they_are_now():
+    # The core keeps the marks it converted by the list it was given, which it must not take
+    # as it was once that list has changed
+    split = split_instance(_file(_instance()))
+    implicit, little = (bool(flag) for flag in split.dataset.original_encoding)
+    plan = header._plan(split.dataset, SECRET, DeidConfig())
+    marks = copy.deepcopy(plan[5])
+    removed = next(mark for mark in marks if mark[0] == 0x00120062)  # PatientIdentityRemoved
+    texts = []
+    for value in ("YES", "NO"):
+        removed[2][:] = [value]
+        text, *_ = core().read(split.prefix, split.suffix, implicit, little, (*plan[:5], marks))
+        texts.append(json.loads(text)["00120062"]["Value"])
+    assert texts == [["YES"], ["NO"]]
 
 
 def test_header_records_counts_its_path():
