@@ -459,14 +459,22 @@ def _walk_meta(reader: Reader, offset: int) -> tuple[int, str | None]:
     syntax = None
     if offset >= reader.size:
         raise DicomParseError("truncated", f"file ends at byte {reader.size} after the preamble")
+    # The usual elements at once; any other (and the rest) by the walk below
+    for tag, value_offset, end in walker.plain_run(offset, 0x0002):
+        if tag == 0x00020010:
+            syntax = _syntax_text(reader.read(value_offset, end - value_offset))
+        offset = end
     while offset + 4 <= reader.size and walker.peek_tag(offset) >> 16 == 0x0002:
         elem = walker.element(offset, implicit=False)
         end = walker.end_of(elem, implicit=False)
         if elem.tag == 0x00020010:
-            value = reader.read(elem.value_offset, end - elem.value_offset)
-            syntax = value.rstrip(b"\0 ").decode("ascii", "replace")
+            syntax = _syntax_text(reader.read(elem.value_offset, end - elem.value_offset))
         offset = end
     return offset, syntax or None
+
+
+def _syntax_text(value: bytes) -> str:
+    return value.rstrip(b"\0 ").decode("ascii", "replace")
 
 
 def _encoding(reader: Reader, offset: int, syntax: str | None) -> tuple[bool, bool]:
