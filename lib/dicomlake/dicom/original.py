@@ -28,6 +28,8 @@ from dicomlake.dicom.values import (
     tag_of,
 )
 
+_UNREAD = object()  # `Original.get`: no value read yet
+
 
 class Original:
     """A header as read (see the module doc): `Original.of` a dataset already read, or
@@ -47,6 +49,9 @@ class Original:
         self._lazy = lazy  # top-level sequences the dataset holds unread, not in the walk's
         self._encoding = encoding
         self._trailing: Dataset | None = None  # `merge`'s
+        # `raw_value` of the walk's elements by tag, each read once: pydicom's dataset, too,
+        # gives the value it converted first on every later access
+        self._values: dict[int, object] = {}
 
     @classmethod
     def of(cls, dataset: Dataset) -> Original:
@@ -94,10 +99,10 @@ class Original:
             return None
         if tag in self._lazy or (self._trailing is not None and tag in self._trailing):
             return get(self.dataset, keyword)
-        raw = self._walked.raw(tag)
-        if raw is None:
-            return None
-        value = raw_value(raw)
+        value = self._values.get(tag, _UNREAD)
+        if value is _UNREAD:
+            raw = self._walked.raw(tag)
+            value = self._values[tag] = None if raw is None else raw_value(raw)
         return get(self.dataset, keyword) if value is IN_DATASET else value
 
     def vr(self, keyword: str) -> str | None:
