@@ -19,7 +19,7 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterator, MutableSequence, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import chain, pairwise
 from typing import Any, overload
 
@@ -173,8 +173,7 @@ def split_instance(data: bytes, *, max_inflated: int = MAX_INFLATED) -> SplitIns
     >>> split.prefix + b"".join(split.frames) + split.suffix == raw
     True
     """
-    split = _split(Reader.of(data), None, max_inflated)
-    return replace(split, frames=list(split.frames))
+    return _split(Reader.of(data), None, max_inflated)
 
 
 def split_stream(read: Read, size: int, *, limit: int, block: int = 1 << 16) -> SplitInstance:
@@ -207,6 +206,7 @@ def split_stream(read: Read, size: int, *, limit: int, block: int = 1 << 16) -> 
 
 
 def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstance:
+    """`split_instance` (no ``limit``: its frames read at once, a list) or `split_stream`."""
     size = reader.size
     if not size:
         raise DicomParseError("empty", "the file has 0 bytes")
@@ -264,10 +264,11 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
     after = _trailing(walker, suffix, end, trailing, implicit)
     if after is not None:
         original.merge(after)
+    frames = _Frames(reader, bounds)
     return SplitInstance(
         original,
         prefix,
-        _Frames(reader, bounds),
+        frames if limit is not None else list(frames),
         suffix,
         pixel.length == UNDEFINED,
         spec,
@@ -327,6 +328,11 @@ class _Frames(Sequence[bytes]):
         index = range(len(self))[index]
         start = self._bounds[index]
         return self._reader.read(start, self._bounds[index + 1] - start)
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Each frame in order, without the IndexError that ends Sequence's own iteration
+        read = self._reader.read
+        return (read(start, end - start) for start, end in pairwise(self._bounds))
 
 
 def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
@@ -617,7 +623,7 @@ def _from_walk(
         # read_partial converts the first element (the group length, if any, which it logs
         # if it is wrong) to tell whether the file meta is explicit VR
         try:
-            converted_element(file_meta, min(file_meta._dict))
+            converted_element(file_meta, min(file_meta._dict, key=int))  # as BaseTag orders
         except NotImplementedError:
             return None
         # It logs a group length that does not match the file meta's, formatting the value:
