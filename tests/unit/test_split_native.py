@@ -272,7 +272,7 @@ def test_walked_values_are_pydicom_values_each_read_once(path: Path) -> None:
     for tag in original.tags():
         keyword = keyword_for_tag(tag)
         # A repeating group's keyword names its first group; a LUT descriptor is read as its
-        # VR says (`values._direct`)
+        # VR says (`values.direct`)
         if tag_for_keyword(keyword) != tag or tag in _LUT_DESCRIPTOR_TAGS:
             continue
         value = original.get(keyword)
@@ -289,3 +289,29 @@ def test_an_element_after_the_pixel_data_is_read_over_the_one_read_before():
     after.PatientName = "Other^Name"
     original.merge(after)
     assert original.get("PatientName") == "Other^Name"
+
+
+def _with_uid(data: bytes, tag: bytes, value: bytes) -> bytes:
+    """``data`` with the value of its explicit VR UI element ``tag`` (its first) replaced."""
+    at = data.index(tag + b"UI")
+    (length,) = struct.unpack_from("<H", data, at + 6)
+    return data[: at + 6] + struct.pack("<H", len(value)) + value + data[at + 8 + length :]
+
+
+DIRECTORY = b"1.2.840.10008.1.3.10"
+MEDIA_CLASS, SOP_CLASS = b"\x02\x00\x02\x00", b"\x08\x00\x16\x00"
+
+
+@pytest.mark.parametrize("tag", [MEDIA_CLASS, SOP_CLASS], ids=["file meta", "dataset"])
+@pytest.mark.parametrize(
+    "value",
+    [DIRECTORY, DIRECTORY + b"\0", b" " + DIRECTORY + b" ", DIRECTORY + b"\\1.2", DIRECTORY + b"0"],
+    ids=["class", "padded", "spaced", "two values", "longer"],
+)
+def test_a_directory_class_is_told_as_on_the_pydicom_path(tag, value, monkeypatch):
+    """A class UID read from its bytes (`Original.may_be`) or converted gives the same."""
+    data = _with_uid(Path(get_testdata_file("CT_small.dcm")).read_bytes(), tag, value)
+    _split_both_ways(data, monkeypatch)
+    if value.strip(b" \0") == DIRECTORY:
+        with pytest.raises(DicomParseError, match="DICOMDIR"):
+            split_instance(data)

@@ -729,9 +729,14 @@ def _tag(keyword: str) -> str:
 def _check_identity(original: Original) -> bool:
     """Reject directories and instances without a SOP Instance UID; return whether the UID is
     the file meta's."""
-    meta_class = original.get("MediaStorageSOPClassUID", meta=True)
-    if MediaStorageDirectoryStorage in (meta_class, original.get("SOPClassUID")):
-        raise DicomParseError("dicomdir", "Media Storage Directory (DICOMDIR), not an instance")
+    directory = MediaStorageDirectoryStorage
+    # Most classes are told apart from it by their bytes, without converting them
+    if original.may_be(directory, "MediaStorageSOPClassUID", meta=True) or original.may_be(
+        directory, "SOPClassUID"
+    ):
+        meta_class = original.get("MediaStorageSOPClassUID", meta=True)
+        if directory in (meta_class, original.get("SOPClassUID")):
+            raise DicomParseError("dicomdir", "Media Storage Directory (DICOMDIR), not an instance")
     uid, from_meta = original.sop_instance_uid()
     if uid is None:
         raise DicomParseError(

@@ -86,7 +86,7 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
     raw = dataset.get_item(tag, keep_deferred=True)
     if isinstance(raw, DataElement):
         return _inheriting(dataset, raw)
-    if not _direct(raw):
+    if not direct(raw):
         return _inheriting(dataset, dataset[tag])
     vr = raw.VR
     converted = DataElement(
@@ -101,7 +101,7 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
     return converted
 
 
-def _direct(raw: RawDataElement) -> bool:
+def direct(raw: RawDataElement) -> bool:
     """Whether pydicom's value converter alone gives what ``Dataset.__getitem__`` gives for
     ``raw``: not for VRs it looks up or corrects (`_PYDICOM_VRS`), a callback's elements, nor
     text whose decoding depends on the character set (anything but ASCII without escape
@@ -238,13 +238,13 @@ IN_DATASET = object()
 
 
 def raw_value(raw: RawDataElement) -> object:
-    """`value_at` of a raw element whose value its converter alone gives (see `_direct`),
+    """`value_at` of a raw element whose value its converter alone gives (see `direct`),
     without making and keeping its DataElement, which costs as much again (the identity and
     frame geometry of every file are read so); `IN_DATASET` for any other."""
     number = _one_number(raw)
     if number is not None:
         return number
-    if not _direct(raw):
+    if not direct(raw):
         return IN_DATASET
     try:
         with warnings.catch_warnings():
