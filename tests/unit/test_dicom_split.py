@@ -20,6 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicomlake.dicom import fragments_payload, split_instance, split_stream
 from dicomlake.dicom.promote import promoted_values
 from dicomlake.dicom.split import MAX_INFLATED, header_from_prefix
+from dicomlake.dicom.walk import MAX_DEPTH
 from dicomlake.errors import DicomParseError
 
 PATHS = corpus_paths()
@@ -401,6 +402,83 @@ def test_streamed_grouping_of_fragments_is_split_instances(name: str) -> None:
     assert len(split_instance(data).frames) == frames
     for block in (1, 9, 4096):
         _check_streamed_like_whole(data, block)
+
+
+def _file_meta_mutations(data: bytes) -> dict[str, bytes]:
+    """Copies of a Part 10 file whose file meta is cut short, or has an element's group, VR
+    or length changed: each element read as plain bytes by the walk over a file held whole,
+    or by the element-by-element walk."""
+    mutated, offset = {}, 132
+    while struct.unpack_from("<H", data, offset)[0] == 0x0002:
+        explicit_long = data[offset + 4 : offset + 6] in (b"OB", b"UN", b"UT", b"SQ")
+        length = struct.unpack_from(
+            "<L" if explicit_long else "<H", data, offset + 6 + 2 * explicit_long
+        )[0]
+        end = offset + (12 if explicit_long else 8) + length
+        for cut in (offset + 3, offset + 7, offset + 11, end - 1):
+            mutated[f"cut at {cut}"] = data[:cut]
+        for vr in (b"SQ", b"UN", b"OB", b"UT", b"zz", b"\0\0"):
+            mutated[f"{offset} as {vr!r}"] = data[: offset + 4] + vr + data[offset + 6 :]
+        for size in (0, 8, 0xFFFF):
+            at = offset + (8 if explicit_long else 6)
+            form = "<L" if explicit_long else "<H"
+            mutated[f"{offset} of {size} bytes"] = (
+                data[:at] + struct.pack(form, size) + data[at + struct.calcsize(form) :]
+            )
+        mutated[f"{offset} undefined"] = data[: offset + 4] + b"OB\0\0" + b"\xff" * 4 + data[end:]
+        mutated[f"{offset} in group 8"] = data[:offset] + b"\x08" + data[offset + 1 :]
+        offset = end
+    # Elements added at its end: values that hold items, or bytes, or no valid VR
+    item = struct.pack("<HHL", 0xFFFE, 0xE000, 12) + struct.pack("<HH2sH", 0x0002, 0x0300, b"UL", 4)
+    item += bytes(4)
+    delimited = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF) + item[8:]
+    delimited += struct.pack("<HHLHHL", 0xFFFE, 0xE00D, 0, 0xFFFE, 0xE0DD, 0)
+    deep = item
+    for _ in range(MAX_DEPTH):  # one more level than a walk reads
+        deep = struct.pack("<HH2sHL", 0x0002, 0x0200, b"SQ", 0, len(deep)) + deep
+        deep = struct.pack("<HHL", 0xFFFE, 0xE000, len(deep)) + deep
+    for name, vr, value, length in (
+        ("a sequence", b"SQ", item, len(item)),
+        ("a sequence nested too deep", b"SQ", deep, len(deep)),
+        ("an undefined-length sequence", b"SQ", delimited, 0xFFFFFFFF),
+        ("an unknown value of items", b"UN", item, len(item)),
+        ("an unknown value of bytes", b"UN", bytes(12), 12),
+        ("an empty value", b"OB", b"", 0),
+        ("no valid VR", b"zz", bytes(12), 12),
+    ):
+        added = struct.pack("<HH2sHL", 0x0002, 0x0200, vr, 0, length) + value
+        mutated[f"{name} added"] = data[:offset] + added + data[offset:]
+    return mutated
+
+
+@pytest.mark.parametrize("path", ["CT_small.dcm", "MR_small_bigendian.dcm", "rtplan.dcm"])
+def test_streamed_split_of_a_damaged_file_meta_is_split_instances(path: str) -> None:
+    data = Path(get_testdata_file(path)).read_bytes()
+    for name, mutation in _file_meta_mutations(data).items():
+        assert _parts(mutation, streamed=True) == _parts(mutation, streamed=False), name
+
+
+def _parts(data: bytes, *, streamed: bool) -> tuple[object, ...]:
+    """What `split_instance` or (``streamed``, through ranged reads) `split_stream` cuts
+    ``data`` into, or its error, without the values of its header."""
+    try:
+        cut = (
+            split_stream(_RangedReads(data), len(data), limit=MAX_INFLATED, block=64)
+            if streamed
+            else split_instance(data)
+        )
+    except DicomParseError as exc:
+        return exc.reason, exc.message
+    return (
+        cut.prefix,
+        list(cut.frames),
+        cut.suffix,
+        cut.encapsulated,
+        cut.frame_spec,
+        cut.transfer_syntax_uid,
+        cut.number_of_frames,
+        cut.sop_uid_from_meta,
+    )
 
 
 def test_streaming_reads_each_frame_only_when_asked() -> None:

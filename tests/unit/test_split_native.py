@@ -18,10 +18,13 @@ import pytest
 from corpus import corpus_id, dataset_walker, mutated, split_paths
 from crafted import ITEM, SEQ_END, big_endian_un, element_bytes, tag_bytes, undefined_item
 from hostile_corpus import make_hostile_landing
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import _LUT_DESCRIPTOR_TAGS
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomlake.dicom import split
@@ -246,3 +249,69 @@ def test_a_big_endian_un_sequence_is_read_implicit_vr_little_endian(name: str, m
         sequence = dataset[0x00400275 if name != "private_defined_length_item" else 0x00411001]
         assert sequence.VR == "SQ" and sequence.value[0].Modality == "MR"
         assert dataset.Rows == 64  # read big endian again after the sequence
+
+
+def _pydicom_value(dataset: Dataset, tag: int) -> object:
+    """pydicom's value of an element, None where it is empty or does not convert."""
+    try:
+        value = dataset[tag].value
+    except Exception:
+        return None
+    return None if value is None or value == "" else value
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("path", split_paths()[::3], ids=corpus_id)
+def test_walked_values_are_pydicom_values_each_read_once(path: Path) -> None:
+    """`Original.get` gives the value pydicom's dataset gives for each top-level keyword, and
+    the same one on every later access, as the dataset gives what it converted first."""
+    original = split_instance(path.read_bytes()).original
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = dcmread(path, force=True)
+    for tag in original.tags():
+        keyword = keyword_for_tag(tag)
+        # A repeating group's keyword names its first group; a LUT descriptor is read as its
+        # VR says (`values.direct`)
+        if tag_for_keyword(keyword) != tag or tag in _LUT_DESCRIPTOR_TAGS:
+            continue
+        value = original.get(keyword)
+        expected = _pydicom_value(reference, tag)
+        if not isinstance(expected, Sequence):
+            assert (type(value), repr(value)) == (type(expected), repr(expected)), keyword
+        assert original.get(keyword) is value, keyword
+
+
+def test_an_element_after_the_pixel_data_is_read_over_the_one_read_before():
+    original = split_instance(Path(get_testdata_file("CT_small.dcm")).read_bytes()).original
+    assert original.get("PatientName") == "CompressedSamples^CT1"
+    after = Dataset()
+    after.PatientName = "Other^Name"
+    original.merge(after)
+    assert original.get("PatientName") == "Other^Name"
+
+
+def _with_uid(data: bytes, tag: bytes, value: bytes) -> bytes:
+    """``data`` with the value of its explicit VR UI element ``tag`` (its first) replaced."""
+    at = data.index(tag + b"UI")
+    (length,) = struct.unpack_from("<H", data, at + 6)
+    return data[: at + 6] + struct.pack("<H", len(value)) + value + data[at + 8 + length :]
+
+
+DIRECTORY = b"1.2.840.10008.1.3.10"
+MEDIA_CLASS, SOP_CLASS = b"\x02\x00\x02\x00", b"\x08\x00\x16\x00"
+
+
+@pytest.mark.parametrize("tag", [MEDIA_CLASS, SOP_CLASS], ids=["file meta", "dataset"])
+@pytest.mark.parametrize(
+    "value",
+    [DIRECTORY, DIRECTORY + b"\0", b" " + DIRECTORY + b" ", DIRECTORY + b"\\1.2", DIRECTORY + b"0"],
+    ids=["class", "padded", "spaced", "two values", "longer"],
+)
+def test_a_directory_class_is_told_as_on_the_pydicom_path(tag, value, monkeypatch):
+    """A class UID read from its bytes (`Original.may_be`) or converted gives the same."""
+    data = _with_uid(Path(get_testdata_file("CT_small.dcm")).read_bytes(), tag, value)
+    _split_both_ways(data, monkeypatch)
+    if value.strip(b" \0") == DIRECTORY:
+        with pytest.raises(DicomParseError, match="DICOMDIR"):
+            split_instance(data)

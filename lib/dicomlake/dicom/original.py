@@ -17,16 +17,20 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from dicomlake.dicom.values import (
     IN_DATASET,
     converted_element,
+    direct,
     get,
     named_instance,
     raw_value,
     tag_of,
 )
+
+_UNREAD = object()  # `Original.get`: no value read yet
 
 
 class Original:
@@ -47,6 +51,9 @@ class Original:
         self._lazy = lazy  # top-level sequences the dataset holds unread, not in the walk's
         self._encoding = encoding
         self._trailing: Dataset | None = None  # `merge`'s
+        # `raw_value` of the walk's elements by tag, each read once: pydicom's dataset, too,
+        # gives the value it converted first on every later access
+        self._values: dict[int, object] = {}
 
     @classmethod
     def of(cls, dataset: Dataset) -> Original:
@@ -94,11 +101,30 @@ class Original:
             return None
         if tag in self._lazy or (self._trailing is not None and tag in self._trailing):
             return get(self.dataset, keyword)
-        raw = self._walked.raw(tag)
-        if raw is None:
-            return None
-        value = raw_value(raw)
+        value = self._values.get(tag, _UNREAD)
+        if value is _UNREAD:
+            raw = self._walked.raw(tag)
+            value = self._values[tag] = None if raw is None else raw_value(raw)
         return get(self.dataset, keyword) if value is IN_DATASET else value
+
+    def may_be(self, text: str, keyword: str, *, meta: bool = False) -> bool:
+        """Whether `get` may give ``text`` (ASCII): False, told without converting it, only
+        where the element is absent or a raw UI its converter alone reads (`values.raw_value`),
+        whose value is then some of its bytes decoded one to one, and they do not hold it."""
+        if self._walked is None:
+            return True
+        tag = tag_of(keyword)
+        if meta:
+            raw = self._file_meta.get_item(tag, keep_deferred=True) if self._file_meta else None
+        elif tag in self._lazy or tag in self._values or tag in (self._trailing or ()):
+            return True
+        else:
+            raw = self._walked.raw(tag)
+        if raw is None:
+            return False
+        if not isinstance(raw, RawDataElement) or raw.VR != "UI" or not direct(raw):
+            return True
+        return text.encode("ascii") in raw.value
 
     def vr(self, keyword: str) -> str | None:
         """The VR of the top-level element ``keyword`` as read (the dataset's, where the file

@@ -19,7 +19,7 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterator, MutableSequence, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import chain, pairwise
 from typing import Any, overload
 
@@ -173,8 +173,7 @@ def split_instance(data: bytes, *, max_inflated: int = MAX_INFLATED) -> SplitIns
     >>> split.prefix + b"".join(split.frames) + split.suffix == raw
     True
     """
-    split = _split(Reader.of(data), None, max_inflated)
-    return replace(split, frames=list(split.frames))
+    return _split(Reader.of(data), None, max_inflated)
 
 
 def split_stream(read: Read, size: int, *, limit: int, block: int = 1 << 16) -> SplitInstance:
@@ -207,6 +206,7 @@ def split_stream(read: Read, size: int, *, limit: int, block: int = 1 << 16) -> 
 
 
 def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstance:
+    """`split_instance` (no ``limit``: its frames read at once, a list) or `split_stream`."""
     size = reader.size
     if not size:
         raise DicomParseError("empty", "the file has 0 bytes")
@@ -264,10 +264,11 @@ def _split(reader: Reader, limit: int | None, max_inflated: int) -> SplitInstanc
     after = _trailing(walker, suffix, end, trailing, implicit)
     if after is not None:
         original.merge(after)
+    frames = _Frames(reader, bounds)
     return SplitInstance(
         original,
         prefix,
-        _Frames(reader, bounds),
+        frames if limit is not None else list(frames),
         suffix,
         pixel.length == UNDEFINED,
         spec,
@@ -327,6 +328,11 @@ class _Frames(Sequence[bytes]):
         index = range(len(self))[index]
         start = self._bounds[index]
         return self._reader.read(start, self._bounds[index + 1] - start)
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Each frame in order, without the IndexError that ends Sequence's own iteration
+        read = self._reader.read
+        return (read(start, end - start) for start, end in pairwise(self._bounds))
 
 
 def header_from_prefix(prefix: bytes) -> tuple[Dataset, FrameSpec | None]:
@@ -459,14 +465,22 @@ def _walk_meta(reader: Reader, offset: int) -> tuple[int, str | None]:
     syntax = None
     if offset >= reader.size:
         raise DicomParseError("truncated", f"file ends at byte {reader.size} after the preamble")
+    # The usual elements at once; any other (and the rest) by the walk below
+    for tag, value_offset, end in walker.plain_run(offset, 0x0002):
+        if tag == 0x00020010:
+            syntax = _syntax_text(reader.read(value_offset, end - value_offset))
+        offset = end
     while offset + 4 <= reader.size and walker.peek_tag(offset) >> 16 == 0x0002:
         elem = walker.element(offset, implicit=False)
         end = walker.end_of(elem, implicit=False)
         if elem.tag == 0x00020010:
-            value = reader.read(elem.value_offset, end - elem.value_offset)
-            syntax = value.rstrip(b"\0 ").decode("ascii", "replace")
+            syntax = _syntax_text(reader.read(elem.value_offset, end - elem.value_offset))
         offset = end
     return offset, syntax or None
+
+
+def _syntax_text(value: bytes) -> str:
+    return value.rstrip(b"\0 ").decode("ascii", "replace")
 
 
 def _encoding(reader: Reader, offset: int, syntax: str | None) -> tuple[bool, bool]:
@@ -609,7 +623,7 @@ def _from_walk(
         # read_partial converts the first element (the group length, if any, which it logs
         # if it is wrong) to tell whether the file meta is explicit VR
         try:
-            converted_element(file_meta, min(file_meta._dict))
+            converted_element(file_meta, min(file_meta._dict, key=int))  # as BaseTag orders
         except NotImplementedError:
             return None
         # It logs a group length that does not match the file meta's, formatting the value:
@@ -715,9 +729,14 @@ def _tag(keyword: str) -> str:
 def _check_identity(original: Original) -> bool:
     """Reject directories and instances without a SOP Instance UID; return whether the UID is
     the file meta's."""
-    meta_class = original.get("MediaStorageSOPClassUID", meta=True)
-    if MediaStorageDirectoryStorage in (meta_class, original.get("SOPClassUID")):
-        raise DicomParseError("dicomdir", "Media Storage Directory (DICOMDIR), not an instance")
+    directory = MediaStorageDirectoryStorage
+    # Most classes are told apart from it by their bytes, without converting them
+    if original.may_be(directory, "MediaStorageSOPClassUID", meta=True) or original.may_be(
+        directory, "SOPClassUID"
+    ):
+        meta_class = original.get("MediaStorageSOPClassUID", meta=True)
+        if directory in (meta_class, original.get("SOPClassUID")):
+            raise DicomParseError("dicomdir", "Media Storage Directory (DICOMDIR), not an instance")
     uid, from_meta = original.sop_instance_uid()
     if uid is None:
         raise DicomParseError(

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import AMBIGUOUS_VR, BYTES_VR, CUSTOMIZABLE_CHARSET_VR
-from pydicom.values import convert_numbers, convert_value, converters
+from pydicom.values import convert_value, converters
 
 BINARY_VRS = frozenset(str(vr) for vr in BYTES_VR)
 # VRs whose values are text, a single one held by pydicom as a ``str``
@@ -32,6 +32,11 @@ _PYDICOM_VRS = frozenset({"SQ", "UN", *AMBIGUOUS_VR})
 _CHARSET_VRS = frozenset(str(vr) for vr in CUSTOMIZABLE_CHARSET_VR)
 NUMBER_FORMATS = {str(vr): c[1] for vr, c in converters.items() if isinstance(c, tuple)}
 """The struct format of each binary number VR (US "H", FD "d", ...), from pydicom's converters."""
+# One number of each of these VRs, big and little endian (as indexed by ``is_little_endian``)
+_ONE_NUMBER = {
+    vr: (struct.Struct(">" + form), struct.Struct("<" + form))
+    for vr, form in NUMBER_FORMATS.items()
+}
 
 
 def elements(dataset: Dataset) -> list[DataElement]:
@@ -81,7 +86,7 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
     raw = dataset.get_item(tag, keep_deferred=True)
     if isinstance(raw, DataElement):
         return _inheriting(dataset, raw)
-    if not _direct(raw):
+    if not direct(raw):
         return _inheriting(dataset, dataset[tag])
     vr = raw.VR
     converted = DataElement(
@@ -96,7 +101,7 @@ def converted_element(dataset: Dataset, tag: BaseTag) -> DataElement:
     return converted
 
 
-def _direct(raw: RawDataElement) -> bool:
+def direct(raw: RawDataElement) -> bool:
     """Whether pydicom's value converter alone gives what ``Dataset.__getitem__`` gives for
     ``raw``: not for VRs it looks up or corrects (`_PYDICOM_VRS`), a callback's elements, nor
     text whose decoding depends on the character set (anything but ASCII without escape
@@ -233,13 +238,13 @@ IN_DATASET = object()
 
 
 def raw_value(raw: RawDataElement) -> object:
-    """`value_at` of a raw element whose value its converter alone gives (see `_direct`),
+    """`value_at` of a raw element whose value its converter alone gives (see `direct`),
     without making and keeping its DataElement, which costs as much again (the identity and
     frame geometry of every file are read so); `IN_DATASET` for any other."""
     number = _one_number(raw)
     if number is not None:
         return number
-    if not _direct(raw):
+    if not direct(raw):
         return IN_DATASET
     try:
         with warnings.catch_warnings():
@@ -251,15 +256,16 @@ def raw_value(raw: RawDataElement) -> object:
 
 
 def _one_number(raw: RawDataElement) -> int | float | None:
-    """A raw element's value where it is one binary number (explicit VR), read by pydicom's
-    own converter (a tenth of the cost of its conversion of any value); else None."""
-    form = NUMBER_FORMATS.get(raw.VR)
-    if form is None or pydicom_config.data_element_callback is not None:
+    """A raw element's value where it is one binary number (explicit VR), read as pydicom's
+    converter reads it (a tenth of the cost of its conversion of any value); else None."""
+    forms = _ONE_NUMBER.get(raw.VR)
+    if forms is None or pydicom_config.data_element_callback is not None:
         return None
     value = raw.value
-    if not isinstance(value, bytes) or len(value) != struct.calcsize("=" + form):
+    if not isinstance(value, bytes) or len(value) != forms[0].size:
         return None
-    number: int | float = convert_numbers(value, raw.is_little_endian, form)
+    # convert_numbers' own unpacking of one value, without its per-call format string
+    number: int | float = forms[raw.is_little_endian].unpack(value)[0]
     return number
 
 

@@ -141,6 +141,7 @@ _ORDERS = {
     little: _Order(*(struct.Struct(order + f) for f in ("HH", "HHL", "HH2sH", "L")))
     for little, order in ((True, "<"), (False, ">"))
 }
+_EXPLICIT_LITTLE = _ORDERS[True]
 
 
 def _is_vr(raw: bytes) -> bool:
@@ -213,6 +214,32 @@ class Walker:
             (length,) = order.u32.unpack_from(*self.reader.view(offset + 8, 4))
             return Element(tag, vr, offset, offset + 12, length)
         return Element(tag, vr, offset, offset + 8, length)
+
+    def plain_run(self, offset: int, group: int) -> list[tuple[int, int, int]]:
+        """The explicit VR little endian elements of ``group`` from ``offset`` on, while their
+        values are plain bytes (a valid VR, neither SQ nor UN; a defined length; header and
+        value inside the file), as `element` and `end_of` would read them, without making an
+        `Element` of each: (tag, value offset, end) of each, counted as read. A walk with
+        `element` goes on from the last one's end; [] for a file not held whole."""
+        data = self.reader.whole
+        if data is None:
+            return []
+        order, size, run = _EXPLICIT_LITTLE, self.size, []
+        while offset + 12 <= size and self._elements < MAX_ELEMENTS:
+            got, elem, raw_vr, length = order.short.unpack_from(data, offset)
+            if got != group or not _is_vr(raw_vr) or raw_vr in (b"SQ", b"UN"):
+                break
+            value_offset = offset + 8
+            if raw_vr in _LONG_VRS:
+                (length,) = order.u32.unpack_from(data, value_offset)
+                value_offset += 4
+            end = value_offset + length
+            if length == UNDEFINED or end > size:
+                break
+            self._elements += 1
+            run.append((group << 16 | elem, value_offset, end))
+            offset = end
+        return run
 
     def end_of(self, elem: Element, implicit: bool) -> int:
         """Return the offset just after `elem`'s value, checking it is all present.
