@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import warnings
 from typing import Any
 
@@ -206,16 +207,19 @@ def _set_values(vr: str, value: str) -> tuple[str, ...]:
         return tuple(_text_values(DataElement(0, vr, value).value))
 
 
-# Each element-row column's type and how many of the core's buffers it takes
-_COLUMNS = tuple((f.type, 3 if pa.types.is_string(f.type) else 2) for f in ELEMENT_SCHEMA)
+# Each element-row column's type and the slice of the core's buffers that make it
+_WIDTHS = [3 if pa.types.is_string(field.type) else 2 for field in ELEMENT_SCHEMA]
+_COLUMNS = tuple(
+    (field.type, slice(end - width, end))
+    for field, width, end in zip(
+        ELEMENT_SCHEMA, _WIDTHS, itertools.accumulate(_WIDTHS), strict=True
+    )
+)
 
 
 def _batch(buffers: list[bytes | None], n: int) -> pa.RecordBatch:
     """The core's element-row buffers as a record batch (validity, then offsets and data or
     values, per column)."""
-    arrays, i = [], 0
-    for type_, width in _COLUMNS:
-        parts = [None if b is None else pa.py_buffer(b) for b in buffers[i : i + width]]
-        arrays.append(pa.Array.from_buffers(type_, n, parts))
-        i += width
+    parts = [None if b is None else pa.py_buffer(b) for b in buffers]
+    arrays = [pa.Array.from_buffers(type_, n, parts[at]) for type_, at in _COLUMNS]
     return pa.RecordBatch.from_arrays(arrays, schema=ELEMENT_SCHEMA)
