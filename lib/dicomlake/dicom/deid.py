@@ -279,6 +279,8 @@ PSEUDONYM_KEYWORDS = (
     "SeriesInstanceUID",
     "SOPInstanceUID",
 )
+# `identities`' original_uids: json.dumps(sort_keys=True) builds this encoder on every call
+_UIDS_JSON = json.JSONEncoder(sort_keys=True)
 
 
 def options_json(options: DeidConfig) -> str:
@@ -468,7 +470,7 @@ def identities(ctx: Context, pseudonyms: dict[str, str | None], sop: str | None)
     record: dict[str, Any] = {f"original_{kw}": v for kw, v in ctx.originals.items()}
     record.update(pseudonyms)
     record["SOPInstanceUID"] = sop
-    record["original_uids"] = json.dumps(ctx.uids, sort_keys=True)
+    record["original_uids"] = _UIDS_JSON.encode(ctx.uids)
     record["date_shift_days"] = ctx.shift
     record["deid_counts"] = ctx.counts
     return record
