@@ -431,17 +431,17 @@ def start(
 ) -> Context:
     """The first phase of `deidentify`: the identified values and the date shift.
 
-    ``originals`` are the `IDENTITY_KEYWORDS`' `original` texts where the caller has read them
-    already (the compiled header path); they are read from ``header`` otherwise.
+    ``originals`` are the `IDENTITY_KEYWORDS`' `original` texts, the SOPInstanceUID's as
+    `Original.sop_instance_uid` names the instance, where the caller has read them already
+    (the compiled header path); they are read from ``header`` otherwise.
     """
     if len(secret) < 16:
         raise ValueError(f"deidentify: the secret must have at least 16 bytes, got {len(secret)}")
     options = options or DeidConfig()
     if originals is None:
         originals = {kw: original(header, kw) for kw in IDENTITY_KEYWORDS}
-    originals = dict(originals)
-    # An instance named by its file meta alone (`split.SplitInstance.sop_uid_from_meta`)
-    originals["SOPInstanceUID"] = header.sop_instance_uid()[0]
+        # An instance named by its file meta alone (`split.SplitInstance.sop_uid_from_meta`)
+        originals["SOPInstanceUID"] = header.sop_instance_uid()[0]
     shift = 0
     if options.dates == "shift":
         key = originals["PatientID"] or "study:" + (originals["StudyInstanceUID"] or "")

@@ -35,7 +35,7 @@ from dicomlake.dicom.native import core, dicomlake_native
 from dicomlake.dicom.original import Original
 from dicomlake.dicom.promote import Text, instance_uid, promoted_values, top_level
 from dicomlake.dicom.split import SplitInstance
-from dicomlake.dicom.values import BINARY_VRS, values_of
+from dicomlake.dicom.values import BINARY_VRS, TEXT_VRS, named_instance, values_of
 
 FAST, REFERENCE = "fast", "reference"
 
@@ -151,7 +151,9 @@ def _originals(
     original: Original, found: dict[str, tuple[str, str | None]]
 ) -> dict[str, str | None]:
     """`deid.start`'s originals from the core's rows of the identity elements; pydicom's
-    text (`deid.original`) where one holds bytes or items, which no row's text is."""
+    text (`deid.original`) where one holds bytes or items, which no row's text is. The
+    SOPInstanceUID is `Original.sop_instance_uid`'s: a single text value's ``str``, which
+    names it, is its row's text but for padding; pydicom reads any other (0.01 ms)."""
     out = {}
     for keyword in deid.IDENTITY_KEYWORDS:
         vr, text = found.get(keyword, ("", None))
@@ -159,6 +161,12 @@ def _originals(
             out[keyword] = deid.original(original, keyword, vr)
         else:
             out[keyword] = deid.kept_text(text)
+    vr, text = found.get("SOPInstanceUID", ("", None))
+    if vr in TEXT_VRS and "\\" not in (text or ""):
+        media = functools.partial(original.get, "MediaStorageSOPInstanceUID", meta=True)
+        out["SOPInstanceUID"] = named_instance(out["SOPInstanceUID"], media)[0]
+    else:
+        out["SOPInstanceUID"] = original.sop_instance_uid()[0]
     return out
 
 
