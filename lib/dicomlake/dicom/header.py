@@ -20,7 +20,8 @@ import dataclasses
 import functools
 import itertools
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -38,6 +39,7 @@ from dicomlake.dicom.split import SplitInstance
 from dicomlake.dicom.values import BINARY_VRS, TEXT_VRS, named_instance, values_of
 
 FAST, REFERENCE = "fast", "reference"
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,9 +112,7 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
     _check_top(original, tags)
     if original.meta_tags() != meta_tags:
         raise dicomlake_native.Declined("file meta elements differ from pydicom's")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ctx = deid.start(original, secret, options, _originals(original, found))
+    ctx = deid.start(original, secret, options, _originals(original, found))
     if ctx.shift != shift:
         raise dicomlake_native.Declined("the core's date shift is not deid.start's")
     for key, count in zip(deid.COUNTS, counts, strict=True):  # the file meta's and dataset's
@@ -128,9 +128,7 @@ def _fast(split: SplitInstance, secret: bytes, options: DeidConfig | None) -> He
 
 def _plan(original: Original, secret: bytes, options: DeidConfig) -> tuple[Any, ...]:
     """`Core.read`'s de-identification plan for the header ``original``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # odd values warn as they are converted or set
-        marked = deid.marks(original, options)
+    marked = _quietly(deid.marks, original, options)
     return (
         secret,
         options.max_shift_days if options.dates == "shift" else 0,
@@ -158,7 +156,7 @@ def _originals(
     for keyword in deid.IDENTITY_KEYWORDS:
         vr, text = found.get(keyword, ("", None))
         if vr == "SQ" or vr in BINARY_VRS:
-            out[keyword] = deid.original(original, keyword, vr)
+            out[keyword] = _quietly(deid.original, original, keyword, vr)
         else:
             out[keyword] = deid.kept_text(text)
     vr, text = found.get("SOPInstanceUID", ("", None))
@@ -166,8 +164,16 @@ def _originals(
         media = functools.partial(original.get, "MediaStorageSOPInstanceUID", meta=True)
         out["SOPInstanceUID"] = named_instance(out["SOPInstanceUID"], media)[0]
     else:
-        out["SOPInstanceUID"] = original.sop_instance_uid()[0]
+        out["SOPInstanceUID"] = _quietly(original.sop_instance_uid)[0]
     return out
+
+
+def _quietly(read: Callable[..., _T], *args: Any) -> _T:
+    """``read(*args)``, a read that may build the pydicom dataset (`Original.dataset`), whose
+    odd values warn as it converts them (`Original.get` reads the rest quietly)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read(*args)
 
 
 def _stripped(element: Text | None) -> str | None:
