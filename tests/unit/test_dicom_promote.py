@@ -123,6 +123,26 @@ def test_an_integer_column_takes_the_whole_is_range(text: bytes, expected: int |
     assert promoted_values(split)["SeriesNumber"] == expected
 
 
+@pytest.mark.parametrize(
+    ("tag", "vr", "text", "column", "expected"),
+    [
+        (0x00200011, "IS", b"7\\x1", "SeriesNumber", 7),  # a one-value column: the first
+        (0x00180050, "DS", b"2.5\\abc", "SliceThickness", 2.5),
+        (0x00180050, "DS", b"abc\\2.5", "SliceThickness", None),
+        (0x00180050, "DS", b"1e400", "SliceThickness", None),  # no finite number
+        (0x00280030, "DS", b" 0.5\\2 ", "PixelSpacing", [0.5, 2.0]),
+        (0x00280030, "DS", b"0.5\\1e400", "PixelSpacing", None),
+        (0x00280010, "US", b"\x00\x02", "Rows", 512),
+    ],
+)
+def test_number_columns_read_their_values(
+    tag: int, vr: str, text: bytes, column: str, expected: object
+) -> None:
+    split = split_instance(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    split.dataset[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, len(text), text, 0, False, True)
+    assert promoted_values(split)[column] == expected
+
+
 def test_no_pixel_data_has_no_frame_count() -> None:
     split = split_instance(Path(get_testdata_file("rtplan.dcm")).read_bytes())
     row = promoted_values(split)

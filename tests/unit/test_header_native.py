@@ -670,6 +670,30 @@ def test_an_instance_named_by_its_file_meta_is_named_by_its_pseudonym():
     assert records.identities["original_SOPInstanceUID"] == meta_uid
 
 
+SOP_UIDS_OTHERWISE = {
+    "padded-with-spaces": ("UI", b"1.2.34  "),
+    "padded-with-nuls": ("UI", b"1.2.34\0\0"),
+    "several-values": ("UI", b"1.2.3\\4.56"),
+    "values-padded-inside": ("SH", b"1.2\\ 3.4  "),
+    "empty": ("UI", b""),
+    "padding-alone": ("UI", b"\0\0"),
+    "as-lo-padded": ("LO", b"  1.2.3.4 "),
+    "as-ut-with-a-backslash": ("UT", b"1.2\\3.45"),
+    "as-pn": ("PN", b"1.2^3.45"),
+    "as-bytes": ("OB", b"1.2.3.4\0"),
+}
+
+
+@pytest.mark.parametrize("case", SOP_UIDS_OTHERWISE)
+def test_the_original_sop_instance_uid_is_pydicoms_however_it_is_written(case: str):
+    """The identities' original_SOPInstanceUID on the compiled path is pydicom's, as the
+    reference path reads it (its own or, where it has none, the file meta's)."""
+    vr, value = SOP_UIDS_OTHERWISE[case]
+    data = _as_other_vr(CT.read_bytes(), (0x0008, 0x0018), vr, value)
+    for options in (DeidConfig(), DeidConfig(dates="shift")):
+        assert _fast_or_declined(data, options)
+
+
 def test_the_built_core_has_the_interface_this_code_calls():
     assert native is not None and native.INTERFACE == native_module.INTERFACE
 

@@ -279,6 +279,8 @@ PSEUDONYM_KEYWORDS = (
     "SeriesInstanceUID",
     "SOPInstanceUID",
 )
+# `identities`' original_uids: json.dumps(sort_keys=True) builds this encoder on every call
+_UIDS_JSON = json.JSONEncoder(sort_keys=True)
 
 
 def options_json(options: DeidConfig) -> str:
@@ -429,17 +431,17 @@ def start(
 ) -> Context:
     """The first phase of `deidentify`: the identified values and the date shift.
 
-    ``originals`` are the `IDENTITY_KEYWORDS`' `original` texts where the caller has read them
-    already (the compiled header path); they are read from ``header`` otherwise.
+    ``originals`` are the `IDENTITY_KEYWORDS`' `original` texts, the SOPInstanceUID's as
+    `Original.sop_instance_uid` names the instance, where the caller has read them already
+    (the compiled header path); they are read from ``header`` otherwise.
     """
     if len(secret) < 16:
         raise ValueError(f"deidentify: the secret must have at least 16 bytes, got {len(secret)}")
     options = options or DeidConfig()
     if originals is None:
         originals = {kw: original(header, kw) for kw in IDENTITY_KEYWORDS}
-    originals = dict(originals)
-    # An instance named by its file meta alone (`split.SplitInstance.sop_uid_from_meta`)
-    originals["SOPInstanceUID"] = header.sop_instance_uid()[0]
+        # An instance named by its file meta alone (`split.SplitInstance.sop_uid_from_meta`)
+        originals["SOPInstanceUID"] = header.sop_instance_uid()[0]
     shift = 0
     if options.dates == "shift":
         key = originals["PatientID"] or "study:" + (originals["StudyInstanceUID"] or "")
@@ -468,7 +470,7 @@ def identities(ctx: Context, pseudonyms: dict[str, str | None], sop: str | None)
     record: dict[str, Any] = {f"original_{kw}": v for kw, v in ctx.originals.items()}
     record.update(pseudonyms)
     record["SOPInstanceUID"] = sop
-    record["original_uids"] = json.dumps(ctx.uids, sort_keys=True)
+    record["original_uids"] = _UIDS_JSON.encode(ctx.uids)
     record["date_shift_days"] = ctx.shift
     record["deid_counts"] = ctx.counts
     return record

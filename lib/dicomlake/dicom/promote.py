@@ -126,11 +126,6 @@ def instance_uid(top: TopLevel, media: Callable[[], object]) -> str | None:
     return named_instance(own[1] if own else None, media)[0]
 
 
-def _values(element: Text) -> list[str]:
-    _, text, count = element
-    return text.split("\\") if count > 1 else [text]
-
-
 def _string(element: Text) -> str | None:
     return element[1].strip() or None
 
@@ -149,37 +144,38 @@ def _date(element: Text) -> datetime.date | None:
         return None
 
 
-def _numbers(element: Text) -> list[float | None]:
-    if element[0] in _NOT_NUMBERS:
-        return [None]
-    vr = element[0]
-    out: list[float | None] = []
-    for text in _values(element):
-        if not reads_as_number(vr, text):
-            number = None
-        else:
-            try:
-                number = float(text)
-            except ValueError:
-                number = None
-        out.append(number if number is not None and math.isfinite(number) else None)
-    return out
+def _number(vr: str, text: str) -> float | None:
+    """One value's number: None where it reads as none, or as no finite one."""
+    if not reads_as_number(vr, text):
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _double(element: Text) -> float | None:
+    """The first value's number (the others are not read)."""
+    vr, text, count = element
+    if vr in _NOT_NUMBERS:
+        return None
+    return _number(vr, text.split("\\", 1)[0] if count > 1 else text)
 
 
 def _int(element: Text) -> int | None:
-    number = _numbers(element)[0]
+    number = _double(element)
     if number is None or not number.is_integer() or not -(2**31) <= number < 2**31:
         return None
     return int(number)
 
 
-def _double(element: Text) -> float | None:
-    return _numbers(element)[0]
-
-
 def _double_list(element: Text) -> list[float] | None:
-    numbers = _numbers(element)
-    return None if any(n is None for n in numbers) else numbers  # type: ignore[return-value]
+    vr, text, count = element
+    if vr in _NOT_NUMBERS:
+        return None
+    numbers = [_number(vr, value) for value in (text.split("\\") if count > 1 else [text])]
+    return None if None in numbers else numbers  # type: ignore[return-value]
 
 
 _CONVERTERS: dict[pa.DataType, Callable[[Text], object]] = {
