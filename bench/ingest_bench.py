@@ -482,8 +482,7 @@ def side_by_side(title: str, ours: dict[str, Any], base: dict[str, Any] | None) 
 
 
 def stage_rows(summary: dict[str, Any], cores: int) -> tuple[list[list[Any]], dict[str, float]]:
-    """dicomlake's time per stage. A task's encoder threads work beside it: their seconds
-    (``encode``) overlap the task's own, and the task's wait for them is not work."""
+    """dicomlake's time per stage (a task's stages are its own thread's wall time)."""
     st = summary["stage_seconds"]
     mb = summary["bytes_read"] / 1e6
     stages: dict[str, float] = {"list (driver)": st.get("list", 0.0)}
@@ -493,7 +492,7 @@ def stage_rows(summary: dict[str, Any], cores: int) -> tuple[list[list[Any]], di
         "task.hash": "hash (SHA-256)",
         "task.parse": "parse (split: walk, frames)",
         "task.header": "header (JSON, element rows, de-id, promoted values)",
-        "task.encode": "encode (codec + verify, on the encoder threads)",
+        "task.encode": "encode (codec + verify)",
         "task.encrypt": "encrypt (SHA-256, AES-GCM, pack writes)",
         "task.rows": "rows",
         "task.write": "write (table fragments, closing the last pack)",
@@ -501,9 +500,9 @@ def stage_rows(summary: dict[str, Any], cores: int) -> tuple[list[list[Any]], di
     for key, name in names.items():
         stages[name] = st.get(key, 0.0)
     for key, value in st.items():  # stages this script does not know yet
-        if key.startswith("task.") and key not in names and key != "task.wait":
+        if key.startswith("task.") and key not in names:
             stages[key[len("task.") :]] = value
-    task_sum = sum(v for k, v in st.items() if k.startswith("task.") and k != "task.wait")
+    task_sum = sum(v for k, v in st.items() if k.startswith("task."))
     core_seconds = st.get("tasks", 0.0) * cores
     # Python worker start and imports, scheduling, result transfer, cores idle at the end of
     # an unbalanced job, and CPU taken by other processes.

@@ -129,8 +129,8 @@ class PixelsConfig:
     # Decode every chunk after encoding and compare before it is written.
     verify: bool = True
     pack_bytes: int = 128 * MiB
-    # Threads of a task that encode its chunks while it reads, parses and seals the next ones
-    # (the codecs release the GIL): a task uses a second core wherever one is free.
+    # Threads that encode the frames of a file too big to be held (16 MiB) at once, the task's
+    # own among them: the codecs release the GIL, so it takes a second core where one is free.
     encode_threads: int = 2
 
     def __post_init__(self) -> None:

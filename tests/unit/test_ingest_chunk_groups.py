@@ -1,6 +1,6 @@
 """A file's chunks are encoded a group at a time (`worker.HELD_BYTES` of them), then sealed:
 whatever the groups, every chunk goes into the pack in order and opens to the file's own bytes.
-They are encoded on the task's encoder threads (``pixels.encode_threads``), several at once.
+The chunks of a file not held are encoded on ``pixels.encode_threads`` threads at once.
 """
 
 from __future__ import annotations
@@ -110,9 +110,8 @@ def test_the_frames_of_a_file_not_held_are_encoded_on_two_threads_at_once(
     monkeypatch.setattr(worker, "HELD_BYTES", 3 * 64 * 64 * 2)  # the file is not held
     result = _ingest_one(tmp_path, config, keyring, MULTIFRAME.read_bytes(), streamed)
     assert [s["outcome"] for s in result.sources] == ["ingested"], result.errors
-    assert most == 2 and len(threads) == 2
-    assert all(t.startswith("dicomlake-encode") for t in threads)
-    assert result.seconds["encode"] >= 10 * 0.05  # the threads' seconds, added up
+    assert most == 2 and len(threads) == 2  # the task's own and one more
+    assert any(t.startswith("dicomlake-encode") for t in threads)
 
 
 def test_a_bad_encode_threads_names_the_key_and_the_value():

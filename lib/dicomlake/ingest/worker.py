@@ -6,8 +6,9 @@ JVM/Python boundary; on HDFS the next files are read ahead while one is processe
 pack files and writes its table fragments under the run's staging area. A file over
 ``ingest.stream_bytes`` is never held whole: its header is split off, the file hashed as one
 stream, then its frames read on and sealed one by one, its chunks rolling over into the task's
-next packs. Smaller files are taken a few at a time: read and split, their chunks encoded on the
-task's encoder threads meanwhile (`_Encoder`), then sealed (`HELD_FILES`).
+next packs. Smaller files are taken a few at a time: read and split, then their chunks encoded
+together, then sealed (`HELD_FILES`). The chunks of a file not held are encoded on several
+threads at once (`_Encoder`).
 It returns only small rows (ledger, errors, packs) to the driver. Names carry the task's attempt
 number, so a retried task never overwrites what another attempt wrote; the driver commits only
 the files of successful attempts.
@@ -34,12 +35,11 @@ import itertools
 import logging
 import re
 import secrets
-import threading
 import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,9 +88,11 @@ READ_AHEAD_BYTES = 64 << 20
 HELD_FILES = 16
 HELD_BYTES = 16 << 20
 """Files held whole and no larger than this are held back, up to `HELD_FILES` of them or this
-many bytes in all, their chunks encoded on the encoder threads meanwhile, and sealed together
-(`_Task.finish_held`). It bounds the memory of the files in flight; a larger file's chunks are
-encoded this many bytes at a time, each group before any of it is sealed."""
+many bytes in all, and their chunks encoded together before any is sealed (`_Task.finish_held`).
+The Python steps right after a codec call run on cold caches, 2-4 times slower than warm: held
+back, a file's header no longer follows the last file's codecs, nor a chunk's sealing its own.
+On the benchmark's ~100 KB files the header and sealing stages took 20-30% less time. A larger
+file's chunks are encoded this many bytes at a time, each group before any of it is sealed."""
 
 
 @dataclass(frozen=True)
@@ -213,33 +215,42 @@ def _groups(chunks: Iterable[_Chunk], limit: int) -> Iterator[list[_Chunk]]:
 
 
 class _Encoder:
-    """Encodes chunks (`codecs.encode`) on ``pixels.encode_threads`` threads beside the task's
-    own. The codecs release the GIL, so the task reads, parses and seals its next files
-    meanwhile, and its chunks are encoded on a second core wherever one is free: the last
-    task of a run, a run of fewer files than cores, the frames of one big file."""
+    """Encodes a task's chunks (`codecs.encode`), those of a file not held on
+    ``pixels.encode_threads`` threads at once.
+
+    The codecs release the GIL, so the frames of one big file take a second core wherever one
+    is free: a run of a few big files, the last task of a run. Held files are encoded on the
+    task's own thread: handing small files' chunks to threads cost ~5% more CPU than it gained
+    where every core is busy (bench/ingest_runs.py on the 3,000 small files).
+    """
 
     def __init__(self, threads: int, verify: bool) -> None:
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dicomlake-encode")
-        self._verify = verify
-        self._lock = threading.Lock()
-        self.seconds = 0.0
-        """Seconds the threads spent encoding (they may overlap each other and the task)."""
+        self._threads, self._verify = threads, verify
+        # The task's own thread encodes a share too
+        self._pool = (
+            ThreadPoolExecutor(threads - 1, thread_name_prefix="dicomlake-encode")
+            if threads > 1
+            else None
+        )
 
-    def submit(self, chunks: list[_Chunk]) -> Future[_Encoded]:
-        """Encode ``chunks`` one after another on one thread."""
-        return self._pool.submit(self._encode, chunks)
+    def encode(self, chunks: list[_Chunk]) -> _Encoded:
+        """Each of ``chunks`` encoded, one after another on this thread."""
+        return [(c, codecs.encode(c[2], c[3], codec=c[4], verify=self._verify)) for c in chunks]
 
-    def _encode(self, chunks: list[_Chunk]) -> _Encoded:
-        start = time.perf_counter()
-        try:
-            return [(c, codecs.encode(c[2], c[3], codec=c[4], verify=self._verify)) for c in chunks]
-        finally:
-            with self._lock:
-                self.seconds += time.perf_counter() - start
+    def encode_at_once(self, chunks: list[_Chunk]) -> _Encoded:
+        """`encode`, ``chunks`` cut into a run per thread, the first run on this thread."""
+        n = min(self._threads, len(chunks))
+        if self._pool is None or n < 2:
+            return self.encode(chunks)
+        runs = [chunks[k * len(chunks) // n : (k + 1) * len(chunks) // n] for k in range(n)]
+        others = [self._pool.submit(self.encode, run) for run in runs[1:]]
+        first = self.encode(runs[0])
+        return first + [pair for future in others for pair in future.result()]
 
     def close(self) -> None:
-        """Wait for the threads; chunks not started are dropped (a task that failed)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Wait for the threads; runs not started are dropped (a task that failed)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -251,7 +262,7 @@ class _Held:
     sha: str
     split: SplitInstance
     records: HeaderRecords
-    encoded: Future[_Encoded] | None = None  # its chunks, being encoded
+    encoded: _Encoded | Exception | None = None  # its chunks, or why not
 
 
 class _Packs:
@@ -664,25 +675,27 @@ class _Task:
         self.seen_sha.add(sha)
 
     def hold(self, held: _Held) -> None:
-        held.encoded = self.encoder.submit(list(self.chunks(held.split)))
         self.held.append(held)
         if len(self.held) >= HELD_FILES or sum(len(h.data) for h in self.held) >= HELD_BYTES:
             self.finish_held()
 
     def finish_held(self) -> None:
-        """Seal the chunks of every held file as they come from the encoder threads, and keep
-        the rows, file by file, each behind its own firewall (where an encoding error is
-        raised again)."""
+        """Encode the chunks of every held file, then seal them and keep the rows, file by
+        file, each behind its own firewall."""
         held, self.held = self.held, []
+        with self.timed("encode"):
+            for file in held:
+                try:
+                    file.encoded = self.encoder.encode(list(self.chunks(file.split)))
+                except Exception as exc:  # noqa: BLE001 - raised again behind its firewall
+                    file.encoded = exc
         for file in held:
-            assert file.encoded is not None  # submitted by hold()
             with self.firewall(file.info, data=file.data, sha=file.sha):
-                with self.timed("wait"):
-                    encoded = file.encoded.result()
-                self.store(file.info, file.sha, file.split, file.records, False, encoded)
-            # An error held by its future and its traceback, which holds this frame, would be
-            # a cycle: freed only by the collector, paused while the task runs
-            # (`_collector_paused`)
+                if isinstance(file.encoded, Exception):
+                    raise file.encoded
+                self.store(file.info, file.sha, file.split, file.records, False, file.encoded)
+            # An error held here and its traceback, which holds this frame, would be a cycle:
+            # freed only by the collector, paused while the task runs (`_collector_paused`)
             file.encoded = None
 
     def chunks(self, split: SplitInstance) -> Iterator[_Chunk]:
@@ -694,10 +707,9 @@ class _Task:
         yield "suffix", 0, split.suffix, None, "auto"
 
     def encode(self, group: list[_Chunk]) -> _Encoded:
-        """Each of ``group`` encoded, a chunk per encoder thread, all before any is sealed."""
-        futures = [self.encoder.submit([chunk]) for chunk in group]
-        with self.timed("wait"):
-            return [pair for future in futures for pair in future.result()]
+        """Each chunk of ``group`` (of a file not held) encoded, all before any is sealed."""
+        with self.timed("encode"):
+            return self.encoder.encode_at_once(group)
 
     def seal(
         self,
@@ -1019,6 +1031,5 @@ def process_task(
         for info in files:
             work.take(info, landing_fs, reads, stored)
         work.finish_held()
-    work.result.seconds["encode"] += encoder.seconds
     work.write_fragments(work.packs.close)
     return work.result
