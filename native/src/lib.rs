@@ -17,10 +17,9 @@ mod values;
 mod walk;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType};
@@ -66,7 +65,6 @@ static RAW_DATA_ELEMENT: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 static BASE_TAG: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 static EMPTY_VALUE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static TUPLE_NEW: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-static DEEPCOPY: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 
 /// Why the compiled path leaves a header to the reference path.
 #[derive(Debug)]
@@ -226,15 +224,18 @@ type Mark = (
     Vec<Vec<(u32, String, Vec<String>)>>,
 );
 
-/// How many lists of marks `Core::marks` keeps converted.
-const MARKS_KEPT: usize = 64;
+/// The elements de-identification sets (`deid.marks`), converted once: converting them anew
+/// for every header took 11 of a de-identified small header's 65 µs, and the same few are
+/// given for every header. Made by the caller once per set of marks, then only read.
+#[pyclass(frozen, module = "dicomlake_native")]
+struct Marks(Vec<Mark>);
 
-/// Marks `read` converted: the list it was given (held, so that its id names no other), a
-/// copy of that list as it was then (the list may have changed since), and what it became.
-struct MarksSeen {
-    given: Py<PyAny>,
-    copy: Py<PyAny>,
-    marks: Arc<Vec<Mark>>,
+#[pymethods]
+impl Marks {
+    #[new]
+    fn new(marks: Vec<Mark>) -> Self {
+        Marks(marks)
+    }
 }
 
 /// A top-level element of the original header that `deid.start` reads: its keyword, VR and
@@ -272,7 +273,6 @@ struct Core {
     repeating_actions: Vec<(u32, u32, Action)>,
     well_known: FxHashSet<String>,
     safe_private: FxHashMap<(String, u16, u8), Vr>,
-    marks: Mutex<Vec<MarksSeen>>,
     /// The keywords and VRs as Python strings, made once: `read` gives them for every element
     names: FxHashMap<String, Py<PyString>>,
 }
@@ -351,7 +351,6 @@ impl Core {
                 .into_iter()
                 .map(|(c, g, e, vr)| ((c, g, e), vr_bytes(&vr).0))
                 .collect(),
-            marks: Mutex::new(Vec::new()),
             names,
         }
     }
@@ -379,7 +378,7 @@ impl Core {
         suffix: &[u8],
         implicit: bool,
         little: bool,
-        deid: Option<(Vec<u8>, u64, bool, bool, bool, Bound<'py, PyAny>)>,
+        deid: Option<(Vec<u8>, u64, bool, bool, bool, Bound<'py, Marks>)>,
     ) -> PyResult<(
         String,
         Vec<Option<Bound<'py, PyBytes>>>,
@@ -403,12 +402,13 @@ impl Core {
                     keep_descriptors: kd,
                     safe_private: sp,
                 }),
-                self.marks(&marks)?,
+                Some(marks),
             ),
-            None => (None, Arc::default()),
+            None => (None, None),
         };
+        let marks: &[Mark] = marks.as_ref().map_or(&[], |m| &m.get().0);
         let result = py.allow_threads(|| {
-            contained(|| self.run(prefix, suffix, implicit, little, plan, &marks))
+            contained(|| self.run(prefix, suffix, implicit, little, plan, marks))
         })?;
         let (json, rows, counts, uids, tags, originals, shift, (meta_tags, meta_uid)) =
             result.map_err(|d| Declined::new_err(d.0.to_string()))?;
@@ -602,17 +602,6 @@ fn raw_element<'py>(
     new.bind(py).call1((class, fields))
 }
 
-/// A TypeError as pyo3 raises it for an argument it cannot convert.
-fn argument_error(py: Python<'_>, name: &str, error: PyErr) -> PyErr {
-    if error.get_type(py).is(&py.get_type::<PyTypeError>()) {
-        let remapped = PyTypeError::new_err(format!("argument '{name}': {}", error.value(py)));
-        remapped.set_cause(py, error.cause(py));
-        remapped
-    } else {
-        error
-    }
-}
-
 impl Core {
     /// A keyword's or VR's Python string: the one made for it (`Core::names`), if any.
     fn name<'py>(&self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
@@ -620,54 +609,6 @@ impl Core {
             Some(name) => name.bind(py).clone(),
             None => PyString::new(py, text),
         }
-    }
-
-    /// The marks of `read`'s ``deid``, as `Vec<Mark>` converts them. `deid.marks` gives the
-    /// same few lists for every header, and converting one anew took 11 of a de-identified
-    /// small header's 65 µs: a list converted before is taken as it was converted while it
-    /// still equals the copy made of it then.
-    fn marks(&self, given: &Bound<'_, PyAny>) -> PyResult<Arc<Vec<Mark>>> {
-        let py = given.py();
-        // Not held while Python code runs: that may let in another thread that takes it
-        let seen = || {
-            self.marks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
-        let before = seen()
-            .iter()
-            .find(|s| s.given.is(given))
-            .map(|s| (s.copy.clone_ref(py), s.marks.clone()));
-        if let Some((copy, marks)) = before {
-            if copy.bind(py).eq(given).unwrap_or(false) {
-                return Ok(marks);
-            }
-        }
-        let marks = Arc::new(
-            given
-                .extract::<Vec<Mark>>()
-                .map_err(|e| argument_error(py, "deid", e))?,
-        );
-        let deepcopy = DEEPCOPY.import(py, "copy", "deepcopy")?;
-        let Ok(copy) = deepcopy.call1((given,)) else {
-            return Ok(marks); // a list that cannot be copied is converted every time
-        };
-        let mut gone = Vec::new(); // dropped (Python objects freed) after the lock
-        let mut kept = seen();
-        if let Some(i) = kept.iter().position(|s| s.given.is(given)) {
-            gone.push(kept.remove(i));
-        }
-        if kept.len() >= MARKS_KEPT {
-            gone.push(kept.remove(0));
-        }
-        kept.push(MarksSeen {
-            given: given.clone().unbind(),
-            copy: copy.unbind(),
-            marks: marks.clone(),
-        });
-        drop(kept);
-        drop(gone);
-        Ok(marks)
     }
 
     #[allow(clippy::type_complexity)]
@@ -1532,13 +1473,14 @@ impl<'a> Run<'a> {
 /// The version of this module's interface to `dicomlake.dicom` (`native.INTERFACE`): raised
 /// with every change to what it takes or gives, so a module built from other sources than the
 /// Python code calling it is refused rather than called wrongly.
-const INTERFACE: u32 = 6;
+const INTERFACE: u32 = 7;
 
 #[pymodule]
 fn dicomlake_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("INTERFACE", INTERFACE)?;
     m.add_class::<Core>()?;
     m.add_class::<Walked>()?;
+    m.add_class::<Marks>()?;
     m.add("Declined", m.py().get_type::<Declined>())?;
     m.add("Malformed", m.py().get_type::<Malformed>())?;
     Ok(())

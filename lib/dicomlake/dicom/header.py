@@ -186,12 +186,10 @@ def _text_values(value: object) -> list[str]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _core_marks(
-    marked: tuple[tuple[str, Any], ...],
-) -> list[tuple[int, str, list[str], list[list[tuple[int, str, list[str]]]]]]:
+def _core_marks(marked: tuple[tuple[str, Any], ...]) -> Any:
     """`deid.marks` for the core to set the same elements, with the data dictionary's VR (it
-    declines where the header holds one of them with another VR). Made once per options and
-    PatientAge: the core only reads it."""
+    declines where the header holds one of them with another VR), as the core's `Marks`.
+    Made once per options and PatientAge: the core converts them once, and only reads them."""
     out = []
     for keyword, value in marked:
         tag, vr = _dictionary(keyword)
@@ -202,7 +200,7 @@ def _core_marks(
             out.append((tag, "SQ", [], items))
         elif texts := _set_values(vr, value):
             out.append((tag, vr, list(texts), []))
-    return out
+    return dicomlake_native.Marks(out)
 
 
 @functools.cache

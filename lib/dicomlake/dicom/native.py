@@ -19,7 +19,7 @@ from dicomlake.dicom.deid import (
     most_values,
 )
 
-INTERFACE = 6
+INTERFACE = 7
 """The interface of the compiled core this code calls (``INTERFACE`` in native/src/lib.rs)."""
 
 log = logging.getLogger(__name__)
