@@ -78,15 +78,18 @@ fn decode<'a>(bytes: &'a [u8], vr: &[u8; 2], charset: Charset) -> Result<Cow<'a,
     Ok(Cow::Owned(latin1(bytes)))
 }
 
-/// `part`, a slice of `whole`, borrowed as `whole` is, else copied.
+/// `part`, a slice of `whole`, borrowed as `whole` is, else copied (as is a `part` that lies
+/// outside a borrowed `whole`: never a wrong slice of it).
 fn part_of<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
-    match whole {
-        Cow::Borrowed(w) => {
-            let at = part.as_ptr() as usize - w.as_ptr() as usize;
-            Cow::Borrowed(&w[at..at + part.len()])
+    if let Cow::Borrowed(w) = whole {
+        let at = (part.as_ptr() as usize).wrapping_sub(w.as_ptr() as usize);
+        if let Some(inside) = w.get(at..at.saturating_add(part.len())) {
+            if inside.as_ptr() == part.as_ptr() {
+                return Cow::Borrowed(inside);
+            }
         }
-        Cow::Owned(_) => Cow::Owned(part.to_string()),
     }
+    Cow::Owned(part.to_string())
 }
 
 /// The values `parts` (slices of `text`) as text items.
