@@ -844,7 +844,7 @@ def report_mix(args: argparse.Namespace, landings: Landings, runs: dict[str, dic
     out.append("")
     out.append(
         f"Where dicomlake's time goes ({largest} GB; task stages are summed over {args.cores} "
-        "cores; encode/encrypt split by the profile's proportions)"
+        "cores)"
     )
     out.append(table(["stage", "seconds", "% of total", "MB/s per core"], rows, 2))
     spark_tasks = (main_run.get("spark_tasks") or {}).get("stages") or []
