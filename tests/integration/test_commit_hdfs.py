@@ -4,6 +4,7 @@ of ``delta.COMMIT_ORDER`` at once, ``runs`` once all the others have ended."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import requests
 from deltalake import DeltaTable
 
 from dicomlake.config import LockConfig
@@ -21,6 +23,7 @@ from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.storage.hdfs import WebHdfsFileSystem
+from dicomlake.storage.hdfs_user import act_as_configured_user
 
 pytestmark = pytest.mark.hdfs
 
@@ -118,6 +121,37 @@ def test_a_run_is_published_then_committed_table_by_table(hdfs_cluster, hdfs_roo
     assert runs_commit[1] >= max(errors_commit[2], frames_commit[2])
     assert not fs.exists(layout.staging("r1"))
     assert fs.read(layout.absolute("pixels/r1/p.pack")) == b"sealed"
+
+
+def _owners(cluster, uri: str) -> dict[str, str]:
+    """{name: owner} of the entries of directory ``uri``, by WebHDFS LISTSTATUS."""
+    path = "/" + uri.split("://", 1)[1].split("/", 1)[1]
+    resp = requests.get(
+        f"{cluster.webhdfs_url}/webhdfs/v1{path}", params={"op": "LISTSTATUS"}, timeout=30
+    )
+    resp.raise_for_status()
+    return {st["pathSuffix"]: st["owner"] for st in resp.json()["FileStatuses"]["FileStatus"]}
+
+
+def test_with_hdfs_user_set_the_delta_logs_belong_to_that_user_too(
+    hdfs_cluster, hdfs_root, monkeypatch
+):
+    # deltalake's client writes the logs; WebHDFS the rest. The dev cluster checks no
+    # permission, but it records each file's owner.
+    user = "dicomlake-svc"
+    monkeypatch.setenv("HADOOP_USER_NAME", "")  # so that the undo removes what is set below
+    monkeypatch.delenv("HADOOP_USER_NAME")
+    config = dataclasses.replace(hdfs_cluster.hdfs_config, user=user)
+    act_as_configured_user(config)
+    fs, layout = WebHdfsFileSystem(config), LakeLayout(f"{hdfs_root}/lake")
+    _staged_run(fs, layout)
+    with holding(fs, layout.root, "r1", "test", LockConfig()) as held:
+        commit(fs, layout, held, list(FILES), RETENTION_HOURS)
+
+    assert set(_owners(hdfs_cluster, layout.absolute("pixels/r1")).values()) == {user}
+    for table in ("frames", "errors", "runs"):
+        logs = _owners(hdfs_cluster, f"{layout.table(table)}/_delta_log")
+        assert logs and set(logs.values()) == {user}, (table, logs)
 
 
 def test_a_table_commit_that_fails_leaves_runs_behind_and_the_next_run_finishes_it(
