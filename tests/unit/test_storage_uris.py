@@ -13,6 +13,7 @@ from dicomlake.errors import ConfigError, LakeError
 from dicomlake.ingest.job import run_ingest
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.storage import below, canonical_uri, overlap
+from dicomlake.storage.local import LocalFileSystem
 
 
 def test_a_local_place_has_one_spelling(tmp_path, monkeypatch):
@@ -42,6 +43,36 @@ def test_an_hdfs_name_keeps_what_a_url_would_read_otherwise():
     assert canonical_uri("hdfs://nn/land#1/x?y/%41/") == "hdfs://nn/land#1/x?y/%41"
     assert overlap("hdfs://nn/lakes/l#2", "hdfs://nn/lakes/l#2/landing")
     assert not overlap("hdfs://nn/lakes/l#2", "hdfs://nn/lakes/l")
+
+
+def test_a_file_uri_is_every_character_after_its_scheme_as_the_local_filesystem_reads_it(tmp_path):
+    """'#', '?' and '%' are a local name's characters too, not a fragment, query or escape."""
+    named = tmp_path / "land#1" / "x?y" / "%41"
+    named.mkdir(parents=True)
+    (named / "a.dcm").write_bytes(b"x")
+    uri = f"file://{named}/"
+    assert canonical_uri(uri) == str(named)
+    assert canonical_uri(f"file://localhost{named}") == str(named)
+    listed = [info.path for info in LocalFileSystem().list_entries(canonical_uri(uri))]
+    assert listed == [str(named / "a.dcm")]
+
+
+def test_a_file_uri_naming_another_host_is_refused():
+    with pytest.raises(ConfigError, match="names the host 'nas1'.*file:///path"):
+        canonical_uri("file://nas1/data/landing")
+
+
+def test_a_lake_inside_a_landing_zone_whose_file_uri_holds_a_hash_is_refused(tmp_path):
+    landing = tmp_path / "land#1"
+    (landing / "lake").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="overlap"):
+        run_ingest(
+            None,
+            f"file://{landing}",
+            str(landing / "lake"),
+            load_config(env={}),
+            Keyring.generate(),
+        )
 
 
 @pytest.mark.parametrize(

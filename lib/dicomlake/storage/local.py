@@ -14,15 +14,8 @@ from typing import BinaryIO
 
 from dicomlake.errors import PublishConflictError
 from dicomlake.storage.base import FileInfo, FileSystem, ReadStream, failure
-from dicomlake.storage.registry import below
+from dicomlake.storage.registry import below, local_path
 from dicomlake.vocab import RejectReason
-
-
-def local_path(uri: str) -> str:
-    """The OS path of a ``file://`` URI or plain path."""
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    return uri
 
 
 def _info(uri: str, st: os.stat_result) -> FileInfo:

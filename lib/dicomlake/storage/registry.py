@@ -68,8 +68,23 @@ def canonical_uri(uri: str) -> str:
         head, path = remote
         path = posixpath.normpath("/" + path.lstrip("/")).lstrip("/") if path else ""
         return head.lower() + (f"/{path}" if path else "")
-    parts = urlsplit(uri)
-    return os.path.abspath(parts.path if parts.scheme == "file" else uri)
+    return os.path.abspath(local_path(uri))
+
+
+def local_path(uri: str) -> str:
+    """The OS path of a plain path or ``file://`` URI: every character after ``file://`` (and
+    an authority of ``localhost``), as for ``hdfs://`` (`remote_parts`): a local name may hold
+    '#', '?' or '%' too. ConfigError for a ``file://`` URI naming another host."""
+    if not uri.startswith("file://"):
+        return uri
+    rest = uri[len("file://") :]
+    authority, slash, path = rest.partition("/")
+    if authority not in ("", "localhost"):
+        raise ConfigError(
+            f"{uri!r} names the host {authority!r}: a file:// URI is a local path "
+            "(file:///path); use hdfs:// for a remote filesystem"
+        )
+    return slash + path
 
 
 def os_path(uri: str) -> str | None:
