@@ -26,7 +26,9 @@ from dicomlake.errors import (
     DicomLakeError,
     ErrorThresholdExceeded,
     KeyringError,
+    LakeError,
     LockBusyError,
+    StorageError,
 )
 from dicomlake.keyring_file import check_targets, in_lake, load_keyring, save_keyring
 from dicomlake.storage import canonical_uri, overlap
@@ -34,6 +36,7 @@ from dicomlake.storage.hdfs_user import act_as_configured_user
 from dicomlake.vocab import SnapshotMode
 
 if TYPE_CHECKING:
+    from dicomlake.backup.keks import BackupNeeds
     from dicomlake.crypto.keyring import Keyring
     from dicomlake.lake.layout import LakeLayout
     from dicomlake.lake.lock import Lock
@@ -191,10 +194,19 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
         public = keyring.public_only() if args.public_out else None
         out = {"keyring": path, "active_kek_id": keyring.active_kek_id, **counts}
     elif args.action == "drop":
-        keyring = load_keyring(path, config).without(args.kek_id)
-        _check_unused(existing_lake(args.lake, config), keyring, args.kek_id, config)
-        save_keyring(path, keyring, config)
-        out = {"keyring": path, "kek_ids": keyring.kek_ids}
+        held = load_keyring(path, config)
+        keyring = held.without(args.kek_id)
+        lake = existing_lake(args.lake, config)
+        _check_unused(lake, keyring, args.kek_id, config)
+        backups = [canonical_uri(b) for b in args.backup]
+        snapshots = _check_backups(lake, backups, held, args.kek_id, config)
+        save_keyring(path, keyring, config)  # once every check has passed
+        out = {
+            "keyring": path,
+            "kek_ids": keyring.kek_ids,
+            "backups_checked": backups,
+            "snapshots_read": snapshots,
+        }
     else:
         raise AssertionError(args.action)
     if public is not None:
@@ -234,6 +246,50 @@ def _check_unused(lake: str, keyring: Keyring, kek_id: str, config: Config) -> N
             f"`dicomlake keys rewrap --lake {lake}` first (it re-wraps the lake under the "
             "keyring's active KEK; then `dicomlake maintain`); the keyring is unchanged"
         )
+
+
+def _check_backups(
+    lake: str, backups: list[str], keyring: Keyring, kek_id: str, config: Config
+) -> int:
+    """KeyringError unless no snapshot of ``backups`` needs ``kek_id`` of ``keyring``; the
+    number of snapshots read. Without backups, a warning: their snapshots go unchecked."""
+    from dicomlake.backup.keks import snapshots_needing
+
+    if not backups:
+        log.warning(
+            "keys drop: no --backup given, so no snapshot was checked: a snapshot of %s "
+            "taken before its rotation needs %s to be restored; give each backup of the "
+            "lake with --backup",
+            lake,
+            kek_id,
+        )
+        return 0
+    found = []
+    for backup in backups:
+        try:
+            found.append(snapshots_needing(backup, keyring, kek_id, "keys drop", config))
+        except (BackupError, LakeError, StorageError) as exc:  # a snapshot's file unread
+            raise KeyringError(
+                f"keys drop: cannot tell whether {backup} needs {kek_id}: {exc} (`dicomlake "
+                f"verify --backup {backup}` reports it); the keyring is unchanged"
+            ) from exc
+    refusals = [_still_needed(lake, needs, kek_id) for needs in found if needs.needing]
+    if refusals:
+        raise KeyringError(f"keys drop: {' '.join(refusals)} The keyring is unchanged.")
+    return sum(needs.snapshots_read for needs in found)
+
+
+def _still_needed(lake: str, found: BackupNeeds, kek_id: str) -> str:
+    """Which snapshots of a backup need ``kek_id``, and what to do."""
+    oldest, newest = found.needing[0], found.needing[-1]
+    return (
+        f"{len(found.needing)} of the {found.snapshots_read} snapshots of {found.backup} "
+        f"still need {kek_id} (oldest {oldest.snapshot_id}, newest {newest.snapshot_id}, "
+        f"which needs it for {'; '.join(newest.needs)}): keep the key until `dicomlake "
+        f"retention --backup {found.backup}` has removed them, or take a new full snapshot "
+        f"(`dicomlake snapshot --lake {lake} --backup {found.backup} --mode full`) and let "
+        "retention remove the older ones."
+    )
 
 
 def _rekey_lake(
@@ -539,6 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
         "drop: the lake whose keys must no longer need the dropped one",
     )
     p.add_argument("--kek-id", help="drop: the key to remove")
+    p.add_argument(
+        "--backup",
+        action="append",
+        default=[],
+        help="drop: a backup of the lake (path, file://, hdfs://; repeatable) none of whose "
+        "snapshots may still need the dropped key; without it, snapshots go unchecked",
+    )
 
     p = command(
         "export",

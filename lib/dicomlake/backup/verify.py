@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.parquet as pq
-
 from dicomlake.backup import manifest
 from dicomlake.backup.copy import CHUNK
+from dicomlake.backup.keks import pack_wraps
 from dicomlake.backup.layout import (
     BackupLayout,
     committed_ids,
@@ -42,7 +40,6 @@ from dicomlake.backup.layout import (
 from dicomlake.backup.manifest import SnapshotInfo
 from dicomlake.config import Config
 from dicomlake.errors import BackupError, DicomLakeError, MissingKeyError, StorageError
-from dicomlake.lake.ledger import latest_packs
 from dicomlake.progress import track
 from dicomlake.storage import FileSystem, filesystem_for
 from dicomlake.vocab import ChunkKind
@@ -170,7 +167,7 @@ def verify(
         deep_check = _DeepCheck(fs, layout, keyring)
         opened = []
         for sid, entries in rows.items():
-            overrides = deep_check.wrapped_keys(entries, sound)
+            overrides = pack_wraps(fs, layout, [r for r in entries if r["object"] in sound])
             for r in entries:
                 if r["path"].endswith(".pack") and r["object"] in sound:
                     override = overrides.get(r["path"])
@@ -238,23 +235,6 @@ class _DeepCheck:
         self._specs: dict[str, FrameSpec | None] = {}
         self._waiting: list[tuple[_Opened, str, bytes, ChunkRecord]] = []
         self.packs = self.chunks = self.hashed = 0
-
-    def wrapped_keys(
-        self, entries: list[dict[str, Any]], sound: set[str]
-    ) -> dict[str, tuple[str, bytes]]:
-        """pack path -> (kek_id, wrapped key) from the snapshot's ``tables/packs`` files."""
-        rows: list[dict[str, Any]] = []
-        for r in entries:
-            if not (r["path"].startswith("tables/packs/") and r["path"].endswith(".parquet")):
-                continue
-            if "/_delta_log/" in r["path"]:  # checkpoints; the data files hold every row
-                continue
-            if r["object"] not in sound:
-                continue
-            data = self._fs.read(self._layout.uri(r["object"]))
-            rows += pq.read_table(io.BytesIO(data)).to_pylist()
-        # After a rotation the newest wrapping wins, as for a reader of the lake itself.
-        return {path: (r["kek_id"], r["wrapped_key"]) for path, r in latest_packs(rows).items()}
 
     def pack(self, key: str, path: str, override: tuple[str, bytes] | None) -> None:
         """Open the chunks of the pack at ``key`` (once); frames without their prefix wait."""

@@ -64,8 +64,14 @@ def _roll_forward(fs: FileSystem, layout: LakeLayout) -> None:
 
 
 def _read_record(fs: FileSystem, uri: str) -> dict[str, Any]:
+    return parse_record(fs.read(uri), uri)
+
+
+def parse_record(data: bytes, uri: str) -> dict[str, Any]:
+    """The keyring record in ``data``, the bytes of ``uri`` (a lake's, or a snapshot's copy);
+    a LakeError names ``uri`` when it is none."""
     try:
-        bound = json.loads(fs.read(uri))
+        bound = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise LakeError(f"{uri} is not valid JSON ({exc}): restore it from a snapshot") from None
     if (

@@ -69,10 +69,10 @@ def read_rows(
 def parse(
     uri: str,
     data: bytes,
-    columns: list[str],
+    columns: list[str] | None,
     decryption: pq.FileDecryptionProperties | None = None,
 ) -> pa.Table:
-    """``columns`` of the restricted file ``uri`` (its bytes ``data``); a damaged file
+    """``columns`` (None: all) of the restricted file ``uri`` (its bytes ``data``); a damaged file
     (truncated, overwritten) is a LakeError naming it, not pyarrow's."""
     try:
         return pq.read_table(io.BytesIO(data), columns=columns, decryption_properties=decryption)
