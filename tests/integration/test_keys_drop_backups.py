@@ -3,6 +3,7 @@ before the rotation are gone."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -20,11 +21,10 @@ pytestmark = pytest.mark.spark
 BEFORE, AFTER = "20260105T000000Z", "20260105T060000Z"  # one day: retention keeps the newest
 
 
-@pytest.fixture
-def rotated(tmp_path, sc, config, keyring):
-    """A lake with a full snapshot taken before a `keys rotate --lake`: (lake, backup, the
-    keyring file, the KEK rotated out)."""
-    landing, lake, backup = tmp_path / "landing", tmp_path / "lake", tmp_path / "backup"
+def _snapshot_then_rotate(tmp_path, sc, config, keyring, backup):
+    """A lake with a full snapshot into ``backup`` taken before a `keys rotate --lake`: (lake,
+    the keyring file, the KEK rotated out)."""
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
     landing.mkdir()
     shutil.copy(get_testdata_file("CT_small.dcm"), landing)
     run_ingest(sc, str(landing), str(lake), config, keyring)
@@ -32,7 +32,15 @@ def rotated(tmp_path, sc, config, keyring):
     path = tmp_path / "keyring.json"
     save_keyring(str(path), keyring, config)
     assert main(["keys", "rotate", "--keyring", str(path), "--lake", str(lake)]) == 0
-    return lake, backup, path, keyring.active_kek_id
+    return lake, path, keyring.active_kek_id
+
+
+@pytest.fixture
+def rotated(tmp_path, sc, config, keyring):
+    """`_snapshot_then_rotate` into a local backup: (lake, backup, keyring file, old KEK)."""
+    backup = tmp_path / "backup"
+    lake, path, old = _snapshot_then_rotate(tmp_path, sc, config, keyring, backup)
+    return lake, backup, path, old
 
 
 def _summary(capsys) -> dict:
@@ -84,3 +92,21 @@ def test_without_a_backup_the_drop_goes_on_and_warns(rotated, capsys, caplog):
     assert any("no snapshot was checked" in w and old in w for w in warnings)
     # The snapshot the drop did not look at is what it put beyond reach.
     assert main(["verify", "--deep", "--keyring", str(path), "--backup", str(backup)]) != 0
+
+
+@pytest.mark.hdfs
+def test_a_backup_on_hdfs_is_checked_too(
+    tmp_path, sc, config, keyring, hdfs_cluster, hdfs_root, monkeypatch, capsys
+):
+    namenodes = {hdfs_cluster.authority: hdfs_cluster.webhdfs_url}
+    monkeypatch.setenv("DICOMLAKE_HDFS_NAMENODES", json.dumps(namenodes))
+    backup = f"{hdfs_root}/backup"
+    config = dataclasses.replace(config, hdfs=hdfs_cluster.hdfs_config)
+    lake, path, old = _snapshot_then_rotate(tmp_path, sc, config, keyring, backup)
+    before = path.read_bytes()
+    drop = ["keys", "drop", "--keyring", str(path), "--kek-id", old, "--lake", str(lake)]
+    assert main([*drop, "--backup", backup]) == EXIT_ERROR
+    refusal = _summary(capsys)["error"]
+    assert f"1 of the 1 snapshots of {backup} still need {old}" in refusal
+    assert "the data keys of 1 packs" in refusal and "restricted files" in refusal
+    assert path.read_bytes() == before
