@@ -12,6 +12,8 @@ import re
 import struct
 from pathlib import Path
 
+from pydicom.dataset import Dataset
+
 from dicomlake.dicom.split import FrameSpec, _dataset_encoding, split_instance
 from dicomlake.dicom.walk import Reader, Walker
 from dicomlake.errors import DicomParseError
@@ -132,3 +134,18 @@ def frame_spec(
         planar_configuration,
         photometric_interpretation,
     )
+
+
+def pydicom_value(dataset: Dataset, tag: int) -> object:
+    """pydicom's value of an element, None where it is empty or does not convert: what the
+    lake's own readings of a value must give."""
+    try:
+        value = dataset[tag].value
+    except Exception:
+        return None
+    return None if value is None or value == "" else value
+
+
+def same_value(got: object, expected: object) -> bool:
+    """Same type and value (by repr: a NaN read from FL or FD is the same NaN)."""
+    return (type(got), repr(got)) == (type(expected), repr(expected))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from corpus import corpus_id, split_paths
+from corpus import corpus_id, pydicom_value, same_value, split_paths
 from pydicom.data import get_charset_files
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -66,20 +66,6 @@ def test_same_elements_as_pydicom(path: Path) -> None:
                 assert got.to_json_dict(None, 1024) == expected.to_json_dict(None, 1024), where
 
 
-def _pydicom_value(dataset: Dataset, tag: BaseTag) -> object:
-    """What value_at must give: pydicom's value, None where it is empty or does not convert."""
-    try:
-        value = dataset[tag].value
-    except Exception:
-        return None
-    return None if value is None or value == "" else value
-
-
-def _same(got: object, expected: object) -> bool:
-    """Same type and value (by repr: a NaN read from FL or FD is the same NaN)."""
-    return (type(got), repr(got)) == (type(expected), repr(expected))
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("path", PATHS[::7], ids=corpus_id)
 def test_value_at_gives_pydicom_values(path: Path) -> None:
@@ -88,9 +74,9 @@ def test_value_at_gives_pydicom_values(path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for tag in list(theirs.keys()):
-            expected = _pydicom_value(theirs, tag)
+            expected = pydicom_value(theirs, tag)
             if not isinstance(expected, pydicom.Sequence):
-                assert _same(value_at(ours, tag), expected), tag
+                assert same_value(value_at(ours, tag), expected), tag
 
 
 @pytest.mark.parametrize("vr", ["US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT", "OW"])
@@ -100,8 +86,8 @@ def test_value_at_reads_binary_numbers_as_pydicom(vr: str, little: bool) -> None
     for length in range(17):
         data = bytes(range(0xF0, 0xF0 + length))  # high bits set: signed values are negative
         raw = RawDataElement(tag, vr, length, data, 0, False, little)
-        expected = _pydicom_value(Dataset({tag: raw}), tag)
-        assert _same(value_at(Dataset({tag: raw}), tag), expected), (vr, length)
+        expected = pydicom_value(Dataset({tag: raw}), tag)
+        assert same_value(value_at(Dataset({tag: raw}), tag), expected), (vr, length)
 
 
 @pytest.mark.parametrize(
