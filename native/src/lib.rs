@@ -810,15 +810,8 @@ impl Core {
     }
 
     fn known(&self, tag: u32) -> bool {
-        // `action(tag).is_some()` or in the dictionary, with one lookup of the tag
-        if self
-            .tags
-            .get(&tag)
-            .is_some_and(|i| i.action.is_some() || i.vr.is_some())
-        {
-            return true;
-        }
-        self.repeating_actions.iter().any(|(l, m, _)| tag & m == *l)
+        self.action(tag).is_some()
+            || self.tags.get(&tag).is_some_and(|i| i.vr.is_some())
             || self
                 .repeaters
                 .iter()
