@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from dicomlake.errors import (
 )
 from dicomlake.keyring_file import check_targets, in_lake, load_keyring, save_keyring
 from dicomlake.storage import canonical_uri, overlap
-from dicomlake.storage.hdfs_user import act_as_configured_user
+from dicomlake.storage.hdfs_user import one_user
 from dicomlake.vocab import SnapshotMode
 
 if TYPE_CHECKING:
@@ -759,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pydicom").disabled = True
     try:
         config = load_config(args.conf)
-        act_as_configured_user(config.hdfs)
+        config = dataclasses.replace(config, hdfs=one_user(config.hdfs))
         if args.command == "keys" and args.action == "drop" and not (args.kek_id and args.lake):
             parser.error("keys drop needs --kek-id, and --lake: the lake it checks first")
         if args.command == "keys" and args.action == "public" and not args.public_out:

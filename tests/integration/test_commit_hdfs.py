@@ -23,7 +23,7 @@ from dicomlake.lake.commit import commit, recover, staged
 from dicomlake.lake.layout import LakeLayout
 from dicomlake.lake.lock import holding
 from dicomlake.storage.hdfs import WebHdfsFileSystem
-from dicomlake.storage.hdfs_user import act_as_configured_user
+from dicomlake.storage.hdfs_user import one_user
 
 pytestmark = pytest.mark.hdfs
 
@@ -133,16 +133,21 @@ def _owners(cluster, uri: str) -> dict[str, str]:
     return {st["pathSuffix"]: st["owner"] for st in resp.json()["FileStatuses"]["FileStatus"]}
 
 
-def test_with_hdfs_user_set_the_delta_logs_belong_to_that_user_too(
-    hdfs_cluster, hdfs_root, monkeypatch
+@pytest.mark.parametrize("named_by", ["hdfs.user", "HADOOP_USER_NAME"])
+def test_the_delta_logs_and_the_other_files_belong_to_one_user(
+    hdfs_cluster, hdfs_root, monkeypatch, named_by
 ):
     # deltalake's client writes the logs; WebHDFS the rest. The dev cluster checks no
     # permission, but it records each file's owner.
     user = "dicomlake-svc"
     monkeypatch.setenv("HADOOP_USER_NAME", "")  # so that the undo removes what is set below
     monkeypatch.delenv("HADOOP_USER_NAME")
-    config = dataclasses.replace(hdfs_cluster.hdfs_config, user=user)
-    act_as_configured_user(config)
+    if named_by == "hdfs.user":
+        config = dataclasses.replace(hdfs_cluster.hdfs_config, user=user)
+    else:
+        monkeypatch.setenv("HADOOP_USER_NAME", user)
+        config = hdfs_cluster.hdfs_config
+    config = one_user(config)
     fs, layout = WebHdfsFileSystem(config), LakeLayout(f"{hdfs_root}/lake")
     _staged_run(fs, layout)
     with holding(fs, layout.root, "r1", "test", LockConfig()) as held:

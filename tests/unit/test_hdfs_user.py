@@ -1,6 +1,7 @@
 """One HDFS user per process: ``hdfs.user`` becomes ``HADOOP_USER_NAME``, which deltalake's HDFS
-client (the Delta logs) and a JVM started later act as (tests/integration/test_commit_hdfs.py
-checks the owners on a real HDFS)."""
+client (the Delta logs) and a JVM started later act as, or ``HADOOP_USER_NAME`` becomes the
+user WebHDFS calls name (tests/integration/test_commit_hdfs.py checks the owners on a real
+HDFS)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from dicomlake.cli import EXIT_ERROR, main
 from dicomlake.config import HdfsConfig
 from dicomlake.errors import ConfigError
-from dicomlake.storage.hdfs_user import ENV, act_as_configured_user
+from dicomlake.storage.hdfs_user import ENV, one_user
 
 
 @pytest.fixture(autouse=True)
@@ -22,30 +23,37 @@ def _no_user(monkeypatch):
 
 
 def test_the_configured_user_becomes_the_environments():
-    act_as_configured_user(HdfsConfig(user="svc"))
+    assert one_user(HdfsConfig(user="svc")).user == "svc"
     assert os.environ[ENV] == "svc"
 
 
-@pytest.mark.parametrize(
-    "config", [HdfsConfig(), HdfsConfig(user="svc", auth="kerberos", kerberos_principal="p@R")]
-)
-def test_no_user_or_kerberos_leaves_the_environment_alone(config, monkeypatch):
-    act_as_configured_user(config)
+def test_without_a_configured_user_the_environments_is_every_clients(monkeypatch):
+    monkeypatch.setenv(ENV, "svc")
+    assert one_user(HdfsConfig()).user == "svc"
+    assert os.environ[ENV] == "svc"
+
+
+def test_with_neither_every_client_takes_the_login_name():
+    assert one_user(HdfsConfig()) == HdfsConfig()
     assert ENV not in os.environ
+
+
+def test_kerberos_is_left_alone(monkeypatch):
+    config = HdfsConfig(user="svc", auth="kerberos", kerberos_principal="p@R")
     monkeypatch.setenv(ENV, "other")
-    act_as_configured_user(config)
+    assert one_user(config) == config
     assert os.environ[ENV] == "other"
 
 
 def test_the_same_user_in_both_is_accepted(monkeypatch):
     monkeypatch.setenv(ENV, "svc")
-    act_as_configured_user(HdfsConfig(user="svc"))
+    assert one_user(HdfsConfig(user="svc")).user == "svc"
 
 
 def test_another_user_in_the_environment_is_refused_naming_both(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv(ENV, "other")
     with pytest.raises(ConfigError, match="hdfs.user is 'svc'.*HADOOP_USER_NAME is 'other'"):
-        act_as_configured_user(HdfsConfig(user="svc"))
+        one_user(HdfsConfig(user="svc"))
     # The command refuses before it does anything
     monkeypatch.setenv("DICOMLAKE_HDFS_USER", "svc")
     keyring = tmp_path / "keyring.json"

@@ -398,8 +398,8 @@ def _make_client(config: HdfsConfig, urls: tuple[str, ...]) -> Client:
             session=session,
         )
     else:
-        # An empty user means the local login name (HdfsCLI's default), as Hadoop's own
-        # client does.
+        # An empty user (neither hdfs.user nor HADOOP_USER_NAME: `hdfs_user.one_user`) means
+        # the local login name (HdfsCLI's default), as Hadoop's own client takes it.
         client = InsecureClient(
             ";".join(urls),
             user=config.user or None,
