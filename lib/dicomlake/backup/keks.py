@@ -65,18 +65,24 @@ class BackupNeeds:
 
 
 def pack_wraps(
-    fs: FileSystem, layout: BackupLayout, entries: list[dict[str, Any]]
+    fs: FileSystem,
+    layout: BackupLayout,
+    entries: list[dict[str, Any]],
+    read: dict[str, list[dict[str, Any]]],
 ) -> dict[str, tuple[str, bytes]]:
     """pack path -> (kek_id, wrapped key) from the ``tables/packs`` files among a snapshot's
-    manifest ``entries``."""
+    manifest ``entries``. ``read`` keeps each object's rows for the command's next snapshots:
+    a packs file is in every snapshot taken while it lived."""
     rows: list[dict[str, Any]] = []
     for r in entries:
         if not (r["path"].startswith("tables/packs/") and r["path"].endswith(".parquet")):
             continue
         if "/_delta_log/" in r["path"]:  # checkpoints; the data files hold every row
             continue
-        data = fs.read(layout.uri(r["object"]))
-        rows += pq.read_table(io.BytesIO(data)).to_pylist()
+        key = r["object"]
+        if key not in read:
+            read[key] = pq.read_table(io.BytesIO(fs.read(layout.uri(key)))).to_pylist()
+        rows += read[key]
     # After a rotation the newest wrapping wins, as for a reader of the lake itself.
     return {path: (r["kek_id"], r["wrapped_key"]) for path, r in latest_packs(rows).items()}
 
@@ -97,11 +103,13 @@ def snapshots_needing(
         kms.decrypting(without) as dropped,
     ):
         files = _RestrictedFiles(fs, layout, full, dropped)
+        packs: dict[str, list[dict[str, Any]]] = {}
         ids = committed_ids(fs, layout)
         needing = []
         for sid in ids:
             read = manifest.read_manifest(fs, layout, sid, without, legacy=True)
-            if needs := _snapshot_needs(fs, layout, read.rows.to_pylist(), kek_id, files):
+            entries = read.rows.to_pylist()
+            if needs := _snapshot_needs(fs, layout, entries, kek_id, files, packs):
                 needing.append(SnapshotNeeds(sid, tuple(needs)))
     return BackupNeeds(backup, len(ids), tuple(needing))
 
@@ -112,13 +120,15 @@ def _snapshot_needs(
     entries: list[dict[str, Any]],
     kek_id: str,
     files: _RestrictedFiles,
+    packs_read: dict[str, list[dict[str, Any]]],
 ) -> list[str]:
     """What of a snapshot (its manifest ``entries``) needs ``kek_id``."""
     needs = []
     record = _keyring_record(fs, layout, entries)
     if record is not None and record["active_kek_id"] == kek_id:
         needs.append(f"its active KEK ({BINDING})")
-    packs = sum(1 for kek, _ in pack_wraps(fs, layout, entries).values() if kek == kek_id)
+    wraps = pack_wraps(fs, layout, entries, packs_read)
+    packs = sum(1 for kek, _ in wraps.values() if kek == kek_id)
     if packs:
         needs.append(f"the data keys of {packs} packs")
     closed = [r["path"] for r in entries if files.need_kek(r)]

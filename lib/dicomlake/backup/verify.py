@@ -166,8 +166,10 @@ def verify(
     if deep:
         deep_check = _DeepCheck(fs, layout, keyring)
         opened = []
+        packs_read: dict[str, list[dict[str, Any]]] = {}
         for sid, entries in rows.items():
-            overrides = pack_wraps(fs, layout, [r for r in entries if r["object"] in sound])
+            sound_entries = [r for r in entries if r["object"] in sound]
+            overrides = pack_wraps(fs, layout, sound_entries, packs_read)
             for r in entries:
                 if r["path"].endswith(".pack") and r["object"] in sound:
                     override = overrides.get(r["path"])
